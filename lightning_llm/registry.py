@@ -1,0 +1,177 @@
+"""The plugin registry: every swappable part of a run is a named plugin of one *kind*.
+
+A kind is also the Hydra config group that selects it (``optim=adamw`` picks the ``adamw`` plugin of kind
+``optim``). Built-ins register exactly as third-party packages do, with ``@register(kind, name)`` on a class
+or a factory function. The framework calls a plugin with the arguments it supplies (``CONTRACTS[kind].supplied``,
+passed by keyword) plus the plugin's own parameters from the config; those parameters are the plugin's
+signature, which ``lightning_llm.config`` turns into a typed Hydra node.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CONTRACTS",
+    "KINDS",
+    "Contract",
+    "Plugin",
+    "PluginError",
+    "build",
+    "get",
+    "names",
+    "plugins",
+    "register",
+]
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What the framework passes to a plugin of one kind, and what it must return."""
+
+    supplied: tuple[str, ...]  # keyword arguments the framework provides; never part of the config
+    returns: str
+
+
+CONTRACTS: dict[str, Contract] = {
+    "tokenizer": Contract(
+        (),
+        "a lightning_llm.tokenizers.Tokenizer: train(texts), encode, decode, vocab_size, special ids, "
+        "save(path), load(path)",
+    ),
+    "data": Contract(
+        ("tokenizer", "cache_dir"),
+        "a lightning.LightningDataModule with texts('train') for tokenizer training and batches the "
+        "objective understands",
+    ),
+    "model": Contract(
+        ("vocab_size",),
+        "a torch.nn.Module with init_weights(), flops_per_token(seq_len), objectives, default_objective "
+        "and blocks (the modules parallelism wraps)",
+    ),
+    "objective": Contract((), "an object with loss(model, batch) -> (summed_loss, n_target_tokens, outputs)"),
+    "optim": Contract(("params",), "a torch.optim.Optimizer over the given parameter groups"),
+    "scheduler": Contract(
+        ("optimizer", "total_steps"), "a torch.optim.lr_scheduler.LRScheduler stepped once per optimizer step"
+    ),
+    "metric": Contract((), "a torchmetrics.Metric updated with (logits, labels)"),
+}
+KINDS: tuple[str, ...] = tuple(CONTRACTS)
+
+
+class PluginError(ValueError):
+    """A plugin name, kind or parameter that does not exist; the message lists what would be valid."""
+
+
+@dataclass(frozen=True)
+class Plugin:
+    kind: str
+    name: str
+    target: Callable[..., Any]
+    source: str  # the package that registered it ("lightning_llm" for built-ins)
+
+    def parameters(self) -> list[inspect.Parameter]:
+        """The configurable parameters: the signature minus what the framework supplies."""
+        supplied = CONTRACTS[self.kind].supplied
+        return [
+            p
+            for p in inspect.signature(self.target).parameters.values()
+            if p.name not in supplied and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self.target(**kwargs)
+
+
+_PLUGINS: dict[str, dict[str, Plugin]] = {kind: {} for kind in KINDS}
+_BROKEN: dict[str, str] = {}  # package -> error, for packages whose plugins failed to import
+_source: str | None = None  # the package being loaded by lightning_llm.plugins, if any
+
+
+def register(kind: str, name: str | None = None, *, replace: bool = False) -> Callable:
+    """Register a class or factory as plugin ``name`` (default: its ``__name__``) of ``kind``.
+
+    A name that already exists keeps its first owner and the newcomer is ignored with a warning, unless
+    ``replace=True`` says the replacement is deliberate.
+    """
+    _check_kind(kind)
+
+    def decorator(target: Callable) -> Callable:
+        plugin_name = name or target.__name__
+        source = _source or target.__module__.split(".")[0]
+        existing = _PLUGINS[kind].get(plugin_name)
+        if existing is not None and existing.target is not target and not replace:
+            warnings.warn(
+                f"{source} registers {kind} '{plugin_name}', which {existing.source} already provides; "
+                f"keeping the one from {existing.source} (pass replace=True to override)",
+                stacklevel=2,
+            )
+            return target
+        _PLUGINS[kind][plugin_name] = Plugin(kind, plugin_name, target, source)
+        return target
+
+    return decorator
+
+
+def get(kind: str, name: str) -> Plugin:
+    """The plugin ``name`` of ``kind``; an unknown name raises PluginError listing the valid ones."""
+    _check_kind(kind)
+    try:
+        return _PLUGINS[kind][name]
+    except KeyError:
+        raise PluginError(unknown_name_message(kind, str(name), names(kind))) from None
+
+
+def names(kind: str) -> list[str]:
+    _check_kind(kind)
+    return sorted(_PLUGINS[kind])
+
+
+def plugins(kind: str | None = None) -> list[Plugin]:
+    kinds = [kind] if kind else list(KINDS)
+    return [_PLUGINS[k][n] for k in kinds for n in names(k)]
+
+
+def build(kind: str, name: str, /, **kwargs: Any) -> Any:
+    """Call plugin ``name`` of ``kind`` with the supplied arguments and its parameters."""
+    return get(kind, name)(**kwargs)
+
+
+def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
+    hint = difflib.get_close_matches(name, valid, n=1)
+    message = f"unknown {kind} '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+    message += f"; valid {kind} names: {', '.join(valid) or '(none)'}"
+    if _BROKEN:
+        broken = "; ".join(f"{pkg}: {err}" for pkg, err in _BROKEN.items())
+        message += f". Plugin packages that failed to load: {broken}"
+    return message
+
+
+def mark_broken(package: str, error: str) -> None:
+    _BROKEN[package] = error
+
+
+def broken() -> dict[str, str]:
+    return dict(_BROKEN)
+
+
+@contextmanager
+def loading(source: str):
+    """Attribute everything registered inside this block to the package ``source``."""
+    global _source
+    previous, _source = _source, source
+    try:
+        yield
+    finally:
+        _source = previous
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in CONTRACTS:
+        raise PluginError(f"unknown plugin kind '{kind}'; valid kinds: {', '.join(KINDS)}")
