@@ -2,8 +2,8 @@
 
 A kind is also the Hydra config group that selects it (``optim=adamw`` picks the ``adamw`` plugin of kind
 ``optim``). Built-ins register exactly as third-party packages do, with ``@register(kind, name)`` on a class
-or a factory function. The framework calls a plugin with the arguments it supplies (``CONTRACTS[kind].supplied``,
-passed by keyword) plus the plugin's own parameters from the config; those parameters are the plugin's
+or a factory function. The framework calls a plugin with the arguments it supplies
+(``CONTRACTS[kind].supplied``, passed by keyword) plus the plugin's own parameters from the config; those parameters are the plugin's
 signature, which ``lightning_llm.config`` turns into a typed Hydra node.
 """
 
@@ -81,7 +81,7 @@ class Plugin:
         supplied = CONTRACTS[self.kind].supplied
         return [
             p
-            for p in inspect.signature(self.target).parameters.values()
+            for p in _signature(self.target).parameters.values()
             if p.name not in supplied and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         ]
 
@@ -175,3 +175,11 @@ def loading(source: str):
 def _check_kind(kind: str) -> None:
     if kind not in CONTRACTS:
         raise PluginError(f"unknown plugin kind '{kind}'; valid kinds: {', '.join(KINDS)}")
+
+
+def _signature(target: Callable) -> inspect.Signature:
+    """The signature with string annotations (``from __future__ import annotations``) evaluated."""
+    try:
+        return inspect.signature(target, eval_str=True)
+    except (NameError, TypeError):
+        return inspect.signature(target)

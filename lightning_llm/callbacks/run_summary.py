@@ -1,0 +1,59 @@
+"""What a run leaves behind for people and scripts: ``summary.json`` in the run folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class RunSummary(L.Callback):
+    """Times the fit and records the final training loss; ``write`` adds evaluation results and saves."""
+
+    def __init__(self) -> None:
+        self.wall_seconds = 0.0
+        self.train_loss = float("nan")
+        self._start = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.wall_seconds = time.perf_counter() - self._start
+        loss = trainer.callback_metrics.get("train/loss")
+        self.train_loss = float(loss) if loss is not None else float("nan")
+
+    def summary(self, trainer: L.Trainer, pl_module: L.LightningModule, **results: float) -> dict[str, Any]:
+        val_loss = results.get("val_loss", float("nan"))
+        return {
+            "train_loss": self.train_loss,
+            "val_loss": val_loss,
+            "val_perplexity": math.exp(val_loss) if val_loss < 50 else float("inf"),
+            **results,
+            "step": trainer.global_step,
+            "tokens_seen": getattr(pl_module, "tokens_seen", 0),
+            "wall_seconds": round(self.wall_seconds, 3),
+            "peak_memory_mb": round(peak_memory_mb(), 1),
+            "params": sum(p.numel() for p in pl_module.parameters()),
+        }
+
+
+def peak_memory_mb() -> float:
+    """Peak accelerator memory when on CUDA, else the process's peak resident memory."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically, so a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)

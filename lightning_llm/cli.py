@@ -1,0 +1,116 @@
+"""``python -m lightning_llm [overrides]``: compose the config from conf/ with Hydra and train.
+
+Before Hydra runs, the overrides are composed once and checked against the plugins' signatures, so a typo
+(``model=gtp``, ``optim.lrr=1``, ``optim.lr=abc``) exits at once with one short message instead of a
+traceback from deep inside a run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Iterable
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from lightning_llm import config, plugins, registry
+from lightning_llm.config import ConfigError
+
+MAX_CHECKED_JOBS = 64  # a huge grid is still checked on its first 64 jobs; every job checks itself again
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    plugins.load()
+    config.store_schemas()
+    args = get_args_parser().parse_args(argv)
+    informational = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
+    if not informational:
+        try:
+            precheck(args.overrides, multirun=args.multirun)
+        except (ConfigError, registry.PluginError) as error:
+            sys.exit(f"error: {error}")
+    sys.argv = [sys.argv[0], *argv]
+    _app()
+
+
+@hydra.main(version_base="1.3", config_path=config.config_dir(), config_name="config")
+def _app(cfg: DictConfig) -> float | None:
+    from lightning_llm.train import run  # deferred: torch and Lightning load only when a run starts
+
+    return run(cfg)
+
+
+def precheck(overrides: list[str], multirun: bool = False) -> None:
+    """Compose and check every job the overrides describe (up to MAX_CHECKED_JOBS)."""
+    for job in itertools.islice(_jobs(overrides, multirun), MAX_CHECKED_JOBS):
+        config.check(compose_config(job))
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose conf/ with ``overrides``, turning Hydra's and OmegaConf's errors into one-line messages."""
+    own = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    with initialize_config_dir(config.config_dir(), version_base="1.3"):
+        try:
+            return compose("config", overrides=own)
+        except (HydraException, OmegaConfBaseException) as error:
+            raise ConfigError(explain(error, own)) from None
+
+
+def explain(error: Exception, overrides: list[str]) -> str:
+    """The shortest true account of why composing ``overrides`` failed."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    loader = GlobalHydra.instance().config_loader()
+    groups = set(loader.list_groups(""))
+    for override in parsed:
+        group = override.key_or_group
+        if group in groups and not override.is_delete():
+            options = loader.get_group_options(group)
+            for value in _values(override):
+                if value not in options and value != "null":
+                    return registry.unknown_name_message(group, value, options)
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    full_key = str(getattr(cause, "full_key", "") or "")
+    kind = full_key.split(".", 1)[0]
+    if kind in config.GROUP_KINDS and "." in full_key:
+        plugin = registry.get(kind, _selected(kind, overrides))
+        if isinstance(cause, ConfigKeyError | ConfigAttributeError):
+            return config.unknown_key_message(full_key, plugin, [p.name for p in plugin.parameters()])
+        if isinstance(cause, ValidationError):
+            return config.bad_value_message(kind, plugin, cause)
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"{full_key + ': ' if full_key else ''}{first_line}"
+
+
+def _selected(kind: str, overrides: list[str]) -> str:
+    """The plugin chosen for ``kind`` once the overrides that touch its parameters are left out."""
+    others = [o for o in overrides if not o.lstrip("+~").startswith(f"{kind}.")]
+    return str(compose("config", overrides=others)[kind]["name"])
+
+
+def _values(override) -> Iterable[str]:
+    if override.is_discrete_sweep():
+        return list(override.sweep_string_iterator())
+    if override.is_sweep_override():
+        return []
+    value = override.value()
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _jobs(overrides: list[str], multirun: bool) -> Iterable[list[str]]:
+    """Each job's override list: the cartesian product of the discrete sweeps (as Hydra's basic sweeper
+    makes it); search-space sweeps such as ``interval(...)`` are left for each job to check."""
+    if not multirun:
+        return [overrides]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    kept = [o for o in parsed if not o.is_sweep_override() or o.is_discrete_sweep()]
+    (batch,) = BasicSweeper.split_arguments(kept, None)
+    return (list(job) for job in batch)

@@ -1,0 +1,225 @@
+"""A plugin's signature is its config.
+
+Each plugin's keyword parameters (names, type hints, defaults) become a dataclass that Hydra's ConfigStore
+holds as ``<kind>/<name>`` (selectable as ``kind=name``) and as ``schema/<kind>/<name>`` (for YAML files in
+``conf/<kind>/`` that refine a plugin: ``defaults: [/schema/<kind>/<name>@_here_, _self_]``).
+``check(cfg)`` validates a composed config against those signatures before anything is built, so a typo
+fails in a second with a message that names the key, the plugin and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lightning_llm import registry
+from lightning_llm.registry import Plugin
+
+# Kinds selected through a Hydra config group of the same name; metrics are a list under `metrics`.
+GROUP_KINDS = ("tokenizer", "data", "model", "objective", "optim", "scheduler")
+_SCALARS = (int, float, bool, str)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and what would be valid."""
+
+
+@functools.cache
+def config_dir() -> str:
+    """Where ``conf/`` is: inside the installed wheel, or at the top of a source checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"lightning_llm's conf/ folder is missing (looked in {package} and {package.parent})"
+    )
+
+
+# --------------------------------------------------------------------------- signature -> dataclass
+
+
+def schema(plugin: Plugin) -> type:
+    """A dataclass with a ``name`` field plus one typed field per configurable parameter."""
+    fields: list[tuple[str, Any, Any]] = [("name", str, dataclasses.field(default=plugin.name))]
+    for param in plugin.parameters():
+        default = MISSING if param.default is inspect.Parameter.empty else param.default
+        if isinstance(default, tuple | list):
+            default = dataclasses.field(default_factory=lambda d=default: list(d))
+        else:
+            default = dataclasses.field(default=default)
+        fields.append((param.name, _hydra_type(param.annotation), default))
+    return dataclasses.make_dataclass(f"{plugin.kind}_{plugin.name}", fields)
+
+
+def store_schemas(store: ConfigStore | None = None) -> None:
+    """Put every registered plugin's node into Hydra's ConfigStore."""
+    store = store or ConfigStore.instance()
+    conf = Path(config_dir())
+    for plugin in registry.plugins():
+        node = schema(plugin)
+        refined = (conf / plugin.kind / f"{plugin.name}.yaml").is_file()  # it extends the schema node itself
+        if plugin.kind in GROUP_KINDS and not refined:
+            store.store(group=plugin.kind, name=plugin.name, node=node, provider=plugin.source)
+        store.store(group=f"schema/{plugin.kind}", name=plugin.name, node=node, provider=plugin.source)
+
+
+def _hydra_type(annotation: Any) -> Any:
+    """The closest type OmegaConf can enforce; Literal choices are checked by ``check``."""
+    if annotation in _SCALARS:
+        return annotation
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return type(args[0]) if args and all(type(a) is type(args[0]) for a in args) else Any
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and len(args) == 2:
+            inner = _hydra_type(rest[0])
+            return Any if inner is Any else Optional[inner]  # noqa: UP045 - OmegaConf needs typing.Optional
+        return Any
+    if origin in (list, tuple, typing.List, typing.Tuple) and args:  # noqa: UP006
+        item = args[0]
+        return list[item] if item in _SCALARS else list[Any]
+    return Any
+
+
+def _literal_choices(annotation: Any) -> tuple | None:
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is Literal:
+            return typing.get_args(arg)
+    return None
+
+
+# --------------------------------------------------------------------------- checking a composed config
+
+
+def plugin_params(kind: str, node: Any, key: str | None = None) -> tuple[Plugin, dict[str, Any]]:
+    """Validate one plugin node (``{name: ..., **params}`` or a bare name) and return the plugin and its
+    typed keyword arguments. ``key`` is the config path used in messages (default: the kind)."""
+    key = key or kind
+    if isinstance(node, str):
+        node = {"name": node}
+    if not isinstance(node, dict | DictConfig) or not node.get("name"):
+        raise ConfigError(f"{key}: no {kind} selected; choose one of: {', '.join(registry.names(kind))}")
+    plugin = registry.get(kind, str(node["name"]))
+    refuse_code_paths(node, key)
+    try:
+        params = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{key}: {error.msg}") from None
+    params.pop("name")
+    valid = [p.name for p in plugin.parameters()]
+    for name in params:
+        if name not in valid:
+            raise ConfigError(unknown_key_message(f"{key}.{name}", plugin, valid))
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema(plugin)), params)
+    except OmegaConfBaseException as error:
+        raise ConfigError(bad_value_message(key, plugin, error)) from None
+    kwargs = OmegaConf.to_container(typed, resolve=True)
+    kwargs.pop("name")
+    for param in plugin.parameters():
+        value = kwargs.get(param.name)
+        if OmegaConf.is_missing(typed, param.name):
+            raise ConfigError(f"{key}.{param.name} is required by {kind} '{plugin.name}'")
+        choices = _literal_choices(param.annotation)
+        if choices and value not in choices and value is not None:
+            raise ConfigError(
+                f"{key}.{param.name}={value!r} is not valid for {kind} '{plugin.name}'; "
+                f"choose one of: {', '.join(map(str, choices))}"
+            )
+    return plugin, kwargs
+
+
+def check(cfg: DictConfig) -> None:
+    """Validate every plugin selection and parameter, the metrics list and the trainer arguments."""
+    for kind in GROUP_KINDS:
+        if kind not in cfg:
+            raise ConfigError(
+                f"the config has no '{kind}' section; valid {kind} names: {registry.names(kind)}"
+            )
+        plugin_params(kind, cfg[kind])
+    for index, node in enumerate(metric_nodes(cfg)):
+        plugin_params("metric", node, key=f"metrics[{index}]")
+    check_trainer_args(cfg.get("trainer", {}))
+    refuse_code_paths(cfg, "")
+
+
+def metric_nodes(cfg: DictConfig) -> list[Any]:
+    metrics = cfg.get("metrics") or []
+    if not isinstance(metrics, list | ListConfig):
+        raise ConfigError(
+            f"metrics must be a list of metric names, e.g. metrics=[perplexity,accuracy]; got {metrics!r}"
+        )
+    return list(metrics)
+
+
+def check_trainer_args(trainer: Any) -> None:
+    import lightning  # deferred: importing Lightning costs about a second of CLI start-up
+
+    valid = [p for p in inspect.signature(lightning.Trainer.__init__).parameters if p != "self"]
+    for key in trainer or {}:
+        if key not in valid:
+            hint = difflib.get_close_matches(key, valid, n=1)
+            raise ConfigError(
+                f"trainer.{key} is not a lightning.Trainer argument"
+                + (f" (did you mean 'trainer.{hint[0]}'?)" if hint else "")
+            )
+
+
+def refuse_code_paths(node: Any, where: str) -> None:
+    """Configs pick code by registry name only; an import path arriving in a config is refused."""
+    plain = OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else node
+    for key in _walk(plain, where):
+        if key.rsplit(".", 1)[-1] in ("_target_", "_partial_", "_args_"):
+            raise ConfigError(
+                f"{key}: configs select code by registry name only (e.g. optim=adamw); "
+                "`_target_` and import paths are refused"
+            )
+
+
+def unknown_key_message(key: str, plugin: Plugin, valid: list[str]) -> str:
+    bad = key.rsplit(".", 1)[-1]
+    hint = difflib.get_close_matches(bad, valid, n=1)
+    return (
+        f"{key}: {plugin.kind} '{plugin.name}' has no parameter '{bad}'"
+        + (f" (did you mean '{hint[0]}'?)" if hint else "")
+        + f"; its parameters: {', '.join(valid) or '(none)'}"
+    )
+
+
+def bad_value_message(key: str, plugin: Plugin, error: OmegaConfBaseException) -> str:
+    name = getattr(error, "key", None) or getattr(error, "full_key", "") or "?"
+    expected = {p.name: _type_name(p.annotation) for p in plugin.parameters()}.get(str(name), "another type")
+    value = getattr(error, "value", None)
+    shown = f"={value!r}" if value is not None else ""
+    return f"{key}.{name}{shown} is not a valid {expected} for {plugin.kind} '{plugin.name}'"
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _walk(node: Any, where: str) -> Iterator[str]:
+    """Every key path in a plain nested dict/list."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            yield path
+            yield from _walk(value, path)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, f"{where}[{index}]")

@@ -1,0 +1,125 @@
+"""A deterministic train/val/test split of a corpus, by paragraph.
+
+Every paragraph (blank-line separated) goes to a split chosen by a stable hash of its text and a seed, so:
+the three splits share the distribution of the whole corpus (no "the last 5% of the files are the
+validation set" skew); the same text never appears in two splits (duplicates hash alike); and the split is
+identical on every machine and Python version (hashlib, never the salted built-in ``hash``).
+
+Consecutive paragraphs of one document that land in the same split stay together as one text, so the
+model still sees multi-paragraph context; the token cache puts an end-of-sequence token between texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = [
+    "SPLITS",
+    "CorpusTooSmallError",
+    "SplitCorpus",
+    "assign_split",
+    "check_fraction",
+    "split_corpus",
+    "split_paragraphs",
+]
+
+SPLITS = ("train", "val", "test")
+_SPLIT_RULE_VERSION = 1  # bump when the paragraph or hashing rule changes, to invalidate cached tokens
+_BLANK_LINES = re.compile(r"\n\s*\n")  # a newline, then whitespace-only lines, then a newline
+_MAX_FRACTION = 0.5
+
+
+class CorpusTooSmallError(ValueError):
+    """The corpus has too few paragraphs to give every requested split some text."""
+
+
+@dataclass(frozen=True)
+class SplitCorpus:
+    """The texts of each split in corpus order, and a fingerprint of them for cache keys."""
+
+    texts: dict[str, list[str]]
+    fingerprint: str
+
+
+def check_fraction(key: str, value: float) -> None:
+    """Raise unless ``value`` is a usable split fraction; ``key`` names it in the message."""
+    if not 0.0 <= value < _MAX_FRACTION:
+        raise ValueError(f"{key} must be in [0, {_MAX_FRACTION}), got {value}")
+
+
+def split_paragraphs(document: str) -> list[str]:
+    """The non-blank paragraphs of ``document``, leading indentation kept (it matters in code)."""
+    pieces = _BLANK_LINES.split(document)
+    return [piece.strip("\n").rstrip() for piece in pieces if piece.strip()]
+
+
+def assign_split(paragraph: str, *, val_fraction: float, test_fraction: float, seed: int) -> str:
+    """The split of one paragraph: a pure function of its text, the fractions and the seed."""
+    digest = hashlib.sha256(f"{seed}\0{paragraph}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64  # uniform in [0, 1)
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def split_corpus(
+    documents: list[str], *, val_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 1234
+) -> SplitCorpus:
+    """Split ``documents`` into train/val/test texts; a fraction of 0 leaves that split empty on purpose."""
+    check_fraction("val_fraction", val_fraction)
+    check_fraction("test_fraction", test_fraction)
+    texts: dict[str, list[str]] = {split: [] for split in SPLITS}
+    counts = dict.fromkeys(SPLITS, 0)
+    for document in documents:
+        for split, run in _runs(document, val_fraction, test_fraction, seed):
+            texts[split].append("\n\n".join(run))
+            counts[split] += len(run)
+    _check_sizes(counts, {"val": val_fraction, "test": test_fraction})
+    return SplitCorpus(texts, _fingerprint(texts, val_fraction, test_fraction, seed))
+
+
+def _runs(document: str, val_fraction: float, test_fraction: float, seed: int) -> Iterator[tuple[str, list]]:
+    """Maximal runs of consecutive paragraphs of ``document`` that share a split."""
+    labelled = [
+        (assign_split(p, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed), p)
+        for p in split_paragraphs(document)
+    ]
+    for split, run in itertools.groupby(labelled, key=lambda item: item[0]):
+        yield split, [paragraph for _, paragraph in run]
+
+
+def _check_sizes(counts: dict[str, int], fractions: dict[str, float]) -> None:
+    total = sum(counts.values())
+    if total == 0:
+        raise CorpusTooSmallError("the corpus holds no text (every document is blank)")
+    if counts["train"] == 0:
+        raise CorpusTooSmallError(
+            f"corpus too small: all {total} paragraphs went to val/test, none to train; "
+            "add text or lower data.val_fraction / data.test_fraction"
+        )
+    for split, fraction in fractions.items():
+        if fraction > 0 and counts[split] == 0:
+            raise CorpusTooSmallError(
+                f"corpus too small: its {total} paragraphs gave the {split} split none "
+                f"({split}_fraction={fraction}); add text, raise data.{split}_fraction, "
+                f"or set it to 0 to run without a {split} split"
+            )
+
+
+def _fingerprint(texts: dict[str, list[str]], val_fraction: float, test_fraction: float, seed: int) -> str:
+    params = {"rule": _SPLIT_RULE_VERSION, "val": val_fraction, "test": test_fraction, "seed": seed}
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    for split in SPLITS:
+        digest.update(f"\0{split}\0{len(texts[split])}\0".encode())
+        for text in texts[split]:
+            data = text.encode()
+            digest.update(len(data).to_bytes(8, "little"))  # length prefix: ["ab"] and ["a", "b"] differ
+            digest.update(data)
+    return digest.hexdigest()

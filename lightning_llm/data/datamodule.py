@@ -1,0 +1,348 @@
+"""The causal-LM DataModule, and the ``data`` plugins that build it from each kind of source.
+
+A run goes: ``texts("train")`` (the framework trains the tokenizer on it) -> ``prepare_data()`` (tokenize
+every split once into the token cache; Lightning runs it on one process per node) -> ``setup(stage)``
+(memory-map the caches on every process) -> DataLoaders of packed windows. Nothing is read or tokenized in
+the constructor, so building the module is free and the tokenizer may still be untrained at that point.
+"""
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_llm.data.corpus import SPLITS, SplitCorpus, check_fraction, split_corpus
+from lightning_llm.data.datasets import DatasetTooSmallError, PackedWindows
+from lightning_llm.data.sources import pydoc_topics, read_jsonl_files, read_parquet_files, read_text_files
+from lightning_llm.data.token_cache import TokenizerLike, ensure_token_cache, open_tokens
+from lightning_llm.registry import register
+
+__all__ = ["TextDataModule"]
+
+# The splits each Lightning stage needs; setup(None) (outside a Trainer) prepares them all.
+_STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": (),
+    None: SPLITS,
+}
+
+
+class TextDataModule(L.LightningDataModule):
+    """Batches of ``{"input_ids", "labels"}``, each ``(batch_size, block_size)`` int64, for causal LM.
+
+    ``read_documents`` is called once, on first use, to get the corpus as a list of documents; it is split by
+    paragraph into train/val/test (see ``lightning_llm.data.corpus``). A split whose fraction is 0 is
+    deliberately empty and its DataLoader is an empty list, which Lightning skips.
+    """
+
+    def __init__(
+        self,
+        tokenizer: TokenizerLike,
+        cache_dir: str | Path,
+        read_documents: Callable[[], list[str]],
+        *,
+        block_size: int = 256,
+        batch_size: int = 16,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        split_seed: int = 1234,
+        num_workers: int = 0,
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        _check_positive("data.block_size", block_size)
+        _check_positive("data.batch_size", batch_size)
+        check_fraction("data.val_fraction", val_fraction)
+        check_fraction("data.test_fraction", test_fraction)
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.tokenizer = tokenizer
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.num_workers = num_workers
+        self.shuffle_seed = shuffle_seed
+        self._read_documents = read_documents
+        self._corpus: SplitCorpus | None = None
+        self._token_files: dict[str, Path] = {}
+        self._datasets: dict[str, PackedWindows] = {}
+
+    # -- the corpus (before tokenizer training)
+
+    def texts(self, split: str) -> list[str]:
+        """The texts of ``split`` ("train", "val" or "test"); the corpus is read and split on first use."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
+        return self._split_corpus().texts[split]
+
+    def fingerprint(self) -> str:
+        """A hash of the split texts and split parameters: same value, same corpus, on any machine."""
+        return self._split_corpus().fingerprint
+
+    def _split_corpus(self) -> SplitCorpus:
+        if self._corpus is None:
+            self._corpus = split_corpus(
+                self._read_documents(),
+                val_fraction=self.val_fraction,
+                test_fraction=self.test_fraction,
+                seed=self.split_seed,
+            )
+        return self._corpus
+
+    # -- Lightning hooks (after tokenizer training)
+
+    def prepare_data(self) -> None:
+        """Tokenize every non-empty split into the token cache (a no-op when the cache already exists)."""
+        for split in SPLITS:
+            if self.texts(split):
+                self._token_file(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Memory-map the token caches the stage needs and cut them into windows."""
+        for split in _STAGE_SPLITS.get(stage, SPLITS):
+            if self.texts(split) and split not in self._datasets:
+                tokens = open_tokens(self._token_file(split))
+                self._datasets[split] = PackedWindows(tokens, self.block_size, split)
+        if "train" in self._datasets:
+            self._check_one_train_batch()
+
+    def train_dataloader(self) -> DataLoader:
+        # A seeded generator makes the order reproducible: same seed, same batches, epoch after epoch.
+        # Under DDP Lightning swaps in a DistributedSampler, which shuffles with the run's global seed.
+        generator = torch.Generator().manual_seed(self.shuffle_seed)
+        return self._loader("train", shuffle=True, drop_last=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._loader("test", shuffle=False, drop_last=False)
+
+    def state_dict(self) -> dict:
+        return {}  # the data order is a pure function of the seeds; nothing else to restore yet
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
+
+    # -- helpers
+
+    def _token_file(self, split: str) -> Path:
+        if split not in self._token_files:
+            self._token_files[split] = ensure_token_cache(
+                self.texts(split),
+                self.tokenizer,
+                cache_dir=self.cache_dir,
+                split=split,
+                corpus_fingerprint=self.fingerprint(),
+            )
+        return self._token_files[split]
+
+    def _check_one_train_batch(self) -> None:
+        windows = len(self._datasets["train"])
+        if windows < self.batch_size:  # drop_last would leave an epoch with no batch at all
+            raise DatasetTooSmallError(
+                f"the train split has {windows} windows of block_size={self.block_size}, fewer than "
+                f"data.batch_size={self.batch_size}; lower data.batch_size or data.block_size, or add text"
+            )
+
+    def _loader(self, split: str, **options) -> DataLoader | list:
+        if split not in self._datasets:
+            if not self.texts(split):
+                return []  # a split turned off with fraction 0: Lightning runs no loop over it
+            raise RuntimeError(f"the {split} split is not set up; call prepare_data() and setup() first")
+        return DataLoader(
+            self._datasets[split],
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            **options,
+        )
+
+
+def _check_positive(key: str, value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"{key} must be > 0, got {value}")
+
+
+def _check_paths(paths: list[str]) -> list[str]:
+    """``paths`` as a plain list (Hydra passes a ListConfig; a lone string is one path)."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if not paths:
+        raise ValueError("data.paths must name at least one file or glob, e.g. data.paths=[corpus/*.txt]")
+    return paths
+
+
+# -- the plugins: one per source, sharing the TextDataModule parameters
+
+
+@register("data", "pydoc")
+def pydoc_data(
+    tokenizer: TokenizerLike,
+    cache_dir: str | Path,
+    block_size: int = 256,
+    batch_size: int = 16,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    split_seed: int = 1234,
+    num_workers: int = 0,
+    shuffle_seed: int = 0,
+) -> TextDataModule:
+    """Python's bundled documentation (the pydoc topics, ~465k characters of English): no files needed.
+
+    Args:
+        block_size: tokens per training sequence (the context length the model trains at).
+        batch_size: sequences per micro-batch on each device.
+        val_fraction: share of paragraphs held out for validation, in [0, 0.5); 0 turns validation off.
+        test_fraction: share of paragraphs held out for the final test, in [0, 0.5); 0 turns testing off.
+        split_seed: seed of the paragraph-to-split hash; change it for a different split.
+        num_workers: DataLoader worker processes (0 loads in the training process).
+        shuffle_seed: seed of the training-order shuffle.
+    """
+    return TextDataModule(
+        tokenizer,
+        cache_dir,
+        pydoc_topics,
+        block_size=block_size,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        num_workers=num_workers,
+        shuffle_seed=shuffle_seed,
+    )
+
+
+@register("data", "text")
+def text_data(
+    tokenizer: TokenizerLike,
+    cache_dir: str | Path,
+    paths: list[str],
+    block_size: int = 256,
+    batch_size: int = 16,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    split_seed: int = 1234,
+    num_workers: int = 0,
+    shuffle_seed: int = 0,
+) -> TextDataModule:
+    """UTF-8 text files, one document each, split into paragraphs at blank lines.
+
+    Args:
+        paths: files or globs (``~`` expanded, relative to the current directory), e.g. [books/*.txt].
+        block_size: tokens per training sequence (the context length the model trains at).
+        batch_size: sequences per micro-batch on each device.
+        val_fraction: share of paragraphs held out for validation, in [0, 0.5); 0 turns validation off.
+        test_fraction: share of paragraphs held out for the final test, in [0, 0.5); 0 turns testing off.
+        split_seed: seed of the paragraph-to-split hash; change it for a different split.
+        num_workers: DataLoader worker processes (0 loads in the training process).
+        shuffle_seed: seed of the training-order shuffle.
+    """
+    return TextDataModule(
+        tokenizer,
+        cache_dir,
+        functools.partial(read_text_files, _check_paths(paths)),
+        block_size=block_size,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        num_workers=num_workers,
+        shuffle_seed=shuffle_seed,
+    )
+
+
+@register("data", "jsonl")
+def jsonl_data(
+    tokenizer: TokenizerLike,
+    cache_dir: str | Path,
+    paths: list[str],
+    field: str = "text",
+    block_size: int = 256,
+    batch_size: int = 16,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    split_seed: int = 1234,
+    num_workers: int = 0,
+    shuffle_seed: int = 0,
+) -> TextDataModule:
+    """JSON Lines files: one JSON object per line, its ``field`` holding one document.
+
+    Args:
+        paths: files or globs (``~`` expanded, relative to the current directory), e.g. [shards/*.jsonl].
+        field: the key of each record that holds its text.
+        block_size: tokens per training sequence (the context length the model trains at).
+        batch_size: sequences per micro-batch on each device.
+        val_fraction: share of paragraphs held out for validation, in [0, 0.5); 0 turns validation off.
+        test_fraction: share of paragraphs held out for the final test, in [0, 0.5); 0 turns testing off.
+        split_seed: seed of the paragraph-to-split hash; change it for a different split.
+        num_workers: DataLoader worker processes (0 loads in the training process).
+        shuffle_seed: seed of the training-order shuffle.
+    """
+    if not field:
+        raise ValueError("data.field must name the JSON key that holds the text, e.g. data.field=text")
+    return TextDataModule(
+        tokenizer,
+        cache_dir,
+        functools.partial(read_jsonl_files, _check_paths(paths), field),
+        block_size=block_size,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        num_workers=num_workers,
+        shuffle_seed=shuffle_seed,
+    )
+
+
+@register("data", "parquet")
+def parquet_data(
+    tokenizer: TokenizerLike,
+    cache_dir: str | Path,
+    paths: list[str],
+    column: str = "text",
+    block_size: int = 256,
+    batch_size: int = 16,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    split_seed: int = 1234,
+    num_workers: int = 0,
+    shuffle_seed: int = 0,
+) -> TextDataModule:
+    """Parquet files (needs ``pyarrow``): one document per row of a string column.
+
+    Args:
+        paths: files or globs (``~`` expanded, relative to the current directory), e.g. [shards/*.parquet].
+        column: the string column that holds the text.
+        block_size: tokens per training sequence (the context length the model trains at).
+        batch_size: sequences per micro-batch on each device.
+        val_fraction: share of paragraphs held out for validation, in [0, 0.5); 0 turns validation off.
+        test_fraction: share of paragraphs held out for the final test, in [0, 0.5); 0 turns testing off.
+        split_seed: seed of the paragraph-to-split hash; change it for a different split.
+        num_workers: DataLoader worker processes (0 loads in the training process).
+        shuffle_seed: seed of the training-order shuffle.
+    """
+    if not column:
+        raise ValueError(
+            "data.column must name the Parquet column that holds the text, e.g. data.column=text"
+        )
+    return TextDataModule(
+        tokenizer,
+        cache_dir,
+        functools.partial(read_parquet_files, _check_paths(paths), column),
+        block_size=block_size,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        num_workers=num_workers,
+        shuffle_seed=shuffle_seed,
+    )

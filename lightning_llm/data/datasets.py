@@ -1,0 +1,74 @@
+"""Training examples cut from a flat array of token ids."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["DatasetTooSmallError", "PackedWindows"]
+
+
+class DatasetTooSmallError(ValueError):
+    """A split holds fewer tokens than one training window needs."""
+
+
+class PackedWindows(Dataset):
+    """Non-overlapping causal-LM windows: item ``i`` is ``tokens[i*B : i*B + B + 1]``, ``B = block_size``.
+
+    Inputs are the first ``B`` tokens of the window and labels the last ``B`` (the inputs shifted by one), so
+    consecutive windows share one boundary token and every token after the first is a target exactly once per
+    epoch. Texts lie back to back with eos between them and a window may span several: the usual GPT
+    pre-training packing, which wastes nothing on padding.
+    """
+
+    def __init__(self, tokens: np.ndarray, block_size: int, split: str = "train") -> None:
+        if block_size <= 0:
+            raise ValueError(f"block_size must be > 0, got {block_size}")
+        if len(tokens) < block_size + 1:
+            raise DatasetTooSmallError(
+                f"the {split} split has {len(tokens)} tokens, fewer than one window of block_size + 1 = "
+                f"{block_size + 1}; lower data.block_size or give the split more text"
+            )
+        self.tokens = tokens
+        self.block_size = block_size
+        self.split = split
+
+    def __len__(self) -> int:
+        return (len(self.tokens) - 1) // self.block_size
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} out of range for {len(self)} windows")
+        start = index * self.block_size
+        window = torch.from_numpy(self.tokens[start : start + self.block_size + 1].astype(np.int64))
+        return {"input_ids": window[:-1], "labels": window[1:]}
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers started by spawn/forkserver receive the dataset pickled, and a pickled memmap
+        # carries a copy of the whole file; send the file's name instead and map it again in the worker.
+        state = self.__dict__.copy()
+        if _maps_whole_file(self.tokens):
+            state["tokens"] = (self.tokens.filename, self.tokens.dtype.str, len(self.tokens))
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state["tokens"], tuple):
+            filename, dtype, length = state["tokens"]
+            state["tokens"] = np.memmap(filename, dtype=np.dtype(dtype), mode="r", shape=(length,))
+        self.__dict__.update(state)
+
+
+def _maps_whole_file(tokens: np.ndarray) -> bool:
+    """True for a memmap of a whole file (a slice would also need its offset, so it is pickled as data)."""
+    filename = getattr(tokens, "filename", None)
+    return (
+        isinstance(tokens, np.memmap)
+        and filename is not None
+        and tokens.offset == 0
+        and tokens.nbytes == os.path.getsize(filename)
+    )

@@ -1,0 +1,144 @@
+"""Where text comes from: each reader returns a list of documents (one string per file, record or topic).
+
+Readers validate as they go, so a bad input fails at once with the file (and line or byte offset) to fix,
+instead of surfacing later as an odd tokenizer or training error. Paths may be globs, may start with ``~``
+and are relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+__all__ = [
+    "SourceError",
+    "expand_paths",
+    "pydoc_topics",
+    "read_jsonl_files",
+    "read_parquet_files",
+    "read_text_file",
+    "read_text_files",
+]
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+class SourceError(ValueError):
+    """An input file that exists but cannot be used as text; the message names the file and the spot."""
+
+
+def pydoc_topics() -> list[str]:
+    """The built-in corpus: the ~465k characters of English help text that every Python install carries.
+
+    One document per topic, in sorted topic order so the corpus is identical on every machine.
+    """
+    from pydoc_data.topics import topics
+
+    return [topics[name] for name in sorted(topics)]
+
+
+def expand_paths(patterns: list[str]) -> list[Path]:
+    """The files named by ``patterns`` (paths or globs), in the given order, each glob's matches sorted."""
+    if not patterns:
+        raise FileNotFoundError("no input paths given; pass at least one file or glob")
+    files: list[Path] = []
+    for pattern in patterns:
+        files.extend(_expand_one(pattern))
+    return files
+
+
+def _expand_one(pattern: str) -> list[Path]:
+    expanded = str(Path(pattern).expanduser())
+    if _GLOB_CHARS.isdisjoint(expanded):
+        path = Path(expanded)
+        if path.is_dir():
+            raise FileNotFoundError(f"'{pattern}' is a directory; pass a glob such as '{pattern}/*.txt'")
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: '{pattern}' (looked in {Path.cwd()})")
+        return [path]
+    matches = sorted(Path(p) for p in glob.glob(expanded, recursive=True) if Path(p).is_file())
+    if not matches:
+        raise FileNotFoundError(f"no files match '{pattern}' (looked in {Path.cwd()})")
+    return matches
+
+
+def read_text_file(path: Path) -> str:
+    """The UTF-8 text of ``path`` with newlines normalised; empty, binary or non-UTF-8 files raise."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise SourceError(f"{path}: file is empty")
+    nul = data.find(b"\0")
+    if nul >= 0:  # valid UTF-8 text never holds NUL bytes; binary files almost always do
+        raise SourceError(f"{path}: looks binary (NUL byte at offset {nul}); expected UTF-8 text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SourceError(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+            "convert it, e.g. with iconv -t UTF-8"
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_text_files(patterns: list[str]) -> list[str]:
+    """One document per ``.txt`` file (any UTF-8 text file works)."""
+    return [read_text_file(path) for path in expand_paths(patterns)]
+
+
+def read_jsonl_files(patterns: list[str], field: str = "text") -> list[str]:
+    """One document per line of JSON Lines files, taken from each record's ``field``."""
+    return [doc for path in expand_paths(patterns) for doc in _read_jsonl(path, field)]
+
+
+def _read_jsonl(path: Path, field: str) -> list[str]:
+    documents = []
+    # split on "\n" only: str.splitlines would also break on U+2028 and friends inside JSON strings
+    for lineno, line in enumerate(read_text_file(path).split("\n"), start=1):
+        if line.strip():
+            documents.append(_jsonl_text(line, field, f"{path}:{lineno}"))
+    return documents
+
+
+def _jsonl_text(line: str, field: str, where: str) -> str:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise SourceError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(record, dict):
+        raise SourceError(
+            f"{where}: expected a JSON object with a '{field}' field, got {type(record).__name__}"
+        )
+    if field not in record:
+        fields = ", ".join(record) or "(none)"
+        raise SourceError(f"{where}: no field '{field}'; fields present: {fields} (set data.field)")
+    text = record[field]
+    if not isinstance(text, str):
+        raise SourceError(f"{where}: field '{field}' holds {type(text).__name__}, expected a string")
+    return text
+
+
+def read_parquet_files(patterns: list[str], column: str = "text") -> list[str]:
+    """One document per row of Parquet files, taken from the string ``column`` (needs ``pyarrow``)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError("reading .parquet files needs pyarrow: pip install pyarrow") from None
+    documents: list[str] = []
+    for path in expand_paths(patterns):
+        try:
+            columns = pq.read_schema(path).names
+        except pa.ArrowException as err:
+            raise SourceError(f"{path}: not a readable Parquet file ({err})") from None
+        if column not in columns:
+            raise SourceError(f"{path}: no column '{column}'; columns present: {', '.join(columns)}")
+        values = pq.read_table(path, columns=[column]).column(column).to_pylist()
+        documents.extend(_parquet_text(value, f"{path} row {row}") for row, value in enumerate(values))
+    return documents
+
+
+def _parquet_text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise SourceError(f"{where}: expected a string, got {type(value).__name__}")
+    return value

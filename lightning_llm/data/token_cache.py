@@ -1,0 +1,192 @@
+"""Tokenize each split once into a flat file of token ids that every later run memory-maps.
+
+Layout under ``cache_dir``::
+
+    tokens/<key>/<split>.bin    the ids of all texts back to back, each text followed by eos_id
+    tokens/<key>/<split>.json   sidecar: dtype, n_tokens, fingerprints; written LAST, so it marks completion
+
+``key`` hashes the corpus fingerprint (texts + split parameters) and the tokenizer fingerprint, so a change
+to either gets a fresh folder and a stale cache is never read. Both files are written under a temporary
+name and renamed into place (``os.replace`` is atomic), so several processes building the same cache at once
+(one per node, say) all succeed with identical bytes and a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import numpy as np
+
+__all__ = [
+    "TokenizerLike",
+    "cache_key",
+    "ensure_token_cache",
+    "open_tokens",
+    "token_cache_path",
+    "token_dtype",
+]
+
+log = logging.getLogger(__name__)
+
+_FORMAT_VERSION = 1
+_CHUNK_CHARS = 4_000_000  # text per encode_batch call: big enough to keep Rust threads busy, bounded memory
+
+
+class TokenizerLike(Protocol):
+    """The part of a tokenizer the cache uses."""
+
+    vocab_size: int
+    eos_id: int
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+    def fingerprint(self) -> str: ...
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned dtype that holds every id: uint16 halves the file size of small vocabularies."""
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def cache_key(corpus_fingerprint: str, tokenizer_fingerprint: str) -> str:
+    return hashlib.sha256(f"{corpus_fingerprint}\0{tokenizer_fingerprint}".encode()).hexdigest()[:24]
+
+
+def token_cache_path(
+    cache_dir: str | Path, split: str, corpus_fingerprint: str, tokenizer_fingerprint: str
+) -> Path:
+    key = cache_key(corpus_fingerprint, tokenizer_fingerprint)
+    return Path(cache_dir).expanduser() / "tokens" / key / f"{split}.bin"
+
+
+def ensure_token_cache(
+    texts: list[str], tokenizer: TokenizerLike, *, cache_dir: str | Path, split: str, corpus_fingerprint: str
+) -> Path:
+    """The token file of ``split``, tokenizing ``texts`` only when no complete matching cache exists."""
+    if not texts:
+        raise ValueError(f"no texts to tokenize for the {split} split")
+    meta = _expected_meta(tokenizer, split, corpus_fingerprint)
+    path = token_cache_path(cache_dir, split, corpus_fingerprint, meta["tokenizer_fingerprint"])
+    cached = _complete_meta(path, meta)
+    if cached is not None:
+        log.info("token cache hit: %s split, %s tokens at %s", split, cached["n_tokens"], path)
+        return path
+    start = time.perf_counter()
+    n_tokens = _write_tokens(texts, tokenizer, path, np.dtype(meta["dtype"]))
+    with _atomic_write(_sidecar(path)) as f:
+        f.write(json.dumps({**meta, "n_tokens": n_tokens}, indent=2).encode())
+    seconds = time.perf_counter() - start
+    log.info(
+        "tokenized %s split: %s texts -> %s tokens in %.1fs -> %s", split, len(texts), n_tokens, seconds, path
+    )
+    return path
+
+
+def open_tokens(path: str | Path) -> np.memmap:
+    """The ids in a completed token file, memory-mapped read-only (pages load on demand, shared by all)."""
+    path = Path(path)
+    try:
+        meta = json.loads(_sidecar(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: token cache is incomplete (no {_sidecar(path).name}); build it with prepare_data()"
+        ) from None
+    return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
+
+
+def _expected_meta(tokenizer: TokenizerLike, split: str, corpus_fingerprint: str) -> dict:
+    return {
+        "format": _FORMAT_VERSION,
+        "split": split,
+        "dtype": token_dtype(tokenizer.vocab_size).name,
+        "vocab_size": tokenizer.vocab_size,
+        "eos_id": tokenizer.eos_id,
+        "tokenizer_fingerprint": tokenizer.fingerprint(),
+        "corpus_fingerprint": corpus_fingerprint,
+    }
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _complete_meta(path: Path, expected: dict) -> dict | None:
+    """The sidecar of a complete cache that matches ``expected``, else None (missing, partial or stale)."""
+    try:
+        meta = json.loads(_sidecar(path).read_text())
+        size = path.stat().st_size
+    except (OSError, ValueError):  # no sidecar yet, no .bin, or a sidecar that is not JSON
+        return None
+    if not isinstance(meta, dict) or any(meta.get(key) != value for key, value in expected.items()):
+        return None
+    if (
+        not isinstance(meta.get("n_tokens"), int)
+        or size != meta["n_tokens"] * np.dtype(meta["dtype"]).itemsize
+    ):
+        return None
+    return meta
+
+
+def _write_tokens(texts: list[str], tokenizer: TokenizerLike, path: Path, dtype: np.dtype) -> int:
+    """Encode ``texts`` chunk by chunk straight into ``path``; returns the number of tokens written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n_tokens = 0
+    with _atomic_write(path) as f:
+        for chunk in _chunks(texts, _CHUNK_CHARS):
+            ids = _encode(chunk, tokenizer).astype(dtype)
+            f.write(ids.tobytes())
+            n_tokens += ids.size
+    return n_tokens
+
+
+def _chunks(texts: list[str], max_chars: int) -> Iterator[list[str]]:
+    """Consecutive groups of texts of at most ``max_chars`` characters (a longer text is a group alone)."""
+    chunk: list[str] = []
+    size = 0
+    for text in texts:
+        if chunk and size + len(text) > max_chars:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(text)
+        size += len(text)
+    if chunk:
+        yield chunk
+
+
+def _encode(texts: list[str], tokenizer: TokenizerLike) -> np.ndarray:
+    """The ids of ``texts``, each followed by eos, as one int64 array checked against the vocabulary."""
+    encoded = tokenizer.encode_batch(texts)
+    eos = (tokenizer.eos_id,)
+    count = sum(len(ids) + 1 for ids in encoded)
+    flat = np.fromiter(
+        itertools.chain.from_iterable(itertools.chain(ids, eos) for ids in encoded), np.int64, count
+    )
+    low, high = int(flat.min()), int(flat.max())
+    if low < 0 or high >= tokenizer.vocab_size:  # would silently wrap around in uint16
+        bad = low if low < 0 else high
+        raise ValueError(f"tokenizer produced id {bad}, outside [0, vocab_size={tokenizer.vocab_size})")
+    return flat
+
+
+@contextmanager
+def _atomic_write(path: Path) -> Iterator[BinaryIO]:
+    """Write to a private temporary file, then rename it onto ``path`` in one atomic step."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name says it is complete
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

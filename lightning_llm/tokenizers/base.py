@@ -1,0 +1,235 @@
+"""The tokenizer every plugin returns: a thin, typed wrapper around a Hugging Face ``tokenizers.Tokenizer``.
+
+The wrapper fixes the conventions the rest of the framework relies on:
+
+- Every tokenizer knows the same special tokens (``SPECIAL_TOKENS``). Trained ones hold them at ids 0..6 in
+  that order; a loaded file may hold them elsewhere, so the id properties always ask the backend.
+- ``encode`` never adds special tokens and never turns text into them: a document that happens to contain the
+  string ``"<eos>"`` is encoded as ordinary text. Special ids are inserted by id, by the data pipeline.
+- ``decode`` drops special tokens, so decoding a padded or packed sequence gives back readable text.
+- ``save`` writes one ``tokenizer.json`` atomically, readable by any Hugging Face ``tokenizers`` version.
+
+Subclasses supply the training recipe by implementing ``_fit(texts) -> tokenizers.Tokenizer``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tokenizers import Tokenizer as HFTokenizer
+
+__all__ = [
+    "SPECIAL_TOKENS",
+    "Tokenizer",
+    "TokenizerFileError",
+    "TokenizerNotTrainedError",
+    "read_tokenizer_file",
+]
+
+SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<unk>", "<bos>", "<eos>", "<mask>", "<cls>", "<sep>")
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class TokenizerNotTrainedError(RuntimeError):
+    """A tokenizer was used before it was trained or loaded."""
+
+
+class TokenizerFileError(ValueError):
+    """A file that exists but is not a Hugging Face ``tokenizer.json``."""
+
+
+class Tokenizer:
+    """A trained (or trainable) tokenizer backed by a Hugging Face ``tokenizers.Tokenizer``.
+
+    ``backend`` is the Hugging Face object, ``None`` until ``train`` or ``load`` has run.
+    """
+
+    name: ClassVar[str] = "file"  # the registered plugin name; "file" for one built by ``from_file``
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = params  # the plugin's parameters, recorded for ``spec()``
+        self._backend: HFTokenizer | None = None
+        self._special_ids: dict[str, int] = {}
+        self._vocab_size = 0
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+    def train(self, texts: Iterable[str]) -> None:
+        """Train a fresh backend on ``texts`` (an iterable of documents), replacing any previous one."""
+        self._attach(self._fit(texts), source=f"{self.name} training")
+
+    def _fit(self, texts: Iterable[str]) -> HFTokenizer:
+        """Build and train a backend; each trainable plugin implements its own recipe."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no training recipe; build a trainable tokenizer plugin "
+            "(byte_bpe, bpe, wordpiece, unigram, char) or load a trained one"
+        )
+
+    def load(self, path: str | Path) -> Tokenizer:
+        """Replace the backend with the one saved at ``path``; returns ``self`` for chaining."""
+        path = Path(path)
+        self._attach(read_tokenizer_file(path), source=str(path))
+        return self
+
+    @staticmethod
+    def from_file(path: str | Path) -> Tokenizer:
+        """A trained tokenizer read from a ``tokenizer.json`` (ours, or from any Hugging Face version)."""
+        return Tokenizer().load(path)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the backend as one ``tokenizer.json`` at ``path`` (a file path), atomically."""
+        backend = self._require_backend()
+        path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"{path} is a directory; save() takes the file to write, e.g. {path / TOKENIZER_FILE}"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, backend.to_str(pretty=True))
+        return path
+
+    # -------------------------------------------------------------------------------------- inspection
+    @property
+    def backend(self) -> HFTokenizer | None:
+        return self._backend
+
+    @property
+    def is_trained(self) -> bool:
+        return self._backend is not None
+
+    @property
+    def vocab_size(self) -> int:
+        """One more than the largest id, so an embedding table of this size covers every token."""
+        self._require_backend()
+        return self._vocab_size
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the backend's JSON: equal fingerprints mean identical tokenization."""
+        return hashlib.sha256(self._require_backend().to_str().encode("utf-8")).hexdigest()
+
+    def spec(self) -> dict[str, Any]:
+        """The plugin's name and parameters: what determines the result of training (a cache key)."""
+        return {"type": self.name, **self.params}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{key}={value!r}" for key, value in self.params.items())
+        state = f"{self._vocab_size} tokens" if self.is_trained else "untrained"
+        return f"{type(self).__name__}({params}) [{state}]"
+
+    # ------------------------------------------------------------------------------------- special ids
+    @property
+    def pad_id(self) -> int:
+        return self._special_id("<pad>")
+
+    @property
+    def unk_id(self) -> int:
+        return self._special_id("<unk>")
+
+    @property
+    def bos_id(self) -> int:
+        return self._special_id("<bos>")
+
+    @property
+    def eos_id(self) -> int:
+        return self._special_id("<eos>")
+
+    @property
+    def mask_id(self) -> int:
+        return self._special_id("<mask>")
+
+    @property
+    def cls_id(self) -> int:
+        return self._special_id("<cls>")
+
+    @property
+    def sep_id(self) -> int:
+        return self._special_id("<sep>")
+
+    # ---------------------------------------------------------------------------------------- encoding
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``, with no special tokens added."""
+        return self._require_backend().encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, encoded in parallel by the backend."""
+        encodings = self._require_backend().encode_batch(list(texts), add_special_tokens=False)
+        return [encoding.ids for encoding in encodings]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of ``ids`` (a list, array or tensor of ints), with special tokens dropped."""
+        return self._require_backend().decode([int(i) for i in ids], skip_special_tokens=True)
+
+    # ---------------------------------------------------------------------------------------- internals
+    def _attach(self, backend: HFTokenizer, source: str) -> None:
+        _register_special_tokens(backend, source)
+        # Text is always text: a literal "<eos>" inside a document must not become the eos id.
+        backend.encode_special_tokens = True
+        self._backend = backend
+        self._special_ids = {token: backend.token_to_id(token) for token in SPECIAL_TOKENS}
+        self._vocab_size = max(backend.get_vocab(with_added_tokens=True).values()) + 1
+
+    def _require_backend(self) -> HFTokenizer:
+        if self._backend is None:
+            raise TokenizerNotTrainedError(
+                f"{self!r} is not trained yet; call train(texts) or load(path) first, "
+                "or use lightning_llm.tokenizers.fit_or_load"
+            )
+        return self._backend
+
+    def _special_id(self, token: str) -> int:
+        self._require_backend()
+        return self._special_ids[token]
+
+
+def read_tokenizer_file(path: Path) -> HFTokenizer:
+    """The backend saved at ``path`` (a ``tokenizer.json``, or a folder holding one)."""
+    path = path.expanduser()
+    if path.is_dir():
+        path = path / TOKENIZER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"tokenizer file not found: {path} (expected a tokenizer.json written by Tokenizer.save "
+            "or by Hugging Face tokenizers)"
+        )
+    try:
+        return HFTokenizer.from_file(str(path))
+    except Exception as error:  # the Rust parser raises a bare Exception for any malformed file
+        raise TokenizerFileError(f"{path} is not a valid Hugging Face tokenizer.json: {error}") from None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see either the old file or the complete new one."""
+    # A unique sibling name: concurrent writers never share a temporary file, and os.replace is atomic
+    # only within one filesystem.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _register_special_tokens(backend: HFTokenizer, source: str) -> None:
+    """Make every token of ``SPECIAL_TOKENS`` a special token of ``backend``, adding missing ones."""
+    special = {token.content for token in backend.get_added_tokens_decoder().values() if token.special}
+    unregistered = [token for token in SPECIAL_TOKENS if token not in special]
+    if not unregistered:
+        return
+    absent = [token for token in unregistered if backend.token_to_id(token) is None]
+    # Tokens already in the vocabulary keep their ids and merely become special (skipped by decode).
+    backend.add_special_tokens(unregistered)
+    if absent:
+        ids = ", ".join(f"{token}={backend.token_to_id(token)}" for token in absent)
+        warnings.warn(
+            f"{source} lacks the special tokens {absent}; added them as new tokens ({ids}), so the "
+            "special ids differ from the usual 0..6",
+            stacklevel=4,
+        )

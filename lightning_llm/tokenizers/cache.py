@@ -1,0 +1,91 @@
+"""Train a tokenizer once per (recipe, corpus) and reuse it: a content-addressed cache on disk.
+
+The cache entry for a tokenizer lives at ``<cache_dir>/tokenizers/<key>/tokenizer.json``, where ``key`` hashes
+the plugin's ``spec()`` and the corpus fingerprint. Several processes (the ranks of one job, or jobs of a
+sweep) may miss the cache together: each trains, and the first to publish its file wins, so all of them end
+up with the same tokenizer and nobody ever reads a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from lightning_llm.tokenizers.base import TOKENIZER_FILE, Tokenizer
+
+__all__ = ["cache_key", "fit_or_load"]
+
+log = logging.getLogger("lightning_llm.tokenizers")
+
+
+def fit_or_load(
+    tokenizer: Tokenizer,
+    texts: Callable[[], Iterable[str]],
+    corpus_fingerprint: str,
+    cache_dir: str | Path,
+) -> Tokenizer:
+    """``tokenizer``, trained on ``texts()`` or loaded from the cache entry of an identical earlier training.
+
+    ``texts`` is called only when training is needed. A tokenizer that is already trained (``pretrained``)
+    is returned as it is.
+    """
+    if tokenizer.is_trained:
+        log.info("tokenizer %r is already trained; not training it", tokenizer)
+        return tokenizer
+    path = (
+        Path(cache_dir).expanduser()
+        / "tokenizers"
+        / cache_key(tokenizer.spec(), corpus_fingerprint)
+        / TOKENIZER_FILE
+    )
+    if path.is_file():
+        tokenizer.load(path)
+        log.info("loaded tokenizer %r from the cache: %s", tokenizer, path)
+        return tokenizer
+    start = time.perf_counter()
+    tokenizer.train(texts())
+    seconds = time.perf_counter() - start
+    published = _publish(tokenizer, path)
+    log.info(
+        "trained tokenizer %r in %.1f s; %s %s",
+        tokenizer,
+        seconds,
+        "cached at" if published else "another process cached it first, now using",
+        path,
+    )
+    return tokenizer
+
+
+def cache_key(spec: dict, corpus_fingerprint: str) -> str:
+    """SHA-256 of the tokenizer's spec and the corpus fingerprint: what determines a training's result."""
+    payload = json.dumps({"spec": spec, "corpus": corpus_fingerprint}, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _publish(tokenizer: Tokenizer, path: Path) -> bool:
+    """Make ``tokenizer`` the cache entry at ``path``, unless another process got there first.
+
+    Returns True if this process's file was published; otherwise loads the winner's file into ``tokenizer``,
+    so that every process sharing the cache uses the very same tokenizer.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = tokenizer.save(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"))
+    try:
+        os.link(temporary, path)  # atomic, and fails if the entry exists: the first writer wins
+        return True
+    except FileExistsError:
+        tokenizer.load(path)
+        return False
+    except OSError:
+        # Filesystems without hard links: an atomic replace instead (the last writer wins, with the
+        # identical result, since training is deterministic).
+        os.replace(temporary, path)
+        return True
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -1,0 +1,176 @@
+"""``train(cfg)``: build every part in order and hand them to Lightning.
+
+seed -> tokenizer -> data -> model -> objective -> module -> trainer -> fit -> validate/test -> summary.
+Each step is one call with plain inputs; nothing reaches back up the chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_llm import config, registry
+from lightning_llm.callbacks import RunSummary, TextSamples, Throughput
+from lightning_llm.callbacks.run_summary import write_json
+from lightning_llm.config import ConfigError
+from lightning_llm.loggers import build_loggers
+from lightning_llm.module import LanguageModule
+from lightning_llm.tokenizers import fit_or_load
+
+log = logging.getLogger("lightning_llm")
+
+
+def run(cfg: DictConfig) -> float | None:
+    """The Hydra task: train, and return ``cfg.optimized_metric`` for a sweeper."""
+    try:
+        summary, _ = train(cfg)
+    except (ConfigError, registry.PluginError) as error:
+        log.error("error: %s", error)
+        raise SystemExit(2) from None
+    return summary.get(cfg.get("optimized_metric") or "val_loss")
+
+
+def train(cfg: DictConfig, run_dir: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train as ``cfg`` says; returns (summary, the objects built) for tests and sweepers."""
+    config.check(cfg)
+    run_dir = Path(run_dir or _hydra_output_dir())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+    cache_dir = str(cfg.paths.cache_dir)
+
+    tokenizer = _build(cfg, "tokenizer")
+    datamodule = _build(cfg, "data", tokenizer=tokenizer, cache_dir=cache_dir)
+    tokenizer = fit_or_load(tokenizer, lambda: datamodule.texts("train"), datamodule.fingerprint(), cache_dir)
+    log.info("tokenizer: %s, vocab %d", cfg.tokenizer.name, tokenizer.vocab_size)
+
+    model = _build(cfg, "model", vocab_size=tokenizer.vocab_size)
+    objective = _build(cfg, "objective")
+    _check_compatible(cfg, model)
+    log.info("model: %s, %.2fM parameters", cfg.model.name, sum(p.numel() for p in model.parameters()) / 1e6)
+
+    module = LanguageModule(
+        model,
+        objective,
+        optim=_spec(cfg, "optim"),
+        scheduler=_spec(cfg, "scheduler"),
+        metrics={p.name: p(**kwargs) for p, kwargs in _metrics(cfg)},
+        checkpoint_extras={
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "tokenizer_fingerprint": tokenizer.fingerprint(),
+        },
+    )
+    summary_callback, throughput = RunSummary(), Throughput(**cfg.callbacks.throughput)
+    trainer = _trainer(cfg, run_dir, tokenizer, [summary_callback, throughput])
+    if trainer.is_global_zero:
+        tokenizer.save(run_dir / "tokenizer.json")
+
+    trainer.fit(
+        module, datamodule=datamodule, ckpt_path=_resume_path(cfg.ckpt_path, run_dir), weights_only=True
+    )
+    results = _evaluate(trainer, module, datamodule)
+    summary = summary_callback.summary(
+        trainer, module, **results, tokens_per_second=round(throughput.tokens_per_second, 1)
+    )
+    if trainer.is_global_zero:
+        write_json(run_dir / "summary.json", summary)
+        log.info("summary: %s", {k: v for k, v in summary.items() if isinstance(v, int | float)})
+    objects = {"tokenizer": tokenizer, "datamodule": datamodule, "model": model, "module": module}
+    return summary, {**objects, "trainer": trainer, "run_dir": run_dir}
+
+
+def _build(cfg: DictConfig, kind: str, **supplied: Any) -> Any:
+    plugin, params = config.plugin_params(kind, cfg[kind])
+    return plugin(**supplied, **params)
+
+
+def _spec(cfg: DictConfig, kind: str) -> dict[str, Any]:
+    plugin, params = config.plugin_params(kind, cfg[kind])
+    return {"name": plugin.name, **params}
+
+
+def _metrics(cfg: DictConfig) -> list[tuple[registry.Plugin, dict[str, Any]]]:
+    nodes = config.metric_nodes(cfg)
+    return [config.plugin_params("metric", node, key=f"metrics[{i}]") for i, node in enumerate(nodes)]
+
+
+def _check_compatible(cfg: DictConfig, model: Any) -> None:
+    objective = cfg.objective.name
+    supported = tuple(getattr(model, "objectives", ()))
+    if objective not in supported:
+        raise ConfigError(
+            f"objective={objective} does not fit model={cfg.model.name}; "
+            f"it supports: {', '.join(supported)}"
+        )
+    max_len = getattr(getattr(model, "config", None), "block_size", None)
+    seq_len = cfg.data.get("block_size")
+    if max_len is not None and seq_len is not None and seq_len > max_len:
+        raise ConfigError(
+            f"data.block_size={seq_len} is longer than model.block_size={max_len} (the model's positions); "
+            f"lower data.block_size or raise model.block_size"
+        )
+
+
+def _trainer(cfg: DictConfig, run_dir: Path, tokenizer: Any, extra_callbacks: list[L.Callback]) -> L.Trainer:
+    callbacks_cfg = cfg.callbacks
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best-step{step:06d}",
+        auto_insert_metric_name=False,
+        monitor="val/loss",
+        mode="min",
+        save_top_k=callbacks_cfg.checkpoint.save_top_k,
+        save_last=callbacks_cfg.checkpoint.save_last,
+        every_n_train_steps=callbacks_cfg.checkpoint.every_n_train_steps,
+    )
+    samples = TextSamples(tokenizer, run_dir / "samples.txt", seed=cfg.seed, **callbacks_cfg.samples)
+    loggers = build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir)
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        logger=loggers,
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), samples, *extra_callbacks],
+        default_root_dir=str(run_dir),
+    )
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return trainer
+
+
+def _evaluate(
+    trainer: L.Trainer, module: LanguageModule, datamodule: L.LightningDataModule
+) -> dict[str, float]:
+    """Loss on the whole val and test splits with the final weights, so equal runs compare equal."""
+    limit = trainer.limit_val_batches
+    trainer.limit_val_batches = 1.0
+    try:
+        (val,) = trainer.validate(module, datamodule=datamodule, verbose=False)
+    finally:
+        trainer.limit_val_batches = limit
+    (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    results = {k.replace("/", "_"): float(v) for k, v in {**val, **test}.items()}
+    results["test_perplexity"] = (
+        math.exp(results["test_loss"]) if results.get("test_loss", 99) < 50 else math.inf
+    )
+    return results
+
+
+def _resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file (use a path, auto, or null)")
+    return str(ckpt_path)
+
+
+def _hydra_output_dir() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir

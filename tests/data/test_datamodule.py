@@ -1,0 +1,229 @@
+import itertools
+import json
+import logging
+import random
+import time
+
+import pytest
+import torch
+
+from lightning_llm import registry
+from lightning_llm.data import DatasetTooSmallError, TextDataModule
+from lightning_llm.data.datamodule import jsonl_data, pydoc_data, text_data
+from lightning_llm.data.token_cache import token_cache_path
+
+BLOCK, BATCH = 32, 4
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards"]
+
+
+@pytest.fixture(scope="module")
+def pydoc_cache(tmp_path_factory, make_tokenizer):
+    """A cache dir holding the pydoc token caches, built once for the module (and timed)."""
+    cache_dir = tmp_path_factory.mktemp("cache")
+    dm = pydoc_data(tokenizer=make_tokenizer(), cache_dir=cache_dir, block_size=BLOCK, batch_size=BATCH)
+    dm.texts("train")  # read and split first, so the timing below is tokenizing + writing only
+    start = time.perf_counter()
+    dm.prepare_data()
+    seconds = time.perf_counter() - start
+    n_chars = sum(len(text) for split in ("train", "val", "test") for text in dm.texts(split))
+    print(f"\npydoc token cache, byte tokenizer: {seconds:.3f}s to tokenize and write {n_chars:,} characters")
+    return cache_dir
+
+
+def pydoc_module(tokenizer, cache_dir, **params):
+    dm = pydoc_data(
+        tokenizer=tokenizer, cache_dir=cache_dir, **{"block_size": BLOCK, "batch_size": BATCH, **params}
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def write_paragraphs(path, n=400, seed=0):
+    rng = random.Random(seed)
+    path.write_text("\n\n".join(" ".join(rng.choices(WORDS, k=12)) for _ in range(n)))
+    return path
+
+
+def assert_causal_batch(batch, tokenizer, batch_size=BATCH, block_size=BLOCK):
+    assert set(batch) == {"input_ids", "labels"}
+    assert batch["input_ids"].shape == batch["labels"].shape == (batch_size, block_size)
+    assert batch["input_ids"].dtype == batch["labels"].dtype == torch.int64
+    assert torch.equal(batch["labels"][:, :-1], batch["input_ids"][:, 1:])
+    assert int(batch["input_ids"].max()) < tokenizer.vocab_size
+
+
+def window_texts(ids, tokenizer):
+    """The text pieces of a window between eos tokens; bytes of a character cut at the edge are dropped."""
+    pieces, piece = [], []
+    for i in ids.tolist() + [tokenizer.eos_id]:
+        if i == tokenizer.eos_id:
+            pieces.append(bytes(b - tokenizer.offset for b in piece).decode(errors="ignore"))
+            piece = []
+        else:
+            piece.append(i)
+    return [p for p in pieces if p]
+
+
+def first_batches(loader, n=3):
+    return [batch["input_ids"] for batch in itertools.islice(loader, n)]
+
+
+class CountingReader:
+    """A document source that counts how often it is read."""
+
+    def __init__(self, documents):
+        self.documents = documents
+        self.reads = 0
+
+    def __call__(self):
+        self.reads += 1
+        return self.documents
+
+
+def test_constructor_reads_and_tokenizes_nothing(tokenizer, tmp_path):
+    read = CountingReader(["only paragraph"])
+    dm = TextDataModule(tokenizer, tmp_path, read, val_fraction=0, test_fraction=0)
+    assert read.reads == 0 and tokenizer.calls == 0 and not any(tmp_path.iterdir())
+    assert dm.block_size == 256 and dm.batch_size == 16
+    assert dm.texts("train") == ["only paragraph"] and dm.texts("val") == []
+    assert dm.fingerprint() == dm.fingerprint()
+    assert read.reads == 1  # read once, memoised
+    with pytest.raises(ValueError, match="unknown split 'dev'; valid splits: train, val, test"):
+        dm.texts("dev")
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"block_size": 0}, r"data\.block_size must be > 0, got 0"),
+        ({"batch_size": -1}, r"data\.batch_size must be > 0"),
+        ({"val_fraction": 0.5}, r"data\.val_fraction must be in \[0, 0\.5\)"),
+        ({"test_fraction": -0.1}, r"data\.test_fraction must be in"),
+        ({"num_workers": -1}, r"data\.num_workers must be >= 0"),
+    ],
+)
+def test_bad_params_name_the_key(tokenizer, tmp_path, params, message):
+    with pytest.raises(ValueError, match=message):
+        pydoc_data(tokenizer=tokenizer, cache_dir=tmp_path, **params)
+
+
+def test_source_params_are_checked(tokenizer, tmp_path):
+    with pytest.raises(ValueError, match=r"data\.paths must name at least one file"):
+        text_data(tokenizer=tokenizer, cache_dir=tmp_path, paths=[])
+    with pytest.raises(ValueError, match=r"data\.field must name"):
+        jsonl_data(tokenizer=tokenizer, cache_dir=tmp_path, paths=["x.jsonl"], field="")
+    with pytest.raises(FileNotFoundError, match="no files match"):
+        text_data(tokenizer=tokenizer, cache_dir=tmp_path, paths=[str(tmp_path / "*.txt")]).texts("train")
+
+
+def test_plugins_are_registered_with_typed_params(tokenizer, tmp_path):
+    assert {"pydoc", "text", "jsonl", "parquet"} <= set(registry.names("data"))
+    params = {p.name: p for p in registry.get("data", "jsonl").parameters()}
+    assert list(params)[:3] == ["paths", "field", "block_size"]
+    assert params["paths"].default is params["paths"].empty  # required
+    assert params["block_size"].default == 256 and params["val_fraction"].default == 0.05
+    dm = registry.build("data", "pydoc", tokenizer=tokenizer, cache_dir=tmp_path)
+    assert isinstance(dm, TextDataModule)
+
+
+def test_pydoc_end_to_end(tokenizer, pydoc_cache):
+    dm = pydoc_module(tokenizer, pydoc_cache)
+    assert tokenizer.calls == 0  # the module fixture already built the cache
+    cache = token_cache_path(pydoc_cache, "train", dm.fingerprint(), tokenizer.fingerprint()).parent
+    files = ["test.bin", "test.json", "train.bin", "train.json", "val.bin", "val.json"]
+    assert sorted(p.name for p in cache.iterdir()) == files
+    train = dm.train_dataloader()
+    assert len(train) == len(train.dataset) // BATCH  # drop_last
+    batch = next(iter(train))
+    assert_causal_batch(batch, tokenizer)
+    train_text = "\n".join(dm.texts("train"))
+    for window in batch["input_ids"]:
+        assert all(piece in train_text for piece in window_texts(window, tokenizer))
+    val = dm.val_dataloader()
+    assert_causal_batch(next(iter(val)), tokenizer)
+    assert sum(len(b["input_ids"]) for b in val) == len(val.dataset)  # no drop_last
+    dm.setup("test")
+    assert_causal_batch(next(iter(dm.test_dataloader())), tokenizer)
+    assert dm.state_dict() == {}
+
+
+def test_cache_build_and_reuse_are_logged(make_tokenizer, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="lightning_llm.data")
+    first = make_tokenizer()
+    pydoc_module(first, tmp_path)
+    assert first.calls > 0 and caplog.text.count("tokenized") == 3
+    second = make_tokenizer()
+    pydoc_module(second, tmp_path)
+    assert second.calls == 0 and caplog.text.count("token cache hit") == 3
+
+
+def test_text_files_end_to_end(tokenizer, tmp_path):
+    write_paragraphs(tmp_path / "a.txt", seed=1)
+    write_paragraphs(tmp_path / "b.txt", seed=2)
+    dm = text_data(
+        tokenizer=tokenizer,
+        cache_dir=tmp_path / "cache",
+        paths=[str(tmp_path / "*.txt")],
+        block_size=16,
+        batch_size=2,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert_causal_batch(batch, tokenizer, batch_size=2, block_size=16)
+    words = set(tokenizer.decode(batch["input_ids"][0]).replace("\n", " ").split()[1:-1])
+    assert words <= set(WORDS)
+
+
+def test_jsonl_end_to_end(tokenizer, tmp_path):
+    rng = random.Random(0)
+    lines = [json.dumps({"body": " ".join(rng.choices("abcdefgh", k=30))}) for _ in range(300)]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines))
+    path = str(tmp_path / "d.jsonl")
+    dm = jsonl_data(
+        tokenizer=tokenizer, cache_dir=tmp_path, paths=[path], field="body", block_size=8, batch_size=2
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    assert_causal_batch(next(iter(dm.train_dataloader())), tokenizer, batch_size=2, block_size=8)
+
+
+def test_shuffle_is_reproducible_and_seeded(tokenizer, pydoc_cache):
+    def epochs(seed):
+        loader = pydoc_module(tokenizer, pydoc_cache, shuffle_seed=seed).train_dataloader()
+        return first_batches(loader), first_batches(loader)
+
+    first, second = epochs(0), epochs(0)
+    assert all(torch.equal(a, b) for a, b in zip(first[0] + first[1], second[0] + second[1], strict=True))
+    assert not torch.equal(first[0][0], first[1][0])  # a new order each epoch
+    assert not torch.equal(epochs(1)[0][0], first[0][0])
+
+
+def test_zero_fraction_turns_a_split_off(tokenizer, pydoc_cache):
+    dm = pydoc_module(tokenizer, pydoc_cache, val_fraction=0.0)
+    assert dm.texts("val") == [] and dm.val_dataloader() == []
+    cache = token_cache_path(pydoc_cache, "train", dm.fingerprint(), tokenizer.fingerprint()).parent
+    assert sorted(p.name for p in cache.glob("*.bin")) == ["test.bin", "train.bin"]
+    assert_causal_batch(next(iter(dm.train_dataloader())), tokenizer)
+
+
+def test_too_small_split_is_a_clear_error(tokenizer, pydoc_cache):
+    with pytest.raises(DatasetTooSmallError, match=r"the val split has \d+ tokens.*block_size \+ 1 = 100001"):
+        pydoc_module(tokenizer, pydoc_cache, block_size=100_000, batch_size=1)
+    with pytest.raises(DatasetTooSmallError, match=r"fewer than data\.batch_size=100000"):
+        pydoc_module(tokenizer, pydoc_cache, batch_size=100_000)
+
+
+def test_loader_options(tokenizer, pydoc_cache):
+    dm = pydoc_module(tokenizer, pydoc_cache, num_workers=2)
+    train, val = dm.train_dataloader(), dm.val_dataloader()
+    assert train.drop_last and not val.drop_last
+    assert train.num_workers == 2 and train.persistent_workers
+    assert train.pin_memory == torch.cuda.is_available()
+
+
+def test_loaders_before_setup_explain(tokenizer, tmp_path):
+    dm = pydoc_data(tokenizer=tokenizer, cache_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="call prepare_data"):
+        dm.train_dataloader()

@@ -1,0 +1,129 @@
+import importlib.util
+import json
+
+import pytest
+
+from lightning_llm.data.sources import (
+    SourceError,
+    expand_paths,
+    pydoc_topics,
+    read_jsonl_files,
+    read_parquet_files,
+    read_text_files,
+)
+
+HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
+
+
+def write_jsonl(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_pydoc_topics_are_sorted_english_documents():
+    from pydoc_data.topics import topics
+
+    docs = pydoc_topics()
+    assert len(docs) == len(topics) > 50
+    assert docs[0] == topics[min(topics)]
+    assert sum(map(len, docs)) > 300_000
+
+
+def test_text_glob_reads_matching_files_in_sorted_order(tmp_path, monkeypatch):
+    (tmp_path / "b.txt").write_text("bee")
+    (tmp_path / "a.txt").write_text("ay\r\nline two")
+    (tmp_path / "c.md").write_text("not matched")
+    monkeypatch.chdir(tmp_path)
+    assert read_text_files(["*.txt"]) == ["ay\nline two", "bee"]  # CRLF normalised
+
+
+def test_paths_keep_given_order_and_expand_home(tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_text("ay")
+    (tmp_path / "b.txt").write_text("bee")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert read_text_files(["~/b.txt", "~/a.txt"]) == ["bee", "ay"]
+
+
+def test_glob_matching_nothing_names_the_pattern(tmp_path):
+    pattern = str(tmp_path / "*.txt")
+    with pytest.raises(FileNotFoundError, match=r"no files match '.*\*\.txt'"):
+        expand_paths([pattern])
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file: .*missing.txt"):
+        read_text_files([str(tmp_path / "missing.txt")])
+
+
+def test_directory_suggests_a_glob(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is a directory; pass a glob"):
+        read_text_files([str(tmp_path)])
+
+
+def test_no_paths_is_an_error():
+    with pytest.raises(FileNotFoundError, match="no input paths"):
+        expand_paths([])
+
+
+def test_empty_file_is_an_error(tmp_path):
+    (tmp_path / "empty.txt").write_text("  \n\n")
+    with pytest.raises(SourceError, match=r"empty\.txt: file is empty"):
+        read_text_files([str(tmp_path / "empty.txt")])
+
+
+def test_non_utf8_file_names_file_and_offset(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("hello café".encode("latin-1"))
+    with pytest.raises(SourceError, match=r"latin1\.txt: not UTF-8 text \(byte 0xe9 at offset 9\)"):
+        read_text_files([str(tmp_path / "latin1.txt")])
+
+
+def test_binary_file_names_file_and_offset(tmp_path):
+    (tmp_path / "blob.txt").write_bytes(b"abc\x00\x01\x02")
+    with pytest.raises(SourceError, match=r"blob\.txt: looks binary \(NUL byte at offset 3\)"):
+        read_text_files([str(tmp_path / "blob.txt")])
+
+
+def test_jsonl_reads_the_field_and_skips_blank_lines(tmp_path):
+    write_jsonl(
+        tmp_path / "a.jsonl",
+        [json.dumps({"text": "one", "id": 1}), "", json.dumps({"text": "two\u2028still two"})],
+    )
+    write_jsonl(tmp_path / "b.jsonl", [json.dumps({"body": "three", "text": "ignored"})])
+    assert read_jsonl_files([str(tmp_path / "a.jsonl")]) == ["one", "two\u2028still two"]
+    assert read_jsonl_files([str(tmp_path / "b.jsonl")], field="body") == ["three"]
+
+
+def test_jsonl_bad_line_names_file_and_line(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [json.dumps({"text": "fine"}), "{not json"])
+    with pytest.raises(SourceError, match=r"bad\.jsonl:2: not valid JSON"):
+        read_jsonl_files([str(path)])
+
+
+def test_jsonl_missing_field_lists_the_fields_present(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [json.dumps({"body": "x", "id": 1})])
+    with pytest.raises(SourceError, match=r"f\.jsonl:1: no field 'text'; fields present: body, id"):
+        read_jsonl_files([str(path)])
+
+
+@pytest.mark.parametrize(("line", "message"), [("[1, 2]", "got list"), ('{"text": 5}', "holds int")])
+def test_jsonl_wrong_types_are_errors(tmp_path, line, message):
+    path = write_jsonl(tmp_path / "t.jsonl", [line])
+    with pytest.raises(SourceError, match=rf"t\.jsonl:1: .*{message}"):
+        read_jsonl_files([str(path)])
+
+
+@pytest.mark.skipif(not HAS_PYARROW, reason="pyarrow not installed")
+def test_parquet_reads_the_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["one", "two"], "id": [1, 2]}), tmp_path / "d.parquet")
+    assert read_parquet_files([str(tmp_path / "d.parquet")]) == ["one", "two"]
+    with pytest.raises(SourceError, match="no column 'body'; columns present: text, id"):
+        read_parquet_files([str(tmp_path / "d.parquet")], column="body")
+
+
+@pytest.mark.skipif(HAS_PYARROW, reason="pyarrow is installed")
+def test_parquet_without_pyarrow_says_how_to_install(tmp_path):
+    with pytest.raises(ImportError, match="pip install pyarrow"):
+        read_parquet_files([str(tmp_path / "d.parquet")])

@@ -1,0 +1,64 @@
+"""The command line as a user meets it: typos fail fast with one short message, before any work."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args, timeout=120, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_llm", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HYDRA_FULL_ERROR": "", **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["model=gtp"], "unknown model 'gtp' (did you mean 'gpt'?); valid model names:"),
+        (["optim.lrr=1"], "optim.lrr: optim 'adamw' has no parameter 'lrr' (did you mean 'lr'?)"),
+        (["optim=adam", "optim.lr=abc"], "optim.lr='abc' is not a valid float for optim 'adam'"),
+        (["optim=sgd", "optim.betas=1"], "optim.betas: optim 'sgd' has no parameter 'betas'"),
+        (["tokenizer=pretrained"], "tokenizer.path is required by tokenizer 'pretrained'"),
+        (["model.positions=alibi"], "choose one of: learned, rotary"),
+        (["+optim._target_=os.system"], "refused"),
+        (["-m", "optim=adam,adamx"], "unknown optim 'adamx'"),
+        (["-m", "optim.lr=1e-3,abc"], "optim.lr='abc' is not a valid float"),
+        (["logger=wandbb"], "unknown logger 'wandbb' (did you mean 'wandb'?)"),
+    ],
+)
+def test_bad_overrides_fail_with_one_short_message(args, expected, tmp_path):
+    result = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line]
+    assert lines[-1].startswith("error: "), result.stderr
+    assert expected in lines[-1]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing was built, no half-made run folder
+
+
+def test_help_lists_groups():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for group in ("model", "optim", "tokenizer", "scheduler", "data"):
+        assert f"{group}:" in result.stdout
+
+
+def test_cfg_job_prints_composed_config():
+    result = run_cli("optim=adam", "optim.lr=3e-4", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "name: adam" in result.stdout and "lr: 0.0003" in result.stdout
+
+
+def test_plugin_listing():
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_llm.plugins"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    for line in ("model:", "gpt ", "[lightning_llm]", "n_layer=4", "optim:", "adamw", "lr="):
+        assert line in result.stdout

@@ -1,0 +1,73 @@
+"""Entry-point discovery with real pip-installed plugin packages (one good, one that fails to import)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory):
+    """An environment whose path holds both test packages, installed by pip (entry points and all)."""
+    target = tmp_path_factory.mktemp("site-packages")
+    for package in ("llm_demo_plugin", "llm_broken_plugin"):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+             "--target", str(target), str(FIXTURES / package)],
+            check=True,
+        )  # fmt: skip
+    return {**os.environ, "PYTHONPATH": str(target), "HYDRA_FULL_ERROR": "", "WANDB_MODE": "offline"}
+
+
+def run(env, *args, module="lightning_llm"):
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_listing_shows_the_plugin_and_names_the_broken_package(plugin_env):
+    result = run(plugin_env, "optim", module="lightning_llm.plugins")
+    assert result.returncode == 0, result.stderr
+    assert "demo_sgd" in result.stdout and "[llm-demo-plugin]" in result.stdout
+    assert "lr=0.05 momentum=0.0" in result.stdout
+    assert "llm-broken-plugin" in result.stderr and "ImportError" in result.stderr
+
+
+def test_plugin_config_comes_from_its_signature(plugin_env):
+    result = run(plugin_env, "optim=demo_sgd", "optim.momentum=0.5", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "name: demo_sgd" in result.stdout and "momentum: 0.5" in result.stdout
+    bad = run(plugin_env, "optim=demo_sgd", "optim.lrr=1")
+    assert bad.returncode != 0
+    assert "optim 'demo_sgd' has no parameter 'lrr' (did you mean 'lr'?)" in bad.stderr
+
+
+def test_selecting_a_missing_name_mentions_the_broken_package(plugin_env):
+    result = run(plugin_env, "optim=broken_lion")
+    assert result.returncode != 0
+    assert "unknown optim 'broken_lion'" in result.stderr
+    assert "llm-broken-plugin: ImportError" in result.stderr
+
+
+def test_cli_trains_with_a_third_party_optimizer(plugin_env, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run(
+        plugin_env,
+        *TINY,
+        "optim=demo_sgd",
+        "scheduler=demo_step",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["step"] == 8
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert "name: demo_sgd" in (run_dir / ".hydra" / "config.yaml").read_text()

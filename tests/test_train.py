@@ -1,0 +1,86 @@
+"""The whole path, end to end on tiny settings: config -> tokenizer -> data -> model -> fit -> run folder."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from lightning_llm.config import ConfigError
+from lightning_llm.train import train
+
+SUMMARY_KEYS = {
+    "train_loss",
+    "val_loss",
+    "val_perplexity",
+    "step",
+    "tokens_per_second",
+    "wall_seconds",
+    "peak_memory_mb",
+    "params",
+}
+
+
+def test_tiny_run_writes_the_run_folder(make_cfg, tmp_path):
+    summary, objects = train(make_cfg(), run_dir=tmp_path)
+
+    assert set(summary) >= SUMMARY_KEYS
+    assert summary == json.loads((tmp_path / "summary.json").read_text())
+    assert summary["step"] == 8
+    assert summary["tokens_seen"] == 8 * 8 * 32  # steps x batch x block
+    assert summary["tokens_per_second"] > 0 and summary["peak_memory_mb"] > 0
+    assert summary["params"] == sum(p.numel() for p in objects["model"].parameters())
+    vocab = objects["tokenizer"].vocab_size
+    assert summary["val_loss"] < math.log(vocab)  # it learned something beyond uniform guessing
+    assert math.isclose(summary["val_perplexity"], math.exp(summary["val_loss"]), rel_tol=1e-6)
+
+    assert (tmp_path / "tokenizer.json").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert any(p.name.startswith("best-") for p in (tmp_path / "checkpoints").iterdir())
+    assert (tmp_path / "samples.txt").read_text().strip()
+    metrics_csv = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
+    for column in ("train/loss", "train/tokens", "val/loss", "step"):
+        assert column in metrics_csv.splitlines()[0]
+
+
+def test_checkpoint_holds_config_and_tokenizer_hash_and_loads_weights_only(make_cfg, tmp_path):
+    _, objects = train(make_cfg(), run_dir=tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["config"]["model"]["name"] == "gpt"
+    assert checkpoint["tokenizer_fingerprint"] == objects["tokenizer"].fingerprint()
+    assert checkpoint["tokens_seen"] == 8 * 8 * 32
+    assert checkpoint["global_step"] == 8
+
+
+def test_resume_continues_from_the_checkpoint(make_cfg, tmp_path):
+    train(make_cfg(), run_dir=tmp_path)
+    summary, _ = train(make_cfg("ckpt_path=auto", "trainer.max_steps=12"), run_dir=tmp_path)
+    assert summary["step"] == 12
+    assert summary["tokens_seen"] == 12 * 8 * 32
+    # the first launch's metrics are kept beside the resumed one's
+    assert {p.name for p in (tmp_path / "csv").iterdir()} == {"version_0", "version_1"}
+
+
+def test_auto_resume_without_checkpoint_starts_fresh(make_cfg, tmp_path):
+    summary, _ = train(make_cfg("ckpt_path=auto"), run_dir=tmp_path)
+    assert summary["step"] == 8
+
+
+def test_missing_checkpoint_is_a_clear_error(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="ckpt_path=.*no such checkpoint"):
+        train(make_cfg(f"ckpt_path={tmp_path / 'nope.ckpt'}"), run_dir=tmp_path)
+
+
+def test_sequence_longer_than_model_positions_is_refused(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"data.block_size=64 is longer than model.block_size=32"):
+        train(make_cfg("data.block_size=64"), run_dir=tmp_path)
+
+
+@pytest.mark.parametrize("logger", ["csv", "wandb"])
+def test_loggers(make_cfg, tmp_path, logger, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    train(make_cfg(f"logger={logger}", "trainer.max_steps=2"), run_dir=tmp_path)
+    assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
+    if logger == "wandb":
+        runs = list((tmp_path / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1 and any(runs[0].iterdir())

@@ -1,0 +1,93 @@
+"""The ``pretrained`` plugin and loading files: our own saves, foreign tokenizer.json files, bad paths."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import models, pre_tokenizers
+
+from lightning_llm.registry import build
+from lightning_llm.tokenizers import SPECIAL_TOKENS, Tokenizer, TokenizerFileError
+
+CORPUS = ["the cat sat on the mat", "the dog sat on the log"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Tokenizer, str]:
+    tokenizer = build("tokenizer", "char")
+    tokenizer.train(CORPUS)
+    path = tokenizer.save(tmp_path_factory.mktemp("char") / "tokenizer.json")
+    return tokenizer, str(path)
+
+
+def foreign_tokenizer_file(folder, vocab: dict[str, int]) -> str:
+    """A tokenizer.json written by plain Hugging Face tokenizers, knowing nothing of our special tokens."""
+    backend = HFTokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = str(folder / "tokenizer.json")
+    backend.save(path)
+    return path
+
+
+def test_loads_our_own_save_unchanged(saved: tuple[Tokenizer, str]) -> None:
+    trained, path = saved
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is missing, so nothing to warn about
+        tokenizer = build("tokenizer", "pretrained", path=path)
+    assert tokenizer.is_trained
+    assert tokenizer.fingerprint() == trained.fingerprint()
+    assert tokenizer.encode("the cat") == trained.encode("the cat")
+    assert [tokenizer.pad_id, tokenizer.sep_id] == [0, 6]
+    assert tokenizer.spec() == {"type": "pretrained", "path": path}
+
+
+def test_accepts_the_folder_holding_tokenizer_json(saved: tuple[Tokenizer, str]) -> None:
+    trained, path = saved
+    folder = path.rsplit("/", 1)[0]
+    assert build("tokenizer", "pretrained", path=folder).fingerprint() == trained.fingerprint()
+
+
+def test_train_is_a_no_op(saved: tuple[Tokenizer, str]) -> None:
+    trained, path = saved
+    tokenizer = build("tokenizer", "pretrained", path=path)
+    tokenizer.train(["completely different text: zebra quokka"])
+    assert tokenizer.fingerprint() == trained.fingerprint()
+
+
+def test_missing_file_names_the_path(tmp_path) -> None:
+    missing = tmp_path / "nowhere" / "tokenizer.json"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        build("tokenizer", "pretrained", path=str(missing))
+
+
+def test_invalid_file_names_the_path(tmp_path) -> None:
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text('{"not": "a tokenizer"}', encoding="utf-8")
+    with pytest.raises(TokenizerFileError, match="not a valid Hugging Face tokenizer.json") as error:
+        build("tokenizer", "pretrained", path=str(bad))
+    assert str(bad) in str(error.value)
+    assert isinstance(error.value, ValueError)
+
+
+def test_foreign_file_gets_missing_special_tokens_with_a_warning(tmp_path) -> None:
+    path = foreign_tokenizer_file(tmp_path, {"[UNK]": 0, "hello": 1, "world": 2, "<eos>": 3})
+    with pytest.warns(UserWarning, match="lacks the special tokens") as record:
+        tokenizer = build("tokenizer", "pretrained", path=path)
+    message = str(record[0].message)
+    assert "<pad>" in message and "'<eos>'" not in message  # <eos> was already there
+    # <eos> keeps its id; the six missing ones follow the vocabulary, in SPECIAL_TOKENS order.
+    assert tokenizer.eos_id == 3
+    assert [tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id] == [4, 5, 6]
+    assert [tokenizer.mask_id, tokenizer.cls_id, tokenizer.sep_id] == [7, 8, 9]
+    assert tokenizer.vocab_size == 4 + len(SPECIAL_TOKENS) - 1
+    assert tokenizer.encode("hello world") == [1, 2]
+    assert tokenizer.decode([tokenizer.bos_id, 1, 2, tokenizer.eos_id]) == "hello world"
+
+
+def test_from_file_reads_any_tokenizer_json(tmp_path) -> None:
+    path = foreign_tokenizer_file(tmp_path, {"[UNK]": 0, "hi": 1})
+    with pytest.warns(UserWarning):
+        tokenizer = Tokenizer.from_file(path)
+    assert tokenizer.encode("hi") == [1]
