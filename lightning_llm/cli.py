@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import warnings
 from collections.abc import Iterable
 
 import hydra
@@ -29,6 +30,8 @@ MAX_CHECKED_JOBS = 64  # a huge grid is still checked on its first 64 jobs; ever
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # Lightning 2.6 with torch >= 2.10 warns about its own pytree use on every run; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     plugins.load()
     config.store_schemas()
     args = get_args_parser().parse_args(argv)

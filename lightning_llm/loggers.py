@@ -66,5 +66,5 @@ def _tensorboard(run_dir: Path) -> Logger:
         return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
     except ModuleNotFoundError as error:
         raise ConfigError(
-            "logger=tensorboard needs the tensorboard package: pip install tensorboard"
+            "logger=tensorboard needs tensorboard: pip install tensorboard (or tensorboardX)"
         ) from error

@@ -3,8 +3,8 @@
 A kind is also the Hydra config group that selects it (``optim=adamw`` picks the ``adamw`` plugin of kind
 ``optim``). Built-ins register exactly as third-party packages do, with ``@register(kind, name)`` on a class
 or a factory function. The framework calls a plugin with the arguments it supplies
-(``CONTRACTS[kind].supplied``, passed by keyword) plus the plugin's own parameters from the config; those parameters are the plugin's
-signature, which ``lightning_llm.config`` turns into a typed Hydra node.
+(``CONTRACTS[kind].supplied``, passed by keyword) plus the plugin's own parameters from the config; those
+parameters are the plugin's signature, which ``lightning_llm.config`` turns into a typed Hydra node.
 """
 
 from __future__ import annotations

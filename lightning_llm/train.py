@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,12 @@ def run(cfg: DictConfig) -> float | None:
     """The Hydra task: train, and return ``cfg.optimized_metric`` for a sweeper."""
     try:
         summary, _ = train(cfg)
-    except (ConfigError, registry.PluginError) as error:
-        log.error("error: %s", error)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad input (a config value, a missing or malformed data file) gets its one-line message;
+        # HYDRA_FULL_ERROR=1 shows the traceback instead.
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     return summary.get(cfg.get("optimized_metric") or "val_loss")
 
@@ -104,8 +110,7 @@ def _check_compatible(cfg: DictConfig, model: Any) -> None:
     supported = tuple(getattr(model, "objectives", ()))
     if objective not in supported:
         raise ConfigError(
-            f"objective={objective} does not fit model={cfg.model.name}; "
-            f"it supports: {', '.join(supported)}"
+            f"objective={objective} does not fit model={cfg.model.name}; it supports: {', '.join(supported)}"
         )
     max_len = getattr(getattr(model, "config", None), "block_size", None)
     seq_len = cfg.data.get("block_size")

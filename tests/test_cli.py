@@ -62,3 +62,17 @@ def test_plugin_listing():
     assert result.returncode == 0, result.stderr
     for line in ("model:", "gpt ", "[lightning_llm]", "n_layer=4", "optim:", "adamw", "lr="):
         assert line in result.stdout
+
+
+def test_missing_data_file_is_one_short_message(tmp_path):
+    result = run_cli(
+        "data=text",
+        f"data.paths=[{tmp_path}/nothing/*.txt]",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "logger=none",
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{tmp_path}/nothing/*.txt" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()

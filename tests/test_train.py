@@ -76,7 +76,7 @@ def test_sequence_longer_than_model_positions_is_refused(make_cfg, tmp_path):
         train(make_cfg("data.block_size=64"), run_dir=tmp_path)
 
 
-@pytest.mark.parametrize("logger", ["csv", "wandb"])
+@pytest.mark.parametrize("logger", ["csv", "wandb", "tensorboard", "none"])
 def test_loggers(make_cfg, tmp_path, logger, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     train(make_cfg(f"logger={logger}", "trainer.max_steps=2"), run_dir=tmp_path)
@@ -84,3 +84,5 @@ def test_loggers(make_cfg, tmp_path, logger, monkeypatch):
     if logger == "wandb":
         runs = list((tmp_path / "wandb").glob("offline-run-*"))
         assert len(runs) == 1 and any(runs[0].iterdir())
+    if logger == "tensorboard":
+        assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -1,0 +1,103 @@
+"""Metrics over predicted tokens: perplexity and top-1 accuracy.
+
+Both take ``update(logits, labels)`` with logits (..., V) and labels (...), skip positions labelled
+``ignore_index``, and keep running sums (not per-batch means) reduced with ``sum`` across processes, so
+the result is the exact per-token value over everything seen, however it was batched or sharded. The same
+shapes cover language modelling (B, T, V) and sequence classification (B, num_classes).
+"""
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+from lightning_llm.registry import register
+
+__all__ = ["Accuracy", "Perplexity", "correct_tokens", "summed_nll"]
+
+
+def summed_nll(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed negative log-likelihood of the labels, and how many labels there were (ignored ones aside).
+    Uses cross_entropy's fused log-softmax, never materialising probabilities."""
+    _check_shapes(logits, labels)
+    nll = F.cross_entropy(
+        logits.detach().float().flatten(0, -2),  # (N, V)
+        labels.flatten(),  # (N,)
+        ignore_index=ignore_index,
+        reduction="sum",
+    )
+    return nll, (labels != ignore_index).sum()
+
+
+def correct_tokens(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How many labels are the top-1 prediction, and how many labels there were (ignored ones aside)."""
+    _check_shapes(logits, labels)
+    counted = labels != ignore_index
+    correct = (logits.argmax(dim=-1) == labels) & counted
+    return correct.sum(), counted.sum()
+
+
+def _check_shapes(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(
+            f"logits of shape {tuple(logits.shape)} need labels of shape {tuple(logits.shape[:-1])}, "
+            f"got {tuple(labels.shape)}"
+        )
+
+
+@register("metric", "perplexity")
+class Perplexity(Metric):
+    """exp(mean token cross-entropy): the effective number of equally likely choices per token.
+
+    Args:
+        ignore_index: label value of positions that are not scored.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, ignore_index: int = -100):
+        super().__init__()
+        self.ignore_index = ignore_index
+        # float64: a float32 sum over ~1e8 tokens would lose the digits that later batches add
+        self.add_state("nll_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("n_tokens", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        nll, n_tokens = summed_nll(logits, labels, self.ignore_index)
+        self.nll_sum += nll.double()
+        self.n_tokens += n_tokens
+
+    def compute(self) -> torch.Tensor:
+        return torch.exp(self.nll_sum / self.n_tokens)  # nan before any scored token
+
+
+@register("metric", "accuracy")
+class Accuracy(Metric):
+    """Top-1 accuracy over scored positions (tokens, or sequences for classification).
+
+    Args:
+        ignore_index: label value of positions that are not scored.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, ignore_index: int = -100):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.add_state("n_correct", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("n_tokens", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n_correct, n_tokens = correct_tokens(logits, labels, self.ignore_index)
+        self.n_correct += n_correct
+        self.n_tokens += n_tokens
+
+    def compute(self) -> torch.Tensor:
+        return self.n_correct.double() / self.n_tokens  # nan before any scored token

@@ -1,0 +1,190 @@
+"""GPT: a decoder-only Transformer language model (Radford et al. 2018, 2019), after nanoGPT.
+
+Tokens are embedded, positions added (learned, or rotary inside attention), ``n_layer`` pre-LN blocks with
+causal self-attention transform the sequence, and a final norm plus the language-model head give the
+next-token logits at every position. The blocks come from ``lightning_llm.models.blocks``.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from lightning_llm.models.blocks import Block, RotaryEmbedding, init_gpt2_, make_norm
+from lightning_llm.registry import register
+
+__all__ = ["GPT", "GPTConfig", "gpt"]
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int  # from the tokenizer
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    block_size: int = 256  # the longest sequence the model accepts (the size of the position table)
+    dropout: float = 0.0  # pretraining on enough data rarely needs it; fine-tuning may
+    bias: bool = False  # biases in Linear and LayerNorm: GPT-2 had them; without is a little faster, no worse
+    positions: Literal["learned", "rotary"] = "learned"  # GPT-2's table, or RoPE (relative, extrapolates)
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    tie_embeddings: bool = True  # the head reuses the token embedding: fewer parameters, no loss in quality
+    # Embedding and head rows are padded up to a multiple of this: matmul kernels run fastest when the
+    # dimensions are multiples of 64 (nanoGPT pads GPT-2's 50257 to 50304 for a ~25% faster head).
+    pad_vocab_to: int = 64
+
+    def __post_init__(self) -> None:
+        for key in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size", "pad_vocab_to"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        _check_choice("positions", self.positions, ("learned", "rotary"))
+        _check_choice("mlp", self.mlp, ("gelu", "swiglu"))
+        _check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
+        if self.positions == "rotary" and self.head_size % 2:
+            raise ValueError(
+                f"model.positions=rotary needs an even head size, but model.n_embd={self.n_embd} / "
+                f"model.n_head={self.n_head} = {self.head_size}"
+            )
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return self.pad_vocab_to * math.ceil(self.vocab_size / self.pad_vocab_to)
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"model.{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+class GPT(nn.Module):
+    objectives = ("causal_lm",)
+    default_objective = "causal_lm"
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd)
+        learned = config.positions == "learned"
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if learned else None
+        self.rope = None if learned else RotaryEmbedding(config.head_size, config.block_size)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            Block(
+                config.n_embd,
+                config.n_head,
+                config.dropout,
+                config.bias,
+                causal=True,
+                mlp=config.mlp,
+                norm=config.norm,
+            )
+            for _ in range(config.n_layer)
+        )
+        self.ln_f = make_norm(config.norm, config.n_embd, config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """GPT-2 initialisation of every parameter and buffer; safe to call again after ``to_empty()``."""
+        self._tie_weights()
+        init_gpt2_(self, self.config.n_layer)
+
+    def _tie_weights(self) -> None:
+        # Press & Wolf 2017: input and output embeddings share one matrix. Done here rather than only in
+        # the constructor because to_empty() materialises each module's Parameter separately, untying them.
+        if self.config.tie_embeddings and self.lm_head.weight is not self.wte.weight:
+            self.lm_head.weight = self.wte.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids: (B, T) token ids -> logits (B, T, vocab_size) for the token after each position."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
+        seq_len = input_ids.size(1)
+        if seq_len > self.config.block_size:
+            raise ValueError(f"sequence length {seq_len} exceeds model.block_size={self.config.block_size}")
+        x = self.wte(input_ids)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(seq_len, device=input_ids.device))  # + (T, C), broadcast over B
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, rope=self.rope)
+        x = self.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, padded_vocab_size)
+        return logits[..., : self.config.vocab_size]  # (B, T, vocab_size): padding rows are never predicted
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameters, each shared one counted once. ``non_embedding`` leaves out lookup tables (the
+        position table, and the token table when untied); a tied table is counted, as it is also the
+        head's matmul (the count nanoGPT and Kaplan et al. 2020 use for compute)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            if self.wpe is not None:
+                n -= self.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.wte.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token (forward + backward) with the standard PaLM / nanoGPT estimate:
+        6 N for the parameter matmuls (2 forward, 4 backward) plus 12 * n_layer * n_embd * seq_len for the
+        attention scores and weighted sum (PaLM appendix B; causal masking's savings are not subtracted)."""
+        return 6 * self.num_params() + 12 * self.config.n_layer * self.config.n_embd * seq_len
+
+
+@register("model", "gpt")
+def gpt(
+    vocab_size: int,
+    n_layer: int = 4,
+    n_head: int = 4,
+    n_embd: int = 256,
+    block_size: int = 256,
+    dropout: float = 0.0,
+    bias: bool = False,
+    positions: Literal["learned", "rotary"] = "learned",
+    mlp: Literal["gelu", "swiglu"] = "gelu",
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm",
+    tie_embeddings: bool = True,
+    pad_vocab_to: int = 64,
+) -> GPT:
+    """Decoder-only GPT language model (GPT-2 shape with modern options), trained with causal_lm.
+
+    Args:
+        vocab_size: number of token ids; supplied by the framework from the tokenizer.
+        n_layer: number of Transformer blocks.
+        n_head: attention heads per block; must divide n_embd.
+        n_embd: width of the residual stream (embedding size).
+        block_size: longest sequence (context length) the model accepts.
+        dropout: dropout on embeddings, attention weights and residual branches.
+        bias: use biases in Linear layers and LayerNorm (GPT-2 did).
+        positions: learned absolute position table (GPT-2) or rotary embeddings (RoPE, LLaMA).
+        mlp: gelu (4x width, GPT-2) or swiglu (gated, ~8/3x width, LLaMA).
+        norm: layernorm (GPT-2) or rmsnorm (LLaMA, T5).
+        tie_embeddings: share the token embedding matrix with the output head.
+        pad_vocab_to: pad embedding and head rows to a multiple of this for faster matmuls.
+    """
+    return GPT(
+        GPTConfig(
+            vocab_size=vocab_size,
+            n_layer=n_layer,
+            n_head=n_head,
+            n_embd=n_embd,
+            block_size=block_size,
+            dropout=dropout,
+            bias=bias,
+            positions=positions,
+            mlp=mlp,
+            norm=norm,
+            tie_embeddings=tie_embeddings,
+            pad_vocab_to=pad_vocab_to,
+        )
+    )
