@@ -7,10 +7,12 @@ traceback from deep inside a run.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sys
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_dir
@@ -19,7 +21,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from lightning_llm import config, plugins, registry
@@ -36,12 +38,15 @@ def main(argv: list[str] | None = None) -> None:
     config.store_schemas()
     args = get_args_parser().parse_args(argv)
     informational = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
-    if not informational:
-        try:
-            precheck(args.overrides, multirun=args.multirun)
-        except (ConfigError, registry.PluginError) as error:
-            sys.exit(f"error: {error}")
-    sys.argv = [sys.argv[0], *argv]
+    try:
+        added = plugin_defaults(args.overrides)
+        if not informational:
+            precheck([*args.overrides, *added], multirun=args.multirun)
+    except (ConfigError, registry.PluginError) as error:
+        sys.exit(f"error: {error}")
+    if added:
+        print(f"[lightning_llm] {' '.join(added)} (the defaults of your choice; override them as usual)")
+    sys.argv = [sys.argv[0], *argv, *added]
     _app()
 
 
@@ -50,6 +55,35 @@ def _app(cfg: DictConfig) -> float | None:
     from lightning_llm.train import run  # deferred: torch and Lightning load only when a run starts
 
     return run(cfg)
+
+
+def plugin_defaults(overrides: list[str]) -> list[str]:
+    """Overrides that complete a choice: ``model=decoder`` alone also selects the decoder's default objective
+    (``default_objective`` of the model class) and that objective's default data (``default_data``), unless
+    the overrides choose them; only choices that differ from conf/config.yaml's are returned."""
+    chosen = {
+        o.key_or_group: str(o.value())
+        for o in OverridesParser.create().parse_overrides(overrides)
+        if o.key_or_group in ("model", "objective", "data") and not (o.is_sweep_override() or o.is_delete())
+    }
+    primary = _primary_choices()
+    added = {}
+    follows = (("model", "objective", "default_objective"), ("objective", "data", "default_data"))
+    for leader, group, attribute in follows:
+        if leader in chosen and group not in chosen:
+            default = getattr(registry.get(leader, chosen[leader]).product(), attribute, None)
+            if default:
+                chosen[group] = default
+                if default != primary.get(group):
+                    added[group] = default
+    return [f"{group}={name}" for group, name in added.items()]
+
+
+@functools.cache
+def _primary_choices() -> dict[str, str]:
+    """Group choices of conf/config.yaml's defaults list."""
+    primary = OmegaConf.load(Path(config.config_dir()) / "config.yaml")
+    return {k: v for entry in primary.defaults if isinstance(entry, DictConfig) for k, v in entry.items()}
 
 
 def precheck(overrides: list[str], multirun: bool = False) -> None:

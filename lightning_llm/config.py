@@ -28,6 +28,11 @@ from lightning_llm.registry import Plugin
 
 # Kinds selected through a Hydra config group of the same name; metrics are a list under `metrics`.
 GROUP_KINDS = ("tokenizer", "data", "model", "objective", "optim", "scheduler")
+# Parameters the framework adds to every plugin of a kind; train() handles them, the plugin never sees them.
+FRAMEWORK_PARAMS: dict[str, dict[str, tuple[Any, Any]]] = {
+    # fine-tuning: a checkpoint or run folder whose matching weights initialise the new model
+    "model": {"init_from": (Optional[str], None)},  # noqa: UP045 - OmegaConf needs typing.Optional
+}
 _SCALARS = (int, float, bool, str)
 
 
@@ -60,6 +65,8 @@ def schema(plugin: Plugin) -> type:
         else:
             default = dataclasses.field(default=default)
         fields.append((param.name, _hydra_type(param.annotation), default))
+    for name, (hydra_type, default) in FRAMEWORK_PARAMS.get(plugin.kind, {}).items():
+        fields.append((name, hydra_type, dataclasses.field(default=default)))
     return dataclasses.make_dataclass(f"{plugin.kind}_{plugin.name}", fields)
 
 
@@ -108,7 +115,8 @@ def _literal_choices(annotation: Any) -> tuple | None:
 
 def plugin_params(kind: str, node: Any, key: str | None = None) -> tuple[Plugin, dict[str, Any]]:
     """Validate one plugin node (``{name: ..., **params}`` or a bare name) and return the plugin and its
-    typed keyword arguments. ``key`` is the config path used in messages (default: the kind)."""
+    typed keyword arguments (framework parameters such as ``model.init_from`` left out: see
+    ``framework_params``). ``key`` is the config path used in messages (default: the kind)."""
     key = key or kind
     if isinstance(node, str):
         node = {"name": node}
@@ -121,7 +129,7 @@ def plugin_params(kind: str, node: Any, key: str | None = None) -> tuple[Plugin,
     except OmegaConfBaseException as error:
         raise ConfigError(f"{key}: {error.msg}") from None
     params.pop("name")
-    valid = [p.name for p in plugin.parameters()]
+    valid = [p.name for p in plugin.parameters()] + list(FRAMEWORK_PARAMS.get(kind, {}))
     for name in params:
         if name not in valid:
             raise ConfigError(unknown_key_message(f"{key}.{name}", plugin, valid))
@@ -131,6 +139,8 @@ def plugin_params(kind: str, node: Any, key: str | None = None) -> tuple[Plugin,
         raise ConfigError(bad_value_message(key, plugin, error)) from None
     kwargs = OmegaConf.to_container(typed, resolve=True)
     kwargs.pop("name")
+    for name in FRAMEWORK_PARAMS.get(kind, {}):
+        kwargs.pop(name)
     for param in plugin.parameters():
         value = kwargs.get(param.name)
         if OmegaConf.is_missing(typed, param.name):
@@ -142,6 +152,12 @@ def plugin_params(kind: str, node: Any, key: str | None = None) -> tuple[Plugin,
                 f"choose one of: {', '.join(map(str, choices))}"
             )
     return plugin, kwargs
+
+
+def framework_params(kind: str, node: Any) -> dict[str, Any]:
+    """The values of ``FRAMEWORK_PARAMS[kind]`` in a plugin node (defaults where unset)."""
+    defaults = FRAMEWORK_PARAMS.get(kind, {})
+    return {name: node.get(name, default) for name, (_, default) in defaults.items()}
 
 
 def check(cfg: DictConfig) -> None:

@@ -16,6 +16,11 @@ from torchmetrics import MeanMetric, Metric, MetricCollection
 from lightning_llm import registry
 
 
+def batch_tokens(batch: dict[str, Any]) -> int:
+    """Tokens a batch feeds the model: its inputs, plus the decoder's inputs for sequence-to-sequence."""
+    return sum(batch[key].numel() for key in ("input_ids", "decoder_input_ids") if key in batch)
+
+
 class LanguageModule(L.LightningModule):
     def __init__(
         self,
@@ -40,10 +45,16 @@ class LanguageModule(L.LightningModule):
         self.objective = objective
         self.optim_spec = dict(optim)
         self.scheduler_spec = dict(scheduler)
-        metrics = MetricCollection(dict(metrics or {}))
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        metrics = dict(metrics or {})
+        text = {name for name, metric in metrics.items() if getattr(metric, "input_kind", None) == "text"}
+        tensor_metrics = MetricCollection({k: v for k, v in metrics.items() if k not in text})
+        # Text metrics (BLEU, ROUGE) score generated outputs: only at validation and test, generation is slow.
+        text_metrics = MetricCollection({k: v for k, v in metrics.items() if k in text})
+        self.train_metrics = tensor_metrics.clone(prefix="train/")
+        self.val_metrics = tensor_metrics.clone(prefix="val/")
+        self.test_metrics = tensor_metrics.clone(prefix="test/")
+        self.val_text_metrics = text_metrics.clone(prefix="val/")
+        self.test_text_metrics = text_metrics.clone(prefix="test/")
         self.val_loss = MeanMetric().set_dtype(torch.float64)
         self.test_loss = MeanMetric().set_dtype(torch.float64)
         self.checkpoint_extras = dict(checkpoint_extras or {})
@@ -54,7 +65,7 @@ class LanguageModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss_sum, n_tokens, outputs = self.objective.loss(self.model, batch)
         loss = loss_sum / n_tokens
-        self.tokens_seen += batch["input_ids"].numel() * self.trainer.world_size
+        self.tokens_seen += batch_tokens(batch) * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/tokens", float(self.tokens_seen))
         if batch_idx % self.trainer.log_every_n_steps == 0 and len(self.train_metrics):
@@ -63,18 +74,28 @@ class LanguageModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_loss, self.val_metrics, "val")
+        self._evaluate(batch, self.val_loss, self.val_metrics, self.val_text_metrics, "val")
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_loss, self.test_metrics, "test")
+        self._evaluate(batch, self.test_loss, self.test_metrics, self.test_text_metrics, "test")
 
-    def _evaluate(self, batch: dict, mean_loss: MeanMetric, metrics: MetricCollection, stage: str) -> None:
+    def _evaluate(
+        self,
+        batch: dict,
+        mean_loss: MeanMetric,
+        metrics: MetricCollection,
+        text_metrics: MetricCollection,
+        stage: str,
+    ) -> None:
         loss_sum, n_tokens, outputs = self.objective.loss(self.model, batch)
         mean_loss.update(loss_sum / n_tokens, weight=n_tokens)  # token-weighted: exact over the split
         self.log(f"{stage}/loss", mean_loss, prog_bar=stage == "val")
         if len(metrics):
             metrics.update(outputs, batch["labels"])
             self.log_dict(metrics)
+        if len(text_metrics) and hasattr(self.objective, "predict_text"):
+            text_metrics.update(*self.objective.predict_text(self.model, batch))
+            self.log_dict(text_metrics)
 
     # ------------------------------------------------------------------ optimisation
 

@@ -55,12 +55,20 @@ CONTRACTS: dict[str, Contract] = {
         "a torch.nn.Module with init_weights(), flops_per_token(seq_len), objectives, default_objective "
         "and blocks (the modules parallelism wraps)",
     ),
-    "objective": Contract((), "an object with loss(model, batch) -> (summed_loss, n_target_tokens, outputs)"),
+    "objective": Contract(
+        ("tokenizer",),
+        "an object with loss(model, batch) -> (summed_loss, n_target_tokens, outputs), default_data (the "
+        "data plugin serving its batches), and optionally predict_text(model, batch) for text metrics",
+    ),
     "optim": Contract(("params",), "a torch.optim.Optimizer over the given parameter groups"),
     "scheduler": Contract(
         ("optimizer", "total_steps"), "a torch.optim.lr_scheduler.LRScheduler stepped once per optimizer step"
     ),
-    "metric": Contract((), "a torchmetrics.Metric updated with (logits, labels)"),
+    "metric": Contract(
+        (),
+        "a torchmetrics.Metric updated with (outputs, labels), or with (predictions, references) as strings "
+        "when its input_kind is 'text'",
+    ),
 }
 KINDS: tuple[str, ...] = tuple(CONTRACTS)
 
@@ -84,6 +92,14 @@ class Plugin:
             for p in _signature(self.target).parameters.values()
             if p.name not in supplied and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         ]
+
+    def product(self) -> type | None:
+        """The class this plugin builds (itself, or its factory's return annotation), so that class
+        attributes such as a model's ``default_objective`` can be read before anything is built."""
+        if inspect.isclass(self.target):
+            return self.target
+        returned = _signature(self.target).return_annotation
+        return returned if inspect.isclass(returned) else None
 
     def __call__(self, **kwargs: Any) -> Any:
         return self.target(**kwargs)

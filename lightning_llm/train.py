@@ -55,8 +55,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> tuple[dict[str,
     tokenizer = fit_or_load(tokenizer, lambda: datamodule.texts("train"), datamodule.fingerprint(), cache_dir)
     log.info("tokenizer: %s, vocab %d", cfg.tokenizer.name, tokenizer.vocab_size)
 
-    model = _build(cfg, "model", vocab_size=tokenizer.vocab_size)
-    objective = _build(cfg, "objective")
+    model = _build_model(cfg, tokenizer.vocab_size, datamodule)
+    objective = _build(cfg, "objective", tokenizer=tokenizer)
     _check_compatible(cfg, model)
     log.info("model: %s, %.2fM parameters", cfg.model.name, sum(p.numel() for p in model.parameters()) / 1e6)
 
@@ -93,6 +93,20 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> tuple[dict[str,
 def _build(cfg: DictConfig, kind: str, **supplied: Any) -> Any:
     plugin, params = config.plugin_params(kind, cfg[kind])
     return plugin(**supplied, **params)
+
+
+def _build_model(cfg: DictConfig, vocab_size: int, datamodule: Any) -> Any:
+    plugin, params = config.plugin_params("model", cfg.model)
+    if not params.get("num_classes", 1) and hasattr(datamodule, "num_classes"):
+        params["num_classes"] = datamodule.num_classes  # a classifier's head is sized by the data's labels
+    model = plugin(vocab_size=vocab_size, **params)
+    init_from = config.framework_params("model", cfg.model)["init_from"]
+    if init_from:
+        from lightning_llm.checkpoint import init_from as load_matching_weights
+
+        loaded, new, skipped = load_matching_weights(model, init_from)
+        log.info("%s: loaded %d tensors; new: %s; skipped: %s", init_from, len(loaded), new, skipped)
+    return model
 
 
 def _spec(cfg: DictConfig, kind: str) -> dict[str, Any]:

@@ -100,7 +100,8 @@ def test_yaml_refines_a_plugin_and_keeps_its_schema(make_cfg):
     """conf/model/gpt.yaml changes defaults, yet every signature parameter stays overridable and typed."""
     cfg = make_cfg("model.positions=rotary", tiny=False)
     gpt = registry.get("model", "gpt")
-    assert set(cfg.model) == {"name"} | {p.name for p in gpt.parameters()}
+    framework = set(config.FRAMEWORK_PARAMS["model"])  # init_from
+    assert set(cfg.model) == {"name"} | {p.name for p in gpt.parameters()} | framework
     with pytest.raises(Exception, match="Error merging override model.n_layer=deep") as error:
         make_cfg("model.n_layer=deep", tiny=False)
     assert "could not be converted to Integer" in str(error.value.__cause__)

@@ -19,6 +19,7 @@ def test_kinds_are_the_documented_ones():
     assert CONTRACTS["scheduler"].supplied == ("optimizer", "total_steps")
     assert CONTRACTS["model"].supplied == ("vocab_size",)
     assert CONTRACTS["data"].supplied == ("tokenizer", "cache_dir")
+    assert CONTRACTS["objective"].supplied == ("tokenizer",)
 
 
 def test_register_function_and_class_then_build(clean_registry):

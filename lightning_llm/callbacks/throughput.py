@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 import lightning as L
-import torch
+
+from lightning_llm.module import batch_tokens
 
 
 class Throughput(L.Callback):
@@ -34,8 +35,8 @@ class Throughput(L.Callback):
     ) -> None:
         now = time.perf_counter()
         elapsed, self._last = now - (self._last or now), now
-        input_ids: torch.Tensor = batch["input_ids"]
-        tokens, samples = input_ids.numel() * trainer.world_size, input_ids.shape[0] * trainer.world_size
+        tokens = batch_tokens(batch) * trainer.world_size
+        samples = batch["input_ids"].shape[0] * trainer.world_size
         if trainer.global_step < self.warmup_steps:
             return
         self.tokens, self.samples, self.seconds = (

@@ -36,6 +36,11 @@ class CausalLM:
     ``labels[b, t]`` is the token that follows ``input_ids[b, :t+1]``, or -100 where there is none.
     """
 
+    default_data = "pydoc"  # packed windows of the embedded corpus
+
+    def __init__(self, tokenizer: object = None) -> None:
+        self.tokenizer = tokenizer  # supplied by the framework; next-token prediction needs no special ids
+
     def loss(
         self, model: nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
