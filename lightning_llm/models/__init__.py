@@ -10,10 +10,16 @@ from lightning_llm.models.blocks import (
     init_gpt2_,
     make_norm,
 )
+from lightning_llm.models.encoder import Encoder, EncoderConfig
+from lightning_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 from lightning_llm.models.gpt import GPT, GPTConfig
 
 __all__ = [
     "GPT",
+    "Encoder",
+    "EncoderConfig",
+    "EncoderDecoder",
+    "EncoderDecoderConfig",
     "MLP",
     "Attention",
     "Block",

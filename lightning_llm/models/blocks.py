@@ -1,7 +1,8 @@
 """The Transformer's building blocks, shared by every model in this package.
 
-Read top to bottom: normalisation, the feed-forward MLP, positions (rotary and sinusoidal), attention, the
-pre-LN block, and the GPT-2 initialisation that every model applies through ``init_weights()``.
+Read top to bottom: normalisation, the feed-forward MLP, positions (rotary and sinusoidal), the key/value
+cache that generation uses, attention, the encoder/GPT block and the encoder-decoder's decoder block (each
+pre-LN or post-LN), and the GPT-2 initialisation that every model applies through ``init_weights()``.
 Names follow nanoGPT (``c_attn``, ``c_proj``, ``ln_1``); every module whose output is added to the residual
 stream is called ``c_proj``, which is how ``init_gpt2_`` finds the projections it scales down.
 
@@ -9,6 +10,8 @@ Shapes: B = batch, T = query length, S = key/value length, C = n_embd, nh = n_he
 """
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -19,11 +22,16 @@ __all__ = [
     "MLP",
     "Attention",
     "Block",
+    "DecoderBlock",
+    "DecoderCache",
+    "KVCache",
     "RotaryEmbedding",
     "SinusoidalPositions",
     "apply_rotary",
     "init_gpt2_",
     "make_norm",
+    "padding_mask",
+    "residual",
     "swiglu_hidden_size",
 ]
 
@@ -130,10 +138,12 @@ class RotaryEmbedding(nn.Module):
         self.cos.copy_(angles.cos())
         self.sin.copy_(angles.sin())
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotate q and k (B, nh, T, hs) for positions 0..T-1."""
+    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate q and k (B, nh, T, hs) for positions offset..offset+T-1 (offset: tokens already cached)."""
         T = q.size(-2)
-        return apply_rotary(q, k, self.cos[:T], self.sin[:T])
+        if offset + T > self.max_seq_len:
+            raise ValueError(f"positions up to {offset + T} exceed the rotary table's {self.max_seq_len}")
+        return apply_rotary(q, k, self.cos[offset : offset + T], self.sin[offset : offset + T])
 
 
 class SinusoidalPositions(nn.Module):
@@ -163,6 +173,76 @@ class SinusoidalPositions(nn.Module):
         return self.pe[positions]  # (*positions.shape, C)
 
 
+# --------------------------------------------------------------------------- key/value cache
+
+
+class KVCache:
+    """One attention layer's keys and values, kept between generation steps.
+
+    Without a cache every new token recomputes the keys and values of the whole prefix; with one, each step
+    projects only the new positions and appends them. The buffers, (B, nh, max_len, hs) each, are allocated
+    at the first ``append`` with that call's batch size, dtype and device, so under autocast they hold what
+    attention actually computes (bf16) and one cache type serves every model and precision.
+    """
+
+    def __init__(self, max_len: int):
+        if max_len < 1:
+            raise ValueError(f"a KVCache needs max_len >= 1, got {max_len}")
+        self.max_len = max_len
+        self.length = 0  # positions filled so far
+        self.keys: torch.Tensor | None = None  # (B, nh, max_len, hs) once allocated
+        self.values: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nh, T, hs) after the cached positions; return every cached key and value
+        (B, nh, length, hs), the new ones included."""
+        T = k.size(2)
+        if self.length + T > self.max_len:
+            raise ValueError(
+                f"KVCache is full: it holds {self.max_len} positions, {self.length} are used and "
+                f"{T} more were appended; make the cache with a larger max_len"
+            )
+        if self.keys is None:
+            B, nh, _, hs = k.shape
+            self.keys = k.new_empty(B, nh, self.max_len, hs)  # (B, nh, max_len, hs)
+            self.values = v.new_empty(B, nh, self.max_len, hs)
+        self.keys[:, :, self.length : self.length + T] = k
+        self.values[:, :, self.length : self.length + T] = v
+        self.length += T
+        return self.cached()
+
+    def cached(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values stored so far, (B, nh, length, hs) each (views, not copies)."""
+        if self.keys is None:
+            raise ValueError("the KVCache is empty; append keys and values first")
+        return self.keys[:, :, : self.length], self.values[:, :, : self.length]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Make row ``index[i]`` the new row i (beam search: each surviving beam extends some earlier beam,
+        so it inherits that beam's keys and values)."""
+        if self.keys is not None:
+            self.keys = self.keys.index_select(0, index)
+            self.values = self.values.index_select(0, index)
+
+
+@dataclass
+class DecoderCache:
+    """What one decoder layer keeps between generation steps."""
+
+    self_attn: KVCache  # the generated tokens' keys and values; grows by the new tokens at every step
+    cross_attn: KVCache  # the encoder output's keys and values: computed at the first step, then reused
+
+
+def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """A key-padding mask for ``Attention``: (B, S), True = real token -> bool (B, 1, 1, S), which
+    broadcasts over heads and queries so that no query attends to a padded key."""
+    if attention_mask.dim() != 2:
+        raise ValueError(
+            f"attention_mask must have shape (batch, seq_len), got {tuple(attention_mask.shape)}"
+        )
+    return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
+
+
 # --------------------------------------------------------------------------- attention
 
 
@@ -174,6 +254,9 @@ class Attention(nn.Module):
     Linear ``c_attn`` holding [W_q; W_k; W_v]. Cross-attention (the encoder-decoder's decoder) passes the
     encoder output as ``memory``: queries come from x through W_q, keys and values from memory through
     [W_k; W_v], the same weights applied as two matmuls, so one module type serves both uses.
+
+    With a ``kv_cache``, self-attention appends the new positions' keys and values and attends over all
+    cached ones; cross-attention projects the memory into the (empty) cache once and reads it afterwards.
     """
 
     def __init__(
@@ -195,22 +278,21 @@ class Attention(nn.Module):
         memory: torch.Tensor | None = None,
         rope: RotaryEmbedding | None = None,
         attn_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
         """x: (B, T, C); memory: (B, S, C) or None; attn_mask: bool, True where a query may attend to a key,
-        broadcastable to (B, nh, T, S) (e.g. a key-padding mask of shape (B, 1, 1, S)). Returns (B, T, C)."""
+        broadcastable to (B, nh, T, S) (e.g. a key-padding mask of shape (B, 1, 1, S)), where S counts the
+        cached positions too; kv_cache: see the class docstring. Returns (B, T, C)."""
         if memory is not None and (self.causal or rope is not None):
             raise ValueError(
                 "cross-attention (memory given) must be built with causal=False and used without rope"
             )
         B, T, C = x.shape
-        q, k, v = self._project(x, memory)  # (B, T, C), (B, S, C), (B, S, C)
-        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)  # (B, nh, T|S, hs)
-        if rope is not None:
-            q, k = rope(q, k)
-        is_causal = self.causal
-        if attn_mask is not None and is_causal:  # SDPA takes one or the other, so fold causality in
-            attn_mask = attn_mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            is_causal = False
+        if memory is None:
+            q, k, v = self._self_qkv(x, rope, kv_cache)  # (B, nh, T, hs), (B, nh, S, hs) x 2
+        else:
+            q, k, v = self._cross_qkv(x, memory, kv_cache)
+        attn_mask, is_causal = self._mask(attn_mask, T, k.size(2), x.device)
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -222,29 +304,77 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
-    def _project(self, x: torch.Tensor, memory: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        if memory is None:
-            return self.c_attn(x).split(self.n_embd, dim=2)  # one matmul for q, k, v
+    def _self_qkv(
+        self, x: torch.Tensor, rope: RotaryEmbedding | None, kv_cache: KVCache | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # one matmul for q, k, v: (B, T, C) each
+        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)  # (B, nh, T, hs)
+        offset = 0 if kv_cache is None else kv_cache.length  # the new tokens' first position
+        if rope is not None:
+            q, k = rope(q, k, offset=offset)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)  # (B, nh, offset + T, hs)
+        return q, k, v
+
+    def _cross_qkv(
+        self, x: torch.Tensor, memory: torch.Tensor, kv_cache: KVCache | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         w_q, w_kv = self.c_attn.weight.split([self.n_embd, 2 * self.n_embd])
         b_q, b_kv = (
             (None, None)
             if self.c_attn.bias is None
             else self.c_attn.bias.split([self.n_embd, 2 * self.n_embd])
         )
-        k, v = F.linear(memory, w_kv, b_kv).split(self.n_embd, dim=2)
-        return F.linear(x, w_q, b_q), k, v
+        q = self._split_heads(F.linear(x, w_q, b_q))  # (B, nh, T, hs)
+        if kv_cache is not None and kv_cache.length > 0:
+            return q, *kv_cache.cached()  # the memory's keys and values, projected at the first step
+        k, v = F.linear(memory, w_kv, b_kv).split(self.n_embd, dim=2)  # (B, S, C) each
+        k, v = self._split_heads(k), self._split_heads(v)  # (B, nh, S, hs)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)
+        return q, k, v
+
+    def _mask(
+        self, attn_mask: torch.Tensor | None, T: int, S: int, device: torch.device
+    ) -> tuple[torch.Tensor | None, bool]:
+        """The (attn_mask, is_causal) pair for SDPA, with causality folded into the mask where needed.
+
+        The T queries are the last T of the S key positions (S > T when earlier ones are cached). SDPA's
+        is_causal aligns its triangle to the top-left, which is right only when S == T; a single new query
+        may attend to everything, so it needs no mask at all.
+        """
+        if not self.causal or T == 1:
+            return attn_mask, False
+        if attn_mask is None and S == T:
+            return None, True
+        causal = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)  # (T, S)
+        return (causal if attn_mask is None else attn_mask & causal), False
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
         B, L, _ = t.shape
         return t.view(B, L, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, L, hs)
 
 
-# --------------------------------------------------------------------------- the block
+# --------------------------------------------------------------------------- the blocks
+
+
+def residual(
+    x: torch.Tensor, norm: nn.Module, sublayer: Callable[[torch.Tensor], torch.Tensor], prenorm: bool
+) -> torch.Tensor:
+    """One residual sub-layer, pre-LN or post-LN.
+
+    Pre-LN (GPT-2, T5): ``x + sublayer(norm(x))``; the residual stream itself is never normalised, so
+    gradients flow straight through it and deep stacks train without warm-up tricks.
+    Post-LN (Vaswani et al. 2017, BERT): ``norm(x + sublayer(x))``; every block's output is normalised.
+    """
+    if prenorm:
+        return x + sublayer(norm(x))
+    return norm(x + sublayer(x))
 
 
 class Block(nn.Module):
-    """A pre-LN Transformer block (GPT-2): normalise, then add each sub-layer's output to the residual
-    stream, so the stream itself is never normalised and gradients flow straight through it."""
+    """A Transformer block: self-attention, then the MLP, each a residual sub-layer (pre-LN by default).
+    Causal for GPT and the encoder-decoder's decoder side, bidirectional (causal=False) for encoders."""
 
     def __init__(
         self,
@@ -255,30 +385,84 @@ class Block(nn.Module):
         causal: bool = True,
         mlp: MLPKind = "gelu",
         norm: NormKind = "layernorm",
+        prenorm: bool = True,
     ):
         super().__init__()
+        self.prenorm = prenorm
         self.ln_1 = make_norm(norm, n_embd, bias)
         self.attn = Attention(n_embd, n_head, dropout, bias, causal)
         self.ln_2 = make_norm(norm, n_embd, bias)
         self.mlp = MLP(n_embd, mlp, bias, dropout)
 
     def forward(
-        self, x: torch.Tensor, rope: RotaryEmbedding | None = None, attn_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        rope: RotaryEmbedding | None = None,
+        attn_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope=rope, attn_mask=attn_mask)
-        x = x + self.mlp(self.ln_2(x))
-        return x
+        def attend(h: torch.Tensor) -> torch.Tensor:
+            return self.attn(h, rope=rope, attn_mask=attn_mask, kv_cache=kv_cache)
+
+        x = residual(x, self.ln_1, attend, self.prenorm)
+        return residual(x, self.ln_2, self.mlp, self.prenorm)
+
+
+class DecoderBlock(nn.Module):
+    """The encoder-decoder's decoder layer (Vaswani et al. 2017, section 3.1): causal self-attention over
+    the target so far, cross-attention over the encoder's output (``memory``), then the MLP, each a
+    residual sub-layer with its own norm."""
+
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        dropout: float = 0.0,
+        bias: bool = False,
+        mlp: MLPKind = "gelu",
+        norm: NormKind = "layernorm",
+        prenorm: bool = True,
+    ):
+        super().__init__()
+        self.prenorm = prenorm
+        self.ln_1 = make_norm(norm, n_embd, bias)
+        self.attn = Attention(n_embd, n_head, dropout, bias, causal=True)
+        self.ln_2 = make_norm(norm, n_embd, bias)
+        self.cross_attn = Attention(n_embd, n_head, dropout, bias, causal=False)
+        self.ln_3 = make_norm(norm, n_embd, bias)
+        self.mlp = MLP(n_embd, mlp, bias, dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor | None = None,
+        cache: DecoderCache | None = None,
+    ) -> torch.Tensor:
+        """x: (B, T, C) target; memory: (B, S, C) encoder output; memory_mask: bool, True at real source
+        tokens, broadcastable to (B, nh, T, S) (``padding_mask(attention_mask)``). Returns (B, T, C)."""
+        self_cache, cross_cache = (None, None) if cache is None else (cache.self_attn, cache.cross_attn)
+
+        def attend_self(h: torch.Tensor) -> torch.Tensor:
+            return self.attn(h, kv_cache=self_cache)
+
+        def attend_memory(h: torch.Tensor) -> torch.Tensor:
+            return self.cross_attn(h, memory=memory, attn_mask=memory_mask, kv_cache=cross_cache)
+
+        x = residual(x, self.ln_1, attend_self, self.prenorm)
+        x = residual(x, self.ln_2, attend_memory, self.prenorm)
+        return residual(x, self.ln_3, self.mlp, self.prenorm)
 
 
 # --------------------------------------------------------------------------- initialisation
 
 
 @torch.no_grad()
-def init_gpt2_(model: nn.Module, n_layer: int, std: float = 0.02) -> None:
+def init_gpt2_(model: nn.Module, n_layer: int, std: float = 0.02, residuals_per_layer: int = 2) -> None:
     """GPT-2 initialisation, in place (Radford et al. 2019; nanoGPT): Linear and Embedding weights from
     N(0, std), biases zero, norms and position tables reset, and every residual projection (``c_proj``)
-    from N(0, std / sqrt(2 * n_layer)) so the residual stream's variance does not grow with depth
-    (each block adds to it twice).
+    from N(0, std / sqrt(residuals_per_layer * n_layer)) so the residual stream's variance does not grow
+    with depth (a GPT block adds to it twice; a decoder block with cross-attention, three times).
 
     Written for models built on the meta device and materialised with ``to_empty()``: it touches every
     parameter and buffer, relying on nothing the constructor did.
@@ -290,7 +474,7 @@ def init_gpt2_(model: nn.Module, n_layer: int, std: float = 0.02) -> None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm | nn.RMSNorm | RotaryEmbedding | SinusoidalPositions):
             module.reset_parameters()
-    residual_std = std / math.sqrt(2 * n_layer)
+    residual_std = std / math.sqrt(residuals_per_layer * n_layer)
     for name, module in model.named_modules():
         if name.split(".")[-1] == "c_proj":
             nn.init.normal_(module.weight, mean=0.0, std=residual_std)

@@ -3,6 +3,9 @@
 Tokens are embedded, positions added (learned, or rotary inside attention), ``n_layer`` pre-LN blocks with
 causal self-attention transform the sequence, and a final norm plus the language-model head give the
 next-token logits at every position. The blocks come from ``lightning_llm.models.blocks``.
+
+Generation passes a KV cache (``new_kv_cache()``) so each new token is one position's worth of work; the
+logits are the same as without it (``lightning_llm.models.sampling.generate`` drives the loop).
 """
 
 import math
@@ -12,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lightning_llm.models.blocks import Block, RotaryEmbedding, init_gpt2_, make_norm
+from lightning_llm.models.blocks import Block, KVCache, RotaryEmbedding, init_gpt2_, make_norm
 from lightning_llm.registry import register
 
 __all__ = ["GPT", "GPTConfig", "gpt"]
@@ -105,22 +108,42 @@ class GPT(nn.Module):
         if self.config.tie_embeddings and self.lm_head.weight is not self.wte.weight:
             self.lm_head.weight = self.wte.weight
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids: (B, T) token ids -> logits (B, T, vocab_size) for the token after each position."""
+    def forward(self, input_ids: torch.Tensor, kv_cache: list[KVCache] | None = None) -> torch.Tensor:
+        """input_ids: (B, T) token ids -> logits (B, T, vocab_size) for the token after each position.
+
+        With ``kv_cache`` (from ``new_kv_cache``), input_ids are the tokens after the cached ones: their
+        positions start at the cache's length, and their keys and values are appended to it.
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
-        seq_len = input_ids.size(1)
-        if seq_len > self.config.block_size:
-            raise ValueError(f"sequence length {seq_len} exceeds model.block_size={self.config.block_size}")
+        offset = 0 if kv_cache is None else kv_cache[0].length  # tokens already seen
+        end = offset + input_ids.size(1)
+        if end > self.config.block_size:
+            raise ValueError(
+                f"sequence length {end} exceeds model.block_size={self.config.block_size}"
+                + (f" ({offset} cached + {input_ids.size(1)} new)" if offset else "")
+            )
         x = self.wte(input_ids)  # (B, T, C)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(seq_len, device=input_ids.device))  # + (T, C), broadcast over B
+            x = x + self.wpe(torch.arange(offset, end, device=input_ids.device))  # + (T, C), broadcast over B
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, rope=self.rope)
+        caches = kv_cache if kv_cache is not None else [None] * len(self.blocks)
+        for block, cache in zip(self.blocks, caches, strict=True):
+            x = block(x, rope=self.rope, kv_cache=cache)
         x = self.ln_f(x)
         logits = self.lm_head(x)  # (B, T, padded_vocab_size)
         return logits[..., : self.config.vocab_size]  # (B, T, vocab_size): padding rows are never predicted
+
+    def new_kv_cache(self, max_len: int | None = None) -> list[KVCache]:
+        """An empty cache, one KVCache per block, for sequences of up to ``max_len`` tokens (prompt and
+        generated ones together; default and maximum: block_size). Its batch size, dtype and device are
+        those of the first forward that uses it."""
+        max_len = self.config.block_size if max_len is None else max_len
+        if not 1 <= max_len <= self.config.block_size:
+            raise ValueError(
+                f"max_len must be in [1, model.block_size={self.config.block_size}], got {max_len}"
+            )
+        return [KVCache(max_len) for _ in self.blocks]
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameters, each shared one counted once. ``non_embedding`` leaves out lookup tables (the

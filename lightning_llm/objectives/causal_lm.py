@@ -37,6 +37,7 @@ class CausalLM:
     """
 
     default_data = "pydoc"  # packed windows of the embedded corpus
+    default_metrics = ("perplexity", "accuracy")
 
     def __init__(self, tokenizer: object = None) -> None:
         self.tokenizer = tokenizer  # supplied by the framework; next-token prediction needs no special ids

@@ -1,0 +1,584 @@
+"""Source/target pairs for sequence-to-sequence training (translation, summarisation, transductions).
+
+A run goes: the pairs are read and split on first use -> ``texts("train")`` (sources and targets, for
+tokenizer training) -> ``setup(stage)`` tokenizes the splits the stage needs (pairs are small, so there is no
+token cache) -> DataLoaders of dynamically padded batches, each as the seq2seq contract says::
+
+    input_ids          (B, S) int64   source ids, no bos, truncated to block_size, pad_id after the end
+    attention_mask     (B, S) bool    True at real source tokens
+    decoder_input_ids  (B, T) int64   bos + target ids, pad_id after the end
+    labels             (B, T) int64   target ids + eos, -100 after the end
+    target_text        list[str]      the reference strings, for BLEU/ROUGE
+
+Target ids are truncated to ``block_size - 1`` so both decoder sequences fit in ``block_size``; the
+reference string stays whole, so a truncated target costs BLEU rather than hiding it.
+
+Two plugins build the module: ``pairs`` reads jsonl/tsv/csv files, and ``reverse_words`` (the embedded
+default) makes pairs from Python's bundled documentation, so a seq2seq run needs no downloads.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import io
+import json
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import lightning as L
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_llm.data.corpus import (
+    SPLITS,
+    CorpusTooSmallError,
+    assign_split,
+    check_fraction,
+    split_paragraphs,
+)
+from lightning_llm.data.datasets import DatasetTooSmallError
+from lightning_llm.data.sources import SourceError, expand_paths, pydoc_topics, read_text_file
+from lightning_llm.registry import register
+
+__all__ = [
+    "IGNORE_INDEX",
+    "Pair",
+    "PairDataModule",
+    "PairDataset",
+    "PairTokenizer",
+    "Seq2SeqCollator",
+    "read_pairs",
+    "reverse_words",
+    "reverse_words_pairs",
+    "split_pairs",
+]
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # label value that contributes no loss (PyTorch's default)
+_FINGERPRINT_VERSION = 1  # bump when reading, splitting or pair generation changes
+_SUFFIXES = (".jsonl", ".tsv", ".csv")
+_STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": (),
+    None: SPLITS,
+}
+
+
+class PairTokenizer(Protocol):
+    """The part of a tokenizer the pairs module uses."""
+
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+
+class Pair(NamedTuple):
+    source: str
+    target: str
+
+
+# --------------------------------------------------------------------------- reading pair files
+
+
+def read_pairs(patterns: list[str], source_field: str = "source", target_field: str = "target") -> list[Pair]:
+    """The pairs of every file named by ``patterns`` (paths or globs), in order.
+
+    ``.jsonl`` files hold one JSON object per line; ``.tsv`` and ``.csv`` files start with a header row
+    naming their columns. Either way ``source_field`` and ``target_field`` name the two texts.
+    """
+    return [
+        pair for path in expand_paths(patterns) for pair in _read_pair_file(path, source_field, target_field)
+    ]
+
+
+def _read_pair_file(path: Path, source_field: str, target_field: str) -> list[Pair]:
+    suffix = path.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise SourceError(
+            f"{path}: unsupported pairs file type '{suffix}'; use one of: {', '.join(_SUFFIXES)}"
+        )
+    text = read_text_file(path)  # raises on an empty, binary or non-UTF-8 file
+    fields = (source_field, target_field)
+    pairs = _jsonl_pairs(path, text, fields) if suffix == ".jsonl" else _table_pairs(path, text, fields)
+    if not pairs:
+        raise SourceError(f"{path}: holds no pairs (only blank lines or a header)")
+    return pairs
+
+
+def _jsonl_pairs(path: Path, text: str, fields: tuple[str, str]) -> list[Pair]:
+    pairs = []
+    # split on "\n" only: str.splitlines would also break on U+2028 and friends inside JSON strings
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SourceError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise SourceError(
+                f"{where}: expected a JSON object with fields {fields}, got {type(record).__name__}"
+            )
+        pairs.append(_pair(record, fields, where))
+    return pairs
+
+
+def _table_pairs(path: Path, text: str, fields: tuple[str, str]) -> list[Pair]:
+    # TSV follows the IANA rule (no quoting; a field holds no tab or newline), so quotes in text are text.
+    tsv = path.suffix.lower() == ".tsv"
+    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
+    reader = csv.DictReader(io.StringIO(text, newline=""), **options)
+    header = reader.fieldnames or []
+    missing = [field for field in fields if field not in header]
+    if missing:
+        raise SourceError(
+            f"{path}:1: the header has no column {', '.join(map(repr, missing))}; columns present: "
+            f"{', '.join(header) or '(none)'} (set data.source_field / data.target_field)"
+        )
+    pairs = []
+    for row in reader:
+        # A short row leaves its last columns None, and extra cells sit under the key None: drop both.
+        cells = {key: value for key, value in row.items() if key is not None and value is not None}
+        if any(value.strip() for value in cells.values()):  # csv skips empty lines, not whitespace-only ones
+            pairs.append(_pair(cells, fields, f"{path}:{reader.line_num}"))
+    return pairs
+
+
+def _pair(record: dict, fields: tuple[str, str], where: str) -> Pair:
+    """The pair in ``record``; a missing, non-string or blank-source field raises naming ``where``."""
+    values = []
+    for field in fields:
+        if field not in record:
+            present = ", ".join(map(str, record))
+            raise SourceError(
+                f"{where}: no field '{field}'; fields present: {present or '(none)'} "
+                "(set data.source_field / data.target_field)"
+            )
+        value = record[field]
+        if not isinstance(value, str):
+            raise SourceError(f"{where}: field '{field}' holds {type(value).__name__}, expected a string")
+        values.append(value)
+    if not values[0].strip():
+        raise SourceError(f"{where}: the source ('{fields[0]}') is blank; every pair needs a source text")
+    return Pair(*values)
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def split_pairs(
+    pairs: Sequence[Pair], *, val_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 1234
+) -> dict[str, list[Pair]]:
+    """Train/val/test pairs by a stable hash of each source (``lightning_llm.data.corpus.assign_split``).
+
+    Hashing the source keeps every copy of a source text in one split, so no evaluation source is ever a
+    training source; a fraction of 0 leaves that split empty on purpose.
+    """
+    check_fraction("data.val_fraction", val_fraction)
+    check_fraction("data.test_fraction", test_fraction)
+    splits: dict[str, list[Pair]] = {split: [] for split in SPLITS}
+    for pair in pairs:
+        split = assign_split(pair.source, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        splits[split].append(pair)
+    _check_split_sizes(splits, {"val": val_fraction, "test": test_fraction})
+    return splits
+
+
+def _check_split_sizes(splits: dict[str, list[Pair]], fractions: dict[str, float]) -> None:
+    total = sum(len(pairs) for pairs in splits.values())
+    if not splits["train"]:
+        raise CorpusTooSmallError(
+            f"too few pairs: all {total} went to val/test, none to train; "
+            "add pairs or lower data.val_fraction / data.test_fraction"
+        )
+    for split, fraction in fractions.items():
+        if fraction > 0 and not splits[split]:
+            raise CorpusTooSmallError(
+                f"too few pairs: the {total} pairs gave the {split} split none "
+                f"({split}_fraction={fraction}); add pairs, raise data.{split}_fraction, "
+                f"or set it to 0 to run without a {split} split"
+            )
+
+
+def _file_splits(
+    paths: list[str], val_paths: list[str] | None, test_paths: list[str] | None, fields: tuple[str, str]
+) -> Callable[[], dict[str, list[Pair]]]:
+    """A reader of splits given as files: train from ``paths``, the others from their own files (or none)."""
+
+    def read() -> dict[str, list[Pair]]:
+        return {
+            "train": read_pairs(paths, *fields),
+            "val": read_pairs(val_paths, *fields) if val_paths else [],
+            "test": read_pairs(test_paths, *fields) if test_paths else [],
+        }
+
+    return read
+
+
+def _hashed_splits(
+    read: Callable[[], list[Pair]], val_fraction: float, test_fraction: float, seed: int
+) -> Callable[[], dict[str, list[Pair]]]:
+    check_fraction("data.val_fraction", val_fraction)
+    check_fraction("data.test_fraction", test_fraction)
+    return lambda: split_pairs(read(), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+# --------------------------------------------------------------------------- the reverse_words task
+
+
+def reverse_words(text: str) -> str:
+    """The whitespace-separated words of ``text`` in reverse order, joined by single spaces."""
+    return " ".join(reversed(text.split()))
+
+
+def reverse_words_pairs(
+    documents: list[str], *, min_words: int = 3, max_words: int = 8, num_examples: int = 20000, seed: int = 0
+) -> list[Pair]:
+    """Word runs of ``documents`` and their reversals: a pure function of the documents and arguments.
+
+    Words are the whitespace-separated tokens that hold a letter (so heading underlines, ``>>>`` prompts
+    and lone punctuation are left out). A run starts at every word of every paragraph, so runs overlap,
+    and takes a seeded random length in [min_words, max_words], cut short only by the paragraph's end and
+    never below ``min_words``. Runs with the same text are kept once; when more than ``num_examples``
+    remain, a seeded sample (in corpus order) is returned.
+    """
+    _check_reverse_words(min_words, max_words, num_examples)
+    rng = random.Random(seed)
+    sources: dict[str, None] = {}  # an ordered set
+    for document in documents:
+        for paragraph in split_paragraphs(document):
+            words = [word for word in paragraph.split() if _has_letter(word)]
+            for start in range(len(words) - min_words + 1):
+                sources.setdefault(" ".join(words[start : start + rng.randint(min_words, max_words)]))
+    runs = list(sources)
+    if len(runs) > num_examples:
+        runs = [runs[i] for i in sorted(rng.sample(range(len(runs)), num_examples))]
+    return [Pair(run, reverse_words(run)) for run in runs]
+
+
+def _has_letter(word: str) -> bool:
+    return any(char.isalpha() for char in word)
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+class Example(NamedTuple):
+    source_ids: list[int]
+    target_ids: list[int]
+    target_text: str
+
+
+class PairDataset(Dataset):
+    """Tokenized pairs: item ``i`` is an ``Example`` of source ids, target ids and the reference text."""
+
+    def __init__(self, examples: list[Example]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Example:
+        return self.examples[index]
+
+
+@dataclass(frozen=True)
+class Seq2SeqCollator:
+    """Pads a list of ``Example``s to the longest of the batch (dynamic padding) in the seq2seq layout."""
+
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor | list[str]]:
+        sources = [torch.tensor(e.source_ids, dtype=torch.long) for e in examples]
+        lengths = torch.tensor([len(s) for s in sources])
+        input_ids = pad_sequence(sources, batch_first=True, padding_value=self.pad_id)  # (B, S)
+        decoder_inputs = [torch.tensor([self.bos_id, *e.target_ids], dtype=torch.long) for e in examples]
+        labels = [torch.tensor([*e.target_ids, self.eos_id], dtype=torch.long) for e in examples]
+        return {
+            "input_ids": input_ids,
+            "attention_mask": torch.arange(input_ids.size(1)) < lengths[:, None],  # (B, S)
+            "decoder_input_ids": pad_sequence(decoder_inputs, batch_first=True, padding_value=self.pad_id),
+            "labels": pad_sequence(labels, batch_first=True, padding_value=IGNORE_INDEX),  # (B, T)
+            "target_text": [e.target_text for e in examples],
+        }
+
+
+# --------------------------------------------------------------------------- the DataModule
+
+
+class PairDataModule(L.LightningDataModule):
+    """Seq2seq batches (see the module docstring) from the pairs that ``read_splits()`` returns.
+
+    ``read_splits`` is called once, on first use, and returns the pairs of each split; an empty split is
+    deliberately off and its DataLoader is an empty list, which Lightning skips. Nothing is read or
+    tokenized in the constructor, so building the module is free while the tokenizer is still untrained.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PairTokenizer,
+        read_splits: Callable[[], dict[str, list[Pair]]],
+        *,
+        block_size: int = 64,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if block_size < 2:
+            raise ValueError(f"data.block_size must be >= 2 (bos or eos plus one token), got {block_size}")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be > 0, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.tokenizer = tokenizer
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.shuffle_seed = shuffle_seed
+        self._read_splits = read_splits
+        self._splits: dict[str, list[Pair]] | None = None
+        self._datasets: dict[str, PairDataset] = {}
+
+    # -- the pairs (before tokenizer training)
+
+    def pairs(self, split: str) -> list[Pair]:
+        """The pairs of ``split`` ("train", "val" or "test"); read and split on first use."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
+        if self._splits is None:
+            self._splits = self._read_splits()
+        return self._splits[split]
+
+    def texts(self, split: str) -> list[str]:
+        """Every source and target of ``split``, for tokenizer training."""
+        return [text for pair in self.pairs(split) for text in pair]
+
+    def fingerprint(self) -> str:
+        """A hash of every split's pairs: same value, same data, on any machine."""
+        digest = hashlib.sha256(f"pairs-v{_FINGERPRINT_VERSION}".encode())
+        for split in SPLITS:
+            digest.update(f"\0{split}\0{len(self.pairs(split))}\0".encode())
+            for text in self.texts(split):
+                data = text.encode()
+                digest.update(len(data).to_bytes(8, "little"))  # length prefix: ["ab"] and ["a", "b"] differ
+                digest.update(data)
+        return digest.hexdigest()
+
+    # -- Lightning hooks (after tokenizer training)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Tokenize the splits the stage needs (every process does it: it takes well under a second)."""
+        for split in _STAGE_SPLITS.get(stage, SPLITS):
+            if self.pairs(split) and split not in self._datasets:
+                self._datasets[split] = PairDataset(self._tokenize(split))
+        train = self._datasets.get("train")
+        if train is not None and len(train) < self.batch_size:  # drop_last would leave an epoch empty
+            raise DatasetTooSmallError(
+                f"the train split has {len(train)} pairs, fewer than data.batch_size={self.batch_size}; "
+                "lower data.batch_size or add pairs"
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        # A seeded generator makes the order reproducible; under DDP Lightning swaps in a DistributedSampler.
+        generator = torch.Generator().manual_seed(self.shuffle_seed)
+        return self._loader("train", shuffle=True, drop_last=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._loader("test", shuffle=False, drop_last=False)
+
+    # -- helpers
+
+    def collator(self) -> Seq2SeqCollator:
+        tok = self.tokenizer
+        return Seq2SeqCollator(pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id)
+
+    def _tokenize(self, split: str) -> list[Example]:
+        pairs = self.pairs(split)
+        sources = self.tokenizer.encode_batch([pair.source for pair in pairs])
+        targets = self.tokenizer.encode_batch([pair.target for pair in pairs])
+        max_target = self.block_size - 1  # room for bos (decoder inputs) or eos (labels)
+        cut = sum(len(s) > self.block_size for s in sources) + sum(len(t) > max_target for t in targets)
+        if cut:
+            log.warning(
+                "%s split: %d sources/targets are longer than data.block_size=%d tokens and were truncated",
+                split,
+                cut,
+                self.block_size,
+            )
+        return [
+            Example(source[: self.block_size], target[:max_target], pair.target)
+            for pair, source, target in zip(pairs, sources, targets, strict=True)
+        ]
+
+    def _loader(self, split: str, **options) -> DataLoader | list:
+        if split not in self._datasets:
+            if not self.pairs(split):
+                return []  # a split turned off: Lightning runs no loop over it
+            raise RuntimeError(f"the {split} split is not set up; call setup() first")
+        return DataLoader(
+            self._datasets[split],
+            batch_size=self.batch_size,
+            collate_fn=self.collator(),
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            **options,
+        )
+
+
+# --------------------------------------------------------------------------- the plugins
+
+
+@register("data", "pairs")
+def pairs_data(
+    tokenizer: PairTokenizer,
+    cache_dir: str | Path,
+    paths: list[str],
+    source_field: str = "source",
+    target_field: str = "target",
+    val_paths: list[str] | None = None,
+    test_paths: list[str] | None = None,
+    block_size: int = 64,
+    batch_size: int = 64,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    split_seed: int = 1234,
+    num_workers: int = 0,
+    shuffle_seed: int = 0,
+) -> PairDataModule:
+    """Source/target pairs from .jsonl files (one object per line) or .tsv/.csv files with a header row.
+
+    Without val_paths/test_paths the pairs of ``paths`` are split by a stable hash of each source; with
+    either, the files are the splits (train = paths) and the fractions are unused.
+
+    Args:
+        paths: files or globs (``~`` expanded, relative to the current directory), e.g. [data/train.tsv].
+        source_field: the JSON field or column holding the source text.
+        target_field: the JSON field or column holding the target text.
+        val_paths: files of the validation split; null hash-splits ``paths`` instead.
+        test_paths: files of the test split; null hash-splits ``paths`` instead.
+        block_size: longest source in tokens (longer ones are truncated); targets get block_size - 1.
+        batch_size: pairs per micro-batch on each device.
+        val_fraction: share of pairs held out for validation, in [0, 0.5); 0 turns validation off.
+        test_fraction: share of pairs held out for the final test, in [0, 0.5); 0 turns testing off.
+        split_seed: seed of the pair-to-split hash; change it for a different split.
+        num_workers: DataLoader worker processes (0 loads in the training process).
+        shuffle_seed: seed of the training-order shuffle.
+    """
+    fields = (_check_field("source_field", source_field), _check_field("target_field", target_field))
+    paths = _path_list("paths", paths)
+    if val_paths or test_paths:
+        val = _path_list("val_paths", val_paths) if val_paths else None
+        test = _path_list("test_paths", test_paths) if test_paths else None
+        read_splits = _file_splits(paths, val, test, fields)
+    else:
+        read = functools.partial(read_pairs, paths, *fields)
+        read_splits = _hashed_splits(read, val_fraction, test_fraction, split_seed)
+    return PairDataModule(
+        tokenizer,
+        read_splits,
+        block_size=block_size,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shuffle_seed=shuffle_seed,
+    )
+
+
+@register("data", "reverse_words")
+def reverse_words_data(
+    tokenizer: PairTokenizer,
+    cache_dir: str | Path,
+    min_words: int = 3,
+    max_words: int = 8,
+    num_examples: int = 20000,
+    seed: int = 0,
+    block_size: int = 64,
+    batch_size: int = 64,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    split_seed: int = 1234,
+    num_workers: int = 0,
+    shuffle_seed: int = 0,
+) -> PairDataModule:
+    """Reverse the order of words: an embedded seq2seq task built from Python's bundled documentation.
+
+    Each source is a run of ``min_words`` to ``max_words`` consecutive words of one pydoc paragraph; its
+    target is the same words in reverse order ("a quick brown fox" -> "fox brown quick a"). The words are
+    kept as they are, so the task is a pure transduction: it cannot be solved by copying (a copy of the source
+    shares only unigrams with the target, so its 4-gram BLEU is near 0) and it needs attention over the
+    whole source, which a model that learns it shows with a BLEU near 1. The pairs are a deterministic
+    function of the arguments (and of the Python version, whose documentation they come from).
+
+    Args:
+        min_words: fewest words in a source.
+        max_words: most words in a source.
+        num_examples: pairs over all splits (a seeded sample), or every run the corpus has if fewer.
+        seed: seed of the run lengths and of the sample.
+        block_size: longest source in tokens (longer ones are truncated); targets get block_size - 1.
+        batch_size: pairs per micro-batch on each device.
+        val_fraction: share of pairs held out for validation, in [0, 0.5); 0 turns validation off.
+        test_fraction: share of pairs held out for the final test, in [0, 0.5); 0 turns testing off.
+        split_seed: seed of the pair-to-split hash; change it for a different split.
+        num_workers: DataLoader worker processes (0 loads in the training process).
+        shuffle_seed: seed of the training-order shuffle.
+    """
+    _check_reverse_words(min_words, max_words, num_examples)
+    read = functools.partial(
+        _reverse_words_corpus, min_words=min_words, max_words=max_words, num_examples=num_examples, seed=seed
+    )
+    return PairDataModule(
+        tokenizer,
+        _hashed_splits(read, val_fraction, test_fraction, split_seed),
+        block_size=block_size,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shuffle_seed=shuffle_seed,
+    )
+
+
+def _reverse_words_corpus(**params: int) -> list[Pair]:
+    return reverse_words_pairs(pydoc_topics(), **params)
+
+
+def _check_reverse_words(min_words: int, max_words: int, num_examples: int) -> None:
+    if min_words < 1 or max_words < min_words:
+        raise ValueError(
+            f"need 1 <= data.min_words <= data.max_words, got min_words={min_words}, max_words={max_words}"
+        )
+    if num_examples < 1:
+        raise ValueError(f"data.num_examples must be >= 1, got {num_examples}")
+
+
+def _check_field(key: str, value: str) -> str:
+    if not value:
+        raise ValueError(f"data.{key} must name a JSON field or column, e.g. data.{key}=source")
+    return value
+
+
+def _path_list(key: str, paths: list[str] | str) -> list[str]:
+    """``paths`` as a plain list (Hydra passes a ListConfig; a lone string is one path)."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if not paths:
+        raise ValueError(
+            f"data.{key} must name at least one file or glob, e.g. data.{key}=[data/train.jsonl]"
+        )
+    return paths

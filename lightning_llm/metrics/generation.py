@@ -1,0 +1,102 @@
+"""Metrics of generated text against references: BLEU and ROUGE-L.
+
+Both are *text* metrics (class attribute ``input_kind = "text"``): they are updated with
+``update(predictions, references)``, two equally long lists of strings, one reference per prediction,
+instead of with logits and labels. Both report on a 0..1 scale, like every other metric here (papers quote
+BLEU x 100, as sacreBLEU prints it).
+
+Every state is a sum reduced with ``"sum"``, so under DDP the synced value over N processes is exactly the
+value of one process over all the data, and a process that saw no example simply adds zeros.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.functional.text.rouge import rouge_score
+from torchmetrics.text import BLEUScore
+
+from lightning_llm.registry import register
+
+__all__ = ["BLEU", "ROUGE"]
+
+
+def _check_texts(predictions: Sequence[str], references: Sequence[str]) -> None:
+    for name, texts in (("predictions", predictions), ("references", references)):
+        if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
+            raise TypeError(f"{name} must be a list of strings (one per example), got {type(texts).__name__}")
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"got {len(predictions)} predictions but {len(references)} references; pass one reference each"
+        )
+
+
+@register("metric", "bleu")
+class BLEU(BLEUScore):
+    """Corpus BLEU (Papineni et al. 2002): clipped n-gram precisions up to ``n_gram``, geometric mean,
+    times a brevity penalty, over whitespace-separated tokens; 0..1, 1 when every prediction equals its
+    reference.
+
+    Corpus-level, as BLEU is defined: n-gram counts are summed over all examples before the ratio, so it is
+    not the mean of sentence BLEUs (which is 0 for every sentence shorter than ``n_gram`` words).
+
+    Args:
+        n_gram: the longest n-gram counted (4 is the standard BLEU-4).
+        smooth: add-one smoothing of the n-gram precisions (Lin & Och 2004), for small evaluation sets
+            where some n-gram order has no match at all.
+    """
+
+    input_kind = "text"
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, n_gram: int = 4, smooth: bool = False) -> None:
+        if n_gram < 1:
+            raise ValueError(f"bleu n_gram must be >= 1, got {n_gram}")
+        super().__init__(n_gram=n_gram, smooth=smooth)
+
+    def update(self, predictions: Sequence[str], references: Sequence[str]) -> None:
+        _check_texts(predictions, references)
+        super().update(list(predictions), [[reference] for reference in references])
+
+
+def _normalize(text: str) -> str:
+    """Lower case, every run of non-alphanumeric characters a space. The same as ROUGE's standard
+    ``[^a-z0-9]+`` rule on ASCII text, but it keeps letters of every script instead of deleting them."""
+    return re.sub(r"[\W_]+", " ", text.lower())
+
+
+@register("metric", "rouge")
+class ROUGE(Metric):
+    """ROUGE-L F-measure (Lin 2004): from the longest common subsequence of words of a prediction and its
+    reference, averaged over examples; 0..1, 1 when every prediction equals its reference.
+
+    The per-example score is torchmetrics' ROUGE-L (``rouge_score``, no stemming, so no nltk data is needed).
+    Its ``ROUGEScore`` class keeps one tensor per example in list states, which DDP syncs with one collective
+    per element and so hangs when processes hold different numbers of examples; this metric keeps the sum of
+    scores and the count instead.
+    """
+
+    input_kind = "text"
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("fmeasure_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("n_examples", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, predictions: Sequence[str], references: Sequence[str]) -> None:
+        _check_texts(predictions, references)
+        for prediction, reference in zip(predictions, references, strict=True):
+            scores = rouge_score(prediction, reference, rouge_keys="rougeL", normalizer=_normalize)
+            self.fmeasure_sum += scores["rougeL_fmeasure"].double().item()
+        self.n_examples += len(predictions)
+
+    def compute(self) -> torch.Tensor:
+        return self.fmeasure_sum / self.n_examples  # nan before any example

@@ -1,0 +1,277 @@
+"""A BERT-style bidirectional Transformer encoder (Devlin et al. 2018, "BERT: Pre-training of Deep
+Bidirectional Transformers for Language Understanding").
+
+Token, position and segment embeddings are summed and normalised, ``n_layer`` blocks with bidirectional
+self-attention (every position sees every real position, left and right) transform the sequence, and a
+final norm gives the hidden states. Two heads read them: the masked-LM head (BERT's "transform" of dense +
+GELU + norm, then a decoder tied to the token embedding) predicts the token at every position, and, when
+``num_classes > 0``, the pooler (a tanh dense layer on the first, ``<cls>``, position) feeds a linear
+classifier. The blocks are the pre-LN ones of ``lightning_llm.models.blocks`` (BERT itself is post-LN;
+pre-LN trains stably without BERT's learning-rate warm-up tricks, Xiong et al. 2020).
+
+Shapes: B = batch, T = sequence length, C = n_embd, V = vocab_size, K = num_classes.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_llm.models.blocks import Block, SinusoidalPositions, init_gpt2_, make_norm
+from lightning_llm.registry import register
+
+__all__ = ["Encoder", "EncoderConfig", "MaskedLMHead", "encoder"]
+
+
+# --------------------------------------------------------------------------- the config
+
+
+@dataclass
+class EncoderConfig:
+    vocab_size: int  # from the tokenizer
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 128  # the longest sequence the model accepts (the size of the position table)
+    dropout: float = 0.1  # BERT's value for pretraining and fine-tuning alike
+    n_segments: int = 2  # segment (token type) embeddings: sentence A / sentence B of a pair, as in BERT
+    num_classes: int = 0  # size of the classifier head; 0 builds none (masked-LM pretraining only)
+    positions: Literal["learned", "sinusoidal"] = "learned"  # BERT's table, or the fixed original encoding
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    bias: bool = True  # biases in Linear and LayerNorm, as BERT has
+    # Embedding and decoder rows are padded up to a multiple of this: matmul kernels run fastest when the
+    # dimensions are multiples of 64 (as for GPT; the padding rows are never predicted).
+    pad_vocab_to: int = 64
+
+    def __post_init__(self) -> None:
+        for key in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size", "n_segments", "pad_vocab_to"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        if self.num_classes < 0:
+            raise ValueError(f"model.num_classes must be >= 0 (0: no classifier), got {self.num_classes}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        _check_choice("positions", self.positions, ("learned", "sinusoidal"))
+        _check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
+        if self.positions == "sinusoidal" and self.n_embd % 2:
+            raise ValueError(f"model.positions=sinusoidal needs an even model.n_embd, got {self.n_embd}")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return self.pad_vocab_to * math.ceil(self.vocab_size / self.pad_vocab_to)
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"model.{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+# --------------------------------------------------------------------------- the heads
+
+
+class MaskedLMHead(nn.Module):
+    """BERT's masked-LM head: dense + GELU + norm (the "transform"), then a decoder to vocabulary logits.
+
+    The decoder's weight is the token embedding (tied by the Encoder); its bias is the head's own, one
+    learned prior per token, as in BERT.
+    """
+
+    def __init__(self, n_embd: int, vocab_size: int, norm: str, bias: bool):
+        super().__init__()
+        self.dense = nn.Linear(n_embd, n_embd, bias=bias)
+        self.norm = make_norm(norm, n_embd, bias)
+        self.decoder = nn.Linear(n_embd, vocab_size, bias=bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        h = self.norm(F.gelu(self.dense(hidden)))  # exact (erf) GELU, as BERT
+        return self.decoder(h)  # (B, T, padded V)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class Encoder(nn.Module):
+    objectives = ("masked_lm", "classification")
+    default_objective = "masked_lm"
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        C = config.n_embd
+        self.wte = nn.Embedding(config.padded_vocab_size, C)
+        self.wpe = (
+            nn.Embedding(config.block_size, C)
+            if config.positions == "learned"
+            else SinusoidalPositions(C, config.block_size)
+        )
+        self.wse = nn.Embedding(config.n_segments, C)  # segment embeddings
+        self.ln_emb = make_norm(config.norm, C, config.bias)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            Block(C, config.n_head, config.dropout, config.bias, causal=False, norm=config.norm)
+            for _ in range(config.n_layer)
+        )
+        self.ln_f = make_norm(config.norm, C, config.bias)  # pre-LN blocks leave the stream unnormalised
+        self.mlm_head = MaskedLMHead(C, config.padded_vocab_size, config.norm, config.bias)
+        has_classifier = config.num_classes > 0
+        self.pooler = nn.Linear(C, C, bias=config.bias) if has_classifier else None
+        self.classifier = nn.Linear(C, config.num_classes, bias=config.bias) if has_classifier else None
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """BERT / GPT-2 initialisation (normal 0.02, residual projections scaled down with depth) of every
+        parameter and buffer; safe to call again after ``to_empty()`` on a model built on the meta device."""
+        self._tie_weights()
+        init_gpt2_(self, self.config.n_layer)
+
+    def _tie_weights(self) -> None:
+        # The MLM decoder reuses the token embedding (BERT; Press & Wolf 2017). Re-tied on every init
+        # because to_empty() materialises each module's Parameter separately, untying them.
+        if self.mlm_head.decoder.weight is not self.wte.weight:
+            self.mlm_head.decoder.weight = self.wte.weight
+
+    # -- the encoder
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, T); attention_mask (B, T), True (or 1) at real tokens, None when nothing is padded;
+        token_type_ids (B, T) segment ids, all 0 when None -> hidden states (B, T, C).
+
+        Padded positions are never attended to, so they cannot change the real positions' states; their own
+        states are computed but meaningless."""
+        self._check_inputs(input_ids, attention_mask, token_type_ids)
+        x = self.drop(self.ln_emb(self._embed(input_ids, token_type_ids)))
+        # key-padding mask, broadcast over heads and queries: (B, T) -> (B, 1, 1, T)
+        attn_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, attn_mask=attn_mask)
+        return self.ln_f(x)
+
+    def _embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        positions = torch.arange(input_ids.size(1), device=input_ids.device)
+        x = self.wte(input_ids) + self.wpe(positions)  # (B, T, C) + (T, C), broadcast over B
+        if token_type_ids is None:
+            return x + self.wse.weight[0]  # every token in segment 0: no (B, T) lookup needed
+        return x + self.wse(token_type_ids)
+
+    def _check_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+    ) -> None:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
+        if input_ids.size(1) > self.config.block_size:
+            raise ValueError(
+                f"sequence length {input_ids.size(1)} exceeds model.block_size={self.config.block_size}"
+            )
+        for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if tensor is not None and tensor.shape != input_ids.shape:
+                raise ValueError(
+                    f"{name} must have the shape of input_ids, {tuple(input_ids.shape)}; "
+                    f"got {tuple(tensor.shape)}"
+                )
+
+    # -- the heads
+
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, C) -> logits (B, T, vocab_size) for the original token at every position."""
+        logits = self.mlm_head(hidden)  # (B, T, padded V)
+        return logits[..., : self.config.vocab_size]  # padding rows are never predicted
+
+    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, C) -> class logits (B, num_classes), from the first (``<cls>``) position."""
+        if self.pooler is None or self.classifier is None:
+            raise ValueError(
+                "this encoder has no classifier (model.num_classes=0); set model.num_classes to the number "
+                "of classes, or let a classification data module fill it in"
+            )
+        pooled = torch.tanh(self.pooler(hidden[:, 0]))  # (B, C): BERT's pooled [CLS] representation
+        return self.classifier(self.drop(pooled))  # (B, K)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Masked-LM logits (B, T, vocab_size): ``mlm_logits(encode(...))``."""
+        return self.mlm_logits(self.encode(input_ids, attention_mask, token_type_ids))
+
+    # -- size and compute
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameters, the tied token table counted once. ``non_embedding`` leaves out the lookup-only tables
+        (positions and segments); the token table stays, as it is also the MLM decoder's matmul."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wse.weight.numel()
+            if isinstance(self.wpe, nn.Embedding):
+                n -= self.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token (forward + backward), the PaLM / nanoGPT estimate: 6 N for the parameter
+        matmuls plus 12 * n_layer * n_embd * seq_len for attention scores and weighted sums. N includes the
+        MLM head, which masked-LM training runs at every position."""
+        return 6 * self.num_params() + 12 * self.config.n_layer * self.config.n_embd * seq_len
+
+
+@register("model", "encoder")
+def encoder(
+    vocab_size: int,
+    n_layer: int = 4,
+    n_head: int = 4,
+    n_embd: int = 128,
+    block_size: int = 128,
+    dropout: float = 0.1,
+    n_segments: int = 2,
+    num_classes: int = 0,
+    positions: Literal["learned", "sinusoidal"] = "learned",
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm",
+    bias: bool = True,
+    pad_vocab_to: int = 64,
+) -> Encoder:
+    """BERT-style bidirectional encoder, pretrained with masked_lm or fine-tuned with classification.
+
+    Args:
+        vocab_size: number of token ids; supplied by the framework from the tokenizer.
+        n_layer: number of Transformer blocks.
+        n_head: attention heads per block; must divide n_embd.
+        n_embd: width of the residual stream (embedding size).
+        block_size: longest sequence the model accepts.
+        dropout: dropout on embeddings, attention weights, residual branches and the pooled output.
+        n_segments: number of segment (token type) embeddings; BERT uses 2 for sentence pairs.
+        num_classes: classes of the classifier head; 0 builds none (a classification run fills it in
+            from the data).
+        positions: learned position table (BERT) or fixed sinusoidal encoding (original Transformer).
+        norm: layernorm (BERT) or rmsnorm.
+        bias: use biases in Linear layers and norms (BERT did).
+        pad_vocab_to: pad embedding and decoder rows to a multiple of this for faster matmuls.
+    """
+    return Encoder(
+        EncoderConfig(
+            vocab_size=vocab_size,
+            n_layer=n_layer,
+            n_head=n_head,
+            n_embd=n_embd,
+            block_size=block_size,
+            dropout=dropout,
+            n_segments=n_segments,
+            num_classes=num_classes,
+            positions=positions,
+            norm=norm,
+            bias=bias,
+            pad_vocab_to=pad_vocab_to,
+        )
+    )
