@@ -21,7 +21,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from lightning_llm import config, plugins, registry
@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {error}")
     if added:
         print(f"[lightning_llm] {' '.join(added)} (the defaults of your choice; override them as usual)")
-    sys.argv = [sys.argv[0], *argv, *added]
+    # Hydra's parser takes the overrides as one run of positional arguments: keep them together.
+    flags = [arg for arg in argv if arg not in args.overrides]
+    sys.argv = [sys.argv[0], *flags, *args.overrides, *added]
     _app()
 
 
@@ -59,31 +61,42 @@ def _app(cfg: DictConfig) -> float | None:
 
 def plugin_defaults(overrides: list[str]) -> list[str]:
     """Overrides that complete a choice: ``model=decoder`` alone also selects the decoder's default objective
-    (``default_objective`` of the model class) and that objective's default data (``default_data``), unless
-    the overrides choose them; only choices that differ from conf/config.yaml's are returned."""
+    (``default_objective`` of the model class), and that objective's default data and metrics
+    (``default_data``, ``default_metrics``), unless the overrides choose them. Only choices that differ
+    from conf/config.yaml's are returned."""
     chosen = {
-        o.key_or_group: str(o.value())
+        o.key_or_group: o.value()
         for o in OverridesParser.create().parse_overrides(overrides)
-        if o.key_or_group in ("model", "objective", "data") and not (o.is_sweep_override() or o.is_delete())
+        if o.key_or_group in ("model", "objective", "data", "metrics")
+        and not (o.is_sweep_override() or o.is_delete())
     }
     primary = _primary_choices()
     added = {}
-    follows = (("model", "objective", "default_objective"), ("objective", "data", "default_data"))
-    for leader, group, attribute in follows:
-        if leader in chosen and group not in chosen:
-            default = getattr(registry.get(leader, chosen[leader]).product(), attribute, None)
+    follows = (
+        ("model", "objective", "default_objective"),
+        ("objective", "data", "default_data"),
+        ("objective", "metrics", "default_metrics"),
+    )
+    for leader, key, attribute in follows:
+        if leader in chosen and key not in chosen:
+            default = getattr(registry.get(leader, str(chosen[leader])).product(), attribute, None)
             if default:
-                chosen[group] = default
-                if default != primary.get(group):
-                    added[group] = default
-    return [f"{group}={name}" for group, name in added.items()]
+                chosen[key] = default
+                if _as_override(default) != _as_override(primary.get(key)):
+                    added[key] = _as_override(default)
+    return [f"{key}={value}" for key, value in added.items()]
+
+
+def _as_override(value: object) -> str:
+    return f"[{','.join(map(str, value))}]" if isinstance(value, list | tuple | ListConfig) else str(value)
 
 
 @functools.cache
-def _primary_choices() -> dict[str, str]:
-    """Group choices of conf/config.yaml's defaults list."""
+def _primary_choices() -> dict[str, object]:
+    """Group choices of conf/config.yaml's defaults list, and its metrics."""
     primary = OmegaConf.load(Path(config.config_dir()) / "config.yaml")
-    return {k: v for entry in primary.defaults if isinstance(entry, DictConfig) for k, v in entry.items()}
+    choices = {k: v for entry in primary.defaults if isinstance(entry, DictConfig) for k, v in entry.items()}
+    return {**choices, "metrics": list(primary.metrics)}
 
 
 def precheck(overrides: list[str], multirun: bool = False) -> None:

@@ -170,8 +170,19 @@ def check(cfg: DictConfig) -> None:
         plugin_params(kind, cfg[kind])
     for index, node in enumerate(metric_nodes(cfg)):
         plugin_params("metric", node, key=f"metrics[{index}]")
+    check_objective(cfg.model.name, cfg.objective.name)
     check_trainer_args(cfg.get("trainer", {}))
     refuse_code_paths(cfg, "")
+
+
+def check_objective(model: str, objective: str, supported: tuple[str, ...] | None = None) -> None:
+    """Each model declares the objectives it can train with (``objectives`` on its class)."""
+    if supported is None:
+        supported = getattr(registry.get("model", model).product(), "objectives", None)
+    if supported is not None and objective not in supported:
+        raise ConfigError(
+            f"objective={objective} does not fit model={model}; it supports: {', '.join(supported)}"
+        )
 
 
 def metric_nodes(cfg: DictConfig) -> list[Any]:

@@ -50,9 +50,16 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> tuple[dict[str,
     L.seed_everything(cfg.seed, workers=True)
     cache_dir = str(cfg.paths.cache_dir)
 
-    tokenizer = _build(cfg, "tokenizer")
-    datamodule = _build(cfg, "data", tokenizer=tokenizer, cache_dir=cache_dir)
-    tokenizer = fit_or_load(tokenizer, lambda: datamodule.texts("train"), datamodule.fingerprint(), cache_dir)
+    init_from = config.framework_params("model", cfg.model)["init_from"]
+    if init_from:  # fine-tuning: the weights only mean something with the tokenizer they were trained with
+        tokenizer = _tokenizer_of_run(init_from, cfg)
+        datamodule = _build(cfg, "data", tokenizer=tokenizer, cache_dir=cache_dir)
+    else:
+        tokenizer = _build(cfg, "tokenizer")
+        datamodule = _build(cfg, "data", tokenizer=tokenizer, cache_dir=cache_dir)
+        tokenizer = fit_or_load(
+            tokenizer, lambda: datamodule.texts("train"), datamodule.fingerprint(), cache_dir
+        )
     log.info("tokenizer: %s, vocab %d", cfg.tokenizer.name, tokenizer.vocab_size)
 
     model = _build_model(cfg, tokenizer.vocab_size, datamodule)
@@ -72,7 +79,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> tuple[dict[str,
         },
     )
     summary_callback, throughput = RunSummary(), Throughput(**cfg.callbacks.throughput)
-    trainer = _trainer(cfg, run_dir, tokenizer, [summary_callback, throughput])
+    trainer = _trainer(cfg, run_dir, tokenizer, objective, [summary_callback, throughput])
     if trainer.is_global_zero:
         tokenizer.save(run_dir / "tokenizer.json")
 
@@ -100,13 +107,34 @@ def _build_model(cfg: DictConfig, vocab_size: int, datamodule: Any) -> Any:
     if not params.get("num_classes", 1) and hasattr(datamodule, "num_classes"):
         params["num_classes"] = datamodule.num_classes  # a classifier's head is sized by the data's labels
     model = plugin(vocab_size=vocab_size, **params)
-    init_from = config.framework_params("model", cfg.model)["init_from"]
-    if init_from:
+    if init_from := config.framework_params("model", cfg.model)["init_from"]:
         from lightning_llm.checkpoint import init_from as load_matching_weights
 
         loaded, new, skipped = load_matching_weights(model, init_from)
         log.info("%s: loaded %d tensors; new: %s; skipped: %s", init_from, len(loaded), new, skipped)
     return model
+
+
+def _tokenizer_of_run(init_from: str, cfg: DictConfig) -> Any:
+    """The tokenizer saved beside the checkpoint that ``model.init_from`` names."""
+    from lightning_llm.checkpoint import find_checkpoint, run_folder
+    from lightning_llm.tokenizers import Tokenizer
+
+    path = run_folder(find_checkpoint(init_from)) / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"model.init_from={init_from}: its run folder has no tokenizer.json ({path})")
+    tokenizer = Tokenizer.from_file(path)
+    chosen = cfg.tokenizer.get("path") if cfg.tokenizer.name == "pretrained" else None
+    if chosen and Tokenizer.from_file(chosen).fingerprint() != tokenizer.fingerprint():
+        raise ConfigError(
+            f"tokenizer.path={chosen} is not the tokenizer model.init_from={init_from} was trained with"
+        )
+    log.info(
+        "tokenizer: %s (the one model.init_from was trained with; tokenizer=%s is not used)",
+        path,
+        cfg.tokenizer.name,
+    )
+    return tokenizer
 
 
 def _spec(cfg: DictConfig, kind: str) -> dict[str, Any]:
@@ -120,12 +148,8 @@ def _metrics(cfg: DictConfig) -> list[tuple[registry.Plugin, dict[str, Any]]]:
 
 
 def _check_compatible(cfg: DictConfig, model: Any) -> None:
-    objective = cfg.objective.name
-    supported = tuple(getattr(model, "objectives", ()))
-    if objective not in supported:
-        raise ConfigError(
-            f"objective={objective} does not fit model={cfg.model.name}; it supports: {', '.join(supported)}"
-        )
+    # Again on the built model: a factory without a return annotation is only known once it has run.
+    config.check_objective(cfg.model.name, cfg.objective.name, tuple(getattr(model, "objectives", ())))
     max_len = getattr(getattr(model, "config", None), "block_size", None)
     seq_len = cfg.data.get("block_size")
     if max_len is not None and seq_len is not None and seq_len > max_len:
@@ -135,7 +159,9 @@ def _check_compatible(cfg: DictConfig, model: Any) -> None:
         )
 
 
-def _trainer(cfg: DictConfig, run_dir: Path, tokenizer: Any, extra_callbacks: list[L.Callback]) -> L.Trainer:
+def _trainer(
+    cfg: DictConfig, run_dir: Path, tokenizer: Any, objective: Any, extra_callbacks: list[L.Callback]
+) -> L.Trainer:
     callbacks_cfg = cfg.callbacks
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -147,12 +173,17 @@ def _trainer(cfg: DictConfig, run_dir: Path, tokenizer: Any, extra_callbacks: li
         save_last=callbacks_cfg.checkpoint.save_last,
         every_n_train_steps=callbacks_cfg.checkpoint.every_n_train_steps,
     )
-    samples = TextSamples(tokenizer, run_dir / "samples.txt", seed=cfg.seed, **callbacks_cfg.samples)
+    callbacks = [checkpoint, LearningRateMonitor(logging_interval="step"), *extra_callbacks]
+    # Samples need text out of the model: a language model continues a prompt, a seq2seq model decodes inputs.
+    mode = "generate" if cfg.objective.name == "causal_lm" else "predict"
+    if mode == "generate" or hasattr(objective, "predict_text"):
+        samples_path = run_dir / "samples.txt"
+        callbacks.append(TextSamples(tokenizer, samples_path, mode, seed=cfg.seed, **callbacks_cfg.samples))
     loggers = build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=loggers,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), samples, *extra_callbacks],
+        callbacks=callbacks,
         default_root_dir=str(run_dir),
     )
     for logger in loggers:

@@ -76,3 +76,20 @@ def test_missing_data_file_is_one_short_message(tmp_path):
     assert "Traceback" not in result.stderr
     assert f"{tmp_path}/nothing/*.txt" in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_chosen_model_brings_its_default_objective_and_data():
+    result = run_cli("--cfg", "job", "model=decoder")
+    assert result.returncode == 0, result.stderr
+    assert "name: seq2seq" in result.stdout and "name: reverse_words" in result.stdout
+    encoder = run_cli("model=encoder", "objective=classification", "--cfg", "job")
+    assert encoder.returncode == 0, encoder.stderr
+    assert "name: classification" in encoder.stdout and "name: pydoc_topics" in encoder.stdout
+    explicit = run_cli("model=encoder", "data=text", "data.paths=[x.txt]", "--cfg", "job")
+    assert "name: masked_lm" in explicit.stdout and "name: text" in explicit.stdout
+
+
+def test_mismatched_objective_is_refused():
+    result = run_cli("model=gpt", "objective=seq2seq", "data=reverse_words", "logger=none", "debug=fast")
+    assert result.returncode != 0
+    assert "objective=seq2seq does not fit model=gpt" in result.stderr

@@ -86,3 +86,40 @@ def test_loggers(make_cfg, tmp_path, logger, monkeypatch):
         assert len(runs) == 1 and any(runs[0].iterdir())
     if logger == "tensorboard":
         assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_masked_lm_then_classification_fine_tune(make_cfg, tmp_path, caplog):
+    """Pretrain a tiny encoder with masked LM, then fine-tune it for classification from that run."""
+    encoder = [
+        "model=encoder",
+        "model.n_layer=1",
+        "model.n_head=2",
+        "tokenizer=char",
+        "model.positions=learned",
+    ]
+    pretrain = tmp_path / "mlm"
+    summary, _ = train(make_cfg(*encoder, "objective=masked_lm", "data=pydoc"), run_dir=pretrain)
+    assert summary["step"] == 8 and math.isfinite(summary["val_loss"])
+
+    classify = [*encoder, "objective=classification", "data=pydoc_topics", "metrics=[accuracy,f1]"]
+    with caplog.at_level("INFO", logger="lightning_llm"):
+        summary, objects = train(make_cfg(*classify, f"model.init_from={pretrain}"), run_dir=tmp_path / "cls")
+    assert {"val_accuracy", "val_f1"} <= set(summary)
+    assert objects["model"].config.num_classes == objects["datamodule"].num_classes == 8
+    loaded = next(r.getMessage() for r in caplog.records if "loaded" in r.getMessage())
+    assert "classifier.weight" in loaded.split("new:")[1]  # the head is new, the encoder was loaded
+    assert (
+        objects["tokenizer"].fingerprint()
+        == torch.load(pretrain / "checkpoints" / "last.ckpt", weights_only=True)["tokenizer_fingerprint"]
+    )
+
+
+def test_seq2seq_run_scores_text_and_writes_translations(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "model=decoder", "model.n_layer=1", "objective=seq2seq", "data=reverse_words",
+        "data.num_examples=400", "metrics=[bleu,rouge]", "objective.max_new_tokens=8",
+    )  # fmt: skip
+    summary, _ = train(cfg, run_dir=tmp_path)
+    assert 0.0 <= summary["val_bleu"] <= 1.0 and 0.0 <= summary["val_rouge"] <= 1.0
+    samples = (tmp_path / "samples.txt").read_text()
+    assert "source:" in samples and "prediction:" in samples and "reference:" in samples

@@ -1,14 +1,20 @@
-"""A few samples from the trained model, written to ``samples.txt`` when training ends."""
+"""What the trained model writes, in ``samples.txt`` when training ends.
+
+A language model (``mode="generate"``) samples continuations of a prompt; a sequence-to-sequence model
+(``mode="predict"``) decodes the first validation examples, shown beside their references.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 
 from lightning_llm.models.sampling import generate
+
+SEPARATOR = "\n" + "-" * 72 + "\n"
 
 
 class TextSamples(L.Callback):
@@ -16,6 +22,7 @@ class TextSamples(L.Callback):
         self,
         tokenizer: Any,
         path: Path,
+        mode: Literal["generate", "predict"] = "generate",
         num_samples: int = 3,
         max_new_tokens: int = 200,
         temperature: float = 0.8,
@@ -23,7 +30,7 @@ class TextSamples(L.Callback):
         prompt: str = "",
         seed: int = 0,
     ) -> None:
-        self.tokenizer, self.path = tokenizer, Path(path)
+        self.tokenizer, self.path, self.mode = tokenizer, Path(path), mode
         self.num_samples, self.max_new_tokens = num_samples, max_new_tokens
         self.temperature, self.top_k, self.prompt, self.seed = temperature, top_k, prompt, seed
 
@@ -31,13 +38,34 @@ class TextSamples(L.Callback):
         if not trainer.is_global_zero or self.num_samples <= 0:
             return
         model = pl_module.model
+        was_training = model.training
+        model.eval()
+        try:
+            if self.mode == "generate":
+                texts = self._generate(pl_module)
+            else:
+                texts = self._predict(trainer, pl_module)
+        finally:
+            model.train(was_training)
+        self.path.write_text(SEPARATOR.join(texts) + "\n", encoding="utf-8")
+
+    def _generate(self, pl_module: L.LightningModule) -> list[str]:
         prompt = self.tokenizer.encode(self.prompt) if self.prompt else [self.tokenizer.eos_id]
         start = torch.tensor([prompt] * self.num_samples, device=pl_module.device)
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        was_training = model.training
-        model.eval()
-        out = generate(model, start, self.max_new_tokens, self.temperature, self.top_k, generator=generator)
-        model.train(was_training)
-        texts = [self.tokenizer.decode(row.tolist()) for row in out]
-        separator = "\n" + "-" * 72 + "\n"
-        self.path.write_text(separator.join(texts) + "\n", encoding="utf-8")
+        out = generate(
+            pl_module.model, start, self.max_new_tokens, self.temperature, self.top_k, generator=generator
+        )
+        return [self.tokenizer.decode(row.tolist()) for row in out]
+
+    @torch.no_grad()
+    def _predict(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[str]:
+        batch = next(iter(trainer.datamodule.val_dataloader()))
+        batch = {k: v[: self.num_samples] for k, v in batch.items()}
+        batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+        predictions, references = pl_module.objective.predict_text(pl_module.model, batch)
+        sources = [self.tokenizer.decode(row.tolist()) for row in batch["input_ids"]]
+        return [
+            f"source:     {s}\nprediction: {p}\nreference:  {r}"
+            for s, p, r in zip(sources, predictions, references, strict=True)
+        ]
