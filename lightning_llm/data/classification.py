@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import lightning as L
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lightning_llm.data.corpus import (
     SPLITS,
@@ -36,6 +35,7 @@ from lightning_llm.data.corpus import (
     check_fraction,
     split_paragraphs,
 )
+from lightning_llm.data.loading import SplitDataModule, as_paths
 from lightning_llm.data.sources import SourceError, expand_paths, read_text_file
 from lightning_llm.registry import register
 
@@ -302,13 +302,15 @@ class PadCollate:
 # --------------------------------------------------------------------------- the module
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class ClassificationDataModule(SplitDataModule):
     """Batches of ``{"input_ids", "attention_mask", "labels"}`` for sequence classification.
 
     ``read_train`` (and ``read_val`` / ``read_test`` where given) are called once, on first use; a split with
     no reader is held out of the train examples by hash. A split whose fraction is 0 and that has no reader
     is deliberately empty, and its DataLoader is an empty list, which Lightning skips.
     """
+
+    drop_last_train = False  # the loss is summed and divided by the count: a short last batch is exact
 
     def __init__(
         self,
@@ -409,42 +411,11 @@ class ClassificationDataModule(L.LightningDataModule):
             [[cls_id, *ids[:keep]] for ids in token_ids], [index[example.label] for example in examples]
         )
 
-    def train_dataloader(self) -> DataLoader:
-        # A seeded generator makes the order reproducible; under DDP Lightning swaps in a DistributedSampler,
-        # which shuffles with the run's seed. drop_last=False: every example is seen each epoch, and the loss
-        # is summed and divided by the count, so a short last batch weighs each example the same.
-        generator = torch.Generator().manual_seed(self.shuffle_seed)
-        return self._loader("train", shuffle=True, generator=generator)
+    def split_is_empty(self, split: str) -> bool:
+        return not self._examples()[split]
 
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader | list:
-        return self._loader("test", shuffle=False)
-
-    def _loader(self, split: str, **options) -> DataLoader | list:
-        if split not in self._datasets:
-            if not self._examples()[split]:
-                return []  # a split turned off with fraction 0: Lightning runs no loop over it
-            raise RuntimeError(f"the {split} split is not set up; call setup() first")
-        return DataLoader(
-            self._datasets[split],
-            batch_size=self.batch_size,
-            collate_fn=PadCollate(self.tokenizer.pad_id),
-            drop_last=False,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-            **options,
-        )
-
-
-def _as_paths(key: str, paths: list[str] | str) -> list[str]:
-    """``paths`` as a plain list (Hydra passes a ListConfig; a lone string is one path)."""
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    if not paths:
-        raise ValueError(f"data.{key} must name at least one file or glob, e.g. data.{key}=[train.jsonl]")
-    return paths
+    def collate_fn(self) -> PadCollate:
+        return PadCollate(self.tokenizer.pad_id)
 
 
 # --------------------------------------------------------------------------- the plugins
@@ -536,12 +507,12 @@ def classification_data(
             raise ValueError(f"data.{key} must name the field that holds each example's {key[:-6]}")
     read = functools.partial(read_examples, text_field=text_field, label_field=label_field)
     optional = {
-        key: None if value is None else functools.partial(read, _as_paths(key, value))
+        key: None if value is None else functools.partial(read, as_paths(key, value))
         for key, value in (("val_paths", val_paths), ("test_paths", test_paths))
     }
     return ClassificationDataModule(
         tokenizer,
-        functools.partial(read, _as_paths("paths", paths)),
+        functools.partial(read, as_paths("paths", paths)),
         optional["val_paths"],
         optional["test_paths"],
         block_size=block_size,

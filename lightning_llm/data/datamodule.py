@@ -10,12 +10,9 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
-import lightning as L
-import torch
-from torch.utils.data import DataLoader
-
 from lightning_llm.data.corpus import SPLITS, SplitCorpus, check_fraction, split_corpus
 from lightning_llm.data.datasets import DatasetTooSmallError, PackedWindows
+from lightning_llm.data.loading import SplitDataModule, as_paths
 from lightning_llm.data.sources import pydoc_topics, read_jsonl_files, read_parquet_files, read_text_files
 from lightning_llm.data.token_cache import TokenizerLike, ensure_token_cache, open_tokens
 from lightning_llm.registry import register
@@ -32,7 +29,7 @@ _STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
 }
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(SplitDataModule):
     """Batches of ``{"input_ids", "labels"}``, each ``(batch_size, block_size)`` int64, for causal LM.
 
     ``read_documents`` is called once, on first use, to get the corpus as a list of documents; it is split by
@@ -114,18 +111,6 @@ class TextDataModule(L.LightningDataModule):
         if "train" in self._datasets:
             self._check_one_train_batch()
 
-    def train_dataloader(self) -> DataLoader:
-        # A seeded generator makes the order reproducible: same seed, same batches, epoch after epoch.
-        # Under DDP Lightning swaps in a DistributedSampler, which shuffles with the run's global seed.
-        generator = torch.Generator().manual_seed(self.shuffle_seed)
-        return self._loader("train", shuffle=True, drop_last=True, generator=generator)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val", shuffle=False, drop_last=False)
-
-    def test_dataloader(self) -> DataLoader | list:
-        return self._loader("test", shuffle=False, drop_last=False)
-
     def state_dict(self) -> dict:
         return {}  # the data order is a pure function of the seeds; nothing else to restore yet
 
@@ -153,32 +138,13 @@ class TextDataModule(L.LightningDataModule):
                 f"data.batch_size={self.batch_size}; lower data.batch_size or data.block_size, or add text"
             )
 
-    def _loader(self, split: str, **options) -> DataLoader | list:
-        if split not in self._datasets:
-            if not self.texts(split):
-                return []  # a split turned off with fraction 0: Lightning runs no loop over it
-            raise RuntimeError(f"the {split} split is not set up; call prepare_data() and setup() first")
-        return DataLoader(
-            self._datasets[split],
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-            **options,
-        )
+    def split_is_empty(self, split: str) -> bool:
+        return not self.texts(split)  # a split turned off with fraction 0
 
 
 def _check_positive(key: str, value: int) -> None:
     if value <= 0:
         raise ValueError(f"{key} must be > 0, got {value}")
-
-
-def _check_paths(paths: list[str]) -> list[str]:
-    """``paths`` as a plain list (Hydra passes a ListConfig; a lone string is one path)."""
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    if not paths:
-        raise ValueError("data.paths must name at least one file or glob, e.g. data.paths=[corpus/*.txt]")
-    return paths
 
 
 # -- the plugins: one per source, sharing the TextDataModule parameters
@@ -249,7 +215,7 @@ def text_data(
     return TextDataModule(
         tokenizer,
         cache_dir,
-        functools.partial(read_text_files, _check_paths(paths)),
+        functools.partial(read_text_files, as_paths("paths", paths)),
         block_size=block_size,
         batch_size=batch_size,
         val_fraction=val_fraction,
@@ -292,7 +258,7 @@ def jsonl_data(
     return TextDataModule(
         tokenizer,
         cache_dir,
-        functools.partial(read_jsonl_files, _check_paths(paths), field),
+        functools.partial(read_jsonl_files, as_paths("paths", paths), field),
         block_size=block_size,
         batch_size=batch_size,
         val_fraction=val_fraction,
@@ -337,7 +303,7 @@ def parquet_data(
     return TextDataModule(
         tokenizer,
         cache_dir,
-        functools.partial(read_parquet_files, _check_paths(paths), column),
+        functools.partial(read_parquet_files, as_paths("paths", paths), column),
         block_size=block_size,
         batch_size=batch_size,
         val_fraction=val_fraction,

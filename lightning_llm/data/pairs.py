@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-import lightning as L
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lightning_llm.data.corpus import (
     SPLITS,
@@ -44,6 +43,7 @@ from lightning_llm.data.corpus import (
     split_paragraphs,
 )
 from lightning_llm.data.datasets import DatasetTooSmallError
+from lightning_llm.data.loading import SplitDataModule, as_paths
 from lightning_llm.data.sources import SourceError, expand_paths, pydoc_topics, read_text_file
 from lightning_llm.registry import register
 
@@ -321,7 +321,7 @@ class Seq2SeqCollator:
 # --------------------------------------------------------------------------- the DataModule
 
 
-class PairDataModule(L.LightningDataModule):
+class PairDataModule(SplitDataModule):
     """Seq2seq batches (see the module docstring) from the pairs that ``read_splits()`` returns.
 
     ``read_splits`` is called once, on first use, and returns the pairs of each split; an empty split is
@@ -394,18 +394,13 @@ class PairDataModule(L.LightningDataModule):
                 "lower data.batch_size or add pairs"
             )
 
-    def train_dataloader(self) -> DataLoader:
-        # A seeded generator makes the order reproducible; under DDP Lightning swaps in a DistributedSampler.
-        generator = torch.Generator().manual_seed(self.shuffle_seed)
-        return self._loader("train", shuffle=True, drop_last=True, generator=generator)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val", shuffle=False, drop_last=False)
-
-    def test_dataloader(self) -> DataLoader | list:
-        return self._loader("test", shuffle=False, drop_last=False)
-
     # -- helpers
+
+    def split_is_empty(self, split: str) -> bool:
+        return not self.pairs(split)
+
+    def collate_fn(self) -> Seq2SeqCollator:
+        return self.collator()
 
     def collator(self) -> Seq2SeqCollator:
         tok = self.tokenizer
@@ -428,21 +423,6 @@ class PairDataModule(L.LightningDataModule):
             Example(source[: self.block_size], target[:max_target], pair.target)
             for pair, source, target in zip(pairs, sources, targets, strict=True)
         ]
-
-    def _loader(self, split: str, **options) -> DataLoader | list:
-        if split not in self._datasets:
-            if not self.pairs(split):
-                return []  # a split turned off: Lightning runs no loop over it
-            raise RuntimeError(f"the {split} split is not set up; call setup() first")
-        return DataLoader(
-            self._datasets[split],
-            batch_size=self.batch_size,
-            collate_fn=self.collator(),
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-            **options,
-        )
 
 
 # --------------------------------------------------------------------------- the plugins
@@ -485,10 +465,10 @@ def pairs_data(
         shuffle_seed: seed of the training-order shuffle.
     """
     fields = (_check_field("source_field", source_field), _check_field("target_field", target_field))
-    paths = _path_list("paths", paths)
+    paths = as_paths("paths", paths)
     if val_paths or test_paths:
-        val = _path_list("val_paths", val_paths) if val_paths else None
-        test = _path_list("test_paths", test_paths) if test_paths else None
+        val = as_paths("val_paths", val_paths) if val_paths else None
+        test = as_paths("test_paths", test_paths) if test_paths else None
         read_splits = _file_splits(paths, val, test, fields)
     else:
         read = functools.partial(read_pairs, paths, *fields)
@@ -572,13 +552,3 @@ def _check_field(key: str, value: str) -> str:
     if not value:
         raise ValueError(f"data.{key} must name a JSON field or column, e.g. data.{key}=source")
     return value
-
-
-def _path_list(key: str, paths: list[str] | str) -> list[str]:
-    """``paths`` as a plain list (Hydra passes a ListConfig; a lone string is one path)."""
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    if not paths:
-        raise ValueError(
-            f"data.{key} must name at least one file or glob, e.g. data.{key}=[data/train.jsonl]"
-        )
-    return paths

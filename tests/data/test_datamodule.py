@@ -225,5 +225,5 @@ def test_loader_options(tokenizer, pydoc_cache):
 
 def test_loaders_before_setup_explain(tokenizer, tmp_path):
     dm = pydoc_data(tokenizer=tokenizer, cache_dir=tmp_path)
-    with pytest.raises(RuntimeError, match="call prepare_data"):
+    with pytest.raises(RuntimeError, match=r"the train split is not set up; call setup\(\) first"):
         dm.train_dataloader()
