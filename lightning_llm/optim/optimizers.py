@@ -52,16 +52,7 @@ def adam(
         weight_decay: L2 penalty on the decayed group (matrices).
         fused: use the fused kernel; null picks it when every parameter is on a GPU.
     """
-    params = list(params)
-    _check_adam(lr, beta1, beta2, eps, weight_decay)
-    return torch.optim.Adam(
-        params,
-        lr=lr,
-        betas=(beta1, beta2),
-        eps=eps,
-        weight_decay=weight_decay,
-        fused=_use_fused(params, fused),
-    )
+    return _adam_family(torch.optim.Adam, params, lr, beta1, beta2, eps, weight_decay, fused)
 
 
 @register("optim", "adamw")
@@ -85,9 +76,23 @@ def adamw(
         weight_decay: decoupled decay on the decayed group (matrices).
         fused: use the fused kernel; null picks it when every parameter is on a GPU.
     """
+    return _adam_family(torch.optim.AdamW, params, lr, beta1, beta2, eps, weight_decay, fused)
+
+
+def _adam_family(
+    cls: type[torch.optim.Adam] | type[torch.optim.AdamW],
+    params: Iterable[Any],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    fused: bool | None,
+) -> torch.optim.Optimizer:
+    """Adam and AdamW take the same arguments; only where the weight decay acts differs."""
     params = list(params)
     _check_adam(lr, beta1, beta2, eps, weight_decay)
-    return torch.optim.AdamW(
+    return cls(
         params,
         lr=lr,
         betas=(beta1, beta2),
