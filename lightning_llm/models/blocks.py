@@ -42,6 +42,28 @@ MLPKind = Literal["gelu", "swiglu"]
 # --------------------------------------------------------------------------- normalisation
 
 
+def check_shape(config: object, positive: tuple[str, ...]) -> None:
+    """The checks every Transformer config shares; messages name the ``model.<key>`` to fix."""
+    for key in positive:
+        if getattr(config, key) < 1:
+            raise ValueError(f"model.{key} must be >= 1, got {getattr(config, key)}")
+    n_embd, n_head = config.n_embd, config.n_head
+    if n_embd % n_head:
+        raise ValueError(f"model.n_embd={n_embd} is not divisible by model.n_head={n_head}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"model.dropout must be in [0, 1), got {config.dropout}")
+
+
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"model.{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def padded_vocab_size(vocab_size: int, multiple: int) -> int:
+    """Embedding and head rows rounded up to a multiple: matmuls run fastest on multiples of 64."""
+    return multiple * math.ceil(vocab_size / multiple)
+
+
 def make_norm(kind: NormKind, dim: int, bias: bool = False) -> nn.Module:
     """LayerNorm (GPT-2, BERT) or RMSNorm (T5, LLaMA: no mean subtraction, no bias, a little cheaper)."""
     if kind == "layernorm":

@@ -12,7 +12,6 @@ pre-LN trains stably without BERT's learning-rate warm-up tricks, Xiong et al. 2
 Shapes: B = batch, T = sequence length, C = n_embd, V = vocab_size, K = num_classes.
 """
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,7 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_llm.models.blocks import Block, SinusoidalPositions, init_gpt2_, make_norm
+from lightning_llm.models.blocks import (
+    Block,
+    SinusoidalPositions,
+    check_choice,
+    check_shape,
+    init_gpt2_,
+    make_norm,
+    padded_vocab_size,
+)
 from lightning_llm.registry import register
 
 __all__ = ["Encoder", "EncoderConfig", "MaskedLMHead", "encoder"]
@@ -47,28 +54,18 @@ class EncoderConfig:
     pad_vocab_to: int = 64
 
     def __post_init__(self) -> None:
-        for key in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size", "n_segments", "pad_vocab_to"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        positive = ("vocab_size", "n_layer", "n_head", "n_embd", "block_size", "n_segments", "pad_vocab_to")
+        check_shape(self, positive)
         if self.num_classes < 0:
             raise ValueError(f"model.num_classes must be >= 0 (0: no classifier), got {self.num_classes}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        _check_choice("positions", self.positions, ("learned", "sinusoidal"))
-        _check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
+        check_choice("positions", self.positions, ("learned", "sinusoidal"))
+        check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
         if self.positions == "sinusoidal" and self.n_embd % 2:
             raise ValueError(f"model.positions=sinusoidal needs an even model.n_embd, got {self.n_embd}")
 
     @property
     def padded_vocab_size(self) -> int:
-        return self.pad_vocab_to * math.ceil(self.vocab_size / self.pad_vocab_to)
-
-
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"model.{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+        return padded_vocab_size(self.vocab_size, self.pad_vocab_to)
 
 
 # --------------------------------------------------------------------------- the heads

@@ -24,8 +24,11 @@ from lightning_llm.models.blocks import (
     DecoderCache,
     KVCache,
     SinusoidalPositions,
+    check_choice,
+    check_shape,
     init_gpt2_,
     make_norm,
+    padded_vocab_size,
     padding_mask,
 )
 from lightning_llm.models.sampling import Step, beam_search, greedy_search
@@ -55,7 +58,7 @@ class EncoderDecoderConfig:
     def __post_init__(self) -> None:
         if self.n_decoder_layer is None:
             self.n_decoder_layer = self.n_layer
-        for key in (
+        positive = (
             "vocab_size",
             "n_layer",
             "n_decoder_layer",
@@ -63,33 +66,23 @@ class EncoderDecoderConfig:
             "n_embd",
             "block_size",
             "pad_vocab_to",
-        ):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        _check_choice("positions", self.positions, ("sinusoidal", "learned"))
-        _check_choice("mlp", self.mlp, ("gelu", "swiglu"))
-        _check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
+        )
+        check_shape(self, positive)
+        check_choice("positions", self.positions, ("sinusoidal", "learned"))
+        check_choice("mlp", self.mlp, ("gelu", "swiglu"))
+        check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
         if self.positions == "sinusoidal" and self.n_embd % 2:
             raise ValueError(f"model.positions=sinusoidal needs an even model.n_embd, got {self.n_embd}")
 
     @property
     def padded_vocab_size(self) -> int:
-        return self.pad_vocab_to * math.ceil(self.vocab_size / self.pad_vocab_to)
+        return padded_vocab_size(self.vocab_size, self.pad_vocab_to)
 
     @property
     def embed_scale(self) -> float:
         """The paper multiplies the embeddings by sqrt(d_model) (section 3.4) so that, initialised with
         std d_model^-0.5, they are on the same unit scale as the sinusoids they are added to."""
         return math.sqrt(self.n_embd) if self.positions == "sinusoidal" else 1.0
-
-
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"model.{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
 
 
 class EncoderDecoder(nn.Module):

@@ -8,14 +8,22 @@ Generation passes a KV cache (``new_kv_cache()``) so each new token is one posit
 logits are the same as without it (``lightning_llm.models.sampling.generate`` drives the loop).
 """
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
-from lightning_llm.models.blocks import Block, KVCache, RotaryEmbedding, init_gpt2_, make_norm
+from lightning_llm.models.blocks import (
+    Block,
+    KVCache,
+    RotaryEmbedding,
+    check_choice,
+    check_shape,
+    init_gpt2_,
+    make_norm,
+    padded_vocab_size,
+)
 from lightning_llm.registry import register
 
 __all__ = ["GPT", "GPTConfig", "gpt"]
@@ -39,16 +47,10 @@ class GPTConfig:
     pad_vocab_to: int = 64
 
     def __post_init__(self) -> None:
-        for key in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size", "pad_vocab_to"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        _check_choice("positions", self.positions, ("learned", "rotary"))
-        _check_choice("mlp", self.mlp, ("gelu", "swiglu"))
-        _check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
+        check_shape(self, ("vocab_size", "n_layer", "n_head", "n_embd", "block_size", "pad_vocab_to"))
+        check_choice("positions", self.positions, ("learned", "rotary"))
+        check_choice("mlp", self.mlp, ("gelu", "swiglu"))
+        check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
         if self.positions == "rotary" and self.head_size % 2:
             raise ValueError(
                 f"model.positions=rotary needs an even head size, but model.n_embd={self.n_embd} / "
@@ -61,12 +63,7 @@ class GPTConfig:
 
     @property
     def padded_vocab_size(self) -> int:
-        return self.pad_vocab_to * math.ceil(self.vocab_size / self.pad_vocab_to)
-
-
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"model.{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+        return padded_vocab_size(self.vocab_size, self.pad_vocab_to)
 
 
 class GPT(nn.Module):
