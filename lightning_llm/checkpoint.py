@@ -6,11 +6,26 @@ resolved run config as plain data; ``config["model"]`` is ``{"name": ..., **para
 ``tokenizer_fingerprint``. The model is rebuilt through the registry from that config, never from pickled
 code: files are read with ``torch.load(weights_only=True)``, and a config naming code (``_target_``) is
 refused.
+
+A checkpoint is a file, or (under FSDP) a directory of DCP shards plus Lightning's ``meta.pt``. Writers
+(``lightning_llm.distributed.checkpointing``) make a checkpoint appear under its final name only once it is
+whole: files via a ``.tmp-<pid>`` temp name, directories via ``<name>.partial`` swapped in while the
+previous one waits as ``<name>.old``. ``is_complete`` and ``latest_checkpoint`` encode that contract, so
+readers never pick a half-written checkpoint. They live here, not beside the writers, because reading
+must stay cheap: importing Lightning (which the writers subclass) costs seconds that ``generate`` does not
+need; DCP is imported only when a sharded directory is actually read.
+
+``python -m lightning_llm.checkpoint consolidate <run folder | sharded dir>`` turns a sharded checkpoint into
+one file (see ``main``).
 """
 
 from __future__ import annotations
 
+import argparse
 import pickle
+import sys
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +41,13 @@ __all__ = [
     "build_model_from_checkpoint",
     "find_checkpoint",
     "init_from",
+    "is_complete",
+    "is_sharded",
+    "latest_checkpoint",
     "load_checkpoint",
     "load_run",
+    "load_sharded",
+    "main",
     "model_state_dict",
     "run_config",
     "run_folder",
@@ -39,6 +59,15 @@ _MODEL_PREFIX = "model."
 # Segments that wrappers insert into parameter names (torch.compile, activation checkpointing, FSDP1).
 _WRAPPER_SEGMENTS = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
 
+LAST = "last.ckpt"
+META_FILE = "meta.pt"  # Lightning's non-tensor state in a sharded checkpoint, written by rank 0
+DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index, written last by the coordinator rank
+PARTIAL_SUFFIX = ".partial"  # a sharded checkpoint being written
+OLD_SUFFIX = ".old"  # the previous sharded checkpoint while the new one is swapped in (still complete)
+TEMP_MARKER = ".tmp-"  # a single-file checkpoint being written: <name>.tmp-<pid>
+DELETING_MARKER = ".deleting-"  # a checkpoint being removed: <name>.deleting-<pid>
+_UNFINISHED_MARKERS = (PARTIAL_SUFFIX, TEMP_MARKER, DELETING_MARKER)
+
 
 class CheckpointError(ValueError):
     """A checkpoint file that exists but cannot be used; the message names the file and the problem."""
@@ -47,42 +76,148 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------- finding and reading
 
 
+def is_sharded(path: str | Path) -> bool:
+    """Whether ``path`` is a directory laid out as a sharded checkpoint (complete or not)."""
+    path = Path(path)
+    return path.is_dir() and ((path / META_FILE).exists() or (path / DCP_METADATA).exists())
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether ``path`` is a whole checkpoint: not a temp/partial/being-deleted name, and either a file that
+    is a whole zip archive (``torch.save``'s format; a truncated write lacks the zip's closing directory) or
+    a directory holding both ``meta.pt`` and DCP's ``.metadata`` (each written only after the shards)."""
+    path = Path(path)
+    if _is_unfinished_name(path):
+        return False
+    if path.is_dir():
+        return (path / META_FILE).is_file() and (path / DCP_METADATA).is_file()
+    return path.is_file() and zipfile.is_zipfile(path)
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The checkpoint to resume from in a checkpoints ``folder``: ``last.ckpt`` if complete, else
+    ``last.ckpt.old`` (left by a crash during a sharded swap) if complete, else the complete ``*.ckpt`` (file
+    or directory) with the highest stored ``global_step``, then the newest; None when there is none."""
+    folder = Path(folder)
+    for name in (LAST, LAST + OLD_SUFFIX):
+        if is_complete(folder / name):
+            return folder / name
+    ranked = []
+    for path in folder.glob("*.ckpt"):
+        step = _stored_step(path) if is_complete(path) else None
+        if step is not None:
+            ranked.append((step, path.stat().st_mtime, path.name, path))
+    return max(ranked)[-1] if ranked else None
+
+
+def _stored_step(path: Path) -> int | None:
+    """The ``global_step`` a checkpoint records (-1 if none), or None if it cannot be read."""
+    source = path / META_FILE if path.is_dir() else path
+    try:  # mmap: only the pickled dict is read, not the tensors
+        checkpoint = torch.load(source, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # unreadable means not a candidate, whatever torch raises
+        return None
+    return int(checkpoint.get("global_step", -1)) if isinstance(checkpoint, dict) else None
+
+
 def find_checkpoint(path: str | Path) -> Path:
-    """The checkpoint file for ``path``: a ``.ckpt`` file itself, or in a run folder
-    ``checkpoints/last.ckpt``, else the newest ``checkpoints/*.ckpt`` (a checkpoints folder works too)."""
+    """The checkpoint for ``path``: a checkpoint file or sharded directory itself, or in a run folder (or a
+    checkpoints folder) its ``latest_checkpoint``. Temp, partial and incomplete checkpoints are refused."""
     path = Path(path).expanduser()
+    if path.exists() and _is_unfinished_name(path):
+        raise CheckpointError(
+            f"{path} is an unfinished checkpoint (a write or removal that did not complete); pass its run "
+            "folder to get the latest complete checkpoint"
+        )
     if path.is_file():
         return path
+    if is_sharded(path):
+        if not is_complete(path):
+            raise CheckpointError(
+                f"{path} is an incomplete sharded checkpoint: it needs both {META_FILE} and {DCP_METADATA}"
+            )
+        return path
     if not path.is_dir():
-        raise FileNotFoundError(f"no such run folder or checkpoint file: {path}")
+        raise FileNotFoundError(f"no such run folder or checkpoint file (or sharded folder): {path}")
     folder = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
-    last = folder / "last.ckpt"
-    if last.is_file():
-        return last
-    checkpoints = [candidate for candidate in folder.glob("*.ckpt") if candidate.is_file()]
-    if not checkpoints:
+    found = latest_checkpoint(folder)
+    if found is None:
         raise FileNotFoundError(
-            f"{path} holds no checkpoint (looked for {folder / 'last.ckpt'} and {folder / '*.ckpt'}); "
-            "train with callbacks.checkpoint.save_last=true, or pass a .ckpt file"
+            f"{path} holds no checkpoint that is complete (looked for {folder / LAST} and "
+            f"{folder / '*.ckpt'}); train with callbacks.checkpoint.save_last=true, or pass a .ckpt file"
         )
-    return max(checkpoints, key=lambda candidate: (candidate.stat().st_mtime, candidate.name))
+    return found
+
+
+def _is_unfinished_name(path: Path) -> bool:
+    return any(marker in path.name for marker in _UNFINISHED_MARKERS)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dict at ``path``, read with ``weights_only=True`` (plain data and tensors only)."""
+    """The checkpoint dict at ``path``, read with ``weights_only=True`` (plain data and tensors only). A
+    sharded directory is consolidated in memory into the same layout a single-file checkpoint has."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        checkpoint = _load_sharded_checked(path)
+        return {**checkpoint, "state_dict": _to(checkpoint["state_dict"], map_location)}
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint file: {path}")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (corrupt or truncated?): {reason}"
+            f"{path} is not a readable checkpoint (corrupt or truncated?): {_reason(error)}"
         ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{path} is not a Lightning checkpoint: it has no 'state_dict'")
     return checkpoint
+
+
+def load_sharded(path: str | Path) -> dict[str, Any]:
+    """A sharded (DCP) checkpoint directory as one single-file-style checkpoint dict: every entry of its
+    ``meta.pt`` plus ``state_dict`` with the full (unsharded) CPU tensors of the module's weights; no
+    optimizer state. Needs no process group, whatever world size wrote it."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    path = Path(path)
+    meta = torch.load(path / META_FILE, map_location="cpu", weights_only=True)
+    loaded: dict[str, Any] = {}
+    # The empty-state planner rebuilds full tensors from DCP's index; keys={"state_dict"} skips the
+    # optimizer_<i> entries, which would double the memory and are useless outside training.
+    planner = _EmptyStateDictLoadPlanner(keys={"state_dict"})
+    _load_state_dict(loaded, storage_reader=FileSystemReader(path), planner=planner, no_dist=True)
+    return {**meta, "state_dict": loaded.get("state_dict", {})}
+
+
+def _load_sharded_checked(path: Path) -> dict[str, Any]:
+    if not is_complete(path):
+        raise CheckpointError(
+            f"{path} is not a complete sharded checkpoint (it needs {META_FILE} and {DCP_METADATA}, and no "
+            f"{PARTIAL_SUFFIX} name)"
+        )
+    try:
+        checkpoint = load_sharded(path)
+    except Exception as error:  # DCP and torch.load raise many types; the user needs the path and the reason
+        raise CheckpointError(f"{path} is not a readable sharded checkpoint: {_reason(error)}") from None
+    if not checkpoint["state_dict"]:
+        raise CheckpointError(f"{path} holds no 'state_dict' shards; it was not written by Lightning")
+    return checkpoint
+
+
+def _to(state: dict[str, Any], device: str | torch.device) -> dict[str, Any]:
+    if torch.device(device).type == "cpu":
+        return state
+    return {
+        key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in state.items()
+    }
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of ``error``'s message, or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def model_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -235,3 +370,62 @@ def init_from(model: nn.Module, path: str | Path) -> tuple[list[str], list[str],
     loaded_names = set(loaded)
     skipped = [name for name in source if name not in loaded_names]
     return loaded, new, skipped
+
+
+# --------------------------------------------------------------------------- command line
+
+CONSOLIDATED_SUFFIX = ".consolidated.pt"
+EXIT_BAD_INPUT = 2
+DESCRIPTION = """Work with a run's checkpoints.
+
+consolidate: turn a sharded (FSDP) checkpoint directory into one file with the layout of a single-device
+checkpoint (state_dict + run config + tokenizer fingerprint + counters), weights only: no optimizer state.
+It loads with torch.load(weights_only=True) anywhere, without a process group, e.g. for generate or
+model.init_from on one device. The default output is <checkpoint name without .ckpt>.consolidated.pt beside
+the checkpoint (checkpoints/last.ckpt -> checkpoints/last.consolidated.pt): not a .ckpt name, so resuming
+(which needs optimizer state) never picks it up, while the run folder's tokenizer.json still goes with it."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_llm.checkpoint",
+        description=DESCRIPTION,
+        epilog="example:\n  python -m lightning_llm.checkpoint consolidate outputs/2024-01-01/12-00-00",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    consolidate = commands.add_parser("consolidate", help="a sharded checkpoint -> one weights-only file")
+    consolidate.add_argument(
+        "path", help="a run folder (its latest complete checkpoint) or a sharded checkpoint directory"
+    )
+    consolidate.add_argument(
+        "--output", metavar="FILE", help=f"where to write (<checkpoint>{CONSOLIDATED_SUFFIX} beside it)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        written = _consolidate(Path(args.path), args.output)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(written)
+    return 0
+
+
+def _consolidate(path: Path, output: str | None) -> Path:
+    source = find_checkpoint(path)
+    if not source.is_dir():
+        raise CheckpointError(f"{source} is a single-file checkpoint already; load it as it is")
+    target = (
+        Path(output) if output else source.with_name(source.name.removesuffix(".ckpt") + CONSOLIDATED_SUFFIX)
+    )
+    from lightning_llm.distributed.checkpointing import consolidate  # imports Lightning: only here
+
+    return consolidate(source, target)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

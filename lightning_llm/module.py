@@ -2,18 +2,29 @@
 
 The objective returns a *summed* loss and its count of target tokens, so every loss here is normalised by
 tokens (a validation loss is the exact token-weighted mean over the split, whatever the batch sizes).
+
+Training is normalised the same way across micro-batches and processes: one optimizer step's gradient is the
+gradient of (sum of token losses) / (target tokens) over *all* its micro-batches on *all* ranks, i.e. exactly
+the gradient of the k x W times larger batch, also when micro-batches hold different numbers of target tokens
+(padding, masking). Averaging per-micro-batch means, as most training loops do, weights a token in a short
+micro-batch more than one in a long micro-batch. Each micro-batch backpropagates its summed loss over a fixed
+reference count; when the step's last micro-batch is done, one all-reduce of (loss sum, token count) gives the
+true count and the accumulated gradients are rescaled by it, before clipping and the optimizer step.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from lightning_llm import registry
+from lightning_llm.distributed.parallelize import ParallelPlan, parallelize
 
 
 def batch_tokens(batch: dict[str, Any]) -> int:
@@ -30,6 +41,7 @@ class LanguageModule(L.LightningModule):
         scheduler: dict[str, Any],
         metrics: dict[str, Metric] | None = None,
         checkpoint_extras: dict[str, Any] | None = None,
+        parallel: ParallelPlan | None = None,
     ) -> None:
         """
         Args:
@@ -39,6 +51,7 @@ class LanguageModule(L.LightningModule):
             scheduler: ``{"name": scheduler plugin, **its parameters}``.
             metrics: name -> metric, cloned for each stage and updated with (outputs, labels).
             checkpoint_extras: plain data stored in every checkpoint (resolved config, tokenizer hash).
+            parallel: activation checkpointing, compile and FSDP options, applied in ``configure_model``.
         """
         super().__init__()
         self.model = model
@@ -59,19 +72,66 @@ class LanguageModule(L.LightningModule):
         self.test_loss = MeanMetric().set_dtype(torch.float64)
         self.checkpoint_extras = dict(checkpoint_extras or {})
         self.tokens_seen = 0  # input tokens over all processes; restored on resume
+        self.parallel = parallel or ParallelPlan()
+        self._parallelized = False
+        # This step's loss sum and target tokens on this rank, over its micro-batches so far (float64: exact).
+        self._step_loss = torch.zeros((), dtype=torch.float64)
+        self._step_tokens = torch.zeros((), dtype=torch.float64)
+        self._reference_tokens: float | None = None  # the fixed divisor each micro-batch backpropagates with
 
     # ------------------------------------------------------------------ steps
 
+    def configure_model(self) -> None:
+        """Checkpointing, compile and (under the FSDP strategy, which supplies a device mesh) sharding."""
+        if self._parallelized:  # Lightning calls this again for validate/test after fit
+            return
+        # Lightning's mesh is 2-D (data_parallel, tensor_parallel); given the whole of it, fully_shard would
+        # replicate over the first dimension and shard over the second (HSDP). Shard over data parallel.
+        mesh = self.device_mesh["data_parallel"] if self.device_mesh is not None else None
+        self.model = parallelize(self.model, self.parallel, mesh)
+        self._parallelized = True
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        last_micro_batch = not self.trainer.fit_loop._should_accumulate()
+        if hasattr(self.model, "set_requires_gradient_sync"):
+            # FSDP2: reduce-scatter gradients only after the step's last micro-batch. (DDP's no_sync is
+            # handled by Lightning.) Accumulation then costs no extra communication.
+            self.model.set_requires_gradient_sync(last_micro_batch)
         loss_sum, n_tokens, outputs = self.objective.loss(self.model, batch)
-        loss = loss_sum / n_tokens
+        n_tokens = torch.as_tensor(n_tokens, device=loss_sum.device)
+        self._step_loss = self._step_loss.to(loss_sum.device) + loss_sum.detach().double()
+        self._step_tokens = self._step_tokens.to(loss_sum.device) + n_tokens.double()
         self.tokens_seen += batch_tokens(batch) * self.trainer.world_size
-        self.log("train/loss", loss, prog_bar=True)
         self.log("train/tokens", float(self.tokens_seen))
         if batch_idx % self.trainer.log_every_n_steps == 0 and len(self.train_metrics):
             # Metrics on a sample of steps: a second pass over (B, T, V) logits every step costs real time.
             self.log_dict(self.train_metrics(outputs.detach(), batch["labels"]))
-        return loss
+        return loss_sum / self._reference(batch)
+
+    def _reference(self, batch: dict[str, torch.Tensor]) -> float:
+        """A divisor that is the same for every micro-batch on every rank (so the rescale in
+        ``on_before_optimizer_step`` is exact) and of the size of a batch's token count (so fp16 loss scaling
+        sees gradients of the usual magnitude): the first batch's label count, agreed on by rank 0."""
+        if self._reference_tokens is None:
+            self._reference_tokens = float(self.trainer.strategy.broadcast(batch["labels"].numel(), src=0))
+        return self._reference_tokens
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Rescale the accumulated gradients to the exact token mean of the whole step; log its loss."""
+        totals = torch.stack([self._step_loss, self._step_tokens])
+        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        loss_sum, tokens = totals[0], totals[1].clamp(min=1)
+        # The gradients now hold: the mean over ranks (DDP/FSDP average) of 1/k (Lightning divides each
+        # micro-batch's loss by accumulate_grad_batches) times the sum over micro-batches of
+        # grad(loss sum) / reference. Times W k reference / tokens, that is sum grad(loss sum) / tokens.
+        world, k = self.trainer.world_size, self.trainer.accumulate_grad_batches
+        scale = world * k * self._reference_tokens / tokens
+        grads = [_local(p.grad) for p in self.model.parameters() if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, scale.to(grads[0].dtype))
+        self.log("train/loss", (loss_sum / tokens).float(), prog_bar=True)
+        self._step_loss = torch.zeros_like(self._step_loss)
+        self._step_tokens = torch.zeros_like(self._step_tokens)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_metrics, self.val_text_metrics, "val")
@@ -120,7 +180,38 @@ class LanguageModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
+        # Dropout and masking draw from these: restored, a resumed run repeats the uninterrupted one.
+        checkpoint["rng_states"] = _collect_rng_states()
         checkpoint.update(self.checkpoint_extras)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
+        if "rng_states" in checkpoint:
+            _set_rng_states(checkpoint["rng_states"])
+
+
+def _collect_rng_states() -> dict[str, Any]:
+    """Global RNG states as tensors and plain Python data, so checkpoints load with ``weights_only=True``."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    version, state, python_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
+        "python": [version, list(state), python_gauss],
+    }
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+    version, state, python_gauss = states["python"]
+    random.setstate((version, tuple(state), python_gauss))
+
+
+def _local(grad: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a (maybe FSDP-sharded DTensor) gradient, as a view to scale in place."""
+    return grad.to_local() if hasattr(grad, "to_local") else grad

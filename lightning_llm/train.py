@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from lightning_llm import config, registry
 from lightning_llm.callbacks import RunSummary, TextSamples, Throughput
 from lightning_llm.callbacks.run_summary import write_json
 from lightning_llm.config import ConfigError
+from lightning_llm.distributed import strategy
+from lightning_llm.distributed.checkpointing import AtomicCheckpointIO, ShardedStrategy
 from lightning_llm.loggers import build_loggers
 from lightning_llm.module import LanguageModule
 from lightning_llm.tokenizers import fit_or_load
@@ -42,8 +45,11 @@ def run(cfg: DictConfig) -> float | None:
     return summary.get(cfg.get("optimized_metric") or "val_loss")
 
 
-def train(cfg: DictConfig, run_dir: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train as ``cfg`` says; returns (summary, the objects built) for tests and sweepers."""
+def train(
+    cfg: DictConfig, run_dir: str | Path | None = None, callbacks: list[L.Callback] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train as ``cfg`` says; returns (summary, the objects built) for tests and sweepers. ``callbacks`` are
+    added to the run's own (programmatic use: probes, custom early stopping)."""
     config.check(cfg)
     run_dir = Path(run_dir or _hydra_output_dir())
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +73,9 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> tuple[dict[str,
     _check_compatible(cfg, model)
     log.info("model: %s, %.2fM parameters", cfg.model.name, sum(p.numel() for p in model.parameters()) / 1e6)
 
+    trainer_args, plan = strategy.resolve(
+        OmegaConf.to_container(cfg.trainer, resolve=True), OmegaConf.to_container(cfg.parallel, resolve=True)
+    )
     module = LanguageModule(
         model,
         objective,
@@ -77,24 +86,40 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> tuple[dict[str,
             "config": OmegaConf.to_container(cfg, resolve=True),
             "tokenizer_fingerprint": tokenizer.fingerprint(),
         },
+        parallel=plan,
     )
     summary_callback, throughput = RunSummary(), Throughput(**cfg.callbacks.throughput)
-    trainer = _trainer(cfg, run_dir, tokenizer, objective, [summary_callback, throughput])
+    extra = [summary_callback, throughput, *(callbacks or [])]
+    trainer = _trainer(cfg, trainer_args, run_dir, tokenizer, objective, extra)
     if trainer.is_global_zero:
         tokenizer.save(run_dir / "tokenizer.json")
 
     trainer.fit(
         module, datamodule=datamodule, ckpt_path=_resume_path(cfg.ckpt_path, run_dir), weights_only=True
     )
+    # Counted after training, while FSDP holds its parameters sharded (a forward-only pass leaves the root's
+    # gathered until the next backward).
+    params_per_process = sum(_local_numel(p) for p in module.model.parameters())
     results = _evaluate(trainer, module, datamodule)
     summary = summary_callback.summary(
-        trainer, module, **results, tokens_per_second=round(throughput.tokens_per_second, 1)
+        trainer,
+        module,
+        **results,
+        tokens_per_second=round(throughput.tokens_per_second, 1),
+        params_per_process=params_per_process,
     )
     if trainer.is_global_zero:
+        if isinstance(trainer.strategy, ShardedStrategy):
+            _export_consolidated(run_dir)
         write_json(run_dir / "summary.json", summary)
         log.info("summary: %s", {k: v for k, v in summary.items() if isinstance(v, int | float)})
     objects = {"tokenizer": tokenizer, "datamodule": datamodule, "model": model, "module": module}
     return summary, {**objects, "trainer": trainer, "run_dir": run_dir}
+
+
+def _local_numel(parameter: Any) -> int:
+    """Elements this process holds: its shard of an FSDP-sharded (DTensor) parameter, else all."""
+    return parameter.to_local().numel() if hasattr(parameter, "to_local") else parameter.numel()
 
 
 def _build(cfg: DictConfig, kind: str, **supplied: Any) -> Any:
@@ -160,7 +185,12 @@ def _check_compatible(cfg: DictConfig, model: Any) -> None:
 
 
 def _trainer(
-    cfg: DictConfig, run_dir: Path, tokenizer: Any, objective: Any, extra_callbacks: list[L.Callback]
+    cfg: DictConfig,
+    trainer_args: dict[str, Any],
+    run_dir: Path,
+    tokenizer: Any,
+    objective: Any,
+    extra_callbacks: list[L.Callback],
 ) -> L.Trainer:
     callbacks_cfg = cfg.callbacks
     checkpoint = ModelCheckpoint(
@@ -180,15 +210,36 @@ def _trainer(
         samples_path = run_dir / "samples.txt"
         callbacks.append(TextSamples(tokenizer, samples_path, mode, seed=cfg.seed, **callbacks_cfg.samples))
     loggers = build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir)
+    if strategy.world_size(trainer_args) > 1 and (argv := strategy.single_job_argv()):
+        sys.argv = argv  # the other processes Lightning launches re-run this one job, into this run folder
     trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_args,
         logger=loggers,
         callbacks=callbacks,
+        plugins=_plugins(trainer_args, cfg.parallel.requeue_signal),
         default_root_dir=str(run_dir),
+        use_distributed_sampler=False,  # the data modules split batches over ranks (resumable, exact)
     )
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return trainer
+
+
+def _plugins(trainer_args: dict[str, Any], requeue_signal: str) -> list[Any]:
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    plugins: list[Any] = []
+    if not isinstance(trainer_args["strategy"], ShardedStrategy):  # it writes its own folders atomically
+        plugins.append(AtomicCheckpointIO())
+    if SLURMEnvironment.detect():
+        try:
+            signum = signal.Signals[requeue_signal]
+        except KeyError:
+            raise ConfigError(
+                f"parallel.requeue_signal={requeue_signal} is not a signal name (e.g. SIGUSR1, SIGTERM)"
+            ) from None
+        plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signum))
+    return plugins
 
 
 def _evaluate(
@@ -210,14 +261,34 @@ def _evaluate(
 
 
 def _resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """null: fresh; auto: the run folder's latest complete checkpoint, or fresh when it has none; else a path
+    to a checkpoint file or sharded checkpoint folder, which must be complete."""
+    from lightning_llm.checkpoint import is_complete, latest_checkpoint
+
     if ckpt_path in (None, "", "null"):
         return None
     if ckpt_path == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
-    if not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file (use a path, auto, or null)")
+        found = latest_checkpoint(run_dir / "checkpoints")
+        if found is not None:
+            log.info("ckpt_path=auto: resuming from %s", found)
+        return str(found) if found else None
+    if not Path(ckpt_path).exists():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint (use a path, auto, or null)")
+    if not is_complete(ckpt_path):
+        raise ConfigError(f"ckpt_path={ckpt_path}: not a complete checkpoint (an interrupted write?)")
     return str(ckpt_path)
+
+
+def _export_consolidated(run_dir: Path) -> None:
+    """After a sharded (FSDP) run: its last checkpoint as one file, for inference and fine-tuning."""
+    from lightning_llm.checkpoint import latest_checkpoint
+    from lightning_llm.distributed.checkpointing import consolidate
+
+    sharded = latest_checkpoint(run_dir / "checkpoints")
+    if sharded is not None and sharded.is_dir():
+        # Not a .ckpt name: ckpt_path=auto must never resume from a file without optimizer state.
+        out = consolidate(sharded, sharded.with_name(sharded.name.removesuffix(".ckpt") + ".consolidated.pt"))
+        log.info("consolidated %s -> %s", sharded.name, out)
 
 
 def _hydra_output_dir() -> str:

@@ -1,4 +1,7 @@
+import io
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,8 +12,11 @@ from lightning_llm.checkpoint import (
     build_model_from_checkpoint,
     find_checkpoint,
     init_from,
+    is_complete,
+    latest_checkpoint,
     load_checkpoint,
     load_run,
+    main,
 )
 from lightning_llm.config import ConfigError
 from lightning_llm.tokenizers import CharTokenizer
@@ -123,24 +129,30 @@ def test_a_checkpoint_without_our_extras_is_refused(run):
 # --------------------------------------------------------------------------- finding and reading files
 
 
-def test_find_checkpoint_prefers_last_then_the_newest(tmp_path):
+def save_at_step(path, step: int, mtime: float | None = None):
+    """A small but real checkpoint file recording ``global_step=step``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"global_step": step, "state_dict": {"model.w": torch.full((2,), float(step))}}, path)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_find_checkpoint_prefers_last_then_the_highest_step(tmp_path):
     folder = tmp_path / "run" / "checkpoints"
-    folder.mkdir(parents=True)
-    for age, name in enumerate(["new.ckpt", "old.ckpt"]):
-        (folder / name).write_bytes(b"x")
-        os.utime(folder / name, (1e9 - age, 1e9 - age))
-    assert find_checkpoint(tmp_path / "run") == folder / "new.ckpt"
-    assert find_checkpoint(folder) == folder / "new.ckpt"  # the checkpoints folder itself works too
-    (folder / "last.ckpt").write_bytes(b"x")
-    os.utime(folder / "last.ckpt", (1, 1))
-    assert find_checkpoint(tmp_path / "run") == folder / "last.ckpt"
-    assert find_checkpoint(folder / "old.ckpt") == folder / "old.ckpt"
+    later = save_at_step(folder / "best-step000004.ckpt", 4, mtime=1e9 - 10)
+    save_at_step(folder / "best-step000002.ckpt", 2, mtime=1e9)  # newer file, older step
+    assert find_checkpoint(tmp_path / "run") == later
+    assert find_checkpoint(folder) == later  # the checkpoints folder itself works too
+    last = save_at_step(folder / "last.ckpt", 3, mtime=1)
+    assert find_checkpoint(tmp_path / "run") == last  # last.ckpt wins whatever its step and age
+    assert find_checkpoint(folder / "best-step000002.ckpt") == folder / "best-step000002.ckpt"
 
 
 def test_find_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such run folder or checkpoint file"):
         find_checkpoint(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint that is complete"):
         find_checkpoint(tmp_path)
 
 
@@ -251,3 +263,193 @@ def test_init_from_a_masked_lm_encoder_into_a_classifier(tmp_path):
     assert new, "the classifier head is new"
     assert set(loaded) == set(pretrained.state_dict()) - set(skipped)
     assert set(loaded) | set(new) == set(classifier.state_dict())
+
+
+# --------------------------------------------------------------------------- crash-safe writes, the resolver
+
+
+def make_sharded(checkpoint: dict, path: Path, optimizer_states: list | None = None) -> Path:
+    """``checkpoint`` written as a sharded directory by ShardedStrategy (one process, no process group)."""
+    from lightning_llm.distributed.checkpointing import ShardedStrategy
+
+    ShardedStrategy().save_checkpoint({**checkpoint, "optimizer_states": optimizer_states or []}, path)
+    return path
+
+
+def test_a_save_that_dies_mid_write_leaves_the_previous_checkpoint_intact(run, monkeypatch):
+    from lightning_llm.distributed.checkpointing import AtomicCheckpointIO
+
+    run_dir, model, _ = run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    real_save, written_to = torch.save, []
+
+    def dying_save(obj, file, *args, **kwargs):  # writes half the bytes, then the disk "fills up"
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        written_to.append(Path(file.name))
+        raise OSError("No space left on device")
+
+    new = load_checkpoint(last) | {"global_step": 99}
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError, match="No space left"):
+        AtomicCheckpointIO().save_checkpoint(new, last)
+    monkeypatch.undo()
+    assert written_to == [last.with_name(f"last.ckpt.tmp-{os.getpid()}")]  # it wrote beside, not in place
+    assert last.read_bytes() == before
+    assert sorted(path.name for path in last.parent.iterdir()) == ["last.ckpt"]  # the temp file is gone
+    assert find_checkpoint(run_dir) == last and load_checkpoint(last)["global_step"] == 1
+
+    AtomicCheckpointIO().save_checkpoint(new, last)  # a save that completes replaces the file
+    assert load_checkpoint(find_checkpoint(run_dir))["global_step"] == 99
+    assert sorted(path.name for path in last.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_a_truncated_last_checkpoint_is_passed_over(tmp_path):
+    """What an in-place writer leaves after kill -9: the resolver falls back to the previous complete one."""
+    folder = tmp_path / "checkpoints"
+    best = save_at_step(folder / "best-step000002.ckpt", 2)
+    whole = save_at_step(folder / "last.ckpt", 4).read_bytes()
+    (folder / "last.ckpt").write_bytes(whole[: len(whole) - 40])
+    assert not is_complete(folder / "last.ckpt")
+    assert find_checkpoint(tmp_path) == best
+
+
+def test_temp_partial_and_deleting_names_are_never_picked(tmp_path):
+    folder = tmp_path / "checkpoints"
+    oldest = save_at_step(folder / "best-step000001.ckpt", 1)
+    # Each of these is whole and at a later step, but its name says the write (or removal) did not finish.
+    save_at_step(folder / f"last.ckpt.tmp-{os.getpid()}", 9)
+    unfinished = [folder / "last.ckpt.tmp-12345", folder / "best-step000009.ckpt.partial"]
+    save_at_step(unfinished[0], 9)
+    make_sharded({"global_step": 9, "state_dict": {"model.w": torch.ones(2)}}, folder / "sharded.ckpt")
+    for name in ("best-step000009.ckpt.partial", "best-step000008.ckpt.deleting-7"):
+        shutil.copytree(folder / "sharded.ckpt", folder / name)
+    shutil.rmtree(folder / "sharded.ckpt")
+    assert latest_checkpoint(folder) == oldest
+    assert find_checkpoint(tmp_path) == oldest
+    for path in unfinished:
+        assert not is_complete(path)
+        with pytest.raises(CheckpointError, match="is an unfinished checkpoint"):
+            find_checkpoint(path)
+
+
+def test_latest_checkpoint_order(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    assert latest_checkpoint(folder) is None  # a fresh start, not an error
+    save_at_step(folder / "a.ckpt", 2, mtime=3e9)
+    sharded = make_sharded({"global_step": 4, "state_dict": {"model.w": torch.ones(2)}}, folder / "b.ckpt")
+    os.utime(sharded, (1e9, 1e9))
+    assert latest_checkpoint(folder) == sharded  # the higher step wins over the newer file; dirs compete
+    newer = save_at_step(folder / "c.ckpt", 4, mtime=2e9)
+    assert latest_checkpoint(folder) == newer  # same step: the newer one
+    old = make_sharded({"global_step": 1, "state_dict": {"model.w": torch.ones(2)}}, folder / "last.ckpt.old")
+    assert latest_checkpoint(folder) == old  # a crash mid-swap left the previous last.ckpt here
+    # An incomplete last.ckpt (written elsewhere and moved in: saving it would delete the stale .old).
+    make_sharded({"global_step": 5, "state_dict": {"model.w": torch.ones(2)}}, tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").rename(folder / "last.ckpt")
+    (folder / "last.ckpt" / "meta.pt").unlink()
+    assert latest_checkpoint(folder) == old
+    shutil.rmtree(folder / "last.ckpt")
+    save_at_step(folder / "last.ckpt", 0)
+    assert latest_checkpoint(folder) == folder / "last.ckpt"  # last.ckpt first, whatever its step
+
+
+def test_lightning_names_its_sharded_metadata_as_we_expect():
+    from lightning.fabric.utilities.load import _METADATA_FILENAME
+
+    from lightning_llm.checkpoint import META_FILE
+
+    assert META_FILE == _METADATA_FILENAME
+
+
+# --------------------------------------------------------------------------- sharded checkpoints
+
+
+@pytest.fixture
+def sharded_run(run):
+    """The run with its last.ckpt rewritten as a sharded directory, optimizer state included."""
+    run_dir, model, tokenizer = run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = load_checkpoint(last)
+    last.unlink()
+    weights = checkpoint["state_dict"]
+    names = list(weights)
+    optimizer = {
+        "state": {
+            name: {"exp_avg": torch.randn(value.shape)} for name, value in checkpoint["state_dict"].items()
+        },
+        "param_groups": [{"lr": 0.1, "params": names}],
+    }
+    make_sharded(checkpoint, last, optimizer_states=[optimizer])
+    return run_dir, model, tokenizer
+
+
+def test_consolidate_gives_the_models_tensors_in_the_single_file_layout(sharded_run, tmp_path):
+    from lightning_llm.distributed.checkpointing import consolidate
+
+    run_dir, model, tokenizer = sharded_run
+    out = consolidate(run_dir / "checkpoints" / "last.ckpt", tmp_path / "model.pt")
+    checkpoint = torch.load(out, weights_only=True)
+    expected = {f"model.{key}": value for key, value in model.state_dict().items()}
+    assert set(checkpoint["state_dict"]) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(checkpoint["state_dict"][key], value), key
+    assert checkpoint["config"]["model"] == {"name": "gpt", **TINY_GPT}
+    assert checkpoint["tokenizer_fingerprint"] == tokenizer.fingerprint()
+    assert checkpoint["global_step"] == 1
+    assert not [key for key in checkpoint if key.startswith("optimizer")]  # weights only
+
+
+def test_a_sharded_run_loads_like_a_file_run(sharded_run):
+    run_dir, model, tokenizer = sharded_run
+    assert find_checkpoint(run_dir) == run_dir / "checkpoints" / "last.ckpt"
+    loaded, _, _ = load_run(run_dir)
+    ids = torch.tensor([tokenizer.encode("the lazy dog")])
+    assert torch.equal(loaded(ids), model(ids))
+    torch.manual_seed(3)
+    fresh = registry.build("model", "gpt", vocab_size=tokenizer.vocab_size, **TINY_GPT)
+    loaded_names, new, skipped = init_from(fresh, run_dir)
+    assert not new and not skipped
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), model.parameters(), strict=True))
+
+
+def test_an_incomplete_sharded_checkpoint_is_refused(sharded_run):
+    run_dir, _, _ = sharded_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    (last / ".metadata").unlink()
+    with pytest.raises(CheckpointError, match=r"last\.ckpt is an incomplete sharded checkpoint"):
+        find_checkpoint(last)
+    with pytest.raises(CheckpointError, match=r"last\.ckpt is not a complete sharded checkpoint"):
+        load_checkpoint(last)
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint that is complete"):
+        load_run(run_dir)
+
+
+def test_the_consolidate_command(sharded_run, capsys):
+    run_dir, model, tokenizer = sharded_run
+    assert main(["consolidate", str(run_dir)]) == 0
+    out = run_dir / "checkpoints" / "last.consolidated.pt"
+    assert capsys.readouterr().out.strip() == str(out)
+    assert find_checkpoint(run_dir) == run_dir / "checkpoints" / "last.ckpt"  # not a .ckpt: never resumed
+    loaded, _, _ = load_run(out)  # the run folder's tokenizer still goes with it
+    ids = torch.tensor([tokenizer.encode("the lazy dog")])
+    assert torch.equal(loaded(ids), model(ids))
+    target = run_dir / "export" / "weights.pt"
+    assert main(["consolidate", str(run_dir / "checkpoints" / "last.ckpt"), "--output", str(target)]) == 0
+    assert torch.equal(
+        torch.load(target, weights_only=True)["state_dict"]["model.wte.weight"], model.wte.weight
+    )
+
+
+@pytest.mark.parametrize("case", ["missing", "single-file"])
+def test_the_consolidate_command_errors_name_the_path(run, tmp_path, capsys, case):
+    run_dir, _, _ = run
+    path = tmp_path / "nope" if case == "missing" else run_dir
+    assert main(["consolidate", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("error: ") and str(path) in error
+    if case == "single-file":
+        assert "single-file checkpoint already" in error

@@ -35,9 +35,12 @@ class TextSamples(L.Callback):
         self.temperature, self.top_k, self.prompt, self.seed = temperature, top_k, prompt, seed
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or self.num_samples <= 0:
-            return
         model = pl_module.model
+        # A sharded (FSDP) model gathers its weights in every forward, a collective: all ranks must generate
+        # (the same tokens, from the same seed), and rank 0 writes.
+        sharded = any(hasattr(p, "to_local") for p in model.parameters())
+        if self.num_samples <= 0 or not (trainer.is_global_zero or sharded):
+            return
         was_training = model.training
         model.eval()
         try:
@@ -47,7 +50,8 @@ class TextSamples(L.Callback):
                 texts = self._predict(trainer, pl_module)
         finally:
             model.train(was_training)
-        self.path.write_text(SEPARATOR.join(texts) + "\n", encoding="utf-8")
+        if trainer.is_global_zero:
+            self.path.write_text(SEPARATOR.join(texts) + "\n", encoding="utf-8")
 
     def _generate(self, pl_module: L.LightningModule) -> list[str]:
         prompt = self.tokenizer.encode(self.prompt) if self.prompt else [self.tokenizer.eos_id]

@@ -111,12 +111,6 @@ class TextDataModule(SplitDataModule):
         if "train" in self._datasets:
             self._check_one_train_batch()
 
-    def state_dict(self) -> dict:
-        return {}  # the data order is a pure function of the seeds; nothing else to restore yet
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        pass
-
     # -- helpers
 
     def _token_file(self, split: str) -> Path:

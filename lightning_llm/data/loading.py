@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lightning_llm.data.sampling import EvalBatchSampler, TrainBatchSampler
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that Lightning counts as resumable mid-epoch (it has ``state_dict``/``load_state_dict``).
+
+    Lightning warns when a mid-epoch checkpoint is resumed with a loader lacking these methods. The position
+    itself is saved once, by ``SplitDataModule.state_dict``, from the trainer's progress counters: the loader
+    cannot know it, since Lightning's fetcher always holds one batch more than has been trained on. So the
+    loader's own state is empty.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
 
 
 class SplitDataModule(L.LightningDataModule):
-    """DataLoaders over ``self._datasets`` (split -> Dataset, filled by ``setup``).
+    """DataLoaders over ``self._datasets`` (split -> Dataset, filled by ``setup``), split across processes.
 
-    Train batches are shuffled by a generator seeded from ``shuffle_seed``, so the order is reproducible
-    (under DDP Lightning swaps in a DistributedSampler, which shuffles with the run's seed). A split switched
-    off (``split_is_empty``) gets an empty list, which Lightning skips. Subclasses set ``batch_size``,
-    ``num_workers``, ``shuffle_seed`` and may override ``collate_fn`` and ``drop_last_train``.
+    The loaders split every batch over the data-parallel processes themselves (see
+    ``lightning_llm.data.sampling``), so the trainer must be built with ``use_distributed_sampler=False``.
+    Train batches follow a permutation seeded by ``(shuffle_seed, epoch)``; val/test batches are in order.
+    ``state_dict`` holds the train position, so a run resumed from a mid-epoch checkpoint trains on exactly
+    the batches the uninterrupted run would.
+    A split switched off (``split_is_empty``) gets an empty list, which Lightning skips. Subclasses set
+    ``batch_size``, ``num_workers``, ``shuffle_seed`` and may override ``collate_fn`` and ``drop_last_train``.
     """
 
     batch_size: int
@@ -21,6 +44,8 @@ class SplitDataModule(L.LightningDataModule):
     shuffle_seed: int
     _datasets: dict[str, Dataset]
     drop_last_train = True  # every train step the same size (a summed-loss module may keep the last)
+    _train_sampler: TrainBatchSampler | None = None
+    _resume_at: tuple[int, int] | None = None  # (epoch, samples) from a checkpoint, until a loader takes it
 
     def split_is_empty(self, split: str) -> bool:
         raise NotImplementedError
@@ -28,30 +53,103 @@ class SplitDataModule(L.LightningDataModule):
     def collate_fn(self):  # noqa: ANN201 - any callable DataLoader accepts, or None for default collation
         return None
 
-    def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.shuffle_seed)
-        return self._loader("train", shuffle=True, drop_last=self.drop_last_train, generator=generator)
+    def train_dataloader(self) -> DataLoader | list:
+        dataset = self._dataset("train")
+        if dataset is None:
+            return []
+        world_size, rank = self._data_parallel()
+        sampler = TrainBatchSampler(
+            len(dataset),
+            self.batch_size,
+            world_size=world_size,
+            rank=rank,
+            shuffle_seed=self.shuffle_seed,
+            drop_last=self.drop_last_train,
+        )
+        if self._resume_at is not None:
+            sampler.start_at(*self._resume_at)
+            self._resume_at = None
+        self._train_sampler = sampler
+        return self._loader(ResumableLoader, dataset, sampler)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val", shuffle=False, drop_last=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader | list:
-        return self._loader("test", shuffle=False, drop_last=False)
+        return self._eval_loader("test")
 
-    def _loader(self, split: str, **options) -> DataLoader | list:
+    def state_dict(self) -> dict[str, int]:
+        """The train position ``{"epoch": e, "samples": n}``: n items of epoch e trained on, all processes.
+
+        Read from Lightning's progress, not from the loader: its fetcher has already drawn the next batch.
+        ``batch_progress.current.processed`` counts the batches of this epoch whose step has run, both when
+        ``ModelCheckpoint`` saves in ``on_train_batch_end`` (``completed`` is one behind there; Lightning adds
+        it back on resume) and when it saves after a validation. A checkpoint at the end of an epoch points at
+        the start of the next one.
+        """
+        trainer = self.trainer
+        if trainer is None:  # outside a Trainer: the position last loaded, or the start
+            epoch, samples = self._resume_at or (0, 0)
+            return {"epoch": epoch, "samples": samples}
+        epoch = trainer.current_epoch
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if batches >= trainer.num_training_batches:
+            return {"epoch": epoch + 1, "samples": 0}
+        return {"epoch": epoch, "samples": batches * self.batch_size * self._data_parallel()[0]}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Resume at the saved train position. Lightning calls this before it asks for the train loader."""
+        if not state_dict:  # a checkpoint from before positions were saved
+            return
+        self._resume_at = (int(state_dict["epoch"]), int(state_dict["samples"]))
+        if self._train_sampler is not None:
+            self._train_sampler.start_at(*self._resume_at)
+            self._resume_at = None
+
+    # -- helpers
+
+    def _eval_loader(self, split: str) -> DataLoader | list:
+        dataset = self._dataset(split)
+        if dataset is None:
+            return []
+        world_size, rank = self._data_parallel()
+        sampler = EvalBatchSampler(len(dataset), self.batch_size, world_size=world_size, rank=rank)
+        return self._loader(DataLoader, dataset, sampler)
+
+    def _dataset(self, split: str) -> Dataset | None:
         if split not in self._datasets:
             if self.split_is_empty(split):
-                return []
+                return None
             raise RuntimeError(f"the {split} split is not set up; call setup() first")
-        return DataLoader(
-            self._datasets[split],
-            batch_size=self.batch_size,
+        return self._datasets[split]
+
+    def _loader(self, cls: type[DataLoader], dataset: Dataset, batch_sampler: Sampler) -> DataLoader:
+        return cls(
+            dataset,
+            batch_sampler=batch_sampler,
             collate_fn=self.collate_fn(),
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
-            **options,
         )
+
+    def _data_parallel(self) -> tuple[int, int]:
+        """(replicas, this replica's rank) the data is split over: Lightning's data-parallel mesh, or (1, 0).
+
+        Under DDP and FSDP these are ``trainer.world_size`` and ``trainer.global_rank``; with tensor
+        parallelism only the data-parallel part of the mesh splits the data.
+        """
+        trainer = self.trainer
+        kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
+        if not kwargs or kwargs["num_replicas"] == 1:
+            return 1, 0
+        if trainer._accelerator_connector.use_distributed_sampler:
+            # Lightning would wrap our batch samplers in its own sampler and split the data twice.
+            raise RuntimeError(
+                "the data modules split batches across processes themselves: build the Trainer with "
+                "use_distributed_sampler=False"
+            )
+        return kwargs["num_replicas"], kwargs["rank"]
 
 
 def as_paths(key: str, paths: list[str] | str) -> list[str]:

@@ -145,7 +145,7 @@ def test_pydoc_end_to_end(tokenizer, pydoc_cache):
     assert sum(len(b["input_ids"]) for b in val) == len(val.dataset)  # no drop_last
     dm.setup("test")
     assert_causal_batch(next(iter(dm.test_dataloader())), tokenizer)
-    assert dm.state_dict() == {}
+    assert dm.state_dict() == {"epoch": 0, "samples": 0}
 
 
 def test_cache_build_and_reuse_are_logged(make_tokenizer, tmp_path, caplog):
@@ -192,7 +192,9 @@ def test_jsonl_end_to_end(tokenizer, tmp_path):
 def test_shuffle_is_reproducible_and_seeded(tokenizer, pydoc_cache):
     def epochs(seed):
         loader = pydoc_module(tokenizer, pydoc_cache, shuffle_seed=seed).train_dataloader()
-        return first_batches(loader), first_batches(loader)
+        first = first_batches(loader)
+        loader.batch_sampler.set_epoch(1)  # Lightning does this at each epoch start
+        return first, first_batches(loader)
 
     first, second = epochs(0), epochs(0)
     assert all(torch.equal(a, b) for a, b in zip(first[0] + first[1], second[0] + second[1], strict=True))
@@ -218,7 +220,7 @@ def test_too_small_split_is_a_clear_error(tokenizer, pydoc_cache):
 def test_loader_options(tokenizer, pydoc_cache):
     dm = pydoc_module(tokenizer, pydoc_cache, num_workers=2)
     train, val = dm.train_dataloader(), dm.val_dataloader()
-    assert train.drop_last and not val.drop_last
+    assert train.batch_sampler.drop_last and not val.batch_sampler.drop_last
     assert train.num_workers == 2 and train.persistent_workers
     assert train.pin_memory == torch.cuda.is_available()
 

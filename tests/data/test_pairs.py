@@ -328,7 +328,9 @@ def test_reverse_words_batches_with_a_real_tokenizer(reverse_module):
 
     tokenizer = CharTokenizer()
     tokenizer.train(reverse_module.texts("train"))
-    dm = reverse_words_data(tokenizer=tokenizer, cache_dir="unused", num_examples=300, batch_size=16)
+    dm = reverse_words_data(
+        tokenizer=tokenizer, cache_dir="unused", num_examples=300, batch_size=16, block_size=128
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     decoded = [tokenizer.decode(row[row != IGNORE_INDEX]) for row in batch["labels"]]

@@ -1,0 +1,212 @@
+"""Checkpoints that are never half-written under a name a reader picks, and their consolidation.
+
+A process can die at any instant (kill -9, OOM, preemption); the checkpoint it was writing must then not be
+what the next run resumes from, and the previous one must survive. So a checkpoint appears under its final
+name only once it is whole:
+
+- one file (single device, DDP): ``AtomicCheckpointIO`` writes ``<name>.tmp-<pid>``, fsyncs it and renames
+  it onto ``<name>``; a POSIX rename is atomic, so ``<name>`` is always the old or the new checkpoint.
+- a sharded directory (FSDP2): ``ShardedStrategy`` has every rank write into ``<name>.partial/``, then rank 0
+  moves the previous ``<name>`` aside to ``<name>.old``, renames ``.partial`` to ``<name>`` and deletes
+  ``.old``. Two renames of a directory cannot be one atomic step, so a crash between them leaves only
+  ``<name>.old``, which is complete and which ``latest_checkpoint`` falls back to.
+
+The reading side of this contract (``is_complete``, ``latest_checkpoint``) is in ``lightning_llm.checkpoint``,
+which must stay importable without Lightning; it is re-exported here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.strategies.model_parallel import _distributed_checkpoint_save
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.strategies import ModelParallelStrategy
+from typing_extensions import override
+
+from lightning_llm.checkpoint import (
+    DELETING_MARKER,
+    META_FILE,
+    OLD_SUFFIX,
+    PARTIAL_SUFFIX,
+    TEMP_MARKER,
+    CheckpointError,
+    is_complete,
+    latest_checkpoint,
+    load_checkpoint,
+)
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "ShardedStrategy",
+    "atomic_save",
+    "consolidate",
+    "is_complete",
+    "latest_checkpoint",
+]
+
+# --------------------------------------------------------------------------- single files
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj, path)`` such that ``path`` is either untouched or the whole new file, also across a
+    crash: write ``<path>.tmp-<pid>``, fsync, rename onto ``path``, fsync the folder (which makes the rename
+    itself durable). On any error the temp file is removed and the error re-raised."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f"{path.name}{TEMP_MARKER}{os.getpid()}")
+    try:
+        with open(temp, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:  # KeyboardInterrupt too: never leave the temp file behind
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames and new entries in ``folder`` durable (a no-op where directories cannot be opened)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the rename is still atomic there
+    finally:
+        os.close(descriptor)
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint file or directory. A directory is first renamed to a ``.deleting-`` name, so a
+    crash halfway through the deletion cannot leave a gutted directory under a name readers accept."""
+    if path.is_dir() and not path.is_symlink():  # a link (ModelCheckpoint's save_last="link") is unlinked
+        doomed = path.with_name(f"{path.name}{DELETING_MARKER}{os.getpid()}")
+        os.replace(path, doomed)
+        shutil.rmtree(doomed)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` with crash-safe local writes (see ``atomic_save``); removal also
+    handles sharded directories. Remote paths (``s3://``...) keep Lightning's behaviour."""
+
+    @override
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_save(checkpoint, path)
+
+    @override
+    def remove_checkpoint(self, path: _PATH) -> None:
+        if not _is_local_file_protocol(path):
+            return super().remove_checkpoint(path)
+        _remove(Path(path))
+
+
+# --------------------------------------------------------------------------- sharded directories
+
+
+class ShardedStrategy(ModelParallelStrategy):
+    """Lightning's ``ModelParallelStrategy`` (FSDP2 / tensor parallel, ``fully_shard`` applied in
+    ``LightningModule.configure_model``) whose sharded checkpoints are never half-picked: all ranks write
+    ``<path>.partial/``, then rank 0 swaps it in (module docstring). Also:
+
+    - ``data_parallel_size="auto"`` means all processes that tensor parallelism leaves (world size /
+      ``tensor_parallel_size``), instead of Lightning's one group per node, which with
+      ``tensor_parallel_size=1`` does not cover a single node's processes.
+    - single-file checkpoints (``save_distributed_checkpoint=False``) go through ``AtomicCheckpointIO``.
+
+    Same constructor as ``ModelParallelStrategy``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.checkpoint_io = AtomicCheckpointIO()  # used for full-state files and for removal
+
+    @override
+    def setup_environment(self) -> None:
+        if self._data_parallel_size == "auto" and isinstance(self._tensor_parallel_size, int):
+            self._data_parallel_size = self.num_nodes * self.num_processes // self._tensor_parallel_size
+        super().setup_environment()
+
+    @override
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any | None = None
+    ) -> None:
+        """Collective: every rank must call it (``Trainer.save_checkpoint`` does)."""
+        if not self._save_distributed_checkpoint or storage_options is not None:
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        # Rank 0's path: one checkpoint, whatever each rank computed.
+        path = Path(self.broadcast(str(filepath)))
+        partial = path.with_name(path.name + PARTIAL_SUFFIX)
+        if self.is_global_zero:
+            _remove(partial)  # left by a crash: its shards may be from another step or world size
+            partial.mkdir(parents=True)
+        self.barrier()
+        self._write_shards(checkpoint, partial)
+        self.barrier()  # every rank's shards are on disk before the checkpoint may appear
+        if self.is_global_zero:
+            _swap_in(partial, path)
+        self.barrier()  # no rank goes on (e.g. to delete an older checkpoint) before the swap is done
+
+    def _write_shards(self, checkpoint: dict[str, Any], folder: Path) -> None:
+        """Each rank's weights and optimizer shards (DCP), then rank 0's ``meta.pt`` with everything else,
+        in the layout Lightning's ``ModelParallelStrategy.load_checkpoint`` reads."""
+        state = {"state_dict": checkpoint.pop("state_dict")}
+        state.update({f"optimizer_{i}": s for i, s in enumerate(checkpoint.pop("optimizer_states", []))})
+        _distributed_checkpoint_save(state, folder)  # returns once DCP's .metadata is written (collective)
+        if self.is_global_zero:
+            atomic_save(checkpoint, folder / META_FILE)
+            _fsync_dir(folder)
+
+    @override
+    def remove_checkpoint(self, filepath: _PATH) -> None:
+        """Rank 0 deletes ``filepath`` by the crash-safe protocol, whatever ``checkpoint_io`` a user set."""
+        if not _is_local_file_protocol(filepath):
+            return super().remove_checkpoint(filepath)
+        if self.is_global_zero:
+            _remove(Path(filepath))
+
+
+def _swap_in(partial: Path, path: Path) -> None:
+    """Rename the finished ``partial`` onto ``path``; at every instant ``path`` or ``<path>.old`` is a
+    complete checkpoint. A stale ``.old`` is deleted only while ``path`` is complete, and ``path`` is moved
+    aside (not deleted) before ``partial`` takes its name."""
+    old = path.with_name(path.name + OLD_SUFFIX)
+    if path.exists():
+        _remove(old)
+        os.replace(path, old)
+    os.replace(partial, path)
+    _fsync_dir(path.parent)
+    _remove(old)
+
+
+# --------------------------------------------------------------------------- consolidation
+
+
+def consolidate(sharded_dir: str | Path, out_file: str | Path) -> Path:
+    """Write the sharded checkpoint ``sharded_dir`` as ONE file, atomically, in the layout of a single-device
+    Lightning checkpoint: ``state_dict`` with the module's full weights (``model.blocks.0...``) plus every
+    entry of ``meta.pt`` (run config, tokenizer fingerprint, counters); no optimizer state. It loads with
+    ``torch.load(weights_only=True)`` and needs no process group. Returns ``out_file``."""
+    sharded_dir, out_file = Path(sharded_dir), Path(out_file)
+    if not sharded_dir.is_dir():
+        raise CheckpointError(f"{sharded_dir} is not a sharded checkpoint directory")
+    if out_file.is_dir():
+        raise IsADirectoryError(f"{out_file} is a directory; name the file to write")
+    return atomic_save(load_checkpoint(sharded_dir), out_file)

@@ -1,0 +1,114 @@
+"""Make any model plugin train at scale, in a fixed order: activation checkpointing, ``torch.compile``, FSDP2.
+
+Model code stays single-device code. A model plugin only has to keep its Transformer layers in an
+``nn.ModuleList`` called ``blocks``; this module does the rest, so a new architecture gets sharding, compiling
+and recomputation for free:
+
+1. activation checkpointing per block (recompute the block's activations in backward instead of storing them),
+2. ``torch.compile`` per block (small graphs compile fast, and every block of a stack reuses one graph),
+3. FSDP2 ``fully_shard`` per block, then per untied embedding or output head, then the root (the norms, and
+   weights tied between embedding and head, which must live in one FSDP unit), all with one mixed-precision
+   policy.
+
+Wrapping per block is what makes FSDP overlap communication with compute: while block ``i`` computes, the
+parameters of block ``i + 1`` are being all-gathered.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+
+log = logging.getLogger("lightning_llm")
+
+# Methods other than forward that run the model's FSDP units (encoder-decoder inference, sampling).
+FSDP_FORWARD_METHODS = ("encode", "decode", "generate")
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """How to scale one model (the ``parallel`` config node; the mesh and dtypes come from the strategy)."""
+
+    activation_checkpointing: bool = False
+    compile: bool = False
+    param_dtype: torch.dtype | None = None  # FSDP compute dtype of the gathered parameters (None: as stored)
+    reduce_dtype: torch.dtype | None = torch.float32  # dtype gradients are reduced in
+    cpu_offload: bool = False
+    reshard_after_forward: bool = True  # free gathered parameters after forward (ZeRO-3); False: ZeRO-2
+
+
+def parallelize(model: nn.Module, plan: ParallelPlan, mesh: DeviceMesh | None = None) -> nn.Module:
+    """Apply ``plan`` to ``model`` in place and return it. ``mesh`` (the data-parallel mesh) shards with
+    FSDP2; without one only checkpointing and compiling apply (single device, DDP)."""
+    blocks = _blocks(model)
+    for block in blocks:
+        if plan.activation_checkpointing:
+            # The composable API keeps parameter names unchanged (no ``_checkpoint_wrapped_module.``), so
+            # checkpoints load the same with or without recomputation.
+            from torch.distributed._composable import checkpoint
+
+            checkpoint(block)
+        if plan.compile:
+            block.compile()  # in place: names and state dict unchanged
+    if mesh is not None:
+        _fully_shard(model, blocks, mesh, plan)
+    return model
+
+
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, nn.ModuleList) and len(blocks):
+        return list(blocks)
+    log.warning(
+        "%s has no `blocks` ModuleList: activation checkpointing and compile are skipped and FSDP shards the "
+        "whole model as one unit (no communication overlap)",
+        type(model).__name__,
+    )
+    return []
+
+
+def _fully_shard(model: nn.Module, blocks: list[nn.Module], mesh: DeviceMesh, plan: ParallelPlan) -> None:
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    options = {
+        "mesh": mesh,
+        "mp_policy": MixedPrecisionPolicy(param_dtype=plan.param_dtype, reduce_dtype=plan.reduce_dtype),
+        "offload_policy": CPUOffloadPolicy() if plan.cpu_offload else OffloadPolicy(),
+    }
+    for block in blocks:
+        fully_shard(block, reshard_after_forward=plan.reshard_after_forward, **options)
+    for module in _untied_edges(model, blocks):
+        fully_shard(module, reshard_after_forward=plan.reshard_after_forward, **options)
+    # The root keeps its parameters gathered after forward: backward needs them first anyway.
+    fully_shard(model, reshard_after_forward=False, **options)
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    for name in FSDP_FORWARD_METHODS:
+        if callable(getattr(model, name, None)):
+            register_fsdp_forward_method(model, name)
+
+
+def _untied_edges(model: nn.Module, blocks: list[nn.Module]) -> list[nn.Module]:
+    """Embedding tables and the output head, each its own FSDP unit, unless it shares a weight with another
+    module (a tied embedding and head): tied weights stay with the root."""
+    inside_blocks = {id(p) for block in blocks for p in block.parameters()}
+    owners: dict[int, int] = {}
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            owners[id(p)] = owners.get(id(p), 0) + 1
+    edges = []
+    for name, module in model.named_children():
+        is_edge = isinstance(module, nn.Embedding) or name in ("lm_head", "head", "classifier")
+        params = list(module.parameters())
+        if not is_edge or not params or any(id(p) in inside_blocks for p in params):
+            continue
+        if all(owners[id(p)] == 1 for p in params):
+            edges.append(module)
+    return edges

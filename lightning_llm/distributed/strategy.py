@@ -1,0 +1,124 @@
+"""What ``trainer.strategy``, ``trainer.precision`` and the ``parallel`` node mean, resolved in one place.
+
+``trainer.strategy``:
+  ``auto``/``single``  one device (Lightning picks it)
+  ``ddp``              one model replica per process, gradients all-reduced (Lightning's DDPStrategy)
+  ``fsdp``             FSDP2: parameters, gradients and optimizer state sharded over all processes
+                       (Lightning's ModelParallelStrategy; ``fully_shard`` applied by ``parallelize``)
+  anything else        passed to Lightning unchanged (e.g. ``ddp_spawn``, ``deepspeed``)
+
+``trainer.precision``: ``32-true``, ``bf16-mixed`` (bf16 compute, fp32 weights and optimizer state),
+``16-mixed`` (fp16 compute with loss scaling; single device and DDP), ``bf16-true`` (everything bf16).
+Under FSDP a mixed precision becomes the sharding's policy: parameters are gathered in the compute dtype and
+gradients reduced in ``parallel.reduce_dtype``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+
+from lightning_llm.config import ConfigError
+from lightning_llm.distributed.parallelize import ParallelPlan
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
+# Lightning's ModelParallelStrategy has no GradScaler for sharded gradients, so no 16-mixed under FSDP.
+FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def is_fsdp(trainer_cfg: dict[str, Any]) -> bool:
+    return trainer_cfg.get("strategy") == "fsdp"
+
+
+def resolve(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> tuple[dict[str, Any], ParallelPlan]:
+    """Trainer keyword arguments with ``strategy`` resolved to a Lightning strategy, and the model's plan."""
+    args = dict(trainer_cfg)
+    precision = str(args.get("precision", "32-true"))
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision={precision} is not supported; choose one of: {', '.join(PRECISIONS)}"
+        )
+    _check_device_precision(args, precision)
+    reduce_dtype = _DTYPES.get(str(parallel.get("reduce_dtype", "float32")))
+    if reduce_dtype is None:
+        raise ConfigError(
+            f"parallel.reduce_dtype={parallel.get('reduce_dtype')}: choose one of: {', '.join(_DTYPES)}"
+        )
+    plan = ParallelPlan(
+        activation_checkpointing=bool(parallel.get("activation_checkpointing", False)),
+        compile=bool(parallel.get("compile", False)),
+        cpu_offload=bool(parallel.get("cpu_offload", False)),
+        reshard_after_forward=bool(parallel.get("reshard_after_forward", True)),
+        reduce_dtype=reduce_dtype,
+        param_dtype=torch.bfloat16 if precision == "bf16-mixed" else None,
+    )
+    strategy = args.get("strategy", "auto")
+    if strategy == "single":
+        args["strategy"] = "auto"
+    elif strategy == "ddp":
+        args["strategy"] = _ddp()
+    elif strategy == "fsdp":
+        if precision not in FSDP_PRECISIONS:
+            raise ConfigError(
+                f"trainer.precision={precision} does not work with trainer.strategy=fsdp (no loss scaling "
+                f"for sharded gradients); choose one of: {', '.join(FSDP_PRECISIONS)}"
+            )
+        from lightning_llm.distributed.checkpointing import ShardedStrategy
+
+        args["strategy"] = ShardedStrategy(
+            data_parallel_size=world_size(args), tensor_parallel_size=1, save_distributed_checkpoint=True
+        )
+    return args, plan
+
+
+def world_size(trainer_cfg: dict[str, Any]) -> int:
+    """Processes the run will have: devices per node x nodes (``auto``/-1: all visible GPUs, else 1)."""
+    devices = trainer_cfg.get("devices", "auto")
+    if isinstance(devices, list | tuple):
+        per_node = len(devices)
+    elif str(devices) in ("auto", "-1"):
+        uses_gpu = trainer_cfg.get("accelerator", "auto") in ("auto", "gpu", "cuda")
+        per_node = torch.cuda.device_count() if uses_gpu and torch.cuda.is_available() else 1
+    else:
+        per_node = int(devices)
+    return per_node * int(trainer_cfg.get("num_nodes", 1))
+
+
+def _ddp() -> Any:
+    from lightning.pytorch.strategies import DDPStrategy
+
+    # Parameters never unused in a Transformer; static graph lets DDP skip the per-step search for them.
+    return DDPStrategy(find_unused_parameters=False, gradient_as_bucket_view=True)
+
+
+def _check_device_precision(args: dict[str, Any], precision: str) -> None:
+    on_cpu = args.get("accelerator") == "cpu" or (
+        args.get("accelerator", "auto") == "auto" and not torch.cuda.is_available()
+    )
+    if on_cpu and precision == "16-mixed":
+        raise ConfigError(
+            "trainer.precision=16-mixed needs a GPU (fp16 autocast with loss scaling); on CPU use bf16-mixed "
+            "or 32-true"
+        )
+
+
+def single_job_argv() -> list[str] | None:
+    """The command line that relaunches *this* Hydra job, for the extra processes of a multi-process run.
+
+    Lightning starts processes 1..N-1 by re-running the script with the original ``sys.argv`` plus
+    ``hydra.run.dir=<run dir>``. Inside a multirun that would re-run the whole sweep, and the run dir it
+    passes is not the job's folder; so the job's own overrides are put back on the command line and Hydra's
+    ``run.dir`` pointed at the job's output folder: every process of the job then writes to one run folder.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    return [sys.argv[0], *hydra_cfg.overrides.task]

@@ -1,0 +1,166 @@
+"""Sharded checkpoints are never half-picked: crashes injected at each point of a save (in one process), and a
+real 2-process FSDP2 run on CPU whose checkpoints are consolidated and resumed on a different world size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_llm.checkpoint import find_checkpoint, is_complete, latest_checkpoint, load_checkpoint
+from lightning_llm.distributed import checkpointing
+from lightning_llm.distributed.checkpointing import AtomicCheckpointIO, ShardedStrategy, consolidate
+
+SCRIPT = Path(__file__).parent / "scripts" / "ckpt_fsdp_run.py"
+# Each run takes ~15-20 s on 2 shared CPU cores, most of it importing and starting processes.
+RUN_TIMEOUT_S = 120
+
+pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")
+
+
+def checkpoint_at(step: int) -> dict:
+    """A checkpoint as Lightning hands it to the strategy: weights, optimizer state and plain data."""
+    weights = {"model.w": torch.full((5, 3), float(step)), "model.b": torch.arange(5.0) + step}
+    optimizer = {
+        "state": {name: {"exp_avg": value * 2} for name, value in weights.items()},
+        "param_groups": [{"lr": 0.1, "params": list(weights)}],
+    }
+    return {
+        "state_dict": weights,
+        "optimizer_states": [optimizer],
+        "global_step": step,
+        "config": {"seed": 0},
+    }
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    """checkpoints/last.ckpt, a complete sharded checkpoint at step 1."""
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    ShardedStrategy().save_checkpoint(checkpoint_at(1), last)
+    return last
+
+
+def test_a_sharded_save_writes_beside_then_swaps_in(saved: Path):
+    ShardedStrategy().save_checkpoint(checkpoint_at(2), saved)
+    assert sorted(path.name for path in saved.parent.iterdir()) == ["last.ckpt"]  # no .partial, no .old
+    assert sorted(path.name for path in saved.iterdir()) == [".metadata", "__0_0.distcp", "meta.pt"]
+    checkpoint = load_checkpoint(saved)
+    assert checkpoint["global_step"] == 2
+    assert torch.equal(checkpoint["state_dict"]["model.w"], torch.full((5, 3), 2.0))
+
+
+def test_a_sharded_save_that_dies_while_writing_leaves_the_previous_one(saved: Path, monkeypatch):
+    before = files_of(saved)
+    real_save = checkpointing._distributed_checkpoint_save
+
+    def dying_save(state: dict, folder: Path) -> None:  # the shards get written, then the process dies
+        real_save(state, folder)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(checkpointing, "_distributed_checkpoint_save", dying_save)
+    with pytest.raises(RuntimeError, match="killed"):
+        ShardedStrategy().save_checkpoint(checkpoint_at(2), saved)
+    monkeypatch.undo()
+    partial = saved.with_name("last.ckpt.partial")
+    assert partial.is_dir() and not is_complete(partial)  # left behind, and ignored
+    assert files_of(saved) == before
+    assert latest_checkpoint(saved.parent) == saved and load_checkpoint(saved)["global_step"] == 1
+    ShardedStrategy().save_checkpoint(checkpoint_at(3), saved)  # the next save clears the leftover
+    assert sorted(path.name for path in saved.parent.iterdir()) == ["last.ckpt"]
+    assert load_checkpoint(saved)["global_step"] == 3
+
+
+def test_a_crash_between_the_two_renames_leaves_the_old_checkpoint_found(saved: Path, monkeypatch):
+    real_replace = os.replace
+
+    def dying_replace(source, target) -> None:
+        if str(source).endswith(".partial"):  # last.ckpt is already moved aside to last.ckpt.old
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        ShardedStrategy().save_checkpoint(checkpoint_at(2), saved)
+    monkeypatch.undo()
+    assert not saved.exists()
+    old = saved.with_name("last.ckpt.old")
+    assert latest_checkpoint(saved.parent) == old  # not the complete-looking .partial beside it
+    assert find_checkpoint(saved.parent) == old and load_checkpoint(old)["global_step"] == 1
+    ShardedStrategy().save_checkpoint(checkpoint_at(3), saved)
+    assert sorted(path.name for path in saved.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_removing_a_sharded_checkpoint(saved: Path):
+    other = saved.with_name("best.ckpt")
+    ShardedStrategy().save_checkpoint(checkpoint_at(2), other)
+    ShardedStrategy().remove_checkpoint(other)
+    AtomicCheckpointIO().remove_checkpoint(saved)
+    assert list(saved.parent.iterdir()) == []
+
+
+def test_consolidate_refuses_a_file(tmp_path: Path):
+    torch.save(checkpoint_at(1), tmp_path / "one.ckpt")
+    with pytest.raises(ValueError, match=r"one\.ckpt is not a sharded checkpoint directory"):
+        consolidate(tmp_path / "one.ckpt", tmp_path / "out.pt")
+
+
+# --------------------------------------------------------------------------- a real FSDP2 run
+
+
+def launch(outdir: Path, *args: str) -> dict:
+    """Run the FSDP script (Lightning starts rank 1 itself); returns its final ``{"global_step": ...}``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK")
+    }
+    env["OMP_NUM_THREADS"] = "1"  # 2 processes on 2 shared cores
+    command = [sys.executable, str(SCRIPT), str(outdir), *args]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((outdir / f"{args[args.index('--tag') + 1]}.json").read_text())
+
+
+def assert_same_weights(found: dict, expected: dict) -> None:
+    assert set(found) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(found[key], value), key
+
+
+def test_fsdp_checkpoints_are_complete_consolidate_and_resume_on_one_process(tmp_path: Path):
+    first = launch(tmp_path, "--devices", "2", "--max-steps", "4", "--tag", "two")
+    folder = tmp_path / "checkpoints"
+    assert first == {"global_step": 4}
+    # Saved at steps 2 and 4: last.ckpt swapped over once, the step-2 checkpoint directory removed.
+    assert sorted(path.name for path in folder.iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
+    last = folder / "last.ckpt"
+    assert is_complete(last) and latest_checkpoint(folder) == last
+    assert sorted(path.name for path in last.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+
+    trained = torch.load(tmp_path / "two-end.pt", weights_only=True)
+    initial = torch.load(tmp_path / "two-start.pt", weights_only=True)
+    assert any(not torch.equal(trained[key], initial[key]) for key in trained)  # it did train
+    out = consolidate(last, tmp_path / "last.consolidated.pt")
+    consolidated = torch.load(out, weights_only=True)
+    assert_same_weights(consolidated["state_dict"], trained)
+    assert consolidated["global_step"] == 4 and consolidated["tokenizer_fingerprint"] == "f" * 64
+    assert consolidated["config"] == {"model": {"name": "tiny-test", "hidden": 16}}
+
+    # Resume in place with one process: the 2-rank shards are resharded onto 1, then training goes on.
+    resumed = launch(tmp_path, "--devices", "1", "--max-steps", "6", "--resume", str(last), "--tag", "one")
+    assert resumed == {"global_step": 6}
+    assert_same_weights(torch.load(tmp_path / "one-start.pt", weights_only=True), trained)
+    assert sorted(path.name for path in folder.iterdir()) == ["epoch=0-step=6.ckpt", "last.ckpt"]
+    final = load_checkpoint(last)
+    assert final["global_step"] == 6
+    assert_same_weights(final["state_dict"], torch.load(tmp_path / "one-end.pt", weights_only=True))

@@ -1,0 +1,135 @@
+"""FSDP and DDP with 2 processes train exactly like one process on the same global batch, and a sharded FSDP
+run resumed from its checkpoint (with 2 processes, or with 1) continues exactly like the uninterrupted run.
+
+Real runs of ``python -m lightning_llm`` (Lightning launches the second process over gloo on CPU), compared
+step by step through the losses each run logs to its CSV file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+STEPS = 20
+# fp32 on CPU: the runs differ only in the order of floating-point sums (sharded reductions, split batches).
+RTOL = 2e-5
+
+BASE = [
+    "debug=fast",
+    "logger=none",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "tokenizer=char",
+    "data.block_size=32",
+    "model.block_size=32",
+    "model.n_embd=32",
+    "model.dropout=0.0",  # dropout masks depend on how a batch is split, so they would differ by design
+    f"trainer.max_steps={STEPS}",
+    "trainer.val_check_interval=10",
+    "trainer.limit_val_batches=2",
+    "trainer.log_every_n_steps=1",
+    "callbacks.checkpoint.save_top_k=-1",  # keep the step-10 checkpoint for the resume runs
+    "callbacks.samples.num_samples=0",
+]
+GLOBAL_BATCH = 8
+
+
+def launch(run_dir: Path, cache_dir: Path, *overrides: str) -> dict:
+    """Run the CLI into ``run_dir``; returns its summary plus ``losses``: step -> train loss."""
+    env = {**os.environ, "LIGHTNING_LLM_CACHE": str(cache_dir), "WANDB_MODE": "offline"}
+    env.pop("LOCAL_RANK", None)
+    command = [
+        sys.executable,
+        "-m",
+        "lightning_llm",
+        *BASE,
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["losses"] = train_losses(run_dir)
+    return summary
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    losses = {}
+    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
+        with path.open() as file:
+            for row in csv.DictReader(file):
+                if row.get("train/loss"):
+                    losses[int(row["step"]) + 1] = float(row["train/loss"])  # csv step 0 = optimizer step 1
+    return losses
+
+
+def two_processes(strategy: str) -> list[str]:
+    return [f"trainer.strategy={strategy}", "trainer.devices=2", f"data.batch_size={GLOBAL_BATCH // 2}"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """The reference single-process run and the 2-process FSDP run, shared by the tests below."""
+    root = tmp_path_factory.mktemp("equivalence")
+    cache = root / "cache"
+    single = launch(root / "single", cache, f"data.batch_size={GLOBAL_BATCH}")
+    fsdp = launch(root / "fsdp", cache, *two_processes("fsdp"))
+    return {"root": root, "cache": cache, "single": single, "fsdp": fsdp}
+
+
+def assert_same_losses(run: dict, reference: dict, steps: range) -> None:
+    got = [run["losses"][step] for step in steps]
+    want = [reference["losses"][step] for step in steps]
+    assert got == pytest.approx(want, rel=RTOL)
+
+
+def test_fsdp_two_processes_match_one_process(runs: dict) -> None:
+    assert sorted(runs["single"]["losses"]) == list(range(1, STEPS + 1))
+    assert_same_losses(runs["fsdp"], runs["single"], range(1, STEPS + 1))
+    assert runs["fsdp"]["val_loss"] == pytest.approx(runs["single"]["val_loss"], rel=RTOL)
+    # Training moved: the comparison is not between two untrained models.
+    assert runs["single"]["losses"][STEPS] < runs["single"]["losses"][1] - 0.3
+
+
+def test_fsdp_shards_parameters(runs: dict) -> None:
+    total, local = runs["fsdp"]["params"], runs["fsdp"]["params_per_process"]
+    assert runs["single"]["params_per_process"] == runs["single"]["params"] == total
+    assert 0.45 * total <= local <= 0.55 * total
+
+
+def test_a_multi_process_run_writes_one_run_folder(runs: dict) -> None:
+    folders = [path.name for path in runs["root"].iterdir() if path.name != "cache"]
+    assert sorted(folders) == ["fsdp", "single"]
+    run = runs["root"] / "fsdp"
+    assert len(list(run.glob("summary.json"))) == 1
+    assert len(list(run.glob("csv/version_*"))) == 1
+    assert (run / ".hydra" / "config.yaml").is_file()
+
+
+def test_ddp_two_processes_match_one_process(runs: dict) -> None:
+    ddp = launch(runs["root"] / "ddp", runs["cache"], *two_processes("ddp"))
+    assert_same_losses(ddp, runs["single"], range(1, STEPS + 1))
+
+
+@pytest.mark.parametrize("devices", [2, 1], ids=["same-world-size", "resharded-to-1"])
+def test_fsdp_resume_from_sharded_checkpoint_matches_uninterrupted(runs: dict, devices: int) -> None:
+    checkpoint = runs["root"] / "fsdp" / "checkpoints" / "best-step000010.ckpt"
+    assert checkpoint.is_dir()  # sharded: a folder of per-rank files
+    resumed = launch(
+        runs["root"] / f"fsdp-resumed-{devices}",
+        runs["cache"],
+        "trainer.strategy=fsdp",
+        f"trainer.devices={devices}",
+        f"data.batch_size={GLOBAL_BATCH // devices}",
+        f"ckpt_path={checkpoint}",
+    )
+    assert sorted(resumed["losses"]) == list(range(11, STEPS + 1))
+    assert_same_losses(resumed, runs["fsdp"], range(11, STEPS + 1))
