@@ -105,7 +105,7 @@ def train(
         trainer,
         module,
         **results,
-        tokens_per_second=round(throughput.tokens_per_second, 1),
+        **throughput.summary(),
         params_per_process=params_per_process,
     )
     if trainer.is_global_zero:
