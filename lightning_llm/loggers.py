@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning_llm.config import ConfigError
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
+WANDB_ID_FILE = "wandb_run_id"
 
 
 def build_loggers(spec: dict[str, Any], run_dir: Path) -> list[Logger]:
@@ -49,6 +51,8 @@ def _wandb(spec: dict[str, Any], run_dir: Path) -> Logger:
     from lightning.pytorch.loggers import WandbLogger
 
     return WandbLogger(
+        id=wandb_run_id(run_dir),
+        resume="allow",  # a resumed run (same run folder) continues its W&B run instead of starting another
         project=spec.get("project", "lightning_llm"),
         entity=spec.get("entity"),
         group=spec.get("group"),
@@ -57,6 +61,19 @@ def _wandb(spec: dict[str, Any], run_dir: Path) -> Logger:
         save_dir=str(run_dir),
         offline=wandb_offline(spec.get("offline")),
     )
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of this run folder: made on the first launch, read back by every resumed launch."""
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)  # 8 characters of [0-9a-f], like W&B's own ids
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(run_id + "\n")
+    os.replace(temporary, path)  # atomic: processes of one run never see half an id
+    return path.read_text().strip()
 
 
 def _tensorboard(run_dir: Path) -> Logger:

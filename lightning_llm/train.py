@@ -16,10 +16,12 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm import config, registry
 from lightning_llm.callbacks import RunSummary, TextSamples, Throughput
+from lightning_llm.callbacks.preemption import PREEMPTED_EXIT_CODE, Preemption
 from lightning_llm.callbacks.run_summary import write_json
 from lightning_llm.config import ConfigError
 from lightning_llm.distributed import strategy
@@ -89,14 +91,25 @@ def train(
         parallel=plan,
     )
     summary_callback, throughput = RunSummary(), Throughput(**cfg.callbacks.throughput)
-    extra = [summary_callback, throughput, *(callbacks or [])]
+    preemption = Preemption(run_dir / "checkpoints" / "last.ckpt")
+    extra = [summary_callback, throughput, preemption, *(callbacks or [])]
     trainer = _trainer(cfg, trainer_args, run_dir, tokenizer, objective, extra)
     if trainer.is_global_zero:
         tokenizer.save(run_dir / "tokenizer.json")
 
-    trainer.fit(
-        module, datamodule=datamodule, ckpt_path=_resume_path(cfg.ckpt_path, run_dir), weights_only=True
-    )
+    try:
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=_resume_path(cfg.ckpt_path, run_dir), weights_only=True
+        )
+    except SIGTERMException:
+        log.warning(
+            "preempted (SIGTERM) after step %d; checkpoint %s. Continue with: python -m lightning_llm "
+            "hydra.run.dir=%s ckpt_path=auto (and the same overrides)",
+            preemption.preempted_at or trainer.global_step,
+            preemption.checkpoint_path,
+            run_dir,
+        )
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None
     # Counted after training, while FSDP holds its parameters sharded (a forward-only pass leaves the root's
     # gathered until the next backward).
     params_per_process = sum(_local_numel(p) for p in module.model.parameters())

@@ -131,6 +131,9 @@ class SplitDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            # Each new iterator draws a seed for its workers; from its own generator, not the global RNG, so
+            # a resumed run's dropout stream is not shifted by the loader it creates after restoring it.
+            generator=torch.Generator().manual_seed(self.shuffle_seed),
         )
 
     def _data_parallel(self) -> tuple[int, int]:

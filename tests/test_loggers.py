@@ -1,0 +1,25 @@
+"""A run folder keeps one W&B run id: a resumed launch logs into the same W&B run."""
+
+from __future__ import annotations
+
+import re
+
+from lightning_llm.loggers import WANDB_ID_FILE, wandb_run_id
+from lightning_llm.train import train
+
+
+def test_wandb_run_id_is_made_once_per_run_folder(tmp_path):
+    first = wandb_run_id(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{8}", first)
+    assert wandb_run_id(tmp_path) == first
+    assert (tmp_path / WANDB_ID_FILE).read_text().strip() == first
+    assert wandb_run_id(tmp_path / "other") != first
+
+
+def test_resumed_run_continues_its_wandb_run(make_cfg, tmp_path):
+    train(make_cfg("logger=wandb", "trainer.max_steps=4"), run_dir=tmp_path)
+    train(make_cfg("logger=wandb", "trainer.max_steps=8", "ckpt_path=auto"), run_dir=tmp_path)
+    # W&B names an offline run folder offline-run-<start time>-<run id>: both launches used the folder's id
+    # (two folders when the launches start in different seconds, one when in the same second).
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs and {run.name.rsplit("-", 1)[-1] for run in runs} == {wandb_run_id(tmp_path)}
