@@ -24,7 +24,7 @@ from torch import nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from lightning_llm import registry
-from lightning_llm.distributed.parallelize import ParallelPlan, parallelize
+from lightning_llm.distributed.parallelize import ParallelPlan, gathered, parallelize
 
 
 def batch_tokens(batch: dict[str, Any]) -> int:
@@ -154,7 +154,8 @@ class LanguageModule(L.LightningModule):
             metrics.update(outputs, batch["labels"])
             self.log_dict(metrics)
         if len(text_metrics) and hasattr(self.objective, "predict_text"):
-            text_metrics.update(*self.objective.predict_text(self.model, batch))
+            with gathered(self.model):  # decoding stops per batch: processes must not wait on each other
+                text_metrics.update(*self.objective.predict_text(self.model, batch))
             self.log_dict(text_metrics)
 
     # ------------------------------------------------------------------ optimisation

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
+from lightning_llm.distributed.parallelize import gathered
 from lightning_llm.models.sampling import generate
 
 SEPARATOR = "\n" + "-" * 72 + "\n"
@@ -36,18 +37,17 @@ class TextSamples(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = pl_module.model
-        # A sharded (FSDP) model gathers its weights in every forward, a collective: all ranks must generate
-        # (the same tokens, from the same seed), and rank 0 writes.
+        # A sharded (FSDP) model is gathered on every rank (a collective), then each generates on its own;
+        # rank 0 writes.
         sharded = any(hasattr(p, "to_local") for p in model.parameters())
         if self.num_samples <= 0 or not (trainer.is_global_zero or sharded):
             return
         was_training = model.training
         model.eval()
         try:
-            if self.mode == "generate":
-                texts = self._generate(pl_module)
-            else:
-                texts = self._predict(trainer, pl_module)
+            with gathered(model):
+                generated = self.mode == "generate"
+                texts = self._generate(pl_module) if generated else self._predict(trainer, pl_module)
         finally:
             model.train(was_training)
         if trainer.is_global_zero:

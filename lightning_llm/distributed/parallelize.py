@@ -17,6 +17,8 @@ parameters of block ``i + 1`` are being all-gathered.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,6 +32,7 @@ log = logging.getLogger("lightning_llm")
 
 # Methods other than forward that run the model's FSDP units (encoder-decoder inference, sampling).
 FSDP_FORWARD_METHODS = ("encode", "decode", "generate")
+_RESHARD_ATTR = "_lightning_llm_reshard_after_forward"
 
 
 @dataclass(frozen=True)
@@ -82,12 +85,12 @@ def _fully_shard(model: nn.Module, blocks: list[nn.Module], mesh: DeviceMesh, pl
         "mp_policy": MixedPrecisionPolicy(param_dtype=plan.param_dtype, reduce_dtype=plan.reduce_dtype),
         "offload_policy": CPUOffloadPolicy() if plan.cpu_offload else OffloadPolicy(),
     }
-    for block in blocks:
-        fully_shard(block, reshard_after_forward=plan.reshard_after_forward, **options)
-    for module in _untied_edges(model, blocks):
+    for module in [*blocks, *_untied_edges(model, blocks)]:
         fully_shard(module, reshard_after_forward=plan.reshard_after_forward, **options)
+        setattr(module, _RESHARD_ATTR, plan.reshard_after_forward)  # for ``gathered`` to restore
     # The root keeps its parameters gathered after forward: backward needs them first anyway.
     fully_shard(model, reshard_after_forward=False, **options)
+    setattr(model, _RESHARD_ATTR, False)
     from torch.distributed.fsdp import register_fsdp_forward_method
 
     for name in FSDP_FORWARD_METHODS:
@@ -112,3 +115,24 @@ def _untied_edges(model: nn.Module, blocks: list[nn.Module]) -> list[nn.Module]:
         if all(owners[id(p)] == 1 for p in params):
             edges.append(module)
     return edges
+
+
+@contextmanager
+def gathered(model: nn.Module) -> Iterator[None]:
+    """Inside, a sharded model holds its full parameters on every process, so each may run forward any number
+    of times on its own: decoding loops that stop when their own batch is done (greedy and beam search) would
+    otherwise leave processes waiting in different all-gathers. Costs the full model's memory while inside.
+    Collective on entry (every process must enter together); a no-op for a model that is not sharded."""
+    units = [unit for unit in model.modules() if hasattr(unit, "unshard") and hasattr(unit, "reshard")]
+    if not units:
+        yield
+        return
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+            unit.set_reshard_after_forward(getattr(unit, _RESHARD_ATTR, True), recurse=False)

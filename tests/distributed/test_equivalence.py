@@ -133,3 +133,20 @@ def test_fsdp_resume_from_sharded_checkpoint_matches_uninterrupted(runs: dict, d
     )
     assert sorted(resumed["losses"]) == list(range(11, STEPS + 1))
     assert_same_losses(resumed, runs["fsdp"], range(11, STEPS + 1))
+
+
+def test_fsdp_encoder_decoder_decodes_without_deadlock(runs: dict) -> None:
+    """Greedy decoding stops when its own batch is done, so processes run different numbers of forward
+    passes; under FSDP they gather the weights once first (``parallelize.gathered``) instead of hanging."""
+    summary = launch(
+        runs["root"] / "fsdp-decoder",
+        runs["cache"],
+        *two_processes("fsdp"),
+        "model=decoder",
+        "trainer.max_steps=4",
+        "objective.max_new_tokens=12",
+        "trainer.limit_test_batches=2",
+        "callbacks.samples.num_samples=2",
+    )
+    assert summary["step"] == 4 and "val_bleu" in summary and "test_rouge" in summary
+    assert (runs["root"] / "fsdp-decoder" / "samples.txt").read_text().count("prediction:") == 2
