@@ -87,7 +87,7 @@ def is_complete(path: str | Path) -> bool:
     is a whole zip archive (``torch.save``'s format; a truncated write lacks the zip's closing directory) or
     a directory holding both ``meta.pt`` and DCP's ``.metadata`` (each written only after the shards)."""
     path = Path(path)
-    if _is_unfinished_name(path):
+    if is_unfinished(path):
         return False
     if path.is_dir():
         return (path / META_FILE).is_file() and (path / DCP_METADATA).is_file()
@@ -104,13 +104,13 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
             return folder / name
     ranked = []
     for path in folder.glob("*.ckpt"):
-        step = _stored_step(path) if is_complete(path) else None
+        step = stored_step(path) if is_complete(path) else None
         if step is not None:
             ranked.append((step, path.stat().st_mtime, path.name, path))
     return max(ranked)[-1] if ranked else None
 
 
-def _stored_step(path: Path) -> int | None:
+def stored_step(path: Path) -> int | None:
     """The ``global_step`` a checkpoint records (-1 if none), or None if it cannot be read."""
     source = path / META_FILE if path.is_dir() else path
     try:  # mmap: only the pickled dict is read, not the tensors
@@ -124,7 +124,7 @@ def find_checkpoint(path: str | Path) -> Path:
     """The checkpoint for ``path``: a checkpoint file or sharded directory itself, or in a run folder (or a
     checkpoints folder) its ``latest_checkpoint``. Temp, partial and incomplete checkpoints are refused."""
     path = Path(path).expanduser()
-    if path.exists() and _is_unfinished_name(path):
+    if path.exists() and is_unfinished(path):
         raise CheckpointError(
             f"{path} is an unfinished checkpoint (a write or removal that did not complete); pass its run "
             "folder to get the latest complete checkpoint"
@@ -149,7 +149,7 @@ def find_checkpoint(path: str | Path) -> Path:
     return found
 
 
-def _is_unfinished_name(path: Path) -> bool:
+def is_unfinished(path: Path) -> bool:
     return any(marker in path.name for marker in _UNFINISHED_MARKERS)
 
 

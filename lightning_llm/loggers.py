@@ -33,6 +33,15 @@ def build_loggers(spec: dict[str, Any], run_dir: Path) -> list[Logger]:
     return loggers
 
 
+def finish_loggers(loggers: list[Logger]) -> None:
+    """End the W&B run this process opened: otherwise the next ``train()`` in the same process (a test, an
+    in-process sweep) would silently log into it."""
+    for logger in loggers:
+        run = getattr(logger, "_experiment", None)
+        if run is not None and hasattr(run, "finish"):
+            run.finish()
+
+
 def wandb_offline(explicit: bool | None = None) -> bool:
     """Offline unless a W&B API key is configured (environment or ``wandb login``'s netrc entry)."""
     if explicit is not None:

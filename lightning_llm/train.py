@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from lightning_llm.callbacks.run_summary import write_json
 from lightning_llm.config import ConfigError
 from lightning_llm.distributed import strategy
 from lightning_llm.distributed.checkpointing import AtomicCheckpointIO, ShardedStrategy
-from lightning_llm.loggers import build_loggers
+from lightning_llm.loggers import build_loggers, finish_loggers
 from lightning_llm.module import LanguageModule
 from lightning_llm.tokenizers import fit_or_load
 
@@ -97,35 +98,39 @@ def train(
     if trainer.is_global_zero:
         tokenizer.save(run_dir / "tokenizer.json")
 
-    try:
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=_resume_path(cfg.ckpt_path, run_dir), weights_only=True
-        )
-    except SIGTERMException:
-        log.warning(
-            "preempted (SIGTERM) after step %d; checkpoint %s. Continue with: python -m lightning_llm "
-            "hydra.run.dir=%s ckpt_path=auto (and the same overrides)",
-            preemption.preempted_at or trainer.global_step,
-            preemption.checkpoint_path,
-            run_dir,
-        )
-        raise SystemExit(PREEMPTED_EXIT_CODE) from None
-    # Counted after training, while FSDP holds its parameters sharded (a forward-only pass leaves the root's
-    # gathered until the next backward).
-    params_per_process = sum(_local_numel(p) for p in module.model.parameters())
-    results = _evaluate(trainer, module, datamodule)
-    summary = summary_callback.summary(
-        trainer,
-        module,
-        **results,
-        **throughput.summary(),
-        params_per_process=params_per_process,
-    )
     if trainer.is_global_zero:
-        if isinstance(trainer.strategy, ShardedStrategy):
-            _export_consolidated(run_dir)
-        write_json(run_dir / "summary.json", summary)
-        log.info("summary: %s", {k: v for k, v in summary.items() if isinstance(v, int | float)})
+        _remove_unfinished_requeue_checkpoints(run_dir)
+    resume_from = _resume_path(cfg.ckpt_path, run_dir)
+    try:
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        except SIGTERMException:
+            log.warning(
+                "preempted (SIGTERM) after step %d; checkpoint %s. Continue with: python -m lightning_llm "
+                "hydra.run.dir=%s ckpt_path=auto (and the same overrides)",
+                preemption.preempted_at or trainer.global_step,
+                preemption.checkpoint_path,
+                run_dir,
+            )
+            raise SystemExit(PREEMPTED_EXIT_CODE) from None
+        # Counted after training, while FSDP holds its parameters sharded (a forward-only pass leaves the
+        # root's gathered until the next backward).
+        params_per_process = sum(_local_numel(p) for p in module.model.parameters())
+        results = _evaluate(trainer, module, datamodule)
+        summary = summary_callback.summary(
+            trainer,
+            module,
+            **results,
+            **throughput.summary(),
+            params_per_process=params_per_process,
+        )
+        if trainer.is_global_zero:
+            if isinstance(trainer.strategy, ShardedStrategy):
+                _export_consolidated(run_dir)
+            write_json(run_dir / "summary.json", summary)
+            log.info("summary: %s", {k: v for k, v in summary.items() if isinstance(v, int | float)})
+    finally:
+        finish_loggers(trainer.loggers)  # in-process callers (tests, sweeps) start the next run clean
     objects = {"tokenizer": tokenizer, "datamodule": datamodule, "model": model, "module": module}
     return summary, {**objects, "trainer": trainer, "run_dir": run_dir}
 
@@ -239,12 +244,13 @@ def _trainer(
 
 
 def _plugins(trainer_args: dict[str, Any], requeue_signal: str) -> list[Any]:
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
     plugins: list[Any] = []
     if not isinstance(trainer_args["strategy"], ShardedStrategy):  # it writes its own folders atomically
         plugins.append(AtomicCheckpointIO())
-    if SLURMEnvironment.detect():
+    # torchrun inside an sbatch job: torchrun's ranks, not SLURM's tasks.
+    if SLURMEnvironment.detect() and not TorchElasticEnvironment.detect():
         try:
             signum = signal.Signals[requeue_signal]
         except KeyError:
@@ -276,12 +282,17 @@ def _evaluate(
 def _resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     """null: fresh; auto: the run folder's latest complete checkpoint, or fresh when it has none; else a path
     to a checkpoint file or sharded checkpoint folder, which must be complete."""
-    from lightning_llm.checkpoint import is_complete, latest_checkpoint
+    from lightning_llm.checkpoint import is_complete, latest_checkpoint, stored_step
 
     if ckpt_path in (None, "", "null"):
         return None
     if ckpt_path == "auto":
-        found = latest_checkpoint(run_dir / "checkpoints")
+        # The newest of: the checkpoints folder's latest, and Lightning's SLURM requeue checkpoints
+        # (hpc_ckpt_*), by the step they hold: a requeue checkpoint is newer when a kill cut the SIGTERM save
+        # short.
+        candidates = [latest_checkpoint(run_dir / "checkpoints"), *sorted(run_dir.glob("hpc_ckpt_*"))]
+        steps = {path: stored_step(path) for path in candidates if path is not None and is_complete(path)}
+        found = max(steps, key=lambda path: (steps[path] or -1, path.stat().st_mtime), default=None)
         if found is not None:
             log.info("ckpt_path=auto: resuming from %s", found)
         return str(found) if found else None
@@ -290,6 +301,16 @@ def _resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     if not is_complete(ckpt_path):
         raise ConfigError(f"ckpt_path={ckpt_path}: not a complete checkpoint (an interrupted write?)")
     return str(ckpt_path)
+
+
+def _remove_unfinished_requeue_checkpoints(run_dir: Path) -> None:
+    """Lightning numbers its SLURM requeue checkpoints by the digits in ``hpc_ckpt_*`` names, so the temp file
+    of a save that was killed (``hpc_ckpt_2.ckpt.tmp-31337``) would make it look for ``hpc_ckpt_231337``."""
+    from lightning_llm.checkpoint import is_unfinished
+
+    for path in run_dir.glob("hpc_ckpt_*"):
+        if is_unfinished(path):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _export_consolidated(run_dir: Path) -> None:

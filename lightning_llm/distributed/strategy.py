@@ -55,6 +55,10 @@ def resolve(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> tuple[dict
         reduce_dtype=reduce_dtype,
         param_dtype=torch.bfloat16 if precision == "bf16-mixed" else None,
     )
+    # Lightning counts val_check_interval in micro-batches; here every interval counts optimizer steps.
+    interval, k = args.get("val_check_interval"), int(args.get("accumulate_grad_batches", 1))
+    if isinstance(interval, int) and k > 1:
+        args["val_check_interval"] = interval * k
     strategy = args.get("strategy", "auto")
     if strategy == "single":
         args["strategy"] = "auto"

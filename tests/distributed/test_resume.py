@@ -74,3 +74,18 @@ def test_bf16_mixed_trains_close_to_fp32(make_cfg, tmp_path):
     for step in range(1, 31):
         assert bf16_losses[step] == pytest.approx(fp32_losses[step], rel=0.02)
     assert bf16["val_loss"] == pytest.approx(fp32["val_loss"], rel=0.02)
+
+
+def test_auto_resume_takes_the_newest_of_checkpoints_and_requeue_checkpoints(tmp_path):
+    import torch
+
+    from lightning_llm.train import _remove_unfinished_requeue_checkpoints, _resume_path
+
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"global_step": 5}, tmp_path / "checkpoints" / "last.ckpt")
+    assert _resume_path("auto", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    torch.save({"global_step": 7}, tmp_path / "hpc_ckpt_1.ckpt")  # SLURM requeue save, newer
+    (tmp_path / "hpc_ckpt_2.ckpt.tmp-31337").write_bytes(b"half a checkpoint")  # a killed save
+    assert _resume_path("auto", tmp_path) == str(tmp_path / "hpc_ckpt_1.ckpt")
+    _remove_unfinished_requeue_checkpoints(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("hpc_ckpt_*")) == ["hpc_ckpt_1.ckpt"]
