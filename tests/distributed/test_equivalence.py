@@ -150,3 +150,17 @@ def test_fsdp_encoder_decoder_decodes_without_deadlock(runs: dict) -> None:
     )
     assert summary["step"] == 4 and "val_bleu" in summary and "test_rouge" in summary
     assert (runs["root"] / "fsdp-decoder" / "samples.txt").read_text().count("prediction:") == 2
+
+
+def test_fsdp_with_accumulation_matches_one_process(runs: dict) -> None:
+    """2 processes x 4 micro-batches of 1: the same 8-sequence steps. The step's gradient is normalised over
+    both processes and both micro-batches, and synchronised once, after the last micro-batch."""
+    accumulated = launch(
+        runs["root"] / "fsdp-accumulate",
+        runs["cache"],
+        "trainer.strategy=fsdp",
+        "trainer.devices=2",
+        f"data.batch_size={GLOBAL_BATCH // 4}",
+        "trainer.accumulate_grad_batches=4",
+    )
+    assert_same_losses(accumulated, runs["single"], range(1, STEPS + 1))

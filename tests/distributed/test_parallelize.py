@@ -1,0 +1,49 @@
+"""``parallelize`` on one process: recomputation changes memory, not numbers; compile wraps every block; the
+FSDP unit plan keeps tied weights together."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_llm.distributed.parallelize import ParallelPlan, _untied_edges, parallelize
+from lightning_llm.models.encoder_decoder import decoder
+from lightning_llm.models.gpt import gpt
+from lightning_llm.train import train
+from tests.distributed.test_equivalence import train_losses
+
+
+def test_activation_checkpointing_gives_the_same_training(make_cfg, tmp_path):
+    common = ["trainer.max_steps=6", "trainer.log_every_n_steps=1", "model.dropout=0.0"]
+    train(make_cfg(*common), run_dir=tmp_path / "plain")
+    train(make_cfg(*common, "parallel.activation_checkpointing=true"), run_dir=tmp_path / "recomputed")
+    plain, recomputed = train_losses(tmp_path / "plain"), train_losses(tmp_path / "recomputed")
+    assert sorted(plain) == list(range(1, 7))
+    assert [recomputed[s] for s in plain] == pytest.approx([plain[s] for s in plain], rel=1e-6)
+
+
+def test_checkpointed_blocks_keep_their_parameter_names():
+    model = gpt(vocab_size=40, n_layer=2, n_head=2, n_embd=16, block_size=8)
+    names = list(model.state_dict())
+    parallelize(model, ParallelPlan(activation_checkpointing=True))
+    assert list(model.state_dict()) == names  # checkpoints load the same with or without recomputation
+    out = model(torch.randint(0, 40, (2, 8)))
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_compile_wraps_every_block_in_place():
+    model = gpt(vocab_size=40, n_layer=3, n_head=2, n_embd=16, block_size=8)
+    names = list(model.state_dict())
+    parallelize(model, ParallelPlan(compile=True))
+    assert all(block._compiled_call_impl is not None for block in model.blocks)
+    assert list(model.state_dict()) == names
+
+
+def test_tied_embeddings_stay_with_the_root():
+    tied = gpt(vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=8)
+    assert tied.lm_head.weight is tied.wte.weight
+    edges = _untied_edges(tied, list(tied.blocks))
+    assert tied.wpe in edges and tied.wte not in edges and tied.lm_head not in edges
+    seq2seq = decoder(vocab_size=40, n_layer=1, n_decoder_layer=1, n_head=2, n_embd=16, block_size=8)
+    assert all(edge is not seq2seq.wte for edge in _untied_edges(seq2seq, list(seq2seq.blocks)))
