@@ -16,24 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TINY
+
 STEPS = 20
 # fp32 on CPU: the runs differ only in the order of floating-point sums (sharded reductions, split batches).
 RTOL = 2e-5
 
 BASE = [
-    "debug=fast",
-    "logger=none",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "tokenizer=char",
-    "data.block_size=32",
-    "model.block_size=32",
-    "model.n_embd=32",
+    *TINY,
     "model.dropout=0.0",  # dropout masks depend on how a batch is split, so they would differ by design
     f"trainer.max_steps={STEPS}",
     "trainer.val_check_interval=10",
-    "trainer.limit_val_batches=2",
     "trainer.log_every_n_steps=1",
     "callbacks.checkpoint.save_top_k=-1",  # keep the step-10 checkpoint for the resume runs
     "callbacks.samples.num_samples=0",
@@ -160,7 +153,7 @@ def test_fsdp_with_accumulation_matches_one_process(runs: dict) -> None:
         runs["cache"],
         "trainer.strategy=fsdp",
         "trainer.devices=2",
-        f"data.batch_size={GLOBAL_BATCH // 4}",
+        f"data.batch_size={GLOBAL_BATCH // 8}",  # x 2 processes x 4 micro-batches
         "trainer.accumulate_grad_batches=4",
     )
     assert_same_losses(accumulated, runs["single"], range(1, STEPS + 1))
