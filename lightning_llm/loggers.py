@@ -59,17 +59,33 @@ def wandb_offline(explicit: bool | None = None) -> bool:
 def _wandb(spec: dict[str, Any], run_dir: Path) -> Logger:
     from lightning.pytorch.loggers import WandbLogger
 
+    sweep, overrides = hydra_job()
     return WandbLogger(
         id=wandb_run_id(run_dir),
         resume="allow",  # a resumed run (same run folder) continues its W&B run instead of starting another
         project=spec.get("project", "lightning_llm"),
         entity=spec.get("entity"),
-        group=spec.get("group"),
-        tags=list(spec.get("tags") or []),
-        name=run_dir.name,
+        # The jobs of one sweep share a group named after the sweep folder and carry their overrides as tags.
+        group=spec.get("group") or sweep,
+        tags=[*(spec.get("tags") or []), *(override[:64] for override in overrides)],  # W&B: tags <= 64 chars
+        name=f"{sweep}/{run_dir.name}" if sweep else run_dir.name,
         save_dir=str(run_dir),
         offline=wandb_offline(spec.get("offline")),
     )
+
+
+def hydra_job() -> tuple[str | None, list[str]]:
+    """(the sweep's name in a job of a Hydra multirun, else None; this job's command-line overrides)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, []
+    hydra_cfg = HydraConfig.get()
+    overrides = [str(override) for override in hydra_cfg.overrides.task]
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return Path(hydra_cfg.sweep.dir).name, overrides
+    return None, overrides
 
 
 def wandb_run_id(run_dir: Path) -> str:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 
+from omegaconf import read_write
+
 from lightning_llm.loggers import WANDB_ID_FILE, wandb_run_id
 from lightning_llm.train import train
+from tests.test_scale_config import multirun_job  # noqa: F401 - a fixture
 
 
 def test_wandb_run_id_is_made_once_per_run_folder(tmp_path):
@@ -23,3 +26,23 @@ def test_resumed_run_continues_its_wandb_run(make_cfg, tmp_path):
     # (two folders when the launches start in different seconds, one when in the same second).
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert runs and {run.name.rsplit("-", 1)[-1] for run in runs} == {wandb_run_id(tmp_path)}
+
+
+def test_jobs_of_a_sweep_share_a_wandb_group_and_carry_their_overrides(
+    multirun_job,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    import lightning.pytorch.loggers as lightning_loggers
+    from hydra.core.hydra_config import HydraConfig
+
+    from lightning_llm.loggers import build_loggers
+
+    captured = {}
+    monkeypatch.setattr(lightning_loggers, "WandbLogger", lambda **kwargs: captured.update(kwargs))
+    with read_write(HydraConfig.get()):
+        HydraConfig.get().sweep.dir = str(tmp_path / "multirun" / "2026-11-23_01-00-00")
+    build_loggers({"name": "wandb", "tags": ["mine"]}, multirun_job)
+    assert captured["group"] == "2026-11-23_01-00-00"
+    assert captured["tags"] == ["mine", "optim.lr=3e-4", "trainer.devices=2"]
+    assert captured["name"] == "2026-11-23_01-00-00/3"
