@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_llm import config, registry
+from lightning_llm import config, plugins, registry
 from lightning_llm.callbacks import RunSummary, TextSamples, Throughput
 from lightning_llm.callbacks.preemption import PREEMPTED_EXIT_CODE, Preemption
 from lightning_llm.callbacks.run_summary import write_json
@@ -53,6 +53,7 @@ def train(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train as ``cfg`` says; returns (summary, the objects built) for tests and sweepers. ``callbacks`` are
     added to the run's own (programmatic use: probes, custom early stopping)."""
+    plugins.load()  # once per process; a launcher's worker process (joblib, submitit) starts with none
     config.check(cfg)
     run_dir = Path(run_dir or _hydra_output_dir())
     run_dir.mkdir(parents=True, exist_ok=True)

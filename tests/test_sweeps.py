@@ -1,0 +1,37 @@
+"""Hydra multirun: every job of a grid gets its own run folder and summary, also with jobs run in parallel
+processes by the joblib launcher (whose workers start with an empty plugin registry)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import TINY
+
+
+def test_joblib_multirun_runs_every_job_in_its_own_folder(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable,
+        "-m",
+        "lightning_llm",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *TINY,
+        "logger=csv",
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.sweep.dir={sweep}",
+        "optim=adam,adamw",
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summaries = sorted(sweep.glob("*/summary.json"))
+    assert [path.parent.name for path in summaries] == ["0", "1"]
+    overrides = [(path.parent / ".hydra" / "overrides.yaml").read_text() for path in summaries]
+    assert "optim=adam\n" in overrides[0] and "optim=adamw\n" in overrides[1]
+    losses = [json.loads(path.read_text())["val_loss"] for path in summaries]
+    assert all(0 < loss < 10 for loss in losses) and losses[0] != losses[1]
