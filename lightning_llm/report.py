@@ -1,0 +1,525 @@
+"""Compare runs without W&B: ``python -m lightning_llm.report <multirun folder or run folders...>``.
+
+Reads only what a run folder holds (``summary.json``, ``.hydra/overrides.yaml``, ``csv/version_<n>/
+metrics.csv``), prints one table sorted by a metric whose columns are the overrides that differ between runs,
+and writes ``report.csv``, ``report.md`` and ``loss_curves.png`` beside the runs. A run with no
+``summary.json`` yet (still training, or stopped) is listed as "unfinished" with its last logged values.
+Bad input (no such path, no runs in it, a metric no run has) prints one line on stderr and exits with 2.
+
+Nothing here imports torch or lightning: the command starts in a fraction of a second on any machine that
+can read the files (matplotlib is imported only to draw the curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ReportError",
+    "build_table",
+    "find_runs",
+    "load_run_record",
+    "main",
+    "plot_curves",
+    "split_overrides",
+]
+
+SUMMARY_FILE = "summary.json"
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+METRICS_GLOB = "csv/version_*/metrics.csv"
+EXIT_BAD_INPUT = 2
+MISSING = "-"  # how a value a run lacks is shown in the text and Markdown tables
+
+# (summary.json key, column header, format) of the columns every table shows after the overrides.
+METRIC_COLUMNS = (
+    ("val_loss", "val_loss", ".4f"),
+    ("val_perplexity", "val_perplexity", ".2f"),
+    ("tokens_per_second", "tokens/s", ".0f"),
+    ("wall_seconds", "wall time (s)", ".1f"),
+    ("step", "step", "d"),
+)
+# metrics.csv column -> summary.json key: what an unfinished run reports, from its last logged row.
+CSV_METRICS = {
+    "val/loss": "val_loss",
+    "val/perplexity": "val_perplexity",
+    "train/loss": "train_loss",
+    "perf/tokens_per_sec": "tokens_per_second",
+    "perf/samples_per_sec": "samples_per_second",
+}
+
+
+class ReportError(ValueError):
+    """Input the report cannot use: a missing path, a folder without runs, an unknown metric."""
+
+
+# --------------------------------------------------------------------------- finding and reading runs
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """The run folders in ``paths``: each path itself if it is a run, else its sub-folders one or two levels
+    down that are (a multirun folder, or a folder of multiruns). In the order given, then by name (2 before
+    10); each run once, as an absolute path."""
+    found: dict[Path, None] = {}
+    for given in paths:
+        path = Path(given).expanduser()
+        if not path.exists():
+            raise ReportError(f"{given}: no such file or directory")
+        if not path.is_dir():
+            raise ReportError(f"{given}: not a folder; give a run folder or a multirun folder")
+        runs = _runs_under(path.resolve())
+        if not runs:
+            raise ReportError(
+                f"{given}: no runs in it (a run folder holds {SUMMARY_FILE} or csv/version_<n>/metrics.csv, "
+                "itself or one or two folders down)"
+            )
+        found.update(dict.fromkeys(runs))
+    return list(found)
+
+
+def _runs_under(path: Path) -> list[Path]:
+    if _is_run(path):
+        return [path]
+    runs = []
+    for child in _subfolders(path):
+        if _is_run(child):
+            runs.append(child)
+        else:  # a folder of runs inside the folder given: multirun/train/ holds one folder per sweep
+            runs += [grandchild for grandchild in _subfolders(child) if _is_run(grandchild)]
+    return runs
+
+
+def _is_run(path: Path) -> bool:
+    return (path / SUMMARY_FILE).is_file() or any(path.glob(METRICS_GLOB))
+
+
+def _subfolders(path: Path) -> list[Path]:
+    """Visible sub-folders by natural name order (Hydra's job folders 0, 1, ..., 10)."""
+    folders = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(folders, key=lambda p: _natural_key(p.name))
+
+
+def _natural_key(name: str) -> list[int | str]:
+    # re.split with a group alternates text and digits, so the same positions always hold the same type
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def load_run_record(path: str | Path) -> dict[str, Any]:
+    """What the report knows about one run folder.
+
+    Returns ``{"path", "status" ("finished" or "unfinished"), "overrides" ({key: value} from
+    .hydra/overrides.yaml), "metrics" (summary.json, or for an unfinished run the last value logged of each
+    metric and the last step), "train_curve", "val_curve" ([(step, loss)] from every csv version, a later
+    launch replacing the steps it logged again)}``.
+    """
+    path = Path(path).expanduser().resolve()
+    rows = _metric_rows(path)
+    summary_path = path / SUMMARY_FILE
+    if summary_path.is_file():
+        status, metrics = "finished", _read_summary(summary_path)
+    elif rows:
+        status, metrics = "unfinished", _last_logged(rows)
+    else:
+        raise ReportError(f"{path}: not a run folder (no {SUMMARY_FILE} and no {METRICS_GLOB})")
+    return {
+        "path": path,
+        "status": status,
+        "overrides": _read_overrides(path),
+        "metrics": metrics,
+        "train_curve": _curve(rows, "train/loss"),
+        "val_curve": _curve(rows, "val/loss"),
+    }
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ReportError(f"{path}: not readable as JSON ({error})") from None
+    if not isinstance(summary, dict):
+        raise ReportError(f"{path}: expected a JSON object, found {type(summary).__name__}")
+    return summary
+
+
+def _read_overrides(run: Path) -> dict[str, str]:
+    """``key=value`` overrides as {key: value}; ``+key``/``++key`` count as ``key``, ``~key`` (a deletion)
+    as ``key: "~"``. A run launched without Hydra has none."""
+    path = run / OVERRIDES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError) as error:
+        raise ReportError(f"{path}: not readable as YAML ({error})") from None
+    overrides = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if sep:
+            overrides[key.lstrip("+")] = value
+        else:
+            overrides[key.lstrip("~")] = "~"
+    return overrides
+
+
+def _metric_rows(run: Path) -> list[dict[str, str]]:
+    """Every logged row of every launch, merged into one curve: a resumed launch starts at its checkpoint's
+    step, so the rows an earlier launch logged from that step on (work lost after the checkpoint) give way
+    to the later launch's."""
+    versions = []
+    for file in run.glob(METRICS_GLOB):
+        number = file.parent.name.removeprefix("version_")
+        if number.isdigit():
+            versions.append((int(number), file))
+    rows: list[dict[str, str]] = []
+    for _, file in sorted(versions):
+        with file.open(newline="") as handle:
+            launch = [row for row in csv.DictReader(handle) if _step(row) is not None]
+        if launch:
+            first = min(_step(row) for row in launch)
+            rows = [row for row in rows if _step(row) < first] + launch
+    return rows
+
+
+def _step(row: dict[str, str]) -> int | None:
+    try:
+        return int(float(row.get("step") or ""))
+    except ValueError:
+        return None
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text or "")
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _curve(rows: list[dict[str, str]], column: str) -> list[tuple[int, float]]:
+    points = [(_step(row), _number(row.get(column))) for row in rows]
+    return [(step, value) for step, value in points if value is not None]
+
+
+def _last_logged(rows: list[dict[str, str]]) -> dict[str, Any]:
+    """An unfinished run's metrics: the last logged value of each, and the last step logged."""
+    metrics: dict[str, Any] = {key: None for key in CSV_METRICS.values()}
+    for column, key in CSV_METRICS.items():
+        curve = _curve(rows, column)
+        if curve:
+            metrics[key] = curve[-1][1]
+    if metrics["val_perplexity"] is None and metrics["val_loss"] is not None:
+        metrics["val_perplexity"] = math.exp(min(metrics["val_loss"], 700.0))
+    metrics["step"] = max(_step(row) for row in rows)
+    metrics["wall_seconds"] = None  # only a finished run times its fit
+    return metrics
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def run_root(records: Sequence[dict[str, Any]]) -> Path:
+    """The folder the runs are named relative to: their common folder (the multirun folder for a sweep),
+    or the parent of a single run."""
+    paths = [record["path"] for record in records]
+    root = Path(os.path.commonpath(paths))
+    return root.parent if root in paths else root
+
+
+def run_name(record: dict[str, Any], root: Path) -> str:
+    return record["path"].relative_to(root).as_posix()
+
+
+def split_overrides(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(``key=value`` overrides every run shares, keys whose values differ between runs), each in the order
+    the keys first appear. A run that lacks a key another run sets counts as differing."""
+    keys = list(dict.fromkeys(key for record in records for key in record["overrides"]))
+    common, differing = [], []
+    for key in keys:
+        values = {record["overrides"].get(key) for record in records}
+        if len(values) == 1:
+            common.append(f"{key}={values.pop()}")
+        else:
+            differing.append(key)
+    return common, differing
+
+
+def build_table(
+    records: Sequence[dict[str, Any]], metric: str = "val_loss", descending: bool = False
+) -> list[dict]:
+    """One row per run, best first by ``metric`` (a summary.json key; ascending unless ``descending``; runs
+    without a number for it last). Columns: run, status, the differing overrides, ``metric`` when it is not
+    one of the standard columns, then val_loss, val_perplexity, tokens/s, wall time (s) and step. Values are
+    raw (float, int, str or None); formatting is left to the writers."""
+    root = run_root(records)
+    _, differing = split_overrides(records)
+    columns = [(metric, metric)] if metric not in {key for key, _, _ in METRIC_COLUMNS} else []
+    columns += [(key, header) for key, header, _ in METRIC_COLUMNS]
+    rows = []
+    for record in records:
+        row: dict[str, Any] = {"run": run_name(record, root), "status": record["status"]}
+        row.update({key: record["overrides"].get(key) for key in differing})
+        row.update({header: record["metrics"].get(key) for key, header in columns})
+        rows.append(row)
+    sort_by = dict(columns)[metric]
+    present = [row for row in rows if _sortable(row[sort_by])]
+    absent = [row for row in rows if not _sortable(row[sort_by])]
+    return sorted(present, key=lambda row: row[sort_by], reverse=descending) + absent
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _sortable(value: Any) -> bool:
+    return _is_number(value) and not math.isnan(value)
+
+
+def format_value(header: str, value: Any) -> str:
+    """A cell as people read it: fixed decimals for the standard columns, 4 significant digits otherwise."""
+    if value is None:
+        return MISSING
+    if not _is_number(value):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # nan, inf
+    formats = {header: fmt for _, header, fmt in METRIC_COLUMNS}
+    fmt = formats.get(header, "d" if isinstance(value, int) else ".4g")
+    return format(int(value) if fmt == "d" else value, fmt)
+
+
+def _numeric_columns(rows: list[dict]) -> set[str]:
+    """Columns holding only numbers (right-aligned)."""
+    return {
+        header
+        for header in rows[0]
+        if all(row[header] is None or _is_number(row[header]) for row in rows)
+        and any(row[header] is not None for row in rows)
+    }
+
+
+def render_text(rows: list[dict], common: list[str], metric: str, descending: bool) -> str:
+    """The table as plain aligned text, with the shared overrides on one line above it."""
+    order = "descending" if descending else "ascending"
+    lines = [f"{len(rows)} runs, sorted by {metric} ({order})"]
+    lines.append("common overrides: " + (" ".join(common) if common else "(none)"))
+    lines.append("")
+    cells = [list(rows[0])] + [[format_value(header, row[header]) for header in row] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    numeric = _numeric_columns(rows)
+    for line in cells:
+        parts = [
+            cell.rjust(width) if header in numeric else cell.ljust(width)
+            for cell, width, header in zip(line, widths, rows[0], strict=True)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def render_markdown(rows: list[dict], common: list[str], metric: str, descending: bool, root: Path) -> str:
+    order = "descending" if descending else "ascending"
+    shared = ", ".join(f"`{item}`" for item in common) if common else "(none)"
+    numeric = _numeric_columns(rows)
+    headers = list(rows[0])
+
+    def line(cells: Iterable[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    lines = [
+        f"# Runs in `{root}`",
+        "",
+        f"Sorted by `{metric}` ({order}). Common overrides: {shared}.",
+        "",
+        line(headers),
+        "| " + " | ".join("---:" if header in numeric else "---" for header in headers) + " |",
+    ]
+    lines += [line(format_value(header, row[header]) for header in headers) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Full-precision values for scripts; a missing value is an empty cell."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
+
+
+# --------------------------------------------------------------------------- the loss curves
+
+
+def curve_labels(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Each run's legend label: its differing overrides (its folder name when none differ, or prefixed by
+    it when two runs would read the same), "(unfinished)" for a run still without summary.json."""
+    root = run_root(records)
+    _, differing = split_overrides(records)
+    labels = [
+        ", ".join(f"{key}={record['overrides'][key]}" for key in differing if key in record["overrides"])
+        for record in records
+    ]
+    names = [run_name(record, root) for record in records]
+    if len(set(labels)) < len(labels) or not all(labels):
+        labels = [f"{name}: {label}" if label else name for name, label in zip(names, labels, strict=True)]
+    return [
+        label + (" (unfinished)" if record["status"] == "unfinished" else "")
+        for label, record in zip(labels, records, strict=True)
+    ]
+
+
+def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str = "") -> bool:
+    """Train loss (thin line) and val loss (markers) against the optimizer step, one colour per run.
+    Returns False (and writes nothing) when no run has a logged loss. Uses the Agg canvas directly, so it
+    works with no display and leaves pyplot's global backend alone."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    labelled = zip(records, curve_labels(records), strict=True)
+    plotted = [(record, label) for record, label in labelled if record["train_curve"] or record["val_curve"]]
+    if not plotted:
+        return False
+    palette = colormaps["tab10" if len(plotted) <= 10 else "tab20"]
+    fig = Figure(figsize=(10, 6), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    run_handles = []
+    for i, (record, label) in enumerate(plotted):
+        color = palette(i % palette.N)
+        if record["train_curve"]:
+            steps, losses = zip(*record["train_curve"], strict=True)
+            lone = len(steps) == 1  # a line needs two points: show a lone one as a dot
+            ax.plot(steps, losses, color=color, linewidth=1.2, marker="." if lone else None)
+        final = _final_val(record)
+        val_curve = [point for point in record["val_curve"] if point != final]  # logged again at the end
+        if val_curve:
+            steps, losses = zip(*val_curve, strict=True)
+            ax.plot(steps, losses, color=color, linestyle=":", linewidth=1.0, marker="o", markersize=6)
+        if final:
+            ax.plot(*final, color=color, marker="*", markersize=14, markeredgecolor="black", linewidth=0)
+        run_handles.append(Line2D([], [], color=color, linewidth=2.5, label=label))
+    style_handles = [
+        Line2D([], [], color="0.35", linewidth=1.2, label="train loss"),
+        Line2D([], [], color="0.35", linestyle=":", marker="o", markersize=6, label="val loss"),
+        Line2D(
+            [],
+            [],
+            color="0.35",
+            marker="*",
+            markersize=12,
+            linewidth=0,
+            label="final val loss (summary.json)",
+        ),
+    ]
+    outside = len(plotted) > 6  # a long legend goes beside the axes instead of over the curves
+    runs_legend = ax.legend(
+        handles=run_handles,
+        title="runs",
+        loc="upper left" if outside else "upper right",
+        bbox_to_anchor=(1.01, 1.0) if outside else None,
+        fontsize="small",
+    )
+    ax.add_artist(runs_legend)
+    ax.legend(handles=style_handles, loc="lower left", fontsize="small")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title or "loss curves")
+    ax.grid(True, alpha=0.3)
+    fig.savefig(path)
+    return True
+
+
+def _final_val(record: dict[str, Any]) -> tuple[int, float] | None:
+    """A finished run's summary val_loss at its last step: measured on the whole val split with the final
+    weights, so it can differ from the periodic val losses (often over limit_val_batches batches)."""
+    step, loss = record["metrics"].get("step"), record["metrics"].get("val_loss")
+    if record["status"] != "finished" or not _is_number(step) or not _sortable(loss) or math.isinf(loss):
+        return None
+    return int(step), float(loss)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_llm.report",
+        description="Compare runs from their folders: a table sorted by a metric, report.csv, report.md and "
+        "loss_curves.png.",
+        epilog="examples:\n"
+        "  python -m lightning_llm.report multirun/train/2024-01-01_12-00-00\n"
+        "  python -m lightning_llm.report outputs/train/run_a outputs/train/run_b --metric tokens_per_second "
+        "--descending",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="a multirun folder, run folders, or folders of either"
+    )
+    parser.add_argument(
+        "--metric", default="val_loss", help="summary.json key to sort by (default: val_loss)"
+    )
+    parser.add_argument("--descending", action="store_true", help="largest first (e.g. for accuracy)")
+    parser.add_argument(
+        "--out", metavar="DIR", help="where to write the files (default: the runs' common folder)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        records = [load_run_record(path) for path in find_runs(args.paths)]
+        _check_metric(records, args.metric)
+        rows = build_table(records, args.metric, args.descending)
+        common, _ = split_overrides(records)
+        root = run_root(records)
+        out = Path(args.out).expanduser() if args.out else root
+        written = _write(rows, records, common, args, root, out)
+    except ReportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(render_text(rows, common, args.metric, args.descending))
+    print(f"\nwrote {', '.join(str(out / name) for name in written)}")
+    return 0
+
+
+def _check_metric(records: list[dict[str, Any]], metric: str) -> None:
+    if not any(metric in record["metrics"] for record in records):
+        keys = sorted({key for record in records for key in record["metrics"]})
+        raise ReportError(f"--metric {metric}: no run has it; summary keys: {', '.join(keys)}")
+
+
+def _write(
+    rows: list[dict], records: list[dict], common: list[str], args: argparse.Namespace, root: Path, out: Path
+) -> list[str]:
+    """Writes the files into ``out``; returns the names written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(rows, out / "report.csv")
+        (out / "report.md").write_text(render_markdown(rows, common, args.metric, args.descending, root))
+        written = ["report.csv", "report.md"]
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("matplotlib is not installed (pip install matplotlib): no loss_curves.png", file=sys.stderr)
+            return written
+        by_name = {run_name(record, root): record for record in records}
+        ranked = [by_name[row["run"]] for row in rows]  # the legend lists the runs in the table's order
+        if plot_curves(ranked, out / "loss_curves.png", title=f"loss curves: {root.name}"):
+            written.append("loss_curves.png")
+    except OSError as error:
+        raise ReportError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+    return written
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""python -m lightning_llm.report: run folders made by hand (finished, resumed, unfinished, without a metric),
+then one real two-job multirun."""
+
+import csv
+import json
+import math
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightning_llm.report import build_table, find_runs, load_run_record, main
+from tests.conftest import TINY
+
+COLUMNS = ["epoch", "perf/tokens_per_sec", "step", "train/loss", "val/loss", "val/perplexity"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TAB10 = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]  # matplotlib's first four colours
+
+
+def write_run(run: Path, overrides: list[str], summary: dict | None, versions: list[list[dict]]) -> Path:
+    """A run folder as train() leaves it: overrides, summary.json (None: still running), one metrics.csv
+    per launch."""
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {item}\n" for item in overrides))
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    if summary is not None:
+        (run / "summary.json").write_text(json.dumps(summary))
+    for number, rows in enumerate(versions):
+        folder = run / "csv" / f"version_{number}"
+        folder.mkdir(parents=True)
+        with (folder / "metrics.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    return run
+
+
+def train_row(step: int, loss: float, tokens_per_sec: float = 1000.0) -> dict:
+    return {"epoch": 0, "step": step, "train/loss": loss, "perf/tokens_per_sec": tokens_per_sec}
+
+
+def val_row(step: int, loss: float) -> dict:
+    return {"epoch": 0, "step": step, "val/loss": loss, "val/perplexity": math.exp(loss)}
+
+
+def summary(val_loss: float | None, tokens_per_second: float, wall_seconds: float, step: int = 20) -> dict:
+    return {
+        "train_loss": 3.1,
+        "val_loss": val_loss,
+        "val_perplexity": None if val_loss is None else math.exp(val_loss),
+        "test_loss": None if val_loss is None else val_loss + 0.01,
+        "tokens_per_second": tokens_per_second,
+        "mfu": None,
+        "step": step,
+        "wall_seconds": wall_seconds,
+        "params": 1234,
+    }
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """Four jobs of one multirun: 0 finished; 1 resumed once (two csv versions); 2 unfinished; 10 finished
+    without a val loss and with an extra override."""
+    root = tmp_path / "multirun" / "2024-01-01_00-00-00"
+    common = ["seed=1", "tokenizer=char"]
+    write_run(
+        root / "0",
+        [*common, "optim.lr=0.001"],
+        summary(3.0, 1000.0, 10.0),
+        [[train_row(4, 4.5), train_row(9, 4.0), val_row(9, 3.9), train_row(19, 3.2), val_row(19, 3.1)]],
+    )
+    first_launch = [
+        train_row(4, 4.4),
+        train_row(9, 3.9),
+        val_row(9, 3.8),
+        train_row(14, 3.5),
+        train_row(19, 9.9),
+    ]
+    second_launch = [train_row(19, 2.8, 1500.0), val_row(19, 2.7), train_row(24, 2.6, 1500.0)]
+    write_run(
+        root / "1", [*common, "optim.lr=0.003"], summary(2.5, 1500.0, 20.0, 25), [first_launch, second_launch]
+    )
+    write_run(
+        root / "2",
+        [*common, "optim.lr=0.002"],
+        None,
+        [[train_row(4, 4.3, 900.0), val_row(9, 3.6), train_row(14, 3.0, 1100.0), val_row(14, 2.75)]],
+    )
+    write_run(
+        root / "10",
+        [*common, "optim.lr=0.01", "+model.n_layer=4"],
+        summary(None, 800.0, 5.0),
+        [[train_row(4, 5.0), train_row(9, 4.8)]],
+    )
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def run_report(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def table_lines(out: str) -> list[str]:
+    """The text table: its header line and one line per run."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("run "))
+    return lines[start : lines.index("", start)]
+
+
+# --------------------------------------------------------------------------- finding and reading runs
+
+
+def test_find_runs_takes_a_multirun_a_folder_above_it_or_run_folders(sweep, tmp_path):
+    jobs = [sweep / name for name in ("0", "1", "2", "10")]  # 10 after 2: Hydra's job numbers
+    assert find_runs([sweep]) == jobs
+    assert find_runs([tmp_path / "multirun"]) == jobs  # two levels down
+    assert find_runs([sweep / "10", sweep / "1", sweep / "10"]) == [sweep / "10", sweep / "1"]
+
+
+def test_a_resumed_run_merges_its_csv_versions_and_the_later_launch_wins(sweep):
+    record = load_run_record(sweep / "1")
+    assert record["status"] == "finished"
+    # the first launch's step 19 (9.9, lost after its checkpoint) gives way to the second launch's
+    assert record["train_curve"] == [(4, 4.4), (9, 3.9), (14, 3.5), (19, 2.8), (24, 2.6)]
+    assert record["val_curve"] == [(9, 3.8), (19, 2.7)]
+    assert record["overrides"] == {"seed": "1", "tokenizer": "char", "optim.lr": "0.003"}
+    assert record["metrics"]["val_loss"] == 2.5
+    assert record["metrics"]["step"] == 25
+
+
+def test_an_unfinished_run_reports_its_last_logged_values(sweep):
+    record = load_run_record(sweep / "2")
+    assert record["status"] == "unfinished"
+    metrics = record["metrics"]
+    assert metrics["val_loss"] == 2.75
+    assert metrics["val_perplexity"] == pytest.approx(math.exp(2.75))
+    assert metrics["train_loss"] == 3.0
+    assert metrics["tokens_per_second"] == 1100.0
+    assert metrics["step"] == 14
+    assert metrics["wall_seconds"] is None
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def test_the_table_sorts_by_the_metric_with_runs_lacking_it_last(sweep):
+    records = [load_run_record(path) for path in find_runs([sweep])]
+    rows = build_table(records, "val_loss", descending=False)
+    assert [row["run"] for row in rows] == ["1", "2", "0", "10"]
+    assert list(rows[0]) == [
+        "run",
+        "status",
+        "optim.lr",
+        "model.n_layer",
+        "val_loss",
+        "val_perplexity",
+        "tokens/s",
+        "wall time (s)",
+        "step",
+    ]
+    assert rows[0] == {
+        "run": "1",
+        "status": "finished",
+        "optim.lr": "0.003",
+        "model.n_layer": None,
+        "val_loss": 2.5,
+        "val_perplexity": math.exp(2.5),
+        "tokens/s": 1500.0,
+        "wall time (s)": 20.0,
+        "step": 25,
+    }
+    assert rows[1]["status"] == "unfinished"
+    assert rows[3]["model.n_layer"] == "4"
+    descending = build_table(records, "val_loss", descending=True)
+    assert [row["run"] for row in descending] == ["0", "2", "1", "10"]
+    by_speed = build_table(records, "tokens_per_second", descending=True)
+    assert [row["run"] for row in by_speed] == ["1", "2", "0", "10"]
+    assert [row["tokens/s"] for row in by_speed] == [1500.0, 1100.0, 1000.0, 800.0]
+
+
+def test_a_metric_outside_the_standard_columns_gets_its_own_column(sweep):
+    records = [load_run_record(path) for path in find_runs([sweep])]
+    rows = build_table(records, "test_loss", descending=False)
+    assert list(rows[0])[4] == "test_loss"
+    assert [(row["run"], row["test_loss"]) for row in rows] == [
+        ("1", 2.51),
+        ("0", 3.01),
+        ("2", None),  # runs without it keep their folder order
+        ("10", None),
+    ]
+
+
+def test_the_command_prints_an_aligned_table_and_writes_csv_and_md(sweep, tmp_path, capsys):
+    out_dir = tmp_path / "report"
+    code, out, err = run_report(capsys, sweep, "--out", out_dir)
+    assert code == 0, err
+    assert "common overrides: seed=1 tokenizer=char" in out
+    lines = table_lines(out)
+    assert re.split(r"\s{2,}", lines[0]) == [
+        "run",
+        "status",
+        "optim.lr",
+        "model.n_layer",
+        "val_loss",
+        "val_perplexity",
+        "tokens/s",
+        "wall time (s)",
+        "step",
+    ]
+    assert [line.split()[:4] for line in lines[1:]] == [
+        ["1", "finished", "0.003", "-"],
+        ["2", "unfinished", "0.002", "-"],
+        ["0", "finished", "0.001", "-"],
+        ["10", "finished", "0.01", "4"],
+    ]
+    assert lines[1].split()[4:] == ["2.5000", "12.18", "1500", "20.0", "25"]
+    assert lines[2].split()[4:] == ["2.7500", "15.64", "1100", "-", "14"]
+    # numbers are right-aligned: each column ends at its header's end
+    end = lines[0].index("val_loss") + len("val_loss")
+    assert all(line[end - 6 : end] in ("2.5000", "2.7500", "3.0000", "     -") for line in lines[1:])
+
+    with (out_dir / "report.csv").open(newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [row["run"] for row in written] == ["1", "2", "0", "10"]
+    assert float(written[0]["val_perplexity"]) == math.exp(2.5)  # full precision
+    assert written[3]["val_loss"] == "" and written[3]["model.n_layer"] == "4"
+    assert written[1]["status"] == "unfinished" and written[1]["wall time (s)"] == ""
+
+    markdown = (out_dir / "report.md").read_text().splitlines()
+    assert "Common overrides: `seed=1`, `tokenizer=char`." in markdown[2]
+    header = markdown.index(
+        "| run | status | optim.lr | model.n_layer | val_loss | val_perplexity | tokens/s "
+        "| wall time (s) | step |"
+    )
+    assert markdown[header + 1] == "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    assert markdown[header + 2] == "| 1 | finished | 0.003 | - | 2.5000 | 12.18 | 1500 | 20.0 | 25 |"
+    assert markdown[header + 5] == "| 10 | finished | 0.01 | 4 | - | - | 800 | 5.0 | 20 |"
+
+
+def test_the_loss_curves_png_draws_every_run(sweep, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    code, out, err = run_report(capsys, sweep, "--out", tmp_path / "report")
+    assert code == 0, err
+    png = tmp_path / "report" / "loss_curves.png"
+    assert f"wrote {tmp_path / 'report' / 'report.csv'}" in out and str(png) in out
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    width, height = struct.unpack(">II", png.read_bytes()[16:24])  # the IHDR chunk
+    assert (width, height) == (1100, 660)
+    assert png.stat().st_size > 20_000
+    assert_colours_drawn(png, TAB10)  # one colour per run: all four runs have curves
+
+
+def assert_colours_drawn(png: Path, colours: list[tuple[int, int, int]]) -> None:
+    """Each colour covers more pixels than its legend entry alone does (about 120): its run's curves are
+    drawn."""
+    from matplotlib.image import imread
+
+    image = imread(png)[..., :3] * 255
+    near = [int((np.abs(image - np.array(colour)).max(axis=-1) <= 30).sum()) for colour in colours]
+    assert all(count > 250 for count in near), near
+
+
+def test_the_report_goes_to_the_runs_common_folder_by_default(sweep, capsys):
+    code, out, err = run_report(capsys, sweep / "0", sweep / "1", "--metric", "wall_seconds")
+    assert code == 0, err
+    assert [line.split()[0] for line in table_lines(out)[1:]] == ["0", "1"]
+    assert "common overrides: seed=1 tokenizer=char" in out
+    assert (sweep / "report.csv").is_file() and (sweep / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["{tmp}/nope"], "error: {tmp}/nope: no such file or directory"),
+        (["{tmp}/empty"], "error: {tmp}/empty: no runs in it"),
+        (
+            ["{sweep}", "--metric", "bleu"],
+            "error: --metric bleu: no run has it; summary keys: mfu, params, samples_per_second, step",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_naming_it(sweep, tmp_path, capsys, args, expected):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    args = [arg.format(tmp=tmp_path, sweep=sweep) for arg in args]
+    code, out, err = run_report(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(expected.format(tmp=tmp_path))
+
+
+def test_the_command_starts_without_torch_and_exits_2_on_a_bad_path(tmp_path):
+    check = "import sys, lightning_llm.report; print(sorted({'torch', 'lightning'} & set(sys.modules)))"
+    imported = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert imported.stdout.strip() == "[]", imported.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_llm.report", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'nope'}: no such file or directory"
+
+
+# --------------------------------------------------------------------------- a real multirun
+
+
+def test_a_real_two_job_multirun(tmp_path, capsys):
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightning_llm",
+            "-m",
+            *TINY,
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"hydra.sweep.dir={sweep_dir}",
+            "data.val_fraction=0.01",  # the final evaluation reads the whole val split: keep it small
+            "optim.lr=1e-3,3e-3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        # one thread: a tiny model gains nothing from more, and the test machine's CPUs are shared
+        env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    code, out, err = run_report(capsys, sweep_dir)
+    assert code == 0, err
+    summaries = {name: json.loads((sweep_dir / name / "summary.json").read_text()) for name in ("0", "1")}
+    rows = build_table([load_run_record(sweep_dir / name) for name in ("0", "1")], "val_loss", False)
+    assert [row["run"] for row in rows] == sorted(summaries, key=lambda name: summaries[name]["val_loss"])
+    assert list(rows[0])[:4] == ["run", "status", "optim.lr", "val_loss"]  # the only differing override
+    assert {row["run"]: row["optim.lr"] for row in rows} == {"0": "0.001", "1": "0.003"}
+    assert {row["run"]: row["val_loss"] for row in rows} == {n: s["val_loss"] for n, s in summaries.items()}
+    assert all(row["step"] == 8 and row["status"] == "finished" for row in rows)
+    assert "debug=fast" in out and "optim.lr" not in out.split("common overrides:")[1].splitlines()[0]
+    for name in ("0", "1"):
+        record = load_run_record(sweep_dir / name)
+        assert record["train_curve"] and record["val_curve"]
+        assert max(step for step, _ in record["train_curve"]) <= 8
+    with (sweep_dir / "report.csv").open(newline="") as handle:
+        written = {row["run"]: float(row["val_loss"]) for row in csv.DictReader(handle)}
+    assert written == {n: s["val_loss"] for n, s in summaries.items()}
+    pytest.importorskip("matplotlib")  # the curves need it (a test dependency)
+    assert (sweep_dir / "loss_curves.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert_colours_drawn(sweep_dir / "loss_curves.png", TAB10[:2])
