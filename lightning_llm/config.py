@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import importlib.resources
 import inspect
 import types
 import typing
@@ -101,8 +102,28 @@ def store_schemas(store: ConfigStore | None = None) -> None:
         node = schema(plugin)
         refined = (conf / plugin.kind / f"{plugin.name}.yaml").is_file()  # it extends the schema node itself
         if plugin.kind in GROUP_KINDS and not refined:
-            store.store(group=plugin.kind, name=plugin.name, node=node, provider=plugin.source)
+            defaults = packaged_defaults(plugin)
+            group_node = OmegaConf.merge(OmegaConf.structured(node), defaults) if defaults else node
+            store.store(group=plugin.kind, name=plugin.name, node=group_node, provider=plugin.source)
         store.store(group=f"schema/{plugin.kind}", name=plugin.name, node=node, provider=plugin.source)
+
+
+def packaged_defaults(plugin: registry.Plugin) -> DictConfig | None:
+    """A plugin package's own YAML defaults: ``<its top-level package>/conf/<kind>/<name>.yaml``, if shipped.
+
+    They refine the signature's node exactly as ``conf/<kind>/<name>.yaml`` does for a built-in (typed and
+    checked against the signature, since they are merged into its structured node).
+    """
+    package = getattr(plugin.target, "__module__", "").split(".")[0]
+    if not package or package == "lightning_llm":
+        return None
+    try:
+        path = importlib.resources.files(package) / "conf" / plugin.kind / f"{plugin.name}.yaml"
+    except (ModuleNotFoundError, TypeError):
+        return None
+    if not path.is_file():
+        return None
+    return OmegaConf.create(path.read_text(encoding="utf-8"))
 
 
 def _hydra_type(annotation: Any) -> Any:

@@ -1,9 +1,12 @@
 """parallel_gpt: the model contract, causality, KV-cache generation and a CLI run whose loss falls."""
 
 import csv
+import subprocess
+import sys
 
 import pytest
 import torch
+import yaml
 from llm_parallel_gpt import ParallelBlock, ParallelGPT, parallel_gpt
 from torch import nn
 
@@ -96,3 +99,17 @@ def test_trains_through_the_cli_and_the_loss_falls(train_cli):
     losses = [float(row["train/loss"]) for row in csv.DictReader(metrics.open()) if row.get("train/loss")]
     assert len(losses) == 8
     assert sum(losses[-2:]) < sum(losses[:2]) - 0.2  # the last two steps' loss well below the first two
+
+
+def test_the_packaged_yaml_defaults_refine_the_signature():
+    """conf/model/parallel_gpt.yaml inside the package sets what model=parallel_gpt gives."""
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_llm", "model=parallel_gpt", "--cfg", "job"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = yaml.safe_load(result.stdout)["model"]
+    assert (model["n_layer"], model["n_head"], model["n_embd"], model["dropout"]) == (6, 6, 192, 0.1)
+    assert model["positions"] == "rotary"  # untouched keys keep the signature's defaults
