@@ -1,0 +1,571 @@
+"""``python -m lightning_llm.search hparams_search=<name> [overrides]``: a resumable hyperparameter search.
+
+``conf/hparams_search/<name>.yaml`` sets ``optimized_metric`` (a key of summary.json) and a ``search`` node:
+the study (``study_name``, ``direction``, ``n_trials``, ``dir``, ``storage``), the Optuna ``sampler`` and
+``pruner``, and ``params``, a map from an override key to its range::
+
+    optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+    model.n_layer: {type: int, low: 2, high: 6}
+    optim: {type: categorical, choices: [adam, adamw]}
+
+Each trial composes the config from your overrides plus its own, trains in this process into
+``<search.dir>/trial_<n>/`` (a normal run folder) and tells the study its metric. After every validation the
+metric is reported to the pruner, which stops trials that fall behind the others at the same step. A trial
+whose config is invalid, or that fails, is recorded with its error and the search goes on; one that diverges
+is pruned (the sampler then treats its region as the worst seen).
+
+The study lives in SQLite (``<search.dir>/study.db`` unless ``search.storage`` names another database), so the
+same command run again continues it: finished trials are kept and count towards ``n_trials``; a trial that
+was running when the process died is marked failed and queued again with the same parameters, into the same
+run folder, where it continues from its last checkpoint. Trials are single-process runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import re
+import socket
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+try:
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+except ModuleNotFoundError as error:
+    raise ModuleNotFoundError(f"{error}: the search needs it: pip install 'lightning-llm[search]'") from error
+
+from lightning_llm import cli, config, plugins, registry
+from lightning_llm.config import ConfigError
+
+log = logging.getLogger("lightning_llm.search")
+
+GROUP = "hparams_search"
+SETTINGS = ("study_name", "direction", "n_trials", "dir", "storage", "sampler", "pruner", "params")
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "qmc": "QMCSampler", "cmaes": "CmaEsSampler"}
+PRUNERS = {
+    "none": "NopPruner",
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "threshold": "ThresholdPruner",
+}
+PARAM_FIELDS = {
+    "float": ("low", "high", "log", "step"),
+    "int": ("low", "high", "log", "step"),
+    "categorical": ("choices",),
+}
+KEY = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
+BARE = re.compile(r"[A-Za-z_][\w./-]*")  # a string Hydra reads back as the same string without quotes
+
+
+# --------------------------------------------------------------------------- the search space
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One searched config key: a float or int range (log-scaled or stepped) or a list of choices."""
+
+    key: str
+    type: str
+    low: float = 0
+    high: float = 0
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.type == "categorical":
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if self.type == "int":
+            return trial.suggest_int(
+                self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
+        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+
+    def corners(self) -> list[Any]:
+        """The values that bound the space: every value between them is of the same kind."""
+        return list(self.choices) if self.type == "categorical" else [self.low, self.high]
+
+
+def parse_param(key: str, spec: Any) -> Param:
+    """Validate one ``search.params`` entry; a bad one raises ConfigError naming the key."""
+    where = f"search.params.{key}"
+    if not KEY.fullmatch(key) or key.split(".")[0] in ("hydra", "search"):
+        raise ConfigError(f"{where}: not a config key to search over (e.g. optim.lr, model.n_layer, optim)")
+    if not isinstance(spec, dict) or spec.get("type") not in PARAM_FIELDS:
+        raise ConfigError(f"{where}: needs 'type: float', 'type: int' or 'type: categorical' (got {spec!r})")
+    kind = spec["type"]
+    unknown = sorted(set(spec) - {"type", *PARAM_FIELDS[kind]})
+    if unknown:
+        raise ConfigError(
+            f"{where}: {kind} has no field {unknown[0]!r}; its fields: {', '.join(PARAM_FIELDS[kind])}"
+        )
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{where}: categorical needs a non-empty list 'choices'")
+        for choice in choices:
+            if choice is not None and not isinstance(choice, bool | int | float | str):
+                raise ConfigError(f"{where}: choice {choice!r} is not a number, string, boolean or null")
+        return Param(key, kind, choices=tuple(choices))
+    number = (int,) if kind == "int" else (int, float)
+    for field in ("low", "high"):
+        value = spec.get(field)
+        if isinstance(value, bool) or not isinstance(value, number):
+            raise ConfigError(
+                f"{where}.{field}={value!r}: {kind} needs {'an integer' if kind == 'int' else 'a number'}"
+            )
+    low, high, log_scale, step = spec["low"], spec["high"], bool(spec.get("log", False)), spec.get("step")
+    if low > high:
+        raise ConfigError(f"{where}: low={low} is above high={high}")
+    if log_scale and low <= 0:
+        raise ConfigError(f"{where}: log scale needs low > 0 (got {low})")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, number) or step <= 0):
+        raise ConfigError(
+            f"{where}.step={step!r}: needs a positive {'integer' if kind == 'int' else 'number'}"
+        )
+    if step is not None and log_scale and step != 1:
+        raise ConfigError(f"{where}: choose log or step, not both (Optuna samples either)")
+    return Param(key, kind, float(low), float(high), log_scale, step)
+
+
+def as_override(key: str, value: Any) -> str:
+    """``key=value`` that Hydra parses back to exactly ``value``."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, int | float):
+        text = repr(value)
+    elif BARE.fullmatch(value) and value.lower() not in ("true", "false", "null", "nan", "inf"):
+        text = value
+    else:
+        text = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return f"{key}={text}"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclasses.dataclass
+class Settings:
+    """The ``search`` node, checked: what to optimise, where the study lives, how to sample and prune."""
+
+    metric: str
+    study_name: str
+    direction: str
+    n_trials: int
+    dir: Path
+    storage: str
+    sampler: dict[str, Any]
+    pruner: dict[str, Any]
+    params: dict[str, Param]
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Settings:
+        if "search" not in cfg:
+            raise ConfigError(
+                f"no search node: choose a search space, e.g. {GROUP}=gpt_lr (conf/{GROUP}/*.yaml)"
+            )
+        node = OmegaConf.to_container(cfg.search, resolve=True)
+        unknown = sorted(set(node) - set(SETTINGS))
+        if unknown:
+            raise ConfigError(f"search.{unknown[0]} is not a search setting; they are: {', '.join(SETTINGS)}")
+        name = str(node.get("study_name") or "search")
+        direction = node.get("direction", "minimize")
+        if direction not in ("minimize", "maximize"):
+            raise ConfigError(f"search.direction={direction!r}: choose minimize or maximize")
+        n_trials = node.get("n_trials", 20)
+        if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+            raise ConfigError(f"search.n_trials={n_trials!r}: needs a positive integer")
+        params = node.get("params") or {}
+        if not isinstance(params, dict) or not params:
+            raise ConfigError(
+                "search.params is empty: map config keys to ranges, e.g. optim.lr: {type: float, ...}"
+            )
+        # relative to where the search starts, so the same command run again finds the same study
+        folder = Path(node.get("dir") or f"multirun/search/{name}").resolve()
+        return cls(
+            metric=str(cfg.get("optimized_metric") or "val_loss"),
+            study_name=name,
+            direction=direction,
+            n_trials=n_trials,
+            dir=folder,
+            storage=str(node.get("storage") or f"sqlite:///{folder / 'study.db'}"),
+            sampler=_spec(node.get("sampler"), "tpe"),
+            pruner=_spec(node.get("pruner"), "none"),
+            params={key: parse_param(str(key), spec) for key, spec in params.items()},
+        )
+
+    @property
+    def monitor(self) -> str | None:
+        """The validation metric logged during training that is ``metric`` (``val_loss`` -> ``val/loss``)."""
+        stage, _, name = self.metric.partition("_")
+        return f"val/{name}" if stage == "val" and name else None
+
+
+def _spec(node: Any, default: str) -> dict[str, Any]:
+    if node is None or isinstance(node, str):
+        return {"name": node or default}
+    return dict(node)
+
+
+def build_sampler(spec: dict[str, Any], seed_offset: int) -> optuna.samplers.BaseSampler:
+    """The sampler; a resumed search shifts its seed by the trials already run, so it does not replay the
+    first process's random draws."""
+    spec = dict(spec)
+    if spec.get("seed") is not None:
+        spec["seed"] = int(spec["seed"]) + seed_offset
+    return _build(optuna.samplers, "sampler", SAMPLERS, spec)
+
+
+def build_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
+    return _build(optuna.pruners, "pruner", PRUNERS, spec)
+
+
+def _build(module: Any, kind: str, table: dict[str, str], spec: dict[str, Any]) -> Any:
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if name not in table:
+        raise ConfigError(f"search.{kind}.name={name!r}: choose one of: {', '.join(table)}")
+    try:
+        return getattr(module, table[name])(**spec)
+    except (TypeError, ValueError, ImportError) as error:
+        raise ConfigError(f"search.{kind} ({name}): {error}") from None
+
+
+# --------------------------------------------------------------------------- composing configs
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """The composed config, with the defaults that follow a model/objective choice (as the CLI adds them)."""
+    return cli.compose_config([*overrides, *cli.plugin_defaults(overrides)])
+
+
+def trial_config(overrides: list[str], settings: Settings) -> DictConfig:
+    """A trial's run config: the search node left out (train() never sees it), W&B runs grouped by study."""
+    cfg = compose(overrides)
+    with open_dict(cfg):
+        cfg.pop("search", None)
+        if cfg.logger.get("name") == "wandb" and not cfg.logger.get("group"):
+            cfg.logger.group = settings.study_name
+    return cfg
+
+
+def with_search_group(overrides: list[str]) -> list[str]:
+    """``hparams_search=x`` appended to the defaults list when conf/config.yaml does not name the group."""
+    listed = any(
+        isinstance(entry, DictConfig) and any(str(k).split()[-1] == GROUP for k in entry)
+        for entry in OmegaConf.load(Path(config.config_dir()) / "config.yaml").defaults
+    )
+    return [f"+{o}" if not listed and o.startswith(f"{GROUP}=") else o for o in overrides]
+
+
+def check_space(settings: Settings, overrides: list[str]) -> None:
+    """Compose and check the config at each end of every range and at every choice, so a misspelt key or
+    plugin name fails before any trial runs, naming the key."""
+    for param in settings.params.values():
+        for value in param.corners():
+            value = int(value) if param.type == "int" else value
+            try:
+                config.check(trial_config([*overrides, as_override(param.key, value)], settings))
+            except (ConfigError, registry.PluginError) as error:
+                raise ConfigError(f"search.params.{param.key}={value}: {error}") from None
+
+
+def check_single_process(cfg: DictConfig) -> None:
+    from lightning_llm.distributed import strategy
+
+    processes = strategy.world_size(OmegaConf.to_container(cfg.trainer, resolve=True))
+    if processes > 1:
+        raise ConfigError(
+            f"trainer.devices x trainer.num_nodes = {processes}: the search trains each trial in its own "
+            "process as a single-device run; for multi-device trials use a Hydra multirun sweep"
+        )
+
+
+# --------------------------------------------------------------------------- the study
+
+
+def open_study(settings: Settings) -> optuna.Study:
+    pruner = build_pruner(settings.pruner)
+    build_sampler(settings.sampler, seed_offset=0)  # a bad sampler spec fails before anything is written
+    settings.dir.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        storage=settings.storage,
+        study_name=settings.study_name,
+        direction=settings.direction,
+        load_if_exists=True,
+    )
+    stored = study.direction.name.lower()
+    if stored != settings.direction:
+        raise ConfigError(
+            f"study {settings.study_name!r} in {settings.storage} was created to {stored}; "
+            f"search.direction={settings.direction} (use another study_name)"
+        )
+    study.sampler = build_sampler(settings.sampler, seed_offset=len(study.trials))
+    study.pruner = pruner
+    return study
+
+
+def retry_interrupted(study: optuna.Study) -> None:
+    """Trials left RUNNING by a search process that is gone (killed, preempted, Ctrl-C) are marked failed and
+    queued again with the same parameters and run folder, so they continue from their last checkpoint."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _alive(trial.user_attrs.get("worker")):
+            continue  # another search process on this machine is running it
+        study.tell(trial.number, state=TrialState.FAIL)
+        # an enqueued trial that died before its params were suggested still holds them as fixed_params
+        params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+        attrs = {"retry_of": trial.number, "run_dir": trial.user_attrs.get("run_dir")}
+        study.enqueue_trial(params, user_attrs={k: v for k, v in attrs.items() if v is not None})
+        log.warning("trial %d was interrupted; queued again with the same parameters", trial.number)
+
+
+def counted(study: optuna.Study) -> int:
+    """Trials that count towards n_trials: running or finished, less those retried after an interruption."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    return sum(t.state != TrialState.WAITING and t.number not in retried for t in trials)
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(worker: str | None) -> bool:
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- one trial
+
+
+class Diverged(optuna.TrialPruned):
+    """The monitored metric became NaN or infinite: the trial is pruned (no point in training on)."""
+
+
+class Pruning(L.Callback):
+    """After each validation during fit, reports ``monitor`` at the optimizer step to the trial, and stops the
+    run when the pruner says so. The ``optuna.TrialPruned`` it raises leaves ``trainer.fit`` through
+    Lightning's exception path (callbacks' ``on_exception``, loggers finalized as failed, teardown), then
+    train()'s ``finally`` finishes the W&B run."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str | None) -> None:
+        self.trial, self.monitor = trial, monitor
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or self.monitor is None:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        value, step = float(value), trainer.global_step
+        self.trial.report(value, step)  # NaN too: the TPE sampler ranks a NaN trial below every other
+        if not math.isfinite(value):
+            raise Diverged(f"diverged: {self.monitor}={value} at step {step}")
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned: {self.monitor}={value:.4g} at step {step}")
+
+
+def run_trial(study: optuna.Study, settings: Settings, overrides: list[str]) -> FrozenTrial:
+    """Ask for a trial, train it, tell the study how it ended."""
+    trial = study.ask()
+    params = [as_override(p.key, p.suggest(trial)) for p in settings.params.values()]
+    run_dir = Path(trial.user_attrs.get("run_dir") or settings.dir / f"trial_{trial.number}")
+    trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("worker", _worker())
+    log.info("trial %d: %s -> %s", trial.number, " ".join(params), run_dir)
+    # a retried trial continues from the last checkpoint in its run folder
+    resume = ["ckpt_path=auto"] if "retry_of" in trial.user_attrs else []
+    state, value, note = _train(trial, settings, [*overrides, *params, *resume], run_dir)
+    if note:
+        trial.set_user_attr("note", note)
+    frozen = study.tell(trial, value, state=state)
+    log.info(
+        "trial %d %s%s",
+        trial.number,
+        state.name,
+        f": {settings.metric}={value:.6g}" if value is not None else f" ({note})",
+    )
+    if state == TrialState.FAIL and note.startswith("optimized_metric="):
+        raise ConfigError(note)  # every trial would fail the same way
+    return frozen
+
+
+def _train(
+    trial: optuna.Trial, settings: Settings, overrides: list[str], run_dir: Path
+) -> tuple[TrialState, float | None, str]:
+    """Train one trial: (how it ended, its metric when complete, a note when not)."""
+    from lightning_llm.train import train  # deferred: the search space is checked before torch work starts
+
+    try:
+        cfg = trial_config(overrides, settings)
+        _write_run_config(run_dir, cfg, overrides)
+        with _log_file(run_dir / "train.log"):
+            summary, _ = train(cfg, run_dir=run_dir, callbacks=[Pruning(trial, settings.monitor)])
+    except optuna.TrialPruned as pruned:
+        return TrialState.PRUNED, None, str(pruned)
+    except Exception as error:  # a bad combination or a failed run costs this trial, not the search
+        if not isinstance(error, ValueError | FileNotFoundError):  # not a config or input mistake: show where
+            log.warning("trial %d raised", trial.number, exc_info=True)
+        return TrialState.FAIL, None, _one_line(error)
+    trial.set_user_attr("step", summary.get("step"))
+    value = summary.get(settings.metric)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        numeric = [k for k, v in summary.items() if isinstance(v, int | float)]
+        return TrialState.FAIL, None, f"optimized_metric={settings.metric} is not in summary.json: {numeric}"
+    if not math.isfinite(value):
+        return TrialState.FAIL, None, f"diverged: {settings.metric}={value}"
+    return TrialState.COMPLETE, float(value), ""
+
+
+def _write_run_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    """``.hydra/config.yaml`` and ``overrides.yaml``, as a run started by the CLI has them."""
+    folder = run_dir / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
+    OmegaConf.save(OmegaConf.create(overrides), folder / "overrides.yaml")
+
+
+@contextlib.contextmanager
+def _log_file(path: Path) -> Iterator[None]:
+    """The trial's log lines also go to ``<run dir>/train.log``, as under the CLI."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# --------------------------------------------------------------------------- the whole search
+
+
+def search(overrides: list[str]) -> optuna.Study:
+    """Run (or continue) the search the overrides describe; returns the study."""
+    overrides = with_search_group(list(overrides))
+    base = compose(overrides)
+    settings = Settings.from_config(base)
+    check_single_process(base)
+    check_space(settings, overrides)
+    study = open_study(settings)
+    retry_interrupted(study)
+    while counted(study) < settings.n_trials:
+        run_trial(study, settings, overrides)
+    print(table(study, settings))
+    best = write_best(study, settings, overrides)
+    if best:
+        value, overrides_text = f"{best['value']:.6g}", " ".join(best["params_overrides"])
+        print(f"best: trial {best['trial']}, {settings.metric}={value}: {overrides_text}")
+        print(f"      {settings.dir / 'best.yaml'}")
+    else:
+        print("best: none (no trial completed)")
+    return study
+
+
+def table(study: optuna.Study, settings: Settings) -> str:
+    """One line per trial: number, state, value, last step, params, and how it ended when not complete."""
+    keys = list(settings.params)
+    rows = [["trial", "state", settings.metric, "step", *keys, "note"]]
+    retried = {t.user_attrs.get("retry_of"): t.number for t in study.trials if "retry_of" in t.user_attrs}
+    for t in study.trials:
+        step = t.user_attrs.get("step", t.last_step)
+        note = t.user_attrs.get("note", "")
+        if t.number in retried:
+            note = f"interrupted; retried as trial {retried[t.number]}"
+        elif "retry_of" in t.user_attrs:
+            note = f"resumed trial {t.user_attrs['retry_of']} {note}".strip()
+        value = t.value if t.value is not None else ""
+        row = [
+            t.number,
+            t.state.name,
+            _fmt(value),
+            step if step is not None else "",
+            *(_fmt(t.params.get(k, "")) for k in keys),
+            note,
+        ]
+        rows.append([str(cell) for cell in row])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        for row in rows
+    )
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_best(study: optuna.Study, settings: Settings, overrides: list[str]) -> dict[str, Any] | None:
+    """``<search.dir>/best.yaml``: the best trial's value, params, and the overrides that train it again."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return None
+    best = study.best_trial
+    params_overrides = [as_override(k, best.params[k]) for k in settings.params if k in best.params]
+    kept = [o for o in overrides if not o.lstrip("+~").startswith((GROUP, "search."))]
+    best_info = {
+        "study": settings.study_name,
+        "metric": settings.metric,
+        "direction": settings.direction,
+        "value": best.value,
+        "trial": best.number,
+        "run_dir": best.user_attrs.get("run_dir"),
+        "params": dict(best.params),
+        "params_overrides": params_overrides,
+        # python -m lightning_llm <these> trains the best configuration again
+        "overrides": [*kept, *params_overrides],
+    }
+    path = settings.dir / "best.yaml"
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    OmegaConf.save(OmegaConf.create(best_info), tmp)
+    os.replace(tmp, path)
+    return best_info
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return
+    # Lightning 2.6 with torch >= 2.10 warns about its own pytree use on every run; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    plugins.load()
+    config.store_schemas()
+    try:
+        search(argv)
+    except (ConfigError, registry.PluginError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

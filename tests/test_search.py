@@ -1,0 +1,209 @@
+"""The hyperparameter search: it finishes and names the best trial, continues an interrupted study without
+re-running finished trials, prunes trials that fall behind, and rejects a bad search space in one line."""
+
+import math
+import os
+import shutil
+import socket
+import subprocess
+
+import optuna
+import pytest
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from optuna.trial import TrialState
+
+from lightning_llm import search
+from tests.conftest import TINY
+
+MAX_STEPS = 8  # validation every 4 steps: the pruner sees steps 4 and 8
+
+
+def overrides(tmp_path, cache_dir, params, *extra):
+    """A tiny search over ``params`` (the gpt_lr search space replaced), with its study in tmp_path."""
+    return [
+        *TINY,
+        f"paths.cache_dir={cache_dir}",
+        "data.batch_size=32",  # few, large batches over a small val split: the final pass over it is most
+        "data.val_fraction=0.01",  # of a tiny trial
+        "scheduler.warmup_steps=0",
+        "hparams_search=gpt_lr",
+        f"search.dir={tmp_path / 'study'}",
+        "search.sampler.name=random",
+        "~search.sampler.n_startup_trials",
+        "search.pruner.name=none",
+        "~search.pruner.n_startup_trials",
+        "~search.pruner.n_warmup_steps",
+        "~search.params",
+        f"+search.params={params}",
+        *extra,
+    ]
+
+
+LR = "{optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}}"
+
+
+def open_study(tmp_path):
+    (tmp_path / "study").mkdir(exist_ok=True)
+    storage = f"sqlite:///{tmp_path / 'study' / 'study.db'}"
+    return optuna.create_study(
+        storage=storage, study_name="gpt_lr", direction="minimize", load_if_exists=True
+    )
+
+
+def test_search_runs_its_trials_and_writes_the_best(tmp_path, cache_dir, capsys):
+    study = search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=3"))
+
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    best = yaml.safe_load((tmp_path / "study" / "best.yaml").read_text())
+    values = {t.number: t.value for t in study.trials}
+    assert best["value"] == min(values.values()) and values[best["trial"]] == best["value"]
+    assert best["params_overrides"] == [f"optim.lr={study.trials[best['trial']].params['optim.lr']!r}"]
+    assert "hparams_search=gpt_lr" not in best["overrides"] and best["overrides"][-1].startswith("optim.lr=")
+    run_dir = tmp_path / "study" / f"trial_{best['trial']}"
+    assert yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["optim"]["lr"] == pytest.approx(
+        study.trials[best["trial"]].params["optim.lr"]
+    )
+    assert "search" not in yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())  # nor did train()
+    assert (run_dir / "summary.json").is_file() and (run_dir / "train.log").is_file()
+    printed = capsys.readouterr().out
+    assert "trial  state     val_loss" in printed and f"best: trial {best['trial']}" in printed
+
+
+def test_a_restarted_search_keeps_finished_trials_and_resumes_an_interrupted_one(tmp_path, cache_dir):
+    search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=2"))
+    study = open_study(tmp_path)
+    first = {t.number: (t.params, t.value) for t in study.trials}
+    summaries = {n: (tmp_path / "study" / f"trial_{n}" / "summary.json").stat().st_mtime_ns for n in first}
+    # A process killed during trial 2: RUNNING in the study, its run folder holding a checkpoint.
+    shutil.copytree(tmp_path / "study" / "trial_1", tmp_path / "study" / "killed")
+    study.enqueue_trial(study.trials[1].params)
+    killed = study.ask()
+    killed.suggest_float("optim.lr", 1e-3, 1e-2, log=True)  # the enqueued value
+    killed.set_user_attr("run_dir", str(tmp_path / "study" / "killed"))
+    killed.set_user_attr("worker", f"{socket.gethostname()}:{_dead_pid()}")
+
+    study = search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=4"))
+
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, *[TrialState.COMPLETE] * 2]
+    assert search.counted(study) == 4  # the interrupted trial's retry takes its place
+    for number, (params, value) in first.items():  # the finished trials were kept, not run again
+        assert (study.trials[number].params, study.trials[number].value) == (params, value)
+        summary = tmp_path / "study" / f"trial_{number}" / "summary.json"
+        assert summary.stat().st_mtime_ns == summaries[number]
+    retry = study.trials[3]
+    assert retry.user_attrs["retry_of"] == 2 and retry.params == killed.params
+    assert retry.user_attrs["run_dir"] == str(tmp_path / "study" / "killed")
+    # It continued from the checkpoint at the last step: no training, so no validation during fit, and the
+    # same weights as trial 1 give the same loss.
+    assert retry.intermediate_values == {} and retry.user_attrs["step"] == MAX_STEPS
+    assert retry.value == pytest.approx(first[1][1], rel=1e-6)
+
+
+def test_trials_that_fall_behind_are_pruned_and_bad_ones_fail_without_stopping_the_search(
+    tmp_path, cache_dir
+):
+    lr = "optim.lr: {type: categorical, choices: [1.0e-2, 1.0e-6]}"
+    params = f"{{{lr}, model.n_head: {{type: int, low: 2, high: 3}}}}"
+    study = open_study(tmp_path)
+    study.enqueue_trial({"optim.lr": 1e-2, "model.n_head": 2})  # learns: runs to the end
+    study.enqueue_trial({"optim.lr": 1e-6, "model.n_head": 2})  # barely moves: behind the median at step 4
+    study.enqueue_trial({"optim.lr": 1e-2, "model.n_head": 3})  # 32 channels do not split over 3 heads
+    pruner = [
+        "search.pruner.name=median",
+        "+search.pruner.n_startup_trials=1",
+        "+search.pruner.n_warmup_steps=0",
+    ]
+
+    study = search.search(overrides(tmp_path, cache_dir, params, "search.n_trials=3", *pruner))
+
+    good, slow, invalid = study.trials
+    assert good.state == TrialState.COMPLETE and sorted(good.intermediate_values) == [4, 8]
+    assert slow.state == TrialState.PRUNED and slow.last_step == 4 < MAX_STEPS
+    assert slow.user_attrs["note"].startswith("pruned: val/loss=")
+    assert slow.intermediate_values[4] > good.intermediate_values[4]
+    slow_dir = tmp_path / "study" / "trial_1"
+    assert not (slow_dir / "summary.json").exists()
+    assert "val/loss" in (slow_dir / "csv" / "version_0" / "metrics.csv").read_text()  # loggers finalised
+    assert invalid.state == TrialState.FAIL and "n_head" in invalid.user_attrs["note"]
+    assert yaml.safe_load((tmp_path / "study" / "best.yaml").read_text())["trial"] == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (
+            "{optim.lr: {type: float, low: 1.0e-2, high: 1.0e-4}}",
+            "search.params.optim.lr: low=0.01 is above high",
+        ),
+        (
+            "{optim.lr: {type: float, low: 0, high: 1, log: true}}",
+            "search.params.optim.lr: log scale needs low > 0",
+        ),
+        ("{optim.lr: {type: floaty, low: 0, high: 1}}", "search.params.optim.lr: needs 'type: float'"),
+        ("{optim.lr: {type: float, lo: 0, high: 1}}", "search.params.optim.lr: float has no field 'lo'"),
+        (
+            "{model.n_layer: {type: int, low: 2, high: 4.5}}",
+            "search.params.model.n_layer.high=4.5: int needs an",
+        ),
+        (
+            "{optim: {type: categorical, choices: []}}",
+            "search.params.optim: categorical needs a non-empty list",
+        ),
+        (
+            "{optim.lrr: {type: float, low: 0.1, high: 1}}",
+            "optim 'adamw' has no parameter 'lrr' (did you mean",
+        ),
+        ("{optim: {type: categorical, choices: [adam, adamx]}}", "search.params.optim=adamx: unknown optim"),
+    ],
+)
+def test_a_bad_search_space_fails_in_one_line_naming_the_key(params, expected, tmp_path, cache_dir):
+    with pytest.raises(SystemExit) as exit_info:
+        search.main(overrides(tmp_path, cache_dir, params))
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "\n" not in message
+    assert expected in message, message
+    assert not (tmp_path / "study").exists()  # no study, no trial folders
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("search.pruner.name=medain", "search.pruner.name='medain': choose one of: none, median"),
+        ("+search.sampler.n_startup=3", "search.sampler (random): "),
+        ("search.direction=up", "search.direction='up': choose minimize or maximize"),
+        ("+search.n_trails=3", "search.n_trails is not a search setting"),
+    ],
+)
+def test_a_bad_search_setting_fails_in_one_line(extra, expected, tmp_path, cache_dir):
+    with pytest.raises(SystemExit) as exit_info:
+        search.main(overrides(tmp_path, cache_dir, LR, extra))
+    assert expected in str(exit_info.value.code) and "\n" not in str(exit_info.value.code)
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("value", [1e-05, 0.003, 3, True, None, "adamw", "a b", "1e-3", "it's", "null"])
+def test_a_sampled_value_survives_the_override_round_trip(value):
+    (parsed,) = OverridesParser.create().parse_overrides([search.as_override("optim.lr", value)])
+    assert parsed.value() == value and type(parsed.value()) is type(value)
+
+
+def test_sampler_seed_moves_on_when_a_search_continues():
+    first = search.build_sampler({"name": "random", "seed": 7}, seed_offset=0)
+    resumed = search.build_sampler({"name": "random", "seed": 7}, seed_offset=2)
+    space = optuna.distributions.FloatDistribution(0, 1)
+    draws = [s.sample_independent(None, None, "x", space) for s in (first, resumed)]  # type: ignore[arg-type]
+    assert not math.isclose(*draws)
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid  # reaped: no process has this id now (until the system reuses it)
+
+
+def test_a_live_worker_keeps_its_running_trial():
+    assert search._alive(f"{socket.gethostname()}:{os.getpid()}")
+    assert not search._alive(f"{socket.gethostname()}:{_dead_pid()}")
+    assert not search._alive(None)
