@@ -95,18 +95,18 @@ def is_complete(path: str | Path) -> bool:
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The checkpoint to resume from in a checkpoints ``folder``: ``last.ckpt`` if complete, else
-    ``last.ckpt.old`` (left by a crash during a sharded swap) if complete, else the complete ``*.ckpt`` (file
-    or directory) with the highest stored ``global_step``, then the newest; None when there is none."""
+    """The checkpoint to resume from in a checkpoints ``folder``: of the complete ``*.ckpt`` (files or sharded
+    directories) and ``last.ckpt.old`` (left by a crash during a sharded swap), the one holding the most
+    optimizer steps; on a tie ``last.ckpt``, then the newest. None when there is none.
+
+    By step, not by name: a kill between Lightning's two saves of one step (``best-step…`` first, then
+    ``last.ckpt``) leaves ``last.ckpt`` one interval behind."""
     folder = Path(folder)
-    for name in (LAST, LAST + OLD_SUFFIX):
-        if is_complete(folder / name):
-            return folder / name
     ranked = []
-    for path in folder.glob("*.ckpt"):
+    for path in dict.fromkeys([folder / LAST, folder / (LAST + OLD_SUFFIX), *folder.glob("*.ckpt")]):
         step = stored_step(path) if is_complete(path) else None
         if step is not None:
-            ranked.append((step, path.stat().st_mtime, path.name, path))
+            ranked.append((step, path.name == LAST, path.stat().st_mtime, path.name, path))
     return max(ranked)[-1] if ranked else None
 
 

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm import config, plugins, registry
 from lightning_llm.callbacks import RunSummary, TextSamples, Throughput
+from lightning_llm.callbacks.nan_guard import NanGuard
 from lightning_llm.callbacks.preemption import PREEMPTED_EXIT_CODE, Preemption
 from lightning_llm.callbacks.run_summary import write_json
 from lightning_llm.config import ConfigError
@@ -94,13 +95,14 @@ def train(
     )
     summary_callback, throughput = RunSummary(), Throughput(**cfg.callbacks.throughput)
     preemption = Preemption(run_dir / "checkpoints" / "last.ckpt")
-    extra = [summary_callback, throughput, preemption, *(callbacks or [])]
+    nan_guard = NanGuard(**cfg.callbacks.nan_guard, checkpoint_dir=run_dir / "checkpoints")
+    extra = [summary_callback, throughput, preemption, nan_guard, *(callbacks or [])]
     trainer = _trainer(cfg, trainer_args, run_dir, tokenizer, objective, extra)
     if trainer.is_global_zero:
         tokenizer.save(run_dir / "tokenizer.json")
 
     if trainer.is_global_zero:
-        _remove_unfinished_requeue_checkpoints(run_dir)
+        _remove_unfinished_checkpoints(run_dir)
     resume_from = _resume_path(cfg.ckpt_path, run_dir)
     try:
         try:
@@ -304,12 +306,13 @@ def _resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(ckpt_path)
 
 
-def _remove_unfinished_requeue_checkpoints(run_dir: Path) -> None:
-    """Lightning numbers its SLURM requeue checkpoints by the digits in ``hpc_ckpt_*`` names, so the temp file
-    of a save that was killed (``hpc_ckpt_2.ckpt.tmp-31337``) would make it look for ``hpc_ckpt_231337``."""
+def _remove_unfinished_checkpoints(run_dir: Path) -> None:
+    """Delete what killed checkpoint writes left (temp files, partial folders): nothing reads them, they only
+    take space, and Lightning numbers SLURM requeue checkpoints by the digits in ``hpc_ckpt_*`` names, so a
+    leftover ``hpc_ckpt_2.ckpt.tmp-31337`` would make it look for ``hpc_ckpt_231337``."""
     from lightning_llm.checkpoint import is_unfinished
 
-    for path in run_dir.glob("hpc_ckpt_*"):
+    for path in [*run_dir.glob("hpc_ckpt_*"), *run_dir.glob("checkpoints/*")]:
         if is_unfinished(path):
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 

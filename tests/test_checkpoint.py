@@ -138,14 +138,16 @@ def save_at_step(path, step: int, mtime: float | None = None):
     return path
 
 
-def test_find_checkpoint_prefers_last_then_the_highest_step(tmp_path):
+def test_find_checkpoint_takes_the_most_steps_and_last_on_a_tie(tmp_path):
     folder = tmp_path / "run" / "checkpoints"
     later = save_at_step(folder / "best-step000004.ckpt", 4, mtime=1e9 - 10)
     save_at_step(folder / "best-step000002.ckpt", 2, mtime=1e9)  # newer file, older step
     assert find_checkpoint(tmp_path / "run") == later
     assert find_checkpoint(folder) == later  # the checkpoints folder itself works too
-    last = save_at_step(folder / "last.ckpt", 3, mtime=1)
-    assert find_checkpoint(tmp_path / "run") == last  # last.ckpt wins whatever its step and age
+    save_at_step(folder / "last.ckpt", 3, mtime=2e9)  # a kill between the two saves of step 4
+    assert find_checkpoint(tmp_path / "run") == later
+    last = save_at_step(folder / "last.ckpt", 4, mtime=1)
+    assert find_checkpoint(tmp_path / "run") == last  # same step: last.ckpt, whatever its age
     assert find_checkpoint(folder / "best-step000002.ckpt") == folder / "best-step000002.ckpt"
 
 
@@ -345,16 +347,16 @@ def test_latest_checkpoint_order(tmp_path):
     assert latest_checkpoint(folder) == sharded  # the higher step wins over the newer file; dirs compete
     newer = save_at_step(folder / "c.ckpt", 4, mtime=2e9)
     assert latest_checkpoint(folder) == newer  # same step: the newer one
-    old = make_sharded({"global_step": 1, "state_dict": {"model.w": torch.ones(2)}}, folder / "last.ckpt.old")
+    old = make_sharded({"global_step": 6, "state_dict": {"model.w": torch.ones(2)}}, folder / "last.ckpt.old")
     assert latest_checkpoint(folder) == old  # a crash mid-swap left the previous last.ckpt here
     # An incomplete last.ckpt (written elsewhere and moved in: saving it would delete the stale .old).
-    make_sharded({"global_step": 5, "state_dict": {"model.w": torch.ones(2)}}, tmp_path / "elsewhere")
+    make_sharded({"global_step": 7, "state_dict": {"model.w": torch.ones(2)}}, tmp_path / "elsewhere")
     (tmp_path / "elsewhere").rename(folder / "last.ckpt")
     (folder / "last.ckpt" / "meta.pt").unlink()
-    assert latest_checkpoint(folder) == old
+    assert latest_checkpoint(folder) == old  # more steps, but incomplete: never picked
     shutil.rmtree(folder / "last.ckpt")
-    save_at_step(folder / "last.ckpt", 0)
-    assert latest_checkpoint(folder) == folder / "last.ckpt"  # last.ckpt first, whatever its step
+    save_at_step(folder / "last.ckpt", 6, mtime=1)
+    assert latest_checkpoint(folder) == folder / "last.ckpt"  # a tie in steps goes to last.ckpt
 
 
 def test_lightning_names_its_sharded_metadata_as_we_expect():

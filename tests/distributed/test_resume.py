@@ -79,7 +79,7 @@ def test_bf16_mixed_trains_close_to_fp32(make_cfg, tmp_path):
 def test_auto_resume_takes_the_newest_of_checkpoints_and_requeue_checkpoints(tmp_path):
     import torch
 
-    from lightning_llm.train import _remove_unfinished_requeue_checkpoints, _resume_path
+    from lightning_llm.train import _remove_unfinished_checkpoints, _resume_path
 
     (tmp_path / "checkpoints").mkdir()
     torch.save({"global_step": 5}, tmp_path / "checkpoints" / "last.ckpt")
@@ -87,5 +87,5 @@ def test_auto_resume_takes_the_newest_of_checkpoints_and_requeue_checkpoints(tmp
     torch.save({"global_step": 7}, tmp_path / "hpc_ckpt_1.ckpt")  # SLURM requeue save, newer
     (tmp_path / "hpc_ckpt_2.ckpt.tmp-31337").write_bytes(b"half a checkpoint")  # a killed save
     assert _resume_path("auto", tmp_path) == str(tmp_path / "hpc_ckpt_1.ckpt")
-    _remove_unfinished_requeue_checkpoints(tmp_path)
+    _remove_unfinished_checkpoints(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("hpc_ckpt_*")) == ["hpc_ckpt_1.ckpt"]

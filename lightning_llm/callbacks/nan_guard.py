@@ -1,0 +1,107 @@
+"""NaN guard: a non-finite loss or gradient is caught on the optimizer step it happens, before it reaches the
+weights, so no checkpoint ever holds NaN weights.
+
+The check runs once per optimizer step in ``on_before_optimizer_step``, when the step's gradients are complete
+(accumulated, and averaged over processes) and the optimizer has not yet touched the weights. A NaN or inf
+loss makes every gradient it flows into non-finite, so the gradients are the thing to check: they are what the
+update would apply, and they also catch a finite loss whose backward overflowed. The flag is computed on the
+device; reading it is the step's one host sync (with several processes, after one all-reduce of the flag:
+under FSDP each process holds only a shard of the gradients, and all must take the same branch).
+
+A bad step's gradients are dropped (``p.grad = None``): torch optimizers pass over parameters without a
+gradient, so Adam's moments and step count stay as they were, unlike zeroed gradients, which would still decay
+the moments. The LR schedule and ``global_step`` still advance: a skipped step counts as a step.
+
+- ``stop``: raise ``NonFiniteLossError`` naming the step and the last good checkpoint. Lightning saves nothing
+  on an exception (``ModelCheckpoint(save_on_exception=False)``; ``Preemption`` saves on SIGTERM only),
+  and the weights in memory are still the last good ones in any case.
+- ``skip``: go on without the step, log ``train/skipped_steps``, and stop as above once more than
+  ``max_skips`` steps were skipped.
+
+Under ``16-mixed`` the GradScaler owns non-finite gradients (overflow of the loss scale, routine) and skips
+those steps itself; the guard stands aside there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+
+from lightning_llm.checkpoint import latest_checkpoint
+
+
+class NonFiniteLossError(ValueError):
+    """Training produced a NaN/inf loss or gradient. A ValueError: its cause is nearly always a value in the
+    config (learning rate, warmup, precision) or the data, and ``train.run`` turns a ValueError into one
+    ``error:`` line (exit status 2) instead of a traceback."""
+
+
+class NanGuard(L.Callback):
+    def __init__(
+        self,
+        action: Literal["stop", "skip"] = "stop",
+        max_skips: int = 10,
+        checkpoint_dir: str | Path | None = None,
+    ) -> None:
+        """
+        Args:
+            action: ``stop`` on the first non-finite step, or ``skip`` such steps (up to ``max_skips``).
+            max_skips: with ``skip``, stop once more than this many steps were skipped in this run.
+            checkpoint_dir: where the run's checkpoints are, to name the last good one; default: the
+                ModelCheckpoint's folder.
+        """
+        if action not in ("stop", "skip"):
+            raise ValueError(f"NanGuard action={action!r}: choose stop or skip")
+        self.action = action
+        self.max_skips = max_skips
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.skipped = 0  # steps skipped in this run (not restored on resume: a fresh budget per attempt)
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+            return  # 16-mixed: inf gradients are loss-scale overflow; the GradScaler skips those steps itself
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if _all_finite(trainer, [p.grad for p in params]):
+            if self.action == "skip":  # a curve from the first step on (a host float: no sync)
+                pl_module.log("train/skipped_steps", float(self.skipped))
+            return
+        for p in params:  # the optimizer now passes over every parameter: the weights stay as they were
+            p.grad = None
+        step = trainer.global_step + 1  # the optimizer step being taken, 1-based as in the logs
+        if self.action == "skip":
+            self.skipped += 1
+            pl_module.log("train/skipped_steps", float(self.skipped))
+            if self.skipped <= self.max_skips:
+                return
+        raise NonFiniteLossError(self._message(trainer, step))
+
+    def _message(self, trainer: L.Trainer, step: int) -> str:
+        folder = self.checkpoint_dir or _checkpoint_dir(trainer)
+        last = latest_checkpoint(folder) if folder is not None and folder.is_dir() else None
+        why = f"non-finite loss or gradients at optimizer step {step}"
+        if self.action == "skip":
+            why += f" ({self.skipped} steps skipped, more than max_skips={self.max_skips})"
+        resume = f"last good checkpoint: {last}" if last else "last good checkpoint: none yet"
+        return f"{why}; stopped before the update, nothing saved after it; {resume}"
+
+
+def _all_finite(trainer: L.Trainer, grads: list[torch.Tensor]) -> bool:
+    if not grads:
+        return True
+    local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]  # FSDP: this rank's shard
+    norms = torch._foreach_norm(local)  # one fused pass; a norm is non-finite iff an element is
+    bad = torch.stack([n.float() for n in norms]).isfinite().logical_not().any().float()
+    if trainer.world_size > 1:  # shards differ; every process must take the same branch
+        bad = trainer.strategy.reduce(bad, reduce_op="sum")
+    return not bool(bad)  # the step's one host sync
+
+
+def _checkpoint_dir(trainer: L.Trainer) -> Path | None:
+    callback = trainer.checkpoint_callback
+    dirpath = getattr(callback, "dirpath", None)
+    return Path(dirpath) if dirpath else None

@@ -1,0 +1,102 @@
+"""Two runs started at the same instant on one fresh cache folder, as two jobs of a sweep would: both miss
+the tokenizer and token caches, both build them, and the publishing protocol (first tokenizer wins, token
+files renamed into place) leaves one consistent cache that both runs used.
+
+Real ``python -m lightning_llm`` processes with the default byte-level BPE tokenizer (trained, so a miss
+costs real work) and a tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY
+
+TIMEOUT = 300
+RACES = 2
+SPLITS = ("train", "val", "test")
+COMMAND = [
+    *TINY,
+    "tokenizer=byte_bpe",
+    "tokenizer.vocab_size=300",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "callbacks.samples.num_samples=0",
+]
+# The token cache logs one of these for the train split: built it, or found it complete.
+TRAIN_TOKENS = re.compile(
+    r"tokenized train split: \d+ texts -> (\d+) tokens|token cache hit: train split, (\d+) tokens"
+)
+
+
+def start(run_dir: Path, cache_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    env.pop("LOCAL_RANK", None)
+    command = [
+        sys.executable,
+        "-m",
+        "lightning_llm",
+        *COMMAND,
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def train_tokens(run_dir: Path) -> int:
+    found = TRAIN_TOKENS.search((run_dir / "train.log").read_text())
+    assert found, f"{run_dir / 'train.log'} does not say how many train tokens the run had"
+    return int(found.group(1) or found.group(2))
+
+
+def only_child(folder: Path) -> Path:
+    children = list(folder.iterdir())
+    assert len(children) == 1, children
+    return children[0]
+
+
+@pytest.mark.parametrize("race", range(RACES))
+def test_two_runs_racing_on_a_fresh_cache_share_one_cache(tmp_path: Path, race: int) -> None:
+    cache = tmp_path / "cache"
+    runs = [tmp_path / "run-a", tmp_path / "run-b"]
+    processes = [start(run_dir, cache) for run_dir in runs]
+    for process in processes:
+        _, stderr = process.communicate(timeout=TIMEOUT)
+        assert process.returncode == 0, stderr[-3000:]
+
+    assert sorted(path.name for path in cache.iterdir()) == ["tokenizers", "tokens"]
+    # One tokenizer entry holding one file: the published one, no temp file beside it.
+    tokenizer_file = only_child(only_child(cache / "tokenizers"))
+    assert tokenizer_file.name == "tokenizer.json"
+    cached_tokenizer = tokenizer_file.read_bytes()
+    assert json.loads(cached_tokenizer)["model"]["vocab"]
+    # Both runs used that very tokenizer.
+    for run_dir in runs:
+        assert (run_dir / "tokenizer.json").read_bytes() == cached_tokenizer
+
+    # One token-cache set: a .bin and its sidecar per split, no temp files, sizes matching the sidecars.
+    tokens = only_child(cache / "tokens")
+    assert sorted(path.name for path in tokens.iterdir()) == sorted(
+        f"{split}.{suffix}" for split in SPLITS for suffix in ("bin", "json")
+    )
+    meta = {split: json.loads((tokens / f"{split}.json").read_text()) for split in SPLITS}
+    for split in SPLITS:
+        size = (tokens / f"{split}.bin").stat().st_size
+        assert size == meta[split]["n_tokens"] * np.dtype(meta[split]["dtype"]).itemsize > 0
+        ids = np.fromfile(tokens / f"{split}.bin", dtype=meta[split]["dtype"])
+        assert int(ids.max()) < meta[split]["vocab_size"] == 300
+
+    # Both runs read the same number of train tokens, the number the cache holds.
+    assert [train_tokens(run_dir) for run_dir in runs] == [meta["train"]["n_tokens"]] * 2
+    for run_dir in runs:
+        assert json.loads((run_dir / "summary.json").read_text())["step"] == 2
