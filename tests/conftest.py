@@ -11,29 +11,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from lightning_llm import config, plugins
+from lightning_llm.testing import TINY  # the tiny, fast run every training test starts from
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-
-# A tiny, fast run: every test that trains starts from these and adds its own overrides.
-TINY = [
-    "debug=fast",
-    "logger=none",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "tokenizer=char",
-    "data.block_size=32",
-    "model.block_size=32",
-    "model.n_embd=32",
-    "trainer.max_steps=8",
-    "trainer.val_check_interval=4",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "callbacks.samples.num_samples=1",
-    "callbacks.samples.max_new_tokens=8",
-    "callbacks.throughput.warmup_steps=1",
-]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,48 @@
+"""Helpers for testing plugins and the framework: runs of the real CLI sized to finish in seconds on a CPU.
+
+Plugin packages use these in their own tests (see plugins/README.md), so a plugin is tested exactly the way a
+user runs it: ``python -m lightning_llm`` with the plugin's names on the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# A char tokenizer, a 2-layer 32-wide model, 8 optimizer steps, no logger: seconds on a laptop CPU.
+TINY = [
+    "debug=fast",
+    "logger=none",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "tokenizer=char",
+    "data.block_size=32",
+    "model.block_size=32",
+    "model.n_embd=32",
+    "trainer.max_steps=8",
+    "trainer.val_check_interval=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "callbacks.samples.num_samples=1",
+    "callbacks.samples.max_new_tokens=8",
+    "callbacks.throughput.warmup_steps=1",
+]
+
+
+def run_cli(*overrides: str, run_dir: str | Path, cache_dir: str | Path, timeout: int = 300) -> dict:
+    """Run ``python -m lightning_llm`` with TINY plus ``overrides`` into ``run_dir``; returns summary.json.
+    Fails with the end of the run's stderr if the run does not succeed."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    # One thread: a 32-wide model gains nothing from more, and on shared cores spin-waiting threads make a
+    # run several times slower.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    command = [sys.executable, "-m", "lightning_llm", *TINY, *overrides]
+    command += [f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}:\n{result.stderr[-3000:]}")
+    return json.loads((Path(run_dir) / "summary.json").read_text())
