@@ -24,7 +24,7 @@ from torch import nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from lightning_llm import registry
-from lightning_llm.distributed.parallelize import ParallelPlan, gathered, parallelize
+from lightning_llm.distributed.parallelize import ParallelPlan, gathered, local_part, parallelize
 
 
 def batch_tokens(batch: dict[str, Any]) -> int:
@@ -126,7 +126,7 @@ class LanguageModule(L.LightningModule):
         # grad(loss sum) / reference. Times W k reference / tokens, that is sum grad(loss sum) / tokens.
         world, k = self.trainer.world_size, self.trainer.accumulate_grad_batches
         scale = world * k * self._reference_tokens / tokens
-        grads = [_local(p.grad) for p in self.model.parameters() if p.grad is not None]
+        grads = [local_part(p.grad) for p in self.model.parameters() if p.grad is not None]
         if grads:
             torch._foreach_mul_(grads, scale.to(grads[0].dtype))
         self.log("train/loss", (loss_sum / tokens).float(), prog_bar=True)
@@ -211,8 +211,3 @@ def _set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
     version, state, python_gauss = states["python"]
     random.setstate((version, tuple(state), python_gauss))
-
-
-def _local(grad: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of a (maybe FSDP-sharded DTensor) gradient, as a view to scale in place."""
-    return grad.to_local() if hasattr(grad, "to_local") else grad

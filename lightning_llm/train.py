@@ -28,6 +28,7 @@ from lightning_llm.callbacks.run_summary import write_json
 from lightning_llm.config import ConfigError
 from lightning_llm.distributed import strategy
 from lightning_llm.distributed.checkpointing import AtomicCheckpointIO, ShardedStrategy
+from lightning_llm.distributed.parallelize import local_part
 from lightning_llm.loggers import build_loggers, finish_loggers
 from lightning_llm.module import LanguageModule
 from lightning_llm.tokenizers import fit_or_load
@@ -118,7 +119,7 @@ def train(
             raise SystemExit(PREEMPTED_EXIT_CODE) from None
         # Counted after training, while FSDP holds its parameters sharded (a forward-only pass leaves the
         # root's gathered until the next backward).
-        params_per_process = sum(_local_numel(p) for p in module.model.parameters())
+        params_per_process = sum(local_part(p).numel() for p in module.model.parameters())
         results = _evaluate(trainer, module, datamodule)
         summary = summary_callback.summary(
             trainer,
@@ -136,11 +137,6 @@ def train(
         finish_loggers(trainer.loggers)  # in-process callers (tests, sweeps) start the next run clean
     objects = {"tokenizer": tokenizer, "datamodule": datamodule, "model": model, "module": module}
     return summary, {**objects, "trainer": trainer, "run_dir": run_dir}
-
-
-def _local_numel(parameter: Any) -> int:
-    """Elements this process holds: its shard of an FSDP-sharded (DTensor) parameter, else all."""
-    return parameter.to_local().numel() if hasattr(parameter, "to_local") else parameter.numel()
 
 
 def _build(cfg: DictConfig, kind: str, **supplied: Any) -> Any:

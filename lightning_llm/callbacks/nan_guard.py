@@ -31,6 +31,7 @@ import lightning as L
 import torch
 
 from lightning_llm.checkpoint import latest_checkpoint
+from lightning_llm.distributed.parallelize import local_part
 
 
 class NonFiniteLossError(ValueError):
@@ -93,7 +94,7 @@ class NanGuard(L.Callback):
 def _all_finite(trainer: L.Trainer, grads: list[torch.Tensor]) -> bool:
     if not grads:
         return True
-    local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]  # FSDP: this rank's shard
+    local = [local_part(g) for g in grads]  # FSDP: this rank's shard
     norms = torch._foreach_norm(local)  # one fused pass; a norm is non-finite iff an element is
     bad = torch.stack([n.float() for n in norms]).isfinite().logical_not().any().float()
     if trainer.world_size > 1:  # shards differ; every process must take the same branch

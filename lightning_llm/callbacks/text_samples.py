@@ -12,7 +12,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
-from lightning_llm.distributed.parallelize import gathered
+from lightning_llm.distributed.parallelize import gathered, is_sharded
 from lightning_llm.models.sampling import generate
 
 SEPARATOR = "\n" + "-" * 72 + "\n"
@@ -39,7 +39,7 @@ class TextSamples(L.Callback):
         model = pl_module.model
         # A sharded (FSDP) model is gathered on every rank (a collective), then each generates on its own;
         # rank 0 writes.
-        sharded = any(hasattr(p, "to_local") for p in model.parameters())
+        sharded = is_sharded(model)
         if self.num_samples <= 0 or not (trainer.is_global_zero or sharded):
             return
         was_training = model.training

@@ -136,3 +136,14 @@ def gathered(model: nn.Module) -> Iterator[None]:
         for unit in units:
             unit.reshard()
             unit.set_reshard_after_forward(getattr(unit, _RESHARD_ATTR, True), recurse=False)
+
+
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's part of a tensor: its shard of an FSDP-sharded (DTensor) one, as a view that can be
+    changed in place; any other tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether FSDP shards the model's parameters (its forward is then a collective)."""
+    return any(hasattr(p, "to_local") for p in model.parameters())

@@ -29,10 +29,6 @@ FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def is_fsdp(trainer_cfg: dict[str, Any]) -> bool:
-    return trainer_cfg.get("strategy") == "fsdp"
-
-
 def resolve(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> tuple[dict[str, Any], ParallelPlan]:
     """Trainer keyword arguments with ``strategy`` resolved to a Lightning strategy, and the model's plan."""
     args = dict(trainer_cfg)
