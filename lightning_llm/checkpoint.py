@@ -345,6 +345,35 @@ def _check_tokenizer(
         )
 
 
+def check_resumable(path: str | Path, model_config: dict[str, Any], tokenizer_fingerprint: str) -> None:
+    """Refuse to resume from a checkpoint of another model shape or tokenizer, naming what differs. (Lightning
+    would fail later with a wall of missing/unexpected keys, or worse, load same-shaped weights that mean
+    something else under another tokenizer.)"""
+    path = Path(path)
+    try:
+        meta = torch.load(path / META_FILE if path.is_dir() else path, map_location="cpu", mmap=True,
+                          weights_only=True)  # fmt: skip
+    except Exception as error:  # whatever torch raises for a damaged file, the message names the file
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_reason(error)})") from None
+    stored_tokenizer = meta.get("tokenizer_fingerprint")
+    if stored_tokenizer is not None and stored_tokenizer != tokenizer_fingerprint:
+        raise CheckpointError(
+            f"{path} was trained with another tokenizer (fingerprint {stored_tokenizer[:12]}, this run's is "
+            f"{tokenizer_fingerprint[:12]}); resume with the run's own tokenizer settings"
+        )
+    stored_model = (meta.get("config") or {}).get("model") or {}
+    differences = [
+        f"model.{key}={stored_model.get(key)!r} there, {model_config.get(key)!r} here"
+        for key in sorted(set(stored_model) | set(model_config))
+        if key != "init_from" and stored_model.get(key) != model_config.get(key)
+    ]
+    if stored_model and differences:
+        raise CheckpointError(
+            f"{path} holds another model: {'; '.join(differences)}. Resume with the same model settings, or "
+            f"start a new run from its weights with model.init_from={path}"
+        )
+
+
 # --------------------------------------------------------------------------- fine-tuning
 
 

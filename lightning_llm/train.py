@@ -105,6 +105,11 @@ def train(
     if trainer.is_global_zero:
         _remove_unfinished_checkpoints(run_dir)
     resume_from = _resume_path(cfg.ckpt_path, run_dir)
+    if resume_from:
+        from lightning_llm.checkpoint import check_resumable
+
+        model_config = OmegaConf.to_container(cfg.model, resolve=True)
+        check_resumable(resume_from, model_config, tokenizer.fingerprint())
     try:
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
