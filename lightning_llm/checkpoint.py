@@ -110,11 +110,17 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return max(ranked)[-1] if ranked else None
 
 
+def read_metadata(path: Path) -> Any:
+    """A checkpoint's dict (a sharded folder's ``meta.pt``), memory-mapped: only the pickled structure is
+    read, not the tensors. Raises whatever torch raises for a damaged file."""
+    source = path / META_FILE if path.is_dir() else path
+    return torch.load(source, map_location="cpu", mmap=True, weights_only=True)
+
+
 def stored_step(path: Path) -> int | None:
     """The ``global_step`` a checkpoint records (-1 if none), or None if it cannot be read."""
-    source = path / META_FILE if path.is_dir() else path
-    try:  # mmap: only the pickled dict is read, not the tensors
-        checkpoint = torch.load(source, map_location="cpu", mmap=True, weights_only=True)
+    try:
+        checkpoint = read_metadata(path)
     except Exception:  # unreadable means not a candidate, whatever torch raises
         return None
     return int(checkpoint.get("global_step", -1)) if isinstance(checkpoint, dict) else None
@@ -351,8 +357,7 @@ def check_resumable(path: str | Path, model_config: dict[str, Any], tokenizer_fi
     something else under another tokenizer.)"""
     path = Path(path)
     try:
-        meta = torch.load(path / META_FILE if path.is_dir() else path, map_location="cpu", mmap=True,
-                          weights_only=True)  # fmt: skip
+        meta = read_metadata(path)
     except Exception as error:  # whatever torch raises for a damaged file, the message names the file
         raise CheckpointError(f"{path} is not a readable checkpoint ({_reason(error)})") from None
     stored_tokenizer = meta.get("tokenizer_fingerprint")
@@ -444,13 +449,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def consolidated_path(sharded: Path) -> Path:
+    """Where a sharded checkpoint's single-file export goes: beside it, not a ``.ckpt`` name, so resuming
+    (which needs optimizer state) never picks it up."""
+    return sharded.with_name(sharded.name.removesuffix(".ckpt") + CONSOLIDATED_SUFFIX)
+
+
 def _consolidate(path: Path, output: str | None) -> Path:
     source = find_checkpoint(path)
     if not source.is_dir():
         raise CheckpointError(f"{source} is a single-file checkpoint already; load it as it is")
-    target = (
-        Path(output) if output else source.with_name(source.name.removesuffix(".ckpt") + CONSOLIDATED_SUFFIX)
-    )
+    target = Path(output) if output else consolidated_path(source)
     from lightning_llm.distributed.checkpointing import consolidate  # imports Lightning: only here
 
     return consolidate(source, target)

@@ -320,13 +320,12 @@ def _remove_unfinished_checkpoints(run_dir: Path) -> None:
 
 def _export_consolidated(run_dir: Path) -> None:
     """After a sharded (FSDP) run: its last checkpoint as one file, for inference and fine-tuning."""
-    from lightning_llm.checkpoint import latest_checkpoint
+    from lightning_llm.checkpoint import consolidated_path, latest_checkpoint
     from lightning_llm.distributed.checkpointing import consolidate
 
     sharded = latest_checkpoint(run_dir / "checkpoints")
     if sharded is not None and sharded.is_dir():
-        # Not a .ckpt name: ckpt_path=auto must never resume from a file without optimizer state.
-        out = consolidate(sharded, sharded.with_name(sharded.name.removesuffix(".ckpt") + ".consolidated.pt"))
+        out = consolidate(sharded, consolidated_path(sharded))
         log.info("consolidated %s -> %s", sharded.name, out)
 
 
