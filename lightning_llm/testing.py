@@ -40,6 +40,7 @@ def run_cli(*overrides: str, run_dir: str | Path, cache_dir: str | Path, timeout
     # One thread: a 32-wide model gains nothing from more, and on shared cores spin-waiting threads make a
     # run several times slower.
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.pop("LOCAL_RANK", None)  # a run launched from inside a distributed job must start its own ranks
     command = [sys.executable, "-m", "lightning_llm", *TINY, *overrides]
     command += [f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)

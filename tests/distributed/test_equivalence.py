@@ -8,15 +8,11 @@ step by step through the losses each run logs to its CSV file.
 from __future__ import annotations
 
 import csv
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY
+from lightning_llm.testing import TINY, run_cli
 
 STEPS = 20
 # fp32 on CPU: the runs differ only in the order of floating-point sums (sharded reductions, split batches).
@@ -36,20 +32,7 @@ GLOBAL_BATCH = 8
 
 def launch(run_dir: Path, cache_dir: Path, *overrides: str) -> dict:
     """Run the CLI into ``run_dir``; returns its summary plus ``losses``: step -> train loss."""
-    env = {**os.environ, "LIGHTNING_LLM_CACHE": str(cache_dir), "WANDB_MODE": "offline"}
-    env.pop("LOCAL_RANK", None)
-    command = [
-        sys.executable,
-        "-m",
-        "lightning_llm",
-        *BASE,
-        f"paths.cache_dir={cache_dir}",
-        f"hydra.run.dir={run_dir}",
-        *overrides,
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = run_cli(*BASE, *overrides, run_dir=run_dir, cache_dir=cache_dir)
     summary["losses"] = train_losses(run_dir)
     return summary
 
