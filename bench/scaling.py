@@ -3,7 +3,7 @@ parameter memory per process against the number of processes.
 
     python bench/scaling.py [--shapes 2/2/64 4/4/128 6/6/192 6/6/384 8/8/512] [--block-size 128]
                             [--seq-shape 4/4/256] [--seq-lens 64 128 256 512] [--batch-size 8]
-                            [--steps 10] [--warmup 3] [--device cpu] [--dtype float32] [--threads N]
+                            [--steps 8] [--warmup 2] [--device cpu] [--dtype float32] [--threads N]
                             [--devices 1 2] [--parts size seq fsdp] [--out results.jsonl]
                             [--plot bench/scaling.png]
 
@@ -72,8 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per step (size and seq parts)")
     parser.add_argument("--vocab-size", type=int, default=8192)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (median)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement (median)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu"
     )
