@@ -102,11 +102,24 @@ class LanguageModule(L.LightningModule):
         self._step_loss = self._step_loss.to(loss_sum.device) + loss_sum.detach().double()
         self._step_tokens = self._step_tokens.to(loss_sum.device) + n_tokens.double()
         self.tokens_seen += batch_tokens(batch) * self.trainer.world_size
-        self.log("train/tokens", float(self.tokens_seen))
-        if batch_idx % self.trainer.log_every_n_steps == 0 and len(self.train_metrics):
-            # Metrics on a sample of steps: a second pass over (B, T, V) logits every step costs real time.
-            self.log_dict(self.train_metrics(outputs.detach(), batch["labels"]))
-        return loss_sum / self._reference(batch)
+        if last_micro_batch and self._writes_logs():
+            self.log("train/tokens", float(self.tokens_seen))
+            if len(self.train_metrics):  # a second pass over (B, T, V) logits: only on the steps logged
+                self.log_dict(self.train_metrics(outputs.detach(), batch["labels"]))
+        if self._rescales():
+            return loss_sum / self._reference(batch)
+        return loss_sum / n_tokens  # one micro-batch on one process: already the step's exact token mean
+
+    def _rescales(self) -> bool:
+        """Whether a step's gradient spans several micro-batches or processes (and needs the rescale)."""
+        return self.trainer.world_size * self.trainer.accumulate_grad_batches > 1
+
+    def _writes_logs(self) -> bool:
+        """Whether the loggers write this optimizer step (Lightning's own LearningRateMonitor and
+        ThroughputMonitor ask the same), or it is the last. ``self.log`` costs about a millisecond of
+        Python, a few percent of a small model's step, so per-step values are logged only when written."""
+        last = self.trainer.max_steps > 0 and self.global_step + 1 >= self.trainer.max_steps
+        return last or self.trainer._logger_connector.should_update_logs
 
     def _reference(self, batch: dict[str, torch.Tensor]) -> float:
         """A divisor that is the same for every micro-batch on every rank (so the rescale in
@@ -118,18 +131,22 @@ class LanguageModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Rescale the accumulated gradients to the exact token mean of the whole step; log its loss."""
-        totals = torch.stack([self._step_loss, self._step_tokens])
-        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
-        loss_sum, tokens = totals[0], totals[1].clamp(min=1)
-        # The gradients now hold: the mean over ranks (DDP/FSDP average) of 1/k (Lightning divides each
-        # micro-batch's loss by accumulate_grad_batches) times the sum over micro-batches of
-        # grad(loss sum) / reference. Times W k reference / tokens, that is sum grad(loss sum) / tokens.
-        world, k = self.trainer.world_size, self.trainer.accumulate_grad_batches
-        scale = world * k * self._reference_tokens / tokens
-        grads = [local_part(p.grad) for p in self.model.parameters() if p.grad is not None]
-        if grads:
-            torch._foreach_mul_(grads, scale.to(grads[0].dtype))
-        self.log("train/loss", (loss_sum / tokens).float(), prog_bar=True)
+        if self._rescales():
+            totals = torch.stack([self._step_loss, self._step_tokens])
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+            loss_sum, tokens = totals[0], totals[1].clamp(min=1)
+            # The gradients now hold: the mean over ranks (DDP/FSDP average) of 1/k (Lightning divides each
+            # micro-batch's loss by accumulate_grad_batches) times the sum over micro-batches of
+            # grad(loss sum) / reference. Times W k reference / tokens, that is sum grad(loss sum) / tokens.
+            world, k = self.trainer.world_size, self.trainer.accumulate_grad_batches
+            scale = world * k * self._reference_tokens / tokens
+            grads = [local_part(p.grad) for p in self.model.parameters() if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, scale.to(grads[0].dtype))
+        else:
+            loss_sum, tokens = self._step_loss, self._step_tokens.clamp(min=1)
+        if self._writes_logs():
+            self.log("train/loss", (loss_sum / tokens).float(), prog_bar=True)
         self._step_loss = torch.zeros_like(self._step_loss)
         self._step_tokens = torch.zeros_like(self._step_tokens)
 

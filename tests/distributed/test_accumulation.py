@@ -62,6 +62,7 @@ def fit(
         devices=1,
         max_steps=steps,
         accumulate_grad_batches=accumulate,
+        log_every_n_steps=1,  # train/loss is logged on the steps the loggers write
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
