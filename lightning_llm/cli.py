@@ -17,9 +17,12 @@ from pathlib import Path
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.sources_registry import SourcesRegistry
 from hydra._internal.utils import get_args_parser
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     plugins.load()
     config.store_schemas()
+    share_config_store()
     args = get_args_parser().parse_args(argv)
     informational = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
     try:
@@ -57,6 +61,20 @@ def _app(cfg: DictConfig) -> float | None:
     from lightning_llm.train import run  # deferred: torch and Lightning load only when a run starts
 
     return run(cfg)
+
+
+def share_config_store() -> None:
+    """Let Hydra's structured config source read the one ConfigStore instead of holding a deep copy of it.
+
+    Hydra 1.3 deep-copies its config repository, and with it the whole ConfigStore (every plugin's nodes),
+    each time it composes or lists a config group; ``--help`` lists about 160 groups, so the copies took
+    most of the CLI's start-up. The store is only read (``ConfigStore.load`` copies the node it returns), and
+    upstream Hydra made the same change (facebook/hydra#2928: the source looks the store up on each use).
+    """
+    Plugins.instance()  # registers the config source classes; it re-imports their modules, so patch those
+    source = SourcesRegistry.instance().resolve("structured")
+    if "store" not in vars(source):  # a Hydra with that fix has no stored copy to avoid
+        source.store = property(lambda self: ConfigStore.instance(), lambda self, value: None)
 
 
 def plugin_defaults(overrides: list[str]) -> list[str]:

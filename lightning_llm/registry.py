@@ -95,7 +95,8 @@ class Plugin:
 
     def product(self) -> type | None:
         """The class this plugin builds (itself, or its factory's return annotation), so that class
-        attributes such as a model's ``default_objective`` can be read before anything is built."""
+        attributes such as a model's ``default_objective`` can be read before anything is built; None when
+        the factory imports its class only when called (its annotation is then a string)."""
         if inspect.isclass(self.target):
             return self.target
         returned = _signature(self.target).return_annotation
@@ -194,8 +195,26 @@ def _check_kind(kind: str) -> None:
 
 
 def _signature(target: Callable) -> inspect.Signature:
-    """The signature with string annotations (``from __future__ import annotations``) evaluated."""
+    """The signature with string annotations (``from __future__ import annotations``) evaluated.
+
+    An annotation that cannot be evaluated stays a string: typically a factory's return type imported only
+    for type checking, because its module is heavy and the factory imports it when called (the data plugins'
+    LightningDataModules, the metrics' torchmetrics classes).
+    """
     try:
         return inspect.signature(target, eval_str=True)
     except (NameError, TypeError):
-        return inspect.signature(target)
+        signature = inspect.signature(target)
+    function = target.__init__ if inspect.isclass(target) else target
+    namespace = getattr(inspect.unwrap(function), "__globals__", {})
+
+    def evaluate(annotation: Any) -> Any:
+        if not isinstance(annotation, str):
+            return annotation
+        try:
+            return eval(annotation, namespace)  # what inspect.signature(eval_str=True) does, one at a time
+        except (NameError, TypeError, SyntaxError):
+            return annotation
+
+    parameters = [p.replace(annotation=evaluate(p.annotation)) for p in signature.parameters.values()]
+    return signature.replace(parameters=parameters, return_annotation=evaluate(signature.return_annotation))

@@ -1,10 +1,15 @@
 """The command line as a user meets it: typos fail fast with one short message, before any work."""
 
+import copy
 import os
 import subprocess
 import sys
 
 import pytest
+from hydra._internal.sources_registry import SourcesRegistry
+from hydra.core.config_store import ConfigStore
+
+from lightning_llm import cli
 
 
 def run_cli(*args, timeout=120, env=None):
@@ -62,6 +67,19 @@ def test_plugin_listing():
     assert result.returncode == 0, result.stderr
     for line in ("model:", "gpt ", "[lightning_llm]", "n_layer=4", "optim:", "adamw", "lr="):
         assert line in result.stdout
+
+
+def test_hydra_config_sources_share_the_live_config_store():
+    """Hydra deep-copies its config sources for every composition; after share_config_store a copy still
+    reads the one ConfigStore (a node stored later is visible) instead of carrying a copy of every node."""
+    cli.share_config_store()
+    copied = copy.deepcopy(SourcesRegistry.instance().resolve("structured")("schema", "structured://"))
+    assert "store" not in vars(copied)
+    ConfigStore.instance().store(group="_test_share", name="late", node={"x": 1})
+    try:
+        assert copied.is_config("_test_share/late")
+    finally:
+        del ConfigStore.instance().repo["_test_share"]
 
 
 def test_missing_data_file_is_one_short_message(tmp_path):

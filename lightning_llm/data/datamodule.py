@@ -1,144 +1,29 @@
-"""The causal-LM DataModule, and the ``data`` plugins that build it from each kind of source.
+"""The causal-LM ``data`` plugins, one per kind of source, each building a ``TextDataModule``.
 
-A run goes: ``texts("train")`` (the framework trains the tokenizer on it) -> ``prepare_data()`` (tokenize
-every split once into the token cache; Lightning runs it on one process per node) -> ``setup(stage)``
-(memory-map the caches on every process) -> DataLoaders of packed windows. Nothing is read or tokenized in
-the constructor, so building the module is free and the tokenizer may still be untrained at that point.
+The module itself (``lightning_llm.data.text_module``) is imported when a plugin builds one: it needs
+Lightning, which listing the plugins or composing a config should not load.
 """
 
-import functools
-from collections.abc import Callable
-from pathlib import Path
+from __future__ import annotations
 
-from lightning_llm.data.corpus import SPLITS, SplitCorpus, check_fraction, split_corpus
-from lightning_llm.data.datasets import DatasetTooSmallError, PackedWindows
-from lightning_llm.data.loading import SplitDataModule, as_paths
-from lightning_llm.data.sources import pydoc_topics, read_jsonl_files, read_parquet_files, read_text_files
-from lightning_llm.data.token_cache import TokenizerLike, ensure_token_cache, open_tokens
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lightning_llm.data.sources import (
+    as_paths,
+    pydoc_topics,
+    read_jsonl_files,
+    read_parquet_files,
+    read_text_files,
+)
+from lightning_llm.data.token_cache import TokenizerLike
 from lightning_llm.registry import register
 
-__all__ = ["TextDataModule"]
+if TYPE_CHECKING:
+    from lightning_llm.data.text_module import TextDataModule
 
-# The splits each Lightning stage needs; setup(None) (outside a Trainer) prepares them all.
-_STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
-    "fit": ("train", "val"),
-    "validate": ("val",),
-    "test": ("test",),
-    "predict": (),
-    None: SPLITS,
-}
-
-
-class TextDataModule(SplitDataModule):
-    """Batches of ``{"input_ids", "labels"}``, each ``(batch_size, block_size)`` int64, for causal LM.
-
-    ``read_documents`` is called once, on first use, to get the corpus as a list of documents; it is split by
-    paragraph into train/val/test (see ``lightning_llm.data.corpus``). A split whose fraction is 0 is
-    deliberately empty and its DataLoader is an empty list, which Lightning skips.
-    """
-
-    def __init__(
-        self,
-        tokenizer: TokenizerLike,
-        cache_dir: str | Path,
-        read_documents: Callable[[], list[str]],
-        *,
-        block_size: int = 256,
-        batch_size: int = 16,
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
-        split_seed: int = 1234,
-        num_workers: int = 0,
-        shuffle_seed: int = 0,
-    ) -> None:
-        super().__init__()
-        _check_positive("data.block_size", block_size)
-        _check_positive("data.batch_size", batch_size)
-        check_fraction("data.val_fraction", val_fraction)
-        check_fraction("data.test_fraction", test_fraction)
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
-        self.tokenizer = tokenizer
-        self.cache_dir = Path(cache_dir).expanduser()
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.split_seed = split_seed
-        self.num_workers = num_workers
-        self.shuffle_seed = shuffle_seed
-        self._read_documents = read_documents
-        self._corpus: SplitCorpus | None = None
-        self._token_files: dict[str, Path] = {}
-        self._datasets: dict[str, PackedWindows] = {}
-
-    # -- the corpus (before tokenizer training)
-
-    def texts(self, split: str) -> list[str]:
-        """The texts of ``split`` ("train", "val" or "test"); the corpus is read and split on first use."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
-        return self._split_corpus().texts[split]
-
-    def fingerprint(self) -> str:
-        """A hash of the split texts and split parameters: same value, same corpus, on any machine."""
-        return self._split_corpus().fingerprint
-
-    def _split_corpus(self) -> SplitCorpus:
-        if self._corpus is None:
-            self._corpus = split_corpus(
-                self._read_documents(),
-                val_fraction=self.val_fraction,
-                test_fraction=self.test_fraction,
-                seed=self.split_seed,
-            )
-        return self._corpus
-
-    # -- Lightning hooks (after tokenizer training)
-
-    def prepare_data(self) -> None:
-        """Tokenize every non-empty split into the token cache (a no-op when the cache already exists)."""
-        for split in SPLITS:
-            if self.texts(split):
-                self._token_file(split)
-
-    def setup(self, stage: str | None = None) -> None:
-        """Memory-map the token caches the stage needs and cut them into windows."""
-        for split in _STAGE_SPLITS.get(stage, SPLITS):
-            if self.texts(split) and split not in self._datasets:
-                tokens = open_tokens(self._token_file(split))
-                self._datasets[split] = PackedWindows(tokens, self.block_size, split)
-        if "train" in self._datasets:
-            self._check_one_train_batch()
-
-    # -- helpers
-
-    def _token_file(self, split: str) -> Path:
-        if split not in self._token_files:
-            self._token_files[split] = ensure_token_cache(
-                self.texts(split),
-                self.tokenizer,
-                cache_dir=self.cache_dir,
-                split=split,
-                corpus_fingerprint=self.fingerprint(),
-            )
-        return self._token_files[split]
-
-    def _check_one_train_batch(self) -> None:
-        windows = len(self._datasets["train"])
-        if windows < self.batch_size:  # drop_last would leave an epoch with no batch at all
-            raise DatasetTooSmallError(
-                f"the train split has {windows} windows of block_size={self.block_size}, fewer than "
-                f"data.batch_size={self.batch_size}; lower data.batch_size or data.block_size, or add text"
-            )
-
-    def split_is_empty(self, split: str) -> bool:
-        return not self.texts(split)  # a split turned off with fraction 0
-
-
-def _check_positive(key: str, value: int) -> None:
-    if value <= 0:
-        raise ValueError(f"{key} must be > 0, got {value}")
+__all__ = ["jsonl_data", "parquet_data", "pydoc_data", "text_data"]
 
 
 # -- the plugins: one per source, sharing the TextDataModule parameters
@@ -167,6 +52,8 @@ def pydoc_data(
         num_workers: DataLoader worker processes (0 loads in the training process).
         shuffle_seed: seed of the training-order shuffle.
     """
+    from lightning_llm.data.text_module import TextDataModule
+
     return TextDataModule(
         tokenizer,
         cache_dir,
@@ -206,6 +93,8 @@ def text_data(
         num_workers: DataLoader worker processes (0 loads in the training process).
         shuffle_seed: seed of the training-order shuffle.
     """
+    from lightning_llm.data.text_module import TextDataModule
+
     return TextDataModule(
         tokenizer,
         cache_dir,
@@ -249,6 +138,8 @@ def jsonl_data(
     """
     if not field:
         raise ValueError("data.field must name the JSON key that holds the text, e.g. data.field=text")
+    from lightning_llm.data.text_module import TextDataModule
+
     return TextDataModule(
         tokenizer,
         cache_dir,
@@ -294,6 +185,8 @@ def parquet_data(
         raise ValueError(
             "data.column must name the Parquet column that holds the text, e.g. data.column=text"
         )
+    from lightning_llm.data.text_module import TextDataModule
+
     return TextDataModule(
         tokenizer,
         cache_dir,

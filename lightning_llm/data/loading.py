@@ -1,4 +1,8 @@
-"""What every data module here shares: DataLoaders over its train/val/test datasets, and path lists."""
+"""What every data module here shares: DataLoaders over its train/val/test datasets, split across processes.
+
+This is where Lightning is imported. The ``data`` plugins import their module's class when they build it, so
+listing plugins or composing a config does not load Lightning (about two seconds of start-up).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,17 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lightning_llm.data.corpus import SPLITS
 from lightning_llm.data.sampling import EvalBatchSampler, TrainBatchSampler
+
+# The splits each Lightning stage needs; setup(None) (outside a Trainer) prepares them all.
+STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": (),
+    None: SPLITS,
+}
 
 
 class ResumableLoader(DataLoader):
@@ -153,11 +167,3 @@ class SplitDataModule(L.LightningDataModule):
                 "use_distributed_sampler=False"
             )
         return kwargs["num_replicas"], kwargs["rank"]
-
-
-def as_paths(key: str, paths: list[str] | str) -> list[str]:
-    """``paths`` as a plain list (Hydra passes a ListConfig; a lone string is one path)."""
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    if not paths:
-        raise ValueError(f"data.{key} must name at least one file or glob, e.g. data.{key}=[train.jsonl]")
-    return paths

@@ -14,7 +14,9 @@ Target ids are truncated to ``block_size - 1`` so both decoder sequences fit in 
 reference string stays whole, so a truncated target costs BLEU rather than hiding it.
 
 Two plugins build the module: ``pairs`` reads jsonl/tsv/csv files, and ``reverse_words`` (the embedded
-default) makes pairs from Python's bundled documentation, so a seq2seq run needs no downloads.
+default) makes pairs from Python's bundled documentation, so a seq2seq run needs no downloads. Both build a
+``PairDataModule`` (``lightning_llm.data.pair_module``), which they import when called: it needs Lightning,
+which listing the plugins or composing a config should not load.
 """
 
 from __future__ import annotations
@@ -24,12 +26,11 @@ import functools
 import hashlib
 import io
 import json
-import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -42,36 +43,28 @@ from lightning_llm.data.corpus import (
     check_fraction,
     split_paragraphs,
 )
-from lightning_llm.data.datasets import DatasetTooSmallError
-from lightning_llm.data.loading import SplitDataModule, as_paths
-from lightning_llm.data.sources import SourceError, expand_paths, pydoc_topics, read_text_file
+from lightning_llm.data.sources import SourceError, as_paths, expand_paths, pydoc_topics, read_text_file
 from lightning_llm.registry import register
+
+if TYPE_CHECKING:
+    from lightning_llm.data.pair_module import PairDataModule
 
 __all__ = [
     "IGNORE_INDEX",
     "Pair",
-    "PairDataModule",
     "PairDataset",
     "PairTokenizer",
     "Seq2SeqCollator",
+    "pairs_fingerprint",
     "read_pairs",
     "reverse_words",
     "reverse_words_pairs",
     "split_pairs",
 ]
 
-log = logging.getLogger(__name__)
-
 IGNORE_INDEX = -100  # label value that contributes no loss (PyTorch's default)
 _FINGERPRINT_VERSION = 1  # bump when reading, splitting or pair generation changes
 _SUFFIXES = (".jsonl", ".tsv", ".csv")
-_STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
-    "fit": ("train", "val"),
-    "validate": ("val",),
-    "test": ("test",),
-    "predict": (),
-    None: SPLITS,
-}
 
 
 class PairTokenizer(Protocol):
@@ -236,6 +229,18 @@ def _hashed_splits(
     return lambda: split_pairs(read(), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 
 
+def pairs_fingerprint(splits: dict[str, list[Pair]]) -> str:
+    """A hash of every split's pairs: same value, same data, on any machine."""
+    digest = hashlib.sha256(f"pairs-v{_FINGERPRINT_VERSION}".encode())
+    for split in SPLITS:
+        digest.update(f"\0{split}\0{len(splits[split])}\0".encode())
+        for text in (text for pair in splits[split] for text in pair):
+            data = text.encode()
+            digest.update(len(data).to_bytes(8, "little"))  # length prefix: ["ab"] and ["a", "b"] differ
+            digest.update(data)
+    return digest.hexdigest()
+
+
 # --------------------------------------------------------------------------- the reverse_words task
 
 
@@ -318,113 +323,6 @@ class Seq2SeqCollator:
         }
 
 
-# --------------------------------------------------------------------------- the DataModule
-
-
-class PairDataModule(SplitDataModule):
-    """Seq2seq batches (see the module docstring) from the pairs that ``read_splits()`` returns.
-
-    ``read_splits`` is called once, on first use, and returns the pairs of each split; an empty split is
-    deliberately off and its DataLoader is an empty list, which Lightning skips. Nothing is read or
-    tokenized in the constructor, so building the module is free while the tokenizer is still untrained.
-    """
-
-    def __init__(
-        self,
-        tokenizer: PairTokenizer,
-        read_splits: Callable[[], dict[str, list[Pair]]],
-        *,
-        block_size: int = 64,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        shuffle_seed: int = 0,
-    ) -> None:
-        super().__init__()
-        if block_size < 2:
-            raise ValueError(f"data.block_size must be >= 2 (bos or eos plus one token), got {block_size}")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be > 0, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
-        self.tokenizer = tokenizer
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.shuffle_seed = shuffle_seed
-        self._read_splits = read_splits
-        self._splits: dict[str, list[Pair]] | None = None
-        self._datasets: dict[str, PairDataset] = {}
-
-    # -- the pairs (before tokenizer training)
-
-    def pairs(self, split: str) -> list[Pair]:
-        """The pairs of ``split`` ("train", "val" or "test"); read and split on first use."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
-        if self._splits is None:
-            self._splits = self._read_splits()
-        return self._splits[split]
-
-    def texts(self, split: str) -> list[str]:
-        """Every source and target of ``split``, for tokenizer training."""
-        return [text for pair in self.pairs(split) for text in pair]
-
-    def fingerprint(self) -> str:
-        """A hash of every split's pairs: same value, same data, on any machine."""
-        digest = hashlib.sha256(f"pairs-v{_FINGERPRINT_VERSION}".encode())
-        for split in SPLITS:
-            digest.update(f"\0{split}\0{len(self.pairs(split))}\0".encode())
-            for text in self.texts(split):
-                data = text.encode()
-                digest.update(len(data).to_bytes(8, "little"))  # length prefix: ["ab"] and ["a", "b"] differ
-                digest.update(data)
-        return digest.hexdigest()
-
-    # -- Lightning hooks (after tokenizer training)
-
-    def setup(self, stage: str | None = None) -> None:
-        """Tokenize the splits the stage needs (every process does it: it takes well under a second)."""
-        for split in _STAGE_SPLITS.get(stage, SPLITS):
-            if self.pairs(split) and split not in self._datasets:
-                self._datasets[split] = PairDataset(self._tokenize(split))
-        train = self._datasets.get("train")
-        if train is not None and len(train) < self.batch_size:  # drop_last would leave an epoch empty
-            raise DatasetTooSmallError(
-                f"the train split has {len(train)} pairs, fewer than data.batch_size={self.batch_size}; "
-                "lower data.batch_size or add pairs"
-            )
-
-    # -- helpers
-
-    def split_is_empty(self, split: str) -> bool:
-        return not self.pairs(split)
-
-    def collate_fn(self) -> Seq2SeqCollator:
-        return self.collator()
-
-    def collator(self) -> Seq2SeqCollator:
-        tok = self.tokenizer
-        return Seq2SeqCollator(pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id)
-
-    def _tokenize(self, split: str) -> list[Example]:
-        pairs = self.pairs(split)
-        sources = self.tokenizer.encode_batch([pair.source for pair in pairs])
-        targets = self.tokenizer.encode_batch([pair.target for pair in pairs])
-        max_target = self.block_size - 1  # room for bos (decoder inputs) or eos (labels)
-        cut = sum(len(s) > self.block_size for s in sources) + sum(len(t) > max_target for t in targets)
-        if cut:
-            log.warning(
-                "%s split: %d sources/targets are longer than data.block_size=%d tokens and were truncated",
-                split,
-                cut,
-                self.block_size,
-            )
-        return [
-            Example(source[: self.block_size], target[:max_target], pair.target)
-            for pair, source, target in zip(pairs, sources, targets, strict=True)
-        ]
-
-
 # --------------------------------------------------------------------------- the plugins
 
 
@@ -473,6 +371,8 @@ def pairs_data(
     else:
         read = functools.partial(read_pairs, paths, *fields)
         read_splits = _hashed_splits(read, val_fraction, test_fraction, split_seed)
+    from lightning_llm.data.pair_module import PairDataModule
+
     return PairDataModule(
         tokenizer,
         read_splits,
@@ -525,6 +425,8 @@ def reverse_words_data(
     read = functools.partial(
         _reverse_words_corpus, min_words=min_words, max_words=max_words, num_examples=num_examples, seed=seed
     )
+    from lightning_llm.data.pair_module import PairDataModule
+
     return PairDataModule(
         tokenizer,
         _hashed_splits(read, val_fraction, test_fraction, split_seed),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 __all__ = [
     "SourceError",
+    "as_paths",
     "expand_paths",
     "pydoc_topics",
     "read_jsonl_files",
@@ -36,6 +37,14 @@ def pydoc_topics() -> list[str]:
     from pydoc_data.topics import topics
 
     return [topics[name] for name in sorted(topics)]
+
+
+def as_paths(key: str, paths: list[str] | str) -> list[str]:
+    """``paths`` as a plain list (Hydra passes a ListConfig; a lone string is one path)."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if not paths:
+        raise ValueError(f"data.{key} must name at least one file or glob, e.g. data.{key}=[train.jsonl]")
+    return paths
 
 
 def expand_paths(patterns: list[str]) -> list[Path]:

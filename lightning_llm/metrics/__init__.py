@@ -1,7 +1,28 @@
-"""Evaluation metrics (torchmetrics classes). Importing this package registers the ``metric`` plugins."""
+"""Evaluation metrics (torchmetrics classes).
 
-from lightning_llm.metrics.classification import F1, Precision, Recall
-from lightning_llm.metrics.generation import BLEU, ROUGE
-from lightning_llm.metrics.text import Accuracy, Perplexity
+Importing this package registers the ``metric`` plugins (``lightning_llm.metrics.plugins``) without importing
+torchmetrics: the classes below load on first use.
+"""
+
+import importlib
+
+from lightning_llm.metrics import plugins  # noqa: F401 - importing registers the plugins
 
 __all__ = ["BLEU", "F1", "ROUGE", "Accuracy", "Perplexity", "Precision", "Recall"]
+
+# Each class by the module that defines it (imported on first access).
+_LAZY = {
+    "Accuracy": "lightning_llm.metrics.text",
+    "BLEU": "lightning_llm.metrics.generation",
+    "F1": "lightning_llm.metrics.classification",
+    "Perplexity": "lightning_llm.metrics.text",
+    "Precision": "lightning_llm.metrics.classification",
+    "ROUGE": "lightning_llm.metrics.generation",
+    "Recall": "lightning_llm.metrics.classification",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

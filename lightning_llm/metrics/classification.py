@@ -16,8 +16,6 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lightning_llm.registry import register
-
 __all__ = [
     "F1",
     "Precision",
@@ -110,34 +108,28 @@ class _MacroClassificationMetric(Metric):
         return self.score(*class_counts(dim_zero_cat(self.preds), dim_zero_cat(self.labels)))
 
 
-@register("metric", "precision")
 class Precision(_MacroClassificationMetric):
-    """Macro-averaged precision: of the items predicted as a class, the share that were it; mean over classes.
+    """Macro-averaged precision.
 
-    Args:
-        ignore_index: label value of positions that are not scored.
+    The ``precision`` metric plugin (``lightning_llm.metrics.plugins``) documents it and its parameters.
     """
 
     score = staticmethod(macro_precision)
 
 
-@register("metric", "recall")
 class Recall(_MacroClassificationMetric):
-    """Macro-averaged recall: of the items of a class, the share predicted as it; mean over classes.
+    """Macro-averaged recall.
 
-    Args:
-        ignore_index: label value of positions that are not scored.
+    The ``recall`` metric plugin (``lightning_llm.metrics.plugins``) documents it and its parameters.
     """
 
     score = staticmethod(macro_recall)
 
 
-@register("metric", "f1")
 class F1(_MacroClassificationMetric):
-    """Macro-averaged F1: the mean over classes of each class's harmonic mean of precision and recall.
+    """Macro-averaged F1.
 
-    Args:
-        ignore_index: label value of positions that are not scored.
+    The ``f1`` metric plugin (``lightning_llm.metrics.plugins``) documents it and its parameters.
     """
 
     score = staticmethod(macro_f1)

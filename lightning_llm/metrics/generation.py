@@ -19,8 +19,6 @@ from torchmetrics import Metric
 from torchmetrics.functional.text.rouge import rouge_score
 from torchmetrics.text import BLEUScore
 
-from lightning_llm.registry import register
-
 __all__ = ["BLEU", "ROUGE"]
 
 
@@ -34,19 +32,10 @@ def _check_texts(predictions: Sequence[str], references: Sequence[str]) -> None:
         )
 
 
-@register("metric", "bleu")
 class BLEU(BLEUScore):
-    """Corpus BLEU (Papineni et al. 2002): clipped n-gram precisions up to ``n_gram``, geometric mean,
-    times a brevity penalty, over whitespace-separated tokens; 0..1, 1 when every prediction equals its
-    reference.
+    """Corpus BLEU, 0..1.
 
-    Corpus-level, as BLEU is defined: n-gram counts are summed over all examples before the ratio, so it is
-    not the mean of sentence BLEUs (which is 0 for every sentence shorter than ``n_gram`` words).
-
-    Args:
-        n_gram: the longest n-gram counted (4 is the standard BLEU-4).
-        smooth: add-one smoothing of the n-gram precisions (Lin & Och 2004), for small evaluation sets
-            where some n-gram order has no match at all.
+    The ``bleu`` metric plugin (``lightning_llm.metrics.plugins``) documents it and its parameters.
     """
 
     input_kind = "text"
@@ -70,15 +59,10 @@ def _normalize(text: str) -> str:
     return re.sub(r"[\W_]+", " ", text.lower())
 
 
-@register("metric", "rouge")
 class ROUGE(Metric):
-    """ROUGE-L F-measure (Lin 2004): from the longest common subsequence of words of a prediction and its
-    reference, averaged over examples; 0..1, 1 when every prediction equals its reference.
+    """ROUGE-L F-measure, 0..1, kept as a sum of scores and a count.
 
-    The per-example score is torchmetrics' ROUGE-L (``rouge_score``, no stemming, so no nltk data is needed).
-    Its ``ROUGEScore`` class keeps one tensor per example in list states, which DDP syncs with one collective
-    per element and so hangs when processes hold different numbers of examples; this metric keeps the sum of
-    scores and the count instead.
+    The ``rouge`` metric plugin (``lightning_llm.metrics.plugins``) documents it and its parameters.
     """
 
     input_kind = "text"

@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from lightning_llm.registry import register
-
 __all__ = ["Accuracy", "Perplexity", "correct_tokens", "summed_nll"]
 
 
@@ -48,12 +46,10 @@ def _check_shapes(logits: torch.Tensor, labels: torch.Tensor) -> None:
         )
 
 
-@register("metric", "perplexity")
 class Perplexity(Metric):
-    """exp(mean token cross-entropy): the effective number of equally likely choices per token.
+    """exp(mean token cross-entropy).
 
-    Args:
-        ignore_index: label value of positions that are not scored.
+    The ``perplexity`` metric plugin (``lightning_llm.metrics.plugins``) documents it and its parameters.
     """
 
     is_differentiable = False
@@ -76,12 +72,10 @@ class Perplexity(Metric):
         return torch.exp(self.nll_sum / self.n_tokens)  # nan before any scored token
 
 
-@register("metric", "accuracy")
 class Accuracy(Metric):
-    """Top-1 accuracy over scored positions (tokens, or sequences for classification).
+    """Top-1 accuracy over scored positions.
 
-    Args:
-        ignore_index: label value of positions that are not scored.
+    The ``accuracy`` metric plugin (``lightning_llm.metrics.plugins``) documents it and its parameters.
     """
 
     is_differentiable = False

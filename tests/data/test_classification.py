@@ -6,7 +6,6 @@ import torch
 
 from lightning_llm import registry
 from lightning_llm.data.classification import (
-    ClassificationDataModule,
     Example,
     LabelError,
     PadCollate,
@@ -16,6 +15,7 @@ from lightning_llm.data.classification import (
     pydoc_topics_data,
     split_examples,
 )
+from lightning_llm.data.classification_module import ClassificationDataModule
 from lightning_llm.data.corpus import CorpusTooSmallError
 from lightning_llm.data.sources import SourceError
 from lightning_llm.tokenizers import CharTokenizer

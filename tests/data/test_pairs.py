@@ -6,10 +6,10 @@ import torch
 
 from lightning_llm import registry
 from lightning_llm.data import DatasetTooSmallError, SourceError
+from lightning_llm.data.pair_module import PairDataModule
 from lightning_llm.data.pairs import (
     IGNORE_INDEX,
     Pair,
-    PairDataModule,
     pairs_data,
     read_pairs,
     reverse_words,

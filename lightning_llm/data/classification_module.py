@@ -1,0 +1,139 @@
+"""The sequence-classification DataModule, built by the ``pydoc_topics`` and ``classification`` data plugins
+(``lightning_llm.data.classification``, which reads, splits and labels the examples and says what a batch
+holds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lightning_llm.data.classification import (
+    ClassificationTokenizer,
+    EncodedExamples,
+    Example,
+    PadCollate,
+    check_labels,
+    examples_fingerprint,
+    label_names,
+    split_examples,
+)
+from lightning_llm.data.corpus import SPLITS, check_fraction
+from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
+
+__all__ = ["ClassificationDataModule"]
+
+
+class ClassificationDataModule(SplitDataModule):
+    """Batches of ``{"input_ids", "attention_mask", "labels"}`` for sequence classification.
+
+    ``read_train`` (and ``read_val`` / ``read_test`` where given) are called once, on first use; a split with
+    no reader is held out of the train examples by hash. A split whose fraction is 0 and that has no reader
+    is deliberately empty, and its DataLoader is an empty list, which Lightning skips.
+    """
+
+    drop_last_train = False  # the loss is summed and divided by the count: a short last batch is exact
+
+    def __init__(
+        self,
+        tokenizer: ClassificationTokenizer,
+        read_train: Callable[[], list[Example]],
+        read_val: Callable[[], list[Example]] | None = None,
+        read_test: Callable[[], list[Example]] | None = None,
+        *,
+        block_size: int = 128,
+        batch_size: int = 32,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 1234,
+        num_workers: int = 0,
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if block_size < 2:
+            raise ValueError(f"data.block_size must be >= 2 (<cls> and one token), got {block_size}")
+        if batch_size <= 0:
+            raise ValueError(f"data.batch_size must be > 0, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        check_fraction("data.val_fraction", val_fraction)
+        check_fraction("data.test_fraction", test_fraction)
+        self.tokenizer = tokenizer
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.num_workers = num_workers
+        self.shuffle_seed = shuffle_seed
+        self._readers = {"train": read_train, "val": read_val, "test": read_test}
+        self._splits: dict[str, list[Example]] | None = None
+        self._labels: list[str] = []
+        self._datasets: dict[str, EncodedExamples] = {}
+
+    # -- the examples (before tokenizer training)
+
+    def texts(self, split: str) -> list[str]:
+        """The texts of ``split`` ("train", "val" or "test"); the examples are read on first use."""
+        return [example.text for example in self.examples(split)]
+
+    def examples(self, split: str) -> list[Example]:
+        """The labelled examples of ``split``, in reading order."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
+        return list(self._examples()[split])
+
+    @property
+    def labels(self) -> list[str]:
+        """The label names; class index i is ``labels[i]``."""
+        self._examples()
+        return list(self._labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def fingerprint(self) -> str:
+        """A hash of the split examples and split parameters: same value, same data, on any machine."""
+        params = {"val": self.val_fraction, "test": self.test_fraction, "seed": self.split_seed}
+        return examples_fingerprint(self._examples(), params)
+
+    def _examples(self) -> dict[str, list[Example]]:
+        if self._splits is None:
+            read = {split: reader() if reader else None for split, reader in self._readers.items()}
+            splits = split_examples(
+                read["train"],
+                read["val"],
+                read["test"],
+                val_fraction=self.val_fraction,
+                test_fraction=self.test_fraction,
+                seed=self.split_seed,
+            )
+            labels = label_names(splits["train"])
+            check_labels(splits, labels)
+            self._splits, self._labels = splits, labels
+        return self._splits
+
+    # -- Lightning hooks (after tokenizer training)
+
+    def prepare_data(self) -> None:
+        """Nothing to download or cache: the examples are read and tokenized in ``setup``."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Tokenize the splits the stage needs: ``<cls>`` + tokens, cut to ``block_size``."""
+        for split in STAGE_SPLITS.get(stage, SPLITS):
+            if split not in self._datasets and self._examples()[split]:
+                self._datasets[split] = self._encode(self._examples()[split])
+
+    def _encode(self, examples: list[Example]) -> EncodedExamples:
+        cls_id, keep = self.tokenizer.cls_id, self.block_size - 1
+        token_ids = self.tokenizer.encode_batch([example.text for example in examples])
+        index = {label: i for i, label in enumerate(self._labels)}
+        return EncodedExamples(
+            [[cls_id, *ids[:keep]] for ids in token_ids], [index[example.label] for example in examples]
+        )
+
+    def split_is_empty(self, split: str) -> bool:
+        return not self._examples()[split]
+
+    def collate_fn(self) -> PadCollate:
+        return PadCollate(self.tokenizer.pad_id)

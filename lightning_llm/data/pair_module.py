@@ -1,0 +1,121 @@
+"""The sequence-to-sequence DataModule, built by the ``pairs`` and ``reverse_words`` data plugins
+(``lightning_llm.data.pairs``, which reads and splits the pairs and says what a batch holds).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from lightning_llm.data.corpus import SPLITS
+from lightning_llm.data.datasets import DatasetTooSmallError
+from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
+from lightning_llm.data.pairs import (
+    Example,
+    Pair,
+    PairDataset,
+    PairTokenizer,
+    Seq2SeqCollator,
+    pairs_fingerprint,
+)
+
+__all__ = ["PairDataModule"]
+
+log = logging.getLogger(__name__)
+
+
+class PairDataModule(SplitDataModule):
+    """Seq2seq batches (as ``lightning_llm.data.pairs`` lays them out) of the pairs ``read_splits()`` gives.
+
+    ``read_splits`` is called once, on first use, and returns the pairs of each split; an empty split is
+    deliberately off and its DataLoader is an empty list, which Lightning skips. Nothing is read or
+    tokenized in the constructor, so building the module is free while the tokenizer is still untrained.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PairTokenizer,
+        read_splits: Callable[[], dict[str, list[Pair]]],
+        *,
+        block_size: int = 64,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if block_size < 2:
+            raise ValueError(f"data.block_size must be >= 2 (bos or eos plus one token), got {block_size}")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be > 0, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.tokenizer = tokenizer
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.shuffle_seed = shuffle_seed
+        self._read_splits = read_splits
+        self._splits: dict[str, list[Pair]] | None = None
+        self._datasets: dict[str, PairDataset] = {}
+
+    # -- the pairs (before tokenizer training)
+
+    def pairs(self, split: str) -> list[Pair]:
+        """The pairs of ``split`` ("train", "val" or "test"); read and split on first use."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
+        if self._splits is None:
+            self._splits = self._read_splits()
+        return self._splits[split]
+
+    def texts(self, split: str) -> list[str]:
+        """Every source and target of ``split``, for tokenizer training."""
+        return [text for pair in self.pairs(split) for text in pair]
+
+    def fingerprint(self) -> str:
+        """A hash of every split's pairs: same value, same data, on any machine."""
+        return pairs_fingerprint({split: self.pairs(split) for split in SPLITS})
+
+    # -- Lightning hooks (after tokenizer training)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Tokenize the splits the stage needs (every process does it: it takes well under a second)."""
+        for split in STAGE_SPLITS.get(stage, SPLITS):
+            if self.pairs(split) and split not in self._datasets:
+                self._datasets[split] = PairDataset(self._tokenize(split))
+        train = self._datasets.get("train")
+        if train is not None and len(train) < self.batch_size:  # drop_last would leave an epoch empty
+            raise DatasetTooSmallError(
+                f"the train split has {len(train)} pairs, fewer than data.batch_size={self.batch_size}; "
+                "lower data.batch_size or add pairs"
+            )
+
+    # -- helpers
+
+    def split_is_empty(self, split: str) -> bool:
+        return not self.pairs(split)
+
+    def collate_fn(self) -> Seq2SeqCollator:
+        return self.collator()
+
+    def collator(self) -> Seq2SeqCollator:
+        tok = self.tokenizer
+        return Seq2SeqCollator(pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id)
+
+    def _tokenize(self, split: str) -> list[Example]:
+        pairs = self.pairs(split)
+        sources = self.tokenizer.encode_batch([pair.source for pair in pairs])
+        targets = self.tokenizer.encode_batch([pair.target for pair in pairs])
+        max_target = self.block_size - 1  # room for bos (decoder inputs) or eos (labels)
+        cut = sum(len(s) > self.block_size for s in sources) + sum(len(t) > max_target for t in targets)
+        if cut:
+            log.warning(
+                "%s split: %d sources/targets are longer than data.block_size=%d tokens and were truncated",
+                split,
+                cut,
+                self.block_size,
+            )
+        return [
+            Example(source[: self.block_size], target[:max_target], pair.target)
+            for pair, source, target in zip(pairs, sources, targets, strict=True)
+        ]

@@ -1,0 +1,113 @@
+"""The ``metric`` plugins: each builds one of the torchmetrics classes of this package.
+
+The classes live in ``text`` (perplexity, accuracy), ``classification`` (macro precision, recall, F1) and
+``generation`` (BLEU, ROUGE-L); each plugin imports its class when called, because torchmetrics takes most of
+a second to import and listing the plugins or composing a config needs only these signatures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lightning_llm.registry import register
+
+if TYPE_CHECKING:
+    from lightning_llm.metrics.classification import F1, Precision, Recall
+    from lightning_llm.metrics.generation import BLEU, ROUGE
+    from lightning_llm.metrics.text import Accuracy, Perplexity
+
+__all__ = ["accuracy", "bleu", "f1", "perplexity", "precision", "recall", "rouge"]
+
+
+@register("metric", "perplexity")
+def perplexity(ignore_index: int = -100) -> Perplexity:
+    """exp(mean token cross-entropy): the effective number of equally likely choices per token.
+
+    Args:
+        ignore_index: label value of positions that are not scored.
+    """
+    from lightning_llm.metrics.text import Perplexity
+
+    return Perplexity(ignore_index=ignore_index)
+
+
+@register("metric", "accuracy")
+def accuracy(ignore_index: int = -100) -> Accuracy:
+    """Top-1 accuracy over scored positions (tokens, or sequences for classification).
+
+    Args:
+        ignore_index: label value of positions that are not scored.
+    """
+    from lightning_llm.metrics.text import Accuracy
+
+    return Accuracy(ignore_index=ignore_index)
+
+
+@register("metric", "precision")
+def precision(ignore_index: int = -100) -> Precision:
+    """Macro-averaged precision: of the items predicted as a class, the share that were it; mean over classes.
+
+    Args:
+        ignore_index: label value of positions that are not scored.
+    """
+    from lightning_llm.metrics.classification import Precision
+
+    return Precision(ignore_index=ignore_index)
+
+
+@register("metric", "recall")
+def recall(ignore_index: int = -100) -> Recall:
+    """Macro-averaged recall: of the items of a class, the share predicted as it; mean over classes.
+
+    Args:
+        ignore_index: label value of positions that are not scored.
+    """
+    from lightning_llm.metrics.classification import Recall
+
+    return Recall(ignore_index=ignore_index)
+
+
+@register("metric", "f1")
+def f1(ignore_index: int = -100) -> F1:
+    """Macro-averaged F1: the mean over classes of each class's harmonic mean of precision and recall.
+
+    Args:
+        ignore_index: label value of positions that are not scored.
+    """
+    from lightning_llm.metrics.classification import F1
+
+    return F1(ignore_index=ignore_index)
+
+
+@register("metric", "bleu")
+def bleu(n_gram: int = 4, smooth: bool = False) -> BLEU:
+    """Corpus BLEU (Papineni et al. 2002): clipped n-gram precisions up to ``n_gram``, geometric mean,
+    times a brevity penalty, over whitespace-separated tokens; 0..1, 1 when every prediction equals its
+    reference.
+
+    Corpus-level, as BLEU is defined: n-gram counts are summed over all examples before the ratio, so it is
+    not the mean of sentence BLEUs (which is 0 for every sentence shorter than ``n_gram`` words).
+
+    Args:
+        n_gram: the longest n-gram counted (4 is the standard BLEU-4).
+        smooth: add-one smoothing of the n-gram precisions (Lin & Och 2004), for small evaluation sets
+            where some n-gram order has no match at all.
+    """
+    from lightning_llm.metrics.generation import BLEU
+
+    return BLEU(n_gram=n_gram, smooth=smooth)
+
+
+@register("metric", "rouge")
+def rouge() -> ROUGE:
+    """ROUGE-L F-measure (Lin 2004): from the longest common subsequence of words of a prediction and its
+    reference, averaged over examples; 0..1, 1 when every prediction equals its reference.
+
+    The per-example score is torchmetrics' ROUGE-L (``rouge_score``, no stemming, so no nltk data is needed).
+    Its ``ROUGEScore`` class keeps one tensor per example in list states, which DDP syncs with one collective
+    per element and so hangs when processes hold different numbers of examples; this metric keeps the sum of
+    scores and the count instead.
+    """
+    from lightning_llm.metrics.generation import ROUGE
+
+    return ROUGE()
