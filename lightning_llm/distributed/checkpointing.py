@@ -17,6 +17,7 @@ which must stay importable without Lightning; it is re-exported here.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -44,6 +45,7 @@ from lightning_llm.checkpoint import (
 
 __all__ = [
     "AtomicCheckpointIO",
+    "CheckpointWriteError",
     "ShardedStrategy",
     "atomic_save",
     "consolidate",
@@ -52,6 +54,35 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- single files
+
+# What the user can do about a failed write, by its cause; anything else: "fix the cause".
+_REMEDIES = {
+    errno.ENOSPC: "free disk space",
+    errno.EDQUOT: "free space under your disk quota",
+    errno.EACCES: "make the folder writable",
+    errno.EPERM: "make the folder writable",
+    errno.EROFS: "write to a writable filesystem (another hydra.run.dir)",
+}
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, folder unwritable, I/O error). Nothing is lost: the temp
+    file is removed and the checkpoints already under final names are untouched, so the message names the one
+    ``ckpt_path=auto`` would resume from. ``errno`` is the cause's."""
+
+    def __init__(self, path: str | Path, cause: OSError) -> None:
+        self.path, self.cause = Path(path), cause
+        kept = latest_checkpoint(self.path.parent) if self.path.parent.is_dir() else None
+        previous = f"the previous checkpoint {kept} is kept" if kept else "no earlier checkpoint to keep"
+        remedy = _REMEDIES.get(cause.errno, "fix the cause")
+        self.message = (
+            f"could not write checkpoint {self.path}: {cause.strerror or cause} ({previous}); "
+            f"{remedy} and resume with ckpt_path=auto"
+        )
+        super().__init__(cause.errno, self.message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -99,9 +130,22 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind ``error``, if any. ``torch.save`` into a file object reports a failed ``write``
+    (ENOSPC...) as a RuntimeError ("unexpected pos"), with the OSError only as its ``__context__``."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's ``TorchCheckpointIO`` with crash-safe local writes (see ``atomic_save``); removal also
-    handles sharded directories. Remote paths (``s3://``...) keep Lightning's behaviour."""
+    """Lightning's ``TorchCheckpointIO`` with crash-safe local writes (see ``atomic_save``); a failed write
+    raises ``CheckpointWriteError``. Removal also handles sharded directories. Remote paths (``s3://``...)
+    keep Lightning's behaviour."""
 
     @override
     def save_checkpoint(
@@ -109,7 +153,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None or not _is_local_file_protocol(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        atomic_save(checkpoint, path)
+        try:
+            atomic_save(checkpoint, path)
+        except Exception as error:
+            cause = _os_error(error)
+            if cause is None:
+                raise
+            raise CheckpointWriteError(path, cause) from error
 
     @override
     def remove_checkpoint(self, path: _PATH) -> None:

@@ -3,6 +3,7 @@ real 2-process FSDP2 run on CPU whose checkpoints are consolidated and resumed o
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -14,7 +15,12 @@ import torch
 
 from lightning_llm.checkpoint import find_checkpoint, is_complete, latest_checkpoint, load_checkpoint
 from lightning_llm.distributed import checkpointing
-from lightning_llm.distributed.checkpointing import AtomicCheckpointIO, ShardedStrategy, consolidate
+from lightning_llm.distributed.checkpointing import (
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    ShardedStrategy,
+    consolidate,
+)
 
 SCRIPT = Path(__file__).parent / "scripts" / "ckpt_fsdp_run.py"
 # Each run takes ~15-20 s on 2 shared CPU cores, most of it importing and starting processes.
@@ -112,6 +118,59 @@ def test_consolidate_refuses_a_file(tmp_path: Path):
     torch.save(checkpoint_at(1), tmp_path / "one.ckpt")
     with pytest.raises(ValueError, match=r"one\.ckpt is not a sharded checkpoint directory"):
         consolidate(tmp_path / "one.ckpt", tmp_path / "out.pt")
+
+
+class _FullDisk:
+    """A file whose disk is full after ``room`` bytes: ``write`` raises ENOSPC, as the kernel reports it."""
+
+    def __init__(self, file, room: int = 64) -> None:
+        self._file, self._room = file, room
+
+    def write(self, data) -> int:
+        if len(data) > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._file.name)
+        self._room -= len(data)
+        return self._file.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
+def test_a_full_disk_raises_checkpoint_write_error_and_keeps_the_previous_file(tmp_path: Path, monkeypatch):
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint(checkpoint_at(1), last)
+    full_disk = lambda *args, **kwargs: _FullDisk(open(*args, **kwargs))  # noqa: E731, SIM115
+    monkeypatch.setattr(checkpointing, "open", full_disk, raising=False)
+    with pytest.raises(CheckpointWriteError) as failed:
+        AtomicCheckpointIO().save_checkpoint(checkpoint_at(2), last)
+    assert isinstance(failed.value, OSError) and failed.value.errno == errno.ENOSPC
+    assert str(failed.value) == (
+        f"could not write checkpoint {last}: No space left on device "
+        f"(the previous checkpoint {last} is kept); free disk space and resume with ckpt_path=auto"
+    )
+    assert [path.name for path in last.parent.iterdir()] == ["last.ckpt"]  # the temp file is gone
+    assert torch.load(last, weights_only=True)["global_step"] == 1
+
+
+def test_an_unwritable_folder_names_the_cause_and_that_nothing_was_kept(tmp_path: Path):
+    (tmp_path / "checkpoints").write_text("a file where the folder should be")
+    with pytest.raises(
+        CheckpointWriteError, match=r"last\.ckpt: File exists \(no earlier checkpoint to keep\)"
+    ):
+        AtomicCheckpointIO().save_checkpoint(checkpoint_at(1), tmp_path / "checkpoints" / "last.ckpt")
+
+
+def test_an_error_that_is_not_the_disk_passes_through(tmp_path: Path):
+    with pytest.raises(Exception) as failed:  # pickling a lambda; nothing to do with the disk
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {}, "hook": lambda: 0}, tmp_path / "last.ckpt")
+    assert not isinstance(failed.value, CheckpointWriteError)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- a real FSDP2 run
