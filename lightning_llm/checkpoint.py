@@ -171,9 +171,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (corrupt or truncated?): {_reason(error)}"
-        ) from None
+        raise _unreadable(path, error, "corrupt or truncated?") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{path} is not a Lightning checkpoint: it has no 'state_dict'")
     return checkpoint
@@ -218,6 +216,16 @@ def _to(state: dict[str, Any], device: str | torch.device) -> dict[str, Any]:
     return {
         key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in state.items()
     }
+
+
+def _unreadable(path: Path, error: BaseException, guess: str = "") -> CheckpointError:
+    """Why the checkpoint at ``path`` cannot be read: pickled code (``weights_only=True`` refuses anything but
+    tensors and plain data), or damage (``guess``: what may have happened)."""
+    if isinstance(error, pickle.UnpicklingError) and str(error).startswith("Weights only load failed"):
+        reason = "it holds pickled code or objects, refused (checkpoints load with weights_only=True)"
+    else:
+        reason = f"{guess + ': ' if guess else ''}{_reason(error)}"
+    return CheckpointError(f"{path} is not a readable checkpoint: {reason}")
 
 
 def _reason(error: BaseException) -> str:
@@ -359,7 +367,11 @@ def check_resumable(path: str | Path, model_config: dict[str, Any], tokenizer_fi
     try:
         meta = read_metadata(path)
     except Exception as error:  # whatever torch raises for a damaged file, the message names the file
-        raise CheckpointError(f"{path} is not a readable checkpoint ({_reason(error)})") from None
+        raise _unreadable(path, error) from None
+    try:
+        refuse_code_paths(meta.get("config") or {}, "config")
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     stored_tokenizer = meta.get("tokenizer_fingerprint")
     if stored_tokenizer is not None and stored_tokenizer != tokenizer_fingerprint:
         raise CheckpointError(

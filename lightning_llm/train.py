@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -27,7 +28,7 @@ from lightning_llm.callbacks.preemption import PREEMPTED_EXIT_CODE, Preemption
 from lightning_llm.callbacks.run_summary import write_json
 from lightning_llm.config import ConfigError
 from lightning_llm.distributed import strategy
-from lightning_llm.distributed.checkpointing import AtomicCheckpointIO, ShardedStrategy
+from lightning_llm.distributed.checkpointing import AtomicCheckpointIO, CheckpointWriteError, ShardedStrategy
 from lightning_llm.distributed.parallelize import local_part
 from lightning_llm.loggers import build_loggers, finish_loggers
 from lightning_llm.module import LanguageModule
@@ -40,9 +41,10 @@ def run(cfg: DictConfig) -> float | None:
     """The Hydra task: train, and return ``cfg.optimized_metric`` for a sweeper."""
     try:
         summary, _ = train(cfg)
-    except (ValueError, FileNotFoundError) as error:
-        # Bad input (a config value, a missing or malformed data file) gets its one-line message;
-        # HYDRA_FULL_ERROR=1 shows the traceback instead.
+    except (ValueError, FileNotFoundError, CheckpointWriteError, MisconfigurationException) as error:
+        # Bad input (a config value, a missing or malformed data file, a setting Lightning refuses) and a
+        # checkpoint that could not be written (disk full) get their one-line message; HYDRA_FULL_ERROR=1
+        # shows the traceback instead.
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {error}", file=sys.stderr)
@@ -57,8 +59,12 @@ def train(
     added to the run's own (programmatic use: probes, custom early stopping)."""
     plugins.load()  # once per process; a launcher's worker process (joblib, submitit) starts with none
     config.check(cfg)
+    # Settings this machine cannot run and a run folder that cannot take checkpoints fail before any work.
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    strategy.check_devices(trainer_cfg)
+    trainer_args, plan = strategy.resolve(trainer_cfg, OmegaConf.to_container(cfg.parallel, resolve=True))
     run_dir = Path(run_dir or _hydra_output_dir())
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_writable(run_dir)
     L.seed_everything(cfg.seed, workers=True)
     cache_dir = str(cfg.paths.cache_dir)
 
@@ -79,9 +85,6 @@ def train(
     _check_compatible(cfg, model)
     log.info("model: %s, %.2fM parameters", cfg.model.name, sum(p.numel() for p in model.parameters()) / 1e6)
 
-    trainer_args, plan = strategy.resolve(
-        OmegaConf.to_container(cfg.trainer, resolve=True), OmegaConf.to_container(cfg.parallel, resolve=True)
-    )
     module = LanguageModule(
         model,
         objective,
@@ -305,6 +308,27 @@ def _resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     if not is_complete(ckpt_path):
         raise ConfigError(f"ckpt_path={ckpt_path}: not a complete checkpoint (an interrupted write?)")
     return str(ckpt_path)
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Create the run folder and make sure checkpoints can be written into it (without creating
+    ``checkpoints/``: a run that fails before its first checkpoint leaves none)."""
+    folder = run_dir / "checkpoints"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        problem = f"cannot create it: {error.strerror or error}"
+    else:
+        if folder.exists() and not folder.is_dir():
+            problem = f"{folder} is a file, not a folder"
+        elif not os.access(folder if folder.exists() else run_dir, os.W_OK | os.X_OK):
+            problem = f"{folder if folder.exists() else run_dir} is not writable"
+        else:
+            return
+    raise ConfigError(
+        f"run folder {run_dir}: {problem}; checkpoints cannot be written there. Choose another "
+        "hydra.run.dir, or fix the folder"
+    )
 
 
 def _remove_unfinished_checkpoints(run_dir: Path) -> None:

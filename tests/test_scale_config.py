@@ -4,6 +4,7 @@ and a multi-process job inside a multirun relaunches exactly itself into its own
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -137,6 +138,68 @@ def test_an_unknown_reduce_dtype_names_the_key(make_cfg):
     cfg = make_cfg("trainer=fsdp", "parallel.reduce_dtype=float8", tiny=False)
     with pytest.raises(ConfigError, match=r"parallel\.reduce_dtype=float8.*float32, bfloat16"):
         _resolve(cfg)
+
+
+# --------------------------------------------------------------------------- devices this machine has
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A machine with ``cores`` CPU cores and ``gpus`` CUDA GPUs, not started by torchrun or SLURM."""
+
+    def make(cores: int, gpus: int) -> None:
+        for name in ("LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_JOB_NAME"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(strategy, "_cpu_count", lambda: cores)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("trainer", "message"),
+    [
+        ({"accelerator": "cpu", "devices": 4}, "trainer.devices=4: this machine has 2 CPU cores; choose "),
+        ({"accelerator": "auto", "devices": 3}, "from 1 to 2, or auto (one process)"),
+        ({"accelerator": "cpu", "devices": -1}, "trainer.devices=-1: this machine has 2 CPU cores"),
+        ({"accelerator": "gpu", "devices": 1}, "trainer.accelerator=gpu: no CUDA GPU is visible"),
+        ({"accelerator": "cuda", "devices": "auto"}, "choose trainer.accelerator=cpu (or auto)"),
+    ],
+)
+def test_devices_this_machine_lacks_are_refused_naming_the_key_and_the_count(machine, trainer, message):
+    machine(cores=2, gpus=0)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        strategy.check_devices(trainer)
+
+
+def test_more_gpus_than_visible_are_refused_and_the_ones_there_accepted(machine):
+    machine(cores=16, gpus=2)
+    with pytest.raises(ConfigError, match=r"trainer.devices=4: this machine has 2 GPUs; .*or auto \(every"):
+        strategy.check_devices({"accelerator": "gpu", "devices": 4})
+    for devices in (1, 2, "auto", -1, "0,1", [0, 1]):
+        strategy.check_devices({"accelerator": "gpu", "devices": devices})
+    strategy.check_devices({"accelerator": "auto", "devices": 2})
+
+
+def test_what_the_machine_has_is_accepted(machine):
+    machine(cores=2, gpus=0)
+    for devices in (1, 2, "2", "auto"):
+        strategy.check_devices({"accelerator": "cpu", "devices": devices})
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [{"LOCAL_RANK": "1"}, {"TORCHELASTIC_RUN_ID": "x"}, {"SLURM_NTASKS": "8", "SLURM_JOB_NAME": "train"}],
+    ids=["lightning-child", "torchrun", "srun"],
+)
+def test_processes_started_by_a_launcher_are_not_checked(machine, monkeypatch, launcher):
+    """torchrun and SLURM give each process its share of the node; Lightning checks those ranks itself."""
+    machine(cores=1, gpus=0)
+    for name, value in launcher.items():
+        monkeypatch.setenv(name, value)
+    strategy.check_devices({"accelerator": "gpu", "devices": 8})
 
 
 # --------------------------------------------------------------------------- SLURM sweep launcher

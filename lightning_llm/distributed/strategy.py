@@ -15,6 +15,7 @@ gradients reduced in ``parallel.reduce_dtype``.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -85,6 +86,68 @@ def world_size(trainer_cfg: dict[str, Any]) -> int:
     else:
         per_node = int(devices)
     return per_node * int(trainer_cfg.get("num_nodes", 1))
+
+
+def check_devices(trainer_cfg: dict[str, Any]) -> None:
+    """Refuse ``trainer.accelerator``/``trainer.devices`` this machine cannot give, before any work: Lightning
+    would fail later with a traceback (no GPU), or start more CPU processes than there are cores.
+
+    Only where Lightning launches the processes itself: under torchrun or SLURM each process may see only its
+    share of the node (one GPU, the cores of its task), and Lightning checks those ranks itself. A login node
+    composing a SLURM sweep is not checked either: this runs in the job, not in the CLI's pre-check."""
+    if _launched_externally():
+        return
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator in ("gpu", "cuda") and not gpus:
+        if accelerator == "gpu" and torch.backends.mps.is_available():
+            return  # Apple silicon: Lightning's "gpu" is MPS, one device
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: no CUDA GPU is visible to this process; "
+            "choose trainer.accelerator=cpu (or auto)"
+        )
+    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        return  # tpu, mps, hpu...: Lightning checks its own
+    on_gpu = accelerator != "cpu" and gpus > 0
+    available, unit = (gpus, "GPUs") if on_gpu else (_cpu_count(), "CPU cores")
+    devices = trainer_cfg.get("devices", "auto")
+    requested = _requested_devices(devices, on_gpu)
+    if requested is None or 1 <= requested <= available:
+        return
+    auto = "auto (every visible GPU)" if on_gpu else "auto (one process)"
+    raise ConfigError(
+        f"trainer.devices={devices}: this machine has {available} {unit}; "
+        f"choose trainer.devices from 1 to {available}, or {auto}"
+    )
+
+
+def _requested_devices(devices: Any, on_gpu: bool) -> int | None:
+    """How many devices ``trainer.devices`` asks for; None for "all" (auto, or -1 on a GPU)."""
+    if isinstance(devices, list | tuple):
+        return len(devices)
+    text = str(devices).strip()
+    if text == "auto" or (on_gpu and text == "-1"):
+        return None
+    if on_gpu and "," in text:  # Lightning's "0,1" GPU indices
+        return len([index for index in text.split(",") if index.strip()])
+    try:
+        return int(text)
+    except ValueError:
+        return 0  # not a count: refused with the valid range
+
+
+def _cpu_count() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _launched_externally() -> bool:
+    """Whether torchrun, SLURM or a launching parent process (Lightning's own, via LOCAL_RANK) started us."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    return "LOCAL_RANK" in os.environ or TorchElasticEnvironment.detect() or SLURMEnvironment.detect()
 
 
 def _ddp() -> Any:
