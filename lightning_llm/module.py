@@ -150,6 +150,25 @@ class LanguageModule(L.LightningModule):
         self._step_loss = torch.zeros_like(self._step_loss)
         self._step_tokens = torch.zeros_like(self._step_tokens)
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip as Lightning does, also for a fused optimizer under bf16-mixed: Lightning's mixed-precision
+        plugin refuses to clip whenever the optimizer can unscale fp16 gradients itself, but with no loss
+        scaler (bf16) nothing is scaled and clipping is exact. (Under 16-mixed the optimizer is built
+        unfused when clipping, see ``configure_optimizers``.)"""
+        from lightning.pytorch.plugins.precision import Precision
+
+        plugin = self.trainer.precision_plugin
+        if getattr(plugin, "scaler", None) is None:
+            algorithm = gradient_clip_algorithm or "norm"
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val or 0.0, algorithm)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_metrics, self.val_text_metrics, "val")
 
@@ -181,7 +200,13 @@ class LanguageModule(L.LightningModule):
         from lightning_llm.optim import param_groups
 
         optim = dict(self.optim_spec)
-        optimizer = registry.build("optim", optim.pop("name"), params=param_groups(self.model), **optim)
+        name = optim.pop("name")
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        if scaled and self.trainer.gradient_clip_val and optim.get("fused", False) is None:
+            # fp16 loss scaling: a fused optimizer unscales inside step(), after clipping would have seen
+            # the scaled gradients. Unfused, Lightning unscales before clipping.
+            optim["fused"] = False
+        optimizer = registry.build("optim", name, params=param_groups(self.model), **optim)
         schedule = dict(self.scheduler_spec)
         scheduler = registry.build(
             "scheduler",

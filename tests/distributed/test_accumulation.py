@@ -133,3 +133,39 @@ def test_naive_per_micro_batch_mean_would_differ():
     grad = torch.cat([p.grad.flatten() for p in exact.parameters()])
     naive_grad = torch.cat([p.grad.flatten() for p in naive.parameters()])
     assert (grad - naive_grad).norm() / grad.norm() > 0.05
+
+
+def test_bf16_mixed_clips_with_the_fused_optimizer():
+    """Lightning's mixed-precision plugin refuses to clip for a fused optimizer (it could unscale fp16
+    gradients itself); under bf16 nothing is scaled, so the module clips: the step sees the clipped norm."""
+    norms: list[float] = []
+
+    def record_norm(optimizer, args, kwargs) -> None:  # after step(): the gradients it used, clipped
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    class NormProbe(L.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            trainer.optimizers[0].register_step_post_hook(record_norm)
+
+    module = LanguageModule(
+        tiny_gpt(),
+        CausalLM(),
+        optim={**ADAMW, "fused": None},
+        scheduler={"name": "constant", "warmup_steps": 0},
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision="bf16-mixed",
+        gradient_clip_val=1e-3,
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[NormProbe()],
+    )
+    loader = DataLoader(ragged_sequences(8), batch_size=4, collate_fn=pad_collate)
+    trainer.fit(module, train_dataloaders=loader)
+    assert trainer.optimizers[0].defaults["fused"] is True
+    assert len(norms) == 2 and all(norm <= 1e-3 * 1.01 for norm in norms)
