@@ -27,7 +27,7 @@ Each run prints one JSON line: tokens/s from the median optimizer-step time over
 (6 N + 12 L C T) / the device's dense peak for the dtype (``lightning_llm.flops``; null where unknown,
 e.g. on a CPU); peak memory: ``torch.cuda.max_memory_allocated`` since just before the model was built (on a
 CPU the process's peak RSS, cumulative over the runs of one invocation). Numbers belong in
-notes/bench/RESULTS.md, not in tests.
+bench/RESULTS.md, not in tests.
 """
 
 from __future__ import annotations

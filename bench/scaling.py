@@ -30,7 +30,7 @@ A PNG (``--plot``) shows tokens/s and peak memory against parameters for the ``s
 token ids are random: speed and memory do not depend on them. On a CPU shared with other work use
 ``--threads 1``: spin-waiting worker threads on busy cores make steps many times slower. On a GPU
 machine: ``--device cuda --dtype bfloat16 --devices 1 2 4 8`` (larger shapes and batches welcome).
-Numbers belong in notes/bench/RESULTS.md, not in tests.
+Numbers belong in bench/RESULTS.md, not in tests.
 """
 
 from __future__ import annotations
