@@ -4,13 +4,23 @@ Schedulers (SLURM without requeue, Kubernetes, spot instances, ``kill``) announc
 Lightning notices it between batches and stops with ``SIGTERMException``; this callback then writes a
 checkpoint before the process goes, so ``ckpt_path=auto`` in the same run folder continues exactly where
 training was, with the same losses as a run that was never stopped.
+
+With several processes every rank must stop after the same step, because the checkpoint save is collective.
+Lightning's own SIGTERM handler broadcasts from inside the signal handler, which interleaves with whatever
+collective the interrupted code was in (an FSDP all-gather, a checkpoint barrier) and deadlocks the ranks
+(reproduced by tests/reliability/test_preemption_fsdp.py). Here the handler only forwards the signal to the
+launched processes and notes it; at the end of each optimizer step the ranks agree (one all-reduce of the
+flag) and all stop together.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from types import FrameType
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 # Exit status of a preempted run: EX_TEMPFAIL, "try again" (torchrun restarts and job scripts can key on it).
@@ -21,16 +31,28 @@ class Preemption(L.Callback):
     def __init__(self, checkpoint_path: str | Path) -> None:
         self.checkpoint_path = Path(checkpoint_path)
         self.preempted_at: int | None = None  # the optimizer step the checkpoint holds, once preempted
-        self._deferred = False
+        self._requested = False  # SIGTERM seen by this process, not yet acted on
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning registers its signal handlers after the setup hooks, reading this attribute then.
+        trainer._signal_connector._sigterm_notifier_fn = functools.partial(self._on_sigterm, trainer)
+
+    def _on_sigterm(self, trainer: L.Trainer, signum: int, frame: FrameType | None) -> None:
+        """The signal handler: no collectives here (the interrupted code may be inside one)."""
+        if not self._requested and trainer.strategy.launcher is not None:
+            trainer.strategy.launcher.kill(signum)  # the processes this one launched stop too
+        self._requested = True
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        # Lightning stops right after this batch if SIGTERM arrived. In the middle of an accumulated step the
-        # gradients of its first micro-batches would be lost, so stopping waits for the step's last one.
-        connector = trainer._signal_connector
-        if connector.received_sigterm or self._deferred:
-            mid_step = trainer.fit_loop._should_accumulate()
-            self._deferred = mid_step
-            connector.received_sigterm = not mid_step
+        if trainer.fit_loop._should_accumulate():
+            return  # mid-step: stopping now would lose the gradients of the step's first micro-batches
+        requested = self._requested
+        if trainer.world_size > 1:  # all ranks stop after the same step, or the collective save deadlocks
+            flag = torch.tensor(float(requested), device=trainer.strategy.root_device)
+            requested = bool(trainer.strategy.reduce(flag, reduce_op="sum") > 0)
+        if requested:
+            # Lightning raises SIGTERMException at the end of this batch, on every rank alike.
+            trainer._signal_connector.received_sigterm = True
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

@@ -1,0 +1,74 @@
+"""Preemption of a 2-process FSDP run: a real SIGTERM to the launching process (as SLURM or ``kill`` sends it)
+makes every rank stop at the same step and write one sharded ``last.ckpt``; the run exits 75 and
+``ckpt_path=auto`` in the same folder finishes it with the losses of a run that was never stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lightning_llm.callbacks.preemption import PREEMPTED_EXIT_CODE
+from lightning_llm.checkpoint import is_complete, stored_step
+from lightning_llm.testing import TINY, run_cli
+from tests.distributed.test_equivalence import RTOL, train_losses
+
+STEPS = 60
+FSDP = [
+    *TINY,
+    "model.dropout=0.0",
+    f"trainer.max_steps={STEPS}",
+    "trainer.val_check_interval=10",
+    "trainer.limit_val_batches=1",
+    "trainer.log_every_n_steps=1",
+    "callbacks.samples.num_samples=0",
+    "trainer.strategy=fsdp",
+    "trainer.devices=2",
+    "data.batch_size=4",
+]
+
+
+def test_sigterm_stops_every_rank_and_auto_resume_matches(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    run_cli(*FSDP, run_dir=tmp_path / "whole", cache_dir=cache)
+    reference = train_losses(tmp_path / "whole")
+    assert sorted(reference) == list(range(1, STEPS + 1))
+
+    run_dir = tmp_path / "stopped"
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    env.pop("LOCAL_RANK", None)
+    command = [
+        sys.executable,
+        "-m",
+        "lightning_llm",
+        *FSDP,
+        f"paths.cache_dir={cache}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not is_complete(first) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)  # the step-10 checkpoint exists: training is under way
+    try:
+        _, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("the preempted 2-process run did not exit (ranks stuck in a collective?)")
+    assert process.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
+    stopped_at = stored_step(first)
+    assert 10 <= stopped_at < STEPS, "the signal must arrive mid-run for this test to mean anything"
+    assert sorted(train_losses(run_dir)) == list(range(1, stopped_at + 1))
+
+    resumed = run_cli(*FSDP, "ckpt_path=auto", run_dir=run_dir, cache_dir=cache)
+    losses = train_losses(run_dir)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert losses[step] == pytest.approx(reference[step], rel=RTOL), step
+    assert resumed["step"] == STEPS
