@@ -7,6 +7,7 @@ traceback from deep inside a run.
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import sys
@@ -19,7 +20,6 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.sources_registry import SourcesRegistry
 from hydra._internal.utils import get_args_parser
-from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
@@ -64,17 +64,26 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def share_config_store() -> None:
-    """Let Hydra's structured config source read the one ConfigStore instead of holding a deep copy of it.
+    """Let the copies Hydra makes of its structured config source share the one ConfigStore.
 
     Hydra 1.3 deep-copies its config repository, and with it the whole ConfigStore (every plugin's nodes),
     each time it composes or lists a config group; ``--help`` lists about 160 groups, so the copies took
     most of the CLI's start-up. The store is only read (``ConfigStore.load`` copies the node it returns), and
     upstream Hydra made the same change (facebook/hydra#2928: the source looks the store up on each use).
+    Only copying changes: pickled sources (the joblib launcher's workers) are as before.
     """
     Plugins.instance()  # registers the config source classes; it re-imports their modules, so patch those
     source = SourcesRegistry.instance().resolve("structured")
-    if "store" not in vars(source):  # a Hydra with that fix has no stored copy to avoid
-        source.store = property(lambda self: ConfigStore.instance(), lambda self, value: None)
+    if "__deepcopy__" not in vars(source):
+        source.__deepcopy__ = _deepcopy_but_store
+
+
+def _deepcopy_but_store(source: object, memo: dict) -> object:
+    copied = copy.copy(source)
+    for key, value in vars(source).items():
+        if key != "store":
+            setattr(copied, key, copy.deepcopy(value, memo))
+    return copied
 
 
 def plugin_defaults(overrides: list[str]) -> list[str]:

@@ -69,12 +69,13 @@ def test_plugin_listing():
         assert line in result.stdout
 
 
-def test_hydra_config_sources_share_the_live_config_store():
-    """Hydra deep-copies its config sources for every composition; after share_config_store a copy still
-    reads the one ConfigStore (a node stored later is visible) instead of carrying a copy of every node."""
+def test_copies_of_hydras_config_source_share_the_config_store():
+    """Hydra deep-copies its config sources for every composition; after share_config_store a copy reads the
+    same ConfigStore (a node stored later is visible) instead of carrying a copy of every node."""
     cli.share_config_store()
-    copied = copy.deepcopy(SourcesRegistry.instance().resolve("structured")("schema", "structured://"))
-    assert "store" not in vars(copied)
+    source = SourcesRegistry.instance().resolve("structured")("schema", "structured://")
+    copied = copy.deepcopy(source)
+    assert copied is not source and copied.store is source.store is ConfigStore.instance()
     ConfigStore.instance().store(group="_test_share", name="late", node={"x": 1})
     try:
         assert copied.is_config("_test_share/late")
