@@ -200,6 +200,8 @@ def measure(size: str, args: argparse.Namespace, cache_dir: str) -> dict:
         "plain_tokens_per_sec": round(statistics.median(rates["plain"]), 1),
         "ratio": round(statistics.median(ratios), 4),
         "ratios": [round(r, 4) for r in ratios],
+        "framework_runs": [round(r, 1) for r in rates["framework"]],
+        "plain_runs": [round(r, 1) for r in rates["plain"]],
     }
 
 

@@ -95,8 +95,8 @@ def _all_finite(trainer: L.Trainer, grads: list[torch.Tensor]) -> bool:
     if not grads:
         return True
     local = [local_part(g) for g in grads]  # FSDP: this rank's shard
-    norms = torch._foreach_norm(local)  # one fused pass; a norm is non-finite iff an element is
-    bad = torch.stack([n.float() for n in norms]).isfinite().logical_not().any().float()
+    norms = torch.stack(torch._foreach_norm(local))  # one fused pass; a norm is non-finite iff an element is
+    bad = norms.isfinite().all().logical_not().float()
     if trainer.world_size > 1:  # shards differ; every process must take the same branch
         bad = trainer.strategy.reduce(bad, reduce_op="sum")
     return not bool(bad)  # the step's one host sync
