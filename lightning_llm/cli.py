@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import os
 import sys
 import warnings
 from collections.abc import Iterable
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         added = plugin_defaults(args.overrides)
         if not informational:
             precheck([*args.overrides, *added], multirun=args.multirun)
+            check_output_folder(args.overrides, multirun=args.multirun)
     except (ConfigError, registry.PluginError) as error:
         sys.exit(f"error: {error}")
     if added:
@@ -130,6 +132,21 @@ def precheck(overrides: list[str], multirun: bool = False) -> None:
     """Compose and check every job the overrides describe (up to MAX_CHECKED_JOBS)."""
     for job in itertools.islice(_jobs(overrides, multirun), MAX_CHECKED_JOBS):
         config.check(compose_config(job))
+
+
+def check_output_folder(overrides: list[str], multirun: bool = False) -> None:
+    """The run (or sweep) folder must be one that can be made: Hydra creates it before any of our code runs
+    and reports a failure with a traceback. Checks the nearest existing folder on its path."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith(f"{key}=")]
+    folder = Path(given[-1]) if given else Path("multirun" if multirun else "outputs")
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ConfigError(f"{key}={folder}: {existing} is a file, not a folder; choose another {key}")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={folder}: {existing} is not writable; choose another {key}")
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

@@ -156,11 +156,6 @@ def test_read_only_checkpoints_folder_fails_before_any_work(tmp_path: Path) -> N
     assert f"{run_dir / 'checkpoints'} is not writable" in line
 
 
-@pytest.mark.xfail(
-    reason="Hydra creates hydra.run.dir before train() runs and reports its mkdir error with a traceback; "
-    "the fix belongs in lightning_llm/cli.py (check the run folder before handing over to Hydra)",
-    strict=False,
-)
 def test_run_folder_under_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "a_file").write_text("")
     line = error_line(run(tmp_path / "a_file" / "run", tmp_path / "cache"))
