@@ -39,8 +39,46 @@ TRAIN_TOKENS = re.compile(
 )
 
 
-def start(run_dir: Path, cache_dir: Path) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+# Loaded as sitecustomize in both runs: once lightning_llm.tokenizers.cache is imported, its _publish waits
+# until both processes have trained (a file per process in $RACE_BARRIER), so both publish the same entry.
+BARRIER_BEFORE_PUBLISH = """
+import importlib.util, os, sys, time
+from importlib.abc import MetaPathFinder
+
+def barrier():
+    folder = os.environ["RACE_BARRIER"]
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 120
+    while len(os.listdir(folder)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+class PatchPublish(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "lightning_llm.tokenizers.cache":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            publish = module._publish
+
+            def publish_after_barrier(tokenizer, path):
+                barrier()
+                return publish(tokenizer, path)
+
+            module._publish = publish_after_barrier
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, PatchPublish())
+"""
+
+
+def start(run_dir: Path, cache_dir: Path, **extra_env: str) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **extra_env}
     env.pop("LOCAL_RANK", None)
     command = [
         sys.executable,
@@ -100,3 +138,26 @@ def test_two_runs_racing_on_a_fresh_cache_share_one_cache(tmp_path: Path, race: 
     assert [train_tokens(run_dir) for run_dir in runs] == [meta["train"]["n_tokens"]] * 2
     for run_dir in runs:
         assert json.loads((run_dir / "summary.json").read_text())["step"] == 2
+
+
+def test_two_runs_that_both_trained_the_tokenizer_publish_one(tmp_path: Path) -> None:
+    """The tokenizer publish race forced: both runs train, then meet at a barrier, then publish at once. The
+    first link wins; the other run loads the winner's file; both train on identical tokenizers."""
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(BARRIER_BEFORE_PUBLISH)
+    (tmp_path / "barrier").mkdir()
+    env = {"PYTHONPATH": str(tmp_path / "hooks"), "RACE_BARRIER": str(tmp_path / "barrier")}
+    cache, runs = tmp_path / "cache", [tmp_path / "run-a", tmp_path / "run-b"]
+    processes = [start(run_dir, cache, **env) for run_dir in runs]
+    for process in processes:
+        _, stderr = process.communicate(timeout=TIMEOUT)
+        assert process.returncode == 0, stderr[-3000:]
+
+    assert len(list((tmp_path / "barrier").iterdir())) == 2  # both trained and reached the publish
+    logs = [(run_dir / "train.log").read_text() for run_dir in runs]
+    assert all("trained tokenizer" in log for log in logs)
+    assert sum("another process cached it first" in log for log in logs) == 1
+    tokenizer_file = only_child(only_child(cache / "tokenizers"))
+    assert tokenizer_file.name == "tokenizer.json"
+    for run_dir in runs:
+        assert (run_dir / "tokenizer.json").read_bytes() == tokenizer_file.read_bytes()
