@@ -10,18 +10,25 @@ Lightning's own SIGTERM handler broadcasts from inside the signal handler, which
 collective the interrupted code was in (an FSDP all-gather, a checkpoint barrier) and deadlocks the ranks
 (reproduced by tests/reliability/test_preemption_fsdp.py). Here the handler only forwards the signal to the
 launched processes and notes it; at the end of each optimizer step the ranks agree (one all-reduce of the
-flag) and all stop together.
+flag) and all stop together. SLURM's requeue signal (``parallel.requeue_signal``, sent before the time limit)
+takes the same path instead of Lightning's, which saves a checkpoint inside the signal handler (a collective
+under DDP/FSDP): stop after the step, write ``last.ckpt``, and rank 0 requeues the job (``scontrol requeue``).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import subprocess
 from pathlib import Path
 from types import FrameType
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
 
 # Exit status of a preempted run: EX_TEMPFAIL, "try again" (torchrun restarts and job scripts can key on it).
 PREEMPTED_EXIT_CODE = 75
@@ -32,16 +39,23 @@ class Preemption(L.Callback):
         self.checkpoint_path = Path(checkpoint_path)
         self.preempted_at: int | None = None  # the optimizer step the checkpoint holds, once preempted
         self._requested = False  # SIGTERM seen by this process, not yet acted on
+        self._requeue = False  # the requeue signal was among them: put the SLURM job back in the queue
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Lightning registers its signal handlers after the setup hooks, reading this attribute then.
-        trainer._signal_connector._sigterm_notifier_fn = functools.partial(self._on_sigterm, trainer)
+        connector = trainer._signal_connector
+        connector._sigterm_notifier_fn = functools.partial(self._on_sigterm, trainer)
+        connector._slurm_sigusr_handler_fn = self._on_requeue_signal
 
     def _on_sigterm(self, trainer: L.Trainer, signum: int, frame: FrameType | None) -> None:
         """The signal handler: no collectives here (the interrupted code may be inside one)."""
         if not self._requested and trainer.strategy.launcher is not None:
             trainer.strategy.launcher.kill(signum)  # the processes this one launched stop too
         self._requested = True
+
+    def _on_requeue_signal(self, signum: int, frame: FrameType | None) -> None:
+        """SLURM's warning before the time limit (every task gets it): stop as for SIGTERM, then requeue."""
+        self._requested = self._requeue = True
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
         if trainer.fit_loop._should_accumulate():
@@ -60,3 +74,17 @@ class Preemption(L.Callback):
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(self.checkpoint_path)  # collective under FSDP: every rank is here
             self.preempted_at = trainer.global_step
+            if self._requeue and trainer.is_global_zero:
+                requeue_slurm_job()
+
+
+def requeue_slurm_job() -> None:
+    """``scontrol requeue`` this job (an array job's own task): it restarts with the same command, so into the
+    same run folder when ``hydra.run.dir`` names the job, and ``ckpt_path=auto`` continues from last.ckpt."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if result.returncode == 0:
+        log.info("requeued SLURM job %s", job)
+    else:
+        log.warning("scontrol requeue %s failed (%d): %s", job, result.returncode, result.stderr.strip())
