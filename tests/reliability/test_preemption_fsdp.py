@@ -33,6 +33,29 @@ FSDP = [
 ]
 
 
+def signal_mid_run(
+    overrides: list[str], run_dir: Path, cache: Path, signum: int, **env: str
+) -> tuple[int, str]:
+    """Run the CLI, send it ``signum`` once its first checkpoint is complete (training is under way), and
+    return its exit status and stderr. A run that does not exit after the signal fails the test."""
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **env}
+    env.pop("LOCAL_RANK", None)
+    command = [sys.executable, "-m", "lightning_llm", *overrides]
+    command += [f"paths.cache_dir={cache}", f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not is_complete(first) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signum)
+    try:
+        _, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"the run did not exit after signal {signum} (ranks stuck in a collective?)")
+    return process.returncode, stderr
+
+
 def test_sigterm_stops_every_rank_and_auto_resume_matches(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     run_cli(*FSDP, run_dir=tmp_path / "whole", cache_dir=cache)
@@ -40,29 +63,9 @@ def test_sigterm_stops_every_rank_and_auto_resume_matches(tmp_path: Path) -> Non
     assert sorted(reference) == list(range(1, STEPS + 1))
 
     run_dir = tmp_path / "stopped"
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    env.pop("LOCAL_RANK", None)
-    command = [
-        sys.executable,
-        "-m",
-        "lightning_llm",
-        *FSDP,
-        f"paths.cache_dir={cache}",
-        f"hydra.run.dir={run_dir}",
-    ]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not is_complete(first) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)  # the step-10 checkpoint exists: training is under way
-    try:
-        _, stderr = process.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail("the preempted 2-process run did not exit (ranks stuck in a collective?)")
-    assert process.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
-    stopped_at = stored_step(first)
+    returncode, stderr = signal_mid_run(FSDP, run_dir, cache, signal.SIGTERM)
+    assert returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
+    stopped_at = stored_step(run_dir / "checkpoints" / "last.ckpt")
     assert 10 <= stopped_at < STEPS, "the signal must arrive mid-run for this test to mean anything"
     assert sorted(train_losses(run_dir)) == list(range(1, stopped_at + 1))
 

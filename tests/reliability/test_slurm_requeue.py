@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from lightning_llm.callbacks.preemption import PREEMPTED_EXIT_CODE
-from lightning_llm.checkpoint import is_complete, stored_step
+from lightning_llm.checkpoint import stored_step
 from lightning_llm.testing import TINY, run_cli
 from tests.distributed.test_equivalence import train_losses
+from tests.reliability.test_preemption_fsdp import signal_mid_run
 
 STEPS = 60
 RUN = [
@@ -43,28 +41,12 @@ def test_requeue_signal_stops_saves_and_requeues(tmp_path: Path) -> None:
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (bin_dir / "scontrol").chmod(0o755)
-    env = {**os.environ, **SLURM_JOB, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    env.pop("LOCAL_RANK", None)
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    command = [
-        sys.executable,
-        "-m",
-        "lightning_llm",
-        *RUN,
-        f"paths.cache_dir={cache}",
-        f"hydra.run.dir={run_dir}",
-    ]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not is_complete(last) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGUSR1)  # SLURM's warning: the time limit is near
-    _, stderr = process.communicate(timeout=240)
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    returncode, stderr = signal_mid_run(RUN, run_dir, cache, signal.SIGUSR1, **SLURM_JOB, PATH=path)
 
-    assert process.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
-    stopped_at = stored_step(last)
+    assert returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
+    stopped_at = stored_step(run_dir / "checkpoints" / "last.ckpt")
     assert 10 <= stopped_at < STEPS, "the signal must arrive mid-run for this test to mean anything"
     assert not list(run_dir.glob("hpc_ckpt_*")), "Lightning's in-handler save ran"
     assert calls.read_text().split() == ["requeue", "4242"]
