@@ -33,16 +33,26 @@ TINY = [
 ]
 
 
+def cli_command(*overrides: str, run_dir: str | Path, cache_dir: str | Path) -> list[str]:
+    """``python -m lightning_llm <overrides>`` writing into ``run_dir``, with its caches in ``cache_dir``."""
+    command = [sys.executable, "-m", "lightning_llm", *overrides]
+    return [*command, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI run under test, with ``extra`` on top: W&B offline, and one thread (a small
+    model gains nothing from more, and on shared cores spin-waiting threads make a run several times
+    slower)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **extra}
+    env.pop("LOCAL_RANK", None)  # a run launched from inside a distributed job must start its own ranks
+    return env
+
+
 def run_cli(*overrides: str, run_dir: str | Path, cache_dir: str | Path, timeout: int = 300) -> dict:
     """Run ``python -m lightning_llm`` with TINY plus ``overrides`` into ``run_dir``; returns summary.json.
     Fails with the end of the run's stderr if the run does not succeed."""
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
-    # One thread: a 32-wide model gains nothing from more, and on shared cores spin-waiting threads make a
-    # run several times slower.
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.pop("LOCAL_RANK", None)  # a run launched from inside a distributed job must start its own ranks
-    command = [sys.executable, "-m", "lightning_llm", *TINY, *overrides]
-    command += [f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    command = cli_command(*TINY, *overrides, run_dir=run_dir, cache_dir=cache_dir)
+    env = cli_env(HYDRA_FULL_ERROR="1")
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}:\n{result.stderr[-3000:]}")

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from lightning_llm.testing import TINY
+from lightning_llm.testing import TINY, cli_command, cli_env
 from lightning_llm.train import _resume_path
 
 TIMEOUT = 120
@@ -127,11 +126,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_cli(run_dir: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "lightning_llm", *TINY, *overrides]
-    command += [f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)  # the user's view: messages, not tracebacks
-    env.pop("LOCAL_RANK", None)
+    command = cli_command(*TINY, *overrides, run_dir=run_dir, cache_dir=cache_dir)
+    env = cli_env(HYDRA_FULL_ERROR="")  # the user's view: messages, not tracebacks
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=TIMEOUT)
 
 

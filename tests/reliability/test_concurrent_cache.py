@@ -9,15 +9,14 @@ costs real work) and a tiny model.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lightning_llm.testing import cli_command, cli_env
 from tests.conftest import TINY
 
 TIMEOUT = 300
@@ -78,16 +77,8 @@ sys.meta_path.insert(0, PatchPublish())
 
 
 def start(run_dir: Path, cache_dir: Path, **extra_env: str) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **extra_env}
-    env.pop("LOCAL_RANK", None)
-    command = [
-        sys.executable,
-        "-m",
-        "lightning_llm",
-        *COMMAND,
-        f"paths.cache_dir={cache_dir}",
-        f"hydra.run.dir={run_dir}",
-    ]
+    command = cli_command(*COMMAND, run_dir=run_dir, cache_dir=cache_dir)
+    env = cli_env(**extra_env)
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

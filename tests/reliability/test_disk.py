@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_llm.checkpoint import TEMP_MARKER, is_complete, latest_checkpoint, stored_step
-from lightning_llm.testing import TINY
+from lightning_llm.testing import TINY, cli_command, cli_env
+from tests.reliability.test_bad_inputs import error_line
 
 TIMEOUT = 300
 COMMAND = [
@@ -74,21 +74,9 @@ builtins.open = open
 
 
 def run(run_dir: Path, cache_dir: Path, *overrides: str, env: dict | None = None):
-    command = [sys.executable, "-m", "lightning_llm", *COMMAND, *overrides]
-    command += [f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
-    environment = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **(env or {})}
-    environment.pop("LOCAL_RANK", None)
-    environment.pop("HYDRA_FULL_ERROR", None)
+    command = cli_command(*COMMAND, *overrides, run_dir=run_dir, cache_dir=cache_dir)
+    environment = cli_env(HYDRA_FULL_ERROR="", **(env or {}))  # messages, not tracebacks
     return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=TIMEOUT)
-
-
-def error_line(result: subprocess.CompletedProcess) -> str:
-    """The run failed with one ``error:`` line at the end of stderr, and no traceback."""
-    assert result.returncode != 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: "), result.stderr[-3000:]
-    return lines[-1]
 
 
 def full_disk_env(tmp_path: Path, after_files: int) -> dict:

@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 import torch
 
 from lightning_llm.checkpoint import TEMP_MARKER, is_complete, latest_checkpoint, stored_step
+from lightning_llm.testing import cli_command, cli_env
 from tests.conftest import TINY
 from tests.distributed.test_equivalence import train_losses
 
@@ -63,27 +63,13 @@ os.fsync = fsync
 
 
 def command(run_dir: Path, cache_dir: Path, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "lightning_llm",
-        *COMMAND,
-        f"paths.cache_dir={cache_dir}",
-        f"hydra.run.dir={run_dir}",
-        *overrides,
-    ]
-
-
-def environment(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **extra}
-    env.pop("LOCAL_RANK", None)
-    return env
+    return cli_command(*COMMAND, *overrides, run_dir=run_dir, cache_dir=cache_dir)
 
 
 def run(run_dir: Path, cache_dir: Path, *overrides: str) -> None:
     result = subprocess.run(
         command(run_dir, cache_dir, *overrides),
-        env=environment(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -98,7 +84,7 @@ def run_and_kill(
     folder = run_dir / "checkpoints"
     with subprocess.Popen(
         command(run_dir, cache_dir),
-        env=env or environment(),
+        env=env or cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -180,7 +166,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(reference: dic
     """Killed while the second checkpoint's temp file exists: inside ``atomic_save``, before its rename."""
     (tmp_path / "sitecustomize.py").write_text(SLOW_FSYNC)
     pythonpath = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
-    env = environment(PYTHONPATH=pythonpath, SLOW_CHECKPOINT_FSYNC="2")
+    env = cli_env(PYTHONPATH=pythonpath, SLOW_CHECKPOINT_FSYNC="2")
     run_dir = reference["root"] / "during-write"
     target = checkpoint_name(2 * EVERY)
 

@@ -4,10 +4,8 @@ makes every rank stop at the same step and write one sharded ``last.ckpt``; the 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from lightning_llm.callbacks.preemption import PREEMPTED_EXIT_CODE
 from lightning_llm.checkpoint import is_complete, stored_step
-from lightning_llm.testing import TINY, run_cli
+from lightning_llm.testing import TINY, cli_command, cli_env, run_cli
 from tests.distributed.test_equivalence import RTOL, train_losses
 
 STEPS = 60
@@ -38,11 +36,10 @@ def signal_mid_run(
 ) -> tuple[int, str]:
     """Run the CLI, send it ``signum`` once its first checkpoint is complete (training is under way), and
     return its exit status and stderr. A run that does not exit after the signal fails the test."""
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **env}
-    env.pop("LOCAL_RANK", None)
-    command = [sys.executable, "-m", "lightning_llm", *overrides]
-    command += [f"paths.cache_dir={cache}", f"hydra.run.dir={run_dir}"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = cli_command(*overrides, run_dir=run_dir, cache_dir=cache)
+    process = subprocess.Popen(
+        command, env=cli_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     first = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
     while not is_complete(first) and process.poll() is None and time.monotonic() < deadline:
