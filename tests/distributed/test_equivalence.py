@@ -140,3 +140,19 @@ def test_fsdp_with_accumulation_matches_one_process(runs: dict) -> None:
         "trainer.accumulate_grad_batches=4",
     )
     assert_same_losses(accumulated, runs["single"], range(1, STEPS + 1))
+
+
+@pytest.mark.parametrize("devices", [1, 2], ids=["one-process", "fsdp-two-processes"])
+def test_compiled_blocks_and_loss_match_eager(runs: dict, devices: int) -> None:
+    """``parallel.compile=true`` compiles every block and the objective's loss (model call, head and
+    cross-entropy as one graph, with FSDP's hooks left eager): the numbers are those of eager training."""
+    sharded = ["trainer.strategy=fsdp", "trainer.devices=2"] if devices == 2 else []
+    compiled = launch(
+        runs["root"] / f"compiled-{devices}",
+        runs["cache"],
+        *sharded,
+        f"data.batch_size={GLOBAL_BATCH // devices}",
+        "parallel.compile=true",
+    )
+    assert_same_losses(compiled, runs["single"], range(1, STEPS + 1))
+    assert compiled["val_loss"] == pytest.approx(runs["single"]["val_loss"], rel=RTOL)
