@@ -1,48 +1,62 @@
-"""GPU training benchmark: the GPT-2 124M shape on one GPU, plain and under FSDP2: tokens/s, MFU, peak memory.
+"""GPU training benchmark: GPT-2 124M on one GPU by a hand-written loop, under FSDP2, through the framework.
 
-    python bench/gpu.py [--mode plain|fsdp|both] [--batch-size 16] [--grad-accum 1] [--steps 20]
-                        [--warmup 5] [--compile | --no-compile] [--sdpa flash] [--rounds 2] [--out FILE]
-    python bench/gpu.py --device cpu --tiny --steps 6 [--mode both]     # smoke test of the same code
+    python bench/gpu.py [--mode plain,fsdp,framework,framework_fsdp | both | all] [--batch-size 16]
+                        [--grad-accum 1] [--steps 30] [--warmup 8] [--compile | --no-compile] [--sdpa flash]
+                        [--rounds 2] [--out FILE]
+    python bench/gpu.py --device cpu --tiny --steps 6 --mode all     # smoke test of the same code
 
-The model is the framework's GPT in the shape of ``conf/experiment/gpt2_124m.yaml`` (12 layers, 12 heads,
-768 wide, 1024-token context, GPT-2's 50257-token vocabulary padded to 50304 rows, no biases, tied
-embeddings), trained on random token ids (speed does not depend on them) the way the framework trains it:
-bf16 autocast with fp32 weights (``bf16-mixed``), the ``causal_lm`` objective's loss, gradient clipping at
-1.0, and the ``adamw`` plugin with ``fused=True`` on ``param_groups``. Attention runs under
-``torch.nn.attention.sdpa_kernel`` restricted to ``--sdpa`` (default: flash attention, so a run fails
-rather than silently timing another kernel), and ``--compile`` compiles each block in place as
-``lightning_llm.distributed.parallelize`` does.
+Modes (``--mode`` takes a comma-separated list; ``both`` = plain,fsdp; ``all`` = every mode):
 
-``--mode plain`` trains the model as is. ``--mode fsdp`` first starts a 1-process group (NCCL on a GPU,
-gloo on a CPU; ``MASTER_ADDR``/``MASTER_PORT`` from the environment or a free local port), builds a 1-D
-``DeviceMesh`` and applies ``parallelize(model, ParallelPlan(...), mesh)``: FSDP2 ``fully_shard`` per block
-and root with bf16 parameters and fp32 gradient reduction, the framework's policy under ``bf16-mixed``.
-With one process nothing is sharded, so the difference to plain is FSDP's own overhead (all-gather and
-reduce-scatter calls, copies into the bf16 parameters, hooks). ``--mode both`` alternates plain and fsdp
-runs ``--rounds`` times (interleaved, so drift in clocks or temperature hits both alike) and ends with a
-line giving fsdp/plain ratios of the medians.
+- ``plain``: the framework's GPT in the shape of ``conf/experiment/gpt2_124m.yaml`` (12 layers, 12 heads, 768
+  wide, 1024-token context, GPT-2's 50257-token vocabulary padded to 50304 rows, no biases, tied embeddings)
+  trained by a hand-written loop on random token ids (speed does not depend on them) the way the framework
+  trains it: bf16 autocast with fp32 weights (``bf16-mixed``), the ``causal_lm`` objective's loss, gradient
+  clipping at 1.0, and the ``adamw`` plugin with ``fused=True`` on ``param_groups``. Attention runs under
+  ``torch.nn.attention.sdpa_kernel`` restricted to ``--sdpa`` (default: flash attention, so a run fails
+  rather than silently timing another kernel), and ``--compile`` compiles each block in place and the
+  objective's loss (model call, head, cross-entropy) as ``LanguageModule`` does under ``parallel.compile``
+  (``--no-compile-loss``: blocks only, the head and loss eager).
+- ``fsdp``: the same loop after a 1-process group (NCCL on a GPU, gloo on a CPU), a 1-D ``DeviceMesh`` and
+  ``parallelize(model, ParallelPlan(...), mesh)``: FSDP2 ``fully_shard`` per block and root with bf16
+  parameters and fp32 gradient reduction, the framework's policy under ``bf16-mixed``. With one process
+  nothing is sharded, so the difference to plain is FSDP's own overhead (all-gather and reduce-scatter
+  calls, copies into the bf16 parameters, hooks).
+- ``framework``: ``python -m lightning_llm experiment=gpt2_124m`` as composed from conf/ (same shape, batch,
+  accumulation, precision, compile and clipping; the ``byte_bpe`` tokenizer trained to 50257 tokens on a
+  generated corpus of random words, ``data=text``, every default callback, the CSV logger, validation pushed
+  past the end), trained by ``lightning_llm.train.train`` in a fresh process. The attention kernel is
+  whatever SDPA picks (flash, for this shape and dtype). ``framework_fsdp``: the same with ``trainer=fsdp``
+  on one device (Lightning's ModelParallelStrategy).
 
-Each run prints one JSON line: tokens/s from the median optimizer-step time over ``--steps`` steps after
-``--warmup`` untimed ones (compilation happens there); MFU = tokens/s x ``model.flops_per_token(block)``
-(6 N + 12 L C T) / the device's dense peak for the dtype (``lightning_llm.flops``; null where unknown,
-e.g. on a CPU); peak memory: ``torch.cuda.max_memory_allocated`` since just before the model was built (on a
-CPU the process's peak RSS, cumulative over the runs of one invocation). Numbers belong in
-bench/RESULTS.md, not in tests.
+Each run times ``--steps`` optimizer steps after ``--warmup`` untimed ones (compilation happens there) as one
+window: the device is synchronised at both ends and nowhere between, as a training loop runs, so
+tokens/s = steps x tokens per step / window seconds. MFU = tokens/s x ``model.flops_per_token(block)``
+(6 N + 12 L C T) / the device's dense peak for the dtype (``lightning_llm.flops``; null where unknown, e.g.
+on a CPU). Peak memory: ``torch.cuda.max_memory_allocated`` over the run (on a CPU the process's peak RSS).
+Runs alternate modes ``--rounds`` times (interleaved, so drift in clocks or temperature hits all alike), one
+JSON line each, then a summary line with each mode's median tokens/s and its ratio to plain. Numbers belong
+in bench/RESULTS.md, not in tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
+import random
 import resource
 import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -68,25 +82,38 @@ SDPA_BACKENDS = {
     "cudnn": SDPBackend.CUDNN_ATTENTION,
     "math": SDPBackend.MATH,
 }
+MODES = ("plain", "fsdp", "framework", "framework_fsdp")
+MODE_ALIASES = {"both": ("plain", "fsdp"), "all": MODES}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=("plain", "fsdp", "both"), default="plain")
+    parser.add_argument(
+        "--mode",
+        default="plain",
+        help="comma-separated modes: plain, fsdp, framework, framework_fsdp; or both (plain,fsdp) or all",
+    )
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer 64-wide model for a CPU smoke test")
     for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "batch_size"):
         flag = "--" + key.replace("_", "-")
         parser.add_argument(flag, type=int, default=None, help=f"default {GPT2_124M[key]} ({TINY[key]} tiny)")
     parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per run (median)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed optimizer steps before them")
-    parser.add_argument("--rounds", type=int, default=2, help="--mode both: plain/fsdp pairs of runs")
+    parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per run (one window)")
+    parser.add_argument("--warmup", type=int, default=8, help="untimed optimizer steps before them")
+    parser.add_argument("--rounds", type=int, default=1, help="times each mode runs, interleaved")
     parser.add_argument(
         "--dtype", choices=("bfloat16", "float32"), default=None, help="autocast dtype (default bf16 on cuda)"
     )
     parser.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=None, help="default: on for cuda"
+    )
+    parser.add_argument(
+        "--compile-loss",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="plain/fsdp: also compile the objective's loss, as the framework does under parallel.compile "
+        "(default: as --compile; --no-compile-loss times compiled blocks with an eager head and loss)",
     )
     parser.add_argument(
         "--fused", action=argparse.BooleanOptionalAction, default=True, help="fused AdamW (default on)"
@@ -95,7 +122,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm; 0: no clipping")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--profile", default=None, help="plain/fsdp: profile 3 more steps, write the kernel table to DIR"
+    )
+    parser.add_argument("--workdir", default=None, help="framework runs' corpus and caches (default: temp)")
+    parser.add_argument("--worker", choices=("framework", "framework_fsdp"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     shape = TINY if args.tiny else GPT2_124M
     for key, value in shape.items():
         if getattr(args, key) is None:
@@ -104,9 +136,22 @@ def parse_args() -> argparse.Namespace:
         args.dtype = "bfloat16" if args.device == "cuda" else "float32"
     if args.compile is None:
         args.compile = args.device == "cuda"
+    if args.compile_loss is None:
+        args.compile_loss = args.compile
+    args.modes = modes(args.mode, parser)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device visible; for a smoke test on a CPU use --device cpu --tiny")
     return args
+
+
+def modes(spec: str, parser: argparse.ArgumentParser) -> tuple[str, ...]:
+    if spec in MODE_ALIASES:
+        return MODE_ALIASES[spec]
+    chosen = tuple(m.strip() for m in spec.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in MODES]
+    if unknown or not chosen:
+        parser.error(f"--mode {spec!r}: unknown {unknown}; choose from {', '.join(MODES)}, both or all")
+    return chosen
 
 
 # --------------------------------------------------------------------------- setup
@@ -165,10 +210,10 @@ def random_batches(args: argparse.Namespace, device: torch.device, count: int = 
     return [{"input_ids": t[:, :-1], "labels": t[:, 1:]} for t in tokens]  # (B, T) each
 
 
-# --------------------------------------------------------------------------- one run
+# --------------------------------------------------------------------------- the hand-written loop
 
 
-def optimizer_step(model, objective, optimizer, batches, step: int, args, autocast) -> torch.Tensor:
+def optimizer_step(model, loss_fn, optimizer, batches, step: int, args, autocast) -> torch.Tensor:
     """``--grad-accum`` micro-batches (FSDP reduce-scatters after the last only, as the framework's module
     does), gradient clipping, AdamW. Returns the step's mean loss (not synchronised)."""
     total = torch.zeros((), device=batches[0]["input_ids"].device)
@@ -177,7 +222,7 @@ def optimizer_step(model, objective, optimizer, batches, step: int, args, autoca
             model.set_requires_gradient_sync(micro == args.grad_accum - 1)
         batch = batches[(step * args.grad_accum + micro) % len(batches)]
         with autocast, attention(args.sdpa):
-            loss_sum, n_tokens, _ = objective.loss(model, batch)
+            loss_sum, n_tokens, _ = loss_fn(model, batch)
             loss = loss_sum / (n_tokens * args.grad_accum)
         loss.backward()
         total += loss.detach()
@@ -193,73 +238,221 @@ def attention(sdpa: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if sdpa == "any" else sdpa_kernel(SDPA_BACKENDS[sdpa])
 
 
-def run(args: argparse.Namespace, mode: str, device: torch.device, mesh, round_index: int) -> dict:
-    cuda = device.type == "cuda"
-    if cuda:
+def loop_run(args: argparse.Namespace, mode: str, device: torch.device, mesh) -> dict:
+    """plain or fsdp: the window's seconds, the shape's FLOPs and the peak memory."""
+    if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model, optimizer = build(args, mode, device, mesh)
     flops_per_token = model.flops_per_token(args.block_size)
     params = model.num_params(non_embedding=False)
     objective = CausalLM()
+    loss_fn = torch.compile(objective.loss) if args.compile_loss else objective.loss  # as LanguageModule
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
-    batches = random_batches(args, device)
-
-    seconds = []
-    for step in range(args.warmup + args.steps):
-        synchronize(device)
-        start = time.perf_counter()
-        loss = optimizer_step(model, objective, optimizer, batches, step, args, autocast)
-        synchronize(device)
-        if step >= args.warmup:
-            seconds.append(time.perf_counter() - start)
-    loss = loss.item()
-
-    step_seconds = statistics.median(seconds)
-    tokens_per_step = args.batch_size * args.block_size * args.grad_accum
-    tokens_per_second = tokens_per_step / step_seconds
-    peak_flops = device_peak_flops(device, "bf16-mixed" if args.dtype == "bfloat16" else "32-true")
-    if cuda:
-        peak_mb, memory_measure = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_memory_allocated"
-    else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-        memory_measure = "cpu_process_peak_rss_cumulative"
+    step_fn = functools.partial(optimizer_step, model, loss_fn, optimizer, random_batches(args, device))
+    for step in range(args.warmup):
+        step_fn(step, args, autocast)
+    synchronize(device)
+    start = time.perf_counter()
+    for step in range(args.warmup, args.warmup + args.steps):
+        loss = step_fn(step, args, autocast)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    if args.profile:
+        profile(args, mode, device, functools.partial(step_fn, args=args, autocast=autocast))
     result = {
-        "mode": mode,
-        "round": round_index,
-        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "device_key": device_key(torch.cuda.get_device_name(device)) if cuda else None,
-        "dtype": args.dtype,
-        "compile": args.compile,
-        "fused_adamw": bool(optimizer.defaults.get("fused")),
-        "sdpa": args.sdpa,
-        "n_layer": args.n_layer,
-        "n_head": args.n_head,
-        "n_embd": args.n_embd,
-        "block_size": args.block_size,
-        "vocab_size": args.vocab_size,
-        "batch_size": args.batch_size,
-        "grad_accum": args.grad_accum,
-        "tokens_per_step": tokens_per_step,
+        "window_seconds": seconds,
         "params": params,
         "flops_per_token": flops_per_token,
-        "steps": args.steps,
-        "warmup": args.warmup,
-        "step_seconds_median": round(step_seconds, 5),
-        "tokens_per_second": round(tokens_per_second, 1),
-        "peak_flops": peak_flops,
-        "mfu": None if peak_flops is None else round(tokens_per_second * flops_per_token / peak_flops, 4),
-        "peak_memory_mb": round(peak_mb, 1),
-        "memory_measure": memory_measure,
-        "last_loss": round(loss, 4),  # random tokens: about ln(vocab_size) if the step is sane
+        "fused_adamw": bool(optimizer.defaults.get("fused")),
+        "peak_memory_mb": peak_memory_mb(device),
+        "last_loss": round(loss.item(), 4),  # random tokens: about ln(vocab_size) if the step is sane
     }
-    del model, optimizer, batches
+    del model, optimizer, step_fn
     release(device)
     return result
+
+
+def profile(args: argparse.Namespace, mode: str, device: torch.device, step_fn) -> None:
+    """Three steps under torch.profiler: a table of the operators by device time (self), top 40."""
+    from torch.profiler import ProfilerActivity
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        for step in range(3):
+            step_fn(step=step)
+        synchronize(device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=70)
+    folder = Path(args.profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{mode}-b{args.batch_size}-a{args.grad_accum}-profile.txt").write_text(table)
+
+
+# --------------------------------------------------------------------------- the framework
+
+
+def framework_run(args: argparse.Namespace, mode: str, device: torch.device, workdir: Path) -> dict:
+    """framework or framework_fsdp, in a fresh process (``--worker``): Lightning owns the device there."""
+    command = [sys.executable, __file__, "--worker", mode, "--workdir", str(workdir)]
+    for key in (
+        "device",
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "block_size",
+        "vocab_size",
+        "batch_size",
+        "grad_accum",
+        "steps",
+        "warmup",
+        "dtype",
+        "grad_clip",
+        "seed",
+    ):
+        command += ["--" + key.replace("_", "-"), str(getattr(args, key))]
+    command.append("--compile" if args.compile else "--no-compile")
+    command.append("--fused" if args.fused else "--no-fused")
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    for key in (
+        "MASTER_ADDR",
+        "MASTER_PORT",
+    ):  # this process's group holds that port; Lightning picks its own
+        env.pop(key, None)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{mode} run failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def framework_worker(args: argparse.Namespace) -> dict:
+    """Train through ``lightning_llm.train.train`` on the composed ``experiment=gpt2_124m`` config."""
+    from lightning_llm import cli, config, plugins
+    from lightning_llm.train import train
+
+    device = torch.device("cuda", 0) if args.device == "cuda" else torch.device("cpu")
+    workdir = Path(args.workdir)
+    total_steps = args.warmup + args.steps
+    train_tokens = total_steps * args.grad_accum * args.batch_size * (args.block_size + 1)
+    corpus = workdir / f"corpus-{train_tokens}.txt"  # about a word a token; val and test take 5% each
+    if not corpus.is_file():
+        write_corpus(corpus, words=int(1.3 * train_tokens) + 50_000)
+    overrides = [
+        "experiment=gpt2_124m",
+        "data=text",
+        f"data.paths=[{corpus}]",
+        "logger=csv",
+        f"paths.cache_dir={workdir / 'cache'}",
+        f"tokenizer.vocab_size={args.vocab_size}",
+        f"model.n_layer={args.n_layer}",
+        f"model.n_head={args.n_head}",
+        f"model.n_embd={args.n_embd}",
+        f"model.block_size={args.block_size}",
+        f"data.block_size={args.block_size}",
+        f"data.batch_size={args.batch_size}",
+        f"trainer.accumulate_grad_batches={args.grad_accum}",
+        f"trainer.gradient_clip_val={args.grad_clip}",
+        f"trainer.max_steps={total_steps}",
+        f"trainer.val_check_interval={total_steps + 1}",  # no validation inside the timed steps
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "callbacks.samples.max_new_tokens=8",
+        f"callbacks.throughput.warmup_steps={args.warmup}",
+        f"parallel.compile={str(args.compile).lower()}",
+        f"seed={args.seed}",
+    ]
+    if not args.fused:
+        overrides.append("optim.fused=false")  # null (the default) picks the fused kernel
+    if args.worker == "framework_fsdp":
+        overrides += ["trainer=fsdp", "trainer.devices=1"]
+    if args.device == "cpu":
+        overrides += ["trainer.accelerator=cpu"]
+    precision = "bf16-mixed" if args.dtype == "bfloat16" else "32-true"
+    overrides.append(f"trainer.precision={precision}")
+    plugins.load()
+    config.store_schemas()
+    cfg = cli.compose_config(overrides)
+
+    window = Window(device, args.warmup, total_steps)  # a fresh process: its peak memory is this run's
+    with tempfile.TemporaryDirectory(dir=workdir) as run_dir:
+        summary, objects = train(cfg, run_dir=run_dir, callbacks=[window])
+    model = objects["model"]
+    return {
+        "window_seconds": window.end - window.start,
+        "params": sum(p.numel() for p in model.parameters()),
+        "flops_per_token": meta_flops_per_token(cfg, args),
+        "fused_adamw": bool(objects["trainer"].optimizers[0].defaults.get("fused")),
+        "peak_memory_mb": peak_memory_mb(device),
+        "last_loss": round(float(summary["train_loss"]), 4),
+        "framework_tokens_per_sec": summary.get("tokens_per_second"),  # the Throughput callback's own
+        "framework_mfu": summary.get("mfu"),
+        "tokenizer_vocab": objects["tokenizer"].vocab_size,
+    }
+
+
+class Window(L.Callback):
+    """Synchronises the device and reads the clock when optimizer steps ``start`` and ``end`` have ended."""
+
+    def __init__(self, device: torch.device, start: int, end: int) -> None:
+        self.device, self.steps = device, (start, end)
+        self.start = self.end = 0.0
+        self._last_step = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, *_: object) -> None:
+        step_ended, self._last_step = trainer.global_step != self._last_step, trainer.global_step
+        if step_ended and trainer.global_step in self.steps:
+            synchronize(self.device)
+            if trainer.global_step == self.steps[0]:
+                self.start = time.perf_counter()
+            else:
+                self.end = time.perf_counter()
+
+
+def meta_flops_per_token(cfg, args: argparse.Namespace) -> float:
+    """The model's FLOPs per token, from a copy built on the meta device (compiled or sharded modules may
+    not expose ``flops_per_token`` any more)."""
+    with torch.device("meta"):
+        model = GPT(
+            GPTConfig(
+                vocab_size=args.vocab_size,
+                n_layer=args.n_layer,
+                n_head=args.n_head,
+                n_embd=args.n_embd,
+                block_size=args.block_size,
+                dropout=0.0,
+            )
+        )
+    return model.flops_per_token(args.block_size)
+
+
+def write_corpus(path: Path, words: int, vocabulary: int = 80_000, seed: int = 0) -> Path:
+    """``words`` random words (Zipf-distributed over random letter strings, in paragraphs of 8 lines of 16),
+    so byte-level BPE can learn GPT-2's 50257 tokens; speed does not depend on what the text says."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    lexicon = ["".join(rng.choices(letters, k=rng.randint(2, 10))) for _ in range(vocabulary)]
+    text = rng.choices(lexicon, weights=[1 / (rank + 1) for rank in range(vocabulary)], k=words)
+    lines = [" ".join(text[i : i + 16]) for i in range(0, words, 16)]
+    paragraphs = ("\n".join(lines[i : i + 8]) for i in range(0, len(lines), 8))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n\n".join(paragraphs) + "\n")
+    tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------- results
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB; cumulative
 
 
 def release(device: torch.device) -> None:
@@ -270,7 +463,39 @@ def release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-# --------------------------------------------------------------------------- main
+def describe(args: argparse.Namespace, mode: str, round_index: int, device: torch.device, run: dict) -> dict:
+    cuda = device.type == "cuda"
+    tokens_per_step = args.batch_size * args.block_size * args.grad_accum
+    tokens_per_second = args.steps * tokens_per_step / run["window_seconds"]
+    peak_flops = device_peak_flops(device, "bf16-mixed" if args.dtype == "bfloat16" else "32-true")
+    mfu = None if peak_flops is None else round(tokens_per_second * run["flops_per_token"] / peak_flops, 4)
+    return {
+        "mode": mode,
+        "round": round_index,
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "device_key": device_key(torch.cuda.get_device_name(device)) if cuda else None,
+        "torch": torch.__version__,
+        "dtype": args.dtype,
+        "compile": args.compile,
+        "compile_loss": args.compile_loss if mode in ("plain", "fsdp") else args.compile,
+        "sdpa": args.sdpa if mode in ("plain", "fsdp") else "auto",
+        "n_layer": args.n_layer,
+        "n_head": args.n_head,
+        "n_embd": args.n_embd,
+        "block_size": args.block_size,
+        "vocab_size": args.vocab_size,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "tokens_per_step": tokens_per_step,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "step_seconds": round(run["window_seconds"] / args.steps, 5),
+        "tokens_per_second": round(tokens_per_second, 1),
+        "peak_flops": peak_flops,
+        "mfu": mfu,
+        "memory_measure": "cuda_max_memory_allocated" if cuda else "cpu_process_peak_rss",
+        **{k: v for k, v in run.items() if k != "window_seconds"},
+    }
 
 
 def emit(result: dict, out: Path | None) -> None:
@@ -281,43 +506,55 @@ def emit(result: dict, out: Path | None) -> None:
             file.write(line + "\n")
 
 
-def ratios(results: list[dict]) -> dict:
-    """fsdp / plain for the medians over rounds of tokens/s, step time and peak memory."""
-
-    def median(mode: str, key: str) -> float:
-        return statistics.median(r[key] for r in results if r["mode"] == mode)
-
-    out = {"summary": "fsdp_over_plain", "rounds": max(r["round"] for r in results) + 1}
-    for key in ("tokens_per_second", "step_seconds_median", "peak_memory_mb"):
-        plain, fsdp = median("plain", key), median("fsdp", key)
-        out[f"plain_{key}"], out[f"fsdp_{key}"] = plain, fsdp
-        out[f"ratio_{key}"] = round(fsdp / plain, 4)
+def summarize(results: list[dict]) -> dict:
+    """Each mode's median tokens/s, MFU and peak memory over rounds, and its ratio to plain's."""
+    out: dict = {"summary": "modes", "rounds": max(r["round"] for r in results) + 1}
+    medians = {}
+    for mode in dict.fromkeys(r["mode"] for r in results):
+        runs = [r for r in results if r["mode"] == mode]
+        medians[mode] = statistics.median(r["tokens_per_second"] for r in runs)
+        out[f"{mode}_tokens_per_second"] = round(medians[mode], 1)
+        mfus = [r["mfu"] for r in runs if r["mfu"] is not None]
+        out[f"{mode}_mfu"] = round(statistics.median(mfus), 4) if mfus else None
+        out[f"{mode}_peak_memory_mb"] = statistics.median(r["peak_memory_mb"] for r in runs)
+    if "plain" in medians:
+        for mode, rate in medians.items():
+            if mode != "plain":
+                out[f"ratio_{mode}_over_plain"] = round(rate / medians["plain"], 4)
     return out
+
+
+# --------------------------------------------------------------------------- main
 
 
 def main() -> None:
     args = parse_args()
+    if args.worker:
+        print(json.dumps(framework_worker(args)), flush=True)
+        return
     device = (
         torch.device("cuda", torch.cuda.current_device()) if args.device == "cuda" else torch.device("cpu")
     )
     out = Path(args.out) if args.out else None
-    mesh = start_process_group(device) if args.mode in ("fsdp", "both") else None
-    schedule = (
-        [(0, args.mode)]
-        if args.mode != "both"
-        else [(r, m) for r in range(args.rounds) for m in ("plain", "fsdp")]
-    )
+    mesh = start_process_group(device) if "fsdp" in args.modes else None
     results = []
-    try:
-        for round_index, mode in schedule:
-            result = run(args, mode, device, mesh, round_index)
-            emit(result, out)
-            results.append(result)
-        if args.mode == "both":
-            emit(ratios(results), out)
-    finally:
-        if mesh is not None:
-            torch.distributed.destroy_process_group()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.workdir or tmp)
+        try:
+            for round_index in range(args.rounds):
+                for mode in args.modes:
+                    if mode.startswith("framework"):
+                        run = framework_run(args, mode, device, workdir)
+                    else:
+                        run = loop_run(args, mode, device, mesh)
+                    result = describe(args, mode, round_index, device, run)
+                    emit(result, out)
+                    results.append(result)
+            if len(results) > 1:
+                emit(summarize(results), out)
+        finally:
+            if mesh is not None:
+                torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
