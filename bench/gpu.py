@@ -1,14 +1,15 @@
 """GPU training benchmark: GPT-2 124M on one GPU by a hand-written loop, under FSDP2, through the framework.
 
-    python bench/gpu.py [--mode plain,fsdp,framework,framework_fsdp | both | all] [--batch-size 16]
-                        [--grad-accum 1] [--steps 30] [--warmup 8] [--compile | --no-compile] [--sdpa flash]
+    python bench/gpu.py [--mode plain,fsdp,framework,framework_fsdp | both | all] [--batch-size 32]
+                        [--grad-accum 4] [--steps 30] [--warmup 8] [--compile | --no-compile] [--sdpa flash]
                         [--rounds 2] [--out FILE]
     python bench/gpu.py --device cpu --tiny --steps 6 --mode all     # smoke test of the same code
 
 Modes (``--mode`` takes a comma-separated list; ``both`` = plain,fsdp; ``all`` = every mode):
 
 - ``plain``: the framework's GPT in the shape of ``conf/experiment/gpt2_124m.yaml`` (12 layers, 12 heads, 768
-  wide, 1024-token context, GPT-2's 50257-token vocabulary padded to 50304 rows, no biases, tied embeddings)
+  wide, 1024-token context, GPT-2's 50257-token vocabulary padded to 50304 rows, no biases, tied embeddings;
+  4 micro-batches of 32 a step)
   trained by a hand-written loop on random token ids (speed does not depend on them) the way the framework
   trains it: bf16 autocast with fp32 weights (``bf16-mixed``), the ``causal_lm`` objective's loss, gradient
   clipping at 1.0, and the ``adamw`` plugin with ``fused=True`` on ``param_groups``. Attention runs under
@@ -73,9 +74,18 @@ GPT2_124M = {
     "n_embd": 768,
     "block_size": 1024,
     "vocab_size": 50257,
-    "batch_size": 16,
+    "batch_size": 32,
+    "grad_accum": 4,
 }
-TINY = {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64, "vocab_size": 512, "batch_size": 4}
+TINY = {
+    "n_layer": 2,
+    "n_head": 2,
+    "n_embd": 64,
+    "block_size": 64,
+    "vocab_size": 512,
+    "batch_size": 4,
+    "grad_accum": 1,
+}
 SDPA_BACKENDS = {
     "flash": SDPBackend.FLASH_ATTENTION,
     "efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -95,10 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer 64-wide model for a CPU smoke test")
-    for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "batch_size"):
+    for key in GPT2_124M:  # the shape, batch and accumulation of conf/experiment/gpt2_124m.yaml
         flag = "--" + key.replace("_", "-")
         parser.add_argument(flag, type=int, default=None, help=f"default {GPT2_124M[key]} ({TINY[key]} tiny)")
-    parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per run (one window)")
     parser.add_argument("--warmup", type=int, default=8, help="untimed optimizer steps before them")
     parser.add_argument("--rounds", type=int, default=1, help="times each mode runs, interleaved")

@@ -74,7 +74,7 @@ class LanguageModule(L.LightningModule):
         self.tokens_seen = 0  # input tokens over all processes; restored on resume
         self.parallel = parallel or ParallelPlan()
         self._parallelized = False
-        self._loss = objective.loss  # (model, batch) -> (loss sum, target tokens, outputs); compiled or not
+        self._compiled_loss: Any = None  # torch.compile(objective.loss) under parallel.compile
         # This step's loss sum and target tokens on this rank, over its micro-batches so far (float64: exact).
         self._step_loss = torch.zeros((), dtype=torch.float64)
         self._step_tokens = torch.zeros((), dtype=torch.float64)
@@ -96,7 +96,7 @@ class LanguageModule(L.LightningModule):
             # log-softmax, its backward and the vocab slice's padding, each a full pass. GPT-2 124M on an
             # H100: 50 -> 38 ms a step, a third less memory (bench/RESULTS.md). Blocks stay compiled on their
             # own too, for FSDP's per-block hooks and for code that calls the model directly.
-            self._loss = torch.compile(self.objective.loss)
+            self._compiled_loss = torch.compile(self.objective.loss)
         self._parallelized = True
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -105,7 +105,7 @@ class LanguageModule(L.LightningModule):
             # FSDP2: reduce-scatter gradients only after the step's last micro-batch. (DDP's no_sync is
             # handled by Lightning.) Accumulation then costs no extra communication.
             self.model.set_requires_gradient_sync(last_micro_batch)
-        loss_sum, n_tokens, outputs = self._loss(self.model, batch)
+        loss_sum, n_tokens, outputs = self._objective_loss(batch)
         n_tokens = torch.as_tensor(n_tokens, device=loss_sum.device)
         self._step_loss = self._step_loss.to(loss_sum.device) + loss_sum.detach().double()
         self._step_tokens = self._step_tokens.to(loss_sum.device) + n_tokens.double()
@@ -117,6 +117,10 @@ class LanguageModule(L.LightningModule):
         if self._rescales():
             return loss_sum / self._reference(batch)
         return loss_sum / n_tokens  # one micro-batch on one process: already the step's exact token mean
+
+    def _objective_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(summed loss, target tokens, outputs) of ``batch``, through the compiled loss if there is one."""
+        return (self._compiled_loss or self.objective.loss)(self.model, batch)
 
     def _rescales(self) -> bool:
         """Whether a step's gradient spans several micro-batches or processes (and needs the rescale)."""
@@ -191,7 +195,7 @@ class LanguageModule(L.LightningModule):
         text_metrics: MetricCollection,
         stage: str,
     ) -> None:
-        loss_sum, n_tokens, outputs = self._loss(self.model, batch)
+        loss_sum, n_tokens, outputs = self._objective_loss(batch)
         mean_loss.update(loss_sum / n_tokens, weight=n_tokens)  # token-weighted: exact over the split
         self.log(f"{stage}/loss", mean_loss, prog_bar=stage == "val")
         if len(metrics):
