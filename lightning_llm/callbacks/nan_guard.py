@@ -20,6 +20,15 @@ the moments. The LR schedule and ``global_step`` still advance: a skipped step c
 
 Under ``16-mixed`` the GradScaler owns non-finite gradients (overflow of the loss scale, routine) and skips
 those steps itself; the guard stands aside there.
+
+**Deferred check (``defer``, on by default on a GPU with a fused optimizer).** Reading the flag every step is
+a host sync: the GPU idles while the host runs the step's end (hooks, the next batch, FSDP's work around the
+optimizer) instead of queueing it behind kernels still running. Deferred, the flag goes to the fused AdamW as
+its ``found_inf`` input, so the kernel itself skips a bad update on the device (weights, moments and step
+count unchanged, as under a GradScaler), and the host reads the flag one step later (at the next step's
+check, before validation, before any checkpoint is written, and at the end of training), when it is long
+computed. ``stop`` then raises a step late with the same guarantee: the bad update never happened and
+nothing was saved after it; ``skip`` counts the step a step late.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ class NanGuard(L.Callback):
         action: Literal["stop", "skip"] = "stop",
         max_skips: int = 10,
         checkpoint_dir: str | Path | None = None,
+        defer: bool | None = None,
     ) -> None:
         """
         Args:
@@ -53,30 +63,72 @@ class NanGuard(L.Callback):
             max_skips: with ``skip``, stop once more than this many steps were skipped in this run.
             checkpoint_dir: where the run's checkpoints are, to name the last good one; default: the
                 ModelCheckpoint's folder.
+            defer: read each step's flag a step later and let the fused optimizer skip a bad update on the
+                device (no host sync per step); None: when training on a GPU with an optimizer that takes
+                ``found_inf`` (fused Adam/AdamW). Where the optimizer cannot skip on its own it is never
+                deferred.
         """
         if action not in ("stop", "skip"):
             raise ValueError(f"NanGuard action={action!r}: choose stop or skip")
         self.action = action
         self.max_skips = max_skips
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.defer = defer
         self.skipped = 0  # steps skipped in this run (not restored on resume: a fresh budget per attempt)
+        self._pending: tuple[int, torch.Tensor] | None = None  # deferred: (optimizer step, its flag)
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         if getattr(trainer.precision_plugin, "scaler", None) is not None:
             return  # 16-mixed: inf gradients are loss-scale overflow; the GradScaler skips those steps itself
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if _all_finite(trainer, [p.grad for p in params]):
-            if self.action == "skip":  # a curve from the first step on (a host float: no sync)
-                pl_module.log("train/skipped_steps", float(self.skipped))
-            return
-        for p in params:  # the optimizer now passes over every parameter: the weights stay as they were
-            p.grad = None
+        self._check_pending(trainer)
         step = trainer.global_step + 1  # the optimizer step being taken, 1-based as in the logs
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        bad = _nonfinite(trainer, [p.grad for p in params])
+        if self._defers(trainer, optimizer):
+            optimizer.found_inf = bad  # the fused kernel skips the update (and its step count) when it is 1
+            self._pending = (step, bad)
+        elif bool(bad):  # the step's one host sync
+            for p in params:  # the optimizer now passes over every parameter: the weights stay as they were
+                p.grad = None
+            self._bad_step(trainer, step)
+        if (
+            self.action == "skip"
+        ):  # a curve from the first step on (a host float: no sync); deferred: a step late
+            pl_module.log("train/skipped_steps", float(self.skipped))
+
+    # Every other place a deferred flag must be read before going on: nothing is validated, saved or
+    # reported as finished on top of an unchecked step.
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_pending(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._check_pending(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_pending(trainer)
+
+    def _defers(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer) -> bool:
+        # Optimizers that take found_inf say so with the attribute GradScaler reads (fused Adam, AdamW, SGD).
+        if not getattr(optimizer, "_step_supports_amp_scaling", False):
+            return False
+        if self.defer is not None:
+            return self.defer
+        return trainer.strategy.root_device.type == "cuda"
+
+    def _check_pending(self, trainer: L.Trainer) -> None:
+        """Read the deferred flag of the last step, if any."""
+        if self._pending is None:
+            return
+        step, bad = self._pending
+        self._pending = None
+        if bool(bad):  # computed a step ago: no wait
+            self._bad_step(trainer, step)  # its update was already skipped on the device
+
+    def _bad_step(self, trainer: L.Trainer, step: int) -> None:
         if self.action == "skip":
             self.skipped += 1
-            pl_module.log("train/skipped_steps", float(self.skipped))
             if self.skipped <= self.max_skips:
                 return
         raise NonFiniteLossError(self._message(trainer, step))
@@ -91,15 +143,16 @@ class NanGuard(L.Callback):
         return f"{why}; stopped before the update, nothing saved after it; {resume}"
 
 
-def _all_finite(trainer: L.Trainer, grads: list[torch.Tensor]) -> bool:
+def _nonfinite(trainer: L.Trainer, grads: list[torch.Tensor]) -> torch.Tensor:
+    """1.0 (a 0-d float32 tensor on the gradients' device) if any gradient on any process is non-finite."""
     if not grads:
-        return True
+        return torch.zeros((), device=trainer.strategy.root_device)
     local = [local_part(g) for g in grads]  # FSDP: this rank's shard
     norms = torch.stack(torch._foreach_norm(local))  # one fused pass; a norm is non-finite iff an element is
     bad = norms.isfinite().all().logical_not().float()
     if trainer.world_size > 1:  # shards differ; every process must take the same branch
-        bad = trainer.strategy.reduce(bad, reduce_op="sum")
-    return not bool(bad)  # the step's one host sync
+        bad = trainer.strategy.reduce(bad, reduce_op="sum").clamp(max=1.0)
+    return bad
 
 
 def _checkpoint_dir(trainer: L.Trainer) -> Path | None:
