@@ -271,18 +271,23 @@ def _plugins(trainer_args: dict[str, Any], requeue_signal: str) -> list[Any]:
 def _evaluate(
     trainer: L.Trainer, module: LanguageModule, datamodule: L.LightningDataModule
 ) -> dict[str, float]:
-    """Loss on the whole val and test splits with the final weights, so equal runs compare equal."""
+    """Loss on the whole val and test splits with the final weights, so equal runs compare equal; a split
+    turned off (``trainer.limit_val_batches=0``, ``limit_test_batches=0``) is skipped."""
+    results: dict[str, float] = {}
     limit = trainer.limit_val_batches
-    trainer.limit_val_batches = 1.0
-    try:
-        (val,) = trainer.validate(module, datamodule=datamodule, verbose=False)
-    finally:
-        trainer.limit_val_batches = limit
-    (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
-    results = {k.replace("/", "_"): float(v) for k, v in {**val, **test}.items()}
-    results["test_perplexity"] = (
-        math.exp(results["test_loss"]) if results.get("test_loss", 99) < 50 else math.inf
-    )
+    if limit != 0:
+        trainer.limit_val_batches = 1.0
+        try:
+            (val,) = trainer.validate(module, datamodule=datamodule, verbose=False)
+        finally:
+            trainer.limit_val_batches = limit
+        results.update({k.replace("/", "_"): float(v) for k, v in val.items()})
+    if trainer.limit_test_batches != 0:
+        (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
+        results.update({k.replace("/", "_"): float(v) for k, v in test.items()})
+        results["test_perplexity"] = (
+            math.exp(results["test_loss"]) if results.get("test_loss", 99) < 50 else math.inf
+        )
     return results
 
 

@@ -123,3 +123,14 @@ def test_seq2seq_run_scores_text_and_writes_translations(make_cfg, tmp_path):
     assert 0.0 <= summary["val_bleu"] <= 1.0 and 0.0 <= summary["val_rouge"] <= 1.0
     samples = (tmp_path / "samples.txt").read_text()
     assert "source:" in samples and "prediction:" in samples and "reference:" in samples
+
+
+def test_a_run_without_validation_or_test_finishes(make_cfg, tmp_path):
+    """``limit_val_batches=0`` and ``limit_test_batches=0`` turn the splits off, final evaluation included."""
+    cfg = make_cfg(
+        "trainer.limit_val_batches=0", "trainer.limit_test_batches=0", "callbacks.samples.num_samples=0"
+    )
+    summary, _ = train(cfg, run_dir=tmp_path)
+    assert summary["step"] == cfg.trainer.max_steps
+    assert math.isnan(summary["val_loss"]) and "test_loss" not in summary
+    assert math.isfinite(summary["train_loss"])
