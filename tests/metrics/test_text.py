@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_llm import registry
-from lightning_llm.metrics.text import Accuracy, Perplexity
+from lightning_llm.metrics.text import Accuracy, Perplexity, summed_nll
 
 
 def batch(seed: int, batch_size: int = 3, seq_len: int = 7, vocab: int = 11):
@@ -23,6 +23,16 @@ def test_perplexity_is_exp_of_mean_cross_entropy():
     expected = math.exp(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100).item())
     assert metric.compute().item() == pytest.approx(expected, rel=1e-6)
     assert metric.nll_sum.dtype == torch.float64
+
+
+@pytest.mark.parametrize("chunk_elements", [11, 5 * 11, 1000])  # a row at a time, 5 rows, all 21 at once
+def test_summed_nll_in_chunks_equals_one_pass(chunk_elements):
+    """Large vocabularies are scored a few rows at a time (bounded float32 memory); the sum is the same."""
+    logits, labels = batch(3)
+    nll, n_tokens = summed_nll(logits, labels, ignore_index=-100, chunk_elements=chunk_elements)
+    expected = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+    assert nll.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert n_tokens.item() == 3 * 7 - 3
 
 
 def test_perplexity_accumulates_like_one_big_update():
