@@ -2,7 +2,7 @@
 
     python bench/gpu.py [--mode plain,fsdp,framework,framework_fsdp | both | all] [--batch-size 32]
                         [--grad-accum 4] [--steps 30] [--warmup 8] [--compile | --no-compile] [--sdpa flash]
-                        [--rounds 2] [--out FILE]
+                        [--rounds 2] [--out FILE] [--profile DIR] [--sync-debug DIR]
     python bench/gpu.py --device cpu --tiny --steps 6 --mode all     # smoke test of the same code
 
 Modes (``--mode`` takes a comma-separated list; ``both`` = plain,fsdp; ``all`` = every mode):
@@ -35,7 +35,9 @@ tokens/s = steps x tokens per step / window seconds. MFU = tokens/s x ``model.fl
 (6 N + 12 L C T) / the device's dense peak for the dtype (``lightning_llm.flops``; null where unknown, e.g.
 on a CPU). Peak memory: ``torch.cuda.max_memory_allocated`` over the run (on a CPU the process's peak RSS).
 Runs alternate modes ``--rounds`` times (interleaved, so drift in clocks or temperature hits all alike), one
-JSON line each, then a summary line with each mode's median tokens/s and its ratio to plain. Numbers belong
+JSON line each, then a summary line with each mode's median tokens/s and its ratio to plain. ``--profile DIR``
+writes a torch.profiler table of 3 more steps per mode; ``--sync-debug DIR`` (framework modes, CUDA) lists
+every host sync of 3 more steps with the Python stack that caused it. Numbers belong
 in bench/RESULTS.md, not in tests.
 """
 
@@ -132,7 +134,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     parser.add_argument(
-        "--profile", default=None, help="plain/fsdp: profile 3 more steps, write the kernel table to DIR"
+        "--profile", default=None, help="profile 3 steps after the timed ones; the kernel table goes to DIR"
+    )
+    parser.add_argument(
+        "--sync-debug",
+        default=None,
+        help="framework modes: list the host syncs of 3 steps after the timed ones (with stacks) in DIR",
     )
     parser.add_argument("--workdir", default=None, help="framework runs' corpus and caches (default: temp)")
     parser.add_argument("--worker", choices=("framework", "framework_fsdp"), help=argparse.SUPPRESS)
@@ -321,6 +328,9 @@ def framework_run(args: argparse.Namespace, mode: str, device: torch.device, wor
         command += ["--" + key.replace("_", "-"), str(getattr(args, key))]
     command.append("--compile" if args.compile else "--no-compile")
     command.append("--fused" if args.fused else "--no-fused")
+    for key in ("profile", "sync_debug"):
+        if getattr(args, key):
+            command += ["--" + key.replace("_", "-"), str(Path(getattr(args, key)).resolve())]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
     for key in (
         "MASTER_ADDR",
@@ -360,7 +370,7 @@ def framework_worker(args: argparse.Namespace) -> dict:
         f"data.batch_size={args.batch_size}",
         f"trainer.accumulate_grad_batches={args.grad_accum}",
         f"trainer.gradient_clip_val={args.grad_clip}",
-        f"trainer.max_steps={total_steps}",
+        f"trainer.max_steps={total_steps + (3 if args.profile or args.sync_debug else 0)}",
         # Only training is timed: no validation, test or checkpoint (a 1.5 GB write at the end) to wait for.
         "trainer.limit_val_batches=0",
         "trainer.limit_test_batches=0",
@@ -386,8 +396,9 @@ def framework_worker(args: argparse.Namespace) -> dict:
     cfg = cli.compose_config(overrides)
 
     window = Window(device, args.warmup, total_steps)  # a fresh process: its peak memory is this run's
+    diagnose = Diagnose(args, total_steps, device)
     with tempfile.TemporaryDirectory(dir=workdir) as run_dir:
-        summary, objects = train(cfg, run_dir=run_dir, callbacks=[window])
+        summary, objects = train(cfg, run_dir=run_dir, callbacks=[window, diagnose])
     model = objects["model"]
     return {
         "window_seconds": window.end - window.start,
@@ -418,6 +429,61 @@ class Window(L.Callback):
                 self.start = time.perf_counter()
             else:
                 self.end = time.perf_counter()
+
+
+class Diagnose(L.Callback):
+    """``--profile`` / ``--sync-debug`` for the framework: over the 3 steps after the timed window, a
+    torch.profiler table and/or every host sync CUDA reports (``torch.cuda.set_sync_debug_mode``), each with
+    the Python stack that caused it."""
+
+    def __init__(self, args: argparse.Namespace, start: int, device: torch.device) -> None:
+        self.args, self.start, self.device = args, start, device
+        self.name = f"{args.worker}-b{args.batch_size}-a{args.grad_accum}"
+        self._last_step, self._profiler, self._syncs, self._saved = -1, None, [], None
+
+    def on_train_batch_end(self, trainer: L.Trainer, *_: object) -> None:
+        step_ended, self._last_step = trainer.global_step != self._last_step, trainer.global_step
+        if step_ended and trainer.global_step == self.start:
+            self._begin()
+        elif step_ended and trainer.global_step == self.start + 3:
+            self._finish()
+
+    def _begin(self) -> None:
+        if self.args.profile:
+            from torch.profiler import ProfilerActivity
+
+            cuda = [ProfilerActivity.CUDA] if self.device.type == "cuda" else []
+            self._profiler = torch.profiler.profile(activities=[ProfilerActivity.CPU, *cuda])
+            self._profiler.__enter__()
+        if self.args.sync_debug and self.device.type == "cuda":
+            import traceback
+            import warnings
+
+            self._saved = (warnings.filters[:], warnings.showwarning)
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *_, **__: self._syncs.append(
+                f"{message}\n{''.join(traceback.format_stack(limit=30)[:-1])}"
+            )
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def _finish(self) -> None:
+        if self._profiler is not None:
+            synchronize(self.device)
+            self._profiler.__exit__(None, None, None)
+            sort = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+            table = self._profiler.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=70)
+            folder = Path(self.args.profile)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{self.name}-profile.txt").write_text(table)
+        if self._saved is not None:
+            import warnings
+
+            torch.cuda.set_sync_debug_mode(0)
+            warnings.filters[:], warnings.showwarning = self._saved
+            folder = Path(self.args.sync_debug)
+            folder.mkdir(parents=True, exist_ok=True)
+            text = f"{len(self._syncs)} host syncs in 3 steps\n\n" + "\n".join(self._syncs)
+            (folder / f"{self.name}-syncs.txt").write_text(text)
 
 
 def meta_flops_per_token(cfg, args: argparse.Namespace) -> float:
