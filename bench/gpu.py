@@ -194,12 +194,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def build(
-    args: argparse.Namespace, mode: str, device: torch.device, mesh
-) -> tuple[GPT, torch.optim.Optimizer]:
-    """The model (compiled and, for fsdp, sharded as the framework does) and its optimizer."""
-    torch.manual_seed(args.seed)
-    config = GPTConfig(
+def gpt_config(args: argparse.Namespace) -> GPTConfig:
+    return GPTConfig(
         vocab_size=args.vocab_size,
         n_layer=args.n_layer,
         n_head=args.n_head,
@@ -207,7 +203,14 @@ def build(
         block_size=args.block_size,
         dropout=0.0,
     )
-    model = GPT(config).to(device).train()
+
+
+def build(
+    args: argparse.Namespace, mode: str, device: torch.device, mesh
+) -> tuple[GPT, torch.optim.Optimizer]:
+    """The model (compiled and, for fsdp, sharded as the framework does) and its optimizer."""
+    torch.manual_seed(args.seed)
+    model = GPT(gpt_config(args)).to(device).train()
     bf16 = args.dtype == "bfloat16"
     plan = ParallelPlan(
         compile=args.compile,
@@ -297,11 +300,16 @@ def profile(args: argparse.Namespace, mode: str, device: torch.device, step_fn) 
         for step in range(3):
             step_fn(step=step)
         synchronize(device)
+    write_profile(
+        prof, device, Path(args.profile) / f"{mode}-b{args.batch_size}-a{args.grad_accum}-profile.txt"
+    )
+
+
+def write_profile(prof: torch.profiler.profile, device: torch.device, path: Path) -> None:
+    """The 40 operators that took the most device time (CPU time on a CPU), as a table."""
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=70)
-    folder = Path(args.profile)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{mode}-b{args.batch_size}-a{args.grad_accum}-profile.txt").write_text(table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=70))
 
 
 # --------------------------------------------------------------------------- the framework
@@ -403,7 +411,7 @@ def framework_worker(args: argparse.Namespace) -> dict:
     return {
         "window_seconds": window.end - window.start,
         "params": sum(p.numel() for p in model.parameters()),
-        "flops_per_token": meta_flops_per_token(cfg, args),
+        "flops_per_token": meta_flops_per_token(args),
         "fused_adamw": bool(objects["trainer"].optimizers[0].defaults.get("fused")),
         "peak_memory_mb": peak_memory_mb(device),
         "last_loss": round(float(summary["train_loss"]), 4),
@@ -470,11 +478,7 @@ class Diagnose(L.Callback):
         if self._profiler is not None:
             synchronize(self.device)
             self._profiler.__exit__(None, None, None)
-            sort = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
-            table = self._profiler.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=70)
-            folder = Path(self.args.profile)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{self.name}-profile.txt").write_text(table)
+            write_profile(self._profiler, self.device, Path(self.args.profile) / f"{self.name}-profile.txt")
         if self._saved is not None:
             import warnings
 
@@ -486,21 +490,11 @@ class Diagnose(L.Callback):
             (folder / f"{self.name}-syncs.txt").write_text(text)
 
 
-def meta_flops_per_token(cfg, args: argparse.Namespace) -> float:
+def meta_flops_per_token(args: argparse.Namespace) -> float:
     """The model's FLOPs per token, from a copy built on the meta device (compiled or sharded modules may
     not expose ``flops_per_token`` any more)."""
     with torch.device("meta"):
-        model = GPT(
-            GPTConfig(
-                vocab_size=args.vocab_size,
-                n_layer=args.n_layer,
-                n_head=args.n_head,
-                n_embd=args.n_embd,
-                block_size=args.block_size,
-                dropout=0.0,
-            )
-        )
-    return model.flops_per_token(args.block_size)
+        return GPT(gpt_config(args)).flops_per_token(args.block_size)
 
 
 def write_corpus(path: Path, words: int, vocabulary: int = 80_000, seed: int = 0) -> Path:
