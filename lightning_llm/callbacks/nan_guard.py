@@ -93,9 +93,7 @@ class NanGuard(L.Callback):
             for p in params:  # the optimizer now passes over every parameter: the weights stay as they were
                 p.grad = None
             self._bad_step(trainer, step)
-        if (
-            self.action == "skip"
-        ):  # a curve from the first step on (a host float: no sync); deferred: a step late
+        if self.action == "skip":  # a curve from the first step on (a host float); deferred: a step late
             pl_module.log("train/skipped_steps", float(self.skipped))
 
     # Every other place a deferred flag must be read before going on: nothing is validated, saved or

@@ -25,12 +25,15 @@ def summed_nll(
     rows, targets = logits.detach().flatten(0, -2), labels.flatten()  # (N, V), (N,)
     step = max(1, chunk_elements // max(1, rows.size(-1)))
     nll = sum(
-        F.cross_entropy(
-            rows[i : i + step].float(), targets[i : i + step], ignore_index=ignore_index, reduction="sum"
-        )
-        for i in range(0, rows.size(0), step)
+        (
+            F.cross_entropy(
+                rows[i : i + step].float(), targets[i : i + step], ignore_index=ignore_index, reduction="sum"
+            )
+            for i in range(0, rows.size(0), step)
+        ),
+        start=torch.zeros((), device=logits.device),
     )
-    return torch.as_tensor(nll, device=logits.device), (labels != ignore_index).sum()
+    return nll, (labels != ignore_index).sum()
 
 
 def correct_tokens(
