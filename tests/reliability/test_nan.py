@@ -172,10 +172,9 @@ def test_deferred_stop_under_fsdp_with_two_processes(tmp_path):
         run_dir=run_dir,
         cache_dir=tmp_path / "cache",
     )
-    env = cli_env(HYDRA_FULL_ERROR="", PYTHONPATH=f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    result = subprocess.run(
-        command, capture_output=True, text=True, env={**env, "NAN_AT": str(BAD_STEP)}, timeout=300
-    )
+    pythonpath = f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    env = cli_env(HYDRA_FULL_ERROR="", PYTHONPATH=pythonpath, NAN_AT=str(BAD_STEP))
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert f"optimizer step {BAD_STEP};" in error_line(result)
     saved = [stored_step(path) for path in (run_dir / "checkpoints").glob("*.ckpt")]
     assert saved and max(saved) == BAD_STEP - 1  # the step-4 checkpoints, nothing after the fault
