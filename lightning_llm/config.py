@@ -76,7 +76,7 @@ class ParallelConfig:
     """The ``parallel`` config node: how the model is scaled, whatever the strategy.
 
     activation_checkpointing: recompute each block's activations in backward (less memory, ~30% more compute).
-    compile: ``torch.compile`` each block.
+    compile: ``torch.compile`` each block, and the objective's loss with the model call (the head fuses).
     cpu_offload: FSDP keeps sharded parameters, gradients and optimizer state in CPU memory.
     reshard_after_forward: FSDP frees gathered block parameters after forward (ZeRO-3); false keeps them
         until backward (ZeRO-2: more memory, one all-gather less per block).
