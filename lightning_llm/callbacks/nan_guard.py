@@ -70,6 +70,8 @@ class NanGuard(L.Callback):
         """
         if action not in ("stop", "skip"):
             raise ValueError(f"NanGuard action={action!r}: choose stop or skip")
+        if defer not in (None, True, False):
+            raise ValueError(f"callbacks.nan_guard.defer={defer!r}: choose true, false or null (on a GPU)")
         self.action = action
         self.max_skips = max_skips
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None

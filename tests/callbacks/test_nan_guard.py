@@ -33,3 +33,8 @@ def adamw(fused: bool) -> torch.optim.Optimizer:
 )
 def test_deferred_only_where_the_optimizer_can_skip(defer, device, fused, expected):
     assert NanGuard(defer=defer)._defers(trainer_on(device), adamw(fused)) is expected
+
+
+def test_a_defer_that_is_not_a_boolean_is_refused():
+    with pytest.raises(ValueError, match=r"callbacks.nan_guard.defer='maybe': choose true, false or null"):
+        NanGuard(defer="maybe")
