@@ -22,7 +22,9 @@ one file (see ``main``).
 from __future__ import annotations
 
 import argparse
+import logging
 import pickle
+import re
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -53,6 +55,8 @@ __all__ = [
     "run_folder",
 ]
 
+log = logging.getLogger("lightning_llm")
+
 CHECKPOINT_DIR = "checkpoints"
 TOKENIZER_FILE = "tokenizer.json"
 _MODEL_PREFIX = "model."
@@ -66,11 +70,18 @@ PARTIAL_SUFFIX = ".partial"  # a sharded checkpoint being written
 OLD_SUFFIX = ".old"  # the previous sharded checkpoint while the new one is swapped in (still complete)
 TEMP_MARKER = ".tmp-"  # a single-file checkpoint being written: <name>.tmp-<pid>
 DELETING_MARKER = ".deleting-"  # a checkpoint being removed: <name>.deleting-<pid>
-_UNFINISHED_MARKERS = (PARTIAL_SUFFIX, TEMP_MARKER, DELETING_MARKER)
+# Exactly the names the writers give unfinished work: a checkpoint name (.ckpt, or .pt for meta.pt and
+# consolidated exports) plus one marker. Cleanup deletes only such names, so a user's `notes.partial/` or
+# `draft.tmp-1` is never touched.
+_UNFINISHED_NAME = re.compile(r".+\.(ckpt|pt)(\.ckpt)?(\.partial|\.tmp-\d+|\.deleting-\d+)")
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that exists but cannot be used; the message names the file and the problem."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message  # the problem alone, without the file's name
 
 
 # --------------------------------------------------------------------------- finding and reading
@@ -95,19 +106,53 @@ def is_complete(path: str | Path) -> bool:
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The checkpoint to resume from in a checkpoints ``folder``: of the complete ``*.ckpt`` (files or sharded
-    directories) and ``last.ckpt.old`` (left by a crash during a sharded swap), the one holding the most
-    optimizer steps; on a tie ``last.ckpt``, then the newest. None when there is none.
+    """The checkpoint to resume from in a checkpoints ``folder`` (see ``survey_checkpoints``), or None."""
+    return survey_checkpoints(folder)[0]
 
-    By step, not by name: a kill between Lightning's two saves of one step (``best-step…`` first, then
-    ``last.ckpt``) leaves ``last.ckpt`` one interval behind."""
+
+def survey_checkpoints(folder: str | Path) -> tuple[Path | None, dict[Path, str]]:
+    """``(latest, unusable)`` for a checkpoints ``folder``.
+
+    ``latest``: of the usable ``*.ckpt`` (files or sharded directories) and ``last.ckpt.old`` (left by a
+    crash during a sharded swap), the one holding the most optimizer steps; on a tie ``last.ckpt``, then
+    the newest; None when there is none. By step, not by name: a kill between Lightning's two saves of one
+    step (``best-step…`` first, then ``last.ckpt``) leaves ``last.ckpt`` one interval behind.
+    ``unusable``: each checkpoint under a final name that cannot be used, with the reason (truncated,
+    unreadable, pickled code). Unfinished writes are neither: they are expected after a crash."""
     folder = Path(folder)
-    ranked = []
+    ranked, unusable = [], {}
     for path in dict.fromkeys([folder / LAST, folder / (LAST + OLD_SUFFIX), *folder.glob("*.ckpt")]):
-        step = stored_step(path) if is_complete(path) else None
-        if step is not None:
+        if not (path.exists() and not is_unfinished(path)):
+            continue
+        step, problem = inspect_checkpoint(path)
+        if problem:
+            unusable[path] = problem
+        else:
             ranked.append((step, path.name == LAST, path.stat().st_mtime, path.name, path))
-    return max(ranked)[-1] if ranked else None
+    return (max(ranked)[-1] if ranked else None), unusable
+
+
+def inspect_checkpoint(path: Path) -> tuple[int | None, str | None]:
+    """``(global_step, None)`` for a usable checkpoint, ``(None, why not)`` otherwise. Reads only metadata:
+    the pickled structure of a file (memory-mapped, ``weights_only``), or a sharded folder's ``meta.pt``
+    and DCP index (through the allowlist of ``read_dcp_metadata``)."""
+    if is_unfinished(path):
+        return None, "an unfinished write (a temp, partial or being-deleted name)"
+    if not is_complete(path):
+        if path.is_dir():
+            return None, f"incomplete sharded checkpoint: it needs both {META_FILE} and {DCP_METADATA}"
+        return None, "not a whole checkpoint file (truncated?)"
+    try:
+        if path.is_dir():
+            read_dcp_metadata(path / DCP_METADATA)
+        checkpoint = read_metadata(path)
+    except CheckpointError as error:
+        return None, error.reason
+    except Exception as error:  # whatever torch raises for a damaged file
+        return None, _unreadable_reason(error)
+    if not isinstance(checkpoint, dict):
+        return None, "not a checkpoint dict"
+    return int(checkpoint.get("global_step", -1)), None
 
 
 def read_metadata(path: Path) -> Any:
@@ -118,12 +163,83 @@ def read_metadata(path: Path) -> Any:
 
 
 def stored_step(path: Path) -> int | None:
-    """The ``global_step`` a checkpoint records (-1 if none), or None if it cannot be read."""
+    """The ``global_step`` a checkpoint records (-1 if none), or None if it cannot be used."""
+    return inspect_checkpoint(Path(path))[0]
+
+
+# --------------------------------------------------------------------------- DCP's index, safely
+
+# DCP writes its ``.metadata`` index with plain pickle, and ``FileSystemReader`` reads it with plain pickle:
+# a crafted file runs code on load. It is read here by an unpickler that builds only the classes of DCP's own
+# index format (dataclasses filled by attribute, enums and a few torch value types), so a checkpoint folder
+# cannot run code. A torch release that adds a class to the format makes loading fail with its name (the
+# tests build real DCP checkpoints and catch that), never silently run anything.
+_DCP_METADATA_CLASSES = {
+    "torch.distributed.checkpoint.metadata": {
+        "Metadata",
+        "StorageMeta",
+        "TensorStorageMetadata",
+        "BytesStorageMetadata",
+        "ChunkStorageMetadata",
+        "TensorProperties",
+        "MetadataIndex",
+        "_MEM_FORMAT_ENCODING",
+    },
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},  # a lookup of a torch.layout by its name
+    "torch": {"Size"},
+    "pathlib": {"Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"},
+    "collections": {"OrderedDict"},
+}
+
+
+class _NotInFormat(pickle.UnpicklingError):
+    """A global that DCP's index format does not use."""
+
+
+class _DcpMetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name in _DCP_METADATA_CLASSES.get(module, ()):
+            return super().find_class(module, name)
+        value = getattr(torch, name, None) if module == "torch" else None
+        if isinstance(value, torch.dtype | torch.layout | torch.memory_format):
+            return value
+        raise _NotInFormat(f"{module}.{name}")
+
+
+def read_dcp_metadata(path: Path) -> Any:
+    """DCP's ``.metadata`` index at ``path``, built only from the allowlisted classes; anything else in it
+    (a callable, an arbitrary class) is refused with a ``CheckpointError`` naming it and the file."""
+    from torch.distributed.checkpoint.metadata import Metadata
+
     try:
-        checkpoint = read_metadata(path)
-    except Exception:  # unreadable means not a candidate, whatever torch raises
-        return None
-    return int(checkpoint.get("global_step", -1)) if isinstance(checkpoint, dict) else None
+        with open(path, "rb") as file:
+            metadata = _DcpMetadataUnpickler(file).load()
+    except _NotInFormat as error:
+        reason = f"its {path.name} holds pickled code or objects ({error}), refused"
+    except Exception as error:  # a damaged pickle raises many types
+        reason = f"its {path.name} is damaged: {_reason(error)}"
+    else:
+        if isinstance(metadata, Metadata):
+            return metadata
+        reason = f"its {path.name} is not DCP's index (it holds a {type(metadata).__name__})"
+    raise CheckpointError(f"{path.parent} is not a readable sharded checkpoint: {reason}", reason)
+
+
+def _safe_reader(path: Path) -> Any:
+    """DCP's ``FileSystemReader`` for ``path`` whose index is read by ``read_dcp_metadata``."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class SafeFileSystemReader(FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            metadata = read_dcp_metadata(path / DCP_METADATA)
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeFileSystemReader(path)
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -146,17 +262,21 @@ def find_checkpoint(path: str | Path) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"no such run folder or checkpoint file (or sharded folder): {path}")
     folder = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
-    found = latest_checkpoint(folder)
+    found, unusable = survey_checkpoints(folder)
+    for checkpoint, problem in unusable.items():
+        log.warning("passing over %s: %s", checkpoint, problem)
     if found is None:
         raise FileNotFoundError(
-            f"{path} holds no checkpoint that is complete (looked for {folder / LAST} and "
-            f"{folder / '*.ckpt'}); train with callbacks.checkpoint.save_last=true, or pass a .ckpt file"
+            f"{path} holds no usable checkpoint (looked for {folder / LAST} and {folder / '*.ckpt'}"
+            f"{f'; {len(unusable)} unusable' if unusable else ''}); train with "
+            "callbacks.checkpoint.save_last=true, or pass a .ckpt file"
         )
     return found
 
 
 def is_unfinished(path: Path) -> bool:
-    return any(marker in path.name for marker in _UNFINISHED_MARKERS)
+    """Whether ``path`` is named as a checkpoint write or removal that has not finished."""
+    return _UNFINISHED_NAME.fullmatch(Path(path).name) is not None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -181,7 +301,6 @@ def load_sharded(path: str | Path) -> dict[str, Any]:
     """A sharded (DCP) checkpoint directory as one single-file-style checkpoint dict: every entry of its
     ``meta.pt`` plus ``state_dict`` with the full (unsharded) CPU tensors of the module's weights; no
     optimizer state. Needs no process group, whatever world size wrote it."""
-    from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
@@ -191,7 +310,7 @@ def load_sharded(path: str | Path) -> dict[str, Any]:
     # The empty-state planner rebuilds full tensors from DCP's index; keys={"state_dict"} skips the
     # optimizer_<i> entries, which would double the memory and are useless outside training.
     planner = _EmptyStateDictLoadPlanner(keys={"state_dict"})
-    _load_state_dict(loaded, storage_reader=FileSystemReader(path), planner=planner, no_dist=True)
+    _load_state_dict(loaded, storage_reader=_safe_reader(path), planner=planner, no_dist=True)
     return {**meta, "state_dict": loaded.get("state_dict", {})}
 
 
@@ -201,9 +320,14 @@ def _load_sharded_checked(path: Path) -> dict[str, Any]:
             f"{path} is not a complete sharded checkpoint (it needs {META_FILE} and {DCP_METADATA}, and no "
             f"{PARTIAL_SUFFIX} name)"
         )
+    from torch.distributed.checkpoint import CheckpointException  # a BaseException, not an Exception
+
+    read_dcp_metadata(path / DCP_METADATA)  # refused here in one line, before DCP retries and logs
     try:
         checkpoint = load_sharded(path)
-    except Exception as error:  # DCP and torch.load raise many types; the user needs the path and the reason
+    except CheckpointError:
+        raise
+    except (Exception, CheckpointException) as error:  # DCP and torch.load raise many types
         raise CheckpointError(f"{path} is not a readable sharded checkpoint: {_reason(error)}") from None
     if not checkpoint["state_dict"]:
         raise CheckpointError(f"{path} holds no 'state_dict' shards; it was not written by Lightning")
@@ -219,13 +343,17 @@ def _to(state: dict[str, Any], device: str | torch.device) -> dict[str, Any]:
 
 
 def _unreadable(path: Path, error: BaseException, guess: str = "") -> CheckpointError:
-    """Why the checkpoint at ``path`` cannot be read: pickled code (``weights_only=True`` refuses anything but
-    tensors and plain data), or damage (``guess``: what may have happened)."""
+    """A ``CheckpointError`` saying why the checkpoint at ``path`` cannot be read (``_unreadable_reason``)."""
+    reason = _unreadable_reason(error, guess)
+    return CheckpointError(f"{path} is not a readable checkpoint: {reason}", reason)
+
+
+def _unreadable_reason(error: BaseException, guess: str = "") -> str:
+    """Pickled code (``weights_only=True`` refuses anything but tensors and plain data), or damage
+    (``guess``: what may have happened)."""
     if isinstance(error, pickle.UnpicklingError) and str(error).startswith("Weights only load failed"):
-        reason = "it holds pickled code or objects, refused (checkpoints load with weights_only=True)"
-    else:
-        reason = f"{guess + ': ' if guess else ''}{_reason(error)}"
-    return CheckpointError(f"{path} is not a readable checkpoint: {reason}")
+        return "it holds pickled code or objects, refused (checkpoints load with weights_only=True)"
+    return f"{guess + ': ' if guess else ''}{_reason(error)}"
 
 
 def _reason(error: BaseException) -> str:
@@ -364,6 +492,8 @@ def check_resumable(path: str | Path, model_config: dict[str, Any], tokenizer_fi
     would fail later with a wall of missing/unexpected keys, or worse, load same-shaped weights that mean
     something else under another tokenizer.)"""
     path = Path(path)
+    if path.is_dir():
+        read_dcp_metadata(path / DCP_METADATA)  # before DCP unpickles it while loading the shards
     try:
         meta = read_metadata(path)
     except Exception as error:  # whatever torch raises for a damaged file, the message names the file

@@ -7,10 +7,12 @@ traceback from deep inside a run.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
 import itertools
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Iterable
@@ -24,12 +26,13 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.errors import HydraException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from hydra.errors import HydraException, OverrideParseException
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from lightning_llm import config, plugins, registry
 from lightning_llm.config import ConfigError
+from lightning_llm.hydra_guard import check_hydra_node
 
 MAX_CHECKED_JOBS = 64  # a huge grid is still checked on its first 64 jobs; every job checks itself again
 
@@ -44,10 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     informational = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
     try:
+        check_flags(args)
+        parse_overrides(args.overrides)
         added = plugin_defaults(args.overrides)
         if not informational:
-            precheck([*args.overrides, *added], multirun=args.multirun)
+            first = precheck([*args.overrides, *added, *search_path_overrides(args)], multirun=args.multirun)
             check_output_folder(args.overrides, multirun=args.multirun)
+            if not args.multirun:  # a sweep's job folders are claimed by each job (train.run)
+                claim_run_folder(args.overrides, resuming=first.get("ckpt_path") not in (None, "", "null"))
     except (ConfigError, registry.PluginError) as error:
         sys.exit(f"error: {error}")
     if added:
@@ -55,7 +62,14 @@ def main(argv: list[str] | None = None) -> None:
     # Hydra's parser takes the overrides as one run of positional arguments: keep them together.
     flags = [arg for arg in argv if arg not in args.overrides]
     sys.argv = [sys.argv[0], *flags, *args.overrides, *added]
-    _app()
+    try:
+        _app()
+    except KeyboardInterrupt:  # outside trainer.fit (within it, Ctrl-C stops with a checkpoint)
+        print(
+            "error: interrupted (Ctrl-C) outside training; checkpoints already written are kept",
+            file=sys.stderr,
+        )
+        sys.exit(128 + signal.SIGINT)  # as a shell reports a Ctrl-C
 
 
 @hydra.main(version_base="1.3", config_path=config.config_dir(), config_name="config")
@@ -86,6 +100,49 @@ def _deepcopy_but_store(source: object, memo: dict) -> object:
         if key != "store":
             setattr(copied, key, copy.deepcopy(value, memo))
     return copied
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse Hydra's flags that would read a config or a pickle from elsewhere than conf/: the primary
+    config is lightning_llm's own (``--config-dir`` adds presets beside it, checked like any config), and
+    ``--experimental-rerun`` unpickles a file."""
+    if args.experimental_rerun:
+        raise ConfigError("--experimental-rerun unpickles a file, which could run code; refused")
+    for flag, value in (("--config-path", args.config_path), ("--config-name", args.config_name)):
+        if value:
+            raise ConfigError(
+                f"{flag}={value}: the primary config is lightning_llm's conf/config.yaml; add your own "
+                "presets with --config-dir DIR (e.g. DIR/experiment/mine.yaml, selected as experiment=mine)"
+            )
+
+
+def parse_overrides(overrides: list[str]) -> None:
+    """One line naming the override Hydra's grammar cannot parse, instead of its parser's traceback."""
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as error:
+            caret = next((line for line in str(error).splitlines() if line.strip() == "^"), "")
+            start = len(str(error).splitlines()[0]) - len(override)
+            where = caret.index("^") - start if caret else -1
+            at = f" at {override[where]!r} (character {where + 1})" if 0 <= where < len(override) else ""
+            raise ConfigError(
+                f"cannot parse the override {override!r}{at}: quote a value that holds special characters, "
+                "e.g. \"data.paths=['~/corpus/*.txt']\" (grammar: "
+                "https://hydra.cc/docs/advanced/override_grammar/basic)"
+            ) from None
+
+
+def search_path_overrides(args: argparse.Namespace) -> list[str]:
+    """``--config-dir DIR`` as the ``hydra.searchpath`` override that composing needs to see it (Hydra's
+    own run adds it from the flag)."""
+    if not args.config_dir:
+        return []
+    parsed = OverridesParser.create().parse_overrides(args.overrides)
+    given = [o.value() for o in parsed if o.key_or_group == "hydra.searchpath"]
+    paths = [*(given[-1] if given else []), f"file://{Path(args.config_dir).expanduser().resolve()}"]
+    return [f"hydra.searchpath=[{','.join(paths)}]"]
 
 
 def plugin_defaults(overrides: list[str]) -> list[str]:
@@ -128,18 +185,33 @@ def _primary_choices() -> dict[str, object]:
     return {**choices, "metrics": list(primary.metrics)}
 
 
-def precheck(overrides: list[str], multirun: bool = False) -> None:
-    """Compose and check every job the overrides describe (up to MAX_CHECKED_JOBS)."""
+def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
+    """Compose and check every job the overrides describe (up to MAX_CHECKED_JOBS); returns the first."""
+    first = None
     for job in itertools.islice(_jobs(overrides, multirun), MAX_CHECKED_JOBS):
-        config.check(compose_config(job))
+        cfg = compose_config(job)
+        config.check(cfg)
+        first = first or cfg
+    return first
+
+
+def claim_run_folder(overrides: list[str], resuming: bool) -> None:
+    """Before Hydra writes into ``hydra.run.dir``: refuse a folder that is not a run's or (fresh launches)
+    holds one, and lock it for this launch (``run_folder``). A folder named by the clock is new."""
+    from lightning_llm import run_folder  # deferred: it imports torch, which --help does not need
+
+    given = _given("hydra.run.dir", overrides)
+    if given and "${" not in given and run_folder.is_launching_rank():
+        run_folder.check_launch(given, resuming)
+        run_folder.lock(given)
 
 
 def check_output_folder(overrides: list[str], multirun: bool = False) -> None:
     """The run (or sweep) folder must be one that can be made: Hydra creates it before any of our code runs
     and reports a failure with a traceback. Checks the nearest existing folder on its path."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith(f"{key}=")]
-    folder = Path(given[-1]) if given else Path("multirun" if multirun else "outputs")
+    given = _given(key, overrides)
+    folder = Path(given) if given else Path("multirun" if multirun else "outputs")
     existing = folder
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
@@ -149,14 +221,25 @@ def check_output_folder(overrides: list[str], multirun: bool = False) -> None:
         raise ConfigError(f"{key}={folder}: {existing} is not writable; choose another {key}")
 
 
+def _given(key: str, overrides: list[str]) -> str | None:
+    """The value the last override of ``key`` gives it, if any."""
+    given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith(f"{key}=")]
+    return given[-1] if given else None
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
-    """Compose conf/ with ``overrides``, turning Hydra's and OmegaConf's errors into one-line messages."""
-    own = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    """Compose conf/ with ``overrides``, turning Hydra's and OmegaConf's errors into one-line messages. The
+    ``hydra`` node is composed too, checked for code a config may not select (``check_hydra_node``), and
+    left out of the result."""
     with initialize_config_dir(config.config_dir(), version_base="1.3"):
         try:
-            return compose("config", overrides=own)
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as error:
-            raise ConfigError(explain(error, own)) from None
+            raise ConfigError(explain(error, overrides)) from None
+    check_hydra_node(cfg.hydra)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def explain(error: Exception, overrides: list[str]) -> str:

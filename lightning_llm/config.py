@@ -14,6 +14,7 @@ import difflib
 import functools
 import importlib.resources
 import inspect
+import math
 import types
 import typing
 from collections.abc import Iterator
@@ -189,6 +190,8 @@ def plugin_params(kind: str, node: Any, key: str | None = None) -> tuple[Plugin,
         value = kwargs.get(param.name)
         if OmegaConf.is_missing(typed, param.name):
             raise ConfigError(f"{key}.{param.name} is required by {kind} '{plugin.name}'")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}.{param.name}={value}: {kind} '{plugin.name}' needs a finite number")
         choices = _literal_choices(param.annotation)
         if choices and value not in choices and value is not None:
             raise ConfigError(
@@ -217,6 +220,9 @@ def check(cfg: DictConfig) -> None:
     check_objective(cfg.model.name, cfg.objective.name)
     check_trainer_args(cfg.get("trainer", {}))
     refuse_code_paths(cfg, "")
+    from lightning_llm.ranges import check_ranges  # it imports this module
+
+    check_ranges(cfg)
 
 
 def check_objective(model: str, objective: str, supported: tuple[str, ...] | None = None) -> None:

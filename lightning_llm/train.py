@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -21,10 +20,10 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_llm import config, plugins, registry
+from lightning_llm import config, plugins, registry, run_folder
 from lightning_llm.callbacks import RunSummary, TextSamples, Throughput
 from lightning_llm.callbacks.nan_guard import NanGuard
-from lightning_llm.callbacks.preemption import PREEMPTED_EXIT_CODE, Preemption
+from lightning_llm.callbacks.preemption import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, Preemption
 from lightning_llm.callbacks.run_summary import write_json
 from lightning_llm.config import ConfigError
 from lightning_llm.distributed import strategy
@@ -38,8 +37,13 @@ log = logging.getLogger("lightning_llm")
 
 
 def run(cfg: DictConfig) -> float | None:
-    """The Hydra task: train, and return ``cfg.optimized_metric`` for a sweeper."""
+    """The Hydra task: claim the run folder (``run_folder``: one run per folder, one launch at a time), train,
+    and return ``cfg.optimized_metric`` for a sweeper."""
     try:
+        if run_folder.is_launching_rank():
+            run_dir = _hydra_output_dir()
+            run_folder.check_launch(run_dir, resuming=cfg.get("ckpt_path") not in (None, "", "null"))
+            run_folder.lock(run_dir)
         summary, _ = train(cfg)
     except (ValueError, FileNotFoundError, CheckpointWriteError, MisconfigurationException) as error:
         # Bad input (a config value, a missing or malformed data file, a setting Lightning refuses) and a
@@ -64,7 +68,7 @@ def train(
     strategy.check_devices(trainer_cfg)
     trainer_args, plan = strategy.resolve(trainer_cfg, OmegaConf.to_container(cfg.parallel, resolve=True))
     run_dir = Path(run_dir or _hydra_output_dir())
-    _check_writable(run_dir)
+    run_folder.check_writable(run_dir)
     L.seed_everything(cfg.seed, workers=True)
     cache_dir = str(cfg.paths.cache_dir)
 
@@ -103,28 +107,31 @@ def train(
     extra = [summary_callback, throughput, preemption, nan_guard, *(callbacks or [])]
     trainer = _trainer(cfg, trainer_args, run_dir, tokenizer, objective, extra)
     if trainer.is_global_zero:
-        tokenizer.save(run_dir / "tokenizer.json")
-
-    if trainer.is_global_zero:
-        _remove_unfinished_checkpoints(run_dir)
-    resume_from = _resume_path(cfg.ckpt_path, run_dir)
-    if resume_from:
+        run_folder.remove_unfinished_checkpoints(run_dir)
+    sharded = isinstance(trainer.strategy, ShardedStrategy)
+    resume_from = run_folder.resume_path(cfg.ckpt_path, run_dir, sharded_strategy=sharded)
+    if resume_from:  # checked before anything is written: a refused resume leaves the run folder as it was
         from lightning_llm.checkpoint import check_resumable
 
         model_config = OmegaConf.to_container(cfg.model, resolve=True)
         check_resumable(resume_from, model_config, tokenizer.fingerprint())
+    if trainer.is_global_zero:
+        tokenizer.save(run_dir / "tokenizer.json")
     try:
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+            with preemption.ctrl_c_stops_training():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         except SIGTERMException:
             log.warning(
-                "preempted (SIGTERM) after step %d; checkpoint %s. Continue with: python -m lightning_llm "
+                "%s after step %d; checkpoint %s. Continue with: python -m lightning_llm "
                 "hydra.run.dir=%s ckpt_path=auto (and the same overrides)",
+                "interrupted (Ctrl-C)" if preemption.interrupted else "preempted (SIGTERM)",
                 preemption.preempted_at or trainer.global_step,
                 preemption.checkpoint_path,
                 run_dir,
             )
-            raise SystemExit(PREEMPTED_EXIT_CODE) from None
+            code = INTERRUPTED_EXIT_CODE if preemption.interrupted else PREEMPTED_EXIT_CODE
+            raise SystemExit(code) from None
         # Counted after training, while FSDP holds its parameters sharded (a forward-only pass leaves the
         # root's gathered until the next backward).
         params_per_process = sum(local_part(p).numel() for p in module.model.parameters())
@@ -289,62 +296,6 @@ def _evaluate(
             math.exp(results["test_loss"]) if results.get("test_loss", 99) < 50 else math.inf
         )
     return results
-
-
-def _resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """null: fresh; auto: the run folder's latest complete checkpoint, or fresh when it has none; else a path
-    to a checkpoint file or sharded checkpoint folder, which must be complete."""
-    from lightning_llm.checkpoint import is_complete, latest_checkpoint, stored_step
-
-    if ckpt_path in (None, "", "null"):
-        return None
-    if ckpt_path == "auto":
-        # The newest of: the checkpoints folder's latest, and Lightning's SLURM requeue checkpoints
-        # (hpc_ckpt_*), by the step they hold: a requeue checkpoint is newer when a kill cut the SIGTERM save
-        # short.
-        candidates = [latest_checkpoint(run_dir / "checkpoints"), *sorted(run_dir.glob("hpc_ckpt_*"))]
-        steps = {path: stored_step(path) for path in candidates if path is not None and is_complete(path)}
-        found = max(steps, key=lambda path: (steps[path] or -1, path.stat().st_mtime), default=None)
-        if found is not None:
-            log.info("ckpt_path=auto: resuming from %s", found)
-        return str(found) if found else None
-    if not Path(ckpt_path).exists():
-        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint (use a path, auto, or null)")
-    if not is_complete(ckpt_path):
-        raise ConfigError(f"ckpt_path={ckpt_path}: not a complete checkpoint (an interrupted write?)")
-    return str(ckpt_path)
-
-
-def _check_writable(run_dir: Path) -> None:
-    """Create the run folder and make sure checkpoints can be written into it (without creating
-    ``checkpoints/``: a run that fails before its first checkpoint leaves none)."""
-    folder = run_dir / "checkpoints"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        problem = f"cannot create it: {error.strerror or error}"
-    else:
-        if folder.exists() and not folder.is_dir():
-            problem = f"{folder} is a file, not a folder"
-        elif not os.access(folder if folder.exists() else run_dir, os.W_OK | os.X_OK):
-            problem = f"{folder if folder.exists() else run_dir} is not writable"
-        else:
-            return
-    raise ConfigError(
-        f"run folder {run_dir}: {problem}; checkpoints cannot be written there. Choose another "
-        "hydra.run.dir, or fix the folder"
-    )
-
-
-def _remove_unfinished_checkpoints(run_dir: Path) -> None:
-    """Delete what killed checkpoint writes left (temp files, partial folders): nothing reads them, they only
-    take space, and Lightning numbers SLURM requeue checkpoints by the digits in ``hpc_ckpt_*`` names, so a
-    leftover ``hpc_ckpt_2.ckpt.tmp-31337`` would make it look for ``hpc_ckpt_231337``."""
-    from lightning_llm.checkpoint import is_unfinished
-
-    for path in [*run_dir.glob("hpc_ckpt_*"), *run_dir.glob("checkpoints/*")]:
-        if is_unfinished(path):
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _export_consolidated(run_dir: Path) -> None:

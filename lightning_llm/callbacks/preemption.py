@@ -1,4 +1,5 @@
-"""Preemption: on SIGTERM, finish the optimizer step, write ``last.ckpt``, and exit so the run can continue.
+"""Preemption: on SIGTERM (or Ctrl-C), finish the optimizer step, write ``last.ckpt``, and exit so the run can
+continue.
 
 Schedulers (SLURM without requeue, Kubernetes, spot instances, ``kill``) announce the end with SIGTERM.
 Lightning notices it between batches and stops with ``SIGTERMException``; this callback then writes a
@@ -13,14 +14,22 @@ launched processes and notes it; at the end of each optimizer step the ranks agr
 flag) and all stop together. SLURM's requeue signal (``parallel.requeue_signal``, sent before the time limit)
 takes the same path instead of Lightning's, which saves a checkpoint inside the signal handler (a collective
 under DDP/FSDP): stop after the step, write ``last.ckpt``, and rank 0 requeues the job (``scontrol requeue``).
+Ctrl-C (SIGINT) during training takes the same path, so an interactive run loses nothing either; a second
+Ctrl-C aborts at once (Python's KeyboardInterrupt, which Lightning turns into a shutdown without a save). A
+terminal's Ctrl-C reaches every process of the run, and ``kill -INT`` of the first reaches the others through
+the agreement at the end of the step, so SIGINT is not forwarded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import signal
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -32,6 +41,7 @@ log = logging.getLogger(__name__)
 
 # Exit status of a preempted run: EX_TEMPFAIL, "try again" (torchrun restarts and job scripts can key on it).
 PREEMPTED_EXIT_CODE = 75
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT  # as a shell reports a Ctrl-C
 
 
 class Preemption(L.Callback):
@@ -40,6 +50,7 @@ class Preemption(L.Callback):
         self.preempted_at: int | None = None  # the optimizer step the checkpoint holds, once preempted
         self._requested = False  # SIGTERM seen by this process, not yet acted on
         self._requeue = False  # the requeue signal was among them: put the SLURM job back in the queue
+        self.interrupted = False  # Ctrl-C (SIGINT) asked for the stop, not a scheduler
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Lightning registers its signal handlers after the setup hooks, reading this attribute then.
@@ -52,6 +63,28 @@ class Preemption(L.Callback):
         if not self._requested and trainer.strategy.launcher is not None:
             trainer.strategy.launcher.kill(signum)  # the processes this one launched stop too
         self._requested = True
+
+    @contextlib.contextmanager
+    def ctrl_c_stops_training(self) -> Iterator[None]:
+        """Within the block (``trainer.fit``), SIGINT asks for a stop with a checkpoint (``_on_sigint``)."""
+        if threading.current_thread() is not threading.main_thread():  # only there can handlers be set
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        """First Ctrl-C: stop after this optimizer step with a checkpoint. Second: abort now."""
+        if self._requested:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self._requested = self.interrupted = True
+        log.warning(
+            "Ctrl-C: stopping after this optimizer step and saving a checkpoint (Ctrl-C again aborts)"
+        )
 
     def _on_requeue_signal(self, signum: int, frame: FrameType | None) -> None:
         """SLURM's warning before the time limit (every task gets it): stop as for SIGTERM, then requeue."""

@@ -53,7 +53,19 @@ def peak_memory_mb() -> float:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically, so a reader never sees half a file."""
+    """Write strict JSON (a NaN or infinite value as null: strict readers reject ``NaN``), atomically, so a
+    reader never sees half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(finite_or_null(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
     os.replace(tmp, path)
+
+
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float (in nested dicts and lists) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value

@@ -32,6 +32,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from typing_extensions import override
 
 from lightning_llm.checkpoint import (
+    DCP_METADATA,
     DELETING_MARKER,
     META_FILE,
     OLD_SUFFIX,
@@ -41,6 +42,7 @@ from lightning_llm.checkpoint import (
     is_complete,
     latest_checkpoint,
     load_checkpoint,
+    read_dcp_metadata,
 )
 
 __all__ = [
@@ -180,6 +182,7 @@ class ShardedStrategy(ModelParallelStrategy):
       ``tensor_parallel_size``), instead of Lightning's one group per node, which with
       ``tensor_parallel_size=1`` does not cover a single node's processes.
     - single-file checkpoints (``save_distributed_checkpoint=False``) go through ``AtomicCheckpointIO``.
+    - a sharded checkpoint's DCP index is checked before DCP unpickles it (``load_checkpoint``).
 
     Same constructor as ``ModelParallelStrategy``.
     """
@@ -223,6 +226,15 @@ class ShardedStrategy(ModelParallelStrategy):
         if self.is_global_zero:
             atomic_save(checkpoint, folder / META_FILE)
             _fsync_dir(folder)
+
+    @override
+    def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's sharded load, once DCP's index has passed ``read_dcp_metadata``: DCP itself reads it
+        with plain pickle, which would run code planted in a crafted checkpoint folder."""
+        path = Path(checkpoint_path)
+        if path.is_dir():
+            read_dcp_metadata(path / DCP_METADATA)
+        return super().load_checkpoint(checkpoint_path, weights_only)
 
     @override
     def remove_checkpoint(self, filepath: _PATH) -> None:

@@ -1,6 +1,6 @@
-"""A run stopped by SIGTERM and resumed with ``ckpt_path=auto`` gives the same losses as one never stopped
-(dropout on: the RNG states are restored too; accumulation on: the stop waits for the step to end), and
-bf16-mixed trains close to fp32."""
+"""A run stopped by SIGTERM or Ctrl-C and resumed with ``ckpt_path=auto`` gives the same losses as one never
+stopped (dropout on: the RNG states are restored too; accumulation on: the stop waits for the step to end),
+and bf16-mixed trains close to fp32."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import signal
 import lightning as L
 import pytest
 
-from lightning_llm.callbacks.preemption import PREEMPTED_EXIT_CODE
+from lightning_llm.callbacks.preemption import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
 from lightning_llm.train import train
 from tests.distributed.test_equivalence import train_losses
 
@@ -25,18 +25,23 @@ RESUME = [
 ]
 
 
-class SigtermAt(L.Callback):
-    """Sends this process a real SIGTERM as micro-batch ``batch`` starts (mid-step with accumulation)."""
+class SignalAt(L.Callback):
+    """Sends this process a real signal as micro-batch ``batch`` starts (mid-step with accumulation)."""
 
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
+    def __init__(self, batch: int, signum: int = signal.SIGTERM) -> None:
+        self.batch, self.signum = batch, signum
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         if trainer.fit_loop.total_batch_idx == self.batch:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
 
 
-def test_sigterm_then_auto_resume_matches_an_uninterrupted_run(make_cfg, tmp_path):
+@pytest.mark.parametrize(
+    ("signum", "exit_code"),
+    [(signal.SIGTERM, PREEMPTED_EXIT_CODE), (signal.SIGINT, INTERRUPTED_EXIT_CODE)],
+    ids=["SIGTERM", "Ctrl-C"],
+)
+def test_a_stop_signal_then_auto_resume_matches_an_uninterrupted_run(make_cfg, tmp_path, signum, exit_code):
     whole, _ = train(make_cfg(*RESUME), run_dir=tmp_path / "whole")
     reference = train_losses(tmp_path / "whole")
     assert sorted(reference) == list(range(1, STEPS + 1))
@@ -44,8 +49,8 @@ def test_sigterm_then_auto_resume_matches_an_uninterrupted_run(make_cfg, tmp_pat
     run_dir = tmp_path / "stopped"
     with pytest.raises(SystemExit) as stopped:
         # Micro-batch 20 is the first half of step 11: the run finishes step 11, checkpoints, exits.
-        train(make_cfg(*RESUME), run_dir=run_dir, callbacks=[SigtermAt(batch=20)])
-    assert stopped.value.code == PREEMPTED_EXIT_CODE
+        train(make_cfg(*RESUME), run_dir=run_dir, callbacks=[SignalAt(batch=20, signum=signum)])
+    assert stopped.value.code == exit_code
     assert sorted(train_losses(run_dir)) == list(range(1, 12))
 
     resumed, _ = train(make_cfg(*RESUME, "ckpt_path=auto"), run_dir=run_dir)
@@ -79,13 +84,15 @@ def test_bf16_mixed_trains_close_to_fp32(make_cfg, tmp_path):
 def test_auto_resume_takes_the_newest_of_checkpoints_and_requeue_checkpoints(tmp_path):
     import torch
 
-    from lightning_llm.train import _remove_unfinished_checkpoints, _resume_path
+    from lightning_llm.run_folder import remove_unfinished_checkpoints, resume_path
 
     (tmp_path / "checkpoints").mkdir()
     torch.save({"global_step": 5}, tmp_path / "checkpoints" / "last.ckpt")
-    assert _resume_path("auto", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert resume_path("auto", tmp_path, sharded_strategy=False) == str(
+        tmp_path / "checkpoints" / "last.ckpt"
+    )
     torch.save({"global_step": 7}, tmp_path / "hpc_ckpt_1.ckpt")  # SLURM requeue save, newer
     (tmp_path / "hpc_ckpt_2.ckpt.tmp-31337").write_bytes(b"half a checkpoint")  # a killed save
-    assert _resume_path("auto", tmp_path) == str(tmp_path / "hpc_ckpt_1.ckpt")
-    _remove_unfinished_checkpoints(tmp_path)
+    assert resume_path("auto", tmp_path, sharded_strategy=False) == str(tmp_path / "hpc_ckpt_1.ckpt")
+    remove_unfinished_checkpoints(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("hpc_ckpt_*")) == ["hpc_ckpt_1.ckpt"]

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_llm.run_folder import resume_path
 from lightning_llm.testing import TINY, cli_command, cli_env
-from lightning_llm.train import _resume_path
 
 TIMEOUT = 120
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -141,7 +141,7 @@ def error_line(result: subprocess.CompletedProcess) -> str:
 
 def assert_nothing_to_resume(run_dir: Path) -> None:
     """``ckpt_path=auto`` in this folder would start fresh."""
-    assert _resume_path("auto", run_dir) is None
+    assert resume_path("auto", run_dir, sharded_strategy=False) is None
     assert not any((run_dir / "checkpoints").glob("*")) and not any(run_dir.glob("hpc_ckpt_*"))
 
 

@@ -1,0 +1,246 @@
+"""The run folder: one run per folder, written by one launch at a time, resumed only from its own checkpoints.
+
+A run folder (``hydra.run.dir``, or each job's folder of a sweep) holds what a run writes: ``.hydra/``,
+``<task>.log``, ``tokenizer.json``, ``checkpoints/``, ``csv/``, ``wandb/``, ``summary.json``... The rules:
+
+- a fresh launch goes into a new or empty folder, or one holding only what an earlier launch wrote before it
+  failed (no checkpoint, no summary): a folder that holds a run is continued with ``ckpt_path=auto`` or
+  left alone, and a folder holding anything else (``/etc``, a project folder) is never written into;
+- one live launch per folder: ``LOCK_FILE`` is locked with ``fcntl.lockf`` for the launch's lifetime (the
+  kernel, or NFS's lock manager, releases it when the process dies, so a stale lock cannot block a restart);
+  the file records the owner's pid and host for the message a second launch gets;
+- cleanup deletes only the exact names the checkpoint writers give unfinished work, inside ``checkpoints/``
+  and the SLURM requeue checkpoints, never anything else;
+- ``ckpt_path=auto`` resumes from the usable checkpoint holding the most steps, warns about each one it
+  passes over, and refuses (naming them) when checkpoints exist but none is usable: never a silent restart.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import IO
+
+from lightning_llm.checkpoint import (
+    CHECKPOINT_DIR,
+    inspect_checkpoint,
+    is_complete,
+    is_sharded,
+    is_unfinished,
+    survey_checkpoints,
+)
+from lightning_llm.config import ConfigError
+
+log = logging.getLogger("lightning_llm")
+
+LOCK_FILE = ".lock"
+# What a run writes at the top of its folder (the loggers' folders, W&B's id, the samples and the summary);
+# `*.log` (Hydra's job log) and `hpc_ckpt_<n>.ckpt` (Lightning's SLURM requeue saves) by pattern.
+RUN_ENTRIES = {
+    ".hydra",
+    LOCK_FILE,
+    "tokenizer.json",
+    CHECKPOINT_DIR,
+    "csv",
+    "wandb",
+    "wandb_run_id",
+    "tensorboard",
+    "lightning_logs",
+    "samples.txt",
+    "summary.json",
+}
+REQUEUE_GLOB = "hpc_ckpt_*"
+
+_held: dict[Path, IO[str]] = {}  # locks this process holds, by resolved folder: kept open until exit
+
+
+class RunFolderError(ConfigError):
+    """A run folder this launch must not write into; the message says why and what to do instead."""
+
+
+# --------------------------------------------------------------------------- what a folder holds
+
+
+def is_run_entry(name: str) -> bool:
+    return name in RUN_ENTRIES or name.endswith(".log") or (name.startswith("hpc_ckpt_") and ".ckpt" in name)
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Names in ``folder`` that no run writes."""
+    return sorted(entry.name for entry in folder.iterdir() if not is_run_entry(entry.name))
+
+
+def run_evidence(folder: Path) -> str | None:
+    """What shows that ``folder`` holds a run worth keeping (a checkpoint or a summary), or None."""
+    checkpoints = [
+        path
+        for path in [*folder.glob(f"{CHECKPOINT_DIR}/*"), *folder.glob(REQUEUE_GLOB)]
+        if not is_unfinished(path)
+    ]
+    if checkpoints:
+        return f"{len(checkpoints)} checkpoint(s), e.g. {checkpoints[0].relative_to(folder)}"
+    if (folder / "summary.json").exists():
+        return "a finished run's summary.json"
+    return None
+
+
+def check_launch(folder: str | Path, resuming: bool, key: str = "hydra.run.dir") -> None:
+    """Refuse to launch into ``folder`` when it holds files that are not a run's, or (for a fresh launch,
+    ``resuming`` false) a run that its first checkpoint would overwrite."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    foreign = foreign_entries(folder)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise RunFolderError(
+            f"{key}={folder} holds files that are not a lightning_llm run ({shown}); a run writes only into "
+            f"a new or empty folder: choose another {key}"
+        )
+    evidence = run_evidence(folder)
+    if evidence and not resuming:
+        raise RunFolderError(
+            f"{key}={folder} already holds a run ({evidence}); continue it with ckpt_path=auto, or choose "
+            f"a new {key} for a new run"
+        )
+
+
+# --------------------------------------------------------------------------- one launch at a time
+
+
+def lock(folder: str | Path) -> bool:
+    """Hold ``folder``'s lock until this process exits or calls ``unlock``; False when it held it already.
+    Raises ``RunFolderError`` naming the owner when another live process holds it."""
+    folder = Path(folder).resolve()
+    if folder in _held:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    file = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the process
+    try:
+        fcntl.lockf(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        file.seek(0)
+        owner = file.read().strip() or "another process"
+        file.close()
+        raise RunFolderError(
+            f"run folder {folder} is in use by {owner}; wait for that launch to end, or choose another "
+            "hydra.run.dir"
+        ) from None
+    file.seek(0)
+    file.truncate()
+    file.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    file.flush()
+    _held[folder] = file
+    return True
+
+
+def unlock(folder: str | Path) -> None:
+    """Release ``folder``'s lock (in-process callers that run several launches, one after another)."""
+    file = _held.pop(Path(folder).resolve(), None)
+    if file is not None:
+        file.close()
+
+
+def is_launching_rank() -> bool:
+    """Whether this process is the one that owns the launch: global rank 0 by the environment that torchrun,
+    SLURM or Lightning's launcher sets (the processes Lightning starts for ranks 1.. have ``LOCAL_RANK``)."""
+    for variable in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        value = os.environ.get(variable)
+        if value is not None and value.isdigit():
+            return int(value) == 0
+    return True
+
+
+# --------------------------------------------------------------------------- writing and cleaning up
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create the run folder and make sure checkpoints can be written into it (without creating
+    ``checkpoints/``: a run that fails before its first checkpoint leaves none)."""
+    folder = run_dir / CHECKPOINT_DIR
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        problem = f"cannot create it: {error.strerror or error}"
+    else:
+        if folder.exists() and not folder.is_dir():
+            problem = f"{folder} is a file, not a folder"
+        elif not os.access(folder if folder.exists() else run_dir, os.W_OK | os.X_OK):
+            problem = f"{folder if folder.exists() else run_dir} is not writable"
+        else:
+            return
+    raise RunFolderError(
+        f"run folder {run_dir}: {problem}; checkpoints cannot be written there. Choose another "
+        "hydra.run.dir, or fix the folder"
+    )
+
+
+def remove_unfinished_checkpoints(run_dir: Path) -> None:
+    """Delete what killed checkpoint writes left (temp files, partial folders): nothing reads them, they only
+    take space, and Lightning numbers SLURM requeue checkpoints by the digits in ``hpc_ckpt_*`` names, so a
+    leftover ``hpc_ckpt_2.ckpt.tmp-31337`` would make it look for ``hpc_ckpt_231337``. Only the exact names
+    the writers give such leftovers (``is_unfinished``) are touched."""
+    for path in [*run_dir.glob(REQUEUE_GLOB), *run_dir.glob(f"{CHECKPOINT_DIR}/*")]:
+        if is_unfinished(path) and not path.is_symlink():
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- what to resume from
+
+
+def resume_path(ckpt_path: str | None, run_dir: Path, sharded_strategy: bool) -> str | None:
+    """null: fresh; auto: the run folder's latest usable checkpoint (fresh when it has none at all); else a
+    checkpoint file or sharded checkpoint folder, which must be usable. A sharded folder needs
+    ``sharded_strategy`` (FSDP) to resume."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    found = _auto_resume_path(run_dir) if ckpt_path == "auto" else _given_resume_path(str(ckpt_path))
+    if found is not None and is_sharded(found) and not sharded_strategy:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: {found} is a sharded (FSDP) checkpoint; resume it with "
+            "trainer.strategy=fsdp, or start a new run from its weights with model.init_from="
+            f"{found} (python -m lightning_llm.checkpoint consolidate makes a single file of it)"
+        )
+    return str(found) if found is not None else None
+
+
+def _auto_resume_path(run_dir: Path) -> Path | None:
+    """The newest of the checkpoints folder's latest and Lightning's SLURM requeue checkpoints
+    (``hpc_ckpt_*``), by the step they hold: a requeue checkpoint is newer when a kill cut the SIGTERM save
+    short."""
+    latest, unusable = survey_checkpoints(run_dir / CHECKPOINT_DIR)
+    steps = {latest: inspect_checkpoint(latest)[0]} if latest is not None else {}
+    for path in sorted(run_dir.glob(REQUEUE_GLOB)):
+        if is_unfinished(path):
+            continue
+        step, problem = inspect_checkpoint(path)
+        if problem:
+            unusable[path] = problem
+        else:
+            steps[path] = step
+    found = max(steps, key=lambda path: (steps[path], path.stat().st_mtime), default=None)
+    listed = "; ".join(f"{path}: {problem}" for path, problem in unusable.items())
+    if found is None and unusable:
+        raise ConfigError(
+            f"ckpt_path=auto: no checkpoint in {run_dir} can be resumed from ({listed}); remove or repair "
+            "them to start over, or pass ckpt_path=<file> explicitly"
+        )
+    for path, problem in unusable.items():
+        log.warning("ckpt_path=auto: passing over %s (%s)", path, problem)
+    if found is not None:
+        log.info("ckpt_path=auto: resuming from %s", found)
+    return found
+
+
+def _given_resume_path(ckpt_path: str) -> Path:
+    path = Path(ckpt_path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint (use a path, auto, or null)")
+    if not is_complete(path):
+        raise ConfigError(f"ckpt_path={ckpt_path}: not a complete checkpoint (an interrupted write?)")
+    return path

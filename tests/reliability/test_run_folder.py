@@ -1,0 +1,168 @@
+"""One run per folder, one launch at a time, nothing of the user's touched, nothing lost on Ctrl-C: each rule
+through the real command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lightning_llm.callbacks.preemption import INTERRUPTED_EXIT_CODE
+from lightning_llm.callbacks.run_summary import write_json
+from lightning_llm.checkpoint import stored_step
+from lightning_llm.run_folder import LOCK_FILE, remove_unfinished_checkpoints
+from lightning_llm.testing import TINY, cli_command, cli_env, run_cli
+from tests.reliability.test_bad_inputs import error_line
+
+TIMEOUT = 180
+LONG = ["trainer.max_steps=100000", "trainer.val_check_interval=20", "callbacks.samples.num_samples=0"]
+
+
+def launch(run_dir: Path, cache: Path, *overrides: str) -> subprocess.CompletedProcess:
+    command = cli_command(*TINY, *overrides, run_dir=run_dir, cache_dir=cache)
+    env = cli_env(HYDRA_FULL_ERROR="")
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=TIMEOUT)
+
+
+def start(run_dir: Path, cache: Path, *overrides: str) -> subprocess.Popen:
+    command = cli_command(*TINY, *LONG, *overrides, run_dir=run_dir, cache_dir=cache)
+    env = cli_env(HYDRA_FULL_ERROR="")
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"exited before {what}: {process.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("finished")
+    run_cli(run_dir=root / "run", cache_dir=root / "cache")
+    return root / "run"
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------- one run per folder
+
+
+def test_a_fresh_launch_into_a_run_is_refused_and_changes_nothing(finished, tmp_path) -> None:
+    before = snapshot(finished)
+    line = error_line(launch(finished, tmp_path / "cache"))
+    assert f"hydra.run.dir={finished} already holds a run" in line and "ckpt_path=auto" in line, line
+    assert snapshot(finished) == before  # .hydra/, tokenizer.json and the checkpoints are as they were
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["fresh", "ckpt_path=auto"])
+def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path, resume) -> None:
+    folder = tmp_path / "project"
+    (folder / "checkpoints" / "notes.partial").mkdir(parents=True)
+    (folder / "checkpoints" / "notes.partial" / "draft.txt").write_text("mine")
+    (folder / "README.md").write_text("my project")
+    before = snapshot(folder)
+    line = error_line(launch(folder, tmp_path / "cache", *(["ckpt_path=auto"] if resume else [])))
+    assert "holds files that are not a lightning_llm run (README.md)" in line, line
+    assert snapshot(folder) == before and sorted(os.listdir(folder)) == ["README.md", "checkpoints"]
+
+
+def test_cleanup_touches_only_the_names_checkpoint_writers_give(tmp_path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    mine = [checkpoints / "notes.partial" / "a.txt", checkpoints / "x.tmp-1", tmp_path / "hpc_ckpt_notes.txt"]
+    leftovers = [checkpoints / "last.ckpt.tmp-123", checkpoints / "best-step000004.ckpt.partial" / "meta.pt"]
+    leftovers += [
+        checkpoints / "last.ckpt.deleting-9" / "__0_0.distcp",
+        tmp_path / "hpc_ckpt_2.ckpt.tmp-31337",
+    ]
+    for path in mine + leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    remove_unfinished_checkpoints(tmp_path)
+    assert all(path.exists() for path in mine)
+    assert not any(path.exists() for path in leftovers)
+    assert sorted(os.listdir(checkpoints)) == ["notes.partial", "x.tmp-1"]
+
+
+def test_all_checkpoints_unusable_is_an_error_naming_them(finished, tmp_path) -> None:
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(finished), str(run)], check=True)
+    for path in (run / "checkpoints").iterdir():
+        path.write_bytes(path.read_bytes()[:1000])  # truncated
+    line = error_line(launch(run, tmp_path / "cache", "ckpt_path=auto"))
+    assert "ckpt_path=auto: no checkpoint" in line and "last.ckpt: not a whole checkpoint file" in line, line
+    assert (run / "summary.json").read_bytes() == (finished / "summary.json").read_bytes()
+
+
+# --------------------------------------------------------------------------- one launch at a time
+
+
+def test_a_second_live_launch_is_refused_and_a_dead_ones_lock_is_not(tmp_path) -> None:
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    first = start(run, cache)
+    try:
+        wait_for(lambda: (run / "checkpoints" / "last.ckpt").exists(), first, "first checkpoint")
+        line = error_line(launch(run, cache, "ckpt_path=auto"))
+        assert f"run folder {run} is in use by pid {first.pid} on" in line, line
+    finally:
+        first.kill()  # SIGKILL: no cleanup; the kernel releases the lock, the file stays
+        first.communicate()
+    assert f"pid {first.pid}" in (run / LOCK_FILE).read_text()
+    resumed = launch(run, cache, "ckpt_path=auto", "trainer.max_steps=30", "trainer.val_check_interval=20")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout + resumed.stderr
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_saves_a_checkpoint_and_a_second_one_aborts(tmp_path) -> None:
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    process = start(run, cache)
+    wait_for(lambda: (run / "checkpoints" / "last.ckpt").exists(), process, "first checkpoint")
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == INTERRUPTED_EXIT_CODE, stderr[-2000:]
+    assert "Traceback" not in stderr and "interrupted (Ctrl-C) after step" in stdout
+    step = int(stdout.split("interrupted (Ctrl-C) after step ")[1].split(";")[0])
+    assert step > 20 and stored_step(run / "checkpoints" / "last.ckpt") == step  # beyond the first save
+
+    again = start(run, cache, "ckpt_path=auto")
+    wait_for(lambda: "resuming from" in (run / "train.log").read_text(), again, "resume")
+    again.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    again.send_signal(signal.SIGINT)
+    _, stderr = again.communicate(timeout=60)  # a second Ctrl-C does not wait for a save
+    assert again.returncode != 0 and "Traceback" not in stderr
+
+
+def test_ctrl_c_before_training_is_one_line(tmp_path) -> None:
+    process = start(tmp_path / "run", tmp_path / "cache")
+    wait_for(lambda: (tmp_path / "run" / ".hydra").exists(), process, "the run folder")
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == INTERRUPTED_EXIT_CODE and "Traceback" not in stderr, stderr[-2000:]
+    assert "error: interrupted (Ctrl-C) outside training" in stderr or "after step" in stdout, stderr[-500:]
+
+
+# --------------------------------------------------------------------------- summary.json
+
+
+def test_summary_json_is_strict(tmp_path) -> None:
+    write_json(tmp_path / "summary.json", {"loss": math.nan, "nested": [math.inf, 1.5], "step": 3})
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    data = json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)
+    assert data == {"loss": None, "nested": [None, 1.5], "step": 3}
