@@ -3,36 +3,62 @@
 A decoder-only model (gpt) continues each prompt by sampling (temperature, top-k, top-p; temperature 0 is
 greedy) and prints every sample, samples separated by a dashed line. An encoder-decoder model translates
 each input line (greedy, or beam search with --num-beams) and prints one output line per input line.
-Bad input (no such run, a run without a checkpoint or tokenizer, a model that cannot generate) prints one
-line on stderr and exits with status 2.
+One gpt sample at a time is printed as it is generated. Bad input (no such run, a run without a checkpoint
+or tokenizer, a model that cannot generate, text the run's tokenizer cannot represent, too many new tokens)
+prints one line on stderr and exits with status 2; Ctrl-C keeps what was printed and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-import torch
-from torch import nn
+try:  # Ctrl-C while torch loads (a second or two) is Ctrl-C too: no traceback
+    import torch
+    from torch import nn
 
-from lightning_llm.checkpoint import load_run
-from lightning_llm.models.sampling import generate
-from lightning_llm.tokenizers import Tokenizer
+    from lightning_llm.checkpoint import load_run
+    from lightning_llm.models.sampling import generate
+    from lightning_llm.tokenizers import Tokenizer
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print("interrupted", file=sys.stderr, flush=True)
+    os._exit(130)  # why os._exit: see _exit_now below
 
-__all__ = ["build_parser", "is_decoder_only", "is_encoder_decoder", "main", "sample_texts", "translate"]
+__all__ = [
+    "TextStream",
+    "build_parser",
+    "is_decoder_only",
+    "is_encoder_decoder",
+    "main",
+    "new_tokens_limit",
+    "sample_texts",
+    "translate",
+    "unrepresentable",
+]
 
 SAMPLE_SEPARATOR = "-" * 72  # between samples, as in a run's samples.txt
 TRANSLATE_BATCH = 32  # input lines per model.generate call
+DEFAULT_NEW_TOKENS = 128  # lowered to an encoder-decoder's block_size when that is smaller
+# gpt: sampling slides the context window past block_size, so only a sane cap (or block_size if larger)
+MAX_NEW_TOKENS = 10_000
+FULL_DECODES = 512  # streaming re-decodes the whole text at most every len(ids) // FULL_DECODES tokens
+SHOWN_CHARACTERS = 5  # unrepresentable characters named in the error line
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 DESCRIPTION = """Generate text with a trained run (a run folder or a .ckpt file).
 
 A gpt run continues each prompt by sampling (--temperature, --top-k, --top-p; temperature 0 is greedy),
 --num-samples times, printing the samples (prompt included) separated by a dashed line; with no prompt it
-samples from scratch. An encoder-decoder run translates each input line (greedy, or beam search with
---num-beams) and prints one output line per input line. Options marked gpt: or encoder-decoder: apply
-to that kind of model only."""
+samples from scratch. One sample per prompt prints as it is generated; Ctrl-C stops there, keeping what
+was printed (exit status 130). An encoder-decoder run translates each input line (greedy, or beam search
+with --num-beams) and prints one output line per input line. Prompts and sources must be text the run's
+tokenizer can encode. Options marked gpt: or encoder-decoder: apply to that kind of model only."""
 
 
 class UsageError(ValueError):
@@ -63,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-new-tokens",
         metavar="N",
         type=_at_least(1),
-        default=128,
-        help="tokens to generate, at most the decoder's block_size for encoder-decoders (128)",
+        default=None,
+        help=f"tokens to generate ({DEFAULT_NEW_TOKENS}); gpt: at most {MAX_NEW_TOKENS} (or the model's "
+        "block_size if larger: the context window slides along), encoder-decoder: at most the decoder's "
+        "block_size",
     )
     parser.add_argument(
         "--temperature",
@@ -122,17 +150,44 @@ def _probability(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    out = Output()
+    try:
+        return _run(build_parser().parse_args(argv), out)
+    except KeyboardInterrupt:  # keep what was printed, end its line, and say why it stopped
+        out.end_line()
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace, out: Output) -> int:
     try:
         device = _device(args.device)
         inputs = _inputs(args)
         model, tokenizer, config = load_run(args.run)
-        outputs = _generate(model.to(device), tokenizer, config, inputs, args, device)
+        _check_representable(tokenizer, inputs, args)
+        _generate(model.to(device), tokenizer, config, inputs, args, device, out)
     except (FileNotFoundError, ValueError) as error:
+        out.end_line()
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print("\n".join(outputs), flush=True)
     return 0
+
+
+class Output:
+    """stdout, flushed at every write (so a stream shows as it comes), knowing whether a line is open."""
+
+    def __init__(self) -> None:
+        self.line_open = False
+
+    def write(self, text: str) -> None:
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            self.line_open = not text.endswith("\n")
+
+    def end_line(self) -> None:
+        if self.line_open:
+            self.write("\n")
 
 
 def _device(name: str | None) -> torch.device:
@@ -162,6 +217,30 @@ def _inputs(args: argparse.Namespace) -> list[str] | None:
     return lines
 
 
+def _check_representable(tokenizer: Tokenizer, inputs: list[str] | None, args: argparse.Namespace) -> None:
+    """Refuse text the tokenizer would silently drop, naming the characters (and the first line of a file
+    with some)."""
+    bad = [
+        (number, chars)
+        for number, text in enumerate(inputs or [], 1)
+        if (chars := unrepresentable(tokenizer, text))
+    ]
+    if not bad:
+        return
+    number, chars = bad[0]
+    where = "--prompt" if args.prompt is not None else f"--input {args.input} line {number}"
+    more = f" (and {len(bad) - 1} more lines)" if len(bad) > 1 else ""
+    raise UsageError(
+        f"{where} has characters the run's tokenizer never saw: {_describe(chars)}{more}; remove them, or "
+        "use a run whose tokenizer covers them (byte_bpe covers all text)"
+    )
+
+
+def _describe(chars: list[str]) -> str:
+    named = ", ".join(f"{char!r} (U+{ord(char):04X})" for char in chars[:SHOWN_CHARACTERS])
+    return named + (f" and {len(chars) - SHOWN_CHARACTERS} more" if len(chars) > SHOWN_CHARACTERS else "")
+
+
 def _generate(
     model: nn.Module,
     tokenizer: Tokenizer,
@@ -169,8 +248,9 @@ def _generate(
     inputs: list[str] | None,
     args: argparse.Namespace,
     device: torch.device,
-) -> list[str]:
-    """The lines to print: translations, or the samples of a gpt run."""
+    out: Output,
+) -> None:
+    """Print the translations, or the samples of a gpt run."""
     name = config["model"]["name"]
     if is_encoder_decoder(model):
         if inputs is None:
@@ -183,33 +263,71 @@ def _generate(
             model,
             tokenizer,
             inputs,
-            args.max_new_tokens,
+            _new_tokens(args.max_new_tokens, model, "encoder-decoder"),
             args.num_beams,
             max_source_len=_source_limit(model, config),
             use_cache=not args.no_cache,
         )
-        return [output.replace("\n", " ") for output in outputs]  # keep one output line per input line
-    if is_decoder_only(model):
+        out.write("".join(output.replace("\n", " ") + "\n" for output in outputs))  # a line per input line
+    elif is_decoder_only(model):
         if args.num_beams > 1:
             raise UsageError("--num-beams applies to encoder-decoder models; a gpt run samples instead")
-        generator = torch.Generator(device=device).manual_seed(args.seed)
-        samples = sample_texts(
-            model,
-            tokenizer,
-            inputs if inputs is not None else [""],
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            num_samples=args.num_samples,
-            generator=generator,
-            use_cache=not args.no_cache,
+        _print_samples(model, tokenizer, inputs if inputs is not None else [""], args, device, out)
+    else:
+        raise UsageError(
+            f"model '{name}' does not generate text (supported objectives: "
+            f"{', '.join(getattr(model, 'objectives', ())) or 'none'}); use a gpt or encoder-decoder run"
         )
-        return [f"\n{SAMPLE_SEPARATOR}\n".join(samples)]
-    raise UsageError(
-        f"model '{name}' does not generate text (supported objectives: "
-        f"{', '.join(getattr(model, 'objectives', ())) or 'none'}); use a gpt or encoder-decoder run"
-    )
+
+
+def _print_samples(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    prompts: list[str],
+    args: argparse.Namespace,
+    device: torch.device,
+    out: Output,
+) -> None:
+    """Every sample of every prompt, separated by a dashed line: one sample per prompt streams as it is
+    generated; several per prompt are sampled as one batch and printed when done."""
+    options = {
+        "max_new_tokens": _new_tokens(args.max_new_tokens, model, "gpt"),
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "generator": torch.Generator(device=device).manual_seed(args.seed),
+        "use_cache": not args.no_cache,
+    }
+    if args.num_samples > 1:
+        samples = sample_texts(model, tokenizer, prompts, num_samples=args.num_samples, **options)
+        out.write(f"\n{SAMPLE_SEPARATOR}\n".join(samples) + "\n")
+        return
+    for index, prompt in enumerate(prompts):  # one generator throughout: the same tokens as one batch call
+        if index:
+            out.write(f"\n{SAMPLE_SEPARATOR}\n")
+        sample_texts(model, tokenizer, [prompt], stream=out.write, **options)
+    out.write("\n")
+
+
+def new_tokens_limit(model: nn.Module) -> int:
+    """The most tokens one generation may add. A gpt's sampling crops its context to the last block_size
+    tokens, so it can go on past block_size: only a sane cap applies. An encoder-decoder's positions end at
+    its block_size."""
+    if is_encoder_decoder(model):
+        return model.config.block_size
+    return max(MAX_NEW_TOKENS, model.config.block_size)
+
+
+def _new_tokens(requested: int | None, model: nn.Module, kind: str) -> int:
+    limit = new_tokens_limit(model)
+    if requested is None:
+        return min(DEFAULT_NEW_TOKENS, limit)
+    if requested > limit:
+        why = "the decoder's block_size" if is_encoder_decoder(model) else "the cap on one generation"
+        raise UsageError(
+            f"--max-new-tokens {requested}: must be from 1 to {limit} for this {kind} run ({why})"
+        )
+    return requested
 
 
 def _source_limit(model: nn.Module, config: dict) -> int:
@@ -241,13 +359,20 @@ def sample_texts(
     num_samples: int = 1,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    stream: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """``num_samples`` continuations of each prompt (prompt included), in prompt order."""
+    """``num_samples`` continuations of each prompt (prompt included), in prompt order. With ``stream`` (and
+    one sample per prompt), each sample's text is also passed to it piece by piece as it is generated; the
+    pieces of a sample join to exactly its returned text."""
+    if stream is not None and num_samples != 1:
+        raise ValueError(f"streaming takes one sample per prompt, got num_samples={num_samples}")
     device = next(model.parameters()).device
     texts = []
     for prompt in prompts:
-        # An empty prompt starts after eos: the boundary the model saw before every training document.
-        ids = tokenizer.encode(prompt) if prompt else [tokenizer.eos_id]
+        # An empty prompt (or one the tokenizer reduces to nothing, such as spaces for wordpiece) starts after
+        # eos: the boundary the model saw before every training document.
+        ids = (tokenizer.encode(prompt) if prompt else []) or [tokenizer.eos_id]
+        shown = TextStream(tokenizer, ids, stream) if stream is not None else None
         start = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)  # (num_samples, T)
         out = generate(
             model,
@@ -259,9 +384,81 @@ def sample_texts(
             generator,
             use_cache=use_cache,
             eos_id=None,
+            on_token=None if shown is None else shown.add_step,
         )
+        if shown is not None:
+            shown.close()
         texts.extend(tokenizer.decode(row.tolist()) for row in out)
     return texts
+
+
+class TextStream:
+    """Writes the text of a growing token sequence as it grows; all the writes together are exactly
+    ``tokenizer.decode`` of the final ids (for decoders whose text of a sequence starts with the text of its
+    prefixes, once a split character is complete: every built-in tokenizer's).
+
+    Each write is the part of the whole sequence's decoded text not yet written. Decoding the whole
+    sequence (not each token alone) is what keeps it exact: a token's text can depend on its neighbours
+    (a byte-level character split across tokens, a word-piece's joining space). Text ending in U+FFFD waits
+    for the next token, which may complete the character. Past FULL_DECODES tokens it decodes every
+    len(ids) // FULL_DECODES tokens, so the decoding stays a small share of the sampling's cost."""
+
+    def __init__(self, tokenizer: Tokenizer, ids: Iterable[int], write: Callable[[str], None]) -> None:
+        self.tokenizer, self.write = tokenizer, write
+        self.ids = list(ids)
+        self.shown = ""  # the text written so far
+        self.waiting = 0  # tokens added since the last write
+        self._show(final=False)
+
+    def add(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        self.ids += ids
+        self.waiting += len(ids)
+        if self.waiting >= len(self.ids) // FULL_DECODES:
+            self._show(final=False)
+
+    def add_step(self, next_id: torch.Tensor) -> None:
+        """``add`` for one step of sampling.generate's ``on_token``: its new token (1, 1)."""
+        self.add(next_id[0].tolist())
+
+    def close(self) -> None:
+        """Write whatever is still held back."""
+        self._show(final=True)
+
+    def _show(self, final: bool) -> None:
+        text = self.tokenizer.decode(self.ids)
+        if not text.startswith(self.shown) or (text.endswith("\ufffd") and not final):
+            return  # not settled yet
+        if text != self.shown:
+            self.write(text[len(self.shown) :])
+        self.shown, self.waiting = text, 0
+
+
+def unrepresentable(tokenizer: Tokenizer, text: str) -> list[str]:
+    """The distinct characters of ``text`` (in order of appearance) that ``decode(encode(text))`` loses.
+
+    A character is lost when the token covering it is one decoding drops (``<unk>``, or any other special
+    token), or when no token covers it at all and it is not whitespace (tokenizers may drop spacing, which
+    decoding puts back). What the tokenizer normalises (lowercase, stripped accents) is covered by tokens,
+    so it is not lost. When only the context loses characters (a word-piece vocabulary with no piece for
+    a word, although each of its characters has one), every character of the lost words is named."""
+    lost = dict.fromkeys(text[i] for i in _lost_positions(tokenizer, text))
+    unknown = [char for char in lost if _lost_positions(tokenizer, char)]
+    return unknown or [char for char in lost if not char.isspace()]
+
+
+def _lost_positions(tokenizer: Tokenizer, text: str) -> list[int]:
+    backend = tokenizer.backend
+    if backend is None:
+        raise ValueError(f"{tokenizer!r} is not trained")
+    dropped = {i for i, token in backend.get_added_tokens_decoder().items() if token.special}
+    encoding = backend.encode(text, add_special_tokens=False)
+    kept, gone = set(), set()
+    for token_id, (start, end) in zip(encoding.ids, encoding.offsets, strict=True):
+        (gone if token_id in dropped else kept).update(range(start, end))
+    # A dropped token loses its characters even where another token overlaps them (Unigram's "▁" before
+    # the first word shares that word's first character).
+    return [i for i, char in enumerate(text) if i in gone or (i not in kept and not char.isspace())]
 
 
 @torch.no_grad()
@@ -320,5 +517,18 @@ def _until_eos(ids: list[int], bos_id: int, eos_id: int) -> list[int]:
     return ids[: ids.index(eos_id)] if eos_id in ids else ids
 
 
+def _exit_now(code: int) -> None:
+    """Exit with ``code`` at once. After a Ctrl-C, CPython would otherwise kill itself with SIGINT at exit
+    whenever the KeyboardInterrupt passed through Python source run from C (as torch's import does), even
+    though it was caught."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a closed pipe: nothing left to save
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    if status == EXIT_INTERRUPTED:
+        _exit_now(status)
+    raise SystemExit(status)

@@ -4,7 +4,11 @@ Reads only what a run folder holds (``summary.json``, ``.hydra/overrides.yaml``,
 metrics.csv``), prints one table sorted by a metric whose columns are the overrides that differ between runs,
 and writes ``report.csv``, ``report.md`` and ``loss_curves.png`` beside the runs. A run with no
 ``summary.json`` yet (still training, or stopped) is listed as "unfinished" with its last logged values.
-Bad input (no such path, no runs in it, a metric no run has) prints one line on stderr and exits with 2.
+A run folder that cannot be read (summary.json that is not JSON, a garbled or cut-off metrics.csv, an
+overrides.yaml that does not parse) is skipped with one warning line on stderr naming it and the problem.
+A metric that is null, NaN or infinite prints as it is ("-", "nan", "inf") and sorts after every number.
+Bad input (no such path, no runs in it, no run left to report, a metric no run has) prints one line on
+stderr and exits with 2.
 
 Nothing here imports torch or lightning: the command starts in a fraction of a second on any machine that
 can read the files (matplotlib is imported only to draw the curves).
@@ -40,6 +44,7 @@ OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 METRICS_GLOB = "csv/version_*/metrics.csv"
 EXIT_BAD_INPUT = 2
 MISSING = "-"  # how a value a run lacks is shown in the text and Markdown tables
+PROBLEM_CHARS = 160  # a problem quoted from a parser, cut to keep its warning line short
 
 # (summary.json key, column header, format) of the columns every table shows after the overrides.
 METRIC_COLUMNS = (
@@ -60,7 +65,8 @@ CSV_METRICS = {
 
 
 class ReportError(ValueError):
-    """Input the report cannot use: a missing path, a folder without runs, an unknown metric."""
+    """Input the report cannot use: a missing path, a folder without runs, an unknown metric, a run folder
+    whose files cannot be read."""
 
 
 # --------------------------------------------------------------------------- finding and reading runs
@@ -77,7 +83,10 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
             raise ReportError(f"{given}: no such file or directory")
         if not path.is_dir():
             raise ReportError(f"{given}: not a folder; give a run folder or a multirun folder")
-        runs = _runs_under(path.resolve())
+        try:
+            runs = _runs_under(path.resolve())
+        except OSError as error:
+            raise ReportError(f"{given}: cannot read it ({error.strerror or error})") from None
         if not runs:
             raise ReportError(
                 f"{given}: no runs in it (a run folder holds {SUMMARY_FILE} or csv/version_<n>/metrics.csv, "
@@ -120,9 +129,21 @@ def load_run_record(path: str | Path) -> dict[str, Any]:
     Returns ``{"path", "status" ("finished" or "unfinished"), "overrides" ({key: value} from
     .hydra/overrides.yaml), "metrics" (summary.json, or for an unfinished run the last value logged of each
     metric and the last step), "train_curve", "val_curve" ([(step, loss)] from every csv version, a later
-    launch replacing the steps it logged again)}``.
+    launch replacing the steps it logged again)}``. Raises ``ReportError`` naming the folder and the problem
+    when one of its files cannot be read.
     """
     path = Path(path).expanduser().resolve()
+    try:
+        return _read_record(path)
+    except CorruptRun as error:
+        raise ReportError(f"{path}: {error}") from None
+
+
+class CorruptRun(ReportError):
+    """A file of a run folder that cannot be read; the message names the file relative to the folder."""
+
+
+def _read_record(path: Path) -> dict[str, Any]:
     rows = _metric_rows(path)
     summary_path = path / SUMMARY_FILE
     if summary_path.is_file():
@@ -130,7 +151,7 @@ def load_run_record(path: str | Path) -> dict[str, Any]:
     elif rows:
         status, metrics = "unfinished", _last_logged(rows)
     else:
-        raise ReportError(f"{path}: not a run folder (no {SUMMARY_FILE} and no {METRICS_GLOB})")
+        raise CorruptRun(f"not a run folder (no {SUMMARY_FILE}, and no logged rows in {METRICS_GLOB})")
     return {
         "path": path,
         "status": status,
@@ -141,13 +162,20 @@ def load_run_record(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _problem(error: BaseException) -> str:
+    """A parser's message on one line, cut short (YAML's span several lines and quote the input)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= PROBLEM_CHARS else text[: PROBLEM_CHARS - 3] + "..."
+
+
 def _read_summary(path: Path) -> dict[str, Any]:
+    """summary.json as written: NaN, Infinity and null values are kept (the table shows and sorts them)."""
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ReportError(f"{path}: not readable as JSON ({error})") from None
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise CorruptRun(f"{SUMMARY_FILE}: not readable as JSON ({_problem(error)})") from None
     if not isinstance(summary, dict):
-        raise ReportError(f"{path}: expected a JSON object, found {type(summary).__name__}")
+        raise CorruptRun(f"{SUMMARY_FILE}: expected a JSON object, found {type(summary).__name__}")
     return summary
 
 
@@ -158,9 +186,14 @@ def _read_overrides(run: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     try:
-        items = yaml.safe_load(path.read_text()) or []
-    except (OSError, yaml.YAMLError) as error:
-        raise ReportError(f"{path}: not readable as YAML ({error})") from None
+        items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise CorruptRun(f"{OVERRIDES_FILE.as_posix()}: not readable as YAML ({_problem(error)})") from None
+    if not isinstance(items, list):
+        found = type(items).__name__
+        raise CorruptRun(
+            f"{OVERRIDES_FILE.as_posix()}: expected a list of key=value overrides, found {found}"
+        )
     overrides = {}
     for item in items:
         key, sep, value = str(item).partition("=")
@@ -182,18 +215,39 @@ def _metric_rows(run: Path) -> list[dict[str, str]]:
             versions.append((int(number), file))
     rows: list[dict[str, str]] = []
     for _, file in sorted(versions):
-        with file.open(newline="") as handle:
-            launch = [row for row in csv.DictReader(handle) if _step(row) is not None]
+        launch = [row for row in _read_csv(file, file.relative_to(run).as_posix()) if _step(row) is not None]
         if launch:
             first = min(_step(row) for row in launch)
             rows = [row for row in rows if _step(row) < first] + launch
     return rows
 
 
+def _read_csv(file: Path, name: str) -> list[dict[str, str]]:
+    """The rows of one metrics.csv as {column: value}. The CSV logger writes every column of every row, so a
+    row with another number of fields is a file cut off mid-write, or not the logger's data at all."""
+    try:
+        with file.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            lines = [(reader.line_num, fields) for fields in reader if fields]  # blank lines aside
+    except (OSError, ValueError, csv.Error) as error:  # UnicodeDecodeError is a ValueError
+        raise CorruptRun(f"{name}: not readable as CSV ({_problem(error)})") from None
+    if not lines:
+        return []
+    (_, header), body = lines[0], lines[1:]
+    if "step" not in header:
+        raise CorruptRun(f"{name}: no 'step' column in its header, so not a metrics.csv the logger wrote")
+    for line, fields in body:
+        if len(fields) != len(header):
+            raise CorruptRun(
+                f"{name}: line {line} has {len(fields)} fields, the header {len(header)} (cut off or garbled)"
+            )
+    return [dict(zip(header, fields, strict=True)) for _, fields in body]
+
+
 def _step(row: dict[str, str]) -> int | None:
     try:
         return int(float(row.get("step") or ""))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or nan / inf
         return None
 
 
@@ -271,7 +325,7 @@ def build_table(
         row.update({header: record["metrics"].get(key) for key, header in columns})
         rows.append(row)
     sort_by = dict(columns)[metric]
-    present = [row for row in rows if _sortable(row[sort_by])]
+    present = [row for row in rows if _sortable(row[sort_by])]  # null, NaN and inf go last, in folder order
     absent = [row for row in rows if not _sortable(row[sort_by])]
     return sorted(present, key=lambda row: row[sort_by], reverse=descending) + absent
 
@@ -281,7 +335,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _sortable(value: Any) -> bool:
-    return _is_number(value) and not math.isnan(value)
+    return _is_number(value) and math.isfinite(value)
 
 
 def format_value(header: str, value: Any) -> str:
@@ -442,7 +496,7 @@ def _final_val(record: dict[str, Any]) -> tuple[int, float] | None:
     """A finished run's summary val_loss at its last step: measured on the whole val split with the final
     weights, so it can differ from the periodic val losses (often over limit_val_batches batches)."""
     step, loss = record["metrics"].get("step"), record["metrics"].get("val_loss")
-    if record["status"] != "finished" or not _is_number(step) or not _sortable(loss) or math.isinf(loss):
+    if record["status"] != "finished" or not _sortable(step) or not _sortable(loss):
         return None
     return int(step), float(loss)
 
@@ -477,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        records = [load_run_record(path) for path in find_runs(args.paths)]
+        records = _readable_records(find_runs(args.paths))
         _check_metric(records, args.metric)
         rows = build_table(records, args.metric, args.descending)
         common, _ = split_overrides(records)
@@ -490,6 +544,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_text(rows, common, args.metric, args.descending))
     print(f"\nwrote {', '.join(str(out / name) for name in written)}")
     return 0
+
+
+def _readable_records(runs: list[Path]) -> list[dict[str, Any]]:
+    """The records of the runs that can be read; each other run is skipped with one warning line."""
+    records = []
+    for run in runs:
+        try:
+            records.append(load_run_record(run))
+        except ReportError as error:
+            print(f"warning: {error}; skipped this run", file=sys.stderr)
+    if not records:
+        raise ReportError(f"no run left to report: all {len(runs)} found were skipped (see the warnings)")
+    return records
 
 
 def _check_metric(records: list[dict[str, Any]], metric: str) -> None:

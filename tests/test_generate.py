@@ -1,14 +1,26 @@
 import inspect
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from lightning_llm import registry
-from lightning_llm.generate import SAMPLE_SEPARATOR, main, translate
+from lightning_llm import generate, registry
+from lightning_llm.checkpoint import load_run
+from lightning_llm.generate import (
+    MAX_NEW_TOKENS,
+    SAMPLE_SEPARATOR,
+    TextStream,
+    main,
+    new_tokens_limit,
+    sample_texts,
+    translate,
+    unrepresentable,
+)
 from lightning_llm.models import sampling
-from tests.test_checkpoint import make_run, make_tokenizer
+from lightning_llm.tokenizers import ByteBPETokenizer, UnigramTokenizer, WordPieceTokenizer
+from tests.test_checkpoint import TEXT, TINY_GPT, make_run, make_tokenizer
 
 TINY_DECODER = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32, "dropout": 0.0}
 needs_cache = pytest.mark.skipif(
@@ -64,7 +76,10 @@ def test_the_command_exits_2_with_one_line_for_a_bad_run(tmp_path):
 def test_a_run_without_a_checkpoint_exits_2(tmp_path, capsys):
     code, out, err = run_main(capsys, tmp_path, "--prompt", "x")
     assert (code, out) == (2, "")
-    assert err.startswith("error: ") and "holds no checkpoint" in err and err.count("\n") == 1
+    # "usable": checkpoint.py's wording while it learns to tell unusable checkpoints apart
+    assert (
+        err.startswith("error: ") and re.search("holds no (usable )?checkpoint", err) and err.count("\n") == 1
+    )
 
 
 def test_help_explains_the_options(capsys):
@@ -214,3 +229,221 @@ def test_translate_batches_long_inputs():
     model = RecordingSeq2Seq([tokenizer.encode("ok")] * 2)
     assert translate(model, tokenizer, ["a"] * 5, 4, max_source_len=8, batch_size=2) == ["ok"] * 5
     assert [call[0].size(0) for call in model.calls] == [2, 2, 1]
+
+
+# --------------------------------------------------------------------------- text a tokenizer cannot encode
+
+
+def trained(tokenizer):
+    tokenizer.train([TEXT])
+    return tokenizer
+
+
+def test_characters_a_char_tokenizer_never_saw_are_named_in_order():
+    tokenizer = make_tokenizer()  # trained on TEXT: no accents, no tab, no euro sign
+    assert unrepresentable(tokenizer, "the lazy dog!") == []
+    assert unrepresentable(tokenizer, "h\u00e9llo\tw\u00f6rld \u00e9 \u20ac") == [
+        "\u00e9",
+        "\t",
+        "\u00f6",
+        "\u20ac",
+    ]
+    ids = tokenizer.encode("h\u00e9llo")
+    assert tokenizer.decode(ids) == "hllo"  # what the check protects from: the silent drop
+
+
+def test_byte_bpe_represents_every_character():
+    tokenizer = trained(ByteBPETokenizer(vocab_size=300))
+    text = "h\u00e9llo\tw\u00f6rld \u20ac\U0001f600 \x00\u200b"
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert unrepresentable(tokenizer, text) == []
+
+
+def test_normalisation_is_not_a_loss_but_unknown_pieces_are():
+    uncased = trained(WordPieceTokenizer(vocab_size=200, lowercase=True))
+    # lowercased, accents stripped, spacing redone by decode: all the tokenizer's own normalisation
+    assert uncased.decode(uncased.encode("TH\u00c9 Fox\t jumps")) == "the fox jumps"
+    assert unrepresentable(uncased, "TH\u00c9 Fox\t jumps") == []
+    cased = trained(WordPieceTokenizer(vocab_size=200))
+    assert unrepresentable(cased, "the f\u00f6x") == ["\u00f6"]  # its whole word would become <unk>
+    unigram = trained(UnigramTokenizer(vocab_size=60))
+    assert unrepresentable(unigram, "\u00e9 the") == [
+        "\u00e9"
+    ]  # shares its offsets with the leading "\u2581"
+
+
+def test_a_prompt_with_unseen_characters_is_refused(gpt_run, capsys):
+    code, out, err = run_main(capsys, gpt_run, "--prompt", "h\u00e9llo \u20ac")
+    assert (code, out) == (2, "")
+    assert err == (
+        "error: --prompt has characters the run's tokenizer never saw: '\u00e9' (U+00E9), '\u20ac' (U+20AC); "
+        "remove them, or use a run whose tokenizer covers them (byte_bpe covers all text)\n"
+    )
+
+
+def test_an_input_file_names_the_first_bad_line(gpt_run, tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("the fox\nna\u00efve\nok\ncaf\u00e9\n")
+    code, out, err = run_main(capsys, gpt_run, "--input", tmp_path / "in.txt")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: --input {tmp_path / 'in.txt'} line 2 has characters")
+    assert "'\u00ef' (U+00EF) (and 1 more lines)" in err and err.count("\n") == 1
+
+
+def test_an_encoder_decoder_source_is_checked_too(decoder_run, capsys):
+    code, _, err = run_main(capsys, decoder_run, "--prompt", "\u00fcber", "--max-new-tokens", "4")
+    assert code == 2 and err.startswith("error: --prompt has characters") and "(U+00FC)" in err
+
+
+# --------------------------------------------------------------------------- how many tokens
+
+
+def test_a_gpt_run_may_go_past_block_size_up_to_the_cap(gpt_run, capsys):
+    model, tokenizer, _ = load_run(gpt_run)
+    assert new_tokens_limit(model) == MAX_NEW_TOKENS > model.config.block_size
+    args = ["--prompt", "the", "--temperature", "0", "--max-new-tokens", "40"]  # block_size 32
+    code, out, err = run_main(capsys, gpt_run, *args)
+    assert code == 0, err
+    expected = sample_texts(model, tokenizer, ["the"], max_new_tokens=40, temperature=0.0)
+    assert out == expected[0] + "\n"
+    code, out, err = run_main(capsys, gpt_run, "--prompt", "the", "--max-new-tokens", str(MAX_NEW_TOKENS + 1))
+    assert (code, out) == (2, "")
+    assert err == (
+        f"error: --max-new-tokens {MAX_NEW_TOKENS + 1}: must be from 1 to {MAX_NEW_TOKENS} for this gpt run "
+        "(the cap on one generation)\n"
+    )
+
+
+def test_an_encoder_decoder_run_stops_at_its_block_size(decoder_run, capsys):
+    code, out, err = run_main(capsys, decoder_run, "--prompt", "the fox", "--max-new-tokens", "33")
+    assert (code, out) == (2, "")
+    assert err.startswith("error: --max-new-tokens 33: must be from 1 to 32 for this encoder-decoder run")
+    code, out, err = run_main(capsys, decoder_run, "--prompt", "the fox")  # the default fits itself to 32
+    assert code == 0, err
+    assert out.count("\n") == 1
+
+
+def test_help_states_the_bound(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"gpt: at most {MAX_NEW_TOKENS}" in help_text
+    assert "encoder-decoder: at most the decoder's block_size" in help_text
+
+
+# --------------------------------------------------------------------------- streaming and Ctrl-C
+
+
+def byte_bpe_gpt():
+    """A random tiny gpt over a byte_bpe vocabulary: its samples split characters across tokens."""
+    tokenizer = trained(ByteBPETokenizer(vocab_size=300))
+    torch.manual_seed(0)
+    return registry.build("model", "gpt", vocab_size=tokenizer.vocab_size, **TINY_GPT).eval(), tokenizer
+
+
+def stream_and_batch(model, tokenizer, prompts, **options):
+    """(the text streamed per prompt, its pieces, what sample_texts returned while streaming, what it returns
+    without streaming), with the same seed both times."""
+    pieces: list[list[str]] = [[] for _ in prompts]
+    generator = torch.Generator().manual_seed(5)
+    returned = [
+        sample_texts(model, tokenizer, [prompt], generator=generator, stream=chunks.append, **options)[0]
+        for prompt, chunks in zip(prompts, pieces, strict=True)
+    ]
+    plain = sample_texts(model, tokenizer, prompts, generator=torch.Generator().manual_seed(5), **options)
+    return ["".join(chunks) for chunks in pieces], pieces, returned, plain
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_streaming_gives_exactly_the_text_of_sampling_at_once(gpt_run, use_cache):
+    model, tokenizer, _ = load_run(gpt_run)
+    streamed, pieces, returned, plain = stream_and_batch(
+        model, tokenizer, ["the", ""], max_new_tokens=40, temperature=1.0, use_cache=use_cache
+    )
+    assert streamed == returned == plain
+    assert pieces[0][0] == "the"  # the prompt at once
+    assert all(len(chunks) > 10 for chunks in pieces)  # then token by token, not all at the end
+
+
+def test_streaming_holds_back_characters_split_across_byte_tokens():
+    model, tokenizer = byte_bpe_gpt()
+    prompts = ["caf\u00e9 \u20ac", "the"]
+    streamed, pieces, returned, plain = stream_and_batch(
+        model, tokenizer, prompts, max_new_tokens=60, top_k=None
+    )
+    assert streamed == returned == plain
+    assert pieces[0][0] == "caf\u00e9 \u20ac"
+    assert "\ufffd" in "".join(streamed)  # random byte tokens: some characters stay broken, even at the end
+    assert not any(chunk.endswith("\ufffd") for chunks in pieces for chunk in chunks[:-1])
+
+
+def test_a_text_stream_writes_each_character_once_it_is_whole():
+    tokenizer = trained(ByteBPETokenizer(vocab_size=300))
+    ids = tokenizer.encode("a\u20acb")
+    assert len(ids) == 5  # a, the euro sign's three bytes, b
+    writes: list[str] = []
+    stream = TextStream(tokenizer, [], writes.append)
+    for token in ids:
+        stream.add([token])
+    stream.close()
+    assert writes == ["a", "\u20ac", "b"]
+
+
+def test_a_long_stream_decodes_less_often_and_stays_exact(gpt_run, monkeypatch):
+    monkeypatch.setattr(generate, "FULL_DECODES", 4)  # past 4 tokens, a write every len(ids) // 4 tokens
+    model, tokenizer, _ = load_run(gpt_run)
+    streamed, pieces, returned, plain = stream_and_batch(model, tokenizer, ["the"], max_new_tokens=60)
+    assert streamed == returned == plain
+    assert 3 < len(pieces[0]) < 30
+
+
+def test_several_samples_per_prompt_print_as_before(gpt_run, tmp_path, capsys):
+    (tmp_path / "prompts.txt").write_text("the\nBOX\n")
+    args = ["--input", tmp_path / "prompts.txt", "--max-new-tokens", "8", "--seed", "2"]
+    model, tokenizer, _ = load_run(gpt_run)
+    for samples in (1, 3):
+        code, out, err = run_main(capsys, gpt_run, *args, "--num-samples", str(samples))
+        assert code == 0, err
+        expected = sample_texts(
+            model,
+            tokenizer,
+            ["the", "BOX"],
+            max_new_tokens=8,
+            num_samples=samples,
+            generator=torch.Generator().manual_seed(2),
+        )
+        assert out == f"\n{SAMPLE_SEPARATOR}\n".join(expected) + "\n"
+
+
+def interrupt_after(tokens: int):
+    """sampling.generate that streams ``tokens`` tokens, then is interrupted as by Ctrl-C."""
+
+    def generate_then_interrupt(model, input_ids, max_new_tokens, *args, on_token=None, **kwargs):
+        def interrupted(next_id):
+            on_token(next_id)
+            if interrupted.count == tokens:
+                raise KeyboardInterrupt
+            interrupted.count += 1
+
+        interrupted.count = 1
+        return sampling.generate(model, input_ids, max_new_tokens, *args, on_token=interrupted, **kwargs)
+
+    return generate_then_interrupt
+
+
+def test_ctrl_c_keeps_the_streamed_text_and_exits_130(gpt_run, monkeypatch, capsys):
+    monkeypatch.setattr(generate, "generate", interrupt_after(5))
+    args = ["--prompt", "the", "--temperature", "0", "--max-new-tokens", "50"]
+    code, out, err = run_main(capsys, gpt_run, *args)
+    assert (code, err) == (130, "interrupted\n")
+    model, tokenizer, _ = load_run(gpt_run)
+    ids = tokenizer.encode("the")
+    full = sampling.generate(model, torch.tensor([ids]), 5, temperature=0.0)[0].tolist()
+    assert out == tokenizer.decode(full) + "\n"  # the five tokens streamed, then the line ended
+
+
+def test_ctrl_c_while_loading_the_run_exits_130_quietly(gpt_run, monkeypatch, capsys):
+    def load_interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "load_run", load_interrupted)
+    assert run_main(capsys, gpt_run, "--prompt", "the") == (130, "", "interrupted\n")

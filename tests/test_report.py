@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightning_llm.report import build_table, find_runs, load_run_record, main
+from lightning_llm.report import ReportError, build_table, find_runs, load_run_record, main
 from tests.conftest import TINY
 
 COLUMNS = ["epoch", "perf/tokens_per_sec", "step", "train/loss", "val/loss", "val/perplexity"]
@@ -356,3 +356,121 @@ def test_a_real_two_job_multirun(tmp_path, capsys):
     pytest.importorskip("matplotlib")  # the curves need it (a test dependency)
     assert (sweep_dir / "loss_curves.png").read_bytes()[:8] == PNG_SIGNATURE
     assert_colours_drawn(sweep_dir / "loss_curves.png", TAB10[:2])
+
+
+# --------------------------------------------------------------------------- corrupt runs and odd values
+
+
+def corrupt(run: Path, how: str) -> str:
+    """Damage a copy of a good run the way ``how`` says; returns a fragment the warning must hold."""
+    if how == "summary-not-json":
+        (run / "summary.json").write_text('{"val_loss": 2.0, "step": ')
+        return "summary.json: not readable as JSON (Expecting value: line 1 column 27"
+    if how == "summary-not-an-object":
+        (run / "summary.json").write_text("[1, 2]")
+        return "summary.json: expected a JSON object, found list"
+    if how == "metrics-cut-off":
+        (run / "summary.json").unlink()
+        metrics = run / "csv" / "version_0" / "metrics.csv"
+        lines = metrics.read_text().splitlines(keepends=True)
+        metrics.write_text("".join(lines[:-1]) + lines[-1][:5])  # mid-row, as a kill during a write leaves it
+        return "csv/version_0/metrics.csv: line 6 has 3 fields, the header 6 (cut off or garbled)"
+    if how == "metrics-binary":
+        (run / "csv" / "version_0" / "metrics.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" * 4)
+        return "csv/version_0/metrics.csv: not readable as CSV ('utf-8' codec can't decode byte 0x89"
+    if how == "metrics-not-the-logger's":
+        (run / "csv" / "version_0" / "metrics.csv").write_text("a,b\n1,2\n")
+        return "csv/version_0/metrics.csv: no 'step' column in its header"
+    if how == "overrides-not-yaml":
+        (run / ".hydra" / "overrides.yaml").write_text("- seed=1\n- [unclosed\n")
+        return ".hydra/overrides.yaml: not readable as YAML (while parsing a flow sequence"
+    assert how == "overrides-not-a-list", how
+    (run / ".hydra" / "overrides.yaml").write_text("seed: 1\n")
+    return ".hydra/overrides.yaml: expected a list of key=value overrides, found dict"
+
+
+CORRUPTIONS = [
+    "summary-not-json",
+    "summary-not-an-object",
+    "metrics-cut-off",
+    "metrics-binary",
+    "metrics-not-the-logger's",
+    "overrides-not-yaml",
+    "overrides-not-a-list",
+]
+
+
+@pytest.mark.parametrize("how", CORRUPTIONS)
+def test_a_corrupt_run_is_skipped_with_one_warning_and_the_rest_reported(sweep, tmp_path, capsys, how):
+    bad = write_run(
+        sweep / "3",
+        ["seed=1", "tokenizer=char", "optim.lr=0.02"],
+        summary(1.0, 2000.0, 1.0),  # the best val_loss: it would come first if it were read
+        [[train_row(4, 4.5), train_row(9, 4.0), val_row(9, 3.9), train_row(19, 3.2), val_row(19, 3.1)]],
+    )
+    fragment = corrupt(bad, how)
+    code, out, err = run_report(capsys, sweep, "--out", tmp_path / "report")
+    assert code == 0, err
+    assert [line.split()[0] for line in table_lines(out)[1:]] == ["1", "2", "0", "10"]
+    assert err.count("\n") == 1
+    assert err.startswith(f"warning: {bad}: {fragment}"), err
+    assert err.endswith("; skipped this run\n")
+    with pytest.raises(ReportError, match=re.escape(f"{bad}: {fragment}")):
+        load_run_record(bad)
+
+
+def test_no_run_left_is_an_error(tmp_path, capsys):
+    for name, how in (("a", "summary-not-json"), ("b", "metrics-binary")):
+        corrupt(
+            write_run(tmp_path / "sweep" / name, ["seed=1"], summary(2.0, 1.0, 1.0), [[train_row(4, 4)]]), how
+        )
+    code, out, err = run_report(capsys, tmp_path / "sweep")
+    assert (code, out) == (2, "")
+    lines = err.splitlines()
+    assert [line.split(": ")[0] for line in lines[:2]] == ["warning", "warning"]
+    assert lines[2:] == ["error: no run left to report: all 2 found were skipped (see the warnings)"]
+
+
+@pytest.fixture
+def odd_values(tmp_path: Path) -> Path:
+    """Finished runs whose summary.json holds NaN, Infinity and null (older runs wrote them), beside two
+    ordinary ones; run 4 also has a step of NaN."""
+    root = tmp_path / "odd"
+    values = {"0": float("nan"), "1": 2.0, "2": None, "3": float("inf"), "4": 1.5, "5": float("-inf")}
+    for name, val_loss in values.items():
+        record = summary(val_loss, 1000.0, 1.0)
+        if name == "4":
+            record["step"] = float("nan")
+        write_run(
+            root / name, ["seed=1", f"optim.lr=0.{name}1"], None, [[train_row(4, 4.0), val_row(4, 3.0)]]
+        )
+        (root / name / "summary.json").write_text(json.dumps(record))  # NaN and Infinity, as json writes them
+    return root
+
+
+def test_non_finite_and_null_metrics_sort_last_in_folder_order(odd_values):
+    assert "NaN" in (odd_values / "0" / "summary.json").read_text()
+    records = [load_run_record(path) for path in find_runs([odd_values])]
+    for descending in (False, True):
+        rows = build_table(records, "val_loss", descending)
+        numbers = ["4", "1"] if not descending else ["1", "4"]
+        assert [row["run"] for row in rows] == numbers + ["0", "2", "3", "5"]
+
+
+def test_the_command_prints_non_finite_and_null_metrics(odd_values, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    code, out, err = run_report(capsys, odd_values, "--out", tmp_path / "report")
+    assert (code, err) == (0, "")
+    cells = {line.split()[0]: line.split()[3:] for line in table_lines(out)[1:]}  # after run, status, lr
+    assert cells["0"][:2] == ["nan", "nan"]
+    assert cells["2"] == ["-", "-", "1000", "1.0", "20"]  # null
+    assert cells["4"] == ["1.5000", "4.48", "1000", "1.0", "nan"]  # a NaN step: no final val point to draw
+    assert cells["3"][:2] == ["inf", "inf"] and cells["5"][:2] == ["-inf", "0.00"]
+    with (tmp_path / "report" / "report.csv").open(newline="") as handle:
+        written = {row["run"]: row for row in csv.DictReader(handle)}
+    assert (written["0"]["val_loss"], written["2"]["val_loss"], written["3"]["val_loss"]) == (
+        "nan",
+        "",
+        "inf",
+    )
+    assert (tmp_path / "report" / "loss_curves.png").read_bytes()[:8] == PNG_SIGNATURE

@@ -40,12 +40,14 @@ def generate(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     eos_id: int | None = None,
+    on_token: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Append up to ``max_new_tokens`` sampled tokens to ``input_ids`` (B, T) and return (B, T + new).
 
     With ``eos_id``, a row that has produced it is filled with eos from then on, and generation stops
-    early once every row has. The cache is used when the model has one (``new_kv_cache``) and the whole
-    sequence fits in its block_size.
+    early once every row has. ``on_token`` is called with each step's new tokens (B, 1) as soon as they
+    are sampled, to stream them. The cache is used when the model has one (``new_kv_cache``) and the
+    whole sequence fits in its block_size.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -60,7 +62,9 @@ def generate(
         # Past block_size a cache cannot help: with learned positions every token's position changes as the
         # window slides, so the window's keys and values must be recomputed anyway.
         next_logits = _recomputed_logits(model, model.config.block_size)
-    return _sample_loop(input_ids, next_logits, max_new_tokens, temperature, top_k, top_p, generator, eos_id)
+    return _sample_loop(
+        input_ids, next_logits, max_new_tokens, temperature, top_k, top_p, generator, eos_id, on_token
+    )
 
 
 def _cached_logits(
@@ -94,6 +98,7 @@ def _sample_loop(
     top_p: float | None,
     generator: torch.Generator | None,
     eos_id: int | None,
+    on_token: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     tokens = input_ids
     finished = torch.zeros(tokens.size(0), dtype=torch.bool, device=tokens.device)
@@ -103,6 +108,8 @@ def _sample_loop(
             next_id = next_id.masked_fill(finished[:, None], eos_id)  # finished rows stay at eos
             finished |= next_id[:, 0] == eos_id
         tokens = torch.cat([tokens, next_id], dim=1)
+        if on_token is not None:
+            on_token(next_id)
         if eos_id is not None and bool(finished.all()):  # one host sync per token, only when asked to stop
             break
     return tokens
