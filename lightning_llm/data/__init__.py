@@ -12,7 +12,7 @@ from lightning_llm.data import classification, datamodule, pairs  # noqa: F401 -
 from lightning_llm.data.corpus import CorpusTooSmallError, SplitCorpus, split_corpus
 from lightning_llm.data.datasets import DatasetTooSmallError, PackedWindows
 from lightning_llm.data.sources import SourceError
-from lightning_llm.data.token_cache import ensure_token_cache, open_tokens
+from lightning_llm.data.token_cache import TokenCacheError, ensure_token_cache, open_tokens
 
 __all__ = [
     "ClassificationDataModule",
@@ -23,6 +23,7 @@ __all__ = [
     "SourceError",
     "SplitCorpus",
     "TextDataModule",
+    "TokenCacheError",
     "ensure_token_cache",
     "open_tokens",
     "split_corpus",

@@ -132,8 +132,8 @@ class ClassificationDataModule(SplitDataModule):
             [[cls_id, *ids[:keep]] for ids in token_ids], [index[example.label] for example in examples]
         )
 
-    def split_is_empty(self, split: str) -> bool:
-        return not self._examples()[split]
+    def has_split(self, split: str) -> bool:
+        return bool(self.examples(split))
 
     def collate_fn(self) -> PadCollate:
         return PadCollate(self.tokenizer.pad_id)

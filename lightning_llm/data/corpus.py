@@ -109,7 +109,7 @@ def _check_sizes(counts: dict[str, int], fractions: dict[str, float]) -> None:
             raise CorpusTooSmallError(
                 f"corpus too small: its {total} paragraphs gave the {split} split none "
                 f"({split}_fraction={fraction}); add text, raise data.{split}_fraction, "
-                f"or set it to 0 to run without a {split} split"
+                f"or set data.{split}_fraction=0 to run without a {split} split"
             )
 
 

@@ -28,9 +28,11 @@ class PackedWindows(Dataset):
         if block_size <= 0:
             raise ValueError(f"block_size must be > 0, got {block_size}")
         if len(tokens) < block_size + 1:
+            # val and test may also be turned off; train may not
+            remedy = "" if split == "train" else f", or set data.{split}_fraction=0"
             raise DatasetTooSmallError(
                 f"the {split} split has {len(tokens)} tokens, fewer than one window of block_size + 1 = "
-                f"{block_size + 1}; lower data.block_size or give the split more text"
+                f"{block_size + 1}; lower data.block_size or give the split more text{remedy}"
             )
         self.tokens = tokens
         self.block_size = block_size

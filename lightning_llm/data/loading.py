@@ -49,8 +49,9 @@ class SplitDataModule(L.LightningDataModule):
     Train batches follow a permutation seeded by ``(shuffle_seed, epoch)``; val/test batches are in order.
     ``state_dict`` holds the train position, so a run resumed from a mid-epoch checkpoint trains on exactly
     the batches the uninterrupted run would.
-    A split switched off (``split_is_empty``) gets an empty list, which Lightning skips. Subclasses set
-    ``batch_size``, ``num_workers``, ``shuffle_seed`` and may override ``collate_fn`` and ``drop_last_train``.
+    A split without data (``has_split`` is False: turned off with ``data.val_fraction=0``, say) gets an empty
+    list as its DataLoader, which Lightning skips. Subclasses implement ``has_split``, set ``batch_size``,
+    ``num_workers``, ``shuffle_seed`` and may override ``collate_fn`` and ``drop_last_train``.
     """
 
     batch_size: int
@@ -61,8 +62,15 @@ class SplitDataModule(L.LightningDataModule):
     _train_sampler: TrainBatchSampler | None = None
     _resume_at: tuple[int, int] | None = None  # (epoch, samples) from a checkpoint, until a loader takes it
 
-    def split_is_empty(self, split: str) -> bool:
-        raise NotImplementedError
+    def has_split(self, split: str) -> bool:
+        """Whether ``split`` ("train", "val" or "test") holds any data; reads the data on first use.
+
+        False for a split turned off on purpose (``data.val_fraction=0``, ``data.test_fraction=0``, or data
+        that simply has no such split): its DataLoader is an empty list, and a trainer should skip evaluating
+        on it (``trainer.validate`` and ``trainer.test`` return no results for an empty loader). An unknown
+        split name raises ValueError.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must say which splits hold data (has_split)")
 
     def collate_fn(self):  # noqa: ANN201 - any callable DataLoader accepts, or None for default collation
         return None
@@ -132,7 +140,7 @@ class SplitDataModule(L.LightningDataModule):
 
     def _dataset(self, split: str) -> Dataset | None:
         if split not in self._datasets:
-            if self.split_is_empty(split):
+            if not self.has_split(split):
                 return None
             raise RuntimeError(f"the {split} split is not set up; call setup() first")
         return self._datasets[split]

@@ -92,8 +92,8 @@ class PairDataModule(SplitDataModule):
 
     # -- helpers
 
-    def split_is_empty(self, split: str) -> bool:
-        return not self.pairs(split)
+    def has_split(self, split: str) -> bool:
+        return bool(self.pairs(split))
 
     def collate_fn(self) -> Seq2SeqCollator:
         return self.collator()

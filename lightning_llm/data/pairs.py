@@ -202,7 +202,7 @@ def _check_split_sizes(splits: dict[str, list[Pair]], fractions: dict[str, float
             raise CorpusTooSmallError(
                 f"too few pairs: the {total} pairs gave the {split} split none "
                 f"({split}_fraction={fraction}); add pairs, raise data.{split}_fraction, "
-                f"or set it to 0 to run without a {split} split"
+                f"or set data.{split}_fraction=0 to run without a {split} split"
             )
 
 

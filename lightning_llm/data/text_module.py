@@ -97,7 +97,7 @@ class TextDataModule(SplitDataModule):
         """Memory-map the token caches the stage needs and cut them into windows."""
         for split in STAGE_SPLITS.get(stage, SPLITS):
             if self.texts(split) and split not in self._datasets:
-                tokens = open_tokens(self._token_file(split))
+                tokens = open_tokens(self._token_file(split), self.tokenizer.vocab_size)
                 self._datasets[split] = PackedWindows(tokens, self.block_size, split)
         if "train" in self._datasets:
             self._check_one_train_batch()
@@ -123,8 +123,8 @@ class TextDataModule(SplitDataModule):
                 f"data.batch_size={self.batch_size}; lower data.batch_size or data.block_size, or add text"
             )
 
-    def split_is_empty(self, split: str) -> bool:
-        return not self.texts(split)  # a split turned off with fraction 0
+    def has_split(self, split: str) -> bool:
+        return bool(self.texts(split))  # empty: turned off with fraction 0
 
 
 def _check_positive(key: str, value: int) -> None:

@@ -8,7 +8,13 @@ Layout under ``cache_dir``::
 ``key`` hashes the corpus fingerprint (texts + split parameters) and the tokenizer fingerprint, so a change
 to either gets a fresh folder and a stale cache is never read. Both files are written under a temporary
 name and renamed into place (``os.replace`` is atomic), so several processes building the same cache at once
-(one per node, say) all succeed with identical bytes and a reader never sees a half-written file.
+(one per node, say) all succeed with identical bytes and a reader never sees a half-written file; a write
+that fails (a read-only or full ``paths.cache_dir``) leaves no file a later run would trust, and says so in
+one line (``CacheWriteError``).
+
+Texts are encoded in pieces of bounded size (``lightning_llm.tokenizers.pieces``), so one huge line costs no
+more memory than many short ones. Opening a file checks that its ids fit the tokenizer's vocabulary: a file
+damaged or written by another tokenizer is refused (``TokenCacheError``) instead of failing deep in a model.
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ from typing import BinaryIO, Protocol
 
 import numpy as np
 
+from lightning_llm.tokenizers.cache import cache_errors
+from lightning_llm.tokenizers.pieces import MAX_BATCH_CHARS, MAX_PIECE_CHARS, Piece, piece_batches
+
 __all__ = [
+    "TokenCacheError",
     "TokenizerLike",
     "cache_key",
     "ensure_token_cache",
@@ -39,7 +49,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _FORMAT_VERSION = 1
-_CHUNK_CHARS = 4_000_000  # text per encode_batch call: big enough to keep Rust threads busy, bounded memory
+_CHUNK_CHARS = MAX_BATCH_CHARS  # text per encode_batch call: enough to keep Rust threads busy, bounded memory
+_PIECE_CHARS = MAX_PIECE_CHARS  # longest piece of a text per encode_batch input
+_SCAN_TOKENS = 1 << 26  # ids checked per step when a file is opened (a bounded slice of the mapping)
+
+
+class TokenCacheError(ValueError):
+    """A token file that cannot be right for the tokenizer: damaged, truncated, or another tokenizer's."""
 
 
 class TokenizerLike(Protocol):
@@ -82,9 +98,10 @@ def ensure_token_cache(
         log.info("token cache hit: %s split, %s tokens at %s", split, cached["n_tokens"], path)
         return path
     start = time.perf_counter()
-    n_tokens = _write_tokens(texts, tokenizer, path, np.dtype(meta["dtype"]))
-    with _atomic_write(_sidecar(path)) as f:
-        f.write(json.dumps({**meta, "n_tokens": n_tokens}, indent=2).encode())
+    with cache_errors(cache_dir, "write the token cache"):
+        n_tokens = _write_tokens(texts, tokenizer, path, np.dtype(meta["dtype"]))
+        with _atomic_write(_sidecar(path)) as f:  # last: only now does the cache count as complete
+            f.write(json.dumps({**meta, "n_tokens": n_tokens}, indent=2).encode())
     seconds = time.perf_counter() - start
     log.info(
         "tokenized %s split: %s texts -> %s tokens in %.1fs -> %s", split, len(texts), n_tokens, seconds, path
@@ -92,8 +109,13 @@ def ensure_token_cache(
     return path
 
 
-def open_tokens(path: str | Path) -> np.memmap:
-    """The ids in a completed token file, memory-mapped read-only (pages load on demand, shared by all)."""
+def open_tokens(path: str | Path, vocab_size: int | None = None) -> np.memmap:
+    """The ids in a completed token file, memory-mapped read-only (pages load on demand, shared by all).
+
+    Every id is checked to be below ``vocab_size`` (default: the one the sidecar records), so a damaged file
+    fails here, naming itself, rather than as an index error in an embedding. The check reads the file once,
+    at memory speed; a sidecar cannot vouch for bytes changed after it was written.
+    """
     path = Path(path)
     try:
         meta = json.loads(_sidecar(path).read_text())
@@ -101,7 +123,15 @@ def open_tokens(path: str | Path) -> np.memmap:
         raise FileNotFoundError(
             f"{path}: token cache is incomplete (no {_sidecar(path).name}); build it with prepare_data()"
         ) from None
-    return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
+    dtype, n_tokens = np.dtype(meta["dtype"]), meta["n_tokens"]
+    if path.stat().st_size != n_tokens * dtype.itemsize:
+        raise TokenCacheError(
+            f"token cache {path} is damaged ({path.stat().st_size} bytes, its sidecar says {n_tokens} "
+            f"{dtype.name} ids); delete it and run again to rebuild it"
+        )
+    tokens = np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
+    _check_ids(tokens, path, meta["vocab_size"] if vocab_size is None else vocab_size)
+    return tokens
 
 
 def _expected_meta(tokenizer: TokenizerLike, split: str, corpus_fingerprint: str) -> dict:
@@ -137,40 +167,46 @@ def _complete_meta(path: Path, expected: dict) -> dict | None:
     return meta
 
 
+def _check_ids(tokens: np.ndarray, path: Path, vocab_size: int) -> None:
+    """Refuse a token file holding an id the tokenizer does not have."""
+    high = max(
+        (int(tokens[i : i + _SCAN_TOKENS].max()) for i in range(0, len(tokens), _SCAN_TOKENS)), default=0
+    )
+    if high >= vocab_size:
+        raise TokenCacheError(
+            f"token cache {path} holds id {high}, outside this tokenizer's vocab_size={vocab_size} (damaged, "
+            "or written by another tokenizer); delete it and run again to rebuild it"
+        )
+
+
 def _write_tokens(texts: list[str], tokenizer: TokenizerLike, path: Path, dtype: np.dtype) -> int:
-    """Encode ``texts`` chunk by chunk straight into ``path``; returns the number of tokens written."""
+    """Encode ``texts`` batch by batch straight into ``path``; returns the number of tokens written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     n_tokens = 0
     with _atomic_write(path) as f:
-        for chunk in _chunks(texts, _CHUNK_CHARS):
-            ids = _encode(chunk, tokenizer).astype(dtype)
+        for batch in piece_batches(texts, _PIECE_CHARS, _CHUNK_CHARS):
+            ids = _encode(batch, tokenizer).astype(dtype)
             f.write(ids.tobytes())
             n_tokens += ids.size
     return n_tokens
 
 
-def _chunks(texts: list[str], max_chars: int) -> Iterator[list[str]]:
-    """Consecutive groups of texts of at most ``max_chars`` characters (a longer text is a group alone)."""
-    chunk: list[str] = []
-    size = 0
-    for text in texts:
-        if chunk and size + len(text) > max_chars:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(text)
-        size += len(text)
-    if chunk:
-        yield chunk
-
-
-def _encode(texts: list[str], tokenizer: TokenizerLike) -> np.ndarray:
-    """The ids of ``texts``, each followed by eos, as one int64 array checked against the vocabulary."""
-    encoded = tokenizer.encode_batch(texts)
-    eos = (tokenizer.eos_id,)
-    count = sum(len(ids) + 1 for ids in encoded)
+def _encode(pieces: list[Piece], tokenizer: TokenizerLike) -> np.ndarray:
+    """The ids of ``pieces``, eos after each text's last piece, as one int64 array checked against the
+    vocabulary."""
+    encoded = tokenizer.encode_batch([piece.text for piece in pieces])
+    eos, none = (tokenizer.eos_id,), ()
+    ends = [eos if piece.last else none for piece in pieces]
+    count = sum(len(ids) + len(end) for ids, end in zip(encoded, ends, strict=True))
     flat = np.fromiter(
-        itertools.chain.from_iterable(itertools.chain(ids, eos) for ids in encoded), np.int64, count
+        itertools.chain.from_iterable(
+            itertools.chain(ids, end) for ids, end in zip(encoded, ends, strict=True)
+        ),
+        np.int64,
+        count,
     )
+    if flat.size == 0:  # a batch of pieces that encode to nothing (whitespace a tokenizer drops)
+        return flat
     low, high = int(flat.min()), int(flat.max())
     if low < 0 or high >= tokenizer.vocab_size:  # would silently wrap around in uint16
         bad = low if low < 0 else high

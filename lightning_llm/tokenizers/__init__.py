@@ -11,7 +11,7 @@ from lightning_llm.tokenizers.base import (
     TokenizerFileError,
     TokenizerNotTrainedError,
 )
-from lightning_llm.tokenizers.cache import cache_key, fit_or_load
+from lightning_llm.tokenizers.cache import CacheWriteError, cache_key, fit_or_load
 from lightning_llm.tokenizers.char import CharTokenizer
 from lightning_llm.tokenizers.hf import BPETokenizer, ByteBPETokenizer, UnigramTokenizer, WordPieceTokenizer
 from lightning_llm.tokenizers.pretrained import PretrainedTokenizer
@@ -20,6 +20,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "BPETokenizer",
     "ByteBPETokenizer",
+    "CacheWriteError",
     "CharTokenizer",
     "PretrainedTokenizer",
     "Tokenizer",

@@ -8,6 +8,9 @@ The wrapper fixes the conventions the rest of the framework relies on:
   string ``"<eos>"`` is encoded as ordinary text. Special ids are inserted by id, by the data pipeline.
 - ``decode`` drops special tokens, so decoding a padded or packed sequence gives back readable text.
 - ``save`` writes one ``tokenizer.json`` atomically, readable by any Hugging Face ``tokenizers`` version.
+- Texts longer than ``max_piece_chars`` are trained on and encoded in pieces (see
+  ``lightning_llm.tokenizers.pieces``), so one huge line neither exhausts memory nor runs on one core.
+- ``vocab_size`` parameters are range-checked when a plugin is built (``check_vocab_size``).
 
 Subclasses supply the training recipe by implementing ``_fit(texts) -> tokenizers.Tokenizer``.
 """
@@ -24,16 +27,24 @@ from typing import Any, ClassVar
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from lightning_llm.tokenizers.pieces import MAX_BATCH_CHARS, MAX_PIECE_CHARS, piece_batches, pieces_of
+
 __all__ = [
+    "MAX_VOCAB_SIZE",
     "SPECIAL_TOKENS",
     "Tokenizer",
     "TokenizerFileError",
     "TokenizerNotTrainedError",
+    "check_vocab_size",
     "read_tokenizer_file",
 ]
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<unk>", "<bos>", "<eos>", "<mask>", "<cls>", "<sep>")
 TOKENIZER_FILE = "tokenizer.json"
+# 8x the largest vocabularies in use (~256k, Gemma's), and still within the token cache's uint32 ids. Beyond
+# it no corpus trainable here fills the vocabulary, the embedding table alone outgrows a GPU, and the Rust
+# trainers allocate for the requested size up front: 10**12 aborts the process with an allocation panic.
+MAX_VOCAB_SIZE = 2**21
 
 
 class TokenizerNotTrainedError(RuntimeError):
@@ -51,8 +62,12 @@ class Tokenizer:
     """
 
     name: ClassVar[str] = "file"  # the registered plugin name; "file" for one built by ``from_file``
+    max_piece_chars: ClassVar[int] = MAX_PIECE_CHARS  # longest text the backend gets in one piece
+    max_batch_chars: ClassVar[int] = MAX_BATCH_CHARS  # most text the backend gets in one encode_batch call
 
     def __init__(self, **params: Any) -> None:
+        if isinstance(params.get("vocab_size"), int):  # any plugin's; its own minimum is its to check
+            check_vocab_size(self.name, params["vocab_size"])
         self.params: dict[str, Any] = params  # the plugin's parameters, recorded for ``spec()``
         self._backend: HFTokenizer | None = None
         self._special_ids: dict[str, int] = {}
@@ -60,8 +75,12 @@ class Tokenizer:
 
     # ----------------------------------------------------------------------------------------- lifecycle
     def train(self, texts: Iterable[str]) -> None:
-        """Train a fresh backend on ``texts`` (an iterable of documents), replacing any previous one."""
-        self._attach(self._fit(texts), source=f"{self.name} training")
+        """Train a fresh backend on ``texts`` (an iterable of documents), replacing any previous one.
+
+        Long texts reach the trainer in pieces: the words it counts are the same (see ``pieces``), and a
+        30 MB line no longer becomes one 30 MB input.
+        """
+        self._attach(self._fit(pieces_of(texts, self.max_piece_chars)), source=f"{self.name} training")
 
     def _fit(self, texts: Iterable[str]) -> HFTokenizer:
         """Build and train a backend; each trainable plugin implements its own recipe."""
@@ -153,12 +172,24 @@ class Tokenizer:
     # ---------------------------------------------------------------------------------------- encoding
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, with no special tokens added."""
+        if len(text) > self.max_piece_chars:
+            return self.encode_batch([text])[0]
         return self._require_backend().encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, encoded in parallel by the backend."""
-        encodings = self._require_backend().encode_batch(list(texts), add_special_tokens=False)
-        return [encoding.ids for encoding in encodings]
+        """Token ids of each text, encoded in parallel by the backend.
+
+        The backend gets the texts in pieces of at most ``max_piece_chars`` characters, cut at whitespace
+        (``lightning_llm.tokenizers.pieces`` says when that changes tokens), ``max_batch_chars`` at a time.
+        """
+        backend = self._require_backend()
+        texts = list(texts)
+        ids: list[list[int]] = [[] for _ in texts]
+        for batch in piece_batches(texts, self.max_piece_chars, self.max_batch_chars):
+            encodings = backend.encode_batch([piece.text for piece in batch], add_special_tokens=False)
+            for piece, encoding in zip(batch, encodings, strict=True):
+                ids[piece.index].extend(encoding.ids)
+        return ids
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of ``ids`` (a list, array or tensor of ints), with special tokens dropped."""
@@ -184,6 +215,17 @@ class Tokenizer:
     def _special_id(self, token: str) -> int:
         self._require_backend()
         return self._special_ids[token]
+
+
+def check_vocab_size(plugin: str, vocab_size: int, minimum: int = 0, why: str = "") -> None:
+    """Refuse a ``vocab_size`` outside ``[minimum, MAX_VOCAB_SIZE]``; called in a plugin's constructor, so a
+    bad value fails before any data is read. ``why`` says what the minimum makes room for."""
+    if not minimum <= vocab_size <= MAX_VOCAB_SIZE:
+        reason = f" ({why})" if why else ""
+        raise ValueError(
+            f"tokenizer.vocab_size={vocab_size} is out of range for tokenizer '{plugin}': use at least "
+            f"{minimum}{reason} and at most {MAX_VOCAB_SIZE}"
+        )
 
 
 def read_tokenizer_file(path: Path) -> HFTokenizer:

@@ -4,24 +4,57 @@ The cache entry for a tokenizer lives at ``<cache_dir>/tokenizers/<key>/tokenize
 the plugin's ``spec()`` and the corpus fingerprint. Several processes (the ranks of one job, or jobs of a
 sweep) may miss the cache together: each trains, and the first to publish its file wins, so all of them end
 up with the same tokenizer and nobody ever reads a half-written file.
+
+A cache folder that cannot be written (read-only, full, or a file in the way) fails with one line naming
+``paths.cache_dir`` and the cause (``CacheWriteError``), before training where that can be known; the token
+cache (``lightning_llm.data.token_cache``) reports the same way.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lightning_llm.tokenizers.base import TOKENIZER_FILE, Tokenizer
 
-__all__ = ["cache_key", "fit_or_load"]
+__all__ = ["CacheWriteError", "cache_errors", "cache_key", "fit_or_load"]
 
 log = logging.getLogger("lightning_llm.tokenizers")
+
+# Errors a full disk gives: freeing space is then a remedy too.
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+class CacheWriteError(ValueError):
+    """The cache folder (``paths.cache_dir``) cannot be used: not writable, full, or a file in the way.
+
+    A ValueError, like every bad setting: ``paths.cache_dir`` is the setting to change, and the CLI reports
+    it as one ``error:`` line.
+    """
+
+
+@contextmanager
+def cache_errors(cache_dir: str | Path, doing: str) -> Iterator[None]:
+    """Turn an OSError raised while ``doing`` (e.g. "write the token cache") into a ``CacheWriteError``."""
+    try:
+        yield
+    except OSError as error:
+        raise CacheWriteError(_cache_message(cache_dir, doing, error)) from error
+
+
+def _cache_message(cache_dir: str | Path, doing: str, error: OSError) -> str:
+    cause = error.strerror or str(error) or type(error).__name__
+    remedy = "free some space, choose another" if error.errno in _FULL else "choose another"
+    remedy += " paths.cache_dir or set LIGHTNING_LLM_CACHE"
+    return f"paths.cache_dir={cache_dir}: cannot {doing} ({cause}); {remedy}"
 
 
 def fit_or_load(
@@ -44,14 +77,19 @@ def fit_or_load(
         / cache_key(tokenizer.spec(), corpus_fingerprint)
         / TOKENIZER_FILE
     )
-    if path.is_file():
+    with cache_errors(cache_dir, "read the tokenizer cache"):
+        cached = path.is_file()
+    if cached:
         tokenizer.load(path)
         log.info("loaded tokenizer %r from the cache: %s", tokenizer, path)
         return tokenizer
+    with cache_errors(cache_dir, "write the tokenizer cache"):
+        path.parent.mkdir(parents=True, exist_ok=True)  # an unusable folder fails now, not after training
     start = time.perf_counter()
     tokenizer.train(texts())
     seconds = time.perf_counter() - start
-    published = _publish(tokenizer, path)
+    with cache_errors(cache_dir, "write the tokenizer cache"):
+        published = _publish(tokenizer, path)
     log.info(
         "trained tokenizer %r in %.1f s; %s %s",
         tokenizer,

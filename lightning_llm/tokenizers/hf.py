@@ -16,7 +16,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.trainers import Trainer
 
 from lightning_llm.registry import register
-from lightning_llm.tokenizers.base import SPECIAL_TOKENS, Tokenizer
+from lightning_llm.tokenizers.base import SPECIAL_TOKENS, Tokenizer, check_vocab_size
 
 __all__ = ["BPETokenizer", "ByteBPETokenizer", "UnigramTokenizer", "WordPieceTokenizer"]
 
@@ -57,7 +57,9 @@ class ByteBPETokenizer(HFTrainedTokenizer):
 
     def __init__(self, vocab_size: int = 4096, min_frequency: int = 2) -> None:
         base_size = len(SPECIAL_TOKENS) + len(pre_tokenizers.ByteLevel.alphabet())
-        _check_vocab_size(self.name, vocab_size, minimum=base_size, reason="special tokens plus 256 bytes")
+        check_vocab_size(
+            self.name, vocab_size, base_size, f"the {len(SPECIAL_TOKENS)} special tokens and 256 bytes"
+        )
         _check_min_frequency(self.name, min_frequency)
         super().__init__(vocab_size=vocab_size, min_frequency=min_frequency)
 
@@ -200,13 +202,9 @@ class UnigramTokenizer(HFTrainedTokenizer):
         return backend, trainer
 
 
-def _check_vocab_size(plugin: str, vocab_size: int, minimum: int | None = None, reason: str = "") -> None:
-    minimum = minimum or len(SPECIAL_TOKENS) + 1
-    if vocab_size < minimum:
-        why = reason or f"{len(SPECIAL_TOKENS)} special tokens plus at least one more"
-        raise ValueError(
-            f"tokenizer '{plugin}': vocab_size must be at least {minimum} ({why}), got {vocab_size}"
-        )
+def _check_vocab_size(plugin: str, vocab_size: int) -> None:
+    minimum = len(SPECIAL_TOKENS) + 1
+    check_vocab_size(plugin, vocab_size, minimum, f"the {len(SPECIAL_TOKENS)} special tokens and one more")
 
 
 def _check_min_frequency(plugin: str, min_frequency: int) -> None:

@@ -162,6 +162,7 @@ def test_fraction_zero_gives_an_empty_loader(tmp_path, tokenizer):
         tokenizer, [write_jsonl(tmp_path / "t.jsonl", toy_examples(30))], val_fraction=0, test_fraction=0
     )
     dm.setup("fit")
+    assert dm.has_split("train") and not dm.has_split("val") and not dm.has_split("test")
     assert dm.val_dataloader() == [] and dm.test_dataloader() == []
     assert len(dm.train_dataloader()) == 1  # 30 examples, batch 32, drop_last=False
 

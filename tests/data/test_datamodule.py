@@ -4,13 +4,14 @@ import logging
 import random
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from lightning_llm import registry
 from lightning_llm.data import DatasetTooSmallError, TextDataModule
 from lightning_llm.data.datamodule import jsonl_data, pydoc_data, text_data
-from lightning_llm.data.token_cache import token_cache_path
+from lightning_llm.data.token_cache import TokenCacheError, token_cache_path
 
 BLOCK, BATCH = 32, 4
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards"]
@@ -205,13 +206,17 @@ def test_shuffle_is_reproducible_and_seeded(tokenizer, pydoc_cache):
 def test_zero_fraction_turns_a_split_off(tokenizer, pydoc_cache):
     dm = pydoc_module(tokenizer, pydoc_cache, val_fraction=0.0)
     assert dm.texts("val") == [] and dm.val_dataloader() == []
+    assert not dm.has_split("val") and dm.has_split("train") and dm.has_split("test")
     cache = token_cache_path(pydoc_cache, "train", dm.fingerprint(), tokenizer.fingerprint()).parent
     assert sorted(p.name for p in cache.glob("*.bin")) == ["test.bin", "train.bin"]
     assert_causal_batch(next(iter(dm.train_dataloader())), tokenizer)
 
 
 def test_too_small_split_is_a_clear_error(tokenizer, pydoc_cache):
-    with pytest.raises(DatasetTooSmallError, match=r"the val split has \d+ tokens.*block_size \+ 1 = 100001"):
+    with pytest.raises(
+        DatasetTooSmallError,
+        match=r"the val split has \d+ tokens.*block_size \+ 1 = 100001.*data\.val_fraction=0",
+    ):
         pydoc_module(tokenizer, pydoc_cache, block_size=100_000, batch_size=1)
     with pytest.raises(DatasetTooSmallError, match=r"fewer than data\.batch_size=100000"):
         pydoc_module(tokenizer, pydoc_cache, batch_size=100_000)
@@ -229,3 +234,41 @@ def test_loaders_before_setup_explain(tokenizer, tmp_path):
     dm = pydoc_data(tokenizer=tokenizer, cache_dir=tmp_path)
     with pytest.raises(RuntimeError, match=r"the train split is not set up; call setup\(\) first"):
         dm.train_dataloader()
+
+
+@pytest.mark.parametrize("off", ["val", "test"])
+def test_a_split_turned_off_has_no_data_and_an_empty_loader_at_every_stage(tokenizer, pydoc_cache, off):
+    dm = pydoc_data(
+        tokenizer=tokenizer,
+        cache_dir=pydoc_cache,
+        block_size=BLOCK,
+        batch_size=BATCH,
+        **{f"{off}_fraction": 0},
+    )
+    assert not dm.has_split(off)
+    assert getattr(dm, f"{off}_dataloader")() == []  # before setup too: nothing to set up
+    dm.prepare_data()
+    for stage in ("fit", "validate", "test", None):
+        dm.setup(stage)
+    assert getattr(dm, f"{off}_dataloader")() == []
+    on = {"val": "test", "test": "val"}[off]
+    assert dm.has_split(on) and len(getattr(dm, f"{on}_dataloader")()) > 0
+
+
+def test_has_split_refuses_an_unknown_split(tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="unknown split 'validation'; valid splits: train, val, test"):
+        pydoc_data(tokenizer=tokenizer, cache_dir=tmp_path).has_split("validation")
+
+
+def test_a_damaged_token_cache_is_refused_when_set_up(tokenizer, tmp_path):
+    dm = pydoc_module(tokenizer, tmp_path)
+    path = token_cache_path(tmp_path, "train", dm.fingerprint(), tokenizer.fingerprint())
+    tokens = np.fromfile(path, dtype=np.uint16)
+    tokens[len(tokens) // 2] = tokenizer.vocab_size  # one id past the vocabulary
+    tokens.tofile(path)
+    fresh = pydoc_data(tokenizer=tokenizer, cache_dir=tmp_path, block_size=BLOCK, batch_size=BATCH)
+    fresh.prepare_data()  # the sidecar matches, so the cache counts as built
+    with pytest.raises(
+        TokenCacheError, match=f"token cache {path} holds id {tokenizer.vocab_size}.*delete it"
+    ):
+        fresh.setup("fit")

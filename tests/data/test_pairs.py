@@ -236,6 +236,7 @@ def test_explicit_split_files_replace_the_hash_split(tmp_path, tokenizer):
     assert dm.pairs("val") == PAIRS[:2]
     assert dm.pairs("test") == []
     dm.setup()
+    assert dm.has_split("val") and not dm.has_split("test")
     assert dm.test_dataloader() == []  # no test files: Lightning runs no test loop
     assert len(dm.val_dataloader()) == 1
 

@@ -32,8 +32,8 @@ class IndexData(SplitDataModule):
             "val": TensorDataset(torch.arange(6)),
         }
 
-    def split_is_empty(self, split: str) -> bool:
-        return split == "test"
+    def has_split(self, split: str) -> bool:
+        return split != "test"
 
 
 class Recorder(L.LightningModule):

@@ -1,5 +1,7 @@
+import errno
 import logging
 import multiprocessing
+import os
 import sys
 from pathlib import Path
 
@@ -7,7 +9,10 @@ import numpy as np
 import pytest
 
 from lightning_llm.data import token_cache
-from lightning_llm.data.token_cache import ensure_token_cache, open_tokens, token_dtype
+from lightning_llm.data.token_cache import TokenCacheError, ensure_token_cache, open_tokens, token_dtype
+from lightning_llm.tokenizers import CacheWriteError
+from lightning_llm.tokenizers.pieces import MAX_BATCH_CHARS, MAX_PIECE_CHARS
+from tests.data.conftest import ByteTokenizer
 
 TEXTS = ["Hello, world!", "Second text: naïve café ☕", "a\n\nb"]
 CORPUS = "corpus-fp"
@@ -139,3 +144,139 @@ def test_concurrent_builds_both_succeed_with_identical_bytes(make_tokenizer, tmp
     path = Path(paths.pop())
     assert path.read_bytes() == reference
     assert sorted(p.name for p in path.parent.iterdir()) == ["train.bin", "train.json"]  # no temp files left
+
+
+# --------------------------------------------------------------------------- long texts
+
+
+class SpyTokenizer(ByteTokenizer):
+    """Records the length of every text handed to ``encode_batch``, call by call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[int]] = []
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        self.batches.append([len(text) for text in texts])
+        return super().encode_batch(texts)
+
+
+def test_one_huge_line_is_encoded_in_bounded_pieces(tmp_path):
+    """A 3 MB line with no paragraph break: no input is over the piece size, no call over the batch size, so
+    the tokenizer's memory is bounded whatever the line's length; the tokens are those of the whole line."""
+    line = " ".join(f"word{i % 997}" for i in range(400_000))  # ~3.4 MB of text, no newline
+    assert len(line) > 3_000_000
+    spy = SpyTokenizer()
+    tokens = open_tokens(build(spy, tmp_path, texts=[line, "after"]))
+    sizes = [size for batch in spy.batches for size in batch]
+    assert max(sizes) <= MAX_PIECE_CHARS
+    assert all(sum(batch) <= MAX_BATCH_CHARS for batch in spy.batches)
+    assert len(spy.batches) > 1 and sum(sizes) == len(line) + len("after")
+    assert decode_texts(tokens, spy) == [line, "after"]  # pieces joined, one eos per text
+
+
+def test_pieces_of_many_texts_keep_one_eos_per_text(make_tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setattr(token_cache, "_PIECE_CHARS", 16)
+    monkeypatch.setattr(token_cache, "_CHUNK_CHARS", 40)
+    texts = ["short", "", "a much longer text that spans several pieces and batches", "x" * 50, "end"]
+    tok = make_tokenizer()
+    tokens = open_tokens(build(tok, tmp_path, texts))
+    assert decode_texts(tokens, tok) == texts
+    assert int((np.asarray(tokens) == tok.eos_id).sum()) == len(texts)
+
+
+# --------------------------------------------------------------------------- an unusable cache folder
+
+
+def read_only_folder(path: Path) -> Path:
+    """A folder this process cannot write into; skips the test for a user who ignores permissions (root)."""
+    path.mkdir(mode=0o555)
+    probe = path / "probe"
+    try:
+        probe.touch()
+    except PermissionError:
+        return path
+    probe.unlink()
+    path.chmod(0o755)
+    pytest.skip("this user writes into read-only folders (root)")
+
+
+def test_a_cache_dir_under_a_file_is_one_clear_error(tokenizer, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    cache_dir = tmp_path / "file" / "cache"
+    with pytest.raises(CacheWriteError) as error:
+        build(tokenizer, cache_dir)
+    message = str(error.value)
+    assert message.startswith(f"paths.cache_dir={cache_dir}: cannot write the token cache (Not a directory)")
+    assert "LIGHTNING_LLM_CACHE" in message and "\n" not in message
+
+
+def test_a_read_only_cache_dir_is_one_clear_error(tokenizer, tmp_path):
+    cache_dir = read_only_folder(tmp_path / "cache")
+    try:
+        with pytest.raises(CacheWriteError, match=r"cannot write the token cache \(Permission denied\)"):
+            build(tokenizer, cache_dir)
+    finally:
+        cache_dir.chmod(0o755)
+
+
+def fail_nth_fsync(monkeypatch, n: int) -> None:
+    """Make the n-th fsync (1: the .bin, 2: the sidecar) fail as on a full disk."""
+    calls = iter(range(1, 100))
+
+    def fsync(fd: int) -> None:
+        if next(calls) == n:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(token_cache.os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("failing", [1, 2], ids=["bin", "sidecar"])
+def test_a_full_disk_leaves_nothing_a_later_run_trusts(make_tokenizer, tmp_path, monkeypatch, failing):
+    reference = build(make_tokenizer(), tmp_path / "reference").read_bytes()
+    fail_nth_fsync(monkeypatch, failing)
+    with pytest.raises(CacheWriteError, match=r"No space left on device\); free some space"):
+        build(make_tokenizer(), tmp_path)
+    folder = next((tmp_path / "tokens").iterdir())
+    assert not list(folder.glob("*.tmp-*"))  # no temporary left behind
+    assert not (folder / "train.json").exists()  # nothing marks the cache complete
+    monkeypatch.undo()
+    tok = make_tokenizer()
+    path = build(tok, tmp_path)
+    assert tok.calls == 1  # rebuilt, not trusted
+    assert path.read_bytes() == reference
+
+
+# --------------------------------------------------------------------------- a damaged cache
+
+
+def damage(path: Path, value: int) -> None:
+    tokens = np.fromfile(path, dtype=np.uint16)
+    tokens[-2] = value
+    tokens.tofile(path)
+
+
+def test_ids_beyond_the_vocabulary_are_refused_when_opened(tokenizer, tmp_path):
+    path = build(tokenizer, tmp_path)
+    damage(path, tokenizer.vocab_size)
+    with pytest.raises(TokenCacheError) as error:
+        open_tokens(path)  # against the vocabulary the sidecar records
+    message = str(error.value)
+    assert message.startswith(f"token cache {path} holds id {tokenizer.vocab_size}, outside")
+    assert "delete it" in message and "\n" not in message
+    with pytest.raises(TokenCacheError, match="outside this tokenizer's vocab_size=100"):
+        open_tokens(build(tokenizer, tmp_path / "other"), vocab_size=100)  # another tokenizer's cache
+
+
+def test_the_largest_id_in_the_vocabulary_is_accepted(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setattr(token_cache, "_SCAN_TOKENS", 4)  # the check steps through the file
+    path = build(tokenizer, tmp_path)
+    damage(path, tokenizer.vocab_size - 1)
+    assert int(open_tokens(path, tokenizer.vocab_size).max()) == tokenizer.vocab_size - 1
+
+
+def test_a_file_of_the_wrong_size_is_refused_when_opened(tokenizer, tmp_path):
+    path = build(tokenizer, tmp_path)
+    path.write_bytes(path.read_bytes()[:-2])
+    with pytest.raises(TokenCacheError, match=f"token cache {path} is damaged.*delete it"):
+        open_tokens(path)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
+import os
 from pathlib import Path
 from pydoc_data.topics import topics
 from typing import Any
@@ -11,7 +13,8 @@ from typing import Any
 import pytest
 
 from lightning_llm.registry import build
-from lightning_llm.tokenizers import Tokenizer, cache_key, fit_or_load
+from lightning_llm.tokenizers import CacheWriteError, Tokenizer, cache_key, fit_or_load
+from lightning_llm.tokenizers import base as tokenizer_base
 
 CORPUS = [topics[name] for name in sorted(topics)[:8]]
 CORPUS_FINGERPRINT = "pydoc-topics-first-8"
@@ -86,3 +89,56 @@ def test_concurrent_processes_both_succeed_with_the_same_tokenizer(tmp_path: Pat
     assert len(cache_entries(tmp_path)) == 1
     cached = Tokenizer.from_file(next((tmp_path / "tokenizers").glob("*/tokenizer.json")))
     assert cached.fingerprint() == results[0][0]
+
+
+# --------------------------------------------------------------------------- an unusable cache folder
+
+
+def read_only_folder(path: Path) -> Path:
+    """A folder this process cannot write into; skips the test for a user who ignores permissions (root)."""
+    path.mkdir(mode=0o555)
+    probe = path / "probe"
+    try:
+        probe.touch()
+    except PermissionError:
+        return path
+    probe.unlink()
+    path.chmod(0o755)
+    pytest.skip("this user writes into read-only folders (root)")
+
+
+def test_a_cache_dir_under_a_file_fails_before_training(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    cache_dir = tmp_path / "file" / "cache"
+    with pytest.raises(CacheWriteError) as error:
+        fit_or_load(byte_bpe(), lambda: pytest.fail("read the corpus"), CORPUS_FINGERPRINT, cache_dir)
+    message = str(error.value)
+    assert message.startswith(
+        f"paths.cache_dir={cache_dir}: cannot write the tokenizer cache (Not a directory)"
+    )
+    assert "choose another paths.cache_dir or set LIGHTNING_LLM_CACHE" in message and "\n" not in message
+
+
+def test_a_read_only_cache_dir_fails_before_training(tmp_path: Path) -> None:
+    cache_dir = read_only_folder(tmp_path / "cache")
+    try:
+        with pytest.raises(CacheWriteError, match=r"cannot write the tokenizer cache \(Permission denied\)"):
+            fit_or_load(byte_bpe(), lambda: pytest.fail("read the corpus"), CORPUS_FINGERPRINT, cache_dir)
+    finally:
+        cache_dir.chmod(0o755)
+
+
+def test_a_full_disk_leaves_no_entry_and_a_later_run_trains_again(tmp_path: Path, monkeypatch) -> None:
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tokenizer_base.os, "fsync", no_space)
+    with pytest.raises(
+        CacheWriteError, match=r"\(No space left on device\); free some space, choose another"
+    ):
+        fit_or_load(byte_bpe(), corpus, CORPUS_FINGERPRINT, tmp_path)
+    (entry,) = (tmp_path / "tokenizers").iterdir()
+    assert list(entry.iterdir()) == []  # neither an entry nor a temporary
+    monkeypatch.undo()
+    fit_or_load(byte_bpe(), corpus, CORPUS_FINGERPRINT, tmp_path)
+    assert [path.name for path in entry.iterdir()] == ["tokenizer.json"]
