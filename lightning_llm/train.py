@@ -11,6 +11,7 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,8 @@ def train(
     preemption = Preemption(run_dir / "checkpoints" / "last.ckpt")
     nan_guard = NanGuard(**cfg.callbacks.nan_guard, checkpoint_dir=run_dir / "checkpoints")
     extra = [summary_callback, throughput, preemption, nan_guard, *(callbacks or [])]
-    trainer = _trainer(cfg, trainer_args, run_dir, tokenizer, objective, extra)
+    has_split = getattr(datamodule, "has_split", lambda split: True)  # a plugin's own data may lack it
+    trainer = _trainer(cfg, trainer_args, run_dir, tokenizer, objective, extra, validates=has_split("val"))
     if trainer.is_global_zero:
         run_folder.remove_unfinished_checkpoints(run_dir)
     sharded = isinstance(trainer.strategy, ShardedStrategy)
@@ -135,7 +137,7 @@ def train(
         # Counted after training, while FSDP holds its parameters sharded (a forward-only pass leaves the
         # root's gathered until the next backward).
         params_per_process = sum(local_part(p).numel() for p in module.model.parameters())
-        results = _evaluate(trainer, module, datamodule)
+        results = _evaluate(trainer, module, datamodule, has_split)
         summary = summary_callback.summary(
             trainer,
             module,
@@ -223,8 +225,13 @@ def _trainer(
     tokenizer: Any,
     objective: Any,
     extra_callbacks: list[L.Callback],
+    validates: bool = True,
 ) -> L.Trainer:
     callbacks_cfg = cfg.callbacks
+    every_n_train_steps = callbacks_cfg.checkpoint.every_n_train_steps
+    if every_n_train_steps is None and not validates:  # checkpoints follow validation: keep its rhythm
+        interval = cfg.trainer.get("val_check_interval")
+        every_n_train_steps = interval if isinstance(interval, int) else None
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best-step{step:06d}",
@@ -233,7 +240,7 @@ def _trainer(
         mode="min",
         save_top_k=callbacks_cfg.checkpoint.save_top_k,
         save_last=callbacks_cfg.checkpoint.save_last,
-        every_n_train_steps=callbacks_cfg.checkpoint.every_n_train_steps,
+        every_n_train_steps=every_n_train_steps,
     )
     callbacks = [checkpoint, LearningRateMonitor(logging_interval="step"), *extra_callbacks]
     # Samples need text out of the model: a language model continues a prompt, a seq2seq model decodes inputs.
@@ -276,25 +283,34 @@ def _plugins(trainer_args: dict[str, Any], requeue_signal: str) -> list[Any]:
 
 
 def _evaluate(
-    trainer: L.Trainer, module: LanguageModule, datamodule: L.LightningDataModule
-) -> dict[str, float]:
-    """Loss on the whole val and test splits with the final weights, so equal runs compare equal; a split
-    turned off (``trainer.limit_val_batches=0``, ``limit_test_batches=0``) is skipped."""
-    results: dict[str, float] = {}
-    limit = trainer.limit_val_batches
-    if limit != 0:
-        trainer.limit_val_batches = 1.0
-        try:
-            (val,) = trainer.validate(module, datamodule=datamodule, verbose=False)
-        finally:
-            trainer.limit_val_batches = limit
-        results.update({k.replace("/", "_"): float(v) for k, v in val.items()})
-    if trainer.limit_test_batches != 0:
-        (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
-        results.update({k.replace("/", "_"): float(v) for k, v in test.items()})
-        results["test_perplexity"] = (
-            math.exp(results["test_loss"]) if results.get("test_loss", 99) < 50 else math.inf
-        )
+    trainer: L.Trainer,
+    module: LanguageModule,
+    datamodule: L.LightningDataModule,
+    has_split: Callable[[str], bool],
+) -> dict[str, Any]:
+    """Loss on the whole val and test splits with the final weights, so equal runs compare equal. A split
+    turned off (``trainer.limit_val_batches=0``, ``limit_test_batches=0``) or without data
+    (``data.val_fraction=0``) is skipped, and ``not_evaluated`` in the summary says which and why."""
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for split, limit_key in (("val", "limit_val_batches"), ("test", "limit_test_batches")):
+        limit = getattr(trainer, limit_key)
+        if limit == 0 or not has_split(split):
+            skipped[split] = f"trainer.{limit_key}=0" if limit == 0 else f"the data has no {split} split"
+            continue
+        if split == "val":
+            trainer.limit_val_batches = 1.0
+            try:
+                (scores,) = trainer.validate(module, datamodule=datamodule, verbose=False)
+            finally:
+                trainer.limit_val_batches = limit
+        else:
+            (scores,) = trainer.test(module, datamodule=datamodule, verbose=False)
+        results.update({k.replace("/", "_"): float(v) for k, v in scores.items()})
+    if "test_loss" in results:
+        results["test_perplexity"] = math.exp(results["test_loss"]) if results["test_loss"] < 50 else math.inf
+    if skipped:
+        results["not_evaluated"] = skipped
     return results
 
 

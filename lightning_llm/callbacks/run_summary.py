@@ -30,7 +30,7 @@ class RunSummary(L.Callback):
         loss = trainer.callback_metrics.get("train/loss")
         self.train_loss = float(loss) if loss is not None else float("nan")
 
-    def summary(self, trainer: L.Trainer, pl_module: L.LightningModule, **results: float) -> dict[str, Any]:
+    def summary(self, trainer: L.Trainer, pl_module: L.LightningModule, **results: Any) -> dict[str, Any]:
         val_loss = results.get("val_loss", float("nan"))
         return {
             "train_loss": self.train_loss,
