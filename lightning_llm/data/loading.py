@@ -6,6 +6,7 @@ listing plugins or composing a config does not load Lightning (about two seconds
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import lightning as L
@@ -153,6 +154,7 @@ class SplitDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=ignore_ctrl_c,
             # Each new iterator draws a seed for its workers; from its own generator, not the global RNG, so
             # a resumed run's dropout stream is not shifted by the loader it creates after restoring it.
             generator=torch.Generator().manual_seed(self.shuffle_seed),
@@ -175,3 +177,9 @@ class SplitDataModule(L.LightningDataModule):
                 "use_distributed_sampler=False"
             )
         return kwargs["num_replicas"], kwargs["rank"]
+
+
+def ignore_ctrl_c(worker_id: int) -> None:
+    """In a DataLoader worker: leave Ctrl-C to the training process. A terminal sends SIGINT to every process
+    of the run; a worker that died of it would crash the run instead of letting it stop with a checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
