@@ -90,6 +90,13 @@ def test_commands_refuse_a_crafted_sharded_checkpoint(crafted, argv) -> None:
     assert not marker.exists()
 
 
+def test_a_sharded_checkpoint_with_a_damaged_index_is_one_line(crafted) -> None:
+    ckpt, _ = crafted
+    (ckpt / DCP_METADATA).write_bytes(b"\x80\x04garbage")
+    line = error_line(command("lightning_llm.generate", str(ckpt), "--prompt", "The"))
+    assert f"{ckpt} is not a readable sharded checkpoint: its .metadata is damaged" in line, line
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
