@@ -39,3 +39,16 @@ def make_cfg(cache_dir: Path) -> Callable[..., DictConfig]:
             return compose("config", overrides=[*base, f"paths.cache_dir={cache_dir}", *overrides])
 
     return make
+
+
+def read_only_folder(path: Path) -> Path:
+    """A folder this process cannot write into; skips the test for a user who ignores permissions (root)."""
+    path.mkdir(mode=0o555)
+    probe = path / "probe"
+    try:
+        probe.touch()
+    except PermissionError:
+        return path
+    probe.unlink()
+    path.chmod(0o755)
+    pytest.skip("this user writes into read-only folders (root)")

@@ -12,6 +12,7 @@ from lightning_llm.data import token_cache
 from lightning_llm.data.token_cache import TokenCacheError, ensure_token_cache, open_tokens, token_dtype
 from lightning_llm.tokenizers import CacheWriteError
 from lightning_llm.tokenizers.pieces import MAX_BATCH_CHARS, MAX_PIECE_CHARS
+from tests.conftest import read_only_folder
 from tests.data.conftest import ByteTokenizer
 
 TEXTS = ["Hello, world!", "Second text: naïve café ☕", "a\n\nb"]
@@ -186,19 +187,6 @@ def test_pieces_of_many_texts_keep_one_eos_per_text(make_tokenizer, tmp_path, mo
 
 
 # --------------------------------------------------------------------------- an unusable cache folder
-
-
-def read_only_folder(path: Path) -> Path:
-    """A folder this process cannot write into; skips the test for a user who ignores permissions (root)."""
-    path.mkdir(mode=0o555)
-    probe = path / "probe"
-    try:
-        probe.touch()
-    except PermissionError:
-        return path
-    probe.unlink()
-    path.chmod(0o755)
-    pytest.skip("this user writes into read-only folders (root)")
 
 
 def test_a_cache_dir_under_a_file_is_one_clear_error(tokenizer, tmp_path):

@@ -16,6 +16,7 @@ import pytest
 
 from lightning_llm.data.corpus import assign_split
 from lightning_llm.testing import TINY, cli_command, cli_env
+from tests.conftest import read_only_folder
 
 TIMEOUT = 120
 # TINY without its tokenizer, for rows that choose their own.
@@ -42,19 +43,6 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     line = last_line(result, 2)
     assert line.startswith("error: ") and len(line) <= 300, line
     return line
-
-
-def read_only_folder(path: Path) -> Path:
-    """A folder this process cannot write into; skips the test for a user who ignores permissions (root)."""
-    path.mkdir(mode=0o555)
-    probe = path / "probe"
-    try:
-        probe.touch()
-    except PermissionError:
-        return path
-    probe.unlink()
-    path.chmod(0o755)
-    pytest.skip("this user writes into read-only folders (root)")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pytest
 from lightning_llm.registry import build
 from lightning_llm.tokenizers import CacheWriteError, Tokenizer, cache_key, fit_or_load
 from lightning_llm.tokenizers import base as tokenizer_base
+from tests.conftest import read_only_folder
 
 CORPUS = [topics[name] for name in sorted(topics)[:8]]
 CORPUS_FINGERPRINT = "pydoc-topics-first-8"
@@ -92,19 +93,6 @@ def test_concurrent_processes_both_succeed_with_the_same_tokenizer(tmp_path: Pat
 
 
 # --------------------------------------------------------------------------- an unusable cache folder
-
-
-def read_only_folder(path: Path) -> Path:
-    """A folder this process cannot write into; skips the test for a user who ignores permissions (root)."""
-    path.mkdir(mode=0o555)
-    probe = path / "probe"
-    try:
-        probe.touch()
-    except PermissionError:
-        return path
-    probe.unlink()
-    path.chmod(0o755)
-    pytest.skip("this user writes into read-only folders (root)")
 
 
 def test_a_cache_dir_under_a_file_fails_before_training(tmp_path: Path) -> None:
