@@ -153,7 +153,7 @@ def _launched_externally() -> bool:
 def _ddp() -> Any:
     from lightning.pytorch.strategies import DDPStrategy
 
-    # Parameters never unused in a Transformer; static graph lets DDP skip the per-step search for them.
+    # Every parameter of a Transformer gets a gradient each step: no per-step search for unused ones.
     return DDPStrategy(find_unused_parameters=False, gradient_as_bucket_view=True)
 
 
