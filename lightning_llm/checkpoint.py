@@ -68,12 +68,11 @@ META_FILE = "meta.pt"  # Lightning's non-tensor state in a sharded checkpoint, w
 DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index, written last by the coordinator rank
 PARTIAL_SUFFIX = ".partial"  # a sharded checkpoint being written
 OLD_SUFFIX = ".old"  # the previous sharded checkpoint while the new one is swapped in (still complete)
-TEMP_MARKER = ".tmp-"  # a single-file checkpoint being written: <name>.tmp-<pid>
 DELETING_MARKER = ".deleting-"  # a checkpoint being removed: <name>.deleting-<pid>
 # Exactly the names the writers give unfinished work: a checkpoint name (.ckpt, or .pt for meta.pt and
 # consolidated exports) plus one marker. Cleanup deletes only such names, so a user's `notes.partial/` or
 # `draft.tmp-1` is never touched.
-_UNFINISHED_NAME = re.compile(r".+\.(ckpt|pt)(\.ckpt)?(\.partial|\.tmp-\d+|\.deleting-\d+)")
+_UNFINISHED_NAME = re.compile(r".+\.(ckpt|pt)(\.partial|\.tmp-\d+(-[0-9a-f]+)?|\.deleting-\d+)")
 
 
 class CheckpointError(ValueError):

@@ -13,6 +13,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from lightning_llm.atomic import write_text
 from lightning_llm.config import ConfigError
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
@@ -95,9 +96,7 @@ def wandb_run_id(run_dir: Path) -> str:
         return path.read_text().strip()
     run_id = secrets.token_hex(4)  # 8 characters of [0-9a-f], like W&B's own ids
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(run_id + "\n")
-    os.replace(temporary, path)  # atomic: processes of one run never see half an id
+    write_text(path, run_id + "\n")  # atomic: processes of one run never see half an id
     return path.read_text().strip()
 
 

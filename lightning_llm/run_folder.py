@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from lightning_llm.atomic import TEMP_MARKER
 from lightning_llm.checkpoint import (
     CHECKPOINT_DIR,
     inspect_checkpoint,
@@ -67,6 +68,7 @@ class RunFolderError(ConfigError):
 
 
 def is_run_entry(name: str) -> bool:
+    name = name.split(TEMP_MARKER)[0]  # what a killed atomic write of a run's file left
     return name in RUN_ENTRIES or name.endswith(".log") or (name.startswith("hpc_ckpt_") and ".ckpt" in name)
 
 

@@ -46,6 +46,7 @@ except ModuleNotFoundError as error:
     raise ModuleNotFoundError(f"{error}: the search needs it: pip install 'lightning-llm[search]'") from error
 
 from lightning_llm import cli, config, plugins, registry
+from lightning_llm.atomic import write_text
 from lightning_llm.config import ConfigError
 
 log = logging.getLogger("lightning_llm.search")
@@ -544,10 +545,7 @@ def write_best(study: optuna.Study, settings: Settings, overrides: list[str]) ->
         # python -m lightning_llm <these> trains the best configuration again
         "overrides": [*kept, *params_overrides],
     }
-    path = settings.dir / "best.yaml"
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    OmegaConf.save(OmegaConf.create(best_info), tmp)
-    os.replace(tmp, path)
+    write_text(settings.dir / "best.yaml", OmegaConf.to_yaml(OmegaConf.create(best_info)))
     return best_info
 
 

@@ -154,7 +154,7 @@ def test_find_checkpoint_takes_the_most_steps_and_last_on_a_tie(tmp_path):
 def test_find_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such run folder or checkpoint file"):
         find_checkpoint(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="holds no checkpoint that is complete"):
+    with pytest.raises(FileNotFoundError, match="holds no usable checkpoint"):
         find_checkpoint(tmp_path)
 
 
@@ -298,7 +298,8 @@ def test_a_save_that_dies_mid_write_leaves_the_previous_checkpoint_intact(run, m
     with pytest.raises(OSError, match="No space left"):
         AtomicCheckpointIO().save_checkpoint(new, last)
     monkeypatch.undo()
-    assert written_to == [last.with_name(f"last.ckpt.tmp-{os.getpid()}")]  # it wrote beside, not in place
+    (temporary,) = written_to  # it wrote beside, not in place
+    assert temporary.parent == last.parent and temporary.name.startswith(f"last.ckpt.tmp-{os.getpid()}-")
     assert last.read_bytes() == before
     assert sorted(path.name for path in last.parent.iterdir()) == ["last.ckpt"]  # the temp file is gone
     assert find_checkpoint(run_dir) == last and load_checkpoint(last)["global_step"] == 1
@@ -426,7 +427,7 @@ def test_an_incomplete_sharded_checkpoint_is_refused(sharded_run):
         find_checkpoint(last)
     with pytest.raises(CheckpointError, match=r"last\.ckpt is not a complete sharded checkpoint"):
         load_checkpoint(last)
-    with pytest.raises(FileNotFoundError, match="holds no checkpoint that is complete"):
+    with pytest.raises(FileNotFoundError, match="holds no usable checkpoint"):
         load_run(run_dir)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 import time
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any
 
 import lightning as L
 import torch
+
+from lightning_llm.atomic import write_text
 
 
 class RunSummary(L.Callback):
@@ -55,9 +56,7 @@ def peak_memory_mb() -> float:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write strict JSON (a NaN or infinite value as null: strict readers reject ``NaN``), atomically, so a
     reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(finite_or_null(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(finite_or_null(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def finite_or_null(value: Any) -> Any:

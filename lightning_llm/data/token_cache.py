@@ -23,16 +23,13 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from lightning_llm.atomic import atomic_write
 from lightning_llm.tokenizers.cache import cache_errors
 from lightning_llm.tokenizers.pieces import MAX_BATCH_CHARS, MAX_PIECE_CHARS, Piece, piece_batches
 
@@ -100,7 +97,7 @@ def ensure_token_cache(
     start = time.perf_counter()
     with cache_errors(cache_dir, "write the token cache"):
         n_tokens = _write_tokens(texts, tokenizer, path, np.dtype(meta["dtype"]))
-        with _atomic_write(_sidecar(path)) as f:  # last: only now does the cache count as complete
+        with atomic_write(_sidecar(path)) as f:  # last: only now does the cache count as complete
             f.write(json.dumps({**meta, "n_tokens": n_tokens}, indent=2).encode())
     seconds = time.perf_counter() - start
     log.info(
@@ -183,7 +180,7 @@ def _write_tokens(texts: list[str], tokenizer: TokenizerLike, path: Path, dtype:
     """Encode ``texts`` batch by batch straight into ``path``; returns the number of tokens written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     n_tokens = 0
-    with _atomic_write(path) as f:
+    with atomic_write(path) as f:
         for batch in piece_batches(texts, _PIECE_CHARS, _CHUNK_CHARS):
             ids = _encode(batch, tokenizer).astype(dtype)
             f.write(ids.tobytes())
@@ -212,17 +209,3 @@ def _encode(pieces: list[Piece], tokenizer: TokenizerLike) -> np.ndarray:
         bad = low if low < 0 else high
         raise ValueError(f"tokenizer produced id {bad}, outside [0, vocab_size={tokenizer.vocab_size})")
     return flat
-
-
-@contextmanager
-def _atomic_write(path: Path) -> Iterator[BinaryIO]:
-    """Write to a private temporary file, then rename it onto ``path`` in one atomic step."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the name says it is complete
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

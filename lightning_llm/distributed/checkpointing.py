@@ -4,8 +4,8 @@ A process can die at any instant (kill -9, OOM, preemption); the checkpoint it w
 what the next run resumes from, and the previous one must survive. So a checkpoint appears under its final
 name only once it is whole:
 
-- one file (single device, DDP): ``AtomicCheckpointIO`` writes ``<name>.tmp-<pid>``, fsyncs it and renames
-  it onto ``<name>``; a POSIX rename is atomic, so ``<name>`` is always the old or the new checkpoint.
+- one file (single device, DDP): ``AtomicCheckpointIO`` writes ``<name>.tmp-<pid>-<random>``, fsyncs it and
+  renames it onto ``<name>``; a POSIX rename is atomic, so ``<name>`` is always the old or the new checkpoint.
 - a sharded directory (FSDP2): ``ShardedStrategy`` has every rank write into ``<name>.partial/``, then rank 0
   moves the previous ``<name>`` aside to ``<name>.old``, renames ``.partial`` to ``<name>`` and deletes
   ``.old``. Two renames of a directory cannot be one atomic step, so a crash between them leaves only
@@ -31,13 +31,13 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.strategies import ModelParallelStrategy
 from typing_extensions import override
 
+from lightning_llm.atomic import atomic_write, fsync_dir
 from lightning_llm.checkpoint import (
     DCP_METADATA,
     DELETING_MARKER,
     META_FILE,
     OLD_SUFFIX,
     PARTIAL_SUFFIX,
-    TEMP_MARKER,
     CheckpointError,
     is_complete,
     latest_checkpoint,
@@ -89,36 +89,12 @@ class CheckpointWriteError(OSError):
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save(obj, path)`` such that ``path`` is either untouched or the whole new file, also across a
-    crash: write ``<path>.tmp-<pid>``, fsync, rename onto ``path``, fsync the folder (which makes the rename
-    itself durable). On any error the temp file is removed and the error re-raised."""
+    crash (``lightning_llm.atomic``). On any error the temp file is removed and the error re-raised."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f"{path.name}{TEMP_MARKER}{os.getpid()}")
-    try:
-        with open(temp, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:  # KeyboardInterrupt too: never leave the temp file behind
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_write(path) as file:
+        torch.save(obj, file)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make renames and new entries in ``folder`` durable (a no-op where directories cannot be opened)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass  # some filesystems refuse fsync on a directory; the rename is still atomic there
-    finally:
-        os.close(descriptor)
 
 
 def _remove(path: Path) -> None:
@@ -225,7 +201,7 @@ class ShardedStrategy(ModelParallelStrategy):
         _distributed_checkpoint_save(state, folder)  # returns once DCP's .metadata is written (collective)
         if self.is_global_zero:
             atomic_save(checkpoint, folder / META_FILE)
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
     @override
     def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> dict[str, Any]:
@@ -254,7 +230,7 @@ def _swap_in(partial: Path, path: Path) -> None:
         _remove(old)
         os.replace(path, old)
     os.replace(partial, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     _remove(old)
 
 

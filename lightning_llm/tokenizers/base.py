@@ -18,8 +18,6 @@ Subclasses supply the training recipe by implementing ``_fit(texts) -> tokenizer
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any, ClassVar
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from lightning_llm.atomic import write_text
 from lightning_llm.tokenizers.pieces import MAX_BATCH_CHARS, MAX_PIECE_CHARS, piece_batches, pieces_of
 
 __all__ = [
@@ -109,7 +108,7 @@ class Tokenizer:
                 f"{path} is a directory; save() takes the file to write, e.g. {path / TOKENIZER_FILE}"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, backend.to_str(pretty=True))
+        write_text(path, backend.to_str(pretty=True))
         return path
 
     # -------------------------------------------------------------------------------------- inspection
@@ -242,21 +241,6 @@ def read_tokenizer_file(path: Path) -> HFTokenizer:
         return HFTokenizer.from_file(str(path))
     except Exception as error:  # the Rust parser raises a bare Exception for any malformed file
         raise TokenizerFileError(f"{path} is not a valid Hugging Face tokenizer.json: {error}") from None
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either the old file or the complete new one."""
-    # A unique sibling name: concurrent writers never share a temporary file, and os.replace is atomic
-    # only within one filesystem.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _register_special_tokens(backend: HFTokenizer, source: str) -> None:

@@ -18,11 +18,11 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lightning_llm.atomic import temporary_name
 from lightning_llm.tokenizers.base import TOKENIZER_FILE, Tokenizer
 
 __all__ = ["CacheWriteError", "cache_errors", "cache_key", "fit_or_load"]
@@ -113,7 +113,7 @@ def _publish(tokenizer: Tokenizer, path: Path) -> bool:
     so that every process sharing the cache uses the very same tokenizer.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = tokenizer.save(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"))
+    temporary = tokenizer.save(temporary_name(path))
     try:
         os.link(temporary, path)  # atomic, and fails if the entry exists: the first writer wins
         return True

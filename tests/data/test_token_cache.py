@@ -2,12 +2,14 @@ import errno
 import logging
 import multiprocessing
 import os
+import stat
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lightning_llm import atomic
 from lightning_llm.data import token_cache
 from lightning_llm.data.token_cache import TokenCacheError, ensure_token_cache, open_tokens, token_dtype
 from lightning_llm.tokenizers import CacheWriteError
@@ -209,14 +211,16 @@ def test_a_read_only_cache_dir_is_one_clear_error(tokenizer, tmp_path):
 
 
 def fail_nth_fsync(monkeypatch, n: int) -> None:
-    """Make the n-th fsync (1: the .bin, 2: the sidecar) fail as on a full disk."""
+    """Make the n-th fsync of a file (1: the .bin, 2: the sidecar) fail as on a full disk."""
     calls = iter(range(1, 100))
+    real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
-        if next(calls) == n:
+        if stat.S_ISREG(os.fstat(fd).st_mode) and next(calls) == n:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
 
-    monkeypatch.setattr(token_cache.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
 
 
 @pytest.mark.parametrize("failing", [1, 2], ids=["bin", "sidecar"])

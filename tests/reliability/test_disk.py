@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_llm.checkpoint import TEMP_MARKER, is_complete, latest_checkpoint, stored_step
+from lightning_llm.atomic import TEMP_MARKER
+from lightning_llm.checkpoint import is_complete, latest_checkpoint, stored_step
 from lightning_llm.testing import TINY, cli_command, cli_env
 from tests.reliability.test_bad_inputs import error_line
 
@@ -62,7 +63,7 @@ class _FullDisk:
 
 def open(file, mode="r", *args, **kwargs):
     handle = _open(file, mode, *args, **kwargs)
-    if ".ckpt.tmp-" in str(file) and "w" in mode:
+    if ".ckpt.tmp-" in str(file) and ("w" in mode or "x" in mode):
         _opened[0] += 1
         if _opened[0] > int(os.environ["FULL_DISK_AFTER_FILES"]):
             return _FullDisk(handle)

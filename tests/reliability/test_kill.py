@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_llm.checkpoint import TEMP_MARKER, is_complete, latest_checkpoint, stored_step
+from lightning_llm.atomic import TEMP_MARKER
+from lightning_llm.checkpoint import is_complete, latest_checkpoint, stored_step
 from lightning_llm.testing import cli_command, cli_env
 from tests.conftest import TINY
 from tests.distributed.test_equivalence import train_losses

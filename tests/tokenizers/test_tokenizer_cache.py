@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from lightning_llm import atomic
 from lightning_llm.registry import build
 from lightning_llm.tokenizers import CacheWriteError, Tokenizer, cache_key, fit_or_load
-from lightning_llm.tokenizers import base as tokenizer_base
 from tests.conftest import read_only_folder
 
 CORPUS = [topics[name] for name in sorted(topics)[:8]]
@@ -120,7 +120,7 @@ def test_a_full_disk_leaves_no_entry_and_a_later_run_trains_again(tmp_path: Path
     def no_space(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(tokenizer_base.os, "fsync", no_space)
+    monkeypatch.setattr(atomic.os, "fsync", no_space)
     with pytest.raises(
         CacheWriteError, match=r"\(No space left on device\); free some space, choose another"
     ):
