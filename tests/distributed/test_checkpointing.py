@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_llm import atomic
 from lightning_llm.checkpoint import find_checkpoint, is_complete, latest_checkpoint, load_checkpoint
 from lightning_llm.distributed import checkpointing
 from lightning_llm.distributed.checkpointing import (
@@ -146,7 +147,7 @@ def test_a_full_disk_raises_checkpoint_write_error_and_keeps_the_previous_file(t
     last = tmp_path / "checkpoints" / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint(checkpoint_at(1), last)
     full_disk = lambda *args, **kwargs: _FullDisk(open(*args, **kwargs))  # noqa: E731, SIM115
-    monkeypatch.setattr(checkpointing, "open", full_disk, raising=False)
+    monkeypatch.setattr(atomic, "open", full_disk, raising=False)
     with pytest.raises(CheckpointWriteError) as failed:
         AtomicCheckpointIO().save_checkpoint(checkpoint_at(2), last)
     assert isinstance(failed.value, OSError) and failed.value.errno == errno.ENOSPC
