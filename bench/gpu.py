@@ -214,8 +214,8 @@ def build(
     bf16 = args.dtype == "bfloat16"
     plan = ParallelPlan(
         compile=args.compile,
-        param_dtype=torch.bfloat16 if mode == "fsdp" and bf16 else None,  # as strategy.resolve for bf16-mixed
-        reduce_dtype=torch.float32,
+        param_dtype="bfloat16" if mode == "fsdp" and bf16 else None,  # as strategy.resolve for bf16-mixed
+        reduce_dtype="float32",
     )
     model = parallelize(model, plan, mesh if mode == "fsdp" else None)
     optimizer = adamw(param_groups(model), lr=6e-4, fused=args.fused)  # built on the (sharded) parameters

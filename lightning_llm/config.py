@@ -26,6 +26,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lightning_llm import registry
+from lightning_llm.distributed.plan import ParallelPlan
 from lightning_llm.registry import Plugin
 
 # Kinds selected through a Hydra config group of the same name; metrics are a list under `metrics`.
@@ -72,32 +73,10 @@ def schema(plugin: Plugin) -> type:
     return dataclasses.make_dataclass(f"{plugin.kind}_{plugin.name}", fields)
 
 
-@dataclasses.dataclass
-class ParallelConfig:
-    """The ``parallel`` config node: how the model is scaled, whatever the strategy.
-
-    activation_checkpointing: recompute each block's activations in backward (less memory, ~30% more compute).
-    compile: ``torch.compile`` each block, and the objective's loss with the model call (the head fuses).
-    cpu_offload: FSDP keeps sharded parameters, gradients and optimizer state in CPU memory.
-    reshard_after_forward: FSDP frees gathered block parameters after forward (ZeRO-3); false keeps them
-        until backward (ZeRO-2: more memory, one all-gather less per block).
-    reduce_dtype: dtype FSDP reduces gradients in under mixed precision (float32 or bfloat16).
-    requeue_signal: on SLURM, the signal the job receives before its time limit (``#SBATCH --signal``);
-        the run then checkpoints and requeues itself into the same run folder.
-    """
-
-    activation_checkpointing: bool = False
-    compile: bool = False
-    cpu_offload: bool = False
-    reshard_after_forward: bool = True
-    reduce_dtype: str = "float32"
-    requeue_signal: str = "SIGUSR1"
-
-
 def store_schemas(store: ConfigStore | None = None) -> None:
     """Put every registered plugin's node (and the typed ``parallel`` node) into Hydra's ConfigStore."""
     store = store or ConfigStore.instance()
-    store.store(group="parallel", name="default", node=ParallelConfig)
+    store.store(group="parallel", name="default", node=ParallelPlan)
     conf = Path(config_dir())
     for plugin in registry.plugins():
         node = schema(plugin)

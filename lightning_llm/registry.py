@@ -1,16 +1,25 @@
 """The plugin registry: every swappable part of a run is a named plugin of one *kind*.
 
 A kind is also the Hydra config group that selects it (``optim=adamw`` picks the ``adamw`` plugin of kind
-``optim``). Built-ins register exactly as third-party packages do, with ``@register(kind, name)`` on a class
-or a factory function. The framework calls a plugin with the arguments it supplies
-(``CONTRACTS[kind].supplied``, passed by keyword) plus the plugin's own parameters from the config; those
-parameters are the plugin's signature, which ``lightning_llm.config`` turns into a typed Hydra node.
+``optim``). Built-ins register exactly as third-party packages do, with ``@register(kind, name)``. The
+framework calls a plugin with the arguments it supplies (``CONTRACTS[kind].supplied``, passed by keyword)
+plus the plugin's own parameters from the config, which ``lightning_llm.config`` turns into a typed Hydra
+node. A plugin's parameters are declared once, in one of three ways:
+
+- a function or class whose keyword parameters are the parameters (``def adamw(params, lr: float = 1e-3)``);
+- a class (or function) taking one dataclass, the way a model takes its config (``GPT(config: GPTConfig)``):
+  the dataclass's fields are the parameters, a supplied argument that is a field (``vocab_size``) goes into
+  the dataclass, the others are passed beside it;
+- a dataclass itself, with a ``build(**supplied)`` method that makes the product (the data plugins: the
+  dataclass of settings builds its ``LightningDataModule``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
+import typing
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -85,25 +94,59 @@ class Plugin:
     source: str  # the package that registered it ("lightning_llm" for built-ins)
 
     def parameters(self) -> list[inspect.Parameter]:
-        """The configurable parameters: the signature minus what the framework supplies."""
+        """The configurable parameters: the signature's (or the config dataclass's fields) minus what the
+        framework supplies."""
+        config = self.config_class()
+        if config is None:
+            return self._own_parameters()
+        supplied = CONTRACTS[self.kind].supplied
+        return [p for p in _field_parameters(config) if p.name not in supplied]
+
+    def config_class(self) -> type | None:
+        """The dataclass declaring this plugin's parameters: the target itself, or the one parameter of the
+        target besides what the framework supplies, when it is annotated with a dataclass; else None."""
+        if dataclasses.is_dataclass(self.target):
+            return self.target
+        own = self._own_parameters()
+        if (
+            len(own) == 1
+            and isinstance(own[0].annotation, type)
+            and dataclasses.is_dataclass(own[0].annotation)
+        ):
+            return own[0].annotation
+        return None
+
+    def product(self) -> type | None:
+        """The class this plugin builds (itself, or its factory's return annotation), so that class
+        attributes such as a model's ``default_objective`` can be read before anything is built; None when
+        the factory imports its class only when called (its annotation is then a string)."""
+        if dataclasses.is_dataclass(self.target):
+            returned = _signature(self.target.build).return_annotation
+        elif inspect.isclass(self.target):
+            return self.target
+        else:
+            returned = _signature(self.target).return_annotation
+        return returned if inspect.isclass(returned) else None
+
+    def __call__(self, **kwargs: Any) -> Any:
+        config = self.config_class()
+        if config is None:
+            return self.target(**kwargs)
+        fields = {field.name for field in dataclasses.fields(config) if field.init}
+        settings = config(**{key: value for key, value in kwargs.items() if key in fields})
+        others = {key: value for key, value in kwargs.items() if key not in fields}
+        if config is self.target:
+            return settings.build(**others)
+        return self.target(**{self._own_parameters()[0].name: settings}, **others)
+
+    def _own_parameters(self) -> list[inspect.Parameter]:
+        """The target's keyword parameters that the framework does not supply."""
         supplied = CONTRACTS[self.kind].supplied
         return [
             p
             for p in _signature(self.target).parameters.values()
             if p.name not in supplied and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         ]
-
-    def product(self) -> type | None:
-        """The class this plugin builds (itself, or its factory's return annotation), so that class
-        attributes such as a model's ``default_objective`` can be read before anything is built; None when
-        the factory imports its class only when called (its annotation is then a string)."""
-        if inspect.isclass(self.target):
-            return self.target
-        returned = _signature(self.target).return_annotation
-        return returned if inspect.isclass(returned) else None
-
-    def __call__(self, **kwargs: Any) -> Any:
-        return self.target(**kwargs)
 
 
 _PLUGINS: dict[str, dict[str, Plugin]] = {kind: {} for kind in KINDS}
@@ -218,3 +261,21 @@ def _signature(target: Callable) -> inspect.Signature:
 
     parameters = [p.replace(annotation=evaluate(p.annotation)) for p in signature.parameters.values()]
     return signature.replace(parameters=parameters, return_annotation=evaluate(signature.return_annotation))
+
+
+def _field_parameters(config: type) -> list[inspect.Parameter]:
+    """A dataclass's init fields as keyword parameters, with their evaluated types and defaults."""
+    hints = typing.get_type_hints(config)
+    parameters = []
+    for field in dataclasses.fields(config):
+        if not field.init:
+            continue
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = inspect.Parameter.empty
+        kind = inspect.Parameter.KEYWORD_ONLY
+        parameters.append(inspect.Parameter(field.name, kind, default=default, annotation=hints[field.name]))
+    return parameters

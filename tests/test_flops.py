@@ -15,7 +15,7 @@ from lightning_llm.flops import (
     meta_copy,
     precision_dtype,
 )
-from lightning_llm.models.gpt import gpt
+from lightning_llm.models.gpt import GPT, GPTConfig
 
 SHAPES = [
     {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64},
@@ -39,7 +39,7 @@ class Plugin(nn.Module):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_counter_agrees_with_the_gpt_formula(shape):
-    model = gpt(vocab_size=100, **shape)
+    model = GPT(GPTConfig(vocab_size=100, **shape))
     seq_len = shape["block_size"]
     counted = counted_flops_per_token(model, seq_len)
     assert counted == pytest.approx(model.flops_per_token(seq_len), rel=0.02)
@@ -53,25 +53,25 @@ def test_counter_agrees_with_the_gpt_formula(shape):
 def test_counter_counts_attention_matmuls(shape):
     """Per token, attention (scores and weighted sum, forward and backward) grows by 12 L C per extra
     position, exactly the formula's second term, causal masking's savings not subtracted in either."""
-    model, half = gpt(vocab_size=100, **shape), shape["block_size"] // 2
+    model, half = GPT(GPTConfig(vocab_size=100, **shape)), shape["block_size"] // 2
     growth = counted_flops_per_token(model, 2 * half) - counted_flops_per_token(model, half)
     assert growth == 12 * shape["n_layer"] * shape["n_embd"] * half
 
 
 def test_flops_per_token_asks_the_model_first_then_counts():
-    model = gpt(vocab_size=100, **SHAPES[0])
+    model = GPT(GPTConfig(vocab_size=100, **SHAPES[0]))
     assert flops_per_token(model, 64) == model.flops_per_token(64)
     assert flops_per_token(Plugin(model), 64) == counted_flops_per_token(model, 64)
 
 
 @pytest.mark.parametrize("output", ["tuple", "dict"])
 def test_counter_finds_the_logits_in_any_output(output):
-    model = gpt(vocab_size=100, **SHAPES[0])
+    model = GPT(GPTConfig(vocab_size=100, **SHAPES[0]))
     assert counted_flops_per_token(Plugin(model, output), 32) == counted_flops_per_token(model, 32)
 
 
 def test_counting_leaves_the_model_untouched():
-    model = gpt(vocab_size=100, **SHAPES[0])
+    model = GPT(GPTConfig(vocab_size=100, **SHAPES[0]))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     counted_flops_per_token(model, 64)
     assert all(p.device.type == "cpu" and p.grad is None for p in model.parameters())
@@ -79,7 +79,7 @@ def test_counting_leaves_the_model_untouched():
 
 
 def test_meta_copy_keeps_tied_weights_and_copies_no_data():
-    model = gpt(vocab_size=100, **SHAPES[0])
+    model = GPT(GPTConfig(vocab_size=100, **SHAPES[0]))
     copy = meta_copy(model)
     assert copy.lm_head.weight is copy.wte.weight  # tied stays tied: one head matmul, not two tables
     assert {t.device.type for t in [*copy.parameters(), *copy.buffers()]} == {"meta"}

@@ -59,8 +59,8 @@ def test_fsdp_preset_resolves_to_a_sharded_strategy_over_all_processes(make_cfg)
     assert args["strategy"]._data_parallel_size == 8  # devices x nodes: FSDP shards over all of them
     assert args["strategy"]._tensor_parallel_size == 1
     assert args["precision"] == "bf16-mixed"  # Lightning's plugin: autocast and fp32 optimizer state
-    assert plan.param_dtype == torch.bfloat16  # FSDP gathers parameters in bf16
-    assert plan.reduce_dtype == torch.float32  # and reduces gradients in fp32 (parallel.reduce_dtype)
+    assert plan.param_dtype == "bfloat16"  # FSDP gathers parameters in bf16
+    assert plan.reduce_dtype == "float32"  # and reduces gradients in fp32 (parallel.reduce_dtype)
     assert plan.reshard_after_forward and not plan.activation_checkpointing and not plan.compile
 
 
@@ -77,14 +77,14 @@ def test_parallel_options_reach_the_plan(make_cfg):
     _, plan = _resolve(cfg)
     assert plan.activation_checkpointing and plan.compile and plan.cpu_offload
     assert not plan.reshard_after_forward
-    assert plan.reduce_dtype == torch.bfloat16
+    assert plan.reduce_dtype == "bfloat16"
 
 
 def test_ddp_preset_resolves_to_lightnings_ddp(make_cfg):
     args, plan = _resolve(make_cfg("trainer=ddp", "trainer.devices=2", tiny=False))
     assert isinstance(args["strategy"], DDPStrategy)
     assert not isinstance(args["strategy"], ShardedStrategy)
-    assert plan.param_dtype == torch.bfloat16  # used only when a mesh is given, i.e. under FSDP
+    assert plan.param_dtype == "bfloat16"  # used only when a mesh is given, i.e. under FSDP
 
 
 def test_full_precision_keeps_parameters_as_stored(make_cfg):

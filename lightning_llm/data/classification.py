@@ -10,21 +10,20 @@ The class index of a label is its position in the sorted distinct labels of the 
 when every label is an integer, so labels 0..K-1 keep their values). Corpora for classification are small,
 so the examples stay in memory and nothing is cached on disk.
 
-The plugins here build a ``ClassificationDataModule`` (``lightning_llm.data.classification_module``), which
-they import when called: it needs Lightning, which listing the plugins or composing a config should not load.
+The ``pydoc_topics`` and ``classification`` data plugins (``lightning_llm.data.datamodule``) build a
+``ClassificationDataModule`` (``lightning_llm.data.classification_module``) from what is read here.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import io
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -37,11 +36,7 @@ from lightning_llm.data.corpus import (
     check_fraction,
     split_paragraphs,
 )
-from lightning_llm.data.sources import SourceError, as_paths, expand_paths, read_text_file
-from lightning_llm.registry import register
-
-if TYPE_CHECKING:
-    from lightning_llm.data.classification_module import ClassificationDataModule
+from lightning_llm.data.sources import SourceError, expand_paths, read_text_file
 
 __all__ = [
     "EncodedExamples",
@@ -295,114 +290,3 @@ class PadCollate:
         attention_mask = torch.arange(input_ids.size(1))[None, :] < lengths[:, None]  # (B, T)
         labels = torch.tensor([label for _, label in items], dtype=torch.int64)  # (B,)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-# --------------------------------------------------------------------------- the plugins
-
-
-@register("data", "pydoc_topics")
-def pydoc_topics_data(
-    tokenizer: ClassificationTokenizer,
-    cache_dir: str | Path,
-    num_topics: int = 8,
-    block_size: int = 128,
-    batch_size: int = 32,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    split_seed: int = 1234,
-    num_workers: int = 0,
-    shuffle_seed: int = 0,
-) -> ClassificationDataModule:
-    """Which pydoc topic a paragraph of Python's documentation comes from (no files needed).
-
-    The task: each paragraph of the ``num_topics`` pydoc topics with the most paragraphs (on Python 3.11,
-    for 8: compound, debugger, formatstrings, specialnames, string-methods, types, typesmapping, typesseq;
-    ~1,440 paragraphs of ~175 characters), labelled by its topic; paragraphs shared by two topics are left
-    out. Classes are imbalanced: the majority-class baseline (always "compound") scores about 25% accuracy
-    and a macro-F1 of about 0.05 with the default 8 topics. The exact texts follow the Python version.
-
-    Args:
-        num_topics: how many topics (classes) to keep, the largest first; past about 30 a small topic
-            may get no train paragraph, which is an error naming it.
-        block_size: longest sequence in tokens, <cls> included; longer paragraphs are cut.
-        batch_size: sequences per micro-batch on each device.
-        val_fraction: share of paragraphs held out for validation, in [0, 0.5); 0 turns validation off.
-        test_fraction: share of paragraphs held out for the final test, in [0, 0.5); 0 turns testing off.
-        split_seed: seed of the paragraph-to-split hash; change it for a different split.
-        num_workers: DataLoader worker processes (0 loads in the training process).
-        shuffle_seed: seed of the training-order shuffle.
-    """
-    from lightning_llm.data.classification_module import ClassificationDataModule
-
-    return ClassificationDataModule(
-        tokenizer,
-        functools.partial(pydoc_topic_examples, num_topics),
-        block_size=block_size,
-        batch_size=batch_size,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        split_seed=split_seed,
-        num_workers=num_workers,
-        shuffle_seed=shuffle_seed,
-    )
-
-
-@register("data", "classification")
-def classification_data(
-    tokenizer: ClassificationTokenizer,
-    cache_dir: str | Path,
-    paths: list[str],
-    text_field: str = "text",
-    label_field: str = "label",
-    val_paths: list[str] | None = None,
-    test_paths: list[str] | None = None,
-    block_size: int = 128,
-    batch_size: int = 32,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    split_seed: int = 1234,
-    num_workers: int = 0,
-    shuffle_seed: int = 0,
-) -> ClassificationDataModule:
-    """Labelled texts from .jsonl files (a text and a label field per line) or .tsv/.csv files (a header
-    naming the text and label columns; .tsv unquoted, .csv with double-quote quoting).
-
-    Args:
-        paths: training files or globs (``~`` expanded, relative to the current directory).
-        text_field: the field (JSON key or column) holding each example's text.
-        label_field: the field holding each example's label (a string, or an integer in JSON).
-        val_paths: validation files; when unset, val_fraction of the training examples are held out.
-        test_paths: test files; when unset, test_fraction of the training examples are held out.
-        block_size: longest sequence in tokens, <cls> included; longer texts are cut.
-        batch_size: sequences per micro-batch on each device.
-        val_fraction: share of training examples held out for validation when val_paths is unset, in
-            [0, 0.5); 0 turns validation off.
-        test_fraction: share held out for the final test when test_paths is unset, in [0, 0.5); 0 turns
-            testing off.
-        split_seed: seed of the example-to-split hash; change it for a different split.
-        num_workers: DataLoader worker processes (0 loads in the training process).
-        shuffle_seed: seed of the training-order shuffle.
-    """
-    for key, field in (("text_field", text_field), ("label_field", label_field)):
-        if not field:
-            raise ValueError(f"data.{key} must name the field that holds each example's {key[:-6]}")
-    read = functools.partial(read_examples, text_field=text_field, label_field=label_field)
-    optional = {
-        key: None if value is None else functools.partial(read, as_paths(key, value))
-        for key, value in (("val_paths", val_paths), ("test_paths", test_paths))
-    }
-    from lightning_llm.data.classification_module import ClassificationDataModule
-
-    return ClassificationDataModule(
-        tokenizer,
-        functools.partial(read, as_paths("paths", paths)),
-        optional["val_paths"],
-        optional["test_paths"],
-        block_size=block_size,
-        batch_size=batch_size,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        split_seed=split_seed,
-        num_workers=num_workers,
-        shuffle_seed=shuffle_seed,
-    )

@@ -13,16 +13,14 @@ token cache) -> DataLoaders of dynamically padded batches, each as the seq2seq c
 Target ids are truncated to ``block_size - 1`` so both decoder sequences fit in ``block_size``; the
 reference string stays whole, so a truncated target costs BLEU rather than hiding it.
 
-Two plugins build the module: ``pairs`` reads jsonl/tsv/csv files, and ``reverse_words`` (the embedded
-default) makes pairs from Python's bundled documentation, so a seq2seq run needs no downloads. Both build a
-``PairDataModule`` (``lightning_llm.data.pair_module``), which they import when called: it needs Lightning,
-which listing the plugins or composing a config should not load.
+Two plugins (``lightning_llm.data.datamodule``) read through here: ``pairs`` reads jsonl/tsv/csv files, and
+``reverse_words`` (the embedded default) makes pairs from Python's bundled documentation, so a seq2seq run
+needs no downloads. Both build a ``PairDataModule`` (``lightning_llm.data.pair_module``).
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import io
 import json
@@ -30,7 +28,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -43,11 +41,7 @@ from lightning_llm.data.corpus import (
     check_fraction,
     split_paragraphs,
 )
-from lightning_llm.data.sources import SourceError, as_paths, expand_paths, pydoc_topics, read_text_file
-from lightning_llm.registry import register
-
-if TYPE_CHECKING:
-    from lightning_llm.data.pair_module import PairDataModule
+from lightning_llm.data.sources import SourceError, expand_paths, pydoc_topics, read_text_file
 
 __all__ = [
     "IGNORE_INDEX",
@@ -55,9 +49,13 @@ __all__ = [
     "PairDataset",
     "PairTokenizer",
     "Seq2SeqCollator",
+    "check_reverse_words",
+    "file_splits",
+    "hashed_splits",
     "pairs_fingerprint",
     "read_pairs",
     "reverse_words",
+    "reverse_words_corpus",
     "reverse_words_pairs",
     "split_pairs",
 ]
@@ -206,7 +204,7 @@ def _check_split_sizes(splits: dict[str, list[Pair]], fractions: dict[str, float
             )
 
 
-def _file_splits(
+def file_splits(
     paths: list[str], val_paths: list[str] | None, test_paths: list[str] | None, fields: tuple[str, str]
 ) -> Callable[[], dict[str, list[Pair]]]:
     """A reader of splits given as files: train from ``paths``, the others from their own files (or none)."""
@@ -221,7 +219,7 @@ def _file_splits(
     return read
 
 
-def _hashed_splits(
+def hashed_splits(
     read: Callable[[], list[Pair]], val_fraction: float, test_fraction: float, seed: int
 ) -> Callable[[], dict[str, list[Pair]]]:
     check_fraction("data.val_fraction", val_fraction)
@@ -260,7 +258,7 @@ def reverse_words_pairs(
     never below ``min_words``. Runs with the same text are kept once; when more than ``num_examples``
     remain, a seeded sample (in corpus order) is returned.
     """
-    _check_reverse_words(min_words, max_words, num_examples)
+    check_reverse_words(min_words, max_words, num_examples)
     rng = random.Random(seed)
     sources: dict[str, None] = {}  # an ordered set
     for document in documents:
@@ -323,134 +321,14 @@ class Seq2SeqCollator:
         }
 
 
-# --------------------------------------------------------------------------- the plugins
-
-
-@register("data", "pairs")
-def pairs_data(
-    tokenizer: PairTokenizer,
-    cache_dir: str | Path,
-    paths: list[str],
-    source_field: str = "source",
-    target_field: str = "target",
-    val_paths: list[str] | None = None,
-    test_paths: list[str] | None = None,
-    block_size: int = 64,
-    batch_size: int = 64,
-    val_fraction: float = 0.05,
-    test_fraction: float = 0.05,
-    split_seed: int = 1234,
-    num_workers: int = 0,
-    shuffle_seed: int = 0,
-) -> PairDataModule:
-    """Source/target pairs from .jsonl files (one object per line) or .tsv/.csv files with a header row.
-
-    Without val_paths/test_paths the pairs of ``paths`` are split by a stable hash of each source; with
-    either, the files are the splits (train = paths) and the fractions are unused.
-
-    Args:
-        paths: files or globs (``~`` expanded, relative to the current directory), e.g. [data/train.tsv].
-        source_field: the JSON field or column holding the source text.
-        target_field: the JSON field or column holding the target text.
-        val_paths: files of the validation split; null hash-splits ``paths`` instead.
-        test_paths: files of the test split; null hash-splits ``paths`` instead.
-        block_size: longest source in tokens (longer ones are truncated); targets get block_size - 1.
-        batch_size: pairs per micro-batch on each device.
-        val_fraction: share of pairs held out for validation, in [0, 0.5); 0 turns validation off.
-        test_fraction: share of pairs held out for the final test, in [0, 0.5); 0 turns testing off.
-        split_seed: seed of the pair-to-split hash; change it for a different split.
-        num_workers: DataLoader worker processes (0 loads in the training process).
-        shuffle_seed: seed of the training-order shuffle.
-    """
-    fields = (_check_field("source_field", source_field), _check_field("target_field", target_field))
-    paths = as_paths("paths", paths)
-    if val_paths or test_paths:
-        val = as_paths("val_paths", val_paths) if val_paths else None
-        test = as_paths("test_paths", test_paths) if test_paths else None
-        read_splits = _file_splits(paths, val, test, fields)
-    else:
-        read = functools.partial(read_pairs, paths, *fields)
-        read_splits = _hashed_splits(read, val_fraction, test_fraction, split_seed)
-    from lightning_llm.data.pair_module import PairDataModule
-
-    return PairDataModule(
-        tokenizer,
-        read_splits,
-        block_size=block_size,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shuffle_seed=shuffle_seed,
-    )
-
-
-@register("data", "reverse_words")
-def reverse_words_data(
-    tokenizer: PairTokenizer,
-    cache_dir: str | Path,
-    min_words: int = 3,
-    max_words: int = 8,
-    num_examples: int = 20000,
-    seed: int = 0,
-    block_size: int = 64,
-    batch_size: int = 64,
-    val_fraction: float = 0.05,
-    test_fraction: float = 0.05,
-    split_seed: int = 1234,
-    num_workers: int = 0,
-    shuffle_seed: int = 0,
-) -> PairDataModule:
-    """Reverse the order of words: an embedded seq2seq task built from Python's bundled documentation.
-
-    Each source is a run of ``min_words`` to ``max_words`` consecutive words of one pydoc paragraph; its
-    target is the same words in reverse order ("a quick brown fox" -> "fox brown quick a"). The words are
-    kept as they are, so the task is a pure transduction: it cannot be solved by copying (a copy of the source
-    shares only unigrams with the target, so its 4-gram BLEU is near 0) and it needs attention over the
-    whole source, which a model that learns it shows with a BLEU near 1. The pairs are a deterministic
-    function of the arguments (and of the Python version, whose documentation they come from).
-
-    Args:
-        min_words: fewest words in a source.
-        max_words: most words in a source.
-        num_examples: pairs over all splits (a seeded sample), or every run the corpus has if fewer.
-        seed: seed of the run lengths and of the sample.
-        block_size: longest source in tokens (longer ones are truncated); targets get block_size - 1.
-        batch_size: pairs per micro-batch on each device.
-        val_fraction: share of pairs held out for validation, in [0, 0.5); 0 turns validation off.
-        test_fraction: share of pairs held out for the final test, in [0, 0.5); 0 turns testing off.
-        split_seed: seed of the pair-to-split hash; change it for a different split.
-        num_workers: DataLoader worker processes (0 loads in the training process).
-        shuffle_seed: seed of the training-order shuffle.
-    """
-    _check_reverse_words(min_words, max_words, num_examples)
-    read = functools.partial(
-        _reverse_words_corpus, min_words=min_words, max_words=max_words, num_examples=num_examples, seed=seed
-    )
-    from lightning_llm.data.pair_module import PairDataModule
-
-    return PairDataModule(
-        tokenizer,
-        _hashed_splits(read, val_fraction, test_fraction, split_seed),
-        block_size=block_size,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shuffle_seed=shuffle_seed,
-    )
-
-
-def _reverse_words_corpus(**params: int) -> list[Pair]:
+def reverse_words_corpus(**params: int) -> list[Pair]:
     return reverse_words_pairs(pydoc_topics(), **params)
 
 
-def _check_reverse_words(min_words: int, max_words: int, num_examples: int) -> None:
+def check_reverse_words(min_words: int, max_words: int, num_examples: int) -> None:
     if min_words < 1 or max_words < min_words:
         raise ValueError(
             f"need 1 <= data.min_words <= data.max_words, got min_words={min_words}, max_words={max_words}"
         )
     if num_examples < 1:
         raise ValueError(f"data.num_examples must be >= 1, got {num_examples}")
-
-
-def _check_field(key: str, value: str) -> str:
-    if not value:
-        raise ValueError(f"data.{key} must name a JSON field or column, e.g. data.{key}=source")
-    return value

@@ -19,11 +19,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from lightning_llm.distributed.plan import ParallelPlan
 
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
@@ -33,18 +34,6 @@ log = logging.getLogger("lightning_llm")
 # Methods other than forward that run the model's FSDP units (encoder-decoder inference, sampling).
 FSDP_FORWARD_METHODS = ("encode", "decode", "generate")
 _RESHARD_ATTR = "_lightning_llm_reshard_after_forward"
-
-
-@dataclass(frozen=True)
-class ParallelPlan:
-    """How to scale one model (the ``parallel`` config node; the mesh and dtypes come from the strategy)."""
-
-    activation_checkpointing: bool = False
-    compile: bool = False
-    param_dtype: torch.dtype | None = None  # FSDP compute dtype of the gathered parameters (None: as stored)
-    reduce_dtype: torch.dtype | None = torch.float32  # dtype gradients are reduced in
-    cpu_offload: bool = False
-    reshard_after_forward: bool = True  # free gathered parameters after forward (ZeRO-3); False: ZeRO-2
 
 
 def parallelize(model: nn.Module, plan: ParallelPlan, mesh: DeviceMesh | None = None) -> nn.Module:
@@ -82,7 +71,9 @@ def _fully_shard(model: nn.Module, blocks: list[nn.Module], mesh: DeviceMesh, pl
 
     options = {
         "mesh": mesh,
-        "mp_policy": MixedPrecisionPolicy(param_dtype=plan.param_dtype, reduce_dtype=plan.reduce_dtype),
+        "mp_policy": MixedPrecisionPolicy(
+            param_dtype=_dtype(plan.param_dtype), reduce_dtype=_dtype(plan.reduce_dtype)
+        ),
         "offload_policy": CPUOffloadPolicy() if plan.cpu_offload else OffloadPolicy(),
     }
     for module in [*blocks, *_untied_edges(model, blocks)]:
@@ -147,3 +138,7 @@ def local_part(tensor: torch.Tensor) -> torch.Tensor:
 def is_sharded(model: nn.Module) -> bool:
     """Whether FSDP shards the model's parameters (its forward is then a collective)."""
     return any(hasattr(p, "to_local") for p in model.parameters())
+
+
+def _dtype(name: str | None) -> torch.dtype | None:
+    return getattr(torch, name) if name else None

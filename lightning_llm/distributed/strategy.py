@@ -15,6 +15,7 @@ gradients reduced in ``parallel.reduce_dtype``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from typing import Any
@@ -22,12 +23,11 @@ from typing import Any
 import torch
 
 from lightning_llm.config import ConfigError
-from lightning_llm.distributed.parallelize import ParallelPlan
+from lightning_llm.distributed.plan import DTYPES, ParallelPlan
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
 # Lightning's ModelParallelStrategy has no GradScaler for sharded gradients, so no 16-mixed under FSDP.
 FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> tuple[dict[str, Any], ParallelPlan]:
@@ -39,19 +39,13 @@ def resolve(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> tuple[dict
             f"trainer.precision={precision} is not supported; choose one of: {', '.join(PRECISIONS)}"
         )
     _check_device_precision(args, precision)
-    reduce_dtype = _DTYPES.get(str(parallel.get("reduce_dtype", "float32")))
-    if reduce_dtype is None:
-        raise ConfigError(
-            f"parallel.reduce_dtype={parallel.get('reduce_dtype')}: choose one of: {', '.join(_DTYPES)}"
-        )
-    plan = ParallelPlan(
-        activation_checkpointing=bool(parallel.get("activation_checkpointing", False)),
-        compile=bool(parallel.get("compile", False)),
-        cpu_offload=bool(parallel.get("cpu_offload", False)),
-        reshard_after_forward=bool(parallel.get("reshard_after_forward", True)),
-        reduce_dtype=reduce_dtype,
-        param_dtype=torch.bfloat16 if precision == "bf16-mixed" else None,
-    )
+    plan = ParallelPlan(**parallel)
+    for key in ("reduce_dtype", "param_dtype"):
+        value = getattr(plan, key)
+        if value is not None and value not in DTYPES:
+            raise ConfigError(f"parallel.{key}={value}: choose one of: {', '.join(DTYPES)}")
+    if plan.param_dtype is None and precision == "bf16-mixed":
+        plan = dataclasses.replace(plan, param_dtype="bfloat16")
     # Lightning counts val_check_interval in micro-batches; here every interval counts optimizer steps.
     interval, k = args.get("val_check_interval"), int(args.get("accumulate_grad_batches", 1))
     if isinstance(interval, int) and k > 1:

@@ -30,7 +30,7 @@ from lightning_llm.models.blocks import (
 )
 from lightning_llm.registry import register
 
-__all__ = ["Encoder", "EncoderConfig", "MaskedLMHead", "encoder"]
+__all__ = ["Encoder", "EncoderConfig", "MaskedLMHead"]
 
 
 # --------------------------------------------------------------------------- the config
@@ -39,13 +39,14 @@ __all__ = ["Encoder", "EncoderConfig", "MaskedLMHead", "encoder"]
 @dataclass
 class EncoderConfig:
     vocab_size: int  # from the tokenizer
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
+    n_layer: int = 4  # Transformer blocks
+    n_head: int = 4  # attention heads per block; must divide n_embd
+    n_embd: int = 128  # width of the residual stream
     block_size: int = 128  # the longest sequence the model accepts (the size of the position table)
     dropout: float = 0.1  # BERT's value for pretraining and fine-tuning alike
     n_segments: int = 2  # segment (token type) embeddings: sentence A / sentence B of a pair, as in BERT
-    num_classes: int = 0  # size of the classifier head; 0 builds none (masked-LM pretraining only)
+    # Size of the classifier head; 0 builds none (masked-LM pretraining; a classification run fills it in).
+    num_classes: int = 0
     positions: Literal["learned", "sinusoidal"] = "learned"  # BERT's table, or the fixed original encoding
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     bias: bool = True  # biases in Linear and LayerNorm, as BERT has
@@ -92,7 +93,10 @@ class MaskedLMHead(nn.Module):
 # --------------------------------------------------------------------------- the model
 
 
+@register("model", "encoder")
 class Encoder(nn.Module):
+    """BERT-style bidirectional encoder, pretrained with masked_lm or fine-tuned with classification."""
+
     objectives = ("masked_lm", "classification")
     default_objective = "masked_lm"
 
@@ -222,53 +226,3 @@ class Encoder(nn.Module):
         matmuls plus 12 * n_layer * n_embd * seq_len for attention scores and weighted sums. N includes the
         MLM head, which masked-LM training runs at every position."""
         return 6 * self.num_params() + 12 * self.config.n_layer * self.config.n_embd * seq_len
-
-
-@register("model", "encoder")
-def encoder(
-    vocab_size: int,
-    n_layer: int = 4,
-    n_head: int = 4,
-    n_embd: int = 128,
-    block_size: int = 128,
-    dropout: float = 0.1,
-    n_segments: int = 2,
-    num_classes: int = 0,
-    positions: Literal["learned", "sinusoidal"] = "learned",
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm",
-    bias: bool = True,
-    pad_vocab_to: int = 64,
-) -> Encoder:
-    """BERT-style bidirectional encoder, pretrained with masked_lm or fine-tuned with classification.
-
-    Args:
-        vocab_size: number of token ids; supplied by the framework from the tokenizer.
-        n_layer: number of Transformer blocks.
-        n_head: attention heads per block; must divide n_embd.
-        n_embd: width of the residual stream (embedding size).
-        block_size: longest sequence the model accepts.
-        dropout: dropout on embeddings, attention weights, residual branches and the pooled output.
-        n_segments: number of segment (token type) embeddings; BERT uses 2 for sentence pairs.
-        num_classes: classes of the classifier head; 0 builds none (a classification run fills it in
-            from the data).
-        positions: learned position table (BERT) or fixed sinusoidal encoding (original Transformer).
-        norm: layernorm (BERT) or rmsnorm.
-        bias: use biases in Linear layers and norms (BERT did).
-        pad_vocab_to: pad embedding and decoder rows to a multiple of this for faster matmuls.
-    """
-    return Encoder(
-        EncoderConfig(
-            vocab_size=vocab_size,
-            n_layer=n_layer,
-            n_head=n_head,
-            n_embd=n_embd,
-            block_size=block_size,
-            dropout=dropout,
-            n_segments=n_segments,
-            num_classes=num_classes,
-            positions=positions,
-            norm=norm,
-            bias=bias,
-            pad_vocab_to=pad_vocab_to,
-        )
-    )

@@ -34,7 +34,7 @@ from lightning_llm.models.blocks import (
 from lightning_llm.models.sampling import Step, beam_search, greedy_search
 from lightning_llm.registry import register
 
-__all__ = ["EncoderDecoder", "EncoderDecoderConfig", "decoder"]
+__all__ = ["EncoderDecoder", "EncoderDecoderConfig"]
 
 
 @dataclass
@@ -42,7 +42,7 @@ class EncoderDecoderConfig:
     vocab_size: int  # from the tokenizer
     n_layer: int = 3  # encoder layers (the paper's base model: 6)
     n_decoder_layer: int | None = None  # decoder layers; None means as many as the encoder has
-    n_head: int = 4
+    n_head: int = 4  # attention heads per layer; must divide n_embd
     n_embd: int = 128  # d_model
     block_size: int = 128  # the longest source and the longest target (the size of the position table)
     dropout: float = 0.1  # the paper's P_drop: on embeddings, attention weights and every sub-layer output
@@ -85,7 +85,10 @@ class EncoderDecoderConfig:
         return math.sqrt(self.n_embd) if self.positions == "sinusoidal" else 1.0
 
 
+@register("model", "decoder")
 class EncoderDecoder(nn.Module):
+    """Encoder-decoder Transformer (the original Transformer / T5 shape), trained with seq2seq."""
+
     objectives = ("seq2seq",)
     default_objective = "seq2seq"
 
@@ -267,56 +270,3 @@ class EncoderDecoder(nn.Module):
         decoder self-attention and cross-attention)."""
         attention_layers = self.config.n_layer + 2 * self.config.n_decoder_layer
         return 6 * self.num_params() + 12 * attention_layers * self.config.n_embd * seq_len
-
-
-@register("model", "decoder")
-def decoder(
-    vocab_size: int,
-    n_layer: int = 3,
-    n_decoder_layer: int | None = None,
-    n_head: int = 4,
-    n_embd: int = 128,
-    block_size: int = 128,
-    dropout: float = 0.1,
-    prenorm: bool = True,
-    positions: Literal["sinusoidal", "learned"] = "sinusoidal",
-    mlp: Literal["gelu", "swiglu"] = "gelu",
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm",
-    bias: bool = False,
-    pad_vocab_to: int = 64,
-) -> EncoderDecoder:
-    """Encoder-decoder Transformer (the original Transformer / T5 shape), trained with seq2seq.
-
-    Args:
-        vocab_size: number of token ids; supplied by the framework from the tokenizer.
-        n_layer: number of encoder layers.
-        n_decoder_layer: number of decoder layers; unset means the same as n_layer.
-        n_head: attention heads per layer; must divide n_embd.
-        n_embd: width of the residual stream (d_model).
-        block_size: longest source and longest target the model accepts.
-        dropout: dropout on embeddings, attention weights and residual branches (the paper used 0.1).
-        prenorm: normalise before each sub-layer (pre-LN, T5) instead of after the residual add
-            (post-LN, the paper).
-        positions: sinusoidal (the paper's fixed encoding) or a learned position table.
-        mlp: gelu (4x width) or swiglu (gated, ~8/3x width).
-        norm: layernorm or rmsnorm (T5).
-        bias: use biases in Linear layers and LayerNorm.
-        pad_vocab_to: pad embedding and head rows to a multiple of this for faster matmuls.
-    """
-    return EncoderDecoder(
-        EncoderDecoderConfig(
-            vocab_size=vocab_size,
-            n_layer=n_layer,
-            n_decoder_layer=n_decoder_layer,
-            n_head=n_head,
-            n_embd=n_embd,
-            block_size=block_size,
-            dropout=dropout,
-            bias=bias,
-            prenorm=prenorm,
-            positions=positions,
-            mlp=mlp,
-            norm=norm,
-            pad_vocab_to=pad_vocab_to,
-        )
-    )

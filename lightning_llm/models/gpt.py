@@ -26,21 +26,21 @@ from lightning_llm.models.blocks import (
 )
 from lightning_llm.registry import register
 
-__all__ = ["GPT", "GPTConfig", "gpt"]
+__all__ = ["GPT", "GPTConfig"]
 
 
 @dataclass
 class GPTConfig:
     vocab_size: int  # from the tokenizer
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 256
+    n_layer: int = 4  # Transformer blocks
+    n_head: int = 4  # attention heads per block; must divide n_embd
+    n_embd: int = 256  # width of the residual stream
     block_size: int = 256  # the longest sequence the model accepts (the size of the position table)
     dropout: float = 0.0  # pretraining on enough data rarely needs it; fine-tuning may
     bias: bool = False  # biases in Linear and LayerNorm: GPT-2 had them; without is a little faster, no worse
     positions: Literal["learned", "rotary"] = "learned"  # GPT-2's table, or RoPE (relative, extrapolates)
-    mlp: Literal["gelu", "swiglu"] = "gelu"
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    mlp: Literal["gelu", "swiglu"] = "gelu"  # 4x width (GPT-2), or gated at ~8/3x width (LLaMA)
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"  # GPT-2's, or LLaMA's and T5's
     tie_embeddings: bool = True  # the head reuses the token embedding: fewer parameters, no loss in quality
     # Embedding and head rows are padded up to a multiple of this: matmul kernels run fastest when the
     # dimensions are multiples of 64 (nanoGPT pads GPT-2's 50257 to 50304 for a ~25% faster head).
@@ -66,7 +66,10 @@ class GPTConfig:
         return padded_vocab_size(self.vocab_size, self.pad_vocab_to)
 
 
+@register("model", "gpt")
 class GPT(nn.Module):
+    """Decoder-only GPT language model (GPT-2 shape with modern options), trained with causal_lm."""
+
     objectives = ("causal_lm",)
     default_objective = "causal_lm"
 
@@ -159,52 +162,3 @@ class GPT(nn.Module):
         6 N for the parameter matmuls (2 forward, 4 backward) plus 12 * n_layer * n_embd * seq_len for the
         attention scores and weighted sum (PaLM appendix B; causal masking's savings are not subtracted)."""
         return 6 * self.num_params() + 12 * self.config.n_layer * self.config.n_embd * seq_len
-
-
-@register("model", "gpt")
-def gpt(
-    vocab_size: int,
-    n_layer: int = 4,
-    n_head: int = 4,
-    n_embd: int = 256,
-    block_size: int = 256,
-    dropout: float = 0.0,
-    bias: bool = False,
-    positions: Literal["learned", "rotary"] = "learned",
-    mlp: Literal["gelu", "swiglu"] = "gelu",
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm",
-    tie_embeddings: bool = True,
-    pad_vocab_to: int = 64,
-) -> GPT:
-    """Decoder-only GPT language model (GPT-2 shape with modern options), trained with causal_lm.
-
-    Args:
-        vocab_size: number of token ids; supplied by the framework from the tokenizer.
-        n_layer: number of Transformer blocks.
-        n_head: attention heads per block; must divide n_embd.
-        n_embd: width of the residual stream (embedding size).
-        block_size: longest sequence (context length) the model accepts.
-        dropout: dropout on embeddings, attention weights and residual branches.
-        bias: use biases in Linear layers and LayerNorm (GPT-2 did).
-        positions: learned absolute position table (GPT-2) or rotary embeddings (RoPE, LLaMA).
-        mlp: gelu (4x width, GPT-2) or swiglu (gated, ~8/3x width, LLaMA).
-        norm: layernorm (GPT-2) or rmsnorm (LLaMA, T5).
-        tie_embeddings: share the token embedding matrix with the output head.
-        pad_vocab_to: pad embedding and head rows to a multiple of this for faster matmuls.
-    """
-    return GPT(
-        GPTConfig(
-            vocab_size=vocab_size,
-            n_layer=n_layer,
-            n_head=n_head,
-            n_embd=n_embd,
-            block_size=block_size,
-            dropout=dropout,
-            bias=bias,
-            positions=positions,
-            mlp=mlp,
-            norm=norm,
-            tie_embeddings=tie_embeddings,
-            pad_vocab_to=pad_vocab_to,
-        )
-    )

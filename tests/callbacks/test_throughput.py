@@ -18,7 +18,7 @@ from torch import nn
 
 from lightning_llm.callbacks import Throughput, throughput
 from lightning_llm.flops import counted_flops_per_token
-from lightning_llm.models.gpt import gpt
+from lightning_llm.models.gpt import GPT, GPTConfig
 
 BATCH, SEQ, VOCAB = 2, 8, 32
 TOKENS = BATCH * SEQ  # per micro-batch
@@ -83,7 +83,7 @@ class TinyLM(L.LightningModule):
     def __init__(self, clock: FakeClock, plain: bool = False, wrap: bool = False) -> None:
         super().__init__()
         self.clock, self.wrap = clock, wrap
-        net = gpt(vocab_size=VOCAB, n_layer=1, n_head=2, n_embd=16, block_size=SEQ)
+        net = GPT(GPTConfig(vocab_size=VOCAB, n_layer=1, n_head=2, n_embd=16, block_size=SEQ))
         self.model = PlainModel(net) if plain else net
 
     def configure_model(self) -> None:

@@ -9,10 +9,8 @@ from lightning_llm.data.classification import (
     Example,
     LabelError,
     PadCollate,
-    classification_data,
     label_names,
     pydoc_topic_examples,
-    pydoc_topics_data,
     split_examples,
 )
 from lightning_llm.data.classification_module import ClassificationDataModule
@@ -48,7 +46,9 @@ def write_jsonl(path, records):
 
 
 def build(tokenizer, paths, **params):
-    return classification_data(tokenizer=tokenizer, cache_dir="unused", paths=paths, **params)
+    return registry.build(
+        "data", "classification", tokenizer=tokenizer, cache_dir="unused", paths=paths, **params
+    )
 
 
 # --------------------------------------------------------------------------- the pydoc topics default
@@ -56,7 +56,9 @@ def build(tokenizer, paths, **params):
 
 @pytest.fixture(scope="module")
 def pydoc_module(tokenizer):
-    dm = pydoc_topics_data(tokenizer=tokenizer, cache_dir="unused", block_size=64, batch_size=16)
+    dm = registry.build(
+        "data", "pydoc_topics", tokenizer=tokenizer, cache_dir="unused", block_size=64, batch_size=16
+    )
     dm.setup("fit")
     return dm
 
@@ -88,10 +90,12 @@ def test_pydoc_batches_start_with_cls_and_pad_dynamically(pydoc_module, tokenize
 
 
 def test_pydoc_split_is_deterministic_and_seeded(pydoc_module, tokenizer):
-    again = pydoc_topics_data(tokenizer=tokenizer, cache_dir="unused", block_size=64, batch_size=16)
+    again = registry.build(
+        "data", "pydoc_topics", tokenizer=tokenizer, cache_dir="unused", block_size=64, batch_size=16
+    )
     assert again.fingerprint() == pydoc_module.fingerprint()
     assert again.texts("val") == pydoc_module.texts("val")
-    other = pydoc_topics_data(tokenizer=tokenizer, cache_dir="unused", split_seed=7)
+    other = registry.build("data", "pydoc_topics", tokenizer=tokenizer, cache_dir="unused", split_seed=7)
     assert other.fingerprint() != pydoc_module.fingerprint() and other.texts("val") != again.texts("val")
 
 
@@ -214,7 +218,7 @@ def test_registered_and_built_with_supplied_arguments(tmp_path, tokenizer):
         registry.build("data", "pydoc_topics", tokenizer=tokenizer, cache_dir="x"), ClassificationDataModule
     )
     params = [p.name for p in registry.get("data", "classification").parameters()]
-    assert params[:5] == ["paths", "text_field", "label_field", "val_paths", "test_paths"]
+    assert params[-5:] == ["paths", "text_field", "label_field", "val_paths", "test_paths"]  # after shared
 
 
 # --------------------------------------------------------------------------- bad input

@@ -10,7 +10,6 @@ import torch
 
 from lightning_llm import registry
 from lightning_llm.data import DatasetTooSmallError, TextDataModule
-from lightning_llm.data.datamodule import jsonl_data, pydoc_data, text_data
 from lightning_llm.data.token_cache import TokenCacheError, token_cache_path
 
 BLOCK, BATCH = 32, 4
@@ -21,7 +20,9 @@ WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "w
 def pydoc_cache(tmp_path_factory, make_tokenizer):
     """A cache dir holding the pydoc token caches, built once for the module (and timed)."""
     cache_dir = tmp_path_factory.mktemp("cache")
-    dm = pydoc_data(tokenizer=make_tokenizer(), cache_dir=cache_dir, block_size=BLOCK, batch_size=BATCH)
+    dm = registry.build(
+        "data", "pydoc", tokenizer=make_tokenizer(), cache_dir=cache_dir, block_size=BLOCK, batch_size=BATCH
+    )
     dm.texts("train")  # read and split first, so the timing below is tokenizing + writing only
     start = time.perf_counter()
     dm.prepare_data()
@@ -32,8 +33,12 @@ def pydoc_cache(tmp_path_factory, make_tokenizer):
 
 
 def pydoc_module(tokenizer, cache_dir, **params):
-    dm = pydoc_data(
-        tokenizer=tokenizer, cache_dir=cache_dir, **{"block_size": BLOCK, "batch_size": BATCH, **params}
+    dm = registry.build(
+        "data",
+        "pydoc",
+        tokenizer=tokenizer,
+        cache_dir=cache_dir,
+        **{"block_size": BLOCK, "batch_size": BATCH, **params},
     )
     dm.prepare_data()
     dm.setup("fit")
@@ -106,22 +111,24 @@ def test_constructor_reads_and_tokenizes_nothing(tokenizer, tmp_path):
 )
 def test_bad_params_name_the_key(tokenizer, tmp_path, params, message):
     with pytest.raises(ValueError, match=message):
-        pydoc_data(tokenizer=tokenizer, cache_dir=tmp_path, **params)
+        registry.build("data", "pydoc", tokenizer=tokenizer, cache_dir=tmp_path, **params)
 
 
 def test_source_params_are_checked(tokenizer, tmp_path):
     with pytest.raises(ValueError, match=r"data\.paths must name at least one file"):
-        text_data(tokenizer=tokenizer, cache_dir=tmp_path, paths=[])
+        registry.build("data", "text", tokenizer=tokenizer, cache_dir=tmp_path, paths=[])
     with pytest.raises(ValueError, match=r"data\.field must name"):
-        jsonl_data(tokenizer=tokenizer, cache_dir=tmp_path, paths=["x.jsonl"], field="")
+        registry.build("data", "jsonl", tokenizer=tokenizer, cache_dir=tmp_path, paths=["x.jsonl"], field="")
     with pytest.raises(FileNotFoundError, match="no files match"):
-        text_data(tokenizer=tokenizer, cache_dir=tmp_path, paths=[str(tmp_path / "*.txt")]).texts("train")
+        registry.build(
+            "data", "text", tokenizer=tokenizer, cache_dir=tmp_path, paths=[str(tmp_path / "*.txt")]
+        ).texts("train")
 
 
 def test_plugins_are_registered_with_typed_params(tokenizer, tmp_path):
     assert {"pydoc", "text", "jsonl", "parquet"} <= set(registry.names("data"))
     params = {p.name: p for p in registry.get("data", "jsonl").parameters()}
-    assert list(params)[:3] == ["paths", "field", "block_size"]
+    assert list(params)[0] == "block_size" and list(params)[-2:] == ["paths", "field"]  # shared ones first
     assert params["paths"].default is params["paths"].empty  # required
     assert params["block_size"].default == 256 and params["val_fraction"].default == 0.05
     dm = registry.build("data", "pydoc", tokenizer=tokenizer, cache_dir=tmp_path)
@@ -162,7 +169,9 @@ def test_cache_build_and_reuse_are_logged(make_tokenizer, tmp_path, caplog):
 def test_text_files_end_to_end(tokenizer, tmp_path):
     write_paragraphs(tmp_path / "a.txt", seed=1)
     write_paragraphs(tmp_path / "b.txt", seed=2)
-    dm = text_data(
+    dm = registry.build(
+        "data",
+        "text",
         tokenizer=tokenizer,
         cache_dir=tmp_path / "cache",
         paths=[str(tmp_path / "*.txt")],
@@ -182,8 +191,15 @@ def test_jsonl_end_to_end(tokenizer, tmp_path):
     lines = [json.dumps({"body": " ".join(rng.choices("abcdefgh", k=30))}) for _ in range(300)]
     (tmp_path / "d.jsonl").write_text("\n".join(lines))
     path = str(tmp_path / "d.jsonl")
-    dm = jsonl_data(
-        tokenizer=tokenizer, cache_dir=tmp_path, paths=[path], field="body", block_size=8, batch_size=2
+    dm = registry.build(
+        "data",
+        "jsonl",
+        tokenizer=tokenizer,
+        cache_dir=tmp_path,
+        paths=[path],
+        field="body",
+        block_size=8,
+        batch_size=2,
     )
     dm.prepare_data()
     dm.setup("fit")
@@ -231,14 +247,16 @@ def test_loader_options(tokenizer, pydoc_cache):
 
 
 def test_loaders_before_setup_explain(tokenizer, tmp_path):
-    dm = pydoc_data(tokenizer=tokenizer, cache_dir=tmp_path)
+    dm = registry.build("data", "pydoc", tokenizer=tokenizer, cache_dir=tmp_path)
     with pytest.raises(RuntimeError, match=r"the train split is not set up; call setup\(\) first"):
         dm.train_dataloader()
 
 
 @pytest.mark.parametrize("off", ["val", "test"])
 def test_a_split_turned_off_has_no_data_and_an_empty_loader_at_every_stage(tokenizer, pydoc_cache, off):
-    dm = pydoc_data(
+    dm = registry.build(
+        "data",
+        "pydoc",
         tokenizer=tokenizer,
         cache_dir=pydoc_cache,
         block_size=BLOCK,
@@ -257,7 +275,7 @@ def test_a_split_turned_off_has_no_data_and_an_empty_loader_at_every_stage(token
 
 def test_has_split_refuses_an_unknown_split(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="unknown split 'validation'; valid splits: train, val, test"):
-        pydoc_data(tokenizer=tokenizer, cache_dir=tmp_path).has_split("validation")
+        registry.build("data", "pydoc", tokenizer=tokenizer, cache_dir=tmp_path).has_split("validation")
 
 
 def test_a_damaged_token_cache_is_refused_when_set_up(tokenizer, tmp_path):
@@ -266,7 +284,9 @@ def test_a_damaged_token_cache_is_refused_when_set_up(tokenizer, tmp_path):
     tokens = np.fromfile(path, dtype=np.uint16)
     tokens[len(tokens) // 2] = tokenizer.vocab_size  # one id past the vocabulary
     tokens.tofile(path)
-    fresh = pydoc_data(tokenizer=tokenizer, cache_dir=tmp_path, block_size=BLOCK, batch_size=BATCH)
+    fresh = registry.build(
+        "data", "pydoc", tokenizer=tokenizer, cache_dir=tmp_path, block_size=BLOCK, batch_size=BATCH
+    )
     fresh.prepare_data()  # the sidecar matches, so the cache counts as built
     with pytest.raises(
         TokenCacheError, match=f"token cache {path} holds id {tokenizer.vocab_size}.*delete it"

@@ -6,14 +6,13 @@ import torch
 
 from lightning_llm import registry
 from lightning_llm.data import DatasetTooSmallError, SourceError
+from lightning_llm.data.datamodule import ReverseWords
 from lightning_llm.data.pair_module import PairDataModule
 from lightning_llm.data.pairs import (
     IGNORE_INDEX,
     Pair,
-    pairs_data,
     read_pairs,
     reverse_words,
-    reverse_words_data,
     reverse_words_pairs,
     split_pairs,
 )
@@ -38,7 +37,7 @@ def tokenizer(make_tokenizer):
 @pytest.fixture(scope="module")
 def reverse_module():
     """The default reverse_words module (every pair built and split once per module)."""
-    dm = reverse_words_data(tokenizer=None, cache_dir="unused")
+    dm = registry.build("data", "reverse_words", tokenizer=None, cache_dir="unused")
     dm.texts("train")
     return dm
 
@@ -80,11 +79,11 @@ def test_reverse_words_targets_are_the_source_words_reversed(reverse_module):
 
 
 def test_reverse_words_is_deterministic_with_the_requested_size(reverse_module):
-    again = reverse_words_data(tokenizer=None, cache_dir="unused")
+    again = registry.build("data", "reverse_words", tokenizer=None, cache_dir="unused")
     assert again.fingerprint() == reverse_module.fingerprint()
     assert again.pairs("val") == reverse_module.pairs("val")
     assert sum(len(reverse_module.pairs(split)) for split in ("train", "val", "test")) == 20000
-    other_seed = reverse_words_data(tokenizer=None, cache_dir="unused", seed=1)
+    other_seed = registry.build("data", "reverse_words", tokenizer=None, cache_dir="unused", seed=1)
     assert other_seed.fingerprint() != reverse_module.fingerprint()
 
 
@@ -117,10 +116,10 @@ def test_reverse_words_texts_hold_sources_and_targets(reverse_module):
 
 def test_reverse_words_is_the_registered_plugin_and_validates_early():
     plugin = registry.get("data", "reverse_words")
-    assert plugin.target is reverse_words_data
+    assert plugin.target is ReverseWords
     assert {p.name for p in plugin.parameters()} >= {"min_words", "max_words", "num_examples", "block_size"}
     with pytest.raises(ValueError, match="num_examples"):
-        reverse_words_data(tokenizer=None, cache_dir="unused", num_examples=0)
+        registry.build("data", "reverse_words", tokenizer=None, cache_dir="unused", num_examples=0)
 
 
 # --------------------------------------------------------------------------- reading pair files
@@ -204,7 +203,9 @@ def test_unusable_files(tmp_path, name, content, error, message):
 
 
 def test_a_missing_file_fails_on_first_use_not_at_construction(tmp_path, tokenizer):
-    dm = pairs_data(tokenizer=tokenizer, cache_dir=tmp_path, paths=[str(tmp_path / "nope.jsonl")])
+    dm = registry.build(
+        "data", "pairs", tokenizer=tokenizer, cache_dir=tmp_path, paths=[str(tmp_path / "nope.jsonl")]
+    )
     with pytest.raises(FileNotFoundError, match="no such file"):
         dm.texts("train")
 
@@ -215,13 +216,17 @@ def test_a_missing_file_fails_on_first_use_not_at_construction(tmp_path, tokeniz
 def test_hash_split_is_disjoint_by_source_and_stable(tmp_path, tokenizer):
     pairs = [Pair(f"source {i}", f"target {i}") for i in range(400)] + [Pair("source 7", "another target")]
     path = write_jsonl(tmp_path / "pairs.jsonl", pairs)
-    dm = pairs_data(tokenizer=tokenizer, cache_dir=tmp_path, paths=[str(path)], val_fraction=0.1)
+    dm = registry.build(
+        "data", "pairs", tokenizer=tokenizer, cache_dir=tmp_path, paths=[str(path)], val_fraction=0.1
+    )
     splits = {split: dm.pairs(split) for split in ("train", "val", "test")}
     assert sorted(p for s in splits.values() for p in s) == sorted(pairs)
     sources = {split: {p.source for p in s} for split, s in splits.items()}
     assert not (sources["train"] & sources["val"] or sources["train"] & sources["test"])
     assert all(p.source in sources[split] for split in splits for p in splits[split])
-    again = pairs_data(tokenizer=tokenizer, cache_dir=tmp_path, paths=[str(path)], val_fraction=0.1)
+    again = registry.build(
+        "data", "pairs", tokenizer=tokenizer, cache_dir=tmp_path, paths=[str(path)], val_fraction=0.1
+    )
     assert again.fingerprint() == dm.fingerprint()
     assert split_pairs(pairs, val_fraction=0.1, seed=1234)["val"] == splits["val"]
 
@@ -229,8 +234,14 @@ def test_hash_split_is_disjoint_by_source_and_stable(tmp_path, tokenizer):
 def test_explicit_split_files_replace_the_hash_split(tmp_path, tokenizer):
     train = write_jsonl(tmp_path / "train.jsonl", PAIRS * 3)
     val = write_jsonl(tmp_path / "val.jsonl", PAIRS[:2])
-    dm = pairs_data(
-        tokenizer=tokenizer, cache_dir=tmp_path, paths=[str(train)], val_paths=[str(val)], batch_size=2
+    dm = registry.build(
+        "data",
+        "pairs",
+        tokenizer=tokenizer,
+        cache_dir=tmp_path,
+        paths=[str(train)],
+        val_paths=[str(val)],
+        batch_size=2,
     )
     assert dm.pairs("train") == PAIRS * 3
     assert dm.pairs("val") == PAIRS[:2]
@@ -329,8 +340,14 @@ def test_reverse_words_batches_with_a_real_tokenizer(reverse_module):
 
     tokenizer = CharTokenizer()
     tokenizer.train(reverse_module.texts("train"))
-    dm = reverse_words_data(
-        tokenizer=tokenizer, cache_dir="unused", num_examples=300, batch_size=16, block_size=128
+    dm = registry.build(
+        "data",
+        "reverse_words",
+        tokenizer=tokenizer,
+        cache_dir="unused",
+        num_examples=300,
+        batch_size=16,
+        block_size=128,
     )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))

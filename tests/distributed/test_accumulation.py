@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_llm.models.gpt import gpt
+from lightning_llm.models.gpt import GPT, GPTConfig
 from lightning_llm.module import LanguageModule
 from lightning_llm.objectives.causal_lm import IGNORE_INDEX, CausalLM, summed_cross_entropy
 
@@ -36,7 +36,7 @@ def pad_collate(sequences: list[torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def tiny_gpt() -> torch.nn.Module:
     torch.manual_seed(0)
-    return gpt(vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=32, block_size=32, dropout=0.0)
+    return GPT(GPTConfig(vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=32, block_size=32, dropout=0.0))
 
 
 class StepLosses(L.Callback):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lightning_llm.distributed.parallelize import ParallelPlan, _untied_edges, parallelize
-from lightning_llm.models.encoder_decoder import decoder
-from lightning_llm.models.gpt import gpt
+from lightning_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
+from lightning_llm.models.gpt import GPT, GPTConfig
 from lightning_llm.train import train
 from tests.distributed.test_equivalence import train_losses
 
@@ -23,7 +23,7 @@ def test_activation_checkpointing_gives_the_same_training(make_cfg, tmp_path):
 
 
 def test_checkpointed_blocks_keep_their_parameter_names():
-    model = gpt(vocab_size=40, n_layer=2, n_head=2, n_embd=16, block_size=8)
+    model = GPT(GPTConfig(vocab_size=40, n_layer=2, n_head=2, n_embd=16, block_size=8))
     names = list(model.state_dict())
     parallelize(model, ParallelPlan(activation_checkpointing=True))
     assert list(model.state_dict()) == names  # checkpoints load the same with or without recomputation
@@ -33,7 +33,7 @@ def test_checkpointed_blocks_keep_their_parameter_names():
 
 
 def test_compile_wraps_every_block_in_place():
-    model = gpt(vocab_size=40, n_layer=3, n_head=2, n_embd=16, block_size=8)
+    model = GPT(GPTConfig(vocab_size=40, n_layer=3, n_head=2, n_embd=16, block_size=8))
     names = list(model.state_dict())
     parallelize(model, ParallelPlan(compile=True))
     assert all(block._compiled_call_impl is not None for block in model.blocks)
@@ -41,9 +41,11 @@ def test_compile_wraps_every_block_in_place():
 
 
 def test_tied_embeddings_stay_with_the_root():
-    tied = gpt(vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=8)
+    tied = GPT(GPTConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=8))
     assert tied.lm_head.weight is tied.wte.weight
     edges = _untied_edges(tied, list(tied.blocks))
     assert tied.wpe in edges and tied.wte not in edges and tied.lm_head not in edges
-    seq2seq = decoder(vocab_size=40, n_layer=1, n_decoder_layer=1, n_head=2, n_embd=16, block_size=8)
+    seq2seq = EncoderDecoder(
+        EncoderDecoderConfig(vocab_size=40, n_layer=1, n_decoder_layer=1, n_head=2, n_embd=16, block_size=8)
+    )
     assert all(edge is not seq2seq.wte for edge in _untied_edges(seq2seq, list(seq2seq.blocks)))

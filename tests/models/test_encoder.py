@@ -1,11 +1,10 @@
-import inspect
 import math
 
 import pytest
 import torch
 
 from lightning_llm import registry
-from lightning_llm.models.encoder import Encoder, EncoderConfig, encoder
+from lightning_llm.models.encoder import Encoder, EncoderConfig
 
 VOCAB = 100  # deliberately not a multiple of 64
 
@@ -17,18 +16,18 @@ def _seed():
 
 def tiny(**overrides) -> Encoder:
     params = dict(vocab_size=VOCAB, n_layer=2, n_head=4, n_embd=32, block_size=16)
-    return encoder(**(params | overrides)).eval()
+    return Encoder(EncoderConfig(**(params | overrides))).eval()
 
 
 def random_ids(*shape: int) -> torch.Tensor:
     return torch.randint(7, VOCAB, shape, generator=torch.Generator().manual_seed(1))
 
 
-def test_registered_with_objectives_and_return_annotation():
+def test_registered_with_objectives_and_its_config():
     model = registry.build("model", "encoder", vocab_size=VOCAB, n_layer=1, n_embd=32, n_head=2)
     assert isinstance(model, Encoder) and len(model.blocks) == 1
     plugin = registry.get("model", "encoder")
-    assert inspect.signature(plugin.target, eval_str=True).return_annotation is Encoder
+    assert plugin.product() is Encoder and plugin.config_class() is EncoderConfig
     assert Encoder.objectives == ("masked_lm", "classification")
     assert Encoder.default_objective == "masked_lm"
     assert all(not block.attn.causal for block in model.blocks)
@@ -113,7 +112,7 @@ def assert_bert_init(model: Encoder) -> None:
 def test_meta_device_build_then_to_empty_and_init_weights(positions):
     params = dict(vocab_size=1000, n_layer=4, n_head=4, n_embd=256, block_size=64, num_classes=3)
     with torch.device("meta"):
-        model = encoder(**params, positions=positions)
+        model = Encoder(EncoderConfig(**params, positions=positions))
     assert model.wte.weight.is_meta
     model.to_empty(device="cpu")
     model.init_weights()
@@ -122,7 +121,7 @@ def test_meta_device_build_then_to_empty_and_init_weights(positions):
     assert_bert_init(model)
     assert model.mlm_head.decoder.weight is model.wte.weight  # to_empty unties; init_weights ties again
     if positions == "sinusoidal":
-        torch.testing.assert_close(model.wpe.pe, encoder(**params, positions=positions).wpe.pe)
+        torch.testing.assert_close(model.wpe.pe, Encoder(EncoderConfig(**params, positions=positions)).wpe.pe)
     hidden = model.eval().encode(torch.randint(0, 1000, (1, 8)))
     assert torch.isfinite(model.classify(hidden)).all()
 

@@ -1,4 +1,3 @@
-import inspect
 import math
 
 import pytest
@@ -7,7 +6,7 @@ import torch.nn.functional as F
 
 from lightning_llm import registry
 from lightning_llm.models.blocks import Block, DecoderBlock
-from lightning_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig, decoder
+from lightning_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 
 VOCAB = 15  # deliberately not a multiple of 64
 PAD, BOS, EOS = 0, 2, 3  # the trained tokenizers' special ids
@@ -20,7 +19,7 @@ def _seed():
 
 def tiny(**overrides) -> EncoderDecoder:
     params = dict(vocab_size=VOCAB, n_layer=2, n_head=4, n_embd=32, block_size=8, dropout=0.0)
-    return decoder(**(params | overrides))
+    return EncoderDecoder(EncoderDecoderConfig(**(params | overrides)))
 
 
 def reverse_task(n: int = 16, max_len: int = 5) -> dict:
@@ -61,10 +60,10 @@ def fit(model: EncoderDecoder, batch: dict, steps: int, lr: float = 3e-3) -> lis
 # --------------------------------------------------------------------------- plugin and structure
 
 
-def test_registered_with_objectives_and_return_annotation():
+def test_registered_with_objectives_and_its_config():
     plugin = registry.get("model", "decoder")
     # the framework reads objectives from the annotation before building anything
-    assert inspect.signature(plugin.target, eval_str=True).return_annotation is EncoderDecoder
+    assert plugin.product() is EncoderDecoder and plugin.config_class() is EncoderDecoderConfig
     assert EncoderDecoder.objectives == ("seq2seq",) and EncoderDecoder.default_objective == "seq2seq"
     model = registry.build("model", "decoder", vocab_size=VOCAB, n_layer=2, n_decoder_layer=3, n_embd=32)
     assert isinstance(model, EncoderDecoder)

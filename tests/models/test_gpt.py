@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_llm import registry
-from lightning_llm.models.gpt import GPT, GPTConfig, gpt
+from lightning_llm.models.gpt import GPT, GPTConfig
 
 VOCAB = 100  # deliberately not a multiple of 64
 
@@ -17,7 +17,7 @@ def _seed():
 
 def tiny(**overrides) -> GPT:
     params = dict(vocab_size=VOCAB, n_layer=2, n_head=4, n_embd=32, block_size=16)
-    return gpt(**(params | overrides))
+    return GPT(GPTConfig(**(params | overrides)))
 
 
 def train(model: GPT, steps: int, lr: float = 3e-3) -> tuple[float, float]:
@@ -82,7 +82,7 @@ def assert_gpt2_init(model: GPT) -> None:
 
 
 def test_init_is_gpt2():
-    model = gpt(vocab_size=1000, n_layer=4, n_head=4, n_embd=256, block_size=64, bias=True)
+    model = GPT(GPTConfig(vocab_size=1000, n_layer=4, n_head=4, n_embd=256, block_size=64, bias=True))
     assert_gpt2_init(model)
     assert all(block.attn.c_attn.bias.abs().sum() == 0 for block in model.blocks)
 
@@ -90,7 +90,9 @@ def test_init_is_gpt2():
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_meta_device_build_then_to_empty_and_init_weights(positions):
     with torch.device("meta"):
-        model = gpt(vocab_size=1000, n_layer=4, n_head=4, n_embd=256, block_size=64, positions=positions)
+        model = GPT(
+            GPTConfig(vocab_size=1000, n_layer=4, n_head=4, n_embd=256, block_size=64, positions=positions)
+        )
     assert model.wte.weight.is_meta
     model.to_empty(device="cpu")
     model.init_weights()

@@ -5,8 +5,8 @@ import time
 import pytest
 import torch
 
-from lightning_llm.models.encoder_decoder import decoder
-from lightning_llm.models.gpt import GPT, gpt
+from lightning_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
+from lightning_llm.models.gpt import GPT, GPTConfig
 from lightning_llm.models.sampling import generate
 
 VOCAB = 50
@@ -20,7 +20,7 @@ def _seed():
 
 def tiny_gpt(positions: str, **overrides) -> GPT:
     params = dict(vocab_size=VOCAB, n_layer=2, n_head=4, n_embd=32, block_size=80, positions=positions)
-    return gpt(**(params | overrides)).eval()
+    return GPT(GPTConfig(**(params | overrides))).eval()
 
 
 # --------------------------------------------------------------------------- GPT
@@ -76,7 +76,7 @@ def test_gpt_without_cache_is_unchanged():
 
 def tiny_encoder_decoder(**overrides):
     params = dict(vocab_size=VOCAB, n_layer=2, n_head=4, n_embd=32, block_size=64, dropout=0.0)
-    return decoder(**(params | overrides)).eval()
+    return EncoderDecoder(EncoderDecoderConfig(**(params | overrides))).eval()
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_generation_with_one_beam_is_greedy():
 
 
 def test_print_gpt_generation_time_with_and_without_cache():
-    model = gpt(vocab_size=VOCAB, n_layer=4, n_head=4, n_embd=128, block_size=320).eval()
+    model = GPT(GPTConfig(vocab_size=VOCAB, n_layer=4, n_head=4, n_embd=128, block_size=320)).eval()
     prompt = torch.randint(0, VOCAB, (1, 16))
     seconds = {}
     for use_cache in (True, False):

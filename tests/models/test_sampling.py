@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_llm.models.gpt import gpt
+from lightning_llm.models.gpt import GPT, GPTConfig
 from lightning_llm.models.sampling import beam_search, generate, greedy_search, sample
 
 BOS, EOS, A, B = 2, 3, 4, 5
@@ -56,7 +56,7 @@ def test_sampling_follows_the_softmax_at_the_temperature():
 
 def tiny_gpt(**overrides):
     params = dict(vocab_size=20, n_layer=2, n_head=2, n_embd=16, block_size=12)
-    return gpt(**(params | overrides)).eval()
+    return GPT(GPTConfig(**(params | overrides))).eval()
 
 
 def test_generate_appends_tokens():

@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_llm import registry
-from lightning_llm.models.gpt import gpt
+from lightning_llm.models.gpt import GPT, GPTConfig
 from lightning_llm.objectives.causal_lm import IGNORE_INDEX, CausalLM
 
 
@@ -17,7 +17,7 @@ def padded_batch() -> dict[str, torch.Tensor]:
 
 def test_summed_loss_over_tokens_equals_mean_cross_entropy():
     torch.manual_seed(0)
-    model = gpt(vocab_size=50, n_layer=1, n_head=2, n_embd=16, block_size=10)
+    model = GPT(GPTConfig(vocab_size=50, n_layer=1, n_head=2, n_embd=16, block_size=10))
     batch = padded_batch()
     loss, n_target_tokens, logits = registry.build("objective", "causal_lm").loss(model, batch)
     assert isinstance(n_target_tokens, torch.Tensor) and n_target_tokens.item() == 3 * 9 - 3

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_llm import registry
-from lightning_llm.models.encoder import encoder
+from lightning_llm.models.encoder import Encoder, EncoderConfig
 from lightning_llm.objectives.classification import Classification
 from lightning_llm.tokenizers import CharTokenizer
 
@@ -34,7 +34,7 @@ def toy_batch(n: int, seed: int) -> dict[str, torch.Tensor]:
 
 def tiny_classifier(**overrides):
     params = dict(vocab_size=VOCAB, n_layer=2, n_head=4, n_embd=32, block_size=BLOCK, num_classes=CLASSES)
-    return encoder(**(params | overrides))
+    return Encoder(EncoderConfig(**(params | overrides)))
 
 
 def test_loss_is_summed_cross_entropy_over_sequences(tokenizer):

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_llm import registry
-from lightning_llm.models.encoder import encoder
+from lightning_llm.models.encoder import Encoder, EncoderConfig
 from lightning_llm.objectives.causal_lm import IGNORE_INDEX
 from lightning_llm.objectives.masked_lm import MaskedLM, mask_tokens
 from lightning_llm.tokenizers import CharTokenizer
@@ -102,7 +102,9 @@ def test_objective_uses_the_tokenizer_ids(tokenizer):
 
 def test_loss_is_only_on_the_masked_positions(tokenizer):
     torch.manual_seed(0)
-    model = encoder(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=32).eval()
+    model = Encoder(
+        EncoderConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=32)
+    ).eval()
     objective = registry.build("objective", "masked_lm", tokenizer=tokenizer)
     input_ids = torch.randint(7, tokenizer.vocab_size, (3, 32))
     batch = {"input_ids": input_ids.clone(), "labels": torch.roll(input_ids, -1, dims=1)}
@@ -125,8 +127,10 @@ def test_tiny_encoder_learns_a_repetitive_corpus(tokenizer):
     torch.manual_seed(0)
     ids = torch.tensor(tokenizer.encode("abcdefgh" * 64))  # each letter is fixed by its neighbours
     windows = ids.view(16, 32)  # (B, T) packed windows, as the text data plugins serve them
-    model = encoder(
-        vocab_size=tokenizer.vocab_size, n_layer=2, n_head=4, n_embd=64, block_size=32, dropout=0.0
+    model = Encoder(
+        EncoderConfig(
+            vocab_size=tokenizer.vocab_size, n_layer=2, n_head=4, n_embd=64, block_size=32, dropout=0.0
+        )
     )
     objective = MaskedLM(tokenizer=tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lightning_llm import registry
-from lightning_llm.models.encoder_decoder import decoder
+from lightning_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 from lightning_llm.objectives.seq2seq import Seq2Seq
 from lightning_llm.tokenizers.char import CharTokenizer
 
@@ -37,7 +37,9 @@ def padded_batch() -> dict:
 
 
 def tiny_model():
-    return decoder(vocab_size=VOCAB, n_layer=1, n_head=2, n_embd=16, block_size=8, dropout=0.0).eval()
+    return EncoderDecoder(
+        EncoderDecoderConfig(vocab_size=VOCAB, n_layer=1, n_head=2, n_embd=16, block_size=8, dropout=0.0)
+    ).eval()
 
 
 def test_registered_with_its_default_data():

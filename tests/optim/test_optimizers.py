@@ -2,13 +2,17 @@ import pytest
 import torch
 
 from lightning_llm import registry
-from lightning_llm.models.gpt import gpt
+from lightning_llm.models.gpt import GPT, GPTConfig
 from lightning_llm.optim.optimizers import param_groups
 
 
 def model(**overrides):
     torch.manual_seed(0)
-    return gpt(**(dict(vocab_size=50, n_layer=2, n_head=2, n_embd=16, block_size=8, bias=True) | overrides))
+    return GPT(
+        GPTConfig(
+            **(dict(vocab_size=50, n_layer=2, n_head=2, n_embd=16, block_size=8, bias=True) | overrides)
+        )
+    )
 
 
 @pytest.mark.parametrize("tie_embeddings", [True, False])

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 import yaml
-from llm_parallel_gpt import ParallelBlock, ParallelGPT, parallel_gpt
+from llm_parallel_gpt import ParallelBlock, ParallelGPT, ParallelGPTConfig
 from torch import nn
 
 import lightning_llm
@@ -19,7 +19,7 @@ VOCAB = 50
 def tiny(**overrides) -> ParallelGPT:
     torch.manual_seed(0)
     shape = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16}
-    return parallel_gpt(vocab_size=VOCAB, **{**shape, **overrides})
+    return ParallelGPT(ParallelGPTConfig(vocab_size=VOCAB, **{**shape, **overrides}))
 
 
 def test_follows_the_model_contract():

@@ -8,7 +8,7 @@ import lightning_llm
 if not lightning_llm.__version__.startswith("0.1."):
     raise ImportError(f"llm-parallel-gpt supports lightning_llm 0.1.x, found {lightning_llm.__version__}")
 
-from llm_parallel_gpt.model import ParallelBlock, ParallelGPT, parallel_gpt  # noqa: E402 - after the check
+from llm_parallel_gpt.model import ParallelBlock, ParallelGPT, ParallelGPTConfig  # noqa: E402 - after the check
 
-__all__ = ["ParallelBlock", "ParallelGPT", "parallel_gpt"]
+__all__ = ["ParallelBlock", "ParallelGPT", "ParallelGPTConfig"]
 __version__ = "0.1.0"

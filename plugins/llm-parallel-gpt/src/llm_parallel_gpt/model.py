@@ -12,6 +12,7 @@ head, KV-cache generation, GPT-2 initialisation (each block still adds two ``c_p
 residual stream, so their scaling by 1 / sqrt(2 n_layer) holds) and the FLOP count (the same matmuls).
 """
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -21,7 +22,7 @@ from lightning_llm import register
 from lightning_llm.models.blocks import MLP, Attention, KVCache, RotaryEmbedding, make_norm
 from lightning_llm.models.gpt import GPT, GPTConfig
 
-__all__ = ["ParallelBlock", "ParallelGPT", "parallel_gpt"]
+__all__ = ["ParallelBlock", "ParallelGPT", "ParallelGPTConfig"]
 
 
 class ParallelBlock(nn.Module):
@@ -48,13 +49,22 @@ class ParallelBlock(nn.Module):
         return x + self.attn(h, rope=rope, kv_cache=kv_cache) + self.mlp(h)
 
 
+@dataclass
+class ParallelGPTConfig(GPTConfig):
+    """GPT's settings (``GPTConfig``: one declaration, shared), with GPT-J's and PaLM's rotary positions."""
+
+    positions: Literal["learned", "rotary"] = "rotary"
+
+
+@register("model", "parallel_gpt")
 class ParallelGPT(GPT):
-    """GPT whose blocks are ``ParallelBlock``s; forward, generation and initialisation are GPT's."""
+    """Decoder-only GPT with parallel attention + MLP blocks (GPT-J, PaLM), trained with causal_lm.
+    Forward, generation and initialisation are GPT's."""
 
     objectives = ("causal_lm",)
     default_objective = "causal_lm"
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: ParallelGPTConfig):
         super().__init__(config)
         # GPT's constructor builds serial blocks; swap them for parallel ones (a one-off cost at construction)
         # and initialise again, so every weight comes from init_weights() as in any lightning_llm model.
@@ -63,53 +73,3 @@ class ParallelGPT(GPT):
             for _ in range(config.n_layer)
         )
         self.init_weights()
-
-
-@register("model", "parallel_gpt")
-def parallel_gpt(
-    vocab_size: int,
-    n_layer: int = 4,
-    n_head: int = 4,
-    n_embd: int = 128,
-    block_size: int = 256,
-    dropout: float = 0.0,
-    bias: bool = False,
-    positions: Literal["learned", "rotary"] = "rotary",
-    mlp: Literal["gelu", "swiglu"] = "gelu",
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm",
-    tie_embeddings: bool = True,
-    pad_vocab_to: int = 64,
-) -> ParallelGPT:
-    """Decoder-only GPT with parallel attention + MLP blocks (GPT-J, PaLM), trained with causal_lm. The
-    defaults are a small CPU-sized model with GPT-J's rotary positions.
-
-    Args:
-        vocab_size: number of token ids; supplied by the framework from the tokenizer.
-        n_layer: number of parallel blocks.
-        n_head: attention heads per block; must divide n_embd.
-        n_embd: width of the residual stream (embedding size).
-        block_size: longest sequence (context length) the model accepts.
-        dropout: dropout on embeddings, attention weights and residual branches.
-        bias: use biases in Linear layers and the norms (PaLM had none).
-        positions: rotary embeddings (GPT-J, PaLM) or a learned absolute position table (GPT-2).
-        mlp: gelu (4x width, GPT-J) or swiglu (gated, PaLM).
-        norm: layernorm (GPT-J, PaLM) or rmsnorm.
-        tie_embeddings: share the token embedding matrix with the output head (PaLM did).
-        pad_vocab_to: pad embedding and head rows to a multiple of this for faster matmuls.
-    """
-    return ParallelGPT(
-        GPTConfig(
-            vocab_size=vocab_size,
-            n_layer=n_layer,
-            n_head=n_head,
-            n_embd=n_embd,
-            block_size=block_size,
-            dropout=dropout,
-            bias=bias,
-            positions=positions,
-            mlp=mlp,
-            norm=norm,
-            tie_embeddings=tie_embeddings,
-            pad_vocab_to=pad_vocab_to,
-        )
-    )
