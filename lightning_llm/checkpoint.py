@@ -35,12 +35,15 @@ import torch
 from torch import nn
 
 from lightning_llm import plugins, registry
+from lightning_llm.atomic import atomic_write
 from lightning_llm.config import plugin_params, refuse_code_paths
 from lightning_llm.tokenizers import Tokenizer
 
 __all__ = [
     "CheckpointError",
+    "atomic_save",
     "build_model_from_checkpoint",
+    "consolidate",
     "find_checkpoint",
     "init_from",
     "is_complete",
@@ -547,6 +550,32 @@ def init_from(model: nn.Module, path: str | Path) -> tuple[list[str], list[str],
     return loaded, new, skipped
 
 
+# --------------------------------------------------------------------------- writing
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj, path)`` such that ``path`` is either untouched or the whole new file, also across a
+    crash (``lightning_llm.atomic``). On any error the temp file is removed and the error re-raised."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as file:
+        torch.save(obj, file)
+    return path
+
+
+def consolidate(sharded_dir: str | Path, out_file: str | Path) -> Path:
+    """Write the sharded checkpoint ``sharded_dir`` as ONE file, atomically, in the layout of a single-device
+    Lightning checkpoint: ``state_dict`` with the module's full weights (``model.blocks.0...``) plus every
+    entry of ``meta.pt`` (run config, tokenizer fingerprint, counters); no optimizer state. It loads with
+    ``torch.load(weights_only=True)`` and needs no process group. Returns ``out_file``."""
+    sharded_dir, out_file = Path(sharded_dir), Path(out_file)
+    if not sharded_dir.is_dir():
+        raise CheckpointError(f"{sharded_dir} is not a sharded checkpoint directory")
+    if out_file.is_dir():
+        raise IsADirectoryError(f"{out_file} is a directory; name the file to write")
+    return atomic_save(load_checkpoint(sharded_dir), out_file)
+
+
 # --------------------------------------------------------------------------- command line
 
 CONSOLIDATED_SUFFIX = ".consolidated.pt"
@@ -601,8 +630,6 @@ def _consolidate(path: Path, output: str | None) -> Path:
     if not source.is_dir():
         raise CheckpointError(f"{source} is a single-file checkpoint already; load it as it is")
     target = Path(output) if output else consolidated_path(source)
-    from lightning_llm.distributed.checkpointing import consolidate  # imports Lightning: only here
-
     return consolidate(source, target)
 
 

@@ -27,6 +27,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lightning_llm import registry
 from lightning_llm.distributed.plan import ParallelPlan
+from lightning_llm.errors import ConfigError
+from lightning_llm.ranges import check_ranges
 from lightning_llm.registry import Plugin
 
 # Kinds selected through a Hydra config group of the same name; metrics are a list under `metrics`.
@@ -37,10 +39,6 @@ FRAMEWORK_PARAMS: dict[str, dict[str, tuple[Any, Any]]] = {
     "model": {"init_from": (Optional[str], None)},  # noqa: UP045 - OmegaConf needs typing.Optional
 }
 _SCALARS = (int, float, bool, str)
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and what would be valid."""
 
 
 @functools.cache
@@ -199,8 +197,6 @@ def check(cfg: DictConfig) -> None:
     check_objective(cfg.model.name, cfg.objective.name)
     check_trainer_args(cfg.get("trainer", {}))
     refuse_code_paths(cfg, "")
-    from lightning_llm.ranges import check_ranges  # it imports this module
-
     check_ranges(cfg)
 
 

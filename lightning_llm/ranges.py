@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_llm.config import ConfigError
+from lightning_llm.errors import ConfigError
 
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit, and Lightning seeds NumPy too
 

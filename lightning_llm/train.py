@@ -316,8 +316,7 @@ def _evaluate(
 
 def _export_consolidated(run_dir: Path) -> None:
     """After a sharded (FSDP) run: its last checkpoint as one file, for inference and fine-tuning."""
-    from lightning_llm.checkpoint import consolidated_path, latest_checkpoint
-    from lightning_llm.distributed.checkpointing import consolidate
+    from lightning_llm.checkpoint import consolidate, consolidated_path, latest_checkpoint
 
     sharded = latest_checkpoint(run_dir / "checkpoints")
     if sharded is not None and sharded.is_dir():

@@ -11,8 +11,9 @@ name only once it is whole:
   ``.old``. Two renames of a directory cannot be one atomic step, so a crash between them leaves only
   ``<name>.old``, which is complete and which ``latest_checkpoint`` falls back to.
 
-The reading side of this contract (``is_complete``, ``latest_checkpoint``) is in ``lightning_llm.checkpoint``,
-which must stay importable without Lightning; it is re-exported here.
+The reading side of this contract (``is_complete``, ``latest_checkpoint``) and what needs no Lightning
+(``atomic_save``, ``consolidate``) are in ``lightning_llm.checkpoint``, which must stay importable without it;
+they are re-exported here. That module never imports this one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.strategies.model_parallel import _distributed_checkpoint_save
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
@@ -31,17 +31,17 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.strategies import ModelParallelStrategy
 from typing_extensions import override
 
-from lightning_llm.atomic import atomic_write, fsync_dir
+from lightning_llm.atomic import fsync_dir
 from lightning_llm.checkpoint import (
     DCP_METADATA,
     DELETING_MARKER,
     META_FILE,
     OLD_SUFFIX,
     PARTIAL_SUFFIX,
-    CheckpointError,
+    atomic_save,
+    consolidate,
     is_complete,
     latest_checkpoint,
-    load_checkpoint,
     read_dcp_metadata,
 )
 
@@ -85,16 +85,6 @@ class CheckpointWriteError(OSError):
 
     def __str__(self) -> str:
         return self.message
-
-
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj, path)`` such that ``path`` is either untouched or the whole new file, also across a
-    crash (``lightning_llm.atomic``). On any error the temp file is removed and the error re-raised."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as file:
-        torch.save(obj, file)
-    return path
 
 
 def _remove(path: Path) -> None:
@@ -232,19 +222,3 @@ def _swap_in(partial: Path, path: Path) -> None:
     os.replace(partial, path)
     fsync_dir(path.parent)
     _remove(old)
-
-
-# --------------------------------------------------------------------------- consolidation
-
-
-def consolidate(sharded_dir: str | Path, out_file: str | Path) -> Path:
-    """Write the sharded checkpoint ``sharded_dir`` as ONE file, atomically, in the layout of a single-device
-    Lightning checkpoint: ``state_dict`` with the module's full weights (``model.blocks.0...``) plus every
-    entry of ``meta.pt`` (run config, tokenizer fingerprint, counters); no optimizer state. It loads with
-    ``torch.load(weights_only=True)`` and needs no process group. Returns ``out_file``."""
-    sharded_dir, out_file = Path(sharded_dir), Path(out_file)
-    if not sharded_dir.is_dir():
-        raise CheckpointError(f"{sharded_dir} is not a sharded checkpoint directory")
-    if out_file.is_dir():
-        raise IsADirectoryError(f"{out_file} is a directory; name the file to write")
-    return atomic_save(load_checkpoint(sharded_dir), out_file)
