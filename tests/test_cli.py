@@ -22,6 +22,7 @@ def run_cli(*args, timeout=120, env=None):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -83,6 +84,7 @@ def test_copies_of_hydras_config_source_share_the_config_store():
         del ConfigStore.instance().repo["_test_share"]
 
 
+@pytest.mark.slow
 def test_missing_data_file_is_one_short_message(tmp_path):
     result = run_cli(
         "data=text",
@@ -97,6 +99,7 @@ def test_missing_data_file_is_one_short_message(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_chosen_model_brings_its_default_objective_and_data():
     result = run_cli("--cfg", "job", "model=decoder")
     assert result.returncode == 0, result.stderr
@@ -108,6 +111,7 @@ def test_a_chosen_model_brings_its_default_objective_and_data():
     assert "name: masked_lm" in explicit.stdout and "name: text" in explicit.stdout
 
 
+@pytest.mark.slow
 def test_mismatched_objective_is_refused():
     result = run_cli("model=gpt", "objective=seq2seq", "data=reverse_words", "logger=none", "debug=fast")
     assert result.returncode != 0

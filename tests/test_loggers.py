@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from omegaconf import read_write
 
 from lightning_llm.loggers import WANDB_ID_FILE, wandb_run_id
@@ -19,6 +20,7 @@ def test_wandb_run_id_is_made_once_per_run_folder(tmp_path):
     assert wandb_run_id(tmp_path / "other") != first
 
 
+@pytest.mark.slow
 def test_resumed_run_continues_its_wandb_run(make_cfg, tmp_path):
     train(make_cfg("logger=wandb", "trainer.max_steps=4"), run_dir=tmp_path)
     train(make_cfg("logger=wandb", "trainer.max_steps=8", "ckpt_path=auto"), run_dir=tmp_path)

@@ -10,6 +10,8 @@ import pytest
 
 from tests.test_plugins import run
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
+
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 PACKAGES = {  # distribution (folder under plugins/) -> the plugin it registers
     "llm-lion": ("optim", "lion"),

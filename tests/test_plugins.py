@@ -32,6 +32,7 @@ def run(env, *args, module="lightning_llm"):
     )
 
 
+@pytest.mark.slow
 def test_listing_shows_the_plugin_and_names_the_broken_package(plugin_env):
     result = run(plugin_env, "optim", module="lightning_llm.plugins")
     assert result.returncode == 0, result.stderr
@@ -40,6 +41,7 @@ def test_listing_shows_the_plugin_and_names_the_broken_package(plugin_env):
     assert "llm-broken-plugin" in result.stderr and "ImportError" in result.stderr
 
 
+@pytest.mark.slow
 def test_plugin_config_comes_from_its_signature(plugin_env):
     result = run(plugin_env, "optim=demo_sgd", "optim.momentum=0.5", "--cfg", "job")
     assert result.returncode == 0, result.stderr
@@ -56,6 +58,7 @@ def test_selecting_a_missing_name_mentions_the_broken_package(plugin_env):
     assert "llm-broken-plugin: ImportError" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_trains_with_a_third_party_optimizer(plugin_env, tmp_path):
     run_dir = tmp_path / "run"
     result = run(

@@ -43,6 +43,7 @@ TINY_RUN = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", [p for p in PRESETS if p.endswith(("tiny", "tiny_classify"))])
 def test_tiny_preset_trains(make_cfg, tmp_path, preset):
     summary, _ = train(make_cfg(f"experiment={preset}", *TINY_RUN, tiny=False), run_dir=tmp_path)

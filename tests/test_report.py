@@ -313,6 +313,7 @@ def test_the_command_starts_without_torch_and_exits_2_on_a_bad_path(tmp_path):
 # --------------------------------------------------------------------------- a real multirun
 
 
+@pytest.mark.slow
 def test_a_real_two_job_multirun(tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
     result = subprocess.run(

@@ -51,6 +51,7 @@ def open_study(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_search_runs_its_trials_and_writes_the_best(tmp_path, cache_dir, capsys):
     study = search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=3"))
 
@@ -70,6 +71,7 @@ def test_search_runs_its_trials_and_writes_the_best(tmp_path, cache_dir, capsys)
     assert "trial  state     val_loss" in printed and f"best: trial {best['trial']}" in printed
 
 
+@pytest.mark.slow
 def test_a_restarted_search_keeps_finished_trials_and_resumes_an_interrupted_one(tmp_path, cache_dir):
     search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=2"))
     study = open_study(tmp_path)
@@ -101,6 +103,7 @@ def test_a_restarted_search_keeps_finished_trials_and_resumes_an_interrupted_one
     assert retry.value == pytest.approx(first[1][1], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_trials_that_fall_behind_are_pruned_and_bad_ones_fail_without_stopping_the_search(
     tmp_path, cache_dir
 ):

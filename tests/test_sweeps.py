@@ -8,7 +8,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import TINY
+
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
 
 
 def test_joblib_multirun_runs_every_job_in_its_own_folder(tmp_path, cache_dir):

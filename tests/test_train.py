@@ -43,6 +43,7 @@ def test_tiny_run_writes_the_run_folder(make_cfg, tmp_path):
         assert column in metrics_csv.splitlines()[0]
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_config_and_tokenizer_hash_and_loads_weights_only(make_cfg, tmp_path):
     _, objects = train(make_cfg(), run_dir=tmp_path)
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -52,6 +53,7 @@ def test_checkpoint_holds_config_and_tokenizer_hash_and_loads_weights_only(make_
     assert checkpoint["global_step"] == 8
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint(make_cfg, tmp_path):
     train(make_cfg(), run_dir=tmp_path)
     summary, _ = train(make_cfg("ckpt_path=auto", "trainer.max_steps=12"), run_dir=tmp_path)
@@ -61,6 +63,7 @@ def test_resume_continues_from_the_checkpoint(make_cfg, tmp_path):
     assert {p.name for p in (tmp_path / "csv").iterdir()} == {"version_0", "version_1"}
 
 
+@pytest.mark.slow
 def test_auto_resume_without_checkpoint_starts_fresh(make_cfg, tmp_path):
     summary, _ = train(make_cfg("ckpt_path=auto"), run_dir=tmp_path)
     assert summary["step"] == 8
@@ -76,6 +79,7 @@ def test_sequence_longer_than_model_positions_is_refused(make_cfg, tmp_path):
         train(make_cfg("data.block_size=64"), run_dir=tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("logger", ["csv", "wandb", "tensorboard", "none"])
 def test_loggers(make_cfg, tmp_path, logger, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -88,6 +92,7 @@ def test_loggers(make_cfg, tmp_path, logger, monkeypatch):
         assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_masked_lm_then_classification_fine_tune(make_cfg, tmp_path, caplog):
     """Pretrain a tiny encoder with masked LM, then fine-tune it for classification from that run."""
     encoder = [

@@ -2,7 +2,6 @@ import itertools
 import json
 import logging
 import random
-import time
 
 import numpy as np
 import pytest
@@ -18,17 +17,12 @@ WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "w
 
 @pytest.fixture(scope="module")
 def pydoc_cache(tmp_path_factory, make_tokenizer):
-    """A cache dir holding the pydoc token caches, built once for the module (and timed)."""
+    """A cache dir holding the pydoc token caches, built once for the module."""
     cache_dir = tmp_path_factory.mktemp("cache")
     dm = registry.build(
         "data", "pydoc", tokenizer=make_tokenizer(), cache_dir=cache_dir, block_size=BLOCK, batch_size=BATCH
     )
-    dm.texts("train")  # read and split first, so the timing below is tokenizing + writing only
-    start = time.perf_counter()
     dm.prepare_data()
-    seconds = time.perf_counter() - start
-    n_chars = sum(len(text) for split in ("train", "val", "test") for text in dm.texts(split))
-    print(f"\npydoc token cache, byte tokenizer: {seconds:.3f}s to tokenize and write {n_chars:,} characters")
     return cache_dir
 
 

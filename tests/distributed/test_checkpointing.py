@@ -197,6 +197,7 @@ def assert_same_weights(found: dict, expected: dict) -> None:
         assert torch.equal(found[key], value), key
 
 
+@pytest.mark.slow
 def test_fsdp_checkpoints_are_complete_consolidate_and_resume_on_one_process(tmp_path: Path):
     first = launch(tmp_path, "--devices", "2", "--max-steps", "4", "--tag", "two")
     folder = tmp_path / "checkpoints"

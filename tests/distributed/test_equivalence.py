@@ -14,6 +14,8 @@ import pytest
 
 from lightning_llm.testing import TINY, run_cli
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
+
 STEPS = 20
 # fp32 on CPU: the runs differ only in the order of floating-point sums (sharded reductions, split batches).
 RTOL = 2e-5

@@ -1,7 +1,5 @@
 """Generation with a KV cache computes what generation without one computes: same logits, same tokens."""
 
-import time
-
 import pytest
 import torch
 
@@ -136,20 +134,3 @@ def test_generation_with_one_beam_is_greedy():
         tokens = torch.cat([tokens, next_id], dim=1)
     expected = [row[1:][: row[1:].index(EOS)] if EOS in row[1:] else row[1:] for row in tokens.tolist()]
     assert greedy == expected
-
-
-# --------------------------------------------------------------------------- timing (printed, not asserted)
-
-
-def test_print_gpt_generation_time_with_and_without_cache():
-    model = GPT(GPTConfig(vocab_size=VOCAB, n_layer=4, n_head=4, n_embd=128, block_size=320)).eval()
-    prompt = torch.randint(0, VOCAB, (1, 16))
-    seconds = {}
-    for use_cache in (True, False):
-        start = time.perf_counter()
-        generate(model, prompt, 256, temperature=0.0, use_cache=use_cache)
-        seconds[use_cache] = time.perf_counter() - start
-    print(
-        f"\nGPT (4 x 128, CPU) 256 new tokens: with cache {seconds[True]:.2f}s, "
-        f"without {seconds[False]:.2f}s ({seconds[False] / seconds[True]:.1f}x)"
-    )

@@ -20,6 +20,8 @@ import torch
 from lightning_llm.run_folder import resume_path
 from lightning_llm.testing import TINY, cli_command, cli_env
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
+
 TIMEOUT = 120
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

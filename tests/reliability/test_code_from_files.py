@@ -17,6 +17,8 @@ from lightning_llm.checkpoint import DCP_METADATA, META_FILE, latest_checkpoint,
 from lightning_llm.testing import TINY, cli_command, cli_env, run_cli
 from tests.reliability.test_bad_inputs import error_line
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
+
 TIMEOUT = 180
 PLANTED_STEP = 10**6  # higher than any real checkpoint's: picked first by step, were it usable
 

@@ -19,6 +19,8 @@ import pytest
 from lightning_llm.testing import cli_command, cli_env
 from tests.conftest import TINY
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
+
 TIMEOUT = 300
 RACES = 2
 SPLITS = ("train", "val", "test")

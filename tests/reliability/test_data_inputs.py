@@ -18,6 +18,8 @@ from lightning_llm.data.corpus import assign_split
 from lightning_llm.testing import TINY, cli_command, cli_env
 from tests.conftest import read_only_folder
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
+
 TIMEOUT = 120
 # TINY without its tokenizer, for rows that choose their own.
 NO_TOKENIZER = [override for override in TINY if not override.startswith("tokenizer=")]

@@ -21,6 +21,8 @@ from lightning_llm.checkpoint import is_complete, latest_checkpoint, stored_step
 from lightning_llm.testing import TINY, cli_command, cli_env
 from tests.reliability.test_bad_inputs import error_line
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
+
 TIMEOUT = 300
 COMMAND = [
     *TINY,

@@ -21,6 +21,8 @@ from lightning_llm.testing import cli_env
 from tests.test_checkpoint import make_run
 from tests.test_report import summary, train_row, val_row, write_run
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
+
 TIMEOUT = 120
 
 

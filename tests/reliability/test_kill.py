@@ -26,6 +26,8 @@ from lightning_llm.testing import cli_command, cli_env
 from tests.conftest import TINY
 from tests.distributed.test_equivalence import train_losses
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
+
 STEPS = 24
 EVERY = 4  # validation, and so a checkpoint, every EVERY steps
 RTOL = 1e-6

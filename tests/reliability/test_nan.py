@@ -155,6 +155,7 @@ F.cross_entropy = cross_entropy
 """
 
 
+@pytest.mark.slow
 def test_deferred_stop_under_fsdp_with_two_processes(tmp_path):
     """The GPU default path under FSDP2 on 2 CPU processes: the flag is all-reduced, handed to the fused
     AdamW over sharded (DTensor) parameters as ``found_inf`` and read a step later; both ranks stop, naming

@@ -16,6 +16,8 @@ from lightning_llm.checkpoint import is_complete, stored_step
 from lightning_llm.testing import TINY, cli_command, cli_env, run_cli
 from tests.distributed.test_equivalence import RTOL, train_losses
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
+
 STEPS = 60
 FSDP = [
     *TINY,

@@ -20,6 +20,8 @@ from lightning_llm.run_folder import LOCK_FILE, remove_unfinished_checkpoints
 from lightning_llm.testing import TINY, cli_command, cli_env, run_cli
 from tests.reliability.test_bad_inputs import error_line
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
+
 TIMEOUT = 180
 LONG = ["trainer.max_steps=100000", "trainer.val_check_interval=20", "callbacks.samples.num_samples=0"]
 

@@ -9,11 +9,15 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from lightning_llm.callbacks.preemption import PREEMPTED_EXIT_CODE
 from lightning_llm.checkpoint import stored_step
 from lightning_llm.testing import TINY, run_cli
 from tests.distributed.test_equivalence import train_losses
 from tests.reliability.test_preemption_fsdp import signal_mid_run
+
+pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
 
 STEPS = 60
 RUN = [

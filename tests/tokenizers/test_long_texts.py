@@ -79,6 +79,7 @@ def test_the_trainer_gets_bounded_pieces(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "".join(seen) == LONG + "short"
 
 
+@pytest.mark.slow
 def test_a_multi_megabyte_line_reaches_the_backend_in_bounded_batches() -> None:
     """What bounds the memory of encoding one huge line: no input over MAX_PIECE_CHARS, no call over
     MAX_BATCH_CHARS, and the pieces go out as batches, so all cores encode them."""
