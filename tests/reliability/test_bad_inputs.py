@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_llm import cli
 from lightning_llm.run_folder import resume_path
 from lightning_llm.testing import TINY, cli_command, cli_env
 
@@ -133,6 +134,16 @@ def run_cli(run_dir: Path, cache_dir: Path, *overrides: str) -> subprocess.Compl
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=TIMEOUT)
 
 
+def refused_before_hydra(*args: str) -> str:
+    """The error line of ``python -m lightning_llm <args>`` for input the CLI refuses before Hydra starts, run
+    in this process through the CLI's entry point (``cli.main``): it must exit with one line, no traceback."""
+    with pytest.raises(SystemExit) as refused:
+        cli.main(list(args))
+    line = str(refused.value.code)
+    assert line.startswith("error: ") and "\n" not in line, line
+    return line
+
+
 def error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode != 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -163,7 +174,10 @@ def assert_nothing_to_resume(run_dir: Path) -> None:
 def test_bad_input_is_refused_with_one_clear_line(case: Bad, data: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     overrides = [override.replace("{data}", str(data)) for override in case.overrides]
-    line = error_line(run_cli(run_dir, tmp_path / "cache", *overrides))
+    if case.before_hydra:  # no process needed to show it: the same entry point, in this process
+        line = refused_before_hydra(*TINY, *overrides, f"hydra.run.dir={run_dir}")
+    else:
+        line = error_line(run_cli(run_dir, tmp_path / "cache", *overrides))
     for fragment in case.expected:
         assert fragment.replace("{data}", str(data)) in line, line
     assert len(line) <= 300, f"not short: {line}"

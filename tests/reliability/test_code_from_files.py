@@ -15,7 +15,7 @@ import torch
 
 from lightning_llm.checkpoint import DCP_METADATA, META_FILE, latest_checkpoint, read_metadata
 from lightning_llm.testing import TINY, cli_command, cli_env, run_cli
-from tests.reliability.test_bad_inputs import error_line
+from tests.reliability.test_bad_inputs import error_line, refused_before_hydra
 
 pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
 
@@ -181,7 +181,7 @@ def test_the_hydra_node_cannot_select_code(tmp_path, overrides, expected) -> Non
         f"      command: touch {marker}\n"
     )
     given = [arg.replace("{marker}", str(marker)).replace("{presets}", str(presets)) for arg in overrides]
-    line = error_line(command("lightning_llm", *given, f"hydra.run.dir={tmp_path / 'run'}"))
+    line = refused_before_hydra(*given, f"hydra.run.dir={tmp_path / 'run'}")
     assert expected in line, line
     assert not marker.exists() and not (tmp_path / "run").exists()
 
