@@ -57,7 +57,8 @@ CONTRACTS: dict[str, Contract] = {
     "data": Contract(
         ("tokenizer", "cache_dir"),
         "a lightning.LightningDataModule with texts('train') for tokenizer training and batches the "
-        "objective understands",
+        "objective understands; optionally has_split(split) and model_settings() (model parameters the "
+        "data decides, filled in where the config leaves them unset)",
     ),
     "model": Contract(
         ("vocab_size",),
@@ -67,7 +68,8 @@ CONTRACTS: dict[str, Contract] = {
     "objective": Contract(
         ("tokenizer",),
         "an object with loss(model, batch) -> (summed_loss, n_target_tokens, outputs), default_data (the "
-        "data plugin serving its batches), and optionally predict_text(model, batch) for text metrics",
+        "data plugin serving its batches), and optionally predict_text(model, batch) for text metrics and "
+        "sample_mode ('generate' or 'predict': what a run's samples.txt shows)",
     ),
     "optim": Contract(("params",), "a torch.optim.Optimizer over the given parameter groups"),
     "scheduler": Contract(

@@ -163,8 +163,10 @@ def _build(cfg: DictConfig, kind: str, **supplied: Any) -> Any:
 
 def _build_model(cfg: DictConfig, vocab_size: int, datamodule: Any) -> Any:
     plugin, params = config.plugin_params("model", cfg.model)
-    if not params.get("num_classes", 1) and hasattr(datamodule, "num_classes"):
-        params["num_classes"] = datamodule.num_classes  # a classifier's head is sized by the data's labels
+    # What the data decides and the config leaves unset, e.g. a classifier's head sized by the labels.
+    for key, value in getattr(datamodule, "model_settings", dict)().items():
+        if key in params and not params[key]:
+            params[key] = value
     model = plugin(vocab_size=vocab_size, **params)
     if init_from := config.framework_params("model", cfg.model)["init_from"]:
         from lightning_llm.checkpoint import init_from as load_matching_weights
@@ -183,10 +185,11 @@ def _tokenizer_of_run(init_from: str, cfg: DictConfig) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"model.init_from={init_from}: its run folder has no tokenizer.json ({path})")
     tokenizer = Tokenizer.from_file(path)
-    chosen = cfg.tokenizer.get("path") if cfg.tokenizer.name == "pretrained" else None
-    if chosen and Tokenizer.from_file(chosen).fingerprint() != tokenizer.fingerprint():
+    chosen = _build(cfg, "tokenizer")  # one that comes trained (a tokenizer file) must be the same one
+    if chosen.is_trained and chosen.fingerprint() != tokenizer.fingerprint():
         raise ConfigError(
-            f"tokenizer.path={chosen} is not the tokenizer model.init_from={init_from} was trained with"
+            f"tokenizer={cfg.tokenizer.name} is not the tokenizer that model.init_from={init_from} was "
+            "trained with; leave the tokenizer unset when fine-tuning"
         )
     log.info(
         "tokenizer: %s (the one model.init_from was trained with; tokenizer=%s is not used)",
@@ -244,8 +247,7 @@ def _trainer(
     )
     callbacks = [checkpoint, LearningRateMonitor(logging_interval="step"), *extra_callbacks]
     # Samples need text out of the model: a language model continues a prompt, a seq2seq model decodes inputs.
-    mode = "generate" if cfg.objective.name == "causal_lm" else "predict"
-    if mode == "generate" or hasattr(objective, "predict_text"):
+    if mode := getattr(objective, "sample_mode", None):
         samples_path = run_dir / "samples.txt"
         callbacks.append(TextSamples(tokenizer, samples_path, mode, seed=cfg.seed, **callbacks_cfg.samples))
     loggers = build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir)

@@ -139,3 +139,20 @@ def test_a_run_without_validation_or_test_finishes(make_cfg, tmp_path):
     assert summary["step"] == cfg.trainer.max_steps
     assert math.isnan(summary["val_loss"]) and "test_loss" not in summary
     assert math.isfinite(summary["train_loss"])
+
+
+def test_fine_tuning_uses_the_runs_tokenizer_and_refuses_another_trained_one(make_cfg, tmp_path):
+    from lightning_llm.tokenizers import CharTokenizer
+    from lightning_llm.train import _tokenizer_of_run
+
+    run, other = tmp_path / "run", tmp_path / "other.json"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"global_step": 4, "state_dict": {}}, run / "checkpoints" / "last.ckpt")
+    for texts, path in ((["abc"], run / "tokenizer.json"), (["xyz"], other)):
+        tokenizer = CharTokenizer()
+        tokenizer.train(texts)
+        tokenizer.save(path)
+    used = _tokenizer_of_run(str(run), make_cfg("tokenizer=byte_bpe"))  # untrained: the run's one is used
+    assert used.encode("abc") == CharTokenizer.from_file(run / "tokenizer.json").encode("abc")
+    with pytest.raises(ConfigError, match=r"tokenizer=pretrained is not the tokenizer that model.init_from"):
+        _tokenizer_of_run(str(run), make_cfg("tokenizer=pretrained", f"tokenizer.path={other}"))

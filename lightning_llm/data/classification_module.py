@@ -92,6 +92,10 @@ class ClassificationDataModule(SplitDataModule):
     def num_classes(self) -> int:
         return len(self.labels)
 
+    def model_settings(self) -> dict[str, int]:
+        """What the data decides of the model: its classifier head has one output per label."""
+        return {"num_classes": self.num_classes}
+
     def fingerprint(self) -> str:
         """A hash of the split examples and split parameters: same value, same data, on any machine."""
         params = {"val": self.val_fraction, "test": self.test_fraction, "seed": self.split_seed}

@@ -37,6 +37,7 @@ class CausalLM:
     """
 
     default_data = "pydoc"  # packed windows of the embedded corpus
+    sample_mode = "generate"  # a run's samples.txt: continuations of a prompt
     default_metrics = ("perplexity", "accuracy")
 
     def __init__(self, tokenizer: object = None) -> None:

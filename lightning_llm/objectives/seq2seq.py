@@ -36,6 +36,7 @@ class Seq2Seq:
     """
 
     default_data = "reverse_words"
+    sample_mode = "predict"  # a run's samples.txt: decodes of validation sources beside their references
     default_metrics = ("perplexity", "accuracy", "bleu", "rouge")  # bleu/rouge score greedy/beam decodes
 
     def __init__(
