@@ -303,17 +303,22 @@ def load_sharded(path: str | Path) -> dict[str, Any]:
     """A sharded (DCP) checkpoint directory as one single-file-style checkpoint dict: every entry of its
     ``meta.pt`` plus ``state_dict`` with the full (unsharded) CPU tensors of the module's weights; no
     optimizer state. Needs no process group, whatever world size wrote it."""
-    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     path = Path(path)
     meta = torch.load(path / META_FILE, map_location="cpu", weights_only=True)
-    loaded: dict[str, Any] = {}
-    # The empty-state planner rebuilds full tensors from DCP's index; keys={"state_dict"} skips the
-    # optimizer_<i> entries, which would double the memory and are useless outside training.
-    planner = _EmptyStateDictLoadPlanner(keys={"state_dict"})
-    _load_state_dict(loaded, storage_reader=_safe_reader(path), planner=planner, no_dist=True)
-    return {**meta, "state_dict": loaded.get("state_dict", {})}
+    reader = _safe_reader(path)
+    index = reader.read_metadata()
+    # Full-size empty tensors, as DCP's index records them, for the module's weights only: DCP fills them
+    # from every rank's shards. The optimizer_<i> entries would double the memory and are useless here.
+    weights: dict[str, torch.Tensor] = {}
+    for key, entry in index.state_dict_metadata.items():
+        top, _, name = key.partition(".")
+        if top == "state_dict" and isinstance(entry, TensorStorageMetadata):
+            weights[name] = torch.empty(entry.size, dtype=entry.properties.dtype)
+    dcp.load({"state_dict": weights}, storage_reader=reader, no_dist=True)
+    return {**meta, "state_dict": weights}
 
 
 def _load_sharded_checked(path: Path) -> dict[str, Any]:

@@ -32,6 +32,19 @@ def batch_tokens(batch: dict[str, Any]) -> int:
     return sum(batch[key].numel() for key in ("input_ids", "decoder_input_ids") if key in batch)
 
 
+def ends_optimizer_step(trainer: L.Trainer) -> bool:
+    """Whether the micro-batch being trained ends an optimizer step: the accumulate_grad_batches-th of the
+    step, or the epoch's last (where Lightning steps on a shorter accumulation). Lightning's own test, from
+    its public loop progress counters."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    ready = progress.current.ready
+    return (
+        ready % trainer.accumulate_grad_batches == 0
+        or ready == trainer.num_training_batches
+        or (progress.is_last_batch)
+    )
+
+
 class LanguageModule(L.LightningModule):
     def __init__(
         self,
@@ -100,7 +113,7 @@ class LanguageModule(L.LightningModule):
         self._parallelized = True
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        last_micro_batch = not self.trainer.fit_loop._should_accumulate()
+        last_micro_batch = ends_optimizer_step(self.trainer)
         if hasattr(self.model, "set_requires_gradient_sync"):
             # FSDP2: reduce-scatter gradients only after the step's last micro-batch. (DDP's no_sync is
             # handled by Lightning.) Accumulation then costs no extra communication.
@@ -130,8 +143,9 @@ class LanguageModule(L.LightningModule):
         """Whether the loggers write this optimizer step (Lightning's own LearningRateMonitor and
         ThroughputMonitor ask the same), or it is the last. ``self.log`` costs about a millisecond of
         Python, a few percent of a small model's step, so per-step values are logged only when written."""
-        last = self.trainer.max_steps > 0 and self.global_step + 1 >= self.trainer.max_steps
-        return last or self.trainer._logger_connector.should_update_logs
+        trainer = self.trainer
+        last = trainer.max_steps > 0 and self.global_step + 1 >= trainer.max_steps
+        return last or trainer.should_stop or (self.global_step + 1) % trainer.log_every_n_steps == 0
 
     def _reference(self, batch: dict[str, torch.Tensor]) -> float:
         """A divisor that is the same for every micro-batch on every rank (so the rescale in
@@ -172,14 +186,16 @@ class LanguageModule(L.LightningModule):
         plugin refuses to clip whenever the optimizer can unscale fp16 gradients itself, but with no loss
         scaler (bf16) nothing is scaled and clipping is exact. (Under 16-mixed the optimizer is built
         unfused when clipping, see ``configure_optimizers``.)"""
-        from lightning.pytorch.plugins.precision import Precision
-
-        plugin = self.trainer.precision_plugin
-        if getattr(plugin, "scaler", None) is None:
-            algorithm = gradient_clip_algorithm or "norm"
-            Precision.clip_gradients(plugin, optimizer, gradient_clip_val or 0.0, algorithm)
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if not gradient_clip_val:
+            return None
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
         else:
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
+        return None
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_metrics, self.val_text_metrics, "val")

@@ -37,6 +37,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightning_llm.module import ends_optimizer_step
+
 log = logging.getLogger(__name__)
 
 # Exit status of a preempted run: EX_TEMPFAIL, "try again" (torchrun restarts and job scripts can key on it).
@@ -91,7 +93,7 @@ class Preemption(L.Callback):
         self._requested = self._requeue = True
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.fit_loop._should_accumulate():
+        if not ends_optimizer_step(trainer):
             return  # mid-step: stopping now would lose the gradients of the step's first micro-batches
         requested = self._requested
         if trainer.world_size > 1:  # all ranks stop after the same step, or the collective save deadlocks

@@ -46,7 +46,8 @@ class SplitDataModule(L.LightningDataModule):
     """DataLoaders over ``self._datasets`` (split -> Dataset, filled by ``setup``), split across processes.
 
     The loaders split every batch over the data-parallel processes themselves (see
-    ``lightning_llm.data.sampling``), so the trainer must be built with ``use_distributed_sampler=False``.
+    ``lightning_llm.data.sampling``), so the trainer must be built with ``use_distributed_sampler=False``
+    (else Lightning refuses the batch samplers, which are not ``BatchSampler`` subclasses, naming it).
     Train batches follow a permutation seeded by ``(shuffle_seed, epoch)``; val/test batches are in order.
     ``state_dict`` holds the train position, so a run resumed from a mid-epoch checkpoint trains on exactly
     the batches the uninterrupted run would.
@@ -170,12 +171,6 @@ class SplitDataModule(L.LightningDataModule):
         kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
         if not kwargs or kwargs["num_replicas"] == 1:
             return 1, 0
-        if trainer._accelerator_connector.use_distributed_sampler:
-            # Lightning would wrap our batch samplers in its own sampler and split the data twice.
-            raise RuntimeError(
-                "the data modules split batches across processes themselves: build the Trainer with "
-                "use_distributed_sampler=False"
-            )
         return kwargs["num_replicas"], kwargs["rank"]
 
 

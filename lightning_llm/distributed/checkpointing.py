@@ -24,10 +24,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch.distributed.checkpoint as dcp
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.strategies.model_parallel import _distributed_checkpoint_save
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.strategies import ModelParallelStrategy
 from typing_extensions import override
 
@@ -117,9 +115,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     @override
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
+        if storage_options is not None or not _is_local(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         try:
             atomic_save(checkpoint, path)
@@ -130,8 +128,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise CheckpointWriteError(path, cause) from error
 
     @override
-    def remove_checkpoint(self, path: _PATH) -> None:
-        if not _is_local_file_protocol(path):
+    def remove_checkpoint(self, path: str | Path) -> None:
+        if not _is_local(path):
             return super().remove_checkpoint(path)
         _remove(Path(path))
 
@@ -144,31 +142,26 @@ class ShardedStrategy(ModelParallelStrategy):
     ``LightningModule.configure_model``) whose sharded checkpoints are never half-picked: all ranks write
     ``<path>.partial/``, then rank 0 swaps it in (module docstring). Also:
 
-    - ``data_parallel_size="auto"`` means all processes that tensor parallelism leaves (world size /
-      ``tensor_parallel_size``), instead of Lightning's one group per node, which with
-      ``tensor_parallel_size=1`` does not cover a single node's processes.
+    - pass ``data_parallel_size`` as the number of processes tensor parallelism leaves (world size /
+      ``tensor_parallel_size``): Lightning's ``"auto"`` makes one group per node, which with
+      ``tensor_parallel_size=1`` does not cover a single node's processes (``strategy.resolve`` does this).
     - single-file checkpoints (``save_distributed_checkpoint=False``) go through ``AtomicCheckpointIO``.
     - a sharded checkpoint's DCP index is checked before DCP unpickles it (``load_checkpoint``).
 
     Same constructor as ``ModelParallelStrategy``.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, save_distributed_checkpoint: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, save_distributed_checkpoint=save_distributed_checkpoint, **kwargs)
+        self.sharded_checkpoints = save_distributed_checkpoint
         self.checkpoint_io = AtomicCheckpointIO()  # used for full-state files and for removal
 
     @override
-    def setup_environment(self) -> None:
-        if self._data_parallel_size == "auto" and isinstance(self._tensor_parallel_size, int):
-            self._data_parallel_size = self.num_nodes * self.num_processes // self._tensor_parallel_size
-        super().setup_environment()
-
-    @override
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any | None = None
+        self, checkpoint: dict[str, Any], filepath: str | Path, storage_options: Any | None = None
     ) -> None:
         """Collective: every rank must call it (``Trainer.save_checkpoint`` does)."""
-        if not self._save_distributed_checkpoint or storage_options is not None:
+        if not self.sharded_checkpoints or storage_options is not None:
             return super().save_checkpoint(checkpoint, filepath, storage_options)
         # Rank 0's path: one checkpoint, whatever each rank computed.
         path = Path(self.broadcast(str(filepath)))
@@ -188,13 +181,15 @@ class ShardedStrategy(ModelParallelStrategy):
         in the layout Lightning's ``ModelParallelStrategy.load_checkpoint`` reads."""
         state = {"state_dict": checkpoint.pop("state_dict")}
         state.update({f"optimizer_{i}": s for i, s in enumerate(checkpoint.pop("optimizer_states", []))})
-        _distributed_checkpoint_save(state, folder)  # returns once DCP's .metadata is written (collective)
+        dcp.save(state, checkpoint_id=folder)  # returns once DCP's .metadata is written (collective)
         if self.is_global_zero:
             atomic_save(checkpoint, folder / META_FILE)
             fsync_dir(folder)
 
     @override
-    def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, checkpoint_path: str | Path, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         """Lightning's sharded load, once DCP's index has passed ``read_dcp_metadata``: DCP itself reads it
         with plain pickle, which would run code planted in a crafted checkpoint folder."""
         path = Path(checkpoint_path)
@@ -203,9 +198,9 @@ class ShardedStrategy(ModelParallelStrategy):
         return super().load_checkpoint(checkpoint_path, weights_only)
 
     @override
-    def remove_checkpoint(self, filepath: _PATH) -> None:
+    def remove_checkpoint(self, filepath: str | Path) -> None:
         """Rank 0 deletes ``filepath`` by the crash-safe protocol, whatever ``checkpoint_io`` a user set."""
-        if not _is_local_file_protocol(filepath):
+        if not _is_local(filepath):
             return super().remove_checkpoint(filepath)
         if self.is_global_zero:
             _remove(Path(filepath))
@@ -222,3 +217,9 @@ def _swap_in(partial: Path, path: Path) -> None:
     os.replace(partial, path)
     fsync_dir(path.parent)
     _remove(old)
+
+
+def _is_local(path: str | Path) -> bool:
+    """Whether ``path`` is on the local filesystem (no ``s3://``-style protocol), where renames are atomic."""
+    text = str(path)
+    return "://" not in text or text.startswith("file://")

@@ -68,13 +68,13 @@ def test_a_sharded_save_writes_beside_then_swaps_in(saved: Path):
 
 def test_a_sharded_save_that_dies_while_writing_leaves_the_previous_one(saved: Path, monkeypatch):
     before = files_of(saved)
-    real_save = checkpointing._distributed_checkpoint_save
+    real_save = checkpointing.dcp.save
 
-    def dying_save(state: dict, folder: Path) -> None:  # the shards get written, then the process dies
-        real_save(state, folder)
+    def dying_save(state: dict, checkpoint_id: Path) -> None:  # the shards get written, then the process dies
+        real_save(state, checkpoint_id=checkpoint_id)
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(checkpointing, "_distributed_checkpoint_save", dying_save)
+    monkeypatch.setattr(checkpointing.dcp, "save", dying_save)
     with pytest.raises(RuntimeError, match="killed"):
         ShardedStrategy().save_checkpoint(checkpoint_at(2), saved)
     monkeypatch.undo()

@@ -89,7 +89,7 @@ def main() -> None:
         accelerator="cpu",
         devices=args.devices,
         strategy=ShardedStrategy(
-            data_parallel_size="auto", tensor_parallel_size=1, save_distributed_checkpoint=True
+            data_parallel_size=args.devices, tensor_parallel_size=1, save_distributed_checkpoint=True
         ),
         max_steps=args.max_steps,
         callbacks=[
