@@ -20,7 +20,6 @@ from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.sources_registry import SourcesRegistry
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
@@ -283,11 +282,16 @@ def _values(override) -> Iterable[str]:
 
 
 def _jobs(overrides: list[str], multirun: bool) -> Iterable[list[str]]:
-    """Each job's override list: the cartesian product of the discrete sweeps (as Hydra's basic sweeper
-    makes it); search-space sweeps such as ``interval(...)`` are left for each job to check."""
+    """Each job's override list: the cartesian product of the discrete sweeps, as Hydra's basic sweeper makes
+    it (a later override of a key replaces an earlier one); search-space sweeps such as ``interval(...)`` are
+    left for each job to check."""
     if not multirun:
         return [overrides]
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    kept = [o for o in parsed if not o.is_sweep_override() or o.is_discrete_sweep()]
-    (batch,) = BasicSweeper.split_arguments(kept, None)
-    return (list(job) for job in batch)
+    choices: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        if override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        elif not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return (list(job) for job in itertools.product(*choices.values()))
