@@ -44,6 +44,7 @@ __all__ = [
     "atomic_save",
     "build_model_from_checkpoint",
     "consolidate",
+    "export_consolidated",
     "find_checkpoint",
     "init_from",
     "is_complete",
@@ -579,6 +580,17 @@ def consolidate(sharded_dir: str | Path, out_file: str | Path) -> Path:
     if out_file.is_dir():
         raise IsADirectoryError(f"{out_file} is a directory; name the file to write")
     return atomic_save(load_checkpoint(sharded_dir), out_file)
+
+
+def export_consolidated(run_dir: Path) -> Path | None:
+    """After a sharded (FSDP) run: its last checkpoint as one file beside it, for inference and fine-tuning
+    (``consolidated_path``); None when the latest checkpoint is a file already."""
+    sharded = latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    if sharded is None or not sharded.is_dir():
+        return None
+    out = consolidate(sharded, consolidated_path(sharded))
+    log.info("consolidated %s -> %s", sharded.name, out)
+    return out
 
 
 # --------------------------------------------------------------------------- command line

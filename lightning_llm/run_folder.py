@@ -29,6 +29,7 @@ from typing import IO
 from lightning_llm.atomic import TEMP_MARKER
 from lightning_llm.checkpoint import (
     CHECKPOINT_DIR,
+    check_resumable,
     inspect_checkpoint,
     is_complete,
     is_sharded,
@@ -193,6 +194,17 @@ def remove_unfinished_checkpoints(run_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------- what to resume from
+
+
+def resume_point(
+    ckpt_path: str | None, run_dir: Path, sharded: bool, model_config: dict, tokenizer_fingerprint: str
+) -> str | None:
+    """Where a launch resumes from (``resume_path``), checked against its model settings and tokenizer
+    (``checkpoint.check_resumable``) before anything is written to the run folder."""
+    found = resume_path(ckpt_path, run_dir, sharded_strategy=sharded)
+    if found:
+        check_resumable(found, model_config, tokenizer_fingerprint)
+    return found
 
 
 def resume_path(ckpt_path: str | None, run_dir: Path, sharded_strategy: bool) -> str | None:

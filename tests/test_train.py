@@ -142,8 +142,8 @@ def test_a_run_without_validation_or_test_finishes(make_cfg, tmp_path):
 
 
 def test_fine_tuning_uses_the_runs_tokenizer_and_refuses_another_trained_one(make_cfg, tmp_path):
+    from lightning_llm.parts import _tokenizer_of_run
     from lightning_llm.tokenizers import CharTokenizer
-    from lightning_llm.train import _tokenizer_of_run
 
     run, other = tmp_path / "run", tmp_path / "other.json"
     (run / "checkpoints").mkdir(parents=True)

@@ -67,16 +67,27 @@ class Preemption(L.Callback):
         self._requested = True
 
     @contextlib.contextmanager
-    def ctrl_c_stops_training(self) -> Iterator[None]:
-        """Within the block (``trainer.fit``), SIGINT asks for a stop with a checkpoint (``_on_sigint``)."""
-        if threading.current_thread() is not threading.main_thread():  # only there can handlers be set
-            yield
-            return
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
+    def stops_with_a_checkpoint(self, run_dir: Path) -> Iterator[None]:
+        """Around ``trainer.fit``: Ctrl-C asks for a stop with a checkpoint (``_on_sigint``), and a run
+        stopped so (or by SIGTERM) exits the process with ``INTERRUPTED_EXIT_CODE`` (or
+        ``PREEMPTED_EXIT_CODE``), saying how to continue."""
+        main_thread = threading.current_thread() is threading.main_thread()  # only there can handlers be set
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if main_thread else None
         try:
             yield
+        except SIGTERMException:
+            log.warning(
+                "%s after step %d; checkpoint %s. Continue with: python -m lightning_llm "
+                "hydra.run.dir=%s ckpt_path=auto (and the same overrides)",
+                "interrupted (Ctrl-C)" if self.interrupted else "preempted (SIGTERM)",
+                self.preempted_at or 0,
+                self.checkpoint_path,
+                run_dir,
+            )
+            raise SystemExit(INTERRUPTED_EXIT_CODE if self.interrupted else PREEMPTED_EXIT_CODE) from None
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         """First Ctrl-C: stop after this optimizer step with a checkpoint. Second: abort now."""

@@ -1,4 +1,5 @@
-"""What a run leaves behind for people and scripts: ``summary.json`` in the run folder."""
+"""What a run leaves behind for people and scripts: ``summary.json`` in the run folder, with the loss of the
+final weights on the whole val and test splits (``evaluate``)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,33 @@ def finite_or_null(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite_or_null(item) for item in value]
     return value
+
+
+def evaluate(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule
+) -> dict[str, Any]:
+    """Loss on the whole val and test splits with the final weights, so equal runs compare equal. A split
+    turned off (``trainer.limit_val_batches=0``, ``limit_test_batches=0``) or without data
+    (``data.val_fraction=0``) is skipped, and ``not_evaluated`` in the summary says which and why."""
+    has_split = getattr(datamodule, "has_split", lambda split: True)  # a plugin's own data may lack it
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for split, limit_key in (("val", "limit_val_batches"), ("test", "limit_test_batches")):
+        limit = getattr(trainer, limit_key)
+        if limit == 0 or not has_split(split):
+            skipped[split] = f"trainer.{limit_key}=0" if limit == 0 else f"the data has no {split} split"
+            continue
+        if split == "val":
+            trainer.limit_val_batches = 1.0
+            try:
+                (scores,) = trainer.validate(module, datamodule=datamodule, verbose=False)
+            finally:
+                trainer.limit_val_batches = limit
+        else:
+            (scores,) = trainer.test(module, datamodule=datamodule, verbose=False)
+        results.update({k.replace("/", "_"): float(v) for k, v in scores.items()})
+    if "test_loss" in results:
+        results["test_perplexity"] = math.exp(results["test_loss"]) if results["test_loss"] < 50 else math.inf
+    if skipped:
+        results["not_evaluated"] = skipped
+    return results

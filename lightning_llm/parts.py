@@ -1,0 +1,123 @@
+"""A run's parts, built from its config through the registry: tokenizer and data, model, objective, module.
+
+Each function takes the composed config and what the steps before it made, and returns plain objects; none
+knows a plugin by name. What one part decides for another is declared by the part: a data module's
+``model_settings()`` (a classifier's ``num_classes``), a model's ``objectives``, its ``config.block_size``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_llm import config
+from lightning_llm.config import ConfigError
+from lightning_llm.distributed.plan import ParallelPlan
+from lightning_llm.module import LanguageModule
+from lightning_llm.tokenizers import Tokenizer, fit_or_load
+
+__all__ = ["build", "check_compatible", "language_module", "model", "tokenizer_and_data"]
+
+log = logging.getLogger("lightning_llm")
+
+
+def build(cfg: DictConfig, kind: str, **supplied: Any) -> Any:
+    """The plugin ``cfg[kind]`` selects, called with ``supplied`` and its checked parameters."""
+    plugin, params = config.plugin_params(kind, cfg[kind])
+    return plugin(**supplied, **params)
+
+
+def tokenizer_and_data(cfg: DictConfig) -> tuple[Tokenizer, Any]:
+    """The trained tokenizer and the data module. The tokenizer is trained on the train split (or loaded
+    from the cache, keyed by content); when fine-tuning it is the one ``model.init_from`` was trained with,
+    since the weights only mean something with it."""
+    cache_dir = str(cfg.paths.cache_dir)
+    init_from = config.framework_params("model", cfg.model)["init_from"]
+    if init_from:
+        tokenizer = _tokenizer_of_run(init_from, cfg)
+        return tokenizer, build(cfg, "data", tokenizer=tokenizer, cache_dir=cache_dir)
+    tokenizer = build(cfg, "tokenizer")
+    datamodule = build(cfg, "data", tokenizer=tokenizer, cache_dir=cache_dir)
+    tokenizer = fit_or_load(tokenizer, lambda: datamodule.texts("train"), datamodule.fingerprint(), cache_dir)
+    log.info("tokenizer: %s, vocab %d", cfg.tokenizer.name, tokenizer.vocab_size)
+    return tokenizer, datamodule
+
+
+def model(cfg: DictConfig, vocab_size: int, datamodule: Any) -> Any:
+    """The model, with what the data decides filled in where the config leaves it unset, and the matching
+    weights of ``model.init_from`` loaded (fine-tuning)."""
+    plugin, params = config.plugin_params("model", cfg.model)
+    for key, value in getattr(datamodule, "model_settings", dict)().items():
+        if key in params and not params[key]:
+            params[key] = value
+    built = plugin(vocab_size=vocab_size, **params)
+    if init_from := config.framework_params("model", cfg.model)["init_from"]:
+        from lightning_llm.checkpoint import init_from as load_matching_weights
+
+        loaded, new, skipped = load_matching_weights(built, init_from)
+        log.info("%s: loaded %d tensors; new: %s; skipped: %s", init_from, len(loaded), new, skipped)
+    millions = sum(p.numel() for p in built.parameters()) / 1e6
+    log.info("model: %s, %.2fM parameters", cfg.model.name, millions)
+    return built
+
+
+def check_compatible(cfg: DictConfig, model: Any) -> None:
+    """Refuse an objective the built model does not support, or sequences longer than its positions."""
+    # Again on the built model: a factory without a return annotation is only known once it has run.
+    config.check_objective(cfg.model.name, cfg.objective.name, tuple(getattr(model, "objectives", ())))
+    max_len = getattr(getattr(model, "config", None), "block_size", None)
+    seq_len = cfg.data.get("block_size")
+    if max_len is not None and seq_len is not None and seq_len > max_len:
+        raise ConfigError(
+            f"data.block_size={seq_len} is longer than model.block_size={max_len} (the model's positions); "
+            f"lower data.block_size or raise model.block_size"
+        )
+
+
+def language_module(
+    cfg: DictConfig, model: Any, objective: Any, tokenizer: Tokenizer, plan: ParallelPlan
+) -> LanguageModule:
+    """The LightningModule: objective, metrics, optimizer and schedule, and what a checkpoint must carry."""
+    nodes = enumerate(config.metric_nodes(cfg))
+    metrics = [config.plugin_params("metric", node, key=f"metrics[{i}]") for i, node in nodes]
+    return LanguageModule(
+        model,
+        objective,
+        optim=_spec(cfg, "optim"),
+        scheduler=_spec(cfg, "scheduler"),
+        metrics={plugin.name: plugin(**kwargs) for plugin, kwargs in metrics},
+        checkpoint_extras={
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "tokenizer_fingerprint": tokenizer.fingerprint(),
+        },
+        parallel=plan,
+    )
+
+
+def _spec(cfg: DictConfig, kind: str) -> dict[str, Any]:
+    plugin, params = config.plugin_params(kind, cfg[kind])
+    return {"name": plugin.name, **params}
+
+
+def _tokenizer_of_run(init_from: str, cfg: DictConfig) -> Tokenizer:
+    """The tokenizer saved beside the checkpoint that ``model.init_from`` names."""
+    from lightning_llm.checkpoint import find_checkpoint, run_folder
+
+    path = run_folder(find_checkpoint(init_from)) / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"model.init_from={init_from}: its run folder has no tokenizer.json ({path})")
+    tokenizer = Tokenizer.from_file(path)
+    chosen = build(cfg, "tokenizer")  # one that comes trained (a tokenizer file) must be the same one
+    if chosen.is_trained and chosen.fingerprint() != tokenizer.fingerprint():
+        raise ConfigError(
+            f"tokenizer={cfg.tokenizer.name} is not the tokenizer that model.init_from={init_from} was "
+            "trained with; leave the tokenizer unset when fine-tuning"
+        )
+    log.info(
+        "tokenizer: %s (the one model.init_from was trained with; tokenizer=%s is not used)",
+        path,
+        cfg.tokenizer.name,
+    )
+    return tokenizer

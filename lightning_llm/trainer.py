@@ -1,0 +1,89 @@
+"""The ``lightning.Trainer`` of a run: ``cfg.trainer`` as its arguments (strategy and precision resolved by
+``distributed.strategy``), the checkpoint and sample callbacks, the loggers and the cluster plugins."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_llm.callbacks import TextSamples
+from lightning_llm.config import ConfigError
+from lightning_llm.distributed import strategy
+from lightning_llm.distributed.checkpointing import AtomicCheckpointIO, ShardedStrategy
+from lightning_llm.loggers import build_loggers
+
+__all__ = ["build_trainer"]
+
+
+def build_trainer(
+    cfg: DictConfig,
+    trainer_args: dict[str, Any],
+    run_dir: Path,
+    tokenizer: Any,
+    objective: Any,
+    callbacks: list[L.Callback],
+    validates: bool = True,
+) -> L.Trainer:
+    """The Trainer, writing into ``run_dir``, with ``callbacks`` after the checkpoint, learning-rate and (when
+    the objective says what text its model makes: ``sample_mode``) sample callbacks. ``validates``: whether
+    the data has a val split (checkpoints follow validation; without one they keep its interval)."""
+    own = [_checkpoint_callback(cfg, run_dir, validates), LearningRateMonitor(logging_interval="step")]
+    if mode := getattr(objective, "sample_mode", None):
+        samples = cfg.callbacks.samples
+        own.append(TextSamples(tokenizer, run_dir / "samples.txt", mode, seed=cfg.seed, **samples))
+    loggers = build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir)
+    if strategy.world_size(trainer_args) > 1 and (argv := strategy.single_job_argv()):
+        sys.argv = argv  # the other processes Lightning launches re-run this one job, into this run folder
+    trainer = L.Trainer(
+        **trainer_args,
+        logger=loggers,
+        callbacks=[*own, *callbacks],
+        plugins=_plugins(trainer_args, cfg.parallel.requeue_signal),
+        default_root_dir=str(run_dir),
+        use_distributed_sampler=False,  # the data modules split batches over ranks (resumable, exact)
+    )
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return trainer
+
+
+def _checkpoint_callback(cfg: DictConfig, run_dir: Path, validates: bool) -> ModelCheckpoint:
+    settings = cfg.callbacks.checkpoint
+    every_n_train_steps = settings.every_n_train_steps
+    if every_n_train_steps is None and not validates:  # checkpoints follow validation: keep its rhythm
+        interval = cfg.trainer.get("val_check_interval")
+        every_n_train_steps = interval if isinstance(interval, int) else None
+    return ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best-step{step:06d}",
+        auto_insert_metric_name=False,
+        monitor="val/loss",
+        mode="min",
+        save_top_k=settings.save_top_k,
+        save_last=settings.save_last,
+        every_n_train_steps=every_n_train_steps,
+    )
+
+
+def _plugins(trainer_args: dict[str, Any], requeue_signal: str) -> list[Any]:
+    from lightning.pytorch.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    plugins: list[Any] = []
+    if not isinstance(trainer_args["strategy"], ShardedStrategy):  # it writes its own folders atomically
+        plugins.append(AtomicCheckpointIO())
+    # torchrun inside an sbatch job: torchrun's ranks, not SLURM's tasks.
+    if SLURMEnvironment.detect() and not TorchElasticEnvironment.detect():
+        try:
+            signum = signal.Signals[requeue_signal]
+        except KeyError:
+            raise ConfigError(
+                f"parallel.requeue_signal={requeue_signal} is not a signal name (e.g. SIGUSR1, SIGTERM)"
+            ) from None
+        plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signum))
+    return plugins
