@@ -6,10 +6,10 @@ only the model's own arithmetic (no recomputation), divided by the hardware's pe
 device up in a table of vendor datasheet numbers. An unknown device gives None: MFU is then left out
 rather than made up.
 
-Why not Lightning's ``get_available_flops``: its table (lightning 2.6) gives the H100 NVL's figures for the
-pair of GPUs (twice one device's, so MFU would read half), names the H200 parts "h200 sxm1"/"h200 nvl1" that
-no device name matches, and has no GH200, L40S or MI300X; and it answers fp32 with the TF32 figure whenever
-TF32 is allowed at all. This table is per device, dense, with the datasheet each number comes from.
+Why not Lightning's ``get_available_flops``: its table (lightning 2.6) gives the H100 NVL's dense figure of
+the two-GPU pair (so MFU would read half), finds an H200 only when its name says "sxm1" or "nvl1" (a plain
+"NVIDIA H200" gets None), and has no GH200, L40S or MI300X. This table is per device, dense, with the
+datasheet each number comes from.
 ``counted_flops_per_token`` uses torch's ``FlopCounterMode`` (what Lightning's ``measure_flops`` wraps).
 """
 
