@@ -156,7 +156,11 @@ class LanguageModule(L.LightningModule):
         return self._reference_tokens
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Rescale the accumulated gradients to the exact token mean of the whole step; log its loss."""
+        """Rescale the accumulated gradients to the exact token mean of the whole step; log its loss.
+
+        The gradient hooks before each optimizer step run in Lightning's order: the callbacks'
+        ``on_before_optimizer_step`` (the NaN guard checks the gradients: rescaling cannot make them finite),
+        this rescale, then ``configure_gradient_clipping`` (clipping the exact mean gradient)."""
         if self._rescales():
             totals = torch.stack([self._step_loss, self._step_tokens])
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")

@@ -156,3 +156,27 @@ def test_fine_tuning_uses_the_runs_tokenizer_and_refuses_another_trained_one(mak
     assert used.encode("abc") == CharTokenizer.from_file(run / "tokenizer.json").encode("abc")
     with pytest.raises(ConfigError, match=r"tokenizer=pretrained is not the tokenizer that model.init_from"):
         _tokenizer_of_run(str(run), make_cfg("tokenizer=pretrained", f"tokenizer.path={other}"))
+
+
+@pytest.mark.slow
+def test_the_gradient_hooks_run_in_the_documented_order(make_cfg, tmp_path, monkeypatch):
+    """NaN guard, then the accumulation rescale, then clipping: the order README's Development section and
+    LanguageModule.on_before_optimizer_step state."""
+    from lightning_llm.callbacks.nan_guard import NanGuard
+    from lightning_llm.module import LanguageModule
+
+    calls: list[str] = []
+    for owner, hook, label in (
+        (NanGuard, "on_before_optimizer_step", "nan_guard"),
+        (LanguageModule, "on_before_optimizer_step", "rescale"),
+        (LanguageModule, "configure_gradient_clipping", "clip"),
+    ):
+        original = getattr(owner, hook)
+
+        def recorded(*args, _original=original, _label=label, **kwargs):
+            calls.append(_label)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, hook, recorded)
+    train(make_cfg("trainer.max_steps=2", "trainer.accumulate_grad_batches=2"), run_dir=tmp_path)
+    assert calls == ["nan_guard", "rescale", "clip"] * 2
