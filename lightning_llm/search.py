@@ -15,20 +15,22 @@ whose config is invalid, or that fails, is recorded with its error and the searc
 is pruned (the sampler then treats its region as the worst seen).
 
 The study lives in SQLite (``<search.dir>/study.db`` unless ``search.storage`` names another database), so the
-same command run again continues it: finished trials are kept and count towards ``n_trials``; a trial that
-was running when the process died is marked failed and queued again with the same parameters, into the same
-run folder, where it continues from its last checkpoint. Trials are single-process runs.
+same command run again continues it: finished trials are kept and count towards ``n_trials``. A running trial
+beats a heartbeat into the study (Optuna's, every ``search.heartbeat_interval`` seconds); one whose heartbeat
+stopped for ``search.grace_period`` seconds belonged to a search process that died (killed, preempted, its
+machine gone: searches on several machines can share one database), and Optuna's
+``RetryHeartbeatStaleTrialCallback`` marks it failed and queues it again with the same parameters, into the
+same run folder, where it continues from its last checkpoint. Trials are single-process runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
-import os
 import re
-import socket
 import sys
 import warnings
 from collections.abc import Iterator
@@ -41,7 +43,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 try:
     import optuna
-    from optuna.trial import FrozenTrial, TrialState
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
 except ModuleNotFoundError as error:
     raise ModuleNotFoundError(f"{error}: the search needs it: pip install 'lightning-llm[search]'") from error
 
@@ -52,7 +55,18 @@ from lightning_llm.config import ConfigError
 log = logging.getLogger("lightning_llm.search")
 
 GROUP = "hparams_search"
-SETTINGS = ("study_name", "direction", "n_trials", "dir", "storage", "sampler", "pruner", "params")
+SETTINGS = (
+    "study_name",
+    "direction",
+    "n_trials",
+    "dir",
+    "storage",
+    "heartbeat_interval",
+    "grace_period",
+    "sampler",
+    "pruner",
+    "params",
+)
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "qmc": "QMCSampler", "cmaes": "CmaEsSampler"}
 PRUNERS = {
     "none": "NopPruner",
@@ -170,6 +184,8 @@ class Settings:
     n_trials: int
     dir: Path
     storage: str
+    heartbeat_interval: int  # seconds between a running trial's heartbeats
+    grace_period: int  # seconds without a heartbeat after which a running trial counts as dead
     sampler: dict[str, Any]
     pruner: dict[str, Any]
     params: dict[str, Param]
@@ -196,6 +212,8 @@ class Settings:
             raise ConfigError(
                 "search.params is empty: map config keys to ranges, e.g. optim.lr: {type: float, ...}"
             )
+        heartbeat = _positive_int(node, "heartbeat_interval", 60)
+        grace = _positive_int(node, "grace_period", 2 * heartbeat)
         # relative to where the search starts, so the same command run again finds the same study
         folder = Path(node.get("dir") or f"multirun/search/{name}").resolve()
         return cls(
@@ -205,6 +223,8 @@ class Settings:
             n_trials=n_trials,
             dir=folder,
             storage=str(node.get("storage") or f"sqlite:///{folder / 'study.db'}"),
+            heartbeat_interval=heartbeat,
+            grace_period=grace,
             sampler=_spec(node.get("sampler"), "tpe"),
             pruner=_spec(node.get("pruner"), "none"),
             params={key: parse_param(str(key), spec) for key, spec in params.items()},
@@ -215,6 +235,14 @@ class Settings:
         """The validation metric logged during training that is ``metric`` (``val_loss`` -> ``val/loss``)."""
         stage, _, name = self.metric.partition("_")
         return f"val/{name}" if stage == "val" and name else None
+
+
+def _positive_int(node: dict[str, Any], key: str, default: int) -> int:
+    value = node.get(key)
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"search.{key}={value!r}: needs a positive integer (seconds)")
+    return value
 
 
 def _spec(node: Any, default: str) -> dict[str, Any]:
@@ -304,8 +332,15 @@ def open_study(settings: Settings) -> optuna.Study:
     pruner = build_pruner(settings.pruner)
     build_sampler(settings.sampler, seed_offset=0)  # a bad sampler spec fails before anything is written
     settings.dir.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(
+        settings.storage,
+        heartbeat_interval=settings.heartbeat_interval,
+        grace_period=settings.grace_period,
+        # A dead trial is queued again with its parameters (and, through retry_of, its run folder).
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
+    )
     study = optuna.create_study(
-        storage=settings.storage,
+        storage=storage,
         study_name=settings.study_name,
         direction=settings.direction,
         load_if_exists=True,
@@ -321,42 +356,12 @@ def open_study(settings: Settings) -> optuna.Study:
     return study
 
 
-def retry_interrupted(study: optuna.Study) -> None:
-    """Trials left RUNNING by a search process that is gone (killed, preempted, Ctrl-C) are marked failed and
-    queued again with the same parameters and run folder, so they continue from their last checkpoint."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _alive(trial.user_attrs.get("worker")):
-            continue  # another search process on this machine is running it
-        study.tell(trial.number, state=TrialState.FAIL)
-        # an enqueued trial that died before its params were suggested still holds them as fixed_params
-        params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
-        attrs = {"retry_of": trial.number, "run_dir": trial.user_attrs.get("run_dir")}
-        study.enqueue_trial(params, user_attrs={k: v for k, v in attrs.items() if v is not None})
-        log.warning("trial %d was interrupted; queued again with the same parameters", trial.number)
-
-
 def counted(study: optuna.Study) -> int:
-    """Trials that count towards n_trials: running or finished, less those retried after an interruption."""
+    """Trials that count towards n_trials: running or finished, less those retried after their process
+    died."""
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
     return sum(t.state != TrialState.WAITING and t.number not in retried for t in trials)
-
-
-def _worker() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _alive(worker: str | None) -> bool:
-    host, _, pid = (worker or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------- one trial
@@ -389,29 +394,34 @@ class Pruning(L.Callback):
             raise optuna.TrialPruned(f"pruned: {self.monitor}={value:.4g} at step {step}")
 
 
-def run_trial(study: optuna.Study, settings: Settings, overrides: list[str]) -> FrozenTrial:
-    """Ask for a trial, train it, tell the study how it ended."""
-    trial = study.ask()
+class TrialFailed(Exception):
+    """A trial whose config was refused or whose run failed: recorded as failed, the search goes on."""
+
+
+def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> float:
+    """Train one trial into its run folder and return its metric (Optuna's objective: raising
+    ``TrialPruned`` prunes it, ``TrialFailed`` fails it; the note says why)."""
     params = [as_override(p.key, p.suggest(trial)) for p in settings.params.values()]
-    run_dir = Path(trial.user_attrs.get("run_dir") or settings.dir / f"trial_{trial.number}")
+    trials = trial.study.get_trials(deepcopy=False)
+    retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[trial.number])  # its process died
+    earlier = trials[retried].user_attrs.get("run_dir") if retried is not None else None
+    run_dir = Path(earlier or settings.dir / f"trial_{trial.number}")
     trial.set_user_attr("run_dir", str(run_dir))
-    trial.set_user_attr("worker", _worker())
+    if retried is not None:
+        trial.set_user_attr("retry_of", retried)
     log.info("trial %d: %s -> %s", trial.number, " ".join(params), run_dir)
     # a retried trial continues from the last checkpoint in its run folder
-    resume = ["ckpt_path=auto"] if "retry_of" in trial.user_attrs else []
+    resume = ["ckpt_path=auto"] if retried is not None else []
     state, value, note = _train(trial, settings, [*overrides, *params, *resume], run_dir)
     if note:
         trial.set_user_attr("note", note)
-    frozen = study.tell(trial, value, state=state)
-    log.info(
-        "trial %d %s%s",
-        trial.number,
-        state.name,
-        f": {settings.metric}={value:.6g}" if value is not None else f" ({note})",
-    )
-    if state == TrialState.FAIL and note.startswith("optimized_metric="):
-        raise ConfigError(note)  # every trial would fail the same way
-    return frozen
+    if state == TrialState.PRUNED:
+        raise optuna.TrialPruned(note)
+    if state == TrialState.FAIL:
+        if note.startswith("optimized_metric="):
+            raise ConfigError(note)  # every trial would fail the same way: stop the search
+        raise TrialFailed(note)
+    return value
 
 
 def _train(
@@ -472,15 +482,18 @@ def _one_line(error: BaseException) -> str:
 
 def search(overrides: list[str]) -> optuna.Study:
     """Run (or continue) the search the overrides describe; returns the study."""
+    # Optuna marks heartbeats and the stale-trial callback experimental: they are what this search relies on.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     overrides = with_search_group(list(overrides))
     base = compose(overrides)
     settings = Settings.from_config(base)
     check_single_process(base)
     check_space(settings, overrides)
     study = open_study(settings)
-    retry_interrupted(study)
-    while counted(study) < settings.n_trials:
-        run_trial(study, settings, overrides)
+    optuna.storages.fail_stale_trials(study)  # before counting: a dead process's trial is queued again
+    run = functools.partial(objective, settings=settings, overrides=overrides)
+    while counted(study) < settings.n_trials:  # one at a time: other processes may be adding trials too
+        study.optimize(run, n_trials=1, catch=(TrialFailed,))
     print(table(study, settings))
     best = write_best(study, settings, overrides)
     if best:

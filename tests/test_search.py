@@ -2,10 +2,8 @@
 re-running finished trials, prunes trials that fall behind, and rejects a bad search space in one line."""
 
 import math
-import os
 import shutil
-import socket
-import subprocess
+import time
 
 import optuna
 import pytest
@@ -77,15 +75,20 @@ def test_a_restarted_search_keeps_finished_trials_and_resumes_an_interrupted_one
     study = open_study(tmp_path)
     first = {t.number: (t.params, t.value) for t in study.trials}
     summaries = {n: (tmp_path / "study" / f"trial_{n}" / "summary.json").stat().st_mtime_ns for n in first}
-    # A process killed during trial 2: RUNNING in the study, its run folder holding a checkpoint.
+    # A process killed during trial 2: RUNNING in the study, its heartbeat stopped, its run folder holding a
+    # checkpoint. (Heartbeats, not process ids: the search may have run on another machine.)
     shutil.copytree(tmp_path / "study" / "trial_1", tmp_path / "study" / "killed")
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study' / 'study.db'}", heartbeat_interval=1)
+    study = optuna.load_study(storage=storage, study_name="gpt_lr")
     study.enqueue_trial(study.trials[1].params)
     killed = study.ask()
     killed.suggest_float("optim.lr", 1e-3, 1e-2, log=True)  # the enqueued value
     killed.set_user_attr("run_dir", str(tmp_path / "study" / "killed"))
-    killed.set_user_attr("worker", f"{socket.gethostname()}:{_dead_pid()}")
+    storage.record_heartbeat(killed._trial_id)  # its last sign of life
+    time.sleep(2.5)  # over the grace period, in the database's whole seconds
 
-    study = search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=4"))
+    heartbeat = ["search.heartbeat_interval=1", "search.grace_period=1"]
+    study = search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=4", *heartbeat))
 
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, *[TrialState.COMPLETE] * 2]
@@ -200,13 +203,28 @@ def test_sampler_seed_moves_on_when_a_search_continues():
     assert not math.isclose(*draws)
 
 
-def _dead_pid() -> int:
-    process = subprocess.Popen(["true"])
-    process.wait()
-    return process.pid  # reaped: no process has this id now (until the system reuses it)
-
-
-def test_a_live_worker_keeps_its_running_trial():
-    assert search._alive(f"{socket.gethostname()}:{os.getpid()}")
-    assert not search._alive(f"{socket.gethostname()}:{_dead_pid()}")
-    assert not search._alive(None)
+def test_a_trial_with_a_live_heartbeat_is_left_running_wherever_it_runs(tmp_path):
+    """A trial another search process is running (its heartbeat is fresh, whatever machine it is on) is not
+    retried, and counts towards n_trials; one whose heartbeat stopped is failed and queued again."""
+    settings = search.Settings(
+        metric="val_loss",
+        study_name="s",
+        direction="minimize",
+        n_trials=3,
+        dir=tmp_path,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        heartbeat_interval=1,
+        grace_period=1,
+        sampler={"name": "random"},
+        pruner={"name": "none"},
+        params={},
+    )
+    study = search.open_study(settings)
+    live, dead = study.ask(), study.ask()
+    study._storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)
+    study._storage.record_heartbeat(live._trial_id)
+    optuna.storages.fail_stale_trials(study)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.RUNNING, TrialState.FAIL, TrialState.WAITING]  # the dead one queued again
+    assert search.counted(study) == 1  # the live one; the failed one's retry counts once it runs
