@@ -8,6 +8,10 @@ asynchronous accelerator the host often waits for the previous step's kernels ju
 pageable memory), and a window that began at ``on_train_batch_start`` would time only kernel launches.
 Where training pauses (validation, an epoch boundary, the start of fit), the clock stops and restarts at
 the next micro-batch's start, which also leaves out the checkpoint saved after validation.
+
+Why not Lightning's ``ThroughputMonitor``: it calls ``torch.cuda.synchronize()`` after every batch (a host
+sync per micro-batch, which the GPU training step here avoids: bench/RESULTS.md), counts micro-batches rather
+than optimizer steps, includes warm-up (compilation) in its windows and keeps no totals across a resume.
 """
 
 from __future__ import annotations
