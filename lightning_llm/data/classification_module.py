@@ -17,8 +17,9 @@ from lightning_llm.data.classification import (
     label_names,
     split_examples,
 )
-from lightning_llm.data.corpus import SPLITS, check_fraction
+from lightning_llm.data.corpus import SPLITS
 from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
+from lightning_llm.data.settings import ClassificationSettings
 
 __all__ = ["ClassificationDataModule"]
 
@@ -39,32 +40,10 @@ class ClassificationDataModule(SplitDataModule):
         read_train: Callable[[], list[Example]],
         read_val: Callable[[], list[Example]] | None = None,
         read_test: Callable[[], list[Example]] | None = None,
-        *,
-        block_size: int = 128,
-        batch_size: int = 32,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 1234,
-        num_workers: int = 0,
-        shuffle_seed: int = 0,
+        settings: ClassificationSettings | None = None,
     ) -> None:
-        super().__init__()
-        if block_size < 2:
-            raise ValueError(f"data.block_size must be >= 2 (<cls> and one token), got {block_size}")
-        if batch_size <= 0:
-            raise ValueError(f"data.batch_size must be > 0, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
-        check_fraction("data.val_fraction", val_fraction)
-        check_fraction("data.test_fraction", test_fraction)
+        super().__init__(settings or ClassificationSettings())
         self.tokenizer = tokenizer
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.split_seed = split_seed
-        self.num_workers = num_workers
-        self.shuffle_seed = shuffle_seed
         self._readers = {"train": read_train, "val": read_val, "test": read_test}
         self._splits: dict[str, list[Example]] | None = None
         self._labels: list[str] = []

@@ -1,15 +1,15 @@
 """The built-in ``data`` plugins: one dataclass each, which is the plugin's config, building its DataModule.
 
-``DataSettings`` declares once what every plugin has (sequence length, batch size, the split, the loaders);
-each plugin adds where its data comes from, and ``build(tokenizer, cache_dir)`` makes its
-``LightningDataModule``: ``TextDataModule`` for language modelling, ``ClassificationDataModule``,
-``PairDataModule`` for sequence-to-sequence. Those classes are imported when a plugin builds one: they need
-Lightning, which listing the plugins or composing a config should not load.
+``DataSettings`` (``lightning_llm.data.settings``) declares once what every plugin has (sequence length,
+batch size, the split, the loaders); each plugin adds where its data comes from, and
+``build(tokenizer, cache_dir)`` makes its ``LightningDataModule`` with itself as the settings:
+``TextDataModule`` for language modelling, ``ClassificationDataModule``, ``PairDataModule`` for
+sequence-to-sequence. Those classes are imported when a plugin builds one: they need Lightning, which listing
+the plugins or composing a config should not load.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from lightning_llm.data.pairs import (
     read_pairs,
     reverse_words_corpus,
 )
+from lightning_llm.data.settings import ClassificationSettings, DataSettings, PairSettings
 from lightning_llm.data.sources import (
     as_paths,
     pydoc_topics,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClassificationFiles",
-    "DataSettings",
     "JsonlData",
     "PairFiles",
     "ParquetData",
@@ -48,24 +48,6 @@ __all__ = [
     "ReverseWords",
     "TextFiles",
 ]
-
-
-@dataclass(kw_only=True)
-class DataSettings:
-    """What every built-in data plugin has: how sequences are cut, batched, split off and loaded."""
-
-    block_size: int = 256  # tokens per sequence (the context length the model trains at)
-    batch_size: int = 16  # sequences per micro-batch on each device
-    val_fraction: float = 0.05  # share held out for validation, in [0, 0.5); 0 turns validation off
-    test_fraction: float = 0.05  # share held out for the final test, in [0, 0.5); 0 turns testing off
-    split_seed: int = 1234  # seed of the split hash; change it for a different split
-    num_workers: int = 0  # DataLoader worker processes (0 loads in the training process)
-    shuffle_seed: int = 0  # seed of the training-order shuffle
-
-    def settings(self, *names: str) -> dict[str, Any]:
-        """These shared settings by name (all of them when none is named), as a DataModule takes them."""
-        keys = names or tuple(field.name for field in dataclasses.fields(DataSettings))
-        return {key: getattr(self, key) for key in keys}
 
 
 def _require(key: str, value: str, what: str) -> None:
@@ -84,7 +66,7 @@ class _TextData(DataSettings):
     def build(self, tokenizer: Any, cache_dir: str | Path) -> TextDataModule:
         from lightning_llm.data.text_module import TextDataModule
 
-        return TextDataModule(tokenizer, cache_dir, self.documents, **self.settings())
+        return TextDataModule(tokenizer, cache_dir, self.documents, self)
 
 
 @register("data", "pydoc")
@@ -104,6 +86,7 @@ class TextFiles(_TextData):
     paths: list[str]  # files or globs (~ expanded, relative to the current directory), e.g. [books/*.txt]
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         as_paths("paths", self.paths)
 
     def documents(self) -> list[str]:
@@ -119,6 +102,7 @@ class JsonlData(_TextData):
     field: str = "text"  # the key of each record that holds its text
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         as_paths("paths", self.paths)
         _require("field", self.field, "the JSON key that holds the text")
 
@@ -135,6 +119,7 @@ class ParquetData(_TextData):
     column: str = "text"  # the string column that holds the text
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         as_paths("paths", self.paths)
         _require("column", self.column, "the Parquet column that holds the text")
 
@@ -146,12 +131,7 @@ class ParquetData(_TextData):
 
 
 @dataclass(kw_only=True)
-class _ClassificationData(DataSettings):
-    block_size: int = 128  # longest sequence in tokens, <cls> included; longer texts are cut
-    batch_size: int = 32
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-
+class _ClassificationData(ClassificationSettings):
     def readers(self) -> tuple[Any, Any, Any]:
         """The readers of the train examples, and of the val and test examples where files give them."""
         raise NotImplementedError
@@ -159,7 +139,7 @@ class _ClassificationData(DataSettings):
     def build(self, tokenizer: Any, cache_dir: str | Path) -> ClassificationDataModule:
         from lightning_llm.data.classification_module import ClassificationDataModule
 
-        return ClassificationDataModule(tokenizer, *self.readers(), **self.settings())
+        return ClassificationDataModule(tokenizer, *self.readers(), self)
 
 
 @register("data", "pydoc_topics")
@@ -196,6 +176,7 @@ class ClassificationFiles(_ClassificationData):
     test_paths: list[str] | None = None  # test files; null holds test_fraction of the training ones out
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         as_paths("paths", self.paths)
         _require("text_field", self.text_field, "the field that holds each example's text")
         _require("label_field", self.label_field, "the field that holds each example's label")
@@ -213,18 +194,14 @@ class ClassificationFiles(_ClassificationData):
 
 
 @dataclass(kw_only=True)
-class _PairData(DataSettings):
-    block_size: int = 64  # longest source in tokens (longer ones are truncated); targets get block_size - 1
-    batch_size: int = 64
-
+class _PairData(PairSettings):
     def read_splits(self) -> Any:
         raise NotImplementedError
 
     def build(self, tokenizer: Any, cache_dir: str | Path) -> PairDataModule:
         from lightning_llm.data.pair_module import PairDataModule
 
-        loading = self.settings("block_size", "batch_size", "num_workers", "shuffle_seed")
-        return PairDataModule(tokenizer, self.read_splits(), **loading)
+        return PairDataModule(tokenizer, self.read_splits(), self)
 
     def _hashed(self, read: Any) -> Any:
         return hashed_splits(read, self.val_fraction, self.test_fraction, self.split_seed)
@@ -245,6 +222,7 @@ class PairFiles(_PairData):
     test_paths: list[str] | None = None  # files of the test split; null hash-splits paths instead
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         as_paths("paths", self.paths)
         _require("source_field", self.source_field, "a JSON field or column")
         _require("target_field", self.target_field, "a JSON field or column")
@@ -277,6 +255,7 @@ class ReverseWords(_PairData):
     seed: int = 0  # seed of the run lengths and of the sample
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_reverse_words(self.min_words, self.max_words, self.num_examples)
 
     def read_splits(self) -> Any:

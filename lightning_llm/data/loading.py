@@ -6,6 +6,7 @@ listing plugins or composing a config does not load Lightning (about two seconds
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_llm.data.corpus import SPLITS
 from lightning_llm.data.sampling import EvalBatchSampler, TrainBatchSampler
+from lightning_llm.data.settings import DataSettings
 
 # The splits each Lightning stage needs; setup(None) (outside a Trainer) prepares them all.
 STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
@@ -52,14 +54,20 @@ class SplitDataModule(L.LightningDataModule):
     ``state_dict`` holds the train position, so a run resumed from a mid-epoch checkpoint trains on exactly
     the batches the uninterrupted run would.
     A split without data (``has_split`` is False: turned off with ``data.val_fraction=0``, say) gets an empty
-    list as its DataLoader, which Lightning skips. Subclasses implement ``has_split``, set ``batch_size``,
-    ``num_workers``, ``shuffle_seed`` and may override ``collate_fn`` and ``drop_last_train``.
+    list as its DataLoader, which Lightning skips. ``settings`` (``DataSettings``: sizes, split, loaders) are
+    read as attributes. Subclasses implement ``has_split`` and may override ``collate_fn`` and
+    ``drop_last_train``.
     """
 
-    batch_size: int
-    num_workers: int
-    shuffle_seed: int
     _datasets: dict[str, Dataset]
+
+    def __init__(self, settings: DataSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        # Read as attributes (self.batch_size, ...): the shared settings, each declared once in DataSettings.
+        for field in dataclasses.fields(DataSettings):
+            setattr(self, field.name, getattr(settings, field.name))
+
     drop_last_train = True  # every train step the same size (a summed-loss module may keep the last)
     _train_sampler: TrainBatchSampler | None = None
     _resume_at: tuple[int, int] | None = None  # (epoch, samples) from a checkpoint, until a loader takes it

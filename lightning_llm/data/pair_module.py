@@ -18,6 +18,7 @@ from lightning_llm.data.pairs import (
     Seq2SeqCollator,
     pairs_fingerprint,
 )
+from lightning_llm.data.settings import PairSettings
 
 __all__ = ["PairDataModule"]
 
@@ -36,24 +37,10 @@ class PairDataModule(SplitDataModule):
         self,
         tokenizer: PairTokenizer,
         read_splits: Callable[[], dict[str, list[Pair]]],
-        *,
-        block_size: int = 64,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        shuffle_seed: int = 0,
+        settings: PairSettings | None = None,
     ) -> None:
-        super().__init__()
-        if block_size < 2:
-            raise ValueError(f"data.block_size must be >= 2 (bos or eos plus one token), got {block_size}")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be > 0, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        super().__init__(settings or PairSettings())
         self.tokenizer = tokenizer
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.shuffle_seed = shuffle_seed
         self._read_splits = read_splits
         self._splits: dict[str, list[Pair]] | None = None
         self._datasets: dict[str, PairDataset] = {}

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lightning_llm.data.corpus import SPLITS, SplitCorpus, check_fraction, split_corpus
+from lightning_llm.data.corpus import SPLITS, SplitCorpus, split_corpus
 from lightning_llm.data.datasets import DatasetTooSmallError, PackedWindows
 from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
+from lightning_llm.data.settings import DataSettings
 from lightning_llm.data.token_cache import TokenizerLike, ensure_token_cache, open_tokens
 
 __all__ = ["TextDataModule"]
@@ -33,31 +34,11 @@ class TextDataModule(SplitDataModule):
         tokenizer: TokenizerLike,
         cache_dir: str | Path,
         read_documents: Callable[[], list[str]],
-        *,
-        block_size: int = 256,
-        batch_size: int = 16,
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
-        split_seed: int = 1234,
-        num_workers: int = 0,
-        shuffle_seed: int = 0,
+        settings: DataSettings | None = None,
     ) -> None:
-        super().__init__()
-        _check_positive("data.block_size", block_size)
-        _check_positive("data.batch_size", batch_size)
-        check_fraction("data.val_fraction", val_fraction)
-        check_fraction("data.test_fraction", test_fraction)
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        super().__init__(settings or DataSettings())
         self.tokenizer = tokenizer
         self.cache_dir = Path(cache_dir).expanduser()
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.split_seed = split_seed
-        self.num_workers = num_workers
-        self.shuffle_seed = shuffle_seed
         self._read_documents = read_documents
         self._corpus: SplitCorpus | None = None
         self._token_files: dict[str, Path] = {}
@@ -125,8 +106,3 @@ class TextDataModule(SplitDataModule):
 
     def has_split(self, split: str) -> bool:
         return bool(self.texts(split))  # empty: turned off with fraction 0
-
-
-def _check_positive(key: str, value: int) -> None:
-    if value <= 0:
-        raise ValueError(f"{key} must be > 0, got {value}")

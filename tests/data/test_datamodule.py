@@ -9,6 +9,7 @@ import torch
 
 from lightning_llm import registry
 from lightning_llm.data import DatasetTooSmallError, TextDataModule
+from lightning_llm.data.settings import DataSettings
 from lightning_llm.data.token_cache import TokenCacheError, token_cache_path
 
 BLOCK, BATCH = 32, 4
@@ -83,7 +84,7 @@ class CountingReader:
 
 def test_constructor_reads_and_tokenizes_nothing(tokenizer, tmp_path):
     read = CountingReader(["only paragraph"])
-    dm = TextDataModule(tokenizer, tmp_path, read, val_fraction=0, test_fraction=0)
+    dm = TextDataModule(tokenizer, tmp_path, read, DataSettings(val_fraction=0, test_fraction=0))
     assert read.reads == 0 and tokenizer.calls == 0 and not any(tmp_path.iterdir())
     assert dm.block_size == 256 and dm.batch_size == 16
     assert dm.texts("train") == ["only paragraph"] and dm.texts("val") == []

@@ -16,6 +16,7 @@ from lightning_llm.data.pairs import (
     reverse_words_pairs,
     split_pairs,
 )
+from lightning_llm.data.settings import PairSettings
 
 PAIRS = [
     Pair("the cat sat", "sat cat the"),
@@ -43,7 +44,7 @@ def reverse_module():
 
 
 def module_of(tokenizer, splits, **params):
-    dm = PairDataModule(tokenizer, lambda: splits, **params)
+    dm = PairDataModule(tokenizer, lambda: splits, PairSettings(**params))
     dm.setup()
     return dm
 
@@ -326,7 +327,9 @@ def test_training_order_is_seeded(tokenizer):
 
 
 def test_setup_tokenizes_only_the_splits_a_stage_needs(tokenizer):
-    dm = PairDataModule(tokenizer, lambda: {"train": PAIRS, "val": PAIRS, "test": PAIRS}, batch_size=2)
+    dm = PairDataModule(
+        tokenizer, lambda: {"train": PAIRS, "val": PAIRS, "test": PAIRS}, PairSettings(batch_size=2)
+    )
     dm.setup("fit")
     assert len(dm.val_dataloader()) == 3
     with pytest.raises(RuntimeError, match="test split is not set up"):

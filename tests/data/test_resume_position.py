@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from lightning_llm.data.loading import SplitDataModule
+from lightning_llm.data.settings import DataSettings
 
 MAX_STEPS, EVERY = 16, 5
 
@@ -23,10 +24,7 @@ class IndexData(SplitDataModule):
     """Train items are their own indices, so a batch says which items it holds."""
 
     def __init__(self, n_train: int = 20, batch_size: int = 2, shuffle_seed: int = 4) -> None:
-        super().__init__()
-        self.batch_size = batch_size
-        self.num_workers = 0
-        self.shuffle_seed = shuffle_seed
+        super().__init__(DataSettings(batch_size=batch_size, shuffle_seed=shuffle_seed))
         self._datasets = {
             "train": TensorDataset(torch.arange(n_train)),
             "val": TensorDataset(torch.arange(6)),
