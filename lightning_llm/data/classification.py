@@ -31,12 +31,12 @@ from torch.utils.data import Dataset
 
 from lightning_llm.data.corpus import (
     SPLITS,
-    CorpusTooSmallError,
     assign_split,
     check_fraction,
+    check_split_sizes,
     split_paragraphs,
 )
-from lightning_llm.data.sources import SourceError, expand_paths, read_text_file
+from lightning_llm.data.sources import SourceError, expand_paths, json_object, read_text_file
 
 __all__ = [
     "EncodedExamples",
@@ -99,19 +99,9 @@ def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[Example]:
     # split on "\n" only: str.splitlines would also break on U+2028 and friends inside JSON strings
     for lineno, line in enumerate(read_text_file(path).split("\n"), start=1):
         if line.strip():
-            record = _json_object(line, f"{path}:{lineno}")
+            record = json_object(line, f"{path}:{lineno}")
             examples.append(_example(record, text_field, label_field, f"{path}:{lineno}"))
     return _non_empty(examples, path)
-
-
-def _json_object(line: str, where: str) -> dict:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise SourceError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(record, dict):
-        raise SourceError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    return record
 
 
 def _read_delimited(path: Path, suffix: str, text_field: str, label_field: str) -> list[Example]:
@@ -206,23 +196,8 @@ def split_examples(
             example.text, val_fraction=fractions["val"], test_fraction=fractions["test"], seed=seed
         )
         splits[split].append(example)
-    _check_sizes(splits, fractions, len(train))
+    check_split_sizes(splits, fractions, "examples", "pass data.{split}_paths, ")
     return splits
-
-
-def _check_sizes(splits: dict[str, list[Example]], fractions: dict[str, float], total: int) -> None:
-    if not splits["train"]:
-        raise CorpusTooSmallError(
-            f"too few examples: all {total} went to val/test, none to train; "
-            "add examples or lower data.val_fraction / data.test_fraction"
-        )
-    for split, fraction in fractions.items():
-        if fraction > 0 and not splits[split]:
-            raise CorpusTooSmallError(
-                f"too few examples: the {total} examples gave the {split} split none "
-                f"({split}_fraction={fraction}); add examples, raise data.{split}_fraction, pass "
-                f"data.{split}_paths, or set data.{split}_fraction=0 to run without a {split} split"
-            )
 
 
 def label_names(examples: list[Example]) -> list[str]:

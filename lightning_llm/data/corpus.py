@@ -123,3 +123,24 @@ def _fingerprint(texts: dict[str, list[str]], val_fraction: float, test_fraction
             digest.update(len(data).to_bytes(8, "little"))  # length prefix: ["ab"] and ["a", "b"] differ
             digest.update(data)
     return digest.hexdigest()
+
+
+def check_split_sizes(
+    splits: dict[str, list], fractions: dict[str, float], noun: str, more: str = ""
+) -> None:
+    """Refuse a split of ``noun`` (examples, pairs) that left train empty, or a val/test split with a non-zero
+    fraction empty, saying what to change; ``more`` is one further remedy (``{split}`` is filled in)."""
+    total = sum(len(items) for items in splits.values())
+    if not splits["train"]:
+        raise CorpusTooSmallError(
+            f"too few {noun}: all {total} went to val/test, none to train; "
+            f"add {noun} or lower data.val_fraction / data.test_fraction"
+        )
+    for split, fraction in fractions.items():
+        if fraction > 0 and not splits[split]:
+            raise CorpusTooSmallError(
+                f"too few {noun}: the {total} {noun} gave the {split} split none "
+                f"({split}_fraction={fraction}); add {noun}, raise data.{split}_fraction, "
+                f"{more.format(split=split)}or set "
+                f"data.{split}_fraction=0 to run without a {split} split"
+            )

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,12 +35,12 @@ from torch.utils.data import Dataset
 
 from lightning_llm.data.corpus import (
     SPLITS,
-    CorpusTooSmallError,
     assign_split,
     check_fraction,
+    check_split_sizes,
     split_paragraphs,
 )
-from lightning_llm.data.sources import SourceError, expand_paths, pydoc_topics, read_text_file
+from lightning_llm.data.sources import SourceError, expand_paths, json_object, pydoc_topics, read_text_file
 
 __all__ = [
     "IGNORE_INDEX",
@@ -115,15 +114,7 @@ def _jsonl_pairs(path: Path, text: str, fields: tuple[str, str]) -> list[Pair]:
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SourceError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(record, dict):
-            raise SourceError(
-                f"{where}: expected a JSON object with fields {fields}, got {type(record).__name__}"
-            )
-        pairs.append(_pair(record, fields, where))
+        pairs.append(_pair(json_object(line, where, f"with fields {fields}"), fields, where))
     return pairs
 
 
@@ -184,24 +175,8 @@ def split_pairs(
     for pair in pairs:
         split = assign_split(pair.source, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
         splits[split].append(pair)
-    _check_split_sizes(splits, {"val": val_fraction, "test": test_fraction})
+    check_split_sizes(splits, {"val": val_fraction, "test": test_fraction}, "pairs")
     return splits
-
-
-def _check_split_sizes(splits: dict[str, list[Pair]], fractions: dict[str, float]) -> None:
-    total = sum(len(pairs) for pairs in splits.values())
-    if not splits["train"]:
-        raise CorpusTooSmallError(
-            f"too few pairs: all {total} went to val/test, none to train; "
-            "add pairs or lower data.val_fraction / data.test_fraction"
-        )
-    for split, fraction in fractions.items():
-        if fraction > 0 and not splits[split]:
-            raise CorpusTooSmallError(
-                f"too few pairs: the {total} pairs gave the {split} split none "
-                f"({split}_fraction={fraction}); add pairs, raise data.{split}_fraction, "
-                f"or set data.{split}_fraction=0 to run without a {split} split"
-            )
 
 
 def file_splits(

@@ -109,15 +109,21 @@ def _read_jsonl(path: Path, field: str) -> list[str]:
     return documents
 
 
-def _jsonl_text(line: str, field: str, where: str) -> str:
+def json_object(line: str, where: str, wanted: str = "") -> dict:
+    """One JSON Lines record, which must be an object; ``where`` (file:line) and ``wanted`` (e.g. "with a
+    'text' field") go into the message when it is not."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
         raise SourceError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(record, dict):
-        raise SourceError(
-            f"{where}: expected a JSON object with a '{field}' field, got {type(record).__name__}"
-        )
+        wanted = f" {wanted}" if wanted else ""
+        raise SourceError(f"{where}: expected a JSON object{wanted}, got {type(record).__name__}")
+    return record
+
+
+def _jsonl_text(line: str, field: str, where: str) -> str:
+    record = json_object(line, where, f"with a '{field}' field")
     if field not in record:
         fields = ", ".join(record) or "(none)"
         raise SourceError(f"{where}: no field '{field}'; fields present: {fields} (set data.field)")
