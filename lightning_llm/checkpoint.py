@@ -37,6 +37,8 @@ from torch import nn
 from lightning_llm import plugins, registry
 from lightning_llm.atomic import atomic_write
 from lightning_llm.config import plugin_params, refuse_code_paths
+from lightning_llm.dcp_index import DCP_METADATA, read_dcp_metadata, safe_reader
+from lightning_llm.errors import CheckpointError, first_line
 from lightning_llm.tokenizers import Tokenizer
 
 __all__ = [
@@ -69,7 +71,6 @@ _WRAPPER_SEGMENTS = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped
 
 LAST = "last.ckpt"
 META_FILE = "meta.pt"  # Lightning's non-tensor state in a sharded checkpoint, written by rank 0
-DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index, written last by the coordinator rank
 PARTIAL_SUFFIX = ".partial"  # a sharded checkpoint being written
 OLD_SUFFIX = ".old"  # the previous sharded checkpoint while the new one is swapped in (still complete)
 DELETING_MARKER = ".deleting-"  # a checkpoint being removed: <name>.deleting-<pid>
@@ -77,14 +78,6 @@ DELETING_MARKER = ".deleting-"  # a checkpoint being removed: <name>.deleting-<p
 # consolidated exports) plus one marker. Cleanup deletes only such names, so a user's `notes.partial/` or
 # `draft.tmp-1` is never touched.
 _UNFINISHED_NAME = re.compile(r".+\.(ckpt|pt)(\.partial|\.tmp-\d+(-[0-9a-f]+)?|\.deleting-\d+)")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that exists but cannot be used; the message names the file and the problem."""
-
-    def __init__(self, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason or message  # the problem alone, without the file's name
 
 
 # --------------------------------------------------------------------------- finding and reading
@@ -170,81 +163,6 @@ def stored_step(path: Path) -> int | None:
     return inspect_checkpoint(Path(path))[0]
 
 
-# --------------------------------------------------------------------------- DCP's index, safely
-
-# DCP writes its ``.metadata`` index with plain pickle, and ``FileSystemReader`` reads it with plain pickle:
-# a crafted file runs code on load. It is read here by an unpickler that builds only the classes of DCP's own
-# index format (dataclasses filled by attribute, enums and a few torch value types), so a checkpoint folder
-# cannot run code. A torch release that adds a class to the format makes loading fail with its name (the
-# tests build real DCP checkpoints and catch that), never silently run anything.
-_DCP_METADATA_CLASSES = {
-    "torch.distributed.checkpoint.metadata": {
-        "Metadata",
-        "StorageMeta",
-        "TensorStorageMetadata",
-        "BytesStorageMetadata",
-        "ChunkStorageMetadata",
-        "TensorProperties",
-        "MetadataIndex",
-        "_MEM_FORMAT_ENCODING",
-    },
-    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
-    "torch.serialization": {"_get_layout"},  # a lookup of a torch.layout by its name
-    "torch": {"Size"},
-    "pathlib": {"Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"},
-    "collections": {"OrderedDict"},
-}
-
-
-class _NotInFormat(pickle.UnpicklingError):
-    """A global that DCP's index format does not use."""
-
-
-class _DcpMetadataUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if name in _DCP_METADATA_CLASSES.get(module, ()):
-            return super().find_class(module, name)
-        value = getattr(torch, name, None) if module == "torch" else None
-        if isinstance(value, torch.dtype | torch.layout | torch.memory_format):
-            return value
-        raise _NotInFormat(f"{module}.{name}")
-
-
-def read_dcp_metadata(path: Path) -> Any:
-    """DCP's ``.metadata`` index at ``path``, built only from the allowlisted classes; anything else in it
-    (a callable, an arbitrary class) is refused with a ``CheckpointError`` naming it and the file."""
-    from torch.distributed.checkpoint.metadata import Metadata
-
-    try:
-        with open(path, "rb") as file:
-            metadata = _DcpMetadataUnpickler(file).load()
-    except _NotInFormat as error:
-        reason = f"its {path.name} holds pickled code or objects ({error}), refused"
-    except Exception as error:  # a damaged pickle raises many types
-        reason = f"its {path.name} is damaged: {_reason(error)}"
-    else:
-        if isinstance(metadata, Metadata):
-            return metadata
-        reason = f"its {path.name} is not DCP's index (it holds a {type(metadata).__name__})"
-    raise CheckpointError(f"{path.parent} is not a readable sharded checkpoint: {reason}", reason)
-
-
-def _safe_reader(path: Path) -> Any:
-    """DCP's ``FileSystemReader`` for ``path`` whose index is read by ``read_dcp_metadata``."""
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint.metadata import StorageMeta
-
-    class SafeFileSystemReader(FileSystemReader):
-        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
-            metadata = read_dcp_metadata(path / DCP_METADATA)
-            if getattr(metadata, "storage_meta", None) is None:
-                metadata.storage_meta = StorageMeta()
-            metadata.storage_meta.load_id = self.load_id
-            return metadata
-
-    return SafeFileSystemReader(path)
-
-
 def find_checkpoint(path: str | Path) -> Path:
     """The checkpoint for ``path``: a checkpoint file or sharded directory itself, or in a run folder (or a
     checkpoints folder) its ``latest_checkpoint``. Temp, partial and incomplete checkpoints are refused."""
@@ -309,7 +227,7 @@ def load_sharded(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     meta = torch.load(path / META_FILE, map_location="cpu", weights_only=True)
-    reader = _safe_reader(path)
+    reader = safe_reader(path)
     index = reader.read_metadata()
     # Full-size empty tensors, as DCP's index records them, for the module's weights only: DCP fills them
     # from every rank's shards. The optimizer_<i> entries would double the memory and are useless here.
@@ -336,7 +254,7 @@ def _load_sharded_checked(path: Path) -> dict[str, Any]:
     except CheckpointError:
         raise
     except (Exception, CheckpointException) as error:  # DCP and torch.load raise many types
-        raise CheckpointError(f"{path} is not a readable sharded checkpoint: {_reason(error)}") from None
+        raise CheckpointError(f"{path} is not a readable sharded checkpoint: {first_line(error)}") from None
     if not checkpoint["state_dict"]:
         raise CheckpointError(f"{path} holds no 'state_dict' shards; it was not written by Lightning")
     return checkpoint
@@ -361,13 +279,7 @@ def _unreadable_reason(error: BaseException, guess: str = "") -> str:
     (``guess``: what may have happened)."""
     if isinstance(error, pickle.UnpicklingError) and str(error).startswith("Weights only load failed"):
         return "it holds pickled code or objects, refused (checkpoints load with weights_only=True)"
-    return f"{guess + ': ' if guess else ''}{_reason(error)}"
-
-
-def _reason(error: BaseException) -> str:
-    """The first line of ``error``'s message, or its type when it has none."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return f"{guess + ': ' if guess else ''}{first_line(error)}"
 
 
 def model_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:

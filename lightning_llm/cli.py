@@ -31,6 +31,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from lightning_llm import config, plugins, registry
 from lightning_llm.config import ConfigError
+from lightning_llm.errors import first_line
 from lightning_llm.hydra_guard import check_hydra_node
 
 MAX_CHECKED_JOBS = 64  # a huge grid is still checked on its first 64 jobs; every job checks itself again
@@ -262,8 +263,7 @@ def explain(error: Exception, overrides: list[str]) -> str:
             return config.unknown_key_message(full_key, plugin, [p.name for p in plugin.parameters()])
         if isinstance(cause, ValidationError):
             return config.bad_value_message(kind, plugin, cause)
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"{full_key + ': ' if full_key else ''}{first_line}"
+    return f"{full_key + ': ' if full_key else ''}{first_line(error)}"
 
 
 def _selected(kind: str, overrides: list[str]) -> str:

@@ -51,6 +51,7 @@ except ModuleNotFoundError as error:
 from lightning_llm import cli, config, plugins, registry
 from lightning_llm.atomic import write_text
 from lightning_llm.config import ConfigError
+from lightning_llm.errors import first_line
 
 log = logging.getLogger("lightning_llm.search")
 
@@ -440,7 +441,7 @@ def _train(
     except Exception as error:  # a bad combination or a failed run costs this trial, not the search
         if not isinstance(error, ValueError | FileNotFoundError):  # not a config or input mistake: show where
             log.warning("trial %d raised", trial.number, exc_info=True)
-        return TrialState.FAIL, None, _one_line(error)
+        return TrialState.FAIL, None, first_line(error)
     trial.set_user_attr("step", summary.get("step"))
     value = summary.get(settings.metric)
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -470,11 +471,6 @@ def _log_file(path: Path) -> Iterator[None]:
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # --------------------------------------------------------------------------- the whole search
