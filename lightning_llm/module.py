@@ -96,13 +96,21 @@ class LanguageModule(L.LightningModule):
     # ------------------------------------------------------------------ steps
 
     def configure_model(self) -> None:
-        """Checkpointing, compile and (under the FSDP strategy, which supplies a device mesh) sharding."""
+        """Checkpointing, compile and (under the FSDP strategy, which supplies a device mesh) sharding.
+
+        Under FSDP only rank 0 holds built weights; the other ranks built the model on the meta device. Once
+        sharded, those ranks materialise their shards and rank 0 broadcasts its full weights into every
+        rank's shards (torch's ``set_model_state_dict`` with ``broadcast_from_rank0``): no rank but 0 ever
+        holds the whole model, and the initial weights are exactly a single process's for the same seed."""
         if self._parallelized:  # Lightning calls this again for validate/test after fit
             return
         # Lightning's mesh is 2-D (data_parallel, tensor_parallel); given the whole of it, fully_shard would
         # replicate over the first dimension and shard over the second (HSDP). Shard over data parallel.
         mesh = self.device_mesh["data_parallel"] if self.device_mesh is not None else None
+        full_weights = self.model.state_dict() if mesh is not None and self.trainer.is_global_zero else {}
         self.model = parallelize(self.model, self.parallel, mesh)
+        if mesh is not None:
+            self._materialise_and_broadcast(full_weights)
         if self.parallel.compile:
             # The loss as well as the blocks: compiled together with the model call, the head's float32
             # cross-entropy fuses into two kernels over the (B, T, V) logits instead of a float32 copy, a
@@ -111,6 +119,15 @@ class LanguageModule(L.LightningModule):
             # own too, for FSDP's per-block hooks and for code that calls the model directly.
             self._compiled_loss = torch.compile(self.objective.loss)
         self._parallelized = True
+
+    def _materialise_and_broadcast(self, full_weights: dict[str, torch.Tensor]) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        if any(p.is_meta for p in self.model.parameters()):
+            self.model.to_empty(device="cpu" if self.parallel.cpu_offload else self.device)
+            self.model.init_weights()  # buffers (position tables) are not in the state dict; weights are next
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        set_model_state_dict(self.model, full_weights, options=options)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         last_micro_batch = ends_optimizer_step(self.trainer)

@@ -7,9 +7,11 @@ knows a plugin by name. What one part decides for another is declared by the par
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm import config
@@ -45,21 +47,25 @@ def tokenizer_and_data(cfg: DictConfig) -> tuple[Tokenizer, Any]:
     return tokenizer, datamodule
 
 
-def model(cfg: DictConfig, vocab_size: int, datamodule: Any) -> Any:
+def model(cfg: DictConfig, vocab_size: int, datamodule: Any, on_meta: bool = False) -> Any:
     """The model, with what the data decides filled in where the config leaves it unset, and the matching
-    weights of ``model.init_from`` loaded (fine-tuning)."""
+    weights of ``model.init_from`` loaded (fine-tuning). ``on_meta``: build it on the meta device, taking no
+    memory (an FSDP rank other than 0: it gets its shards of rank 0's weights once sharded, see
+    ``LanguageModule.configure_model``)."""
     plugin, params = config.plugin_params("model", cfg.model)
     for key, value in getattr(datamodule, "model_settings", dict)().items():
         if key in params and not params[key]:
             params[key] = value
-    built = plugin(vocab_size=vocab_size, **params)
-    if init_from := config.framework_params("model", cfg.model)["init_from"]:
+    with torch.device("meta") if on_meta else contextlib.nullcontext():
+        built = plugin(vocab_size=vocab_size, **params)
+    if (init_from := config.framework_params("model", cfg.model)["init_from"]) and not on_meta:
         from lightning_llm.checkpoint import init_from as load_matching_weights
 
         loaded, new, skipped = load_matching_weights(built, init_from)
         log.info("%s: loaded %d tensors; new: %s; skipped: %s", init_from, len(loaded), new, skipped)
     millions = sum(p.numel() for p in built.parameters()) / 1e6
-    log.info("model: %s, %.2fM parameters", cfg.model.name, millions)
+    where = " (on the meta device: its shards come from rank 0)" if on_meta else ""
+    log.info("model: %s, %.2fM parameters%s", cfg.model.name, millions, where)
     return built
 
 

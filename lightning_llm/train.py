@@ -69,7 +69,9 @@ def train(
     L.seed_everything(cfg.seed, workers=True)
 
     tokenizer, datamodule = parts.tokenizer_and_data(cfg)
-    model = parts.model(cfg, tokenizer.vocab_size, datamodule)
+    # Under FSDP only rank 0 builds the weights: the others build on the meta device, then get their shards.
+    on_meta = isinstance(trainer_args["strategy"], ShardedStrategy) and not run_folder.is_launching_rank()
+    model = parts.model(cfg, tokenizer.vocab_size, datamodule, on_meta=on_meta)
     objective = parts.build(cfg, "objective", tokenizer=tokenizer)
     parts.check_compatible(cfg, model)
     module = parts.language_module(cfg, model, objective, tokenizer, plan)

@@ -70,6 +70,11 @@ def assert_same_losses(run: dict, reference: dict, steps: range) -> None:
 
 
 def test_fsdp_two_processes_match_one_process(runs: dict) -> None:
+    """Rank 1 never builds the weights (meta device, then its shards of rank 0's): the same losses from
+    step 1 show the same initial weights."""
+    rank_1_log = (runs["root"] / "fsdp" / "train_ddp_process_1.log").read_text()
+    assert "on the meta device: its shards come from rank 0" in rank_1_log
+    assert "meta device" not in (runs["root"] / "fsdp" / "train.log").read_text()  # rank 0 builds them
     assert sorted(runs["single"]["losses"]) == list(range(1, STEPS + 1))
     assert_same_losses(runs["fsdp"], runs["single"], range(1, STEPS + 1))
     assert runs["fsdp"]["val_loss"] == pytest.approx(runs["single"]["val_loss"], rel=RTOL)
