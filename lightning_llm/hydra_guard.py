@@ -11,7 +11,6 @@ the standard streams; everything else that selects code is refused, naming the k
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
 import re
@@ -52,11 +51,11 @@ def check_hydra_node(node: Any) -> None:
             raise ConfigError(f"{path}={value}: only {' and '.join(_STREAMS)} may be named with ext://")
 
 
-@functools.cache
 def shipped_targets() -> frozenset[tuple[str, Any]]:
     """``(key path, value)`` of every code key in the launcher and sweeper configs that installed Hydra
     plugins register (``hydra/launcher/<name>``, ``hydra/sweeper/<name>``), e.g.
-    ``("hydra.launcher._target_", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")``."""
+    ``("hydra.launcher._target_", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")``.
+    Read afresh each time (about 2 ms): Hydra registers its plugins' configs when it first scans them."""
     store = ConfigStore.instance()
     found = set()
     for group in _PLUGIN_GROUPS:
