@@ -38,7 +38,7 @@ from lightning_llm import plugins, registry
 from lightning_llm.atomic import atomic_write
 from lightning_llm.config import plugin_params, refuse_code_paths
 from lightning_llm.dcp_index import DCP_METADATA, read_dcp_metadata, safe_reader
-from lightning_llm.errors import CheckpointError, first_line
+from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, CheckpointError, ctrl_c_exits, first_line
 from lightning_llm.tokenizers import Tokenizer
 
 __all__ = [
@@ -508,7 +508,6 @@ def export_consolidated(run_dir: Path) -> Path | None:
 # --------------------------------------------------------------------------- command line
 
 CONSOLIDATED_SUFFIX = ".consolidated.pt"
-EXIT_BAD_INPUT = 2
 DESCRIPTION = """Work with a run's checkpoints.
 
 consolidate: turn a sharded (FSDP) checkpoint directory into one file with the layout of a single-device
@@ -520,7 +519,7 @@ the checkpoint (checkpoints/last.ckpt -> checkpoints/last.consolidated.pt): not 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m lightning_llm.checkpoint",
         description=DESCRIPTION,
         epilog="example:\n  python -m lightning_llm.checkpoint consolidate outputs/2024-01-01/12-00-00",
@@ -537,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@ctrl_c_exits
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -12,7 +12,6 @@ import copy
 import functools
 import itertools
 import os
-import signal
 import sys
 import warnings
 from collections.abc import Iterable
@@ -31,7 +30,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from lightning_llm import config, plugins, registry
 from lightning_llm.config import ConfigError
-from lightning_llm.errors import first_line
+from lightning_llm.errors import EXIT_INTERRUPTED, first_line
 from lightning_llm.hydra_guard import check_hydra_node
 
 MAX_CHECKED_JOBS = 64  # a huge grid is still checked on its first 64 jobs; every job checks itself again
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             "error: interrupted (Ctrl-C) outside training; checkpoints already written are kept",
             file=sys.stderr,
         )
-        sys.exit(128 + signal.SIGINT)  # as a shell reports a Ctrl-C
+        sys.exit(EXIT_INTERRUPTED)
 
 
 @hydra.main(version_base="1.3", config_path=config.config_dir(), config_name="config")

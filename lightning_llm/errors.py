@@ -1,7 +1,27 @@
-"""The errors bad input raises: a setting (``ConfigError``, re-exported by ``config``) or a checkpoint that
-exists but cannot be used (``CheckpointError``, re-exported by ``checkpoint``)."""
+"""Bad input and how the command lines report it: the errors (a setting, ``ConfigError``, re-exported by
+``config``; a checkpoint that exists but cannot be used, ``CheckpointError``, re-exported by ``checkpoint``),
+``first_line`` of any error, an ``ArgumentParser`` whose errors are one line, and ``ctrl_c_exits`` for a
+command's ``main``: every tool answers bad input and Ctrl-C with one line, never a traceback."""
 
-__all__ = ["CheckpointError", "ConfigError", "first_line"]
+import argparse
+import functools
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
+    "ArgumentParser",
+    "CheckpointError",
+    "ConfigError",
+    "ctrl_c_exits",
+    "first_line",
+]
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a Ctrl-C
 
 
 class ConfigError(ValueError):
@@ -20,3 +40,24 @@ def first_line(error: BaseException) -> str:
     """The first line of ``error``'s message, or its type when it has none: what a one-line report shows."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line, ``error: <what> (see --help)``, and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
+def ctrl_c_exits(main: Callable[..., Any]) -> Callable[..., Any]:
+    """A command's ``main`` that answers Ctrl-C with one line and exit status 130 instead of a traceback."""
+
+    @functools.wraps(main)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            print("error: interrupted (Ctrl-C)", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return wrapped

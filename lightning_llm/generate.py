@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from lightning_llm.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ArgumentParser
+
 try:  # Ctrl-C while torch loads (a second or two) is Ctrl-C too: no traceback
     import torch
     from torch import nn
@@ -28,7 +30,7 @@ except KeyboardInterrupt:
     if __name__ != "__main__":
         raise
     print("interrupted", file=sys.stderr, flush=True)
-    os._exit(130)  # why os._exit: see _exit_now below
+    os._exit(EXIT_INTERRUPTED)  # why os._exit: see _exit_now below
 
 __all__ = [
     "TextStream",
@@ -49,8 +51,6 @@ DEFAULT_NEW_TOKENS = 128  # lowered to an encoder-decoder's block_size when that
 MAX_NEW_TOKENS = 10_000
 FULL_DECODES = 512  # streaming re-decodes the whole text at most every len(ids) // FULL_DECODES tokens
 SHOWN_CHARACTERS = 5  # unrepresentable characters named in the error line
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 DESCRIPTION = """Generate text with a trained run (a run folder or a .ckpt file).
 
 A gpt run continues each prompt by sampling (--temperature, --top-k, --top-p; temperature 0 is greedy),
@@ -69,7 +69,7 @@ class UsageError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m lightning_llm.generate",
         description=DESCRIPTION,
         epilog="examples:\n"

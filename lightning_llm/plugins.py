@@ -12,6 +12,7 @@ import warnings
 from importlib.metadata import entry_points
 
 from lightning_llm import registry
+from lightning_llm.errors import ctrl_c_exits
 
 ENTRY_POINT_GROUP = "lightning_llm.plugins"
 BUILTIN_MODULES = (
@@ -62,6 +63,8 @@ def describe(plugin: registry.Plugin) -> str:
 
 
 def listing(kind: str | None = None) -> str:
+    if kind is not None and kind not in registry.KINDS:
+        raise registry.PluginError(f"unknown plugin kind '{kind}'; valid kinds: {', '.join(registry.KINDS)}")
     lines = []
     for k in [kind] if kind else registry.KINDS:
         lines.append(f"{k}: {registry.CONTRACTS[k].returns}")
@@ -71,6 +74,7 @@ def listing(kind: str | None = None) -> str:
     return "\n".join(lines)
 
 
+@ctrl_c_exits
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     load()

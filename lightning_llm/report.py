@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits
+
 __all__ = [
     "ReportError",
     "build_table",
@@ -42,7 +44,6 @@ __all__ = [
 SUMMARY_FILE = "summary.json"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 METRICS_GLOB = "csv/version_*/metrics.csv"
-EXIT_BAD_INPUT = 2
 MISSING = "-"  # how a value a run lacks is shown in the text and Markdown tables
 PROBLEM_CHARS = 160  # a problem quoted from a parser, cut to keep its warning line short
 
@@ -505,7 +506,7 @@ def _final_val(record: dict[str, Any]) -> tuple[int, float] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m lightning_llm.report",
         description="Compare runs from their folders: a table sorted by a metric, report.csv, report.md and "
         "loss_curves.png.",
@@ -528,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@ctrl_c_exits
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

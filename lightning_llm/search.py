@@ -51,7 +51,7 @@ except ModuleNotFoundError as error:
 from lightning_llm import cli, config, plugins, registry
 from lightning_llm.atomic import write_text
 from lightning_llm.config import ConfigError
-from lightning_llm.errors import first_line
+from lightning_llm.errors import ctrl_c_exits, first_line
 
 log = logging.getLogger("lightning_llm.search")
 
@@ -558,6 +558,7 @@ def write_best(study: optuna.Study, settings: Settings, overrides: list[str]) ->
     return best_info
 
 
+@ctrl_c_exits
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if {"-h", "--help"} & set(argv):
@@ -575,4 +576,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

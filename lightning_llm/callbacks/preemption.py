@@ -37,13 +37,14 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightning_llm.errors import EXIT_INTERRUPTED
 from lightning_llm.module import ends_optimizer_step
 
 log = logging.getLogger(__name__)
 
 # Exit status of a preempted run: EX_TEMPFAIL, "try again" (torchrun restarts and job scripts can key on it).
 PREEMPTED_EXIT_CODE = 75
-INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT  # as a shell reports a Ctrl-C
+INTERRUPTED_EXIT_CODE = EXIT_INTERRUPTED  # as a shell reports a Ctrl-C
 
 
 class Preemption(L.Callback):

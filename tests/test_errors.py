@@ -1,0 +1,50 @@
+"""Every command-line tool answers bad arguments and Ctrl-C with one line: the shared pieces, and each tool
+through its real command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lightning_llm.errors import EXIT_INTERRUPTED, ArgumentParser, ctrl_c_exits, first_line
+
+
+def test_argument_errors_are_one_line_with_status_2(capsys):
+    parser = ArgumentParser(prog="tool")
+    parser.add_argument("--n", type=int)
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["--n", "x"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == "error: argument --n: invalid int value: 'x' (see tool --help)\n"
+
+
+def test_ctrl_c_in_a_main_is_one_line_and_status_130(capsys):
+    @ctrl_c_exits
+    def main() -> int:
+        raise KeyboardInterrupt
+
+    assert main() == EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err == "error: interrupted (Ctrl-C)\n"
+
+
+def test_first_line():
+    assert first_line(ValueError("one\ntwo")) == "one" and first_line(KeyError()) == "KeyError"
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "expected"),
+    [
+        ("lightning_llm.generate", ["run", "--top-p", "1.5"], "argument --top-p: must be in (0, 1]"),
+        ("lightning_llm.report", ["--metric"], "argument --metric: expected one argument"),
+        ("lightning_llm.checkpoint", ["bogus"], "invalid choice: 'bogus' (choose from 'consolidate')"),
+        ("lightning_llm.plugins", ["nokind"], "unknown plugin kind 'nokind'; valid kinds: tokenizer"),
+    ],
+    ids=["generate", "report", "checkpoint", "plugins"],
+)
+def test_each_tool_refuses_bad_arguments_in_one_line(module, args, expected):
+    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert expected in result.stderr and "usage:" not in result.stderr and "Traceback" not in result.stderr
