@@ -30,7 +30,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from lightning_llm import config, plugins, registry
 from lightning_llm.config import ConfigError
-from lightning_llm.errors import EXIT_INTERRUPTED, first_line
+from lightning_llm.errors import ctrl_c_exits, first_line
 from lightning_llm.hydra_guard import check_hydra_node
 
 MAX_CHECKED_JOBS = 64  # a huge grid is still checked on its first 64 jobs; every job checks itself again
@@ -61,14 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     # Hydra's parser takes the overrides as one run of positional arguments: keep them together.
     flags = [arg for arg in argv if arg not in args.overrides]
     sys.argv = [sys.argv[0], *flags, *args.overrides, *added]
-    try:
-        _app()
-    except KeyboardInterrupt:  # outside trainer.fit (within it, Ctrl-C stops with a checkpoint)
-        print(
-            "error: interrupted (Ctrl-C) outside training; checkpoints already written are kept",
-            file=sys.stderr,
-        )
-        sys.exit(EXIT_INTERRUPTED)
+    # Outside trainer.fit; within it, Ctrl-C stops with a checkpoint (callbacks.preemption).
+    ctrl_c_exits(_app, "interrupted (Ctrl-C) outside training; checkpoints already written are kept")()
 
 
 @hydra.main(version_base="1.3", config_path=config.config_dir(), config_name="config")

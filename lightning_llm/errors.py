@@ -4,7 +4,9 @@
 command's ``main``: every tool answers bad input and Ctrl-C with one line, never a traceback."""
 
 import argparse
+import contextlib
 import functools
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -17,6 +19,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "ctrl_c_exits",
+    "exit_now",
     "first_line",
 ]
 
@@ -49,15 +52,25 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
 
 
-def ctrl_c_exits(main: Callable[..., Any]) -> Callable[..., Any]:
-    """A command's ``main`` that answers Ctrl-C with one line and exit status 130 instead of a traceback."""
+def ctrl_c_exits(main: Callable[..., Any], message: str = "interrupted (Ctrl-C)") -> Callable[..., Any]:
+    """A command's ``main`` that answers Ctrl-C with ``error: <message>`` and status 130, not a traceback."""
 
     @functools.wraps(main)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             return main(*args, **kwargs)
         except KeyboardInterrupt:
-            print("error: interrupted (Ctrl-C)", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            print(f"error: {message}", file=sys.stderr)
+            exit_now(EXIT_INTERRUPTED)
 
     return wrapped
+
+
+def exit_now(code: int) -> NoReturn:
+    """Flush the standard streams and end the process with ``code``. After a Ctrl-C that passed through code
+    run from C (an import, such as torch's), CPython would otherwise kill itself with SIGINT at exit, even
+    though the KeyboardInterrupt was caught, and the shell would see -2 instead of ``code``."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing left to save
+            stream.flush()
+    os._exit(code)

@@ -11,13 +11,11 @@ prints one line on stderr and exits with status 2; Ctrl-C keeps what was printed
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from lightning_llm.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ArgumentParser
+from lightning_llm.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ArgumentParser, exit_now
 
 try:  # Ctrl-C while torch loads (a second or two) is Ctrl-C too: no traceback
     import torch
@@ -30,7 +28,7 @@ except KeyboardInterrupt:
     if __name__ != "__main__":
         raise
     print("interrupted", file=sys.stderr, flush=True)
-    os._exit(EXIT_INTERRUPTED)  # why os._exit: see _exit_now below
+    exit_now(EXIT_INTERRUPTED)
 
 __all__ = [
     "TextStream",
@@ -517,18 +515,8 @@ def _until_eos(ids: list[int], bos_id: int, eos_id: int) -> list[int]:
     return ids[: ids.index(eos_id)] if eos_id in ids else ids
 
 
-def _exit_now(code: int) -> None:
-    """Exit with ``code`` at once. After a Ctrl-C, CPython would otherwise kill itself with SIGINT at exit
-    whenever the KeyboardInterrupt passed through Python source run from C (as torch's import does), even
-    though it was caught."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError):  # a closed pipe: nothing left to save
-            stream.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
     status = main()
     if status == EXIT_INTERRUPTED:
-        _exit_now(status)
+        exit_now(status)
     raise SystemExit(status)
