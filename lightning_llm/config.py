@@ -175,7 +175,26 @@ def plugin_params(kind: str, node: Any, key: str | None = None) -> tuple[Plugin,
                 f"{key}.{param.name}={value!r} is not valid for {kind} '{plugin.name}'; "
                 f"choose one of: {', '.join(map(str, choices))}"
             )
+    _check_config_class(plugin, kwargs)
     return plugin, kwargs
+
+
+def _check_config_class(plugin: Plugin, kwargs: dict[str, Any]) -> None:
+    """Run the checks of a plugin's config dataclass (its ``__post_init__``) on the config alone, before any
+    work: a model shape that cannot work fails at composition, not after the tokenizer has trained. A field
+    the framework supplies (a model's ``vocab_size``) gets a stand-in of 1."""
+    config_class = plugin.config_class()
+    if config_class is None:
+        return
+    supplied = {
+        field.name: 1
+        for field in dataclasses.fields(config_class)
+        if field.name in registry.CONTRACTS[plugin.kind].supplied
+    }
+    try:
+        config_class(**kwargs, **supplied)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(str(error)) from None
 
 
 def framework_params(kind: str, node: Any) -> dict[str, Any]:

@@ -57,8 +57,11 @@ CASES = {
     "block-size-over-model-positions": bad(
         "data.block_size=64", expect=("data.block_size=64", "model.block_size=32", "lower data.block_size")
     ),
-    "n_embd-not-divisible-by-n_head": bad(
-        "model.n_embd=30", "model.n_head=4", expect=("model.n_embd=30", "model.n_head=4")
+    "n_embd-not-divisible-by-n_head": bad(  # the model's dataclass checks run at composition
+        "model.n_embd=30", "model.n_head=4", expect=("model.n_embd=30", "model.n_head=4"), before_hydra=True
+    ),
+    "data-batch-size-zero": bad(
+        "data.batch_size=0", expect=("data.batch_size must be > 0", "got 0"), before_hydra=True
     ),
     "objective-does-not-fit-model": bad(
         "model=gpt",
