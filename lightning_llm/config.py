@@ -217,6 +217,14 @@ def check(cfg: DictConfig) -> None:
     check_trainer_args(cfg.get("trainer", {}))
     refuse_code_paths(cfg, "")
     check_ranges(cfg)
+    from lightning_llm.distributed import strategy  # deferred: it imports torch
+
+    strategy.check_choices(_container(cfg, "trainer"), _container(cfg, "parallel"))
+
+
+def _container(cfg: DictConfig, key: str) -> dict[str, Any]:
+    node = cfg.get(key)
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
 
 
 def check_objective(model: str, objective: str, supported: tuple[str, ...] | None = None) -> None:

@@ -30,20 +30,40 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
 FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
 
 
-def resolve(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> tuple[dict[str, Any], ParallelPlan]:
-    """Trainer keyword arguments with ``strategy`` resolved to a Lightning strategy, and the model's plan."""
-    args = dict(trainer_cfg)
-    precision = str(args.get("precision", "32-true"))
+STRATEGIES = ("auto", "single", "ddp", "fsdp")
+
+
+def check_choices(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> None:
+    """The strategy, precision and dtype settings, checked on the config alone (no device is looked at, so
+    a login node composing a GPU sweep passes): one line naming the key and the choices."""
+    precision = str(trainer_cfg.get("precision", "32-true"))
     if precision not in PRECISIONS:
         raise ConfigError(
             f"trainer.precision={precision} is not supported; choose one of: {', '.join(PRECISIONS)}"
         )
-    _check_device_precision(args, precision)
-    plan = ParallelPlan(**parallel)
+    strategy = trainer_cfg.get("strategy", "auto")
+    if isinstance(strategy, str) and strategy not in STRATEGIES:
+        raise ConfigError(
+            f"trainer.strategy={strategy} is not supported; choose one of: {', '.join(STRATEGIES)}"
+        )
+    if strategy == "fsdp" and precision not in FSDP_PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision={precision} does not work with trainer.strategy=fsdp (no loss scaling "
+            f"for sharded gradients); choose one of: {', '.join(FSDP_PRECISIONS)}"
+        )
     for key in ("reduce_dtype", "param_dtype"):
-        value = getattr(plan, key)
+        value = parallel.get(key)
         if value is not None and value not in DTYPES:
             raise ConfigError(f"parallel.{key}={value}: choose one of: {', '.join(DTYPES)}")
+
+
+def resolve(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> tuple[dict[str, Any], ParallelPlan]:
+    """Trainer keyword arguments with ``strategy`` resolved to a Lightning strategy, and the model's plan."""
+    check_choices(trainer_cfg, parallel)
+    args = dict(trainer_cfg)
+    precision = str(args.get("precision", "32-true"))
+    _check_device_precision(args, precision)
+    plan = ParallelPlan(**parallel)
     if plan.param_dtype is None and precision == "bf16-mixed":
         plan = dataclasses.replace(plan, param_dtype="bfloat16")
     # Lightning counts val_check_interval in micro-batches; here every interval counts optimizer steps.
@@ -56,11 +76,6 @@ def resolve(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> tuple[dict
     elif strategy == "ddp":
         args["strategy"] = _ddp()
     elif strategy == "fsdp":
-        if precision not in FSDP_PRECISIONS:
-            raise ConfigError(
-                f"trainer.precision={precision} does not work with trainer.strategy=fsdp (no loss scaling "
-                f"for sharded gradients); choose one of: {', '.join(FSDP_PRECISIONS)}"
-            )
         from lightning_llm.distributed.checkpointing import ShardedStrategy
 
         args["strategy"] = ShardedStrategy(
