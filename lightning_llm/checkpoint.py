@@ -374,8 +374,14 @@ def run_folder(checkpoint_path: Path) -> Path:
 
 
 def load_run(path: str | Path) -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
-    """``(model, tokenizer, config)`` of a run folder or a checkpoint file; the model is on the CPU in
-    eval mode. The run's ``tokenizer.json`` must be the one the checkpoint was trained with."""
+    """``(model, tokenizer, config)`` of a run folder, a checkpoint file or a Hugging Face model folder; the
+    model is on the CPU in eval mode. The run's ``tokenizer.json`` must be the one the checkpoint was
+    trained with. A Hugging Face folder's config holds the model node only (``{"model": {...}}``)."""
+    from lightning_llm import huggingface
+
+    if huggingface.is_hf_folder(path):
+        model, tokenizer, node = huggingface.load_hf_run(path)
+        return model.eval(), tokenizer, {"model": node}
     checkpoint_path = find_checkpoint(path)
     checkpoint = load_checkpoint(checkpoint_path)
     config = run_config(checkpoint)
@@ -446,12 +452,22 @@ def check_resumable(path: str | Path, model_config: dict[str, Any], tokenizer_fi
 
 def init_from(model: nn.Module, path: str | Path) -> tuple[list[str], list[str], list[str]]:
     """Copy every weight of the checkpoint at ``path`` (a run folder or .ckpt) whose name and shape match
-    into ``model``, e.g. a masked-LM encoder into a classifier whose head is new.
+    into ``model``, e.g. a masked-LM encoder into a classifier whose head is new. From a Hugging Face folder
+    every weight is mapped (``lightning_llm.huggingface``), the model having been built from its config.
 
     Returns ``(loaded, new, skipped)``: the names loaded; the model's names the checkpoint lacks (they keep
     their fresh initialisation); and the checkpoint's names left out, because the model has no such entry
     or its shape differs (a different head size; such a model entry also keeps its initialisation).
     """
+    from lightning_llm import huggingface
+
+    if huggingface.is_hf_folder(path):  # every tensor is mapped, or the load is refused naming it
+        folder = Path(path)
+        architecture = huggingface.architecture_of(huggingface.read_hf_config(folder), folder)
+        target = model.state_dict()
+        weights = huggingface.from_hf_state(architecture, huggingface.read_hf_weights(folder), target, folder)
+        model.load_state_dict(weights, strict=True)
+        return list(weights), [], []
     checkpoint_path = find_checkpoint(path)
     source = model_state_dict(load_checkpoint(checkpoint_path))
     target = model.state_dict()

@@ -26,7 +26,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lightning_llm import registry
-from lightning_llm.distributed.plan import ParallelPlan
+from lightning_llm.distributed.plan import ParallelPlan, check_choices
 from lightning_llm.errors import ConfigError
 from lightning_llm.ranges import check_ranges
 from lightning_llm.registry import Plugin
@@ -135,7 +135,9 @@ def _literal_choices(annotation: Any) -> tuple | None:
 # --------------------------------------------------------------------------- checking a composed config
 
 
-def plugin_params(kind: str, node: Any, key: str | None = None) -> tuple[Plugin, dict[str, Any]]:
+def plugin_params(
+    kind: str, node: Any, key: str | None = None, together: bool = True
+) -> tuple[Plugin, dict[str, Any]]:
     """Validate one plugin node (``{name: ..., **params}`` or a bare name) and return the plugin and its
     typed keyword arguments (framework parameters such as ``model.init_from`` left out: see
     ``framework_params``). ``key`` is the config path used in messages (default: the kind)."""
@@ -175,7 +177,8 @@ def plugin_params(kind: str, node: Any, key: str | None = None) -> tuple[Plugin,
                 f"{key}.{param.name}={value!r} is not valid for {kind} '{plugin.name}'; "
                 f"choose one of: {', '.join(map(str, choices))}"
             )
-    _check_config_class(plugin, kwargs)
+    if together:
+        _check_config_class(plugin, kwargs)
     return plugin, kwargs
 
 
@@ -203,23 +206,21 @@ def framework_params(kind: str, node: Any) -> dict[str, Any]:
     return {name: node.get(name, default) for name, (_, default) in defaults.items()}
 
 
-def check(cfg: DictConfig) -> None:
+def check(cfg: DictConfig, together: bool = True) -> None:
     """Validate every plugin selection and parameter, the metrics list and the trainer arguments."""
     for kind in GROUP_KINDS:
         if kind not in cfg:
             raise ConfigError(
                 f"the config has no '{kind}' section; valid {kind} names: {registry.names(kind)}"
             )
-        plugin_params(kind, cfg[kind])
+        plugin_params(kind, cfg[kind], together=together)
     for index, node in enumerate(metric_nodes(cfg)):
         plugin_params("metric", node, key=f"metrics[{index}]")
     check_objective(cfg.model.name, cfg.objective.name)
     check_trainer_args(cfg.get("trainer", {}))
     refuse_code_paths(cfg, "")
     check_ranges(cfg)
-    from lightning_llm.distributed import strategy  # deferred: it imports torch
-
-    strategy.check_choices(_container(cfg, "trainer"), _container(cfg, "parallel"))
+    check_choices(_container(cfg, "trainer"), _container(cfg, "parallel"))
 
 
 def _container(cfg: DictConfig, key: str) -> dict[str, Any]:

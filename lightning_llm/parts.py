@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightning_llm import config
 from lightning_llm.config import ConfigError
@@ -20,7 +21,7 @@ from lightning_llm.distributed.plan import ParallelPlan
 from lightning_llm.module import LanguageModule
 from lightning_llm.tokenizers import Tokenizer, fit_or_load
 
-__all__ = ["build", "check_compatible", "language_module", "model", "tokenizer_and_data"]
+__all__ = ["build", "check_compatible", "language_module", "model", "tokenizer_and_data", "with_source_model"]
 
 log = logging.getLogger("lightning_llm")
 
@@ -29,6 +30,28 @@ def build(cfg: DictConfig, kind: str, **supplied: Any) -> Any:
     """The plugin ``cfg[kind]`` selects, called with ``supplied`` and its checked parameters."""
     plugin, params = config.plugin_params(kind, cfg[kind])
     return plugin(**supplied, **params)
+
+
+def with_source_model(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with its model node taken from a Hugging Face folder that ``model.init_from`` names: the
+    architecture and shape are the checkpoint's (the run's checkpoints then record the model they hold).
+    Other configs are returned as they are."""
+    from lightning_llm import huggingface
+
+    init_from = config.framework_params("model", cfg.model)["init_from"]
+    if not init_from or not huggingface.is_hf_folder(init_from):
+        return cfg
+    folder = Path(init_from)
+    architecture, params = huggingface.model_params(huggingface.read_hf_config(folder), folder)
+    log.info(
+        "model: %s from %s (its config.json; model.* settings given here are not used)",
+        architecture.model,
+        folder,
+    )
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.model = {"name": architecture.model, **params, "init_from": str(init_from)}
+    return cfg
 
 
 def tokenizer_and_data(cfg: DictConfig) -> tuple[Tokenizer, Any]:
@@ -108,13 +131,21 @@ def _spec(cfg: DictConfig, kind: str) -> dict[str, Any]:
 
 
 def _tokenizer_of_run(init_from: str, cfg: DictConfig) -> Tokenizer:
-    """The tokenizer saved beside the checkpoint that ``model.init_from`` names."""
+    """The tokenizer saved beside the checkpoint that ``model.init_from`` names (or in its Hugging Face
+    folder)."""
+    from lightning_llm import huggingface
     from lightning_llm.checkpoint import find_checkpoint, run_folder
 
-    path = run_folder(find_checkpoint(init_from)) / "tokenizer.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"model.init_from={init_from}: its run folder has no tokenizer.json ({path})")
-    tokenizer = Tokenizer.from_file(path)
+    if huggingface.is_hf_folder(init_from):
+        path = Path(init_from)
+        tokenizer = huggingface.load_hf_tokenizer(path)
+    else:
+        path = run_folder(find_checkpoint(init_from)) / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model.init_from={init_from}: its run folder has no tokenizer.json ({path})"
+            )
+        tokenizer = Tokenizer.from_file(path)
     chosen = build(cfg, "tokenizer")  # one that comes trained (a tokenizer file) must be the same one
     if chosen.is_trained and chosen.fingerprint() != tokenizer.fingerprint():
         raise ConfigError(

@@ -305,12 +305,14 @@ def with_search_group(overrides: list[str]) -> list[str]:
 
 def check_space(settings: Settings, overrides: list[str]) -> None:
     """Compose and check the config at each end of every range and at every choice, so a misspelt key or
-    plugin name fails before any trial runs, naming the key."""
+    plugin name fails before any trial runs, naming the key. Values are checked one at a time: a
+    combination that cannot work (model.n_head not dividing model.n_embd) costs its trial, not the search."""
     for param in settings.params.values():
         for value in param.corners():
             value = int(value) if param.type == "int" else value
             try:
-                config.check(trial_config([*overrides, as_override(param.key, value)], settings))
+                cfg = trial_config([*overrides, as_override(param.key, value)], settings)
+                config.check(cfg, together=False)
             except (ConfigError, registry.PluginError) as error:
                 raise ConfigError(f"search.params.{param.key}={value}: {error}") from None
 

@@ -59,6 +59,7 @@ def train(
     """Train as ``cfg`` says; returns (summary, the objects built) for tests and sweepers. ``callbacks`` are
     added to the run's own (programmatic use: probes, custom early stopping)."""
     plugins.load()  # once per process; a launcher's worker process (joblib, submitit) starts with none
+    cfg = parts.with_source_model(cfg)  # fine-tuning a Hugging Face model: its architecture and shape
     config.check(cfg)
     # Settings this machine cannot run and a run folder that cannot take checkpoints fail before any work.
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -20,6 +20,7 @@ from lightning_llm import config
 from lightning_llm.config import ConfigError
 from lightning_llm.distributed import strategy
 from lightning_llm.distributed.checkpointing import ShardedStrategy
+from lightning_llm.distributed.plan import FSDP_PRECISIONS, PRECISIONS
 
 
 def _resolve(cfg):
@@ -114,7 +115,7 @@ def test_fp16_mixed_under_fsdp_names_the_key_and_the_valid_choices(make_cfg):
     with pytest.raises(ConfigError, match=r"trainer\.precision=16-mixed") as error:
         _resolve(cfg)
     assert "trainer.strategy=fsdp" in str(error.value)
-    for choice in strategy.FSDP_PRECISIONS:
+    for choice in FSDP_PRECISIONS:
         assert choice in str(error.value)
 
 
@@ -130,7 +131,7 @@ def test_an_unknown_precision_lists_the_valid_ones(make_cfg, preset):
     cfg = make_cfg(f"trainer={preset}", "trainer.precision=fp8", tiny=False)
     with pytest.raises(ConfigError, match=r"trainer\.precision=fp8 is not supported") as error:
         _resolve(cfg)
-    for choice in strategy.PRECISIONS:
+    for choice in PRECISIONS:
         assert choice in str(error.value)
 
 

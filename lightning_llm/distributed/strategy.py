@@ -23,38 +23,7 @@ from typing import Any
 import torch
 
 from lightning_llm.config import ConfigError
-from lightning_llm.distributed.plan import DTYPES, ParallelPlan
-
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
-# Lightning's ModelParallelStrategy has no GradScaler for sharded gradients, so no 16-mixed under FSDP.
-FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
-
-
-STRATEGIES = ("auto", "single", "ddp", "fsdp")
-
-
-def check_choices(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> None:
-    """The strategy, precision and dtype settings, checked on the config alone (no device is looked at, so
-    a login node composing a GPU sweep passes): one line naming the key and the choices."""
-    precision = str(trainer_cfg.get("precision", "32-true"))
-    if precision not in PRECISIONS:
-        raise ConfigError(
-            f"trainer.precision={precision} is not supported; choose one of: {', '.join(PRECISIONS)}"
-        )
-    strategy = trainer_cfg.get("strategy", "auto")
-    if isinstance(strategy, str) and strategy not in STRATEGIES:
-        raise ConfigError(
-            f"trainer.strategy={strategy} is not supported; choose one of: {', '.join(STRATEGIES)}"
-        )
-    if strategy == "fsdp" and precision not in FSDP_PRECISIONS:
-        raise ConfigError(
-            f"trainer.precision={precision} does not work with trainer.strategy=fsdp (no loss scaling "
-            f"for sharded gradients); choose one of: {', '.join(FSDP_PRECISIONS)}"
-        )
-    for key in ("reduce_dtype", "param_dtype"):
-        value = parallel.get(key)
-        if value is not None and value not in DTYPES:
-            raise ConfigError(f"parallel.{key}={value}: choose one of: {', '.join(DTYPES)}")
+from lightning_llm.distributed.plan import ParallelPlan, check_choices
 
 
 def resolve(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> tuple[dict[str, Any], ParallelPlan]:

@@ -99,6 +99,14 @@ class Tokenizer:
         """A trained tokenizer read from a ``tokenizer.json`` (ours, or from any Hugging Face version)."""
         return Tokenizer().load(path)
 
+    @staticmethod
+    def from_backend(backend: HFTokenizer, source: str) -> Tokenizer:
+        """A trained tokenizer wrapping ``backend`` (a ``tokenizers.Tokenizer``), the framework's special
+        tokens made special (added where missing); ``source`` names it in warnings."""
+        tokenizer = Tokenizer()
+        tokenizer._attach(backend, source=source)
+        return tokenizer
+
     def save(self, path: str | Path) -> Path:
         """Write the backend as one ``tokenizer.json`` at ``path`` (a file path), atomically."""
         backend = self._require_backend()

@@ -1,0 +1,396 @@
+"""Hugging Face model folders in and out: a mapping table per architecture, proven equal by ``transformers``.
+
+A Hugging Face folder holds ``config.json`` (its ``architectures`` names the model class), the weights
+(``model.safetensors``, possibly sharded with an index, or ``pytorch_model.bin``, read with
+``weights_only=True``) and tokenizer files (``tokenizer.json``, or GPT-2's ``vocab.json`` + ``merges.txt``).
+Each supported architecture says how its config becomes one of this project's model configs, which tensor
+names correspond, and which are stored transposed; a tensor left unmapped on either side is an error naming
+it, never skipped. Only options with a faithful counterpart are accepted (an export of a model with rotary
+positions is refused, naming the option), so an import or an export gives the same logits as ``transformers``
+(tests/test_huggingface.py).
+
+Supported: ``GPT2LMHeadModel`` <-> ``model=gpt``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lightning_llm.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from lightning_llm.tokenizers import Tokenizer
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "HFFolderError",
+    "architecture_of",
+    "from_hf_state",
+    "is_hf_folder",
+    "load_hf_model",
+    "load_hf_run",
+    "load_hf_tokenizer",
+    "model_params",
+    "read_hf_weights",
+    "save_hf_folder",
+    "to_hf_config",
+    "to_hf_state",
+]
+
+CONFIG_FILE = "config.json"
+
+
+class HFFolderError(CheckpointError):
+    """A Hugging Face folder that cannot be used; the message names the folder, the file or the option."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How one ``transformers`` model class maps onto a model plugin of this project."""
+
+    hf_class: str  # the name in config.json's "architectures", e.g. GPT2LMHeadModel
+    model: str  # our model plugin
+    params_from_hf: Callable[[dict[str, Any]], dict[str, Any]]  # config.json -> our model params
+    hf_config: Callable[[dict[str, Any]], dict[str, Any]]  # our model params -> config.json
+    names: tuple[tuple[str, str], ...]  # (our name pattern, HF name pattern), regexes with the same groups
+    transposed: re.Pattern[str]  # our names whose HF tensor is stored transposed (Conv1D)
+    ignored_hf: re.Pattern[str]  # HF entries that are not weights (buffers some versions save)
+    vocab_tables: tuple[str, ...] = ()  # our tensors with one row per token (cut to the vocabulary on export)
+    tied: tuple[str, str] | None = None  # (our name, its tie) written once by HF when tied
+
+
+# --------------------------------------------------------------------------- GPT-2
+
+
+def _gpt2_params(hf: dict[str, Any]) -> dict[str, Any]:
+    """GPT-2's config.json as ``model=gpt`` params, refusing options with no counterpart."""
+    expected = {
+        "activation_function": "gelu_new",  # GELU with the tanh approximation, as our gelu MLP
+        "layer_norm_epsilon": 1e-5,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+    }
+    for key, value in expected.items():
+        if hf.get(key, value) != value:
+            raise HFFolderError(f"GPT-2 option {key}={hf[key]!r} has no counterpart here (only {value!r})")
+    n_embd = hf.get("n_embd", 768)
+    if hf.get("n_inner") not in (None, 4 * n_embd):
+        raise HFFolderError(f"GPT-2 option n_inner={hf['n_inner']} has no counterpart here (only 4 * n_embd)")
+    return {
+        "n_layer": hf.get("n_layer", 12),
+        "n_head": hf.get("n_head", 12),
+        "n_embd": n_embd,
+        "block_size": hf.get("n_positions", 1024),
+        "bias": True,
+        "positions": "learned",
+        "mlp": "gelu",
+        "norm": "layernorm",
+        "tie_embeddings": hf.get("tie_word_embeddings", True),
+        "dropout": 0.0,
+    }
+
+
+def _gpt2_config(params: dict[str, Any]) -> dict[str, Any]:
+    """``model=gpt`` params as GPT-2's config.json, refusing options GPT-2 does not have."""
+    faithful = {"bias": True, "positions": "learned", "mlp": "gelu", "norm": "layernorm"}
+    for key, value in faithful.items():
+        if params.get(key) != value:
+            raise HFFolderError(
+                f"model.{key}={params.get(key)!r} has no GPT-2 counterpart (GPT-2 has {key}={value!r}); only "
+                "a gpt with " + ", ".join(f"{k}={v}" for k, v in faithful.items()) + " exports"
+            )
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": params["vocab_size"],
+        "n_positions": params["block_size"],
+        "n_embd": params["n_embd"],
+        "n_layer": params["n_layer"],
+        "n_head": params["n_head"],
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": params.get("tie_embeddings", True),
+        "resid_pdrop": params.get("dropout", 0.0),
+        "embd_pdrop": params.get("dropout", 0.0),
+        "attn_pdrop": params.get("dropout", 0.0),
+    }
+
+
+GPT2 = Architecture(
+    hf_class="GPT2LMHeadModel",
+    model="gpt",
+    params_from_hf=_gpt2_params,
+    hf_config=_gpt2_config,
+    names=(
+        (r"wte\.weight", r"transformer\.wte\.weight"),
+        (r"wpe\.weight", r"transformer\.wpe\.weight"),
+        (r"blocks\.(\d+)\.(ln_1|ln_2)\.(weight|bias)", r"transformer\.h\.\1\.\2\.\3"),
+        (r"blocks\.(\d+)\.attn\.(c_attn|c_proj)\.(weight|bias)", r"transformer\.h\.\1\.attn\.\2\.\3"),
+        (r"blocks\.(\d+)\.mlp\.(c_fc|c_proj)\.(weight|bias)", r"transformer\.h\.\1\.mlp\.\2\.\3"),
+        (r"ln_f\.(weight|bias)", r"transformer\.ln_f\.\1"),
+        (r"lm_head\.weight", r"lm_head\.weight"),
+    ),
+    transposed=re.compile(r"blocks\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight"),
+    ignored_hf=re.compile(r"transformer\.h\.\d+\.attn\.(bias|masked_bias)"),
+    vocab_tables=("wte.weight", "lm_head.weight"),
+    tied=("lm_head.weight", "wte.weight"),
+)
+
+ARCHITECTURES = {architecture.hf_class: architecture for architecture in (GPT2,)}
+BY_MODEL = {architecture.model: architecture for architecture in ARCHITECTURES.values()}
+
+
+# --------------------------------------------------------------------------- reading a folder
+
+
+def is_hf_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a Hugging Face model folder (it holds ``config.json``)."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def read_hf_config(folder: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HFFolderError(f"{folder / CONFIG_FILE} is not readable JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise HFFolderError(f"{folder / CONFIG_FILE} is not a JSON object")
+    return config
+
+
+def architecture_of(config: dict[str, Any], folder: Path) -> Architecture:
+    """The supported architecture config.json names; one line naming the supported ones otherwise."""
+    named = config.get("architectures") or []
+    for name in named:
+        if name in ARCHITECTURES:
+            return ARCHITECTURES[name]
+    shown = ", ".join(named) or f"model_type={config.get('model_type')!r}"
+    raise HFFolderError(
+        f"{folder}: architecture {shown} is not supported; supported: {', '.join(ARCHITECTURES)}"
+    )
+
+
+def model_params(config: dict[str, Any], folder: Path) -> tuple[Architecture, dict[str, Any]]:
+    """The architecture and our model params (its vocab_size left to the tokenizer) of a config.json."""
+    architecture = architecture_of(config, folder)
+    try:
+        return architecture, architecture.params_from_hf(config)
+    except HFFolderError as error:
+        raise HFFolderError(f"{folder}: {error}") from None
+
+
+def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the folder's weights: safetensors (one file or sharded with an index), else
+    ``pytorch_model.bin`` read with ``weights_only=True`` (tensors only, no code)."""
+    from safetensors.torch import load_file
+
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.is_file():
+        return load_file(single)
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return {name: tensor for shard in shards for name, tensor in load_file(folder / shard).items()}
+    binary = folder / "pytorch_model.bin"
+    if binary.is_file():
+        try:
+            return torch.load(binary, map_location="cpu", weights_only=True)
+        except Exception as error:  # pickled code or damage: one line naming the file
+            raise HFFolderError(f"{binary} is not a readable weights file: {error}") from None
+    raise HFFolderError(f"{folder} holds no weights (model.safetensors or pytorch_model.bin)")
+
+
+# --------------------------------------------------------------------------- mapping tensors
+
+
+def from_hf_state(
+    architecture: Architecture, hf_state: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], where: Path
+) -> dict[str, torch.Tensor]:
+    """``hf_state`` renamed and laid out as ``ours`` (the state dict of the model to load into), checking
+    that every tensor on both sides is mapped. Our vocabulary rows past the checkpoint's (the padding up to
+    a multiple of 64, tokens added to its tokenizer) keep ``ours``' values."""
+    hf_state = {
+        name: value for name, value in hf_state.items() if not architecture.ignored_hf.fullmatch(name)
+    }
+    result: dict[str, torch.Tensor] = {}
+    for name, target in ours.items():
+        hf_name = _hf_name(architecture, name)
+        if hf_name not in hf_state and architecture.tied and name == architecture.tied[0]:
+            hf_name = _hf_name(architecture, architecture.tied[1])  # stored once, as the embedding
+        if hf_name is None or hf_name not in hf_state:
+            raise HFFolderError(
+                f"{where}: no tensor for {name} (looked for {hf_name}); not {architecture.hf_class} weights"
+            )
+        value = hf_state[hf_name]
+        value = value.t() if architecture.transposed.fullmatch(name) else value
+        result[name] = _fit_rows(name, value, target, where)
+    used = {_hf_name(architecture, name) for name in ours}
+    left = sorted(set(hf_state) - used)
+    if left:
+        raise HFFolderError(f"{where}: tensors with no counterpart here: {', '.join(left[:3])}")
+    return result
+
+
+def to_hf_state(
+    architecture: Architecture, ours: dict[str, torch.Tensor], vocab_size: int
+) -> dict[str, torch.Tensor]:
+    """Our model's state dict as the HF model's, the vocabulary cut to ``vocab_size`` rows and a tied
+    head written once (as ``transformers`` saves it)."""
+    result: dict[str, torch.Tensor] = {}
+    for name, value in ours.items():
+        if architecture.tied and name == architecture.tied[0] and _same(value, ours[architecture.tied[1]]):
+            continue
+        hf_name = _hf_name(architecture, name)
+        if hf_name is None:
+            raise HFFolderError(f"{name} has no {architecture.hf_class} counterpart")
+        value = value.t() if architecture.transposed.fullmatch(name) else value
+        if name in architecture.vocab_tables:
+            value = value[:vocab_size]
+        result[hf_name] = value.detach().contiguous().clone()
+    return result
+
+
+def to_hf_config(architecture: Architecture, params: dict[str, Any]) -> dict[str, Any]:
+    return architecture.hf_config(params)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape
+
+
+def _hf_name(architecture: Architecture, name: str) -> str | None:
+    for ours, theirs in architecture.names:
+        match = re.fullmatch(ours, name)
+        if match:
+            return match.expand(theirs.replace("\\.", "."))
+    return None
+
+
+def _fit_rows(name: str, value: torch.Tensor, target: torch.Tensor, where: Path) -> torch.Tensor:
+    """``value`` in ``target``'s shape: equal, or (vocabulary tables) fewer rows, the rest from ``target``."""
+    if value.shape == target.shape:
+        return value.to(target.dtype)
+    if (
+        value.dim() == target.dim()
+        and value.shape[1:] == target.shape[1:]
+        and value.shape[0] < target.shape[0]
+    ):
+        rows = target.clone()
+        rows[: value.shape[0]] = value.to(target.dtype)
+        return rows
+    raise HFFolderError(
+        f"{where}: {name} has shape {tuple(value.shape)} there, {tuple(target.shape)} here; the config and "
+        "the weights do not match"
+    )
+
+
+# --------------------------------------------------------------------------- whole folders
+
+
+def load_hf_tokenizer(folder: Path) -> Tokenizer:
+    """The folder's tokenizer: ``tokenizer.json``, or GPT-2's ``vocab.json`` + ``merges.txt`` (byte-level
+    BPE), with the framework's special tokens made special (added after its vocabulary where missing)."""
+    from lightning_llm.tokenizers import Tokenizer
+
+    if (folder / "tokenizer.json").is_file():
+        return Tokenizer.from_file(folder / "tokenizer.json")
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    if vocab.is_file() and merges.is_file():
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers
+
+        backend = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        return Tokenizer.from_backend(backend, source=str(folder))
+    raise HFFolderError(
+        f"{folder} holds no tokenizer (tokenizer.json, or vocab.json + merges.txt); pass one with "
+        "tokenizer=pretrained tokenizer.path=<tokenizer.json>"
+    )
+
+
+def load_hf_run(folder: str | Path) -> tuple[torch.nn.Module, Tokenizer, dict[str, Any]]:
+    """``(model, tokenizer, model config node)`` of a Hugging Face folder: its architecture is checked
+    first, then its tokenizer and weights are read."""
+    folder = Path(folder)
+    model_params(read_hf_config(folder), folder)
+    tokenizer = load_hf_tokenizer(folder)
+    model, node = load_hf_model(folder, tokenizer.vocab_size)
+    return model, tokenizer, node
+
+
+def load_hf_model(folder: str | Path, vocab_size: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The folder's model as one of ours, with ``vocab_size`` (its tokenizer's, which may exceed the
+    checkpoint's by added special tokens) and every weight mapped; also its model config node
+    (``{"name": ..., **params}``), as a run config holds it."""
+    import lightning_llm.models  # noqa: F401 - registers the built-in models, every architecture's target
+    from lightning_llm import registry
+
+    folder = Path(folder)
+    architecture, params = model_params(read_hf_config(folder), folder)
+    model = registry.build("model", architecture.model, vocab_size=vocab_size, **params)
+    state = from_hf_state(architecture, read_hf_weights(folder), model.state_dict(), folder)
+    model.load_state_dict(state, strict=True)
+    return model, {"name": architecture.model, **params}
+
+
+def save_hf_folder(
+    model: torch.nn.Module, model_config: dict[str, Any], tokenizer: Tokenizer, out: Path
+) -> Path:
+    """Write ``model`` (configured by ``model_config``, ``{"name": ..., **params}``) and ``tokenizer`` as a
+    Hugging Face folder ``out``, new or empty: config.json, model.safetensors, tokenizer.json and
+    tokenizer_config.json, each written atomically."""
+    from safetensors.torch import save
+
+    from lightning_llm.atomic import atomic_write, write_text
+
+    architecture = BY_MODEL.get(model_config["name"])
+    if architecture is None:
+        raise HFFolderError(
+            f"model={model_config['name']} has no Hugging Face counterpart here; exportable models: "
+            f"{', '.join(BY_MODEL)}"
+        )
+    params = {**model_config, "vocab_size": tokenizer.vocab_size}
+    config = to_hf_config(architecture, params)
+    config.update(_special_token_ids(tokenizer))
+    state = to_hf_state(architecture, model.state_dict(), tokenizer.vocab_size)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise HFFolderError(f"--out {out}: not a new or empty folder; choose another")
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "model.safetensors") as file:
+        file.write(save(state, metadata={"format": "pt"}))
+    write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    tokenizer.save(out / "tokenizer.json")
+    write_text(out / "tokenizer_config.json", json.dumps(_tokenizer_config(tokenizer), indent=2) + "\n")
+    return out
+
+
+def _special_token_ids(tokenizer: Tokenizer) -> dict[str, int]:
+    return {
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": tokenizer.eos_id,
+        "pad_token_id": tokenizer.pad_id,
+    }
+
+
+def _tokenizer_config(tokenizer: Tokenizer) -> dict[str, Any]:
+    """What ``AutoTokenizer`` needs beside tokenizer.json: the fast tokenizer class and the special tokens."""
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<bos>",
+        "eos_token": "<eos>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "mask_token": "<mask>",
+        "cls_token": "<cls>",
+        "sep_token": "<sep>",
+        "model_max_length": 1000000000000000019884624838656,
+    }

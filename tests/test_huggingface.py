@@ -1,0 +1,234 @@
+"""Hugging Face folders in and out, proven against ``transformers``: a random GPT-2 (every parameter
+perturbed, so a misplaced gain or bias shows) imported here gives its logits and its greedy tokens; a model
+exported from here loads in ``transformers`` with no missing or unexpected weight and gives ours;
+import -> export -> import is the identity; and through the command lines, generate, export and fine-tuning
+from a folder work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from pydoc_data.topics import topics
+
+import pytest
+import torch
+
+from lightning_llm import huggingface
+from lightning_llm.checkpoint import load_run
+from lightning_llm.huggingface import HFFolderError, save_hf_folder
+from lightning_llm.models.gpt import GPT, GPTConfig
+from lightning_llm.models.sampling import generate
+from lightning_llm.testing import run_cli
+
+transformers = pytest.importorskip("transformers")
+TOL = 1e-4  # fp32 logits
+
+
+def byte_level_tokenizer(vocab_size: int = 400):
+    """A small GPT-2-style tokenizer (byte-level BPE with <|endoftext|>), trained on the pydoc text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(list(topics.values())[:60], trainer)
+    return backend
+
+
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory) -> tuple[Path, object]:
+    """A random GPT2LMHeadModel with every parameter perturbed, saved with its tokenizer; and the model."""
+    folder = tmp_path_factory.mktemp("gpt2")
+    backend = byte_level_tokenizer()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+    config = transformers.GPT2Config(
+        vocab_size=backend.get_vocab_size(), n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=0,
+        eos_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder, model
+
+
+def token_ids(vocab: int, shape=(2, 24)) -> torch.Tensor:
+    return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(1))
+
+
+# --------------------------------------------------------------------------- import
+
+
+def test_an_imported_gpt2_gives_transformers_logits(gpt2_folder):
+    folder, reference = gpt2_folder
+    model, tokenizer, config = load_run(folder)
+    vocab = reference.config.vocab_size
+    ids = token_ids(vocab)
+    with torch.no_grad():
+        expected, got = reference(ids).logits, model(ids)[..., :vocab]
+    assert (got - expected).abs().max().item() < TOL
+    assert config["model"]["name"] == "gpt" and config["model"]["n_layer"] == 2
+    assert tokenizer.encode("The with statement") == reference_tokens(folder, "The with statement")
+
+
+def reference_tokens(folder: Path, text: str) -> list[int]:
+    return transformers.AutoTokenizer.from_pretrained(folder)(text, add_special_tokens=False)["input_ids"]
+
+
+def test_greedy_generation_matches_transformers(gpt2_folder):
+    folder, reference = gpt2_folder
+    model, _, _ = load_run(folder)
+    prompt = token_ids(reference.config.vocab_size, (1, 8))
+    expected = reference.generate(
+        prompt, max_new_tokens=16, do_sample=False, eos_token_id=None, pad_token_id=0, attention_mask=None
+    )
+    got = generate(model, prompt, 16, temperature=0.0)
+    assert got.tolist() == expected.tolist()
+
+
+# --------------------------------------------------------------------------- export and round trip
+
+
+def faithful_gpt(vocab_size: int, tie: bool = True) -> GPT:
+    torch.manual_seed(2)
+    config = GPTConfig(vocab_size=vocab_size, n_layer=2, n_head=2, n_embd=32, block_size=32, bias=True)
+    config.tie_embeddings = tie
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return model
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_an_export_loads_in_transformers_with_the_same_logits(gpt2_folder, tmp_path, tie):
+    folder, _ = gpt2_folder
+    tokenizer = huggingface.load_hf_tokenizer(folder)
+    model = faithful_gpt(tokenizer.vocab_size, tie)
+    node = {"name": "gpt", **{k: v for k, v in vars(model.config).items() if k != "vocab_size"}}
+    out = save_hf_folder(model, node, tokenizer, tmp_path / "out")
+    loaded, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert info["missing_keys"] == info["unexpected_keys"] == set() and not info["mismatched_keys"]
+    ids = token_ids(tokenizer.vocab_size)
+    with torch.no_grad():
+        assert (loaded.eval()(ids).logits - model(ids)[..., : tokenizer.vocab_size]).abs().max() < TOL
+    auto = transformers.AutoTokenizer.from_pretrained(out)
+    assert auto("a with b", add_special_tokens=False)["input_ids"] == tokenizer.encode("a with b")
+    assert auto.eos_token_id == tokenizer.eos_id
+
+
+def test_import_export_import_is_the_identity(gpt2_folder, tmp_path):
+    folder, _ = gpt2_folder
+    first, tokenizer, config = load_run(folder)
+    exported = save_hf_folder(first, config["model"], tokenizer, tmp_path / "again")
+    second, _, _ = load_run(exported)
+    rows = tokenizer.vocab_size  # past it: the padding up to a multiple of 64, never exported
+    for name, value in first.state_dict().items():
+        assert torch.equal(second.state_dict()[name][:rows], value[:rows]), name
+    original = huggingface.read_hf_weights(folder)
+    for name, value in huggingface.read_hf_weights(exported).items():
+        assert torch.equal(value[: original[name].shape[0]], original[name]), name  # the checkpoint's rows
+
+
+# --------------------------------------------------------------------------- refused in one line
+
+
+def write_config(folder: Path, **config) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_unsupported_architectures_and_options_are_named(gpt2_folder, tmp_path):
+    bert = write_config(tmp_path / "bert", architectures=["BertForMaskedLM"], model_type="bert")
+    with pytest.raises(HFFolderError, match=r"BertForMaskedLM is not supported; supported: GPT2LMHeadModel"):
+        load_run(bert)
+    relu = write_config(tmp_path / "relu", architectures=["GPT2LMHeadModel"], activation_function="relu")
+    with pytest.raises(HFFolderError, match=r"activation_function='relu' has no counterpart"):
+        load_run(relu)
+    folder, _ = gpt2_folder
+    tokenizer = huggingface.load_hf_tokenizer(folder)
+    rotary = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=8))
+    node = {"name": "gpt", "bias": False, "positions": "rotary", "mlp": "gelu", "norm": "layernorm"}
+    with pytest.raises(HFFolderError, match=r"model.bias=False has no GPT-2 counterpart"):
+        save_hf_folder(
+            rotary,
+            {**node, "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 8},
+            tokenizer,
+            tmp_path / "o",
+        )
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_without_a_tokenizer_says_how_to_pass_one(gpt2_folder, tmp_path):
+    folder, _ = gpt2_folder
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((folder / name).read_bytes())
+    with pytest.raises(HFFolderError, match=r"holds no tokenizer .*tokenizer=pretrained tokenizer.path="):
+        load_run(bare)
+
+
+def test_weights_that_do_not_match_the_config_are_named(gpt2_folder, tmp_path):
+    folder, _ = gpt2_folder
+    wider = tmp_path / "wider"
+    wider.mkdir()
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (wider / name).write_bytes((folder / name).read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    (wider / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
+    with pytest.raises(HFFolderError, match=r"wte.weight has shape \(400, 32\) there, \(448, 64\) here"):
+        load_run(wider)
+
+
+# --------------------------------------------------------------------------- through the command lines
+
+
+@pytest.mark.slow
+def test_generate_export_and_fine_tune_through_the_command_lines(gpt2_folder, tmp_path, cache_dir):
+    folder, reference = gpt2_folder
+    generated = subprocess.run(
+        [sys.executable, "-m", "lightning_llm.generate", str(folder), "--prompt", "The", "--max-new-tokens",
+         "8"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert generated.returncode == 0 and generated.stdout.startswith("The"), generated.stderr[-2000:]
+
+    run = tmp_path / "run"
+    summary = run_cli(f"model.init_from={folder}", "trainer.max_steps=4", run_dir=run, cache_dir=cache_dir)
+    assert summary["step"] == 4
+    model, _, config = load_run(run)  # the checkpoint records GPT-2's shape, not the default gpt's
+    assert {k: config["model"][k] for k in ("n_layer", "n_embd", "bias")} == {
+        "n_layer": 2,
+        "n_embd": 32,
+        "bias": True,
+    }
+
+    out = tmp_path / "exported"
+    exported = subprocess.run(
+        [sys.executable, "-m", "lightning_llm.export", str(run), "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = token_ids(reference.config.vocab_size)
+    with torch.no_grad():
+        assert (loaded(ids).logits - model(ids)[..., : loaded.config.vocab_size]).abs().max() < TOL
+    again = subprocess.run(
+        [sys.executable, "-m", "lightning_llm.export", str(run), "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (
+        again.returncode == 2 and again.stderr.startswith("error: --out") and "Traceback" not in again.stderr
+    )
