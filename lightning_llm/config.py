@@ -37,6 +37,8 @@ GROUP_KINDS = ("tokenizer", "data", "model", "objective", "optim", "scheduler")
 FRAMEWORK_PARAMS: dict[str, dict[str, tuple[Any, Any]]] = {
     # fine-tuning: a checkpoint or run folder whose matching weights initialise the new model
     "model": {"init_from": (Optional[str], None)},  # noqa: UP045 - OmegaConf needs typing.Optional
+    # whether embedding tables are weight-decayed with the other matrices (lightning_llm.optim.param_groups)
+    "optim": {"decay_embeddings": (bool, True)},
 }
 _SCALARS = (int, float, bool, str)
 

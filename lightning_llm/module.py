@@ -250,12 +250,13 @@ class LanguageModule(L.LightningModule):
 
         optim = dict(self.optim_spec)
         name = optim.pop("name")
+        groups = param_groups(self.model, optim.pop("decay_embeddings", True))
         scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
         if scaled and self.trainer.gradient_clip_val and optim.get("fused", False) is None:
             # fp16 loss scaling: a fused optimizer unscales inside step(), after clipping would have seen
             # the scaled gradients. Unfused, Lightning unscales before clipping.
             optim["fused"] = False
-        optimizer = registry.build("optim", name, params=param_groups(self.model), **optim)
+        optimizer = registry.build("optim", name, params=groups, **optim)
         schedule = dict(self.scheduler_spec)
         scheduler = registry.build(
             "scheduler",

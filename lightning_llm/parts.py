@@ -127,7 +127,7 @@ def language_module(
 
 def _spec(cfg: DictConfig, kind: str) -> dict[str, Any]:
     plugin, params = config.plugin_params(kind, cfg[kind])
-    return {"name": plugin.name, **params}
+    return {"name": plugin.name, **params, **config.framework_params(kind, cfg[kind])}
 
 
 def _tokenizer_of_run(init_from: str, cfg: DictConfig) -> Tokenizer:

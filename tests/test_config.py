@@ -34,6 +34,7 @@ def test_schema_comes_from_the_signature():
         "mode": "a",
         "betas": [0.9, 0.95],
         "path": "x",
+        "decay_embeddings": True,  # every optim plugin's, handled by the framework (param_groups)
     }
     with pytest.raises(Exception, match="could not be converted"):
         node.steps = "many"

@@ -15,20 +15,22 @@ from lightning_llm.registry import register
 __all__ = ["adam", "adamw", "param_groups", "sgd"]
 
 
-def param_groups(model: nn.Module) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, decay_embeddings: bool = True) -> list[dict[str, Any]]:
     """Two groups: ``[{"params": decayed}, {"params": not_decayed, "weight_decay": 0.0}]``.
 
-    Only matrices are decayed. Biases and norm gains (vectors) are not: shrinking them toward zero only
-    fights the scale the norm is there to set. Embedding tables are not either (as in nanoGPT's and
-    Megatron's recipes): each step updates only the rows of the tokens it saw, so decay would wear down
-    rare tokens. A head tied to the embedding is that same table. Each parameter appears once, shared
-    ones included.
+    Every tensor with two or more dimensions is decayed, embedding tables included, as nanoGPT's
+    ``configure_optimizers`` and the Hugging Face Trainer's default do (it excludes biases and norm
+    weights only). Biases and norm gains (vectors) are not: shrinking them toward zero only fights the scale
+    the norm is there to set. ``decay_embeddings=False`` (``optim.decay_embeddings=false``) also leaves the
+    embedding tables out (Megatron's option: each step updates only the rows of the tokens it saw, so decay
+    wears down rare tokens); a head tied to the embedding is that same table. Each parameter appears once,
+    shared ones included.
     """
     embedding_tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decayed, not_decayed = [], []
     for param in model.parameters():  # yields a shared (tied) parameter once
-        is_matrix = param.dim() >= 2 and id(param) not in embedding_tables
-        (decayed if is_matrix else not_decayed).append(param)
+        decays = param.dim() >= 2 and (decay_embeddings or id(param) not in embedding_tables)
+        (decayed if decays else not_decayed).append(param)
     return [{"params": decayed}, {"params": not_decayed, "weight_decay": 0.0}]
 
 

@@ -25,22 +25,27 @@ def test_param_groups_cover_every_parameter_once(tie_embeddings):
     assert not_decayed["weight_decay"] == 0.0 and "weight_decay" not in decayed
 
 
-def test_biases_norms_and_embeddings_are_not_decayed():
+@pytest.mark.parametrize("decay_embeddings", [True, False])
+def test_matrices_and_embeddings_are_decayed_biases_and_norms_not(decay_embeddings):
+    """nanoGPT's and the Hugging Face Trainer's rule: every tensor of 2+ dimensions, embeddings included;
+    optim.decay_embeddings=false leaves the tables (and a head tied to them) out."""
     net = model()
-    decayed, not_decayed = (set(map(id, group["params"])) for group in param_groups(net))
+    groups = param_groups(net, decay_embeddings)
+    decayed, not_decayed = (set(map(id, group["params"])) for group in groups)
     names = {id(p): name for name, p in net.named_parameters()}
-    assert {names[i] for i in not_decayed} == {
-        name for name in names.values() if name.endswith("bias") or ".ln_" in name or name.startswith("ln_f")
-    } | {"wte.weight", "wpe.weight"}
-    assert {names[i] for i in decayed} == {
+    vectors = {name for name in names.values() if name.endswith("bias") or ".ln_" in name or "ln_f" in name}
+    tables = {"wte.weight", "wpe.weight"}
+    matrices = {
         name for name in names.values() if name.endswith(("c_attn.weight", "c_fc.weight", "c_proj.weight"))
     }
-    assert id(net.lm_head.weight) in not_decayed  # tied to wte
+    assert {names[i] for i in not_decayed} == (vectors if decay_embeddings else vectors | tables)
+    assert {names[i] for i in decayed} == (matrices | tables if decay_embeddings else matrices)
+    assert (id(net.lm_head.weight) in decayed) == decay_embeddings  # tied to wte
 
 
-def test_untied_head_is_decayed():
+def test_an_untied_head_is_decayed_even_when_the_tables_are_not():
     net = model(tie_embeddings=False)
-    decayed = {id(p) for p in param_groups(net)[0]["params"]}
+    decayed = {id(p) for p in param_groups(net, decay_embeddings=False)[0]["params"]}
     assert id(net.lm_head.weight) in decayed and id(net.wte.weight) not in decayed
 
 
