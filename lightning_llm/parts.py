@@ -21,7 +21,15 @@ from lightning_llm.distributed.plan import ParallelPlan
 from lightning_llm.module import LanguageModule
 from lightning_llm.tokenizers import Tokenizer, fit_or_load
 
-__all__ = ["build", "check_compatible", "language_module", "model", "tokenizer_and_data", "with_source_model"]
+__all__ = [
+    "build",
+    "check_compatible",
+    "language_module",
+    "metrics",
+    "model",
+    "tokenizer_and_data",
+    "with_source_model",
+]
 
 log = logging.getLogger("lightning_llm")
 
@@ -109,20 +117,25 @@ def language_module(
     cfg: DictConfig, model: Any, objective: Any, tokenizer: Tokenizer, plan: ParallelPlan
 ) -> LanguageModule:
     """The LightningModule: objective, metrics, optimizer and schedule, and what a checkpoint must carry."""
-    nodes = enumerate(config.metric_nodes(cfg))
-    metrics = [config.plugin_params("metric", node, key=f"metrics[{i}]") for i, node in nodes]
     return LanguageModule(
         model,
         objective,
         optim=_spec(cfg, "optim"),
         scheduler=_spec(cfg, "scheduler"),
-        metrics={plugin.name: plugin(**kwargs) for plugin, kwargs in metrics},
+        metrics=metrics(cfg),
         checkpoint_extras={
             "config": OmegaConf.to_container(cfg, resolve=True),
             "tokenizer_fingerprint": tokenizer.fingerprint(),
         },
         parallel=plan,
     )
+
+
+def metrics(cfg: DictConfig) -> dict[str, Any]:
+    """The metrics ``cfg.metrics`` names, built: name -> torchmetrics Metric."""
+    nodes = enumerate(config.metric_nodes(cfg))
+    built = [config.plugin_params("metric", node, key=f"metrics[{i}]") for i, node in nodes]
+    return {plugin.name: plugin(**kwargs) for plugin, kwargs in built}
 
 
 def _spec(cfg: DictConfig, kind: str) -> dict[str, Any]:

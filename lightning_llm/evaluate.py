@@ -1,0 +1,124 @@
+"""``python -m lightning_llm.evaluate <run | .ckpt | HF folder> [--split val|test] [overrides]``: the loss,
+perplexity and the objective's metrics of a model on a data split, with no training.
+
+The model and its tokenizer come from the source (as ``generate`` loads them); the overrides compose the rest
+as a training run would (``data=text 'data.paths=[...]'``, ``objective=...``, ``metrics=[...]``,
+``data.batch_size=...``), the model's own settings aside. The split is scored whole (or its first
+``trainer.limit_val_batches`` / ``limit_test_batches``) with Lightning's ``validate`` or ``test`` on one
+device, and the scores are printed as one JSON object (strict JSON: a value that is not finite is null). Bad
+input prints one line on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits
+
+__all__ = ["build_parser", "evaluate", "main"]
+
+SPLITS = ("val", "test")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m lightning_llm.evaluate",
+        description="Score a model on a data split with no training: loss, perplexity and the objective's "
+        "metrics, as one JSON object.",
+        epilog="example:\n  python -m lightning_llm.evaluate outputs/train/<run> data=text "
+        "\"data.paths=['~/corpus/*.txt']\" --split test",
+    )
+    parser.add_argument("source", help="a run folder, a checkpoint, or a Hugging Face model folder")
+    parser.add_argument("--split", choices=SPLITS, default="val", help="the split to score (val)")
+    parser.add_argument("overrides", nargs="*", help="config overrides for the data, objective, metrics")
+    return parser
+
+
+def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> dict[str, Any]:
+    """The scores of the model at ``source`` on ``split`` of the data the overrides describe."""
+    import lightning as L
+    from omegaconf import OmegaConf, open_dict
+
+    from lightning_llm import cli, config, parts, plugins
+    from lightning_llm.checkpoint import load_run
+    from lightning_llm.distributed.plan import ParallelPlan
+    from lightning_llm.module import LanguageModule
+
+    plugins.load()
+    config.store_schemas()
+    model, tokenizer, run_config = load_run(source)
+    node = run_config["model"]
+    overrides = [
+        *overrides,
+        f"model={node['name']}",
+        *cli.plugin_defaults([f"model={node['name']}", *overrides]),
+    ]
+    cfg = cli.compose_config(overrides)
+    with open_dict(cfg):
+        cfg.model = node
+        positions = getattr(getattr(model, "config", None), "block_size", None)
+        given = any(override.split("=")[0].lstrip("+") == "data.block_size" for override in overrides)
+        if positions and "block_size" in cfg.data and not given and cfg.data.block_size > positions:
+            cfg.data.block_size = positions  # the model's context, unless asked otherwise
+    config.check(cfg)
+    parts.check_compatible(cfg, model)
+    objective = parts.build(cfg, "objective", tokenizer=tokenizer)
+    datamodule = parts.build(cfg, "data", tokenizer=tokenizer, cache_dir=str(cfg.paths.cache_dir))
+    if not getattr(datamodule, "has_split", lambda name: True)(split):
+        raise ValueError(f"--split {split}: the data has no {split} split (data.{split}_fraction=0?)")
+    module = LanguageModule(
+        model,
+        objective,
+        optim={"name": "adamw"},
+        scheduler={"name": "constant"},
+        metrics=parts.metrics(cfg),
+        parallel=ParallelPlan(),
+    )
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer = L.Trainer(
+        accelerator=trainer_cfg.get("accelerator", "auto"),
+        devices=1,
+        precision=trainer_cfg.get("precision", "32-true"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        # trainer.limit_val_batches / limit_test_batches score a part of a large split
+        limit_val_batches=trainer_cfg.get("limit_val_batches", 1.0) or 1.0,
+        limit_test_batches=trainer_cfg.get("limit_test_batches", 1.0) or 1.0,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        run = trainer.validate if split == "val" else trainer.test
+        (scores,) = run(module, datamodule=datamodule, verbose=False)
+    results = {key.replace("/", "_"): float(value) for key, value in scores.items()}
+    loss = results.get(f"{split}_loss")
+    if loss is not None:
+        results[f"{split}_perplexity"] = math.exp(loss) if loss < 50 else math.inf
+    return {"source": str(source), "split": split, **results}
+
+
+@ctrl_c_exits
+def main(argv: Sequence[str] | None = None) -> int:
+    from lightning_llm.callbacks.run_summary import finite_or_null
+    from lightning_llm.config import ConfigError
+    from lightning_llm.registry import PluginError
+
+    args = build_parser().parse_args(argv)
+    try:
+        results = evaluate(args.source, args.overrides, args.split)
+    except (FileNotFoundError, ValueError, ConfigError, PluginError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(finite_or_null(results), allow_nan=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

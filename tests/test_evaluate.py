@@ -1,0 +1,76 @@
+"""``python -m lightning_llm.evaluate``: a model scored on a split with no training gives the loss its
+training run reported for the same weights and data; it takes Hugging Face folders too; bad input is one
+line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightning_llm.evaluate import evaluate
+from lightning_llm.testing import run_cli
+
+pytestmark = pytest.mark.slow  # a training run first, then Lightning's validate
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict, Path]:
+    root = tmp_path_factory.mktemp("evaluate")
+    summary = run_cli(run_dir=root / "run", cache_dir=root / "cache")
+    return root / "run", summary, root / "cache"
+
+
+def test_the_val_loss_of_a_run_is_what_its_training_reported(trained):
+    run, summary, cache = trained
+    # the data settings of lightning_llm.testing.TINY, which trained the run
+    scores = evaluate(str(run), ["data.block_size=32", f"paths.cache_dir={cache}"], split="val")
+    assert scores["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
+    assert scores["val_perplexity"] == pytest.approx(summary["val_perplexity"], rel=1e-6)
+    assert 0 <= scores["val_accuracy"] <= 1
+
+
+def test_the_command_prints_json_and_refuses_bad_input_in_one_line(trained, tmp_path):
+    run, summary, cache = trained
+    command = [sys.executable, "-m", "lightning_llm.evaluate", str(run), "data.block_size=32"]
+    as_trained = ["data.batch_size=8", "trainer.limit_test_batches=2"]  # TINY scored 2 test batches of 8
+    result = subprocess.run(
+        [*command, *as_trained, f"paths.cache_dir={cache}", "--split", "test"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
+    refused = subprocess.run(
+        [*command, f"paths.cache_dir={cache}", "data.test_fraction=0", "--split", "test"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith(
+        "error: --split test"
+    )
+    missing = subprocess.run(
+        [sys.executable, "-m", "lightning_llm.evaluate", str(tmp_path / "nothing")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (
+        missing.returncode == 2
+        and "Traceback" not in missing.stderr
+        and "no such run folder" in missing.stderr
+    )
+
+
+def test_a_hugging_face_folder_is_scored(tmp_path, cache_dir):
+    transformers = pytest.importorskip("transformers")
+    from tests.test_huggingface import byte_level_tokenizer
+
+    backend = byte_level_tokenizer()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+    config = transformers.GPT2Config(
+        vocab_size=backend.get_vocab_size(), n_positions=32, n_embd=32, n_layer=1, n_head=2
+    )
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    fast.save_pretrained(tmp_path / "gpt2")
+    scores = evaluate(str(tmp_path / "gpt2"), [f"paths.cache_dir={cache_dir}"], split="val")
+    assert scores["val_loss"] > 0 and scores["val_perplexity"] > 1
