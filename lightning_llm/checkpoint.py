@@ -453,7 +453,8 @@ def check_resumable(path: str | Path, model_config: dict[str, Any], tokenizer_fi
 def init_from(model: nn.Module, path: str | Path) -> tuple[list[str], list[str], list[str]]:
     """Copy every weight of the checkpoint at ``path`` (a run folder or .ckpt) whose name and shape match
     into ``model``, e.g. a masked-LM encoder into a classifier whose head is new. From a Hugging Face folder
-    every weight is mapped (``lightning_llm.huggingface``), the model having been built from its config.
+    every weight is mapped by its architecture's table (``lightning_llm.huggingface``), the model having been
+    built from its config.json; a tensor the table does not know is refused, naming it.
 
     Returns ``(loaded, new, skipped)``: the names loaded; the model's names the checkpoint lacks (they keep
     their fresh initialisation); and the checkpoint's names left out, because the model has no such entry
@@ -461,13 +462,14 @@ def init_from(model: nn.Module, path: str | Path) -> tuple[list[str], list[str],
     """
     from lightning_llm import huggingface
 
-    if huggingface.is_hf_folder(path):  # every tensor is mapped, or the load is refused naming it
+    if huggingface.is_hf_folder(path):  # every tensor of it is mapped, or the load is refused naming it
         folder = Path(path)
         architecture = huggingface.architecture_of(huggingface.read_hf_config(folder), folder)
-        target = model.state_dict()
-        weights = huggingface.from_hf_state(architecture, huggingface.read_hf_weights(folder), target, folder)
-        model.load_state_dict(weights, strict=True)
-        return list(weights), [], []
+        weights, new, skipped = huggingface.map_hf_state(
+            architecture, huggingface.read_hf_weights(folder), model.state_dict(), folder
+        )
+        model.load_state_dict(weights, strict=False)
+        return list(weights), new, skipped
     checkpoint_path = find_checkpoint(path)
     source = model_state_dict(load_checkpoint(checkpoint_path))
     target = model.state_dict()

@@ -9,7 +9,9 @@ it, never skipped. Only options with a faithful counterpart are accepted (an exp
 positions is refused, naming the option), so an import or an export gives the same logits as ``transformers``
 (tests/test_huggingface.py).
 
-Supported: ``GPT2LMHeadModel`` <-> ``model=gpt``.
+Supported: ``GPT2LMHeadModel`` <-> ``model=gpt``; ``BertForMaskedLM`` <-> ``model=encoder`` (post-LN, erf
+GELU), and ``BertForPreTraining`` <-> an encoder with ``num_classes=2`` (its next-sentence head is our
+pooler + classifier).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
+GPT2_END_OF_TEXT = "<|endoftext|>"
 
 
 class HFFolderError(CheckpointError):
@@ -60,11 +63,19 @@ class Architecture:
     model: str  # our model plugin
     params_from_hf: Callable[[dict[str, Any]], dict[str, Any]]  # config.json -> our model params
     hf_config: Callable[[dict[str, Any]], dict[str, Any]]  # our model params -> config.json
-    names: tuple[tuple[str, str], ...]  # (our name pattern, HF name pattern), regexes with the same groups
+    # (our name pattern, HF name pattern), regexes with the same groups. A tuple of HF patterns means our
+    # one tensor is theirs concatenated along dim 0 (BERT's query, key and value are our fused c_attn).
+    names: tuple[tuple[str, str | tuple[str, ...]], ...]
     transposed: re.Pattern[str]  # our names whose HF tensor is stored transposed (Conv1D)
     ignored_hf: re.Pattern[str]  # HF entries that are not weights (buffers some versions save)
     vocab_tables: tuple[str, ...] = ()  # our tensors with one row per token (cut to the vocabulary on export)
     tied: tuple[str, str] | None = None  # (our name, its tie) written once by HF when tied
+    # Which of our models (its params) this class exports; one line saying why not otherwise.
+    exports: Callable[[dict[str, Any]], str | None] = lambda params: None
+    # Task heads (our names) that fine-tuning may size anew, e.g. a classifier for another number of
+    # classes, and the params that size them: a fine-tuning run takes those from its data, not config.json.
+    task_heads: re.Pattern[str] = re.compile(r"(?!)")
+    task_params: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- GPT-2
@@ -145,8 +156,174 @@ GPT2 = Architecture(
     tied=("lm_head.weight", "wte.weight"),
 )
 
-ARCHITECTURES = {architecture.hf_class: architecture for architecture in (GPT2,)}
-BY_MODEL = {architecture.model: architecture for architecture in ARCHITECTURES.values()}
+# --------------------------------------------------------------------------- BERT
+
+
+def _bert_params(hf: dict[str, Any]) -> dict[str, Any]:
+    """BERT's config.json as ``model=encoder`` params (post-LN, erf GELU, its LayerNorm eps)."""
+    activations = {"gelu": "gelu_erf", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
+    activation = hf.get("hidden_act", "gelu")
+    if activation not in activations:
+        raise HFFolderError(
+            f"BERT option hidden_act={activation!r} has no counterpart here (only {', '.join(activations)})"
+        )
+    expected = {"position_embedding_type": "absolute", "is_decoder": False, "add_cross_attention": False}
+    for key, value in expected.items():
+        if hf.get(key, value) != value:
+            raise HFFolderError(f"BERT option {key}={hf[key]!r} has no counterpart here (only {value!r})")
+    hidden = hf.get("hidden_size", 768)
+    if hf.get("intermediate_size", 4 * hidden) != 4 * hidden:
+        raise HFFolderError(
+            f"BERT option intermediate_size={hf['intermediate_size']} has no counterpart here (only 4 * "
+            f"hidden_size = {4 * hidden})"
+        )
+    if not hf.get("tie_word_embeddings", True):
+        raise HFFolderError(
+            "BERT option tie_word_embeddings=false has no counterpart here (the decoder is tied)"
+        )
+    return {
+        "n_layer": hf.get("num_hidden_layers", 12),
+        "n_head": hf.get("num_attention_heads", 12),
+        "n_embd": hidden,
+        "block_size": hf.get("max_position_embeddings", 512),
+        "n_segments": hf.get("type_vocab_size", 2),
+        "dropout": hf.get("hidden_dropout_prob", 0.1),
+        "positions": "learned",
+        "norm": "layernorm",
+        "norm_eps": hf.get("layer_norm_eps", 1e-12),
+        "prenorm": False,
+        "mlp": activations[activation],
+        "bias": True,
+    }
+
+
+def _bert_config(hf_class: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def config(params: dict[str, Any]) -> dict[str, Any]:
+        """``model=encoder`` params as BERT's config.json, refusing options BERT does not have."""
+        faithful = {"bias": True, "positions": "learned", "norm": "layernorm", "prenorm": False}
+        for key, value in faithful.items():
+            if params.get(key) != value:
+                raise HFFolderError(
+                    f"model.{key}={params.get(key)!r} has no BERT counterpart (BERT has {key}={value!r}); "
+                    "only an encoder with " + ", ".join(f"{k}={v}" for k, v in faithful.items()) + " exports"
+                )
+        activations = {"gelu_erf": "gelu", "gelu": "gelu_pytorch_tanh", "relu": "relu"}
+        if params.get("mlp") not in activations:
+            raise HFFolderError(f"model.mlp={params.get('mlp')!r} has no BERT counterpart")
+        dropout = params.get("dropout", 0.1)
+        return {
+            "architectures": [hf_class],
+            "model_type": "bert",
+            "vocab_size": params["vocab_size"],
+            "hidden_size": params["n_embd"],
+            "num_hidden_layers": params["n_layer"],
+            "num_attention_heads": params["n_head"],
+            "intermediate_size": 4 * params["n_embd"],
+            "hidden_act": activations[params["mlp"]],
+            "max_position_embeddings": params["block_size"],
+            "type_vocab_size": params.get("n_segments", 2),
+            "layer_norm_eps": params.get("norm_eps", 1e-12),
+            "hidden_dropout_prob": dropout,
+            "attention_probs_dropout_prob": dropout,
+            "position_embedding_type": "absolute",
+            "tie_word_embeddings": True,
+        }
+
+    return config
+
+
+_BERT_LAYER = r"bert\.encoder\.layer\.\1"
+_BERT_NAMES: tuple[tuple[str, str | tuple[str, ...]], ...] = (
+    (r"wte\.weight", r"bert\.embeddings\.word_embeddings\.weight"),
+    (r"wpe\.weight", r"bert\.embeddings\.position_embeddings\.weight"),
+    (r"wse\.weight", r"bert\.embeddings\.token_type_embeddings\.weight"),
+    (r"ln_emb\.(weight|bias)", r"bert\.embeddings\.LayerNorm\.\1"),
+    (
+        r"blocks\.(\d+)\.attn\.c_attn\.(weight|bias)",
+        tuple(f"{_BERT_LAYER}\\.attention\\.self\\.{part}\\.\\2" for part in ("query", "key", "value")),
+    ),
+    (r"blocks\.(\d+)\.attn\.c_proj\.(weight|bias)", _BERT_LAYER + r"\.attention\.output\.dense\.\2"),
+    (r"blocks\.(\d+)\.ln_1\.(weight|bias)", _BERT_LAYER + r"\.attention\.output\.LayerNorm\.\2"),
+    (r"blocks\.(\d+)\.mlp\.c_fc\.(weight|bias)", _BERT_LAYER + r"\.intermediate\.dense\.\2"),
+    (r"blocks\.(\d+)\.mlp\.c_proj\.(weight|bias)", _BERT_LAYER + r"\.output\.dense\.\2"),
+    (r"blocks\.(\d+)\.ln_2\.(weight|bias)", _BERT_LAYER + r"\.output\.LayerNorm\.\2"),
+    (r"mlm_head\.dense\.(weight|bias)", r"cls\.predictions\.transform\.dense\.\1"),
+    (r"mlm_head\.norm\.(weight|bias)", r"cls\.predictions\.transform\.LayerNorm\.\1"),
+    (r"mlm_head\.decoder\.weight", r"cls\.predictions\.decoder\.weight"),
+    (r"mlm_head\.decoder\.bias", r"cls\.predictions\.bias"),
+)
+
+
+def _bert_exports(num_classes: int) -> Callable[[dict[str, Any]], str | None]:
+    def exports(params: dict[str, Any]) -> str | None:
+        if params.get("num_classes", 0) == num_classes:
+            return None
+        return (
+            f"model.num_classes={params.get('num_classes', 0)} has no BERT counterpart with a masked-LM head "
+            "(BertForMaskedLM: 0, BertForPreTraining's next-sentence head: 2)"
+        )
+
+    return exports
+
+
+def _bert_pretraining_params(hf: dict[str, Any]) -> dict[str, Any]:
+    return {**_bert_params(hf), "num_classes": 2}  # the next-sentence head
+
+
+_BERT_COMMON: dict[str, Any] = dict(
+    model="encoder",
+    transposed=re.compile(r"(?!)"),  # BERT's Linear layers are stored as ours, (out, in)
+    ignored_hf=re.compile(r"bert\.embeddings\.(position_ids|token_type_ids)"),
+    vocab_tables=("wte.weight", "mlm_head.decoder.weight", "mlm_head.decoder.bias"),
+    tied=("mlm_head.decoder.weight", "wte.weight"),
+)
+
+BERT_MLM = Architecture(
+    hf_class="BertForMaskedLM",
+    params_from_hf=_bert_params,
+    hf_config=_bert_config("BertForMaskedLM"),
+    names=_BERT_NAMES,
+    exports=_bert_exports(0),
+    **_BERT_COMMON,
+)
+
+# Pretraining's two heads: the masked-LM one, and next-sentence prediction, a 2-way classifier on the tanh
+# pooler of the first position: exactly our pooler + classifier with num_classes=2.
+BERT_PRETRAINING = Architecture(
+    hf_class="BertForPreTraining",
+    params_from_hf=_bert_pretraining_params,
+    hf_config=_bert_config("BertForPreTraining"),
+    names=(
+        *_BERT_NAMES,
+        (r"pooler\.(weight|bias)", r"bert\.pooler\.dense\.\1"),
+        (r"classifier\.(weight|bias)", r"cls\.seq_relationship\.\1"),
+    ),
+    exports=_bert_exports(2),
+    task_heads=re.compile(r"classifier\.(weight|bias)"),
+    task_params=("num_classes",),
+    **_BERT_COMMON,
+)
+
+
+ARCHITECTURES = {architecture.hf_class: architecture for architecture in (GPT2, BERT_MLM, BERT_PRETRAINING)}
+
+
+def export_architecture(params: dict[str, Any]) -> Architecture:
+    """The architecture our model (``{"name": ..., **params}``) exports as; one line why not otherwise."""
+    candidates = [
+        architecture for architecture in ARCHITECTURES.values() if architecture.model == params["name"]
+    ]
+    if not candidates:
+        exportable = sorted({architecture.model for architecture in ARCHITECTURES.values()})
+        raise HFFolderError(
+            f"model={params['name']} has no Hugging Face counterpart here; exportable models: "
+            f"{', '.join(exportable)}"
+        )
+    reasons = [architecture.exports(params) for architecture in candidates]
+    for architecture, reason in zip(candidates, reasons, strict=True):
+        if reason is None:
+            return architecture
+    raise HFFolderError(reasons[0])
 
 
 # --------------------------------------------------------------------------- reading a folder
@@ -217,44 +394,77 @@ def from_hf_state(
     """``hf_state`` renamed and laid out as ``ours`` (the state dict of the model to load into), checking
     that every tensor on both sides is mapped. Our vocabulary rows past the checkpoint's (the padding up to
     a multiple of 64, tokens added to its tokenizer) keep ``ours``' values."""
+    mapped, new, skipped = map_hf_state(architecture, hf_state, ours, where)
+    if new:
+        hf_names = _hf_names(architecture, new[0])
+        raise HFFolderError(
+            f"{where}: no tensor for {new[0]} (looked for {_shown(hf_names)}); "
+            f"not {architecture.hf_class} weights"
+        )
+    if skipped:
+        raise HFFolderError(f"{where}: {skipped[0]} does not fit this model")
+    return mapped
+
+
+def map_hf_state(
+    architecture: Architecture, hf_state: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], where: Path
+) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """``(mapped, new, skipped)`` for fine-tuning: the checkpoint's tensors under our names and layout; our
+    names it has no tensor for (a head the task adds, e.g. a classifier); and its heads this model lacks or
+    sizes differently (another number of classes). A tensor the architecture's table does not know is not a
+    head but another architecture's: the load is refused naming it."""
     hf_state = {
         name: value for name, value in hf_state.items() if not architecture.ignored_hf.fullmatch(name)
     }
-    result: dict[str, torch.Tensor] = {}
+    unknown = sorted(name for name in hf_state if not _in_table(architecture, name))
+    if unknown:
+        raise HFFolderError(f"{where}: tensors with no counterpart here: {', '.join(unknown[:3])}")
+    mapped: dict[str, torch.Tensor] = {}
+    new: list[str] = []
+    skipped: list[str] = []
+    used: set[str] = set()
     for name, target in ours.items():
-        hf_name = _hf_name(architecture, name)
-        if hf_name not in hf_state and architecture.tied and name == architecture.tied[0]:
-            hf_name = _hf_name(architecture, architecture.tied[1])  # stored once, as the embedding
-        if hf_name is None or hf_name not in hf_state:
-            raise HFFolderError(
-                f"{where}: no tensor for {name} (looked for {hf_name}); not {architecture.hf_class} weights"
-            )
-        value = hf_state[hf_name]
+        hf_names = _hf_names(architecture, name)
+        if hf_names and hf_names[0] not in hf_state and architecture.tied and name == architecture.tied[0]:
+            hf_names = _hf_names(architecture, architecture.tied[1])  # stored once, as the embedding
+        if not hf_names or any(hf_name not in hf_state for hf_name in hf_names):
+            new.append(name)
+            continue
+        used.update(hf_names)
+        value = torch.cat([hf_state[hf_name] for hf_name in hf_names])
         value = value.t() if architecture.transposed.fullmatch(name) else value
-        result[name] = _fit_rows(name, value, target, where)
-    used = {_hf_name(architecture, name) for name in ours}
-    left = sorted(set(hf_state) - used)
-    if left:
-        raise HFFolderError(f"{where}: tensors with no counterpart here: {', '.join(left[:3])}")
-    return result
+        fitted = _fit_rows(value, target, grow=name in architecture.vocab_tables)
+        if fitted is None and architecture.task_heads.fullmatch(name):
+            skipped.append(name)  # a head sized for another task; ours keeps its initialisation
+            new.append(name)
+            continue
+        if fitted is None:
+            raise HFFolderError(
+                f"{where}: {name} has shape {tuple(value.shape)} there, {tuple(target.shape)} here; the "
+                "config and the weights do not match"
+            )
+        mapped[name] = fitted
+    skipped += sorted(set(hf_state) - used)
+    return mapped, new, skipped
 
 
 def to_hf_state(
     architecture: Architecture, ours: dict[str, torch.Tensor], vocab_size: int
 ) -> dict[str, torch.Tensor]:
-    """Our model's state dict as the HF model's, the vocabulary cut to ``vocab_size`` rows and a tied
-    head written once (as ``transformers`` saves it)."""
+    """Our model's state dict as the HF model's, the vocabulary cut to ``vocab_size`` rows, fused tensors
+    split, and a tied head written once (as ``transformers`` saves it)."""
     result: dict[str, torch.Tensor] = {}
     for name, value in ours.items():
         if architecture.tied and name == architecture.tied[0] and _same(value, ours[architecture.tied[1]]):
             continue
-        hf_name = _hf_name(architecture, name)
-        if hf_name is None:
+        hf_names = _hf_names(architecture, name)
+        if hf_names is None:
             raise HFFolderError(f"{name} has no {architecture.hf_class} counterpart")
         value = value.t() if architecture.transposed.fullmatch(name) else value
         if name in architecture.vocab_tables:
             value = value[:vocab_size]
-        result[hf_name] = value.detach().contiguous().clone()
+        for hf_name, part in zip(hf_names, value.chunk(len(hf_names)), strict=True):
+            result[hf_name] = part.detach().contiguous().clone()
     return result
 
 
@@ -266,30 +476,44 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape
 
 
-def _hf_name(architecture: Architecture, name: str) -> str | None:
+def _hf_names(architecture: Architecture, name: str) -> tuple[str, ...] | None:
+    """The HF names of our tensor ``name`` (several when it is theirs fused); None when it has none."""
     for ours, theirs in architecture.names:
         match = re.fullmatch(ours, name)
         if match:
-            return match.expand(theirs.replace("\\.", "."))
+            patterns = (theirs,) if isinstance(theirs, str) else theirs
+            return tuple(match.expand(pattern.replace("\\.", ".")) for pattern in patterns)
     return None
 
 
-def _fit_rows(name: str, value: torch.Tensor, target: torch.Tensor, where: Path) -> torch.Tensor:
-    """``value`` in ``target``'s shape: equal, or (vocabulary tables) fewer rows, the rest from ``target``."""
+def _shown(hf_names: tuple[str, ...] | None) -> str:
+    return " + ".join(hf_names) if hf_names else "a counterpart"
+
+
+def _in_table(architecture: Architecture, hf_name: str) -> bool:
+    """Whether the architecture's table has an entry for ``hf_name`` (its groups matching anything)."""
+    for _, theirs in architecture.names:
+        for pattern in (theirs,) if isinstance(theirs, str) else theirs:
+            if re.fullmatch(re.sub(r"\\\d", "(.+)", pattern), hf_name):
+                return True
+    return False
+
+
+def _fit_rows(value: torch.Tensor, target: torch.Tensor, grow: bool) -> torch.Tensor | None:
+    """``value`` in ``target``'s shape: equal, or (``grow``: vocabulary tables) fewer rows, the rest from
+    ``target``; None when it does not fit."""
     if value.shape == target.shape:
         return value.to(target.dtype)
     if (
-        value.dim() == target.dim()
+        grow
+        and value.dim() == target.dim()
         and value.shape[1:] == target.shape[1:]
         and value.shape[0] < target.shape[0]
     ):
         rows = target.clone()
         rows[: value.shape[0]] = value.to(target.dtype)
         return rows
-    raise HFFolderError(
-        f"{where}: {name} has shape {tuple(value.shape)} there, {tuple(target.shape)} here; the config and "
-        "the weights do not match"
-    )
+    return None
 
 
 # --------------------------------------------------------------------------- whole folders
@@ -310,6 +534,8 @@ def load_hf_tokenizer(folder: Path) -> Tokenizer:
         backend = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
+        if backend.token_to_id(GPT2_END_OF_TEXT) is not None:  # special in GPT-2's own tokenizer files
+            backend.add_special_tokens([GPT2_END_OF_TEXT])
         return Tokenizer.from_backend(backend, source=str(folder))
     raise HFFolderError(
         f"{folder} holds no tokenizer (tokenizer.json, or vocab.json + merges.txt); pass one with "
@@ -352,12 +578,7 @@ def save_hf_folder(
 
     from lightning_llm.atomic import atomic_write, write_text
 
-    architecture = BY_MODEL.get(model_config["name"])
-    if architecture is None:
-        raise HFFolderError(
-            f"model={model_config['name']} has no Hugging Face counterpart here; exportable models: "
-            f"{', '.join(BY_MODEL)}"
-        )
+    architecture = export_architecture(model_config)
     params = {**model_config, "vocab_size": tokenizer.vocab_size}
     config = to_hf_config(architecture, params)
     config.update(_special_token_ids(tokenizer))
@@ -382,15 +603,11 @@ def _special_token_ids(tokenizer: Tokenizer) -> dict[str, int]:
 
 
 def _tokenizer_config(tokenizer: Tokenizer) -> dict[str, Any]:
-    """What ``AutoTokenizer`` needs beside tokenizer.json: the fast tokenizer class and the special tokens."""
+    """What ``AutoTokenizer`` needs beside tokenizer.json: the fast tokenizer class and the special tokens
+    (as this tokenizer spells them: ``[CLS]`` for a BERT one)."""
+    roles = ("bos", "eos", "unk", "pad", "mask", "cls", "sep")
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": "<bos>",
-        "eos_token": "<eos>",
-        "unk_token": "<unk>",
-        "pad_token": "<pad>",
-        "mask_token": "<mask>",
-        "cls_token": "<cls>",
-        "sep_token": "<sep>",
+        **{f"{role}_token": tokenizer.special_token(f"<{role}>") for role in roles},
         "model_max_length": 1000000000000000019884624838656,
     }

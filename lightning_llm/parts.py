@@ -56,6 +56,8 @@ def with_source_model(cfg: DictConfig) -> DictConfig:
         architecture.model,
         folder,
     )
+    for key in architecture.task_params:  # head sizes are the task's: its data module decides them
+        params.pop(key, None)
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.model = {"name": architecture.model, **params, "init_from": str(init_from)}

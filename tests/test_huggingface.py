@@ -1,8 +1,8 @@
-"""Hugging Face folders in and out, proven against ``transformers``: a random GPT-2 (every parameter
-perturbed, so a misplaced gain or bias shows) imported here gives its logits and its greedy tokens; a model
-exported from here loads in ``transformers`` with no missing or unexpected weight and gives ours;
-import -> export -> import is the identity; and through the command lines, generate, export and fine-tuning
-from a folder work."""
+"""Hugging Face folders in and out, proven against ``transformers``: a random GPT-2 or BERT (every
+parameter perturbed, so a misplaced gain or bias shows) imported here gives its logits (and GPT-2 its greedy
+tokens, BERT its pooled next-sentence logits and its MLM loss); a model exported from here loads in
+``transformers`` with no missing or unexpected weight and gives ours; import -> export -> import is the
+identity; and through the command lines, generate, export and fine-tuning from a folder work."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from pydoc_data.topics import topics
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lightning_llm import huggingface
 from lightning_llm.checkpoint import load_run
 from lightning_llm.huggingface import HFFolderError, save_hf_folder
+from lightning_llm.models.encoder import Encoder, EncoderConfig
 from lightning_llm.models.gpt import GPT, GPTConfig
 from lightning_llm.models.sampling import generate
 from lightning_llm.testing import run_cli
@@ -150,9 +152,10 @@ def write_config(folder: Path, **config) -> Path:
 
 
 def test_unsupported_architectures_and_options_are_named(gpt2_folder, tmp_path):
-    bert = write_config(tmp_path / "bert", architectures=["BertForMaskedLM"], model_type="bert")
-    with pytest.raises(HFFolderError, match=r"BertForMaskedLM is not supported; supported: GPT2LMHeadModel"):
-        load_run(bert)
+    llama = write_config(tmp_path / "llama", architectures=["LlamaForCausalLM"], model_type="llama")
+    supported = "GPT2LMHeadModel, BertForMaskedLM, BertForPreTraining"
+    with pytest.raises(HFFolderError, match=rf"LlamaForCausalLM is not supported; supported: {supported}"):
+        load_run(llama)
     relu = write_config(tmp_path / "relu", architectures=["GPT2LMHeadModel"], activation_function="relu")
     with pytest.raises(HFFolderError, match=r"activation_function='relu' has no counterpart"):
         load_run(relu)
@@ -232,3 +235,182 @@ def test_generate_export_and_fine_tune_through_the_command_lines(gpt2_folder, tm
     assert (
         again.returncode == 2 and again.stderr.startswith("error: --out") and "Traceback" not in again.stderr
     )
+
+
+# --------------------------------------------------------------------------- BERT
+
+BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                 "mask_token": "[MASK]"}  # fmt: skip
+
+
+def wordpiece_tokenizer(vocab_size: int = 300):
+    """A small BERT-style tokenizer (lowercasing WordPiece with [PAD] [UNK] [CLS] [SEP] [MASK])."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(BERT_SPECIALS.values()))
+    backend.train_from_iterator(list(topics.values())[:60], trainer)
+    return backend
+
+
+def perturbed(model: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=["BertForMaskedLM", "BertForPreTraining"])
+def bert_folder(request, tmp_path_factory) -> tuple[Path, object]:
+    """A random BERT with every parameter perturbed, saved with its WordPiece tokenizer; and the model."""
+    folder = tmp_path_factory.mktemp(request.param)
+    backend = wordpiece_tokenizer()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, **BERT_SPECIALS)
+    config = transformers.BertConfig(
+        vocab_size=backend.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=128, max_position_embeddings=48,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = perturbed(getattr(transformers, request.param)(config))
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder, model
+
+
+def bert_batch(vocab: int) -> dict[str, torch.Tensor]:
+    """Token ids past the specials, a padded second row and a second segment."""
+    ids = 5 + token_ids(vocab - 5, (2, 20))
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, 13:] = 0
+    token_type_ids = torch.zeros_like(ids)
+    token_type_ids[:, 9:] = 1
+    return {"input_ids": ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+
+def test_an_imported_bert_gives_transformers_outputs(bert_folder):
+    folder, reference = bert_folder
+    model, tokenizer, config = load_run(folder)
+    assert config["model"]["name"] == "encoder" and config["model"]["prenorm"] is False
+    # BERT's own special tokens play the roles: fine-tuning uses the [MASK] and [CLS] embeddings it learned
+    fast = transformers.AutoTokenizer.from_pretrained(folder)
+    roles = {"<pad>": fast.pad_token_id, "<mask>": fast.mask_token_id, "<cls>": fast.cls_token_id,
+             "<sep>": fast.sep_token_id, "<unk>": fast.unk_token_id}  # fmt: skip
+    assert {role: tokenizer.special_token(role) for role in roles} == {
+        "<pad>": "[PAD]", "<mask>": "[MASK]", "<cls>": "[CLS]", "<sep>": "[SEP]", "<unk>": "[UNK]"
+    }  # fmt: skip
+    assert [
+        tokenizer.pad_id,
+        tokenizer.mask_id,
+        tokenizer.cls_id,
+        tokenizer.sep_id,
+        tokenizer.unk_id,
+    ] == list(roles.values())
+    assert tokenizer.encode("The with statement") == reference_tokens(folder, "The with statement")
+
+    vocab = reference.config.vocab_size
+    batch = bert_batch(vocab)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[:, 3:7] = batch["input_ids"][:, 3:7]
+    with torch.no_grad():
+        expected = reference(**batch, labels=labels)
+        hidden = model.encode(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        logits = model.mlm_logits(hidden)[..., :vocab]  # past it: <bos> and <eos>, added here
+    real = batch["attention_mask"].bool()  # padded positions' states are meaningless on both sides
+    mlm = expected.logits if hasattr(expected, "logits") else expected.prediction_logits
+    assert (logits - mlm)[real].abs().max().item() < TOL
+    if hasattr(expected, "seq_relationship_logits"):  # BertForPreTraining: its NSP head is our classifier
+        assert (model.classify(hidden) - expected.seq_relationship_logits).abs().max().item() < TOL
+        nsp_labels = torch.tensor([0, 1])
+        with torch.no_grad():
+            expected = reference(**batch, labels=labels, next_sentence_label=nsp_labels)
+        ours = F.cross_entropy(logits.flatten(0, 1), labels.flatten()) + F.cross_entropy(
+            model.classify(hidden), nsp_labels
+        )
+    else:
+        ours = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+    assert abs(ours.item() - expected.loss.item()) < TOL
+
+
+def faithful_encoder(vocab_size: int, num_classes: int = 0, **options) -> Encoder:
+    torch.manual_seed(3)
+    params = dict(
+        n_layer=2, n_head=2, n_embd=32, block_size=32, prenorm=False, mlp="gelu_erf", norm_eps=1e-12
+    )
+    config = EncoderConfig(vocab_size=vocab_size, num_classes=num_classes, **{**params, **options})
+    return perturbed(Encoder(config))
+
+
+def encoder_node(model: Encoder) -> dict:
+    return {"name": "encoder", **{k: v for k, v in vars(model.config).items() if k != "vocab_size"}}
+
+
+@pytest.mark.parametrize("num_classes", [0, 2], ids=["BertForMaskedLM", "BertForPreTraining"])
+def test_an_exported_encoder_loads_in_transformers_with_the_same_outputs(bert_folder, tmp_path, num_classes):
+    folder, _ = bert_folder
+    tokenizer = huggingface.load_hf_tokenizer(folder)
+    model = faithful_encoder(tokenizer.vocab_size, num_classes)
+    out = save_hf_folder(model, encoder_node(model), tokenizer, tmp_path / "out")
+    auto = transformers.AutoModelForPreTraining if num_classes else transformers.AutoModelForMaskedLM
+    loaded, info = auto.from_pretrained(out, output_loading_info=True)
+    assert info["missing_keys"] == info["unexpected_keys"] == set() and not info["mismatched_keys"]
+    assert type(loaded).__name__ == ("BertForPreTraining" if num_classes else "BertForMaskedLM")
+    batch = bert_batch(tokenizer.vocab_size)
+    with torch.no_grad():
+        expected = loaded.eval()(**batch)
+        hidden = model.encode(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    mlm = expected.prediction_logits if num_classes else expected.logits
+    real = batch["attention_mask"].bool()
+    assert (model.mlm_logits(hidden) - mlm)[real].abs().max() < TOL  # the vocabulary is the tokenizer's
+    if num_classes:
+        assert (model.classify(hidden) - expected.seq_relationship_logits).abs().max() < TOL
+    fast = transformers.AutoTokenizer.from_pretrained(out)
+    assert (fast.mask_token, fast.cls_token, fast.mask_token_id) == ("[MASK]", "[CLS]", tokenizer.mask_id)
+
+
+def test_bert_import_export_import_is_the_identity(bert_folder, tmp_path):
+    folder, _ = bert_folder
+    first, tokenizer, config = load_run(folder)
+    second, _, _ = load_run(save_hf_folder(first, config["model"], tokenizer, tmp_path / "again"))
+    rows = tokenizer.vocab_size
+    for name, value in first.state_dict().items():
+        assert torch.equal(second.state_dict()[name][:rows], value[:rows]), name
+
+
+def test_encoders_without_a_bert_counterpart_are_refused_naming_the_option(bert_folder, tmp_path):
+    folder, _ = bert_folder
+    tokenizer = huggingface.load_hf_tokenizer(folder)
+    pre_ln = faithful_encoder(tokenizer.vocab_size, prenorm=True)
+    with pytest.raises(HFFolderError, match=r"model.prenorm=True has no BERT counterpart"):
+        save_hf_folder(pre_ln, encoder_node(pre_ln), tokenizer, tmp_path / "a")
+    three = faithful_encoder(tokenizer.vocab_size, num_classes=3)
+    with pytest.raises(HFFolderError, match=r"model.num_classes=3 has no BERT counterpart"):
+        save_hf_folder(three, encoder_node(three), tokenizer, tmp_path / "b")
+    silu = write_config(tmp_path / "silu", architectures=["BertForMaskedLM"], hidden_act="silu")
+    with pytest.raises(HFFolderError, match=r"hidden_act='silu' has no counterpart here"):
+        load_run(silu)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_classification_fine_tunes_from_a_bert_folder(bert_folder, make_cfg, tmp_path, caplog):
+    """``model.init_from=<BERT folder>``: the encoder is BERT's, the classifier head is new (or, from
+    BertForPreTraining, sized anew: the task has 8 classes, its next-sentence head 2)."""
+    from lightning_llm.train import train
+
+    folder, _ = bert_folder
+    overrides = [
+        "model=encoder",
+        "objective=classification",
+        "data=pydoc_topics",
+        f"model.init_from={folder}",
+    ]
+    with caplog.at_level("INFO", logger="lightning_llm"):
+        summary, objects = train(make_cfg(*overrides, "trainer.max_steps=3"), run_dir=tmp_path / "run")
+    assert summary["step"] == 3 and objects["model"].config.num_classes == 8
+    assert objects["model"].config.prenorm is False and objects["model"].config.n_embd == 32
+    loaded = next(record.getMessage() for record in caplog.records if "loaded" in record.getMessage())
+    assert "classifier.weight" in loaded.split("new:")[1] and "blocks.0.attn.c_attn.weight" not in loaded
+    assert objects["tokenizer"].cls_id == transformers.AutoTokenizer.from_pretrained(folder).cls_token_id

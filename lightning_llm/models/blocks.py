@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 NormKind = Literal["layernorm", "rmsnorm"]
-MLPKind = Literal["gelu", "swiglu"]
+MLPKind = Literal["gelu", "gelu_erf", "relu", "swiglu"]
+MLP_KINDS: tuple[str, ...] = ("gelu", "gelu_erf", "relu", "swiglu")
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -64,14 +65,15 @@ def padded_vocab_size(vocab_size: int, multiple: int) -> int:
     return multiple * math.ceil(vocab_size / multiple)
 
 
-def make_norm(kind: NormKind, dim: int, bias: bool = False) -> nn.Module:
-    """LayerNorm (GPT-2, BERT) or RMSNorm (T5, LLaMA: no mean subtraction, no bias, a little cheaper)."""
+def make_norm(kind: NormKind, dim: int, bias: bool = False, eps: float = 1e-5) -> nn.Module:
+    """LayerNorm (GPT-2, BERT) or RMSNorm (T5, LLaMA: no mean subtraction, no bias, a little cheaper).
+    ``eps`` is 1e-5 in GPT-2 and Marian, 1e-12 in BERT."""
     if kind == "layernorm":
-        return nn.LayerNorm(dim, bias=bias)
+        return nn.LayerNorm(dim, eps=eps, bias=bias)
     if kind == "rmsnorm":
         # RMSNorm has no bias by definition; an explicit eps keeps it small under bf16 parameters too
         # (torch's default is the dtype's machine epsilon, 0.0078 for bf16).
-        return nn.RMSNorm(dim, eps=1e-5)
+        return nn.RMSNorm(dim, eps=eps)
     raise ValueError(f"unknown norm '{kind}'; valid norms: layernorm, rmsnorm")
 
 
@@ -88,17 +90,19 @@ def swiglu_hidden_size(n_embd: int, multiple_of: int = 64) -> int:
 class MLP(nn.Module):
     """The position-wise feed-forward network: expand, non-linearity, project back to the residual stream.
 
-    ``gelu``: Linear(C, 4C) -> GELU -> Linear(4C, C), as in GPT-2 and BERT.
+    ``gelu``: Linear(C, 4C) -> GELU (tanh approximation) -> Linear(4C, C), as in GPT-2.
+    ``gelu_erf``: the same with the exact (erf) GELU, as in BERT.
+    ``relu``: the same with ReLU, as in the original Transformer (Vaswani et al. 2017) and Marian.
     ``swiglu``: (SiLU(x W_gate) * x W_up) W_down, as in LLaMA; gate and up share one fused Linear.
     """
 
     def __init__(self, n_embd: int, kind: MLPKind = "gelu", bias: bool = False, dropout: float = 0.0):
         super().__init__()
-        if kind not in ("gelu", "swiglu"):
-            raise ValueError(f"unknown mlp '{kind}'; valid mlps: gelu, swiglu")
+        if kind not in MLP_KINDS:
+            raise ValueError(f"unknown mlp '{kind}'; valid mlps: {', '.join(MLP_KINDS)}")
         self.kind = kind
-        hidden = 4 * n_embd if kind == "gelu" else swiglu_hidden_size(n_embd)
-        fc_out = hidden if kind == "gelu" else 2 * hidden  # swiglu: gate and up in one matmul
+        hidden = swiglu_hidden_size(n_embd) if kind == "swiglu" else 4 * n_embd
+        fc_out = 2 * hidden if kind == "swiglu" else hidden  # swiglu: gate and up in one matmul
         self.c_fc = nn.Linear(n_embd, fc_out, bias=bias)
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
@@ -107,6 +111,10 @@ class MLP(nn.Module):
         h = self.c_fc(x)
         if self.kind == "gelu":
             h = F.gelu(h, approximate="tanh")  # GPT-2's tanh approximation
+        elif self.kind == "gelu_erf":
+            h = F.gelu(h)
+        elif self.kind == "relu":
+            h = F.relu(h)
         else:
             gate, up = h.chunk(2, dim=-1)  # (B, T, hidden) each
             h = F.silu(gate) * up
@@ -408,12 +416,13 @@ class Block(nn.Module):
         mlp: MLPKind = "gelu",
         norm: NormKind = "layernorm",
         prenorm: bool = True,
+        norm_eps: float = 1e-5,
     ):
         super().__init__()
         self.prenorm = prenorm
-        self.ln_1 = make_norm(norm, n_embd, bias)
+        self.ln_1 = make_norm(norm, n_embd, bias, norm_eps)
         self.attn = Attention(n_embd, n_head, dropout, bias, causal)
-        self.ln_2 = make_norm(norm, n_embd, bias)
+        self.ln_2 = make_norm(norm, n_embd, bias, norm_eps)
         self.mlp = MLP(n_embd, mlp, bias, dropout)
 
     def forward(
@@ -444,14 +453,15 @@ class DecoderBlock(nn.Module):
         mlp: MLPKind = "gelu",
         norm: NormKind = "layernorm",
         prenorm: bool = True,
+        norm_eps: float = 1e-5,
     ):
         super().__init__()
         self.prenorm = prenorm
-        self.ln_1 = make_norm(norm, n_embd, bias)
+        self.ln_1 = make_norm(norm, n_embd, bias, norm_eps)
         self.attn = Attention(n_embd, n_head, dropout, bias, causal=True)
-        self.ln_2 = make_norm(norm, n_embd, bias)
+        self.ln_2 = make_norm(norm, n_embd, bias, norm_eps)
         self.cross_attn = Attention(n_embd, n_head, dropout, bias, causal=False)
-        self.ln_3 = make_norm(norm, n_embd, bias)
+        self.ln_3 = make_norm(norm, n_embd, bias, norm_eps)
         self.mlp = MLP(n_embd, mlp, bias, dropout)
 
     def forward(

@@ -6,8 +6,10 @@ self-attention (every position sees every real position, left and right) transfo
 final norm gives the hidden states. Two heads read them: the masked-LM head (BERT's "transform" of dense +
 GELU + norm, then a decoder tied to the token embedding) predicts the token at every position, and, when
 ``num_classes > 0``, the pooler (a tanh dense layer on the first, ``<cls>``, position) feeds a linear
-classifier. The blocks are the pre-LN ones of ``lightning_llm.models.blocks`` (BERT itself is post-LN;
-pre-LN trains stably without BERT's learning-rate warm-up tricks, Xiong et al. 2020).
+classifier. The blocks are those of ``lightning_llm.models.blocks``: pre-LN with a final norm by default
+(it trains stably without BERT's learning-rate warm-up tricks, Xiong et al. 2020), or BERT's own post-LN
+with no final norm (``prenorm=False``, with ``mlp=gelu_erf`` and ``norm_eps=1e-12``: exactly
+``transformers``' ``BertForMaskedLM``, tests/test_huggingface.py).
 
 Shapes: B = batch, T = sequence length, C = n_embd, V = vocab_size, K = num_classes.
 """
@@ -20,7 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_llm.models.blocks import (
+    MLP_KINDS,
     Block,
+    MLPKind,
     SinusoidalPositions,
     check_choice,
     check_shape,
@@ -49,6 +53,10 @@ class EncoderConfig:
     num_classes: int = 0
     positions: Literal["learned", "sinusoidal"] = "learned"  # BERT's table, or the fixed original encoding
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_eps: float = 1e-5  # BERT's LayerNorm uses 1e-12
+    # Pre-LN plus a final norm (stable without warm-up), or BERT's post-LN, which ends with no final norm.
+    prenorm: bool = True
+    mlp: MLPKind = "gelu"  # the feed-forward's non-linearity: gelu (tanh approximation) or BERT's gelu_erf
     bias: bool = True  # biases in Linear and LayerNorm, as BERT has
     # Embedding and decoder rows are padded up to a multiple of this: matmul kernels run fastest when the
     # dimensions are multiples of 64 (as for GPT; the padding rows are never predicted).
@@ -61,6 +69,9 @@ class EncoderConfig:
             raise ValueError(f"model.num_classes must be >= 0 (0: no classifier), got {self.num_classes}")
         check_choice("positions", self.positions, ("learned", "sinusoidal"))
         check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
+        check_choice("mlp", self.mlp, MLP_KINDS)
+        if not 0.0 < self.norm_eps < 1.0:
+            raise ValueError(f"model.norm_eps must be in (0, 1), got {self.norm_eps}")
         if self.positions == "sinusoidal" and self.n_embd % 2:
             raise ValueError(f"model.positions=sinusoidal needs an even model.n_embd, got {self.n_embd}")
 
@@ -79,10 +90,10 @@ class MaskedLMHead(nn.Module):
     learned prior per token, as in BERT.
     """
 
-    def __init__(self, n_embd: int, vocab_size: int, norm: str, bias: bool):
+    def __init__(self, n_embd: int, vocab_size: int, norm: str, bias: bool, norm_eps: float = 1e-5):
         super().__init__()
         self.dense = nn.Linear(n_embd, n_embd, bias=bias)
-        self.norm = make_norm(norm, n_embd, bias)
+        self.norm = make_norm(norm, n_embd, bias, norm_eps)
         self.decoder = nn.Linear(n_embd, vocab_size, bias=bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -111,14 +122,26 @@ class Encoder(nn.Module):
             else SinusoidalPositions(C, config.block_size)
         )
         self.wse = nn.Embedding(config.n_segments, C)  # segment embeddings
-        self.ln_emb = make_norm(config.norm, C, config.bias)
+        norm = dict(kind=config.norm, dim=C, bias=config.bias, eps=config.norm_eps)
+        self.ln_emb = make_norm(**norm)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            Block(C, config.n_head, config.dropout, config.bias, causal=False, norm=config.norm)
+            Block(
+                C,
+                config.n_head,
+                config.dropout,
+                config.bias,
+                causal=False,
+                mlp=config.mlp,
+                norm=config.norm,
+                prenorm=config.prenorm,
+                norm_eps=config.norm_eps,
+            )
             for _ in range(config.n_layer)
         )
-        self.ln_f = make_norm(config.norm, C, config.bias)  # pre-LN blocks leave the stream unnormalised
-        self.mlm_head = MaskedLMHead(C, config.padded_vocab_size, config.norm, config.bias)
+        # Pre-LN blocks leave the residual stream unnormalised; post-LN blocks end with a norm already.
+        self.ln_f = make_norm(**norm) if config.prenorm else nn.Identity()
+        self.mlm_head = MaskedLMHead(C, config.padded_vocab_size, config.norm, config.bias, config.norm_eps)
         has_classifier = config.num_classes > 0
         self.pooler = nn.Linear(C, C, bias=config.bias) if has_classifier else None
         self.classifier = nn.Linear(C, config.num_classes, bias=config.bias) if has_classifier else None

@@ -19,10 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_llm.models.blocks import (
+    MLP_KINDS,
     Block,
     DecoderBlock,
     DecoderCache,
     KVCache,
+    MLPKind,
     SinusoidalPositions,
     check_choice,
     check_shape,
@@ -50,7 +52,7 @@ class EncoderDecoderConfig:
     # Pre-LN (T5, GPT-2) trains stably without a long warm-up; post-LN is the paper's original placement.
     prenorm: bool = True
     positions: Literal["sinusoidal", "learned"] = "sinusoidal"  # the paper's fixed encoding, or a table
-    mlp: Literal["gelu", "swiglu"] = "gelu"
+    mlp: MLPKind = "gelu"  # relu is the paper's
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     # Embedding and head rows are padded up to a multiple of this: matmuls run fastest on multiples of 64.
     pad_vocab_to: int = 64
@@ -69,7 +71,7 @@ class EncoderDecoderConfig:
         )
         check_shape(self, positive)
         check_choice("positions", self.positions, ("sinusoidal", "learned"))
-        check_choice("mlp", self.mlp, ("gelu", "swiglu"))
+        check_choice("mlp", self.mlp, MLP_KINDS)
         check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
         if self.positions == "sinusoidal" and self.n_embd % 2:
             raise ValueError(f"model.positions=sinusoidal needs an even model.n_embd, got {self.n_embd}")

@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from lightning_llm.models.blocks import (
+    MLP_KINDS,
     Block,
     KVCache,
+    MLPKind,
     RotaryEmbedding,
     check_choice,
     check_shape,
@@ -39,7 +41,7 @@ class GPTConfig:
     dropout: float = 0.0  # pretraining on enough data rarely needs it; fine-tuning may
     bias: bool = False  # biases in Linear and LayerNorm: GPT-2 had them; without is a little faster, no worse
     positions: Literal["learned", "rotary"] = "learned"  # GPT-2's table, or RoPE (relative, extrapolates)
-    mlp: Literal["gelu", "swiglu"] = "gelu"  # 4x width (GPT-2), or gated at ~8/3x width (LLaMA)
+    mlp: MLPKind = "gelu"  # tanh GELU at 4x width (GPT-2), or gated at ~8/3x width (swiglu, LLaMA)
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"  # GPT-2's, or LLaMA's and T5's
     tie_embeddings: bool = True  # the head reuses the token embedding: fewer parameters, no loss in quality
     # Embedding and head rows are padded up to a multiple of this: matmul kernels run fastest when the
@@ -49,7 +51,7 @@ class GPTConfig:
     def __post_init__(self) -> None:
         check_shape(self, ("vocab_size", "n_layer", "n_head", "n_embd", "block_size", "pad_vocab_to"))
         check_choice("positions", self.positions, ("learned", "rotary"))
-        check_choice("mlp", self.mlp, ("gelu", "swiglu"))
+        check_choice("mlp", self.mlp, MLP_KINDS)
         check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
         if self.positions == "rotary" and self.head_size % 2:
             raise ValueError(

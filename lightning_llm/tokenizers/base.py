@@ -3,7 +3,10 @@
 The wrapper fixes the conventions the rest of the framework relies on:
 
 - Every tokenizer knows the same special tokens (``SPECIAL_TOKENS``). Trained ones hold them at ids 0..6 in
-  that order; a loaded file may hold them elsewhere, so the id properties always ask the backend.
+  that order; a loaded file may hold them elsewhere, so the id properties always ask the backend. A file
+  from another project may spell a role its own way (BERT's ``[CLS]``, GPT-2's ``<|endoftext|>``): a special
+  token with a conventional spelling (``CONVENTIONAL_SPELLINGS``) then plays the role, so a pretrained
+  model keeps the embeddings it learned for it, and only roles with no such token are added.
 - ``encode`` never adds special tokens and never turns text into them: a document that happens to contain the
   string ``"<eos>"`` is encoded as ordinary text. Special ids are inserted by id, by the data pipeline.
 - ``decode`` drops special tokens, so decoding a padded or packed sequence gives back readable text.
@@ -30,6 +33,7 @@ from lightning_llm.tokenizers.pieces import MAX_BATCH_CHARS, MAX_PIECE_CHARS, pi
 
 __all__ = [
     "MAX_VOCAB_SIZE",
+    "CONVENTIONAL_SPELLINGS",
     "SPECIAL_TOKENS",
     "Tokenizer",
     "TokenizerFileError",
@@ -39,6 +43,17 @@ __all__ = [
 ]
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<unk>", "<bos>", "<eos>", "<mask>", "<cls>", "<sep>")
+# Other projects' spellings of each role, tried in order when a loaded file has no token of ours for it; only
+# tokens the file itself marks special count (BERT's WordPiece, GPT-2's and RoBERTa's byte-level BPE).
+CONVENTIONAL_SPELLINGS: dict[str, tuple[str, ...]] = {
+    "<pad>": ("[PAD]",),
+    "<unk>": ("[UNK]",),
+    "<bos>": ("<s>", "<|endoftext|>"),
+    "<eos>": ("</s>", "<|endoftext|>"),
+    "<mask>": ("[MASK]",),
+    "<cls>": ("[CLS]",),
+    "<sep>": ("[SEP]",),
+}
 TOKENIZER_FILE = "tokenizer.json"
 # 8x the largest vocabularies in use (~256k, Gemma's), and still within the token cache's uint32 ids. Beyond
 # it no corpus trainable here fills the vocabulary, the embedding table alone outgrows a GPU, and the Rust
@@ -70,6 +85,7 @@ class Tokenizer:
         self.params: dict[str, Any] = params  # the plugin's parameters, recorded for ``spec()``
         self._backend: HFTokenizer | None = None
         self._special_ids: dict[str, int] = {}
+        self._special_tokens: dict[str, str] = {}
         self._vocab_size = 0
 
     # ----------------------------------------------------------------------------------------- lifecycle
@@ -148,6 +164,12 @@ class Tokenizer:
         return f"{type(self).__name__}({params}) [{state}]"
 
     # ------------------------------------------------------------------------------------- special ids
+    def special_token(self, role: str) -> str:
+        """The token that plays ``role`` (one of ``SPECIAL_TOKENS``), e.g. ``"[CLS]"`` for ``"<cls>"`` in
+        a BERT tokenizer."""
+        self._require_backend()
+        return self._special_tokens[role]
+
     @property
     def pad_id(self) -> int:
         return self._special_id("<pad>")
@@ -204,11 +226,12 @@ class Tokenizer:
 
     # ---------------------------------------------------------------------------------------- internals
     def _attach(self, backend: HFTokenizer, source: str) -> None:
-        _register_special_tokens(backend, source)
+        roles = _register_special_tokens(backend, source)
         # Text is always text: a literal "<eos>" inside a document must not become the eos id.
         backend.encode_special_tokens = True
         self._backend = backend
-        self._special_ids = {token: backend.token_to_id(token) for token in SPECIAL_TOKENS}
+        self._special_tokens = roles
+        self._special_ids = {role: backend.token_to_id(token) for role, token in roles.items()}
         self._vocab_size = max(backend.get_vocab(with_added_tokens=True).values()) + 1
 
     def _require_backend(self) -> HFTokenizer:
@@ -251,12 +274,14 @@ def read_tokenizer_file(path: Path) -> HFTokenizer:
         raise TokenizerFileError(f"{path} is not a valid Hugging Face tokenizer.json: {error}") from None
 
 
-def _register_special_tokens(backend: HFTokenizer, source: str) -> None:
-    """Make every token of ``SPECIAL_TOKENS`` a special token of ``backend``, adding missing ones."""
+def _register_special_tokens(backend: HFTokenizer, source: str) -> dict[str, str]:
+    """Every role of ``SPECIAL_TOKENS`` -> the special token of ``backend`` that plays it: ours, else one
+    spelled conventionally, else ours added (or, already in the vocabulary, made special)."""
     special = {token.content for token in backend.get_added_tokens_decoder().values() if token.special}
-    unregistered = [token for token in SPECIAL_TOKENS if token not in special]
+    roles = {role: _spelling(role, backend, special) for role in SPECIAL_TOKENS}
+    unregistered = [token for token in roles.values() if token not in special]
     if not unregistered:
-        return
+        return roles
     absent = [token for token in unregistered if backend.token_to_id(token) is None]
     # Tokens already in the vocabulary keep their ids and merely become special (skipped by decode).
     backend.add_special_tokens(unregistered)
@@ -267,3 +292,11 @@ def _register_special_tokens(backend: HFTokenizer, source: str) -> None:
             "special ids differ from the usual 0..6",
             stacklevel=4,
         )
+    return roles
+
+
+def _spelling(role: str, backend: HFTokenizer, special: set[str]) -> str:
+    """The token that plays ``role``: ours when the backend has it, else a conventional special one."""
+    if backend.token_to_id(role) is not None:
+        return role
+    return next((token for token in CONVENTIONAL_SPELLINGS[role] if token in special), role)

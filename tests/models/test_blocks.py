@@ -55,14 +55,25 @@ def test_swiglu_hidden_size_is_a_multiple_of_64_near_eight_thirds():
     assert swiglu_hidden_size(4096, multiple_of=256) == 11008  # LLaMA-7B rounds to 256
 
 
-@pytest.mark.parametrize("kind", ["gelu", "swiglu"])
+@pytest.mark.parametrize("kind", ["gelu", "gelu_erf", "relu", "swiglu"])
 def test_mlp_shapes(kind):
     mlp = MLP(32, kind)
     assert mlp(torch.randn(2, 5, 32)).shape == (2, 5, 32)
-    expected_hidden = 128 if kind == "gelu" else swiglu_hidden_size(32)
+    expected_hidden = swiglu_hidden_size(32) if kind == "swiglu" else 128
     assert mlp.c_proj.in_features == expected_hidden
-    with pytest.raises(ValueError, match="valid mlps"):
-        MLP(32, "relu")
+    with pytest.raises(ValueError, match="valid mlps: gelu, gelu_erf, relu, swiglu"):
+        MLP(32, "silu")
+
+
+@pytest.mark.parametrize(
+    ("kind", "activation"),
+    [("gelu", lambda h: F.gelu(h, approximate="tanh")), ("gelu_erf", F.gelu), ("relu", F.relu)],
+)
+def test_mlp_applies_its_named_non_linearity(kind, activation):
+    """GPT-2's tanh GELU, BERT's exact GELU, the original Transformer's ReLU: each kind is its own."""
+    mlp = MLP(16, kind)
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(mlp(x), mlp.c_proj(activation(mlp.c_fc(x))))
 
 
 def test_swiglu_is_gate_times_up():

@@ -135,11 +135,31 @@ def test_same_seed_same_weights():
         assert torch.equal(pa, pb)
 
 
-@pytest.mark.parametrize("variant", [dict(positions="sinusoidal"), dict(norm="rmsnorm", bias=False)])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        dict(positions="sinusoidal"),
+        dict(norm="rmsnorm", bias=False),
+        dict(prenorm=False, mlp="gelu_erf", norm_eps=1e-12),
+        dict(mlp="relu"),
+    ],
+)
 def test_variants_run(variant):
     model = tiny(num_classes=2, **variant)
     hidden = model.encode(random_ids(2, 16))
     assert torch.isfinite(model.mlm_logits(hidden)).all() and model.classify(hidden).shape == (2, 2)
+
+
+def test_post_ln_is_berts_layout_with_no_final_norm():
+    """prenorm=False: every sub-layer's output is normalised (BERT), so the stack needs no final norm."""
+    model = tiny(prenorm=False, norm_eps=1e-12)
+    assert isinstance(model.ln_f, torch.nn.Identity)
+    assert not any("ln_f" in name for name in model.state_dict())
+    assert model.blocks[0].ln_1.eps == model.ln_emb.eps == model.mlm_head.norm.eps == 1e-12
+    block, x = model.blocks[0], torch.randn(2, 5, 32)
+    attended = block.ln_1(x + block.attn(x))
+    torch.testing.assert_close(block(x), block.ln_2(attended + block.mlp(attended)))
+    assert tiny().num_params() - model.num_params() == 2 * 32  # the final LayerNorm's weight and bias
 
 
 def test_dropout_is_off_in_eval():
@@ -187,6 +207,8 @@ def test_bad_inputs_are_refused():
             "model.positions='rotary' is not valid; choose one of: learned, sinusoidal",
         ),
         (dict(norm="batchnorm"), "model.norm='batchnorm'"),
+        (dict(mlp="silu"), "model.mlp='silu' is not valid; choose one of: gelu, gelu_erf, relu, swiglu"),
+        (dict(norm_eps=0.0), "model.norm_eps must be in"),
         (dict(n_embd=33, n_head=1, positions="sinusoidal"), "needs an even model.n_embd"),
     ],
 )
