@@ -119,7 +119,8 @@ class Preemption(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.checkpoint_path)  # collective under FSDP: every rank is here
+            # A full checkpoint, optimizer included (the run resumes from it); collective under FSDP.
+            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
             self.preempted_at = trainer.global_step
             if self._requeue and trainer.is_global_zero:
                 requeue_slurm_job()
