@@ -11,14 +11,15 @@ positions is refused, naming the option), so an import or an export gives the sa
 
 Supported: ``GPT2LMHeadModel`` <-> ``model=gpt``; ``BertForMaskedLM`` <-> ``model=encoder`` (post-LN, erf
 GELU), and ``BertForPreTraining`` <-> an encoder with ``num_classes=2`` (its next-sentence head is our
-pooler + classifier).
+pooler + classifier); ``MarianMTModel`` <-> ``model=decoder`` (post-LN, [sin | cos] position tables, the
+decoder starting from Marian's own start token).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ __all__ = [
     "HFFolderError",
     "architecture_of",
     "from_hf_state",
+    "has_hf_tokenizer",
     "is_hf_folder",
     "load_hf_model",
     "load_hf_run",
@@ -76,6 +78,12 @@ class Architecture:
     # classes, and the params that size them: a fine-tuning run takes those from its data, not config.json.
     task_heads: re.Pattern[str] = re.compile(r"(?!)")
     task_params: tuple[str, ...] = ()
+    # Our name as the table spells it, given all our names: an encoder-decoder numbers its blocks in one
+    # list, encoder first; the table names encoder and decoder layers apart.
+    canonical: Callable[[str, Collection[str]], str] = lambda name, names: name
+    # HF logit biases of shape (1, vocabulary) we have no counterpart for: zero on import (a non-zero one
+    # is refused, naming it), written as zeros on export.
+    zero_biases: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- GPT-2
@@ -305,7 +313,160 @@ BERT_PRETRAINING = Architecture(
 )
 
 
-ARCHITECTURES = {architecture.hf_class: architecture for architecture in (GPT2, BERT_MLM, BERT_PRETRAINING)}
+# --------------------------------------------------------------------------- Marian
+
+
+_MARIAN_ACTIVATIONS = {
+    "relu": "relu",
+    "swish": "silu",
+    "silu": "silu",
+    "gelu": "gelu_erf",
+    "gelu_new": "gelu",
+}
+
+
+def _marian_params(hf: dict[str, Any]) -> dict[str, Any]:
+    """Marian's config.json as ``model=decoder`` params: post-LN, sinusoidal [sin | cos] positions, embeddings
+    scaled by sqrt(d_model) and shared by source, target and head, the decoder starting from its own token."""
+    activation = hf.get("activation_function", "gelu")
+    if activation not in _MARIAN_ACTIVATIONS:
+        raise HFFolderError(
+            f"Marian option activation_function={activation!r} has no counterpart here (only "
+            f"{', '.join(_MARIAN_ACTIVATIONS)})"
+        )
+    d_model, heads = hf.get("d_model", 1024), hf.get("encoder_attention_heads", 16)
+    required = {
+        "scale_embedding": True,  # ours scales sinusoidal-position models' embeddings by sqrt(d_model)
+        "share_encoder_decoder_embeddings": True,
+        "tie_word_embeddings": True,
+        "decoder_attention_heads": heads,
+        "encoder_ffn_dim": 4 * d_model,
+        "decoder_ffn_dim": 4 * d_model,
+        "decoder_vocab_size": hf.get("vocab_size"),
+    }
+    defaults = {"scale_embedding": False, "decoder_vocab_size": None}  # MarianConfig's, where they differ
+    for key, value in required.items():
+        found = hf.get(key, defaults.get(key, value))
+        if found != value and not (key == "decoder_vocab_size" and found is None):  # None: vocab_size
+            raise HFFolderError(f"Marian option {key}={found!r} has no counterpart here (only {value!r})")
+    return {
+        "n_layer": hf.get("encoder_layers", 12),
+        "n_decoder_layer": hf.get("decoder_layers", 12),
+        "n_head": heads,
+        "n_embd": d_model,
+        "block_size": hf.get("max_position_embeddings", 1024),
+        "dropout": hf.get("dropout", 0.1),
+        "attn_dropout": hf.get("attention_dropout", 0.0),
+        "bias": True,
+        "prenorm": False,
+        "positions": "sinusoidal",
+        "positions_layout": "halves",
+        "mlp": _MARIAN_ACTIVATIONS[activation],
+        "norm": "layernorm",
+        "decoder_start_id": hf.get("decoder_start_token_id", hf.get("pad_token_id")),
+    }
+
+
+def _marian_config(params: dict[str, Any]) -> dict[str, Any]:
+    """``model=decoder`` params as Marian's config.json, refusing options Marian does not have."""
+    faithful = {
+        "bias": True,
+        "prenorm": False,
+        "positions": "sinusoidal",
+        "positions_layout": "halves",
+        "norm": "layernorm",
+    }
+    for key, value in faithful.items():
+        if params.get(key) != value:
+            raise HFFolderError(
+                f"model.{key}={params.get(key)!r} has no Marian counterpart (Marian has {key}={value!r}); "
+                "only a decoder with " + ", ".join(f"{k}={v}" for k, v in faithful.items()) + " exports"
+            )
+    activations = {ours: theirs for theirs, ours in _MARIAN_ACTIVATIONS.items() if theirs != "silu"}
+    if params.get("mlp") not in activations:
+        raise HFFolderError(f"model.mlp={params.get('mlp')!r} has no Marian counterpart")
+    n_embd, dropout = params["n_embd"], params.get("dropout", 0.1)
+    return {
+        "architectures": ["MarianMTModel"],
+        "model_type": "marian",
+        "is_encoder_decoder": True,
+        "vocab_size": params["vocab_size"],
+        "decoder_vocab_size": params["vocab_size"],
+        "d_model": n_embd,
+        "encoder_layers": params["n_layer"],
+        "decoder_layers": params.get("n_decoder_layer") or params["n_layer"],
+        "encoder_attention_heads": params["n_head"],
+        "decoder_attention_heads": params["n_head"],
+        "encoder_ffn_dim": 4 * n_embd,
+        "decoder_ffn_dim": 4 * n_embd,
+        "activation_function": activations[params["mlp"]],
+        "max_position_embeddings": params["block_size"],
+        "scale_embedding": True,
+        "share_encoder_decoder_embeddings": True,
+        "tie_word_embeddings": True,
+        "dropout": dropout,
+        "attention_dropout": dropout if params.get("attn_dropout") is None else params["attn_dropout"],
+        "activation_dropout": 0.0,
+        "decoder_start_token_id": params["decoder_start_id"],
+    }
+
+
+def _encoder_and_decoder_layers(name: str, names: Collection[str]) -> str:
+    """``blocks.<i>.`` as ``encoder.<i>.`` or ``decoder.<i - n_layer>.`` (the blocks with cross-attention)."""
+    match = re.match(r"blocks\.(\d+)\.(.*)", name)
+    if match is None:
+        return name
+    decoders = [int(m[1]) for n in names if (m := re.match(r"blocks\.(\d+)\.cross_attn\.", n))]
+    first_decoder = min(decoders, default=len(names))
+    index = int(match[1])
+    if index < first_decoder:
+        return f"encoder.{index}.{match[2]}"
+    return f"decoder.{index - first_decoder}.{match[2]}"
+
+
+def _marian_attention(ours: str, theirs: str) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
+    """Our fused attention (q, k, v in one c_attn) as Marian's three projections, and the output one."""
+    side = r"encoder" if ours.startswith("encoder") else r"decoder"
+    layer = rf"model\.{side}\.layers\.\1\.{theirs}"
+    return (
+        (rf"{ours}\.c_attn\.(weight|bias)", tuple(rf"{layer}\.{p}_proj\.\2" for p in ("q", "k", "v"))),
+        (rf"{ours}\.c_proj\.(weight|bias)", rf"{layer}\.out_proj\.\2"),
+    )
+
+
+MARIAN = Architecture(
+    hf_class="MarianMTModel",
+    model="decoder",
+    params_from_hf=_marian_params,
+    hf_config=_marian_config,
+    names=(
+        (r"wte\.weight", r"model\.shared\.weight"),
+        (r"lm_head\.weight", r"lm_head\.weight"),
+        *_marian_attention(r"encoder\.(\d+)\.attn", "self_attn"),
+        (r"encoder\.(\d+)\.ln_1\.(weight|bias)", r"model\.encoder\.layers\.\1\.self_attn_layer_norm\.\2"),
+        (r"encoder\.(\d+)\.mlp\.c_fc\.(weight|bias)", r"model\.encoder\.layers\.\1\.fc1\.\2"),
+        (r"encoder\.(\d+)\.mlp\.c_proj\.(weight|bias)", r"model\.encoder\.layers\.\1\.fc2\.\2"),
+        (r"encoder\.(\d+)\.ln_2\.(weight|bias)", r"model\.encoder\.layers\.\1\.final_layer_norm\.\2"),
+        *_marian_attention(r"decoder\.(\d+)\.attn", "self_attn"),
+        (r"decoder\.(\d+)\.ln_1\.(weight|bias)", r"model\.decoder\.layers\.\1\.self_attn_layer_norm\.\2"),
+        *_marian_attention(r"decoder\.(\d+)\.cross_attn", "encoder_attn"),
+        (r"decoder\.(\d+)\.ln_2\.(weight|bias)", r"model\.decoder\.layers\.\1\.encoder_attn_layer_norm\.\2"),
+        (r"decoder\.(\d+)\.mlp\.c_fc\.(weight|bias)", r"model\.decoder\.layers\.\1\.fc1\.\2"),
+        (r"decoder\.(\d+)\.mlp\.c_proj\.(weight|bias)", r"model\.decoder\.layers\.\1\.fc2\.\2"),
+        (r"decoder\.(\d+)\.ln_3\.(weight|bias)", r"model\.decoder\.layers\.\1\.final_layer_norm\.\2"),
+    ),
+    transposed=re.compile(r"(?!)"),  # Marian's Linear layers are stored as ours, (out, in)
+    # Position tables are derived (the same sinusoids), saved by some versions: not weights.
+    ignored_hf=re.compile(r"model\.(encoder|decoder)\.embed_positions\.weight"),
+    vocab_tables=("wte.weight", "lm_head.weight"),
+    tied=("lm_head.weight", "wte.weight"),
+    canonical=_encoder_and_decoder_layers,
+    zero_biases=("final_logits_bias",),
+)
+
+ARCHITECTURES = {
+    architecture.hf_class: architecture for architecture in (GPT2, BERT_MLM, BERT_PRETRAINING, MARIAN)
+}
 
 
 def export_architecture(params: dict[str, Any]) -> Architecture:
@@ -396,7 +557,7 @@ def from_hf_state(
     a multiple of 64, tokens added to its tokenizer) keep ``ours``' values."""
     mapped, new, skipped = map_hf_state(architecture, hf_state, ours, where)
     if new:
-        hf_names = _hf_names(architecture, new[0])
+        hf_names = _hf_names(architecture, new[0], ours)
         raise HFFolderError(
             f"{where}: no tensor for {new[0]} (looked for {_shown(hf_names)}); "
             f"not {architecture.hf_class} weights"
@@ -416,6 +577,10 @@ def map_hf_state(
     hf_state = {
         name: value for name, value in hf_state.items() if not architecture.ignored_hf.fullmatch(name)
     }
+    for name in architecture.zero_biases:
+        bias = hf_state.pop(name, None)
+        if bias is not None and bool(bias.any()):
+            raise HFFolderError(f"{where}: {name} is not zero, and this model has no counterpart for it")
     unknown = sorted(name for name in hf_state if not _in_table(architecture, name))
     if unknown:
         raise HFFolderError(f"{where}: tensors with no counterpart here: {', '.join(unknown[:3])}")
@@ -424,9 +589,9 @@ def map_hf_state(
     skipped: list[str] = []
     used: set[str] = set()
     for name, target in ours.items():
-        hf_names = _hf_names(architecture, name)
+        hf_names = _hf_names(architecture, name, ours)
         if hf_names and hf_names[0] not in hf_state and architecture.tied and name == architecture.tied[0]:
-            hf_names = _hf_names(architecture, architecture.tied[1])  # stored once, as the embedding
+            hf_names = _hf_names(architecture, architecture.tied[1], ours)  # stored once, as the embedding
         if not hf_names or any(hf_name not in hf_state for hf_name in hf_names):
             new.append(name)
             continue
@@ -457,7 +622,7 @@ def to_hf_state(
     for name, value in ours.items():
         if architecture.tied and name == architecture.tied[0] and _same(value, ours[architecture.tied[1]]):
             continue
-        hf_names = _hf_names(architecture, name)
+        hf_names = _hf_names(architecture, name, ours)
         if hf_names is None:
             raise HFFolderError(f"{name} has no {architecture.hf_class} counterpart")
         value = value.t() if architecture.transposed.fullmatch(name) else value
@@ -465,6 +630,8 @@ def to_hf_state(
             value = value[:vocab_size]
         for hf_name, part in zip(hf_names, value.chunk(len(hf_names)), strict=True):
             result[hf_name] = part.detach().contiguous().clone()
+    for name in architecture.zero_biases:
+        result[name] = torch.zeros(1, vocab_size, dtype=ours[architecture.vocab_tables[0]].dtype)
     return result
 
 
@@ -476,8 +643,10 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape
 
 
-def _hf_names(architecture: Architecture, name: str) -> tuple[str, ...] | None:
-    """The HF names of our tensor ``name`` (several when it is theirs fused); None when it has none."""
+def _hf_names(architecture: Architecture, name: str, names: Collection[str]) -> tuple[str, ...] | None:
+    """The HF names of our tensor ``name`` (several when it is theirs fused), ``names`` being all of ours;
+    None when it has none."""
+    name = architecture.canonical(name, names)
     for ours, theirs in architecture.names:
         match = re.fullmatch(ours, name)
         if match:
@@ -517,6 +686,13 @@ def _fit_rows(value: torch.Tensor, target: torch.Tensor, grow: bool) -> torch.Te
 
 
 # --------------------------------------------------------------------------- whole folders
+
+
+def has_hf_tokenizer(folder: Path) -> bool:
+    """Whether the folder holds tokenizer files ``load_hf_tokenizer`` reads."""
+    return (folder / "tokenizer.json").is_file() or all(
+        (folder / name).is_file() for name in ("vocab.json", "merges.txt")
+    )
 
 
 def load_hf_tokenizer(folder: Path) -> Tokenizer:
@@ -580,6 +756,8 @@ def save_hf_folder(
 
     architecture = export_architecture(model_config)
     params = {**model_config, "vocab_size": tokenizer.vocab_size}
+    if "decoder_start_id" in params and params["decoder_start_id"] is None:
+        params["decoder_start_id"] = tokenizer.bos_id  # ours starts from bos unless told otherwise
     config = to_hf_config(architecture, params)
     config.update(_special_token_ids(tokenizer))
     state = to_hf_state(architecture, model.state_dict(), tokenizer.vocab_size)

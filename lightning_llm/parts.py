@@ -153,6 +153,10 @@ def _tokenizer_of_run(init_from: str, cfg: DictConfig) -> Tokenizer:
 
     if huggingface.is_hf_folder(init_from):
         path = Path(init_from)
+        chosen = build(cfg, "tokenizer")
+        if chosen.is_trained and not huggingface.has_hf_tokenizer(path):  # tokenizer=pretrained, passed
+            log.info("tokenizer: %s (model.init_from=%s has none)", chosen, init_from)
+            return chosen
         tokenizer = huggingface.load_hf_tokenizer(path)
     else:
         path = run_folder(find_checkpoint(init_from)) / "tokenizer.json"

@@ -1,8 +1,9 @@
-"""Hugging Face folders in and out, proven against ``transformers``: a random GPT-2 or BERT (every
+"""Hugging Face folders in and out, proven against ``transformers``: a random GPT-2, BERT or Marian (every
 parameter perturbed, so a misplaced gain or bias shows) imported here gives its logits (and GPT-2 its greedy
-tokens, BERT its pooled next-sentence logits and its MLM loss); a model exported from here loads in
-``transformers`` with no missing or unexpected weight and gives ours; import -> export -> import is the
-identity; and through the command lines, generate, export and fine-tuning from a folder work."""
+tokens, BERT its pooled next-sentence logits and its MLM loss, Marian its greedy and 4-beam translations); a
+model exported from here loads in ``transformers`` with no missing or unexpected weight and gives ours;
+import -> export -> import is the identity; and through the command lines, generate, export and fine-tuning
+from a folder work."""
 
 from __future__ import annotations
 
@@ -153,7 +154,7 @@ def write_config(folder: Path, **config) -> Path:
 
 def test_unsupported_architectures_and_options_are_named(gpt2_folder, tmp_path):
     llama = write_config(tmp_path / "llama", architectures=["LlamaForCausalLM"], model_type="llama")
-    supported = "GPT2LMHeadModel, BertForMaskedLM, BertForPreTraining"
+    supported = "GPT2LMHeadModel, BertForMaskedLM, BertForPreTraining, MarianMTModel"
     with pytest.raises(HFFolderError, match=rf"LlamaForCausalLM is not supported; supported: {supported}"):
         load_run(llama)
     relu = write_config(tmp_path / "relu", architectures=["GPT2LMHeadModel"], activation_function="relu")
@@ -414,3 +415,182 @@ def test_classification_fine_tunes_from_a_bert_folder(bert_folder, make_cfg, tmp
     loaded = next(record.getMessage() for record in caplog.records if "loaded" in record.getMessage())
     assert "classifier.weight" in loaded.split("new:")[1] and "blocks.0.attn.c_attn.weight" not in loaded
     assert objects["tokenizer"].cls_id == transformers.AutoTokenizer.from_pretrained(folder).cls_token_id
+
+
+# --------------------------------------------------------------------------- Marian
+
+MARIAN_SPECIALS = ["</s>", "<unk>", "<pad>"]  # Marian's spellings: eos 0, unk 1; pad starts the decoder
+
+
+def marian_tokenizer(vocab_size: int = 300):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=MARIAN_SPECIALS)
+    backend.train_from_iterator(list(topics.values())[:60], trainer)
+    return backend
+
+
+@pytest.fixture(scope="module")
+def marian_folder(tmp_path_factory) -> tuple[Path, object]:
+    """A random MarianMTModel (OPUS-MT's options: swish, scaled embeddings) with every saved parameter
+    perturbed, and its tokenizer. Its sinusoidal position tables are derived, not saved, so they stay."""
+    folder = tmp_path_factory.mktemp("marian")
+    backend = marian_tokenizer()
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    pad = backend.token_to_id("<pad>")
+    config = transformers.MarianConfig(
+        vocab_size=backend.get_vocab_size(), d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
+        max_position_embeddings=48, pad_token_id=pad, decoder_start_token_id=pad, eos_token_id=0,
+        forced_eos_token_id=None, scale_embedding=True, activation_function="swish",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.MarianMTModel(config)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "embed_positions" not in name:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    model.eval().save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder, model
+
+
+def marian_sources(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source ids past the specials, the second row padded."""
+    ids = 3 + token_ids(vocab - 3, (2, 14))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[1, 9:] = False
+    return ids, mask
+
+
+def hf_generate(model, ids, mask, num_beams: int) -> list[list[int]]:
+    """transformers' search with nothing forced or banned; the start token dropped, cut at eos, as ours."""
+    out = model.generate(
+        ids, attention_mask=mask.long(), max_new_tokens=12, do_sample=False, num_beams=num_beams,
+        forced_eos_token_id=None, bad_words_ids=None, length_penalty=1.0, early_stopping=True,
+    )  # fmt: skip
+    rows = [row[1:] for row in out.tolist()]
+    eos = model.config.eos_token_id
+    return [row[: row.index(eos)] if eos in row else row for row in rows]
+
+
+def test_an_imported_marian_gives_transformers_logits_and_searches(marian_folder):
+    folder, reference = marian_folder
+    model, tokenizer, config = load_run(folder)
+    assert config["model"]["name"] == "decoder" and config["model"]["positions_layout"] == "halves"
+    assert (tokenizer.eos_id, tokenizer.pad_id) == (0, reference.config.pad_token_id)  # Marian's own
+    vocab = reference.config.vocab_size
+    ids, mask = marian_sources(vocab)
+    target = 3 + token_ids(vocab - 3, (2, 9))
+    decoder_input_ids = torch.cat([torch.full((2, 1), tokenizer.bos_id), target], dim=1)  # as the data has it
+    with torch.no_grad():
+        hf_inputs = decoder_input_ids.clone()
+        hf_inputs[:, 0] = reference.config.decoder_start_token_id
+        expected = reference(input_ids=ids, attention_mask=mask.long(), decoder_input_ids=hf_inputs).logits
+        got = model(ids, mask, decoder_input_ids)[..., :vocab]
+    assert (got - expected).abs().max().item() < TOL
+    for num_beams in (1, 4):
+        ours = model.generate(ids, mask, 12, tokenizer.bos_id, tokenizer.eos_id, num_beams=num_beams)
+        assert ours == hf_generate(reference, ids, mask, num_beams), num_beams
+
+
+def faithful_decoder(vocab_size: int, **options) -> torch.nn.Module:
+    from lightning_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
+
+    torch.manual_seed(4)
+    params = dict(n_layer=2, n_head=4, n_embd=32, block_size=32, bias=True, prenorm=False, mlp="relu")
+    params["positions_layout"] = "halves"
+    return perturbed(EncoderDecoder(EncoderDecoderConfig(vocab_size=vocab_size, **{**params, **options})))
+
+
+def decoder_node(model) -> dict:
+    return {"name": "decoder", **{k: v for k, v in vars(model.config).items() if k != "vocab_size"}}
+
+
+def test_an_exported_decoder_loads_in_transformers_and_translates_alike(marian_folder, tmp_path):
+    folder, _ = marian_folder
+    tokenizer = huggingface.load_hf_tokenizer(folder)
+    model = faithful_decoder(tokenizer.vocab_size)  # the paper's Transformer: ReLU, biases, post-LN
+    out = save_hf_folder(model, decoder_node(model), tokenizer, tmp_path / "out")
+    loaded, info = transformers.AutoModelForSeq2SeqLM.from_pretrained(out, output_loading_info=True)
+    assert info["missing_keys"] == info["unexpected_keys"] == set() and not info["mismatched_keys"]
+    loaded.eval()
+    assert loaded.config.decoder_start_token_id == tokenizer.bos_id  # ours starts from bos
+    ids, mask = marian_sources(tokenizer.vocab_size)
+    decoder_input_ids = torch.cat([torch.full((2, 1), tokenizer.bos_id), ids[:, :6]], dim=1)
+    with torch.no_grad():
+        expected = loaded(input_ids=ids, attention_mask=mask.long(), decoder_input_ids=decoder_input_ids)
+        assert (model(ids, mask, decoder_input_ids) - expected.logits).abs().max() < TOL
+    for num_beams in (1, 4):
+        ours = model.generate(ids, mask, 12, tokenizer.bos_id, tokenizer.eos_id, num_beams=num_beams)
+        assert ours == hf_generate(loaded, ids, mask, num_beams), num_beams
+
+
+def test_marian_import_export_import_is_the_identity(marian_folder, tmp_path):
+    folder, _ = marian_folder
+    first, tokenizer, config = load_run(folder)
+    second, _, again = load_run(save_hf_folder(first, config["model"], tokenizer, tmp_path / "again"))
+    assert again["model"]["decoder_start_id"] == config["model"]["decoder_start_id"]
+    rows = tokenizer.vocab_size
+    for name, value in first.state_dict().items():
+        assert torch.equal(second.state_dict()[name][:rows], value[:rows]), name
+
+
+def test_decoders_without_a_marian_counterpart_are_refused_naming_the_option(marian_folder, tmp_path):
+    folder, _ = marian_folder
+    tokenizer = huggingface.load_hf_tokenizer(folder)
+    interleaved = faithful_decoder(tokenizer.vocab_size, positions_layout="interleaved")
+    with pytest.raises(
+        HFFolderError, match=r"model.positions_layout='interleaved' has no Marian counterpart"
+    ):
+        save_hf_folder(interleaved, decoder_node(interleaved), tokenizer, tmp_path / "a")
+    biased = tmp_path / "biased"
+    biased.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (biased / name).write_bytes((folder / name).read_bytes())
+    weights = huggingface.read_hf_weights(folder)
+    weights["final_logits_bias"] = torch.ones_like(weights["final_logits_bias"])
+    from safetensors.torch import save_file
+
+    save_file(weights, biased / "model.safetensors")
+    with pytest.raises(HFFolderError, match=r"final_logits_bias is not zero"):
+        load_run(biased)
+    unscaled = write_config(tmp_path / "unscaled", architectures=["MarianMTModel"], scale_embedding=False)
+    with pytest.raises(HFFolderError, match=r"scale_embedding=False has no counterpart here"):
+        load_run(unscaled)
+
+
+@pytest.mark.slow
+def test_seq2seq_fine_tunes_from_a_marian_folder(marian_folder, make_cfg, tmp_path):
+    from lightning_llm.train import train
+
+    folder, _ = marian_folder
+    overrides = ["model=decoder", "objective=seq2seq", "data=reverse_words", "data.num_examples=200"]
+    cfg = make_cfg(
+        *overrides, f"model.init_from={folder}", "trainer.max_steps=3", "objective.max_new_tokens=4"
+    )
+    summary, objects = train(cfg, run_dir=tmp_path / "run")
+    assert summary["step"] == 3 and objects["model"].config.decoder_start_id == objects["tokenizer"].pad_id
+    model, _, config = load_run(tmp_path / "run")
+    assert config["model"]["positions_layout"] == "halves" and config["model"]["mlp"] == "silu"
+
+
+@pytest.mark.slow
+def test_a_folder_without_a_tokenizer_fine_tunes_with_the_one_passed(gpt2_folder, make_cfg, tmp_path):
+    """The refusal says to pass ``tokenizer=pretrained tokenizer.path=...``; doing so works."""
+    from lightning_llm.train import train
+
+    folder, _ = gpt2_folder
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((folder / name).read_bytes())
+    passed = ["tokenizer=pretrained", f"tokenizer.path={folder / 'tokenizer.json'}"]
+    cfg = make_cfg(*passed, f"model.init_from={bare}", "trainer.max_steps=2", "data.block_size=32")
+    summary, objects = train(cfg, run_dir=tmp_path / "run")
+    assert summary["step"] == 2 and objects["tokenizer"].eos_id == 0  # GPT-2's <|endoftext|>

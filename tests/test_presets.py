@@ -17,7 +17,7 @@ EXACT_COUNTS = {
     "gpt2_124m": 124_373_760,
     "gpt2_124m_exact": 124_439_808,
     "bert_base": 109_514_298,
-    "transformer_base": 63_028_224,
+    "transformer_base": 63_082_496,
 }
 
 

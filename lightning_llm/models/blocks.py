@@ -36,8 +36,9 @@ __all__ = [
 ]
 
 NormKind = Literal["layernorm", "rmsnorm"]
-MLPKind = Literal["gelu", "gelu_erf", "relu", "swiglu"]
-MLP_KINDS: tuple[str, ...] = ("gelu", "gelu_erf", "relu", "swiglu")
+MLPKind = Literal["gelu", "gelu_erf", "relu", "silu", "swiglu"]
+MLP_KINDS: tuple[str, ...] = ("gelu", "gelu_erf", "relu", "silu", "swiglu")
+PositionsLayout = Literal["interleaved", "halves"]
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -92,7 +93,8 @@ class MLP(nn.Module):
 
     ``gelu``: Linear(C, 4C) -> GELU (tanh approximation) -> Linear(4C, C), as in GPT-2.
     ``gelu_erf``: the same with the exact (erf) GELU, as in BERT.
-    ``relu``: the same with ReLU, as in the original Transformer (Vaswani et al. 2017) and Marian.
+    ``relu``: the same with ReLU, as in the original Transformer (Vaswani et al. 2017).
+    ``silu``: the same with SiLU ("swish"), as in the Marian (OPUS-MT) translation models.
     ``swiglu``: (SiLU(x W_gate) * x W_up) W_down, as in LLaMA; gate and up share one fused Linear.
     """
 
@@ -115,6 +117,8 @@ class MLP(nn.Module):
             h = F.gelu(h)
         elif self.kind == "relu":
             h = F.relu(h)
+        elif self.kind == "silu":
+            h = F.silu(h)
         else:
             gate, up = h.chunk(2, dim=-1)  # (B, T, hidden) each
             h = F.silu(gate) * up
@@ -180,14 +184,20 @@ class SinusoidalPositions(nn.Module):
     """The original Transformer's fixed encoding (Vaswani et al. 2017, section 3.5):
     PE[pos, 2i] = sin(pos / 10000^(2i/C)), PE[pos, 2i+1] = cos(pos / 10000^(2i/C)).
 
+    ``layout="halves"`` stores the same values as [all sines | all cosines] (Marian, fairseq): a fixed
+    permutation of the features, equivalent for a model trained with it, but not interchangeable.
     Called like ``nn.Embedding`` with a tensor of positions, so it can stand in for a learned ``wpe``.
     """
 
-    def __init__(self, dim: int, max_len: int, base: float = 10000.0):
+    def __init__(
+        self, dim: int, max_len: int, base: float = 10000.0, layout: PositionsLayout = "interleaved"
+    ):
         super().__init__()
         if dim % 2:
             raise ValueError(f"sinusoidal positions need an even dimension, got {dim}")
-        self.dim, self.max_len, self.base = dim, max_len, base
+        if layout not in ("interleaved", "halves"):
+            raise ValueError(f"unknown positions layout '{layout}'; valid layouts: interleaved, halves")
+        self.dim, self.max_len, self.base, self.layout = dim, max_len, base, layout
         self.register_buffer("pe", torch.empty(max_len, dim), persistent=False)
         self.reset_parameters()
 
@@ -196,8 +206,11 @@ class SinusoidalPositions(nn.Module):
         device = self.pe.device
         inv_freq = self.base ** -(torch.arange(0, self.dim, 2, device=device).float() / self.dim)
         angles = torch.outer(torch.arange(self.max_len, device=device).float(), inv_freq)  # (max_len, C/2)
-        self.pe[:, 0::2] = angles.sin()
-        self.pe[:, 1::2] = angles.cos()
+        if self.layout == "halves":
+            self.pe.copy_(torch.cat((angles.sin(), angles.cos()), dim=-1))
+        else:
+            self.pe[:, 0::2] = angles.sin()
+            self.pe[:, 1::2] = angles.cos()
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         return self.pe[positions]  # (*positions.shape, C)
@@ -290,14 +303,21 @@ class Attention(nn.Module):
     """
 
     def __init__(
-        self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = False, causal: bool = True
+        self,
+        n_embd: int,
+        n_head: int,
+        dropout: float = 0.0,
+        bias: bool = False,
+        causal: bool = True,
+        attn_dropout: float | None = None,
     ):
         super().__init__()
         if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
         self.n_embd, self.n_head, self.head_size = n_embd, n_head, n_embd // n_head
         self.causal = causal
-        self.dropout = dropout  # on the attention weights, applied inside the SDPA kernel
+        # On the attention weights, inside the SDPA kernel; None: ``dropout``, as on the output.
+        self.dropout = dropout if attn_dropout is None else attn_dropout
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
@@ -417,11 +437,12 @@ class Block(nn.Module):
         norm: NormKind = "layernorm",
         prenorm: bool = True,
         norm_eps: float = 1e-5,
+        attn_dropout: float | None = None,
     ):
         super().__init__()
         self.prenorm = prenorm
         self.ln_1 = make_norm(norm, n_embd, bias, norm_eps)
-        self.attn = Attention(n_embd, n_head, dropout, bias, causal)
+        self.attn = Attention(n_embd, n_head, dropout, bias, causal, attn_dropout)
         self.ln_2 = make_norm(norm, n_embd, bias, norm_eps)
         self.mlp = MLP(n_embd, mlp, bias, dropout)
 
@@ -454,13 +475,14 @@ class DecoderBlock(nn.Module):
         norm: NormKind = "layernorm",
         prenorm: bool = True,
         norm_eps: float = 1e-5,
+        attn_dropout: float | None = None,
     ):
         super().__init__()
         self.prenorm = prenorm
         self.ln_1 = make_norm(norm, n_embd, bias, norm_eps)
-        self.attn = Attention(n_embd, n_head, dropout, bias, causal=True)
+        self.attn = Attention(n_embd, n_head, dropout, bias, True, attn_dropout)
         self.ln_2 = make_norm(norm, n_embd, bias, norm_eps)
-        self.cross_attn = Attention(n_embd, n_head, dropout, bias, causal=False)
+        self.cross_attn = Attention(n_embd, n_head, dropout, bias, False, attn_dropout)
         self.ln_3 = make_norm(norm, n_embd, bias, norm_eps)
         self.mlp = MLP(n_embd, mlp, bias, dropout)
 

@@ -25,6 +25,7 @@ from lightning_llm.models.blocks import (
     DecoderCache,
     KVCache,
     MLPKind,
+    PositionsLayout,
     SinusoidalPositions,
     check_choice,
     check_shape,
@@ -47,12 +48,18 @@ class EncoderDecoderConfig:
     n_head: int = 4  # attention heads per layer; must divide n_embd
     n_embd: int = 128  # d_model
     block_size: int = 128  # the longest source and the longest target (the size of the position table)
-    dropout: float = 0.1  # the paper's P_drop: on embeddings, attention weights and every sub-layer output
+    dropout: float = 0.1  # the paper's P_drop: on the embeddings and every sub-layer's output
+    # On the attention weights; None: as dropout (tensor2tensor's default; the paper names no such dropout).
+    attn_dropout: float | None = None
     bias: bool = False
     # Pre-LN (T5, GPT-2) trains stably without a long warm-up; post-LN is the paper's original placement.
     prenorm: bool = True
     positions: Literal["sinusoidal", "learned"] = "sinusoidal"  # the paper's fixed encoding, or a table
-    mlp: MLPKind = "gelu"  # relu is the paper's
+    # The sinusoid table's feature order: the paper's sin/cos interleaved, or Marian's [sines | cosines].
+    positions_layout: PositionsLayout = "interleaved"
+    mlp: MLPKind = "gelu"  # relu is the paper's, silu (swish) Marian's
+    # The token the decoder starts from; None: the tokenizer's bos. Marian starts from its pad token.
+    decoder_start_id: int | None = None
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     # Embedding and head rows are padded up to a multiple of this: matmuls run fastest on multiples of 64.
     pad_vocab_to: int = 64
@@ -72,6 +79,11 @@ class EncoderDecoderConfig:
         check_shape(self, positive)
         check_choice("positions", self.positions, ("sinusoidal", "learned"))
         check_choice("mlp", self.mlp, MLP_KINDS)
+        check_choice("positions_layout", self.positions_layout, ("interleaved", "halves"))
+        if self.attn_dropout is not None and not 0.0 <= self.attn_dropout < 1.0:
+            raise ValueError(f"model.attn_dropout must be in [0, 1), got {self.attn_dropout}")
+        if self.decoder_start_id is not None and self.decoder_start_id < 0:  # the vocabulary bounds it too
+            raise ValueError(f"model.decoder_start_id must be a token id (>= 0), got {self.decoder_start_id}")
         check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
         if self.positions == "sinusoidal" and self.n_embd % 2:
             raise ValueError(f"model.positions=sinusoidal needs an even model.n_embd, got {self.n_embd}")
@@ -102,11 +114,18 @@ class EncoderDecoder(nn.Module):
         # One position table for both sides: a source and a target token at position i share its vector.
         sinusoidal = config.positions == "sinusoidal"
         self.wpe = (
-            SinusoidalPositions(C, config.block_size) if sinusoidal else nn.Embedding(config.block_size, C)
+            SinusoidalPositions(C, config.block_size, layout=config.positions_layout)
+            if sinusoidal
+            else nn.Embedding(config.block_size, C)
         )
         self.drop = nn.Dropout(config.dropout)
         layer = dict(
-            dropout=config.dropout, bias=config.bias, mlp=config.mlp, norm=config.norm, prenorm=config.prenorm
+            dropout=config.dropout,
+            bias=config.bias,
+            mlp=config.mlp,
+            norm=config.norm,
+            prenorm=config.prenorm,
+            attn_dropout=config.attn_dropout,
         )
         encoder_layers = [Block(C, config.n_head, causal=False, **layer) for _ in range(config.n_layer)]
         decoder_layers = [DecoderBlock(C, config.n_head, **layer) for _ in range(config.n_decoder_layer)]
@@ -173,6 +192,9 @@ class EncoderDecoder(nn.Module):
         With ``cache`` (from ``new_cache``), decoder_input_ids are the tokens after the cached ones.
         """
         offset = 0 if cache is None else cache[0].self_attn.length  # target tokens already seen
+        if offset == 0 and self.config.decoder_start_id is not None:  # the data writes bos first
+            decoder_input_ids = decoder_input_ids.clone()
+            decoder_input_ids[:, 0] = self.config.decoder_start_id
         x = self._embed(decoder_input_ids, offset=offset, what="target")  # (B, T, C)
         mask = None if memory_mask is None else padding_mask(memory_mask)  # (B, 1, 1, S)
         caches = cache if cache is not None else [None] * len(self.decoder_blocks)
@@ -213,7 +235,10 @@ class EncoderDecoder(nn.Module):
     ) -> list[list[int]]:
         """Target ids for each source (B, S): greedy when num_beams == 1, else beam search with scores
         divided by length ** length_penalty. Each list stops before eos or after max_new_tokens tokens and
-        holds neither bos nor eos. Call it in eval mode, or dropout makes the search noisy."""
+        holds neither bos nor eos. The decoder starts from ``bos_id``, or from ``config.decoder_start_id``
+        when set. Call it in eval mode, or dropout makes the search noisy."""
+        if self.config.decoder_start_id is not None:
+            bos_id = self.config.decoder_start_id
         if not 1 <= max_new_tokens <= self.config.block_size:
             raise ValueError(
                 f"max_new_tokens must be in [1, model.block_size={self.config.block_size}], "

@@ -55,19 +55,24 @@ def test_swiglu_hidden_size_is_a_multiple_of_64_near_eight_thirds():
     assert swiglu_hidden_size(4096, multiple_of=256) == 11008  # LLaMA-7B rounds to 256
 
 
-@pytest.mark.parametrize("kind", ["gelu", "gelu_erf", "relu", "swiglu"])
+@pytest.mark.parametrize("kind", ["gelu", "gelu_erf", "relu", "silu", "swiglu"])
 def test_mlp_shapes(kind):
     mlp = MLP(32, kind)
     assert mlp(torch.randn(2, 5, 32)).shape == (2, 5, 32)
     expected_hidden = swiglu_hidden_size(32) if kind == "swiglu" else 128
     assert mlp.c_proj.in_features == expected_hidden
-    with pytest.raises(ValueError, match="valid mlps: gelu, gelu_erf, relu, swiglu"):
-        MLP(32, "silu")
+    with pytest.raises(ValueError, match="valid mlps: gelu, gelu_erf, relu, silu, swiglu"):
+        MLP(32, "tanh")
 
 
 @pytest.mark.parametrize(
     ("kind", "activation"),
-    [("gelu", lambda h: F.gelu(h, approximate="tanh")), ("gelu_erf", F.gelu), ("relu", F.relu)],
+    [
+        ("gelu", lambda h: F.gelu(h, approximate="tanh")),
+        ("gelu_erf", F.gelu),
+        ("relu", F.relu),
+        ("silu", F.silu),
+    ],
 )
 def test_mlp_applies_its_named_non_linearity(kind, activation):
     """GPT-2's tanh GELU, BERT's exact GELU, the original Transformer's ReLU: each kind is its own."""
@@ -122,6 +127,16 @@ def test_sinusoidal_positions_follow_the_paper():
     torch.testing.assert_close(table[pos, 2 * i], torch.tensor(math.sin(angle)))
     torch.testing.assert_close(table[pos, 2 * i + 1], torch.tensor(math.cos(angle)))
     assert pe(torch.zeros(2, 3, dtype=torch.long)).shape == (2, 3, 6)
+
+
+def test_the_halves_layout_is_the_same_sinusoids_as_all_sines_then_all_cosines():
+    """Marian's (and fairseq's) table: feature i of the first half is the paper's column 2i, of the second
+    half its column 2i + 1."""
+    paper = SinusoidalPositions(dim=6, max_len=10)(torch.arange(10))
+    halves = SinusoidalPositions(dim=6, max_len=10, layout="halves")(torch.arange(10))
+    torch.testing.assert_close(halves, torch.cat((paper[:, 0::2], paper[:, 1::2]), dim=-1))
+    with pytest.raises(ValueError, match="valid layouts: interleaved, halves"):
+        SinusoidalPositions(dim=6, max_len=10, layout="sin-cos")
 
 
 @pytest.mark.parametrize("causal", [True, False])

@@ -207,7 +207,10 @@ def test_bad_inputs_are_refused():
             "model.positions='rotary' is not valid; choose one of: learned, sinusoidal",
         ),
         (dict(norm="batchnorm"), "model.norm='batchnorm'"),
-        (dict(mlp="silu"), "model.mlp='silu' is not valid; choose one of: gelu, gelu_erf, relu, swiglu"),
+        (
+            dict(mlp="tanh"),
+            "model.mlp='tanh' is not valid; choose one of: gelu, gelu_erf, relu, silu, swiglu",
+        ),
         (dict(norm_eps=0.0), "model.norm_eps must be in"),
         (dict(n_embd=33, n_head=1, positions="sinusoidal"), "needs an even model.n_embd"),
     ],

@@ -96,6 +96,9 @@ def test_forward_shapes_padded_vocab_and_tied_head():
         (dict(n_decoder_layer=0), "n_decoder_layer must be >= 1"),
         (dict(dropout=1.0), "dropout must be in"),
         (dict(n_embd=9, n_head=3), "even model.n_embd"),
+        (dict(positions_layout="sin-cos"), "positions_layout='sin-cos' is not valid"),
+        (dict(attn_dropout=1.5), "attn_dropout must be in"),
+        (dict(decoder_start_id=-1), "decoder_start_id must be a token id"),
     ],
 )
 def test_config_errors_name_the_key(overrides, message):
@@ -192,3 +195,27 @@ def test_generation_stops_at_max_new_tokens_without_bos_or_eos():
     model = tiny().eval()
     out = model.generate(torch.randint(4, VOCAB, (3, 5)), None, 4, BOS, EOS)
     assert len(out) == 3 and all(len(ids) <= 4 and EOS not in ids for ids in out)
+
+
+def test_a_decoder_start_token_replaces_the_datas_bos():
+    """Marian starts its decoder from pad: with decoder_start_id set, the bos the data writes first is read
+    as that token, in teacher forcing and in generation alike."""
+    model = tiny(decoder_start_id=PAD).eval()
+    source, target = torch.randint(7, VOCAB, (2, 5)), torch.randint(7, VOCAB, (2, 4))
+    with torch.no_grad():
+        with_bos = model(source, None, torch.cat([torch.full((2, 1), BOS), target], dim=1))
+        with_pad = model(source, None, torch.cat([torch.full((2, 1), PAD), target], dim=1))
+        torch.testing.assert_close(with_bos, with_pad)
+        assert model.generate(source, None, 4, BOS, EOS) == model.generate(source, None, 4, PAD, EOS)
+        plain = tiny().eval()
+        plain.load_state_dict(model.state_dict())
+        assert model.generate(source, None, 4, BOS, EOS) == plain.generate(source, None, 4, PAD, EOS)
+
+
+def test_attention_dropout_is_its_own_setting():
+    """The paper drops sub-layer outputs, not attention weights: attn_dropout=0 keeps those exact."""
+    model = tiny(dropout=0.1, attn_dropout=0.0)
+    attentions = [m for m in model.modules() if m.__class__.__name__ == "Attention"]
+    assert len(attentions) == 2 + 2 * 2 and all(a.dropout == 0.0 for a in attentions)
+    assert all(a.resid_dropout.p == 0.1 for a in attentions)
+    assert all(a.dropout == 0.1 for a in tiny(dropout=0.1).modules() if a.__class__.__name__ == "Attention")

@@ -170,7 +170,10 @@ def test_sequence_longer_than_block_size_is_refused():
         (dict(vocab_size=0), "model.vocab_size must be >= 1, got 0"),
         (dict(dropout=1.0), "model.dropout must be in"),
         (dict(positions="alibi"), "model.positions='alibi' is not valid; choose one of: learned, rotary"),
-        (dict(mlp="silu"), "model.mlp='silu'"),
+        (
+            dict(mlp="tanh"),
+            "model.mlp='tanh' is not valid; choose one of: gelu, gelu_erf, relu, silu, swiglu",
+        ),
         (dict(norm="batchnorm"), "model.norm='batchnorm'"),
         (dict(n_embd=36, n_head=4, positions="rotary"), "needs an even head size"),
     ],
