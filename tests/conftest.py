@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,12 @@ from lightning_llm.testing import TINY  # the tiny, fast run every training test
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+# The Ctrl-C tests send SIGINT to the commands they start. A pytest started with SIGINT ignored (a background
+# job of a non-interactive shell: `bash .ci/run &`) would pass that on to every child, which then rightly
+# ignores Ctrl-C; start them as a terminal would instead (a Python handler is reset to the default at exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

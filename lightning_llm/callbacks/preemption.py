@@ -17,7 +17,8 @@ under DDP/FSDP): stop after the step, write ``last.ckpt``, and rank 0 requeues t
 Ctrl-C (SIGINT) during training takes the same path, so an interactive run loses nothing either; a second
 Ctrl-C aborts at once (Python's KeyboardInterrupt, which Lightning turns into a shutdown without a save). A
 terminal's Ctrl-C reaches every process of the run, and ``kill -INT`` of the first reaches the others through
-the agreement at the end of the step, so SIGINT is not forwarded.
+the agreement at the end of the step, so SIGINT is not forwarded. A process started with SIGINT ignored
+(a non-interactive shell's ``cmd &``) keeps ignoring it, as every Python program does.
 """
 
 from __future__ import annotations
@@ -73,7 +74,10 @@ class Preemption(L.Callback):
         stopped so (or by SIGTERM) exits the process with ``INTERRUPTED_EXIT_CODE`` (or
         ``PREEMPTED_EXIT_CODE``), saying how to continue."""
         main_thread = threading.current_thread() is threading.main_thread()  # only there can handlers be set
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if main_thread else None
+        # A process started with Ctrl-C ignored (a non-interactive shell's background job) was asked not to
+        # answer it: keep it ignored, as Python itself does, instead of stopping on a terminal's Ctrl-C.
+        answers_ctrl_c = main_thread and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if answers_ctrl_c else None
         try:
             yield
         except SIGTERMException:
