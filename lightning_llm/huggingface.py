@@ -669,8 +669,10 @@ def _in_table(architecture: Architecture, hf_name: str) -> bool:
 
 
 def _fit_rows(value: torch.Tensor, target: torch.Tensor, grow: bool) -> torch.Tensor | None:
-    """``value`` in ``target``'s shape: equal, or (``grow``: vocabulary tables) fewer rows, the rest from
-    ``target``; None when it does not fit."""
+    """``value`` in ``target``'s shape: equal, or (``grow``: vocabulary tables) fewer rows; None when it does
+    not fit. The rows of tokens the checkpoint lacks (special tokens the framework added) are the mean of
+    its rows, as ``transformers``' ``resize_token_embeddings`` starts them: deterministic, and scored like
+    an average token rather than at random by a model that never saw them (a bias keeps ``target``'s)."""
     if value.shape == target.shape:
         return value.to(target.dtype)
     if (
@@ -681,6 +683,8 @@ def _fit_rows(value: torch.Tensor, target: torch.Tensor, grow: bool) -> torch.Te
     ):
         rows = target.clone()
         rows[: value.shape[0]] = value.to(target.dtype)
+        if value.dim() == 2:
+            rows[value.shape[0] :] = value.mean(dim=0).to(target.dtype)
         return rows
     return None
 

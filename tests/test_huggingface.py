@@ -88,6 +88,19 @@ def reference_tokens(folder: Path, text: str) -> list[int]:
     return transformers.AutoTokenizer.from_pretrained(folder)(text, add_special_tokens=False)["input_ids"]
 
 
+def test_rows_of_added_special_tokens_start_as_the_mean_row(gpt2_folder):
+    """The framework adds special tokens GPT-2 lacks; their rows must not be random (a random head row can
+    win the argmax and make generation differ from run to run)."""
+    folder, reference = gpt2_folder
+    first, tokenizer, _ = load_run(folder)
+    second, _, _ = load_run(folder)
+    rows = reference.config.vocab_size
+    table = first.state_dict()["wte.weight"]
+    assert tokenizer.vocab_size > rows and torch.equal(table, second.state_dict()["wte.weight"])
+    mean = reference.transformer.wte.weight.mean(dim=0)
+    assert torch.allclose(table[rows:], mean.expand(len(table) - rows, -1))  # padding rows too
+
+
 def test_greedy_generation_matches_transformers(gpt2_folder):
     folder, reference = gpt2_folder
     model, _, _ = load_run(folder)
@@ -204,10 +217,16 @@ def test_generate_export_and_fine_tune_through_the_command_lines(gpt2_folder, tm
     folder, reference = gpt2_folder
     generated = subprocess.run(
         [sys.executable, "-m", "lightning_llm.generate", str(folder), "--prompt", "The", "--max-new-tokens",
-         "8"],
+         "8", "--temperature", "0"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert generated.returncode == 0 and generated.stdout.startswith("The"), generated.stderr[-2000:]
+    assert generated.returncode == 0, generated.stderr[-2000:]
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    prompt = torch.tensor([hf_tokenizer.encode("The")])
+    expected = reference.generate(
+        prompt, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0, attention_mask=None
+    )
+    assert generated.stdout.rstrip("\n") == hf_tokenizer.decode(expected[0])  # transformers' greedy text
 
     run = tmp_path / "run"
     summary = run_cli(f"model.init_from={folder}", "trainer.max_steps=4", run_dir=run, cache_dir=cache_dir)
@@ -563,6 +582,23 @@ def test_decoders_without_a_marian_counterpart_are_refused_naming_the_option(mar
     unscaled = write_config(tmp_path / "unscaled", architectures=["MarianMTModel"], scale_embedding=False)
     with pytest.raises(HFFolderError, match=r"scale_embedding=False has no counterpart here"):
         load_run(unscaled)
+
+
+@pytest.mark.slow
+def test_the_command_translates_as_transformers_searches(marian_folder):
+    """``generate <Marian folder>``: the folder's tokenizer, the same source ids, transformers' beams."""
+    folder, reference = marian_folder
+    text = "The assert statement is a convenient way to insert debugging assertions"
+    translated = subprocess.run(
+        [sys.executable, "-m", "lightning_llm.generate", str(folder), "--prompt", text, "--num-beams", "4",
+         "--max-new-tokens", "12"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert translated.returncode == 0, translated.stderr[-2000:]
+    tokenizer = huggingface.load_hf_tokenizer(folder)
+    ids = torch.tensor([tokenizer.encode(text)])
+    expected = hf_generate(reference, ids, torch.ones_like(ids, dtype=torch.bool), num_beams=4)[0]
+    assert expected and translated.stdout == tokenizer.decode(expected) + "\n"
 
 
 @pytest.mark.slow
