@@ -39,6 +39,8 @@ FRAMEWORK_PARAMS: dict[str, dict[str, tuple[Any, Any]]] = {
     "model": {"init_from": (Optional[str], None)},  # noqa: UP045 - OmegaConf needs typing.Optional
     # whether embedding tables are weight-decayed with the other matrices (lightning_llm.optim.param_groups)
     "optim": {"decay_embeddings": (bool, True)},
+    # how much train-split text a tokenizer is trained on, spread over the corpus (lightning_llm.parts)
+    "tokenizer": {"train_max_chars": (int, 100_000_000)},
 }
 _SCALARS = (int, float, bool, str)
 

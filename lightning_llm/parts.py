@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +76,24 @@ def tokenizer_and_data(cfg: DictConfig) -> tuple[Tokenizer, Any]:
         return tokenizer, build(cfg, "data", tokenizer=tokenizer, cache_dir=cache_dir)
     tokenizer = build(cfg, "tokenizer")
     datamodule = build(cfg, "data", tokenizer=tokenizer, cache_dir=cache_dir)
-    tokenizer = fit_or_load(tokenizer, lambda: datamodule.texts("train"), datamodule.fingerprint(), cache_dir)
+    max_chars = config.framework_params("tokenizer", cfg.tokenizer)["train_max_chars"]
+    corpus = f"{datamodule.fingerprint()}:sample={max_chars}"
+    tokenizer = fit_or_load(tokenizer, lambda: training_sample(datamodule, max_chars), corpus, cache_dir)
     log.info("tokenizer: %s, vocab %d", cfg.tokenizer.name, tokenizer.vocab_size)
     return tokenizer, datamodule
+
+
+def training_sample(datamodule: Any, max_chars: int) -> Iterator[str]:
+    """What the tokenizer trains on: the data module's own sample of its train split where it has one
+    (``tokenizer_sample``: spread over a large corpus), else the first ``max_chars`` of ``texts("train")``."""
+    if callable(sample := getattr(datamodule, "tokenizer_sample", None)):
+        yield from sample(max_chars)
+        return
+    for text in datamodule.texts("train"):
+        yield text[:max_chars]
+        max_chars -= len(text)
+        if max_chars <= 0:
+            break
 
 
 def model(cfg: DictConfig, vocab_size: int, datamodule: Any, on_meta: bool = False) -> Any:

@@ -1,7 +1,9 @@
-"""Text data for language models: sources -> paragraph split -> token cache -> packed windows -> DataLoaders.
+"""Text data for language models: streamed sources -> paragraph split -> sharded tokens -> packed windows ->
+DataLoaders.
 
 Importing this package registers the built-in ``data`` plugins: for language modelling ``pydoc`` (the
-default; Python's bundled documentation, so a run needs no downloads), ``text``, ``jsonl`` and ``parquet``;
+default; Python's bundled documentation, so a run needs no downloads), ``text``, ``jsonl``, ``parquet`` and
+``dataset``;
 for classification ``pydoc_topics`` and ``classification``; for sequence-to-sequence ``reverse_words`` and
 ``pairs``. It does not import Lightning: the DataModule classes, which do, load on first use.
 """
@@ -11,8 +13,8 @@ import importlib
 from lightning_llm.data import classification, datamodule, pairs  # noqa: F401 - importing registers the plugins
 from lightning_llm.data.corpus import CorpusTooSmallError, SplitCorpus, split_corpus
 from lightning_llm.data.datasets import DatasetTooSmallError, PackedWindows
+from lightning_llm.data.shards import TokenCacheError, TokenShards, prepare
 from lightning_llm.data.sources import SourceError
-from lightning_llm.data.token_cache import TokenCacheError, ensure_token_cache, open_tokens
 
 __all__ = [
     "ClassificationDataModule",
@@ -24,8 +26,8 @@ __all__ = [
     "SplitCorpus",
     "TextDataModule",
     "TokenCacheError",
-    "ensure_token_cache",
-    "open_tokens",
+    "TokenShards",
+    "prepare",
     "split_corpus",
 ]
 

@@ -24,6 +24,7 @@ __all__ = [
     "SplitCorpus",
     "assign_split",
     "check_fraction",
+    "check_paragraph_counts",
     "split_corpus",
     "split_paragraphs",
 ]
@@ -81,7 +82,7 @@ def split_corpus(
         for split, run in _runs(document, val_fraction, test_fraction, seed):
             texts[split].append("\n\n".join(run))
             counts[split] += len(run)
-    _check_sizes(counts, {"val": val_fraction, "test": test_fraction})
+    check_paragraph_counts(counts, {"val": val_fraction, "test": test_fraction})
     return SplitCorpus(texts, _fingerprint(texts, val_fraction, test_fraction, seed))
 
 
@@ -95,7 +96,8 @@ def _runs(document: str, val_fraction: float, test_fraction: float, seed: int) -
         yield split, [paragraph for _, paragraph in run]
 
 
-def _check_sizes(counts: dict[str, int], fractions: dict[str, float]) -> None:
+def check_paragraph_counts(counts: dict[str, int], fractions: dict[str, float]) -> None:
+    """Refuse a split that left train without paragraphs, or a val/test split with a non-zero fraction."""
     total = sum(counts.values())
     if total == 0:
         raise CorpusTooSmallError("the corpus holds no text (every document is blank)")

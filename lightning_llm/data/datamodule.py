@@ -24,13 +24,8 @@ from lightning_llm.data.pairs import (
     reverse_words_corpus,
 )
 from lightning_llm.data.settings import ClassificationSettings, DataSettings, PairSettings
-from lightning_llm.data.sources import (
-    as_paths,
-    pydoc_topics,
-    read_jsonl_files,
-    read_parquet_files,
-    read_text_files,
-)
+from lightning_llm.data.sources import as_paths
+from lightning_llm.data.streams import Corpus
 from lightning_llm.registry import register
 
 if TYPE_CHECKING:
@@ -46,6 +41,7 @@ __all__ = [
     "PydocData",
     "PydocTopics",
     "ReverseWords",
+    "SavedDataset",
     "TextFiles",
 ]
 
@@ -60,13 +56,20 @@ def _require(key: str, value: str, what: str) -> None:
 
 @dataclass(kw_only=True)
 class _TextData(DataSettings):
-    def documents(self) -> list[str]:
+    num_proc: int = 0  # processes that prepare (tokenize) the corpus on first use; 0: one per core
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_proc < 0:
+            raise ValueError(f"data.num_proc must be >= 0 (0: one per core), got {self.num_proc}")
+
+    def corpus(self) -> Corpus:
         raise NotImplementedError
 
     def build(self, tokenizer: Any, cache_dir: str | Path) -> TextDataModule:
         from lightning_llm.data.text_module import TextDataModule
 
-        return TextDataModule(tokenizer, cache_dir, self.documents, self)
+        return TextDataModule(tokenizer, cache_dir, self.corpus(), self, num_proc=self.num_proc)
 
 
 @register("data", "pydoc")
@@ -74,14 +77,14 @@ class _TextData(DataSettings):
 class PydocData(_TextData):
     """Python's bundled documentation (the pydoc topics, ~465k characters of English): no files needed."""
 
-    def documents(self) -> list[str]:
-        return pydoc_topics()
+    def corpus(self) -> Corpus:
+        return Corpus("pydoc")
 
 
 @register("data", "text")
 @dataclass(kw_only=True)
 class TextFiles(_TextData):
-    """UTF-8 text files, one document each, split into paragraphs at blank lines."""
+    """UTF-8 text files, one document each, split into paragraphs at blank lines (read line by line)."""
 
     paths: list[str]  # files or globs (~ expanded, relative to the current directory), e.g. [books/*.txt]
 
@@ -89,14 +92,15 @@ class TextFiles(_TextData):
         super().__post_init__()
         as_paths("paths", self.paths)
 
-    def documents(self) -> list[str]:
-        return read_text_files(as_paths("paths", self.paths))
+    def corpus(self) -> Corpus:
+        return Corpus("text", tuple(as_paths("paths", self.paths)))
 
 
 @register("data", "jsonl")
 @dataclass(kw_only=True)
 class JsonlData(_TextData):
-    """JSON Lines files: one JSON object per line, its ``field`` holding one document."""
+    """JSON Lines files: one JSON object per line, its ``field`` holding one document (read record by
+    record)."""
 
     paths: list[str]  # files or globs, e.g. [shards/*.jsonl]
     field: str = "text"  # the key of each record that holds its text
@@ -106,14 +110,15 @@ class JsonlData(_TextData):
         as_paths("paths", self.paths)
         _require("field", self.field, "the JSON key that holds the text")
 
-    def documents(self) -> list[str]:
-        return read_jsonl_files(as_paths("paths", self.paths), self.field)
+    def corpus(self) -> Corpus:
+        return Corpus("jsonl", tuple(as_paths("paths", self.paths)), self.field)
 
 
 @register("data", "parquet")
 @dataclass(kw_only=True)
 class ParquetData(_TextData):
-    """Parquet files (needs ``pyarrow``): one document per row of a string column."""
+    """Parquet files (needs ``pyarrow``): one document per row of a string column, read row group by row
+    group."""
 
     paths: list[str]  # files or globs, e.g. [shards/*.parquet]
     column: str = "text"  # the string column that holds the text
@@ -123,8 +128,28 @@ class ParquetData(_TextData):
         as_paths("paths", self.paths)
         _require("column", self.column, "the Parquet column that holds the text")
 
-    def documents(self) -> list[str]:
-        return read_parquet_files(as_paths("paths", self.paths), self.column)
+    def corpus(self) -> Corpus:
+        return Corpus("parquet", tuple(as_paths("paths", self.paths)), self.column)
+
+
+@register("data", "dataset")
+@dataclass(kw_only=True)
+class SavedDataset(_TextData):
+    """A Hugging Face ``datasets`` dataset written by ``save_to_disk`` (needs ``datasets``): one document
+    per row of a string column, read in ranges of rows from its memory-mapped Arrow files."""
+
+    paths: list[
+        str
+    ]  # folders written by save_to_disk (one split's folder of a DatasetDict), e.g. [wiki/train]
+    column: str = "text"  # the string column that holds the text
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        as_paths("paths", self.paths)
+        _require("column", self.column, "the dataset column that holds the text")
+
+    def corpus(self) -> Corpus:
+        return Corpus("dataset", tuple(as_paths("paths", self.paths)), self.column)
 
 
 # --------------------------------------------------------------------------- classification

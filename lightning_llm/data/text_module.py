@@ -1,22 +1,33 @@
-"""The causal-LM DataModule: packed windows of a token cache, built by the ``data`` plugins of
-``lightning_llm.data.datamodule`` (``pydoc``, ``text``, ``jsonl``, ``parquet``).
+"""The causal-LM DataModule: packed windows of a prepared corpus, built by the ``data`` plugins of
+``lightning_llm.data.datamodule`` (``pydoc``, ``text``, ``jsonl``, ``parquet``, ``dataset``).
 
-A run goes: ``texts("train")`` (the framework trains the tokenizer on it) -> ``prepare_data()`` (tokenize
-every split once into the token cache; Lightning runs it on one process per node) -> ``setup(stage)``
-(memory-map the caches on every process) -> DataLoaders of packed windows. Nothing is read or tokenized in
-the constructor, so building the module is free and the tokenizer may still be untrained at that point.
+A run goes: ``tokenizer_sample(max_chars)`` (the framework trains the tokenizer on a sample of the train
+split) -> ``prepare_data()`` (stream every unit of the corpus once into sharded token files,
+``lightning_llm.data.shards``; Lightning runs it on one process per node) -> ``setup(stage)`` (memory-map the
+shards on every process) -> DataLoaders of packed windows. Nothing is read or tokenized in the constructor,
+and a run whose corpus is prepared reads no corpus text at all: the cache is found from file metadata.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
-from lightning_llm.data.corpus import SPLITS, SplitCorpus, split_corpus
+from lightning_llm.data.corpus import SPLITS, check_paragraph_counts
 from lightning_llm.data.datasets import DatasetTooSmallError, PackedWindows
 from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
 from lightning_llm.data.settings import DataSettings
-from lightning_llm.data.token_cache import TokenizerLike, ensure_token_cache, open_tokens
+from lightning_llm.data.shards import (
+    SplitRule,
+    TokenCacheError,
+    TokenizerLike,
+    TokenShards,
+    prepare,
+    prepared_dir,
+    sample_texts,
+    split_texts,
+)
+from lightning_llm.data.streams import Corpus
 
 __all__ = ["TextDataModule"]
 
@@ -24,77 +35,91 @@ __all__ = ["TextDataModule"]
 class TextDataModule(SplitDataModule):
     """Batches of ``{"input_ids", "labels"}``, each ``(batch_size, block_size)`` int64, for causal LM.
 
-    ``read_documents`` is called once, on first use, to get the corpus as a list of documents; it is split by
-    paragraph into train/val/test (see ``lightning_llm.data.corpus``). A split whose fraction is 0 is
-    deliberately empty and its DataLoader is an empty list, which Lightning skips.
+    The corpus is split by paragraph into train/val/test (see ``lightning_llm.data.corpus``). A split whose
+    fraction is 0 is deliberately empty and its DataLoader is an empty list, which Lightning skips.
+    ``num_proc`` processes prepare the corpus (0: one per core).
     """
 
     def __init__(
         self,
         tokenizer: TokenizerLike,
         cache_dir: str | Path,
-        read_documents: Callable[[], list[str]],
+        corpus: Corpus,
         settings: DataSettings | None = None,
+        num_proc: int = 0,
     ) -> None:
         super().__init__(settings or DataSettings())
         self.tokenizer = tokenizer
         self.cache_dir = Path(cache_dir).expanduser()
-        self._read_documents = read_documents
-        self._corpus: SplitCorpus | None = None
-        self._token_files: dict[str, Path] = {}
+        self.corpus = corpus
+        self.num_proc = num_proc
+        self.rule = SplitRule(self.val_fraction, self.test_fraction, self.split_seed)
+        self._fingerprint: str | None = None
+        self._prepared: dict | None = None  # the manifest, once prepared or found
         self._datasets: dict[str, PackedWindows] = {}
 
     # -- the corpus (before tokenizer training)
 
+    def fingerprint(self) -> str:
+        """What identifies the corpus and its split, from file metadata only (see ``Corpus.fingerprint``)."""
+        if self._fingerprint is None:
+            self._fingerprint = f"{self.corpus.fingerprint()}:{self.rule}"
+        return self._fingerprint
+
+    def tokenizer_sample(self, max_chars: int) -> Iterator[str]:
+        """About ``max_chars`` characters of train-split text, spread over the corpus, to train on."""
+        return sample_texts(self.corpus, self.rule, max_chars)
+
     def texts(self, split: str) -> list[str]:
-        """The texts of ``split`` ("train", "val" or "test"); the corpus is read and split on first use."""
+        """Every text of ``split`` ("train", "val" or "test"), read whole: for small corpora, inspection."""
         if split not in SPLITS:
             raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
-        return self._split_corpus().texts[split]
-
-    def fingerprint(self) -> str:
-        """A hash of the split texts and split parameters: same value, same corpus, on any machine."""
-        return self._split_corpus().fingerprint
-
-    def _split_corpus(self) -> SplitCorpus:
-        if self._corpus is None:
-            self._corpus = split_corpus(
-                self._read_documents(),
-                val_fraction=self.val_fraction,
-                test_fraction=self.test_fraction,
-                seed=self.split_seed,
-            )
-        return self._corpus
+        return list(split_texts(self.corpus, self.rule, split))
 
     # -- Lightning hooks (after tokenizer training)
 
     def prepare_data(self) -> None:
-        """Tokenize every non-empty split into the token cache (a no-op when the cache already exists)."""
-        for split in SPLITS:
-            if self.texts(split):
-                self._token_file(split)
+        """Prepare the corpus into the token cache (a no-op when it is complete)."""
+        self._manifest()
 
     def setup(self, stage: str | None = None) -> None:
-        """Memory-map the token caches the stage needs and cut them into windows."""
+        """Memory-map the shards of the splits the stage needs and cut them into windows."""
+        manifest, folder = self._manifest(), self._folder()
         for split in STAGE_SPLITS.get(stage, SPLITS):
-            if self.texts(split) and split not in self._datasets:
-                tokens = open_tokens(self._token_file(split), self.tokenizer.vocab_size)
+            if self.has_split(split) and split not in self._datasets:
+                tokens = TokenShards(folder, split, manifest)
+                if (high := tokens.max_id()) >= self.tokenizer.vocab_size:
+                    raise TokenCacheError(
+                        f"token cache {folder} holds id {high}, outside this tokenizer's vocab_size="
+                        f"{self.tokenizer.vocab_size} (damaged); delete it and run again to rebuild it"
+                    )
                 self._datasets[split] = PackedWindows(tokens, self.block_size, split)
         if "train" in self._datasets:
             self._check_one_train_batch()
 
+    def has_split(self, split: str) -> bool:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
+        return split == "train" or getattr(self, f"{split}_fraction") > 0  # empty: turned off with fraction 0
+
     # -- helpers
 
-    def _token_file(self, split: str) -> Path:
-        if split not in self._token_files:
-            self._token_files[split] = ensure_token_cache(
-                self.texts(split),
-                self.tokenizer,
-                cache_dir=self.cache_dir,
-                split=split,
-                corpus_fingerprint=self.fingerprint(),
+    def _folder(self) -> Path:
+        return prepared_dir(
+            self.cache_dir, self.corpus.fingerprint(), self.rule, self.tokenizer.fingerprint()
+        )
+
+    def _manifest(self) -> dict:
+        if self._prepared is None:
+            _, manifest = prepare(
+                self.corpus, self.tokenizer, self.rule, self.cache_dir, num_proc=self.num_proc
             )
-        return self._token_files[split]
+            assert manifest is not None  # every unit was prepared here
+            check_paragraph_counts(
+                manifest["paragraphs"], {"val": self.val_fraction, "test": self.test_fraction}
+            )
+            self._prepared = manifest
+        return self._prepared
 
     def _check_one_train_batch(self) -> None:
         windows = len(self._datasets["train"])
@@ -103,6 +128,3 @@ class TextDataModule(SplitDataModule):
                 f"the train split has {windows} windows of block_size={self.block_size}, fewer than "
                 f"data.batch_size={self.batch_size}; lower data.batch_size or data.block_size, or add text"
             )
-
-    def has_split(self, split: str) -> bool:
-        return bool(self.texts(split))  # empty: turned off with fraction 0

@@ -215,7 +215,8 @@ class Tokenizer:
         texts = list(texts)
         ids: list[list[int]] = [[] for _ in texts]
         for batch in piece_batches(texts, self.max_piece_chars, self.max_batch_chars):
-            encodings = backend.encode_batch([piece.text for piece in batch], add_special_tokens=False)
+            # the _fast variant computes no character offsets, which ids do not need
+            encodings = backend.encode_batch_fast([piece.text for piece in batch], add_special_tokens=False)
             for piece, encoding in zip(batch, encodings, strict=True):
                 ids[piece.index].extend(encoding.ids)
         return ids

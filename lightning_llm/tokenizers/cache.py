@@ -7,7 +7,7 @@ up with the same tokenizer and nobody ever reads a half-written file.
 
 A cache folder that cannot be written (read-only, full, or a file in the way) fails with one line naming
 ``paths.cache_dir`` and the cause (``CacheWriteError``), before training where that can be known; the token
-cache (``lightning_llm.data.token_cache``) reports the same way.
+cache (``lightning_llm.data.shards``) reports the same way.
 """
 
 from __future__ import annotations

@@ -21,7 +21,15 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-__all__ = ["MAX_BATCH_CHARS", "MAX_PIECE_CHARS", "Piece", "piece_batches", "pieces_of", "text_pieces"]
+__all__ = [
+    "MAX_BATCH_CHARS",
+    "MAX_PIECE_CHARS",
+    "Piece",
+    "piece_batches",
+    "pieces_of",
+    "settled_pieces",
+    "text_pieces",
+]
 
 # Encoding takes some 180 (byte_bpe) to 400 (char) bytes of memory per character of the input, measured.
 # 64 KiB pieces cost at most ~25 MB each and cuts stay rare (one per ~10k words); a batch of 16 of them, one
@@ -56,6 +64,19 @@ def text_pieces(text: str, max_chars: int = MAX_PIECE_CHARS) -> Iterator[str]:
         yield text[start:end]
         start = end
     yield text[start:]
+
+
+def settled_pieces(text: str, max_chars: int = MAX_PIECE_CHARS) -> tuple[list[str], str]:
+    """The leading pieces of ``text`` that no text appended to it could change, and the rest: what lets a
+    text that arrives in parts (a long run of paragraphs, streamed) be cut exactly as ``text_pieces`` cuts
+    the whole. A cut looks at most two characters past its window, so a piece is settled once they exist."""
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > max_chars + 2:
+        end = _cut(text, start, start + max_chars)
+        pieces.append(text[start:end])
+        start = end
+    return pieces, text[start:]
 
 
 def pieces_of(texts: Iterable[str], max_chars: int = MAX_PIECE_CHARS) -> Iterator[str]:

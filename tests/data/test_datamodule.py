@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from lightning_llm import registry
-from lightning_llm.data import DatasetTooSmallError, TextDataModule
+from lightning_llm.data import DatasetTooSmallError, TextDataModule, streams
 from lightning_llm.data.settings import DataSettings
-from lightning_llm.data.token_cache import TokenCacheError, token_cache_path
+from lightning_llm.data.shards import TokenCacheError, prepared_dir, read_manifest
+from lightning_llm.data.streams import Corpus
 
 BLOCK, BATCH = 32, 4
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards"]
@@ -70,28 +71,42 @@ def first_batches(loader, n=3):
     return [batch["input_ids"] for batch in itertools.islice(loader, n)]
 
 
-class CountingReader:
-    """A document source that counts how often it is read."""
-
-    def __init__(self, documents):
-        self.documents = documents
-        self.reads = 0
-
-    def __call__(self):
-        self.reads += 1
-        return self.documents
+def cache_folder(dm, tokenizer, cache_dir):
+    return prepared_dir(cache_dir, dm.corpus.fingerprint(), dm.rule, tokenizer.fingerprint())
 
 
 def test_constructor_reads_and_tokenizes_nothing(tokenizer, tmp_path):
-    read = CountingReader(["only paragraph"])
-    dm = TextDataModule(tokenizer, tmp_path, read, DataSettings(val_fraction=0, test_fraction=0))
-    assert read.reads == 0 and tokenizer.calls == 0 and not any(tmp_path.iterdir())
+    (tmp_path / "a.txt").write_text("only paragraph\n")
+    corpus = Corpus("text", (str(tmp_path / "a.txt"),))
+    dm = TextDataModule(tokenizer, tmp_path / "cache", corpus, DataSettings(val_fraction=0, test_fraction=0))
+    assert tokenizer.calls == 0 and not (tmp_path / "cache").exists()
     assert dm.block_size == 256 and dm.batch_size == 16
     assert dm.texts("train") == ["only paragraph"] and dm.texts("val") == []
     assert dm.fingerprint() == dm.fingerprint()
-    assert read.reads == 1  # read once, memoised
     with pytest.raises(ValueError, match="unknown split 'dev'; valid splits: train, val, test"):
         dm.texts("dev")
+
+
+def test_a_prepared_corpus_is_never_read_again(tokenizer, tmp_path, monkeypatch):
+    """The cache is found from the files' metadata: a second run reads no corpus text at all."""
+    write_paragraphs(tmp_path / "a.txt")
+    params = dict(paths=[str(tmp_path / "a.txt")], block_size=8, batch_size=2)
+    first = registry.build("data", "text", tokenizer=tokenizer, cache_dir=tmp_path / "cache", **params)
+    first.prepare_data()
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the corpus was read")
+
+    monkeypatch.setattr(streams, "paragraphs", no_reading)
+    monkeypatch.setattr("lightning_llm.data.shards.paragraphs", no_reading)
+    second = registry.build("data", "text", tokenizer=tokenizer, cache_dir=tmp_path / "cache", **params)
+    second.prepare_data()
+    second.setup("fit")
+    assert_causal_batch(next(iter(second.train_dataloader())), tokenizer, batch_size=2, block_size=8)
+    (tmp_path / "a.txt").write_text((tmp_path / "a.txt").read_text() + "\n\nmore")  # an edit: prepare again
+    third = registry.build("data", "text", tokenizer=tokenizer, cache_dir=tmp_path / "cache", **params)
+    with pytest.raises(AssertionError, match="the corpus was read"):
+        third.prepare_data()
 
 
 @pytest.mark.parametrize(
@@ -133,9 +148,11 @@ def test_plugins_are_registered_with_typed_params(tokenizer, tmp_path):
 def test_pydoc_end_to_end(tokenizer, pydoc_cache):
     dm = pydoc_module(tokenizer, pydoc_cache)
     assert tokenizer.calls == 0  # the module fixture already built the cache
-    cache = token_cache_path(pydoc_cache, "train", dm.fingerprint(), tokenizer.fingerprint()).parent
-    files = ["test.bin", "test.json", "train.bin", "train.json", "val.bin", "val.json"]
-    assert sorted(p.name for p in cache.iterdir()) == files
+    cache = cache_folder(dm, tokenizer, pydoc_cache)
+    assert sorted(p.name for p in cache.iterdir()) == ["manifest.json", "units"]
+    files = ["000000.json", "000000.test.bin", "000000.train.bin", "000000.val.bin"]
+    assert sorted(p.name for p in (cache / "units").iterdir()) == files
+    assert read_manifest(cache)["tokens"]["train"] == len(dm._datasets["train"].tokens)
     train = dm.train_dataloader()
     assert len(train) == len(train.dataset) // BATCH  # drop_last
     batch = next(iter(train))
@@ -155,10 +172,10 @@ def test_cache_build_and_reuse_are_logged(make_tokenizer, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="lightning_llm.data")
     first = make_tokenizer()
     pydoc_module(first, tmp_path)
-    assert first.calls > 0 and caplog.text.count("tokenized") == 3
+    assert first.calls > 0 and caplog.text.count("prepared 1 of 1 units") == 1
     second = make_tokenizer()
     pydoc_module(second, tmp_path)
-    assert second.calls == 0 and caplog.text.count("token cache hit") == 3
+    assert second.calls == 0 and caplog.text.count("token cache hit") >= 1
 
 
 def test_text_files_end_to_end(tokenizer, tmp_path):
@@ -218,8 +235,7 @@ def test_zero_fraction_turns_a_split_off(tokenizer, pydoc_cache):
     dm = pydoc_module(tokenizer, pydoc_cache, val_fraction=0.0)
     assert dm.texts("val") == [] and dm.val_dataloader() == []
     assert not dm.has_split("val") and dm.has_split("train") and dm.has_split("test")
-    cache = token_cache_path(pydoc_cache, "train", dm.fingerprint(), tokenizer.fingerprint()).parent
-    assert sorted(p.name for p in cache.glob("*.bin")) == ["test.bin", "train.bin"]
+    assert read_manifest(cache_folder(dm, tokenizer, pydoc_cache))["tokens"]["val"] == 0
     assert_causal_batch(next(iter(dm.train_dataloader())), tokenizer)
 
 
@@ -275,7 +291,8 @@ def test_has_split_refuses_an_unknown_split(tokenizer, tmp_path):
 
 def test_a_damaged_token_cache_is_refused_when_set_up(tokenizer, tmp_path):
     dm = pydoc_module(tokenizer, tmp_path)
-    path = token_cache_path(tmp_path, "train", dm.fingerprint(), tokenizer.fingerprint())
+    cache = cache_folder(dm, tokenizer, tmp_path)
+    path = cache / "units" / "000000.train.bin"
     tokens = np.fromfile(path, dtype=np.uint16)
     tokens[len(tokens) // 2] = tokenizer.vocab_size  # one id past the vocabulary
     tokens.tofile(path)
@@ -284,6 +301,6 @@ def test_a_damaged_token_cache_is_refused_when_set_up(tokenizer, tmp_path):
     )
     fresh.prepare_data()  # the sidecar matches, so the cache counts as built
     with pytest.raises(
-        TokenCacheError, match=f"token cache {path} holds id {tokenizer.vocab_size}.*delete it"
+        TokenCacheError, match=f"token cache {cache} holds id {tokenizer.vocab_size}.*delete it"
     ):
         fresh.setup("fit")

@@ -1,0 +1,415 @@
+"""Prepare a corpus once into sharded token files: streamed, in parallel, resumable, read by every rank.
+
+Layout under ``cache_dir``::
+
+    tokens/<key>/units/<n>.<split>.bin       the ids of unit n's texts of that split, eos after each text
+    tokens/<key>/units/<n>.json              unit n's sidecar (token and paragraph counts): written LAST
+    tokens/<key>/manifest.json               every unit's counts: written last of all, it marks the cache
+                                             complete
+
+``key`` hashes the corpus fingerprint (``Corpus.fingerprint``: file paths, sizes and modification times, not
+their text), the split rule and the tokenizer, so a cached run finds its tokens without reading the corpus,
+and a changed file, split or tokenizer gets a new folder. Each unit (``lightning_llm.data.streams``) is read
+as a stream, its paragraphs assigned to a split by ``lightning_llm.data.corpus.assign_split`` (the same rule
+and the same texts as a corpus read whole) and tokenized in batches of bounded size, so memory does not grow
+with the corpus. Units are independent: ``num_proc`` processes prepare them at once on one machine, and
+``shard=(i, n)`` prepares every n-th unit from the i-th, so n jobs (SLURM array tasks on a shared filesystem)
+prepare one corpus together; whichever finds every unit done writes the manifest. Every file is written
+under a temporary name and renamed into place, so a prepare killed at any point leaves no file a later one
+trusts, and the next one prepares only the units that are missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from lightning_llm.atomic import atomic_write
+from lightning_llm.data.corpus import SPLITS, assign_split
+from lightning_llm.data.streams import Corpus, Unit, paragraphs
+from lightning_llm.tokenizers.cache import cache_errors
+from lightning_llm.tokenizers.pieces import MAX_BATCH_CHARS, MAX_PIECE_CHARS, settled_pieces, text_pieces
+
+__all__ = [
+    "MANIFEST",
+    "SplitRule",
+    "TokenCacheError",
+    "TokenShards",
+    "TokenizerLike",
+    "prepare",
+    "prepared_dir",
+    "read_manifest",
+    "sample_texts",
+    "split_texts",
+    "token_dtype",
+]
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_FORMAT_VERSION = 2
+
+
+class TokenCacheError(ValueError):
+    """A token file that cannot be right for the tokenizer: damaged, truncated, or another tokenizer's."""
+
+
+class TokenizerLike(Protocol):
+    """The part of a tokenizer preparing uses."""
+
+    vocab_size: int
+    eos_id: int
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+    def fingerprint(self) -> str: ...
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned dtype that holds every id: uint16 halves the file size of small vocabularies."""
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """How paragraphs are assigned to train/val/test (``lightning_llm.data.corpus.assign_split``)."""
+
+    val_fraction: float
+    test_fraction: float
+    seed: int
+
+    def split_of(self, paragraph: str) -> str:
+        return assign_split(
+            paragraph, val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed
+        )
+
+
+def prepared_dir(
+    cache_dir: str | Path, corpus_fingerprint: str, rule: SplitRule, tokenizer_fingerprint: str
+) -> Path:
+    payload = json.dumps(
+        {
+            "format": _FORMAT_VERSION,
+            "corpus": corpus_fingerprint,
+            "rule": asdict(rule),
+            "tokenizer": tokenizer_fingerprint,
+        },
+        sort_keys=True,
+    )
+    return Path(cache_dir).expanduser() / "tokens" / hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The manifest of a completely prepared folder, or None."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == _FORMAT_VERSION else None
+
+
+# --------------------------------------------------------------------------- the tokenizer, as workers see it
+
+
+@dataclass(frozen=True)
+class _Job:
+    folder: str
+    rule: SplitRule
+
+
+_worker_tokenizer: TokenizerLike | None = None  # a preparing process's tokenizer, sent once when it starts
+
+
+def _start_worker(tokenizer: TokenizerLike, threads: int) -> None:
+    global _worker_tokenizer
+    os.environ["RAYON_NUM_THREADS"] = str(threads)  # the tokenizer's own threads share the cores
+    _worker_tokenizer = tokenizer
+
+
+# --------------------------------------------------------------------------- preparing
+
+
+def prepare(
+    corpus: Corpus,
+    tokenizer: Any,
+    rule: SplitRule,
+    cache_dir: str | Path,
+    *,
+    num_proc: int | None = None,
+    shard: tuple[int, int] | None = None,
+) -> tuple[Path, dict | None]:
+    """Prepare ``corpus`` (a no-op when its cache is complete); returns the folder and its manifest, or None
+    when ``shard`` left other jobs' units to do."""
+    folder = prepared_dir(cache_dir, corpus.fingerprint(), rule, tokenizer.fingerprint())
+    if (manifest := read_manifest(folder)) is not None:
+        log.info("token cache hit: %s tokens at %s", manifest["tokens"], folder)
+        return folder, manifest
+    with cache_errors(cache_dir, "write the token cache"):
+        return folder, _prepare(folder, corpus, tokenizer, rule, num_proc, shard)
+
+
+def _prepare(
+    folder: Path,
+    corpus: Corpus,
+    tokenizer: TokenizerLike,
+    rule: SplitRule,
+    num_proc: int | None,
+    shard: tuple[int, int] | None,
+) -> dict | None:
+    units = corpus.units()
+    (folder / "units").mkdir(parents=True, exist_ok=True)
+    job = _Job(str(folder), rule)
+    mine = range(len(units)) if shard is None else range(shard[0], len(units), shard[1])
+    todo = [(job, index, units[index]) for index in mine if _unit_counts(folder, index) is None]
+    start = time.perf_counter()
+    done = list(_run(todo, tokenizer, num_proc))
+    if done:
+        tokens = sum(sum(counts["tokens"].values()) for counts in done)
+        seconds = time.perf_counter() - start
+        log.info(
+            "prepared %d of %d units: %s tokens in %.1f s -> %s",
+            len(done),
+            len(units),
+            tokens,
+            seconds,
+            folder,
+        )
+    counts = [_unit_counts(folder, index) for index in range(len(units))]
+    if any(count is None for count in counts):
+        return None  # other shards' jobs still to finish
+    manifest = {
+        "format": _FORMAT_VERSION,
+        "dtype": token_dtype(tokenizer.vocab_size).name,
+        "vocab_size": tokenizer.vocab_size,
+        "eos_id": tokenizer.eos_id,
+        "tokenizer_fingerprint": tokenizer.fingerprint(),
+        "rule": asdict(rule),
+        "tokens": {split: sum(count["tokens"][split] for count in counts) for split in SPLITS},
+        "paragraphs": {split: sum(count["paragraphs"][split] for count in counts) for split in SPLITS},
+        "units": [count["tokens"] for count in counts],
+    }
+    with atomic_write(folder / MANIFEST) as file:
+        file.write(json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def _run(
+    todo: list[tuple[_Job, int, Unit]], tokenizer: TokenizerLike, num_proc: int | None
+) -> Iterator[dict]:
+    global _worker_tokenizer
+    processes = min(num_proc or os.cpu_count() or 1, len(todo))
+    if processes <= 1:
+        _worker_tokenizer = tokenizer
+        try:
+            yield from map(_prepare_unit, todo)
+        finally:
+            _worker_tokenizer = None
+        return
+    # spawn: a fork would copy the parent's tokenizer threads' state; each worker gets the tokenizer once
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes, initializer=_start_worker, initargs=(tokenizer, threads)) as pool:
+        yield from pool.imap_unordered(_prepare_unit, todo)
+
+
+def _unit_counts(folder: Path, index: int) -> dict | None:
+    """The counts of a unit whose files are complete, else None."""
+    try:
+        counts = json.loads(_unit_path(folder, index, "json").read_text())
+        dtype = np.dtype(counts["dtype"])
+        for split in SPLITS:
+            if (
+                _unit_path(folder, index, f"{split}.bin").stat().st_size
+                != counts["tokens"][split] * dtype.itemsize
+            ):
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return counts
+
+
+def _unit_path(folder: Path, index: int, suffix: str) -> Path:
+    return Path(folder) / "units" / f"{index:06d}.{suffix}"
+
+
+def _prepare_unit(task: tuple[_Job, int, Unit]) -> dict:
+    """Tokenize one unit into its three split files, then write its sidecar."""
+    job, index, unit = task
+    tokenizer = _worker_tokenizer
+    assert tokenizer is not None  # set by _run, or by _start_worker in a preparing process
+    dtype = token_dtype(tokenizer.vocab_size)
+    folder = Path(job.folder)
+    with ExitStack() as stack:
+        files = {s: stack.enter_context(atomic_write(_unit_path(folder, index, f"{s}.bin"))) for s in SPLITS}
+        writers = {s: _SplitWriter(files[s], tokenizer, dtype) for s in SPLITS}
+        paragraph_counts = dict.fromkeys(SPLITS, 0)
+        for split, texts in _runs(unit, job.rule):
+            paragraph_counts[split] += writers[split].write_text(texts)
+        for writer in writers.values():
+            writer.flush()
+    counts = {
+        "unit": asdict(unit),
+        "dtype": dtype.name,
+        "tokens": {s: writers[s].n_tokens for s in SPLITS},
+        "paragraphs": paragraph_counts,
+    }
+    with atomic_write(_unit_path(folder, index, "json")) as file:
+        file.write(json.dumps(counts).encode())
+    return counts
+
+
+def _runs(unit: Unit, rule: SplitRule) -> Iterator[tuple[str, Iterator[str]]]:
+    """``(split, paragraphs)`` for each maximal run of consecutive paragraphs of one document that share a
+    split: one text of the split (its paragraphs joined by a blank line), streamed. Moving to the next run
+    skips what is left of the current one."""
+    labelled = ((number, rule.split_of(text), text) for number, text in paragraphs(unit))
+    for (_, split), run in itertools.groupby(labelled, key=lambda item: item[:2]):
+        yield split, (text for _, _, text in run)
+
+
+class _SplitWriter:
+    """Encodes one split's texts into a file, in batches of bounded size, eos after each text."""
+
+    def __init__(self, file: Any, tokenizer: TokenizerLike, dtype: np.dtype) -> None:
+        self.file, self.tokenizer, self.dtype = file, tokenizer, dtype
+        self.eos_id, self.vocab_size = tokenizer.eos_id, tokenizer.vocab_size
+        self.pieces: list[str] = []
+        self.ends: list[bool] = []
+        self.chars = 0
+        self.n_tokens = 0
+
+    def write_text(self, paragraphs: Iterable[str]) -> int:
+        """Add one text, given as its paragraphs; returns how many there were. A long text is cut into
+        pieces exactly where ``text_pieces`` cuts it whole, holding at most a few pieces at a time."""
+        rest = ""
+        count = 0
+        for paragraph in paragraphs:
+            rest = f"{rest}\n\n{paragraph}" if count else paragraph
+            count += 1
+            if len(rest) > 2 * MAX_PIECE_CHARS:
+                settled, rest = settled_pieces(rest, MAX_PIECE_CHARS)
+                for piece in settled:
+                    self._add(piece, False)
+        settled, rest = settled_pieces(rest, MAX_PIECE_CHARS)
+        tail = [*settled, *text_pieces(rest, MAX_PIECE_CHARS)]
+        for position, piece in enumerate(tail):
+            self._add(piece, position == len(tail) - 1)
+        return count
+
+    def _add(self, piece: str, ends_text: bool) -> None:
+        if self.pieces and self.chars + len(piece) > MAX_BATCH_CHARS:
+            self.flush()
+        self.pieces.append(piece)
+        self.ends.append(ends_text)
+        self.chars += len(piece)
+
+    def flush(self) -> None:
+        if not self.pieces:
+            return
+        arrays = []
+        for ids, ends_text in zip(self.tokenizer.encode_batch(self.pieces), self.ends, strict=True):
+            arrays.append(np.asarray(ids, dtype=np.int64))
+            if ends_text:
+                arrays.append(np.array([self.eos_id], dtype=np.int64))
+        ids = np.concatenate(arrays)
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
+            bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+            raise ValueError(f"tokenizer produced id {bad}, outside [0, vocab_size={self.vocab_size})")
+        self.file.write(ids.astype(self.dtype).tobytes())
+        self.n_tokens += ids.size
+        self.pieces, self.ends, self.chars = [], [], 0
+
+
+# --------------------------------------------------------------------------- tokenizer training sample
+
+
+def sample_texts(corpus: Corpus, rule: SplitRule, max_chars: int) -> Iterator[str]:
+    """Train-split texts for tokenizer training: about ``max_chars`` characters, spread over the units in
+    proportion to their size (each unit read from its start until its share is taken)."""
+    units = corpus.units()
+    total = sum(unit.size for unit in units) or 1
+    taken_chars = 0
+    for unit in units:
+        share = max_chars * unit.size / total
+        taken = 0
+        for split, texts in _runs(unit, rule):
+            if taken >= share:
+                break
+            if split != "train":
+                continue
+            run = []
+            for paragraph in texts:
+                run.append(paragraph)
+                taken += len(paragraph) + 2
+                if taken >= share:
+                    break
+            yield "\n\n".join(run)
+        taken_chars += taken
+    log.info(
+        "tokenizer training sample: %d characters from %d units (max %d)", taken_chars, len(units), max_chars
+    )
+
+
+def split_texts(corpus: Corpus, rule: SplitRule, split: str) -> Iterator[str]:
+    """Every text of ``split``, in corpus order: each run of paragraphs joined by a blank line."""
+    for unit in corpus.units():
+        for run_split, texts in _runs(unit, rule):
+            if run_split == split:
+                yield "\n\n".join(texts)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class TokenShards:
+    """The ids of one split, across its unit files, as one read-only sequence: ``len`` and slices, which is
+    what ``PackedWindows`` reads. Each file is memory-mapped (pages load on demand, shared by processes)."""
+
+    def __init__(self, folder: str | Path, split: str, manifest: dict) -> None:
+        self.folder, self.split = str(folder), split
+        self.dtype = np.dtype(manifest["dtype"])
+        self.sizes = [unit[split] for unit in manifest["units"]]
+        self.offsets = np.cumsum([0, *self.sizes])
+        self._maps: dict[int, np.memmap] = {}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _map(self, index: int) -> np.ndarray:
+        if index not in self._maps:
+            path = _unit_path(Path(self.folder), index, f"{self.split}.bin")
+            self._maps[index] = np.memmap(path, dtype=self.dtype, mode="r", shape=(self.sizes[index],))
+        return self._maps[index]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise ValueError("TokenShards takes contiguous slices only")
+        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        parts = []
+        while start < stop:
+            while self.sizes[first] == 0 or start >= self.offsets[first + 1]:
+                first += 1
+            local = start - int(self.offsets[first])
+            take = min(stop - start, self.sizes[first] - local)
+            parts.append(self._map(first)[local : local + take])
+            start += take
+        return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, self.dtype)
+
+    def max_id(self) -> int:
+        return max((int(self._map(i).max()) for i, size in enumerate(self.sizes) if size), default=0)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_maps": {}}  # workers map the files again, rather than receive their bytes
