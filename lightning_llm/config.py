@@ -225,6 +225,17 @@ def check(cfg: DictConfig, together: bool = True) -> None:
     refuse_code_paths(cfg, "")
     check_ranges(cfg)
     check_choices(_container(cfg, "trainer"), _container(cfg, "parallel"))
+    check_eval(cfg.get("eval"))
+
+
+def check_eval(node: Any) -> None:
+    """``eval.max_batches``: null (whole splits) or a positive number of batches."""
+    unknown = sorted(set(node or {}) - {"max_batches"})
+    if unknown:
+        raise ConfigError(f"eval.{unknown[0]} is not a setting; valid: eval.max_batches")
+    value = (node or {}).get("max_batches")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"eval.max_batches must be a positive number of batches or null, got {value!r}")
 
 
 def _container(cfg: DictConfig, key: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection, SumMetric
 
 from lightning_llm import registry
 from lightning_llm.distributed.parallelize import ParallelPlan, gathered, local_part, parallelize
@@ -83,6 +83,9 @@ class LanguageModule(L.LightningModule):
         self.test_text_metrics = text_metrics.clone(prefix="test/")
         self.val_loss = MeanMetric().set_dtype(torch.float64)
         self.test_loss = MeanMetric().set_dtype(torch.float64)
+        # the target tokens each loss was measured on, over all processes (summary.json reports them)
+        self.val_tokens = SumMetric().set_dtype(torch.float64)
+        self.test_tokens = SumMetric().set_dtype(torch.float64)
         self.checkpoint_extras = dict(checkpoint_extras or {})
         self.tokens_seen = 0  # input tokens over all processes; restored on resume
         self.parallel = parallel or ParallelPlan()
@@ -219,15 +222,18 @@ class LanguageModule(L.LightningModule):
         return None
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_loss, self.val_metrics, self.val_text_metrics, "val")
+        self._evaluate(batch, self.val_loss, self.val_tokens, self.val_metrics, self.val_text_metrics, "val")
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_loss, self.test_metrics, self.test_text_metrics, "test")
+        self._evaluate(
+            batch, self.test_loss, self.test_tokens, self.test_metrics, self.test_text_metrics, "test"
+        )
 
     def _evaluate(
         self,
         batch: dict,
         mean_loss: MeanMetric,
+        tokens: SumMetric,
         metrics: MetricCollection,
         text_metrics: MetricCollection,
         stage: str,
@@ -235,6 +241,8 @@ class LanguageModule(L.LightningModule):
         loss_sum, n_tokens, outputs = self._objective_loss(batch)
         mean_loss.update(loss_sum / n_tokens, weight=n_tokens)  # token-weighted: exact over the split
         self.log(f"{stage}/loss", mean_loss, prog_bar=stage == "val")
+        tokens.update(n_tokens)
+        self.log(f"{stage}/tokens", tokens)
         if len(metrics):
             metrics.update(outputs, batch["labels"])
             self.log_dict(metrics)

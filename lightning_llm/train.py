@@ -97,7 +97,7 @@ def train(
         # Counted after training, while FSDP holds its parameters sharded (a forward-only pass leaves the
         # root's gathered until the next backward).
         params_per_process = sum(local_part(p).numel() for p in module.model.parameters())
-        results = {**evaluate(trainer, module, datamodule), **throughput.summary()}
+        results = {**evaluate(trainer, module, datamodule, cfg.eval.max_batches), **throughput.summary()}
         run_summary = summary.summary(trainer, module, **results, params_per_process=params_per_process)
         if trainer.is_global_zero:
             export_consolidated(run_dir)

@@ -33,6 +33,9 @@ def test_tiny_run_writes_the_run_folder(make_cfg, tmp_path):
     vocab = objects["tokenizer"].vocab_size
     assert summary["val_loss"] < math.log(vocab)  # it learned something beyond uniform guessing
     assert math.isclose(summary["val_perplexity"], math.exp(summary["val_loss"]), rel_tol=1e-6)
+    windows = {split: len(objects["datamodule"]._datasets[split]) for split in ("val", "test")}
+    assert summary["val_tokens"] == windows["val"] * 32  # the whole split, whatever limit_val_batches says
+    assert summary["test_tokens"] == min(windows["test"], 2 * 8) * 32  # trainer.limit_test_batches=2
 
     assert (tmp_path / "tokenizer.json").is_file()
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
@@ -67,6 +70,16 @@ def test_resume_continues_from_the_checkpoint(make_cfg, tmp_path):
 def test_auto_resume_without_checkpoint_starts_fresh(make_cfg, tmp_path):
     summary, _ = train(make_cfg("ckpt_path=auto"), run_dir=tmp_path)
     assert summary["step"] == 8
+
+
+def test_the_final_evaluation_honours_eval_max_batches(make_cfg, tmp_path):
+    summary, _ = train(make_cfg("eval.max_batches=1", "trainer.max_steps=2"), run_dir=tmp_path)
+    assert summary["val_tokens"] == summary["test_tokens"] == 1 * 8 * 32  # one batch of 8 windows of 32
+    for value, shown in (("0", "0"), ("1.5", "1.5")):
+        with pytest.raises(
+            ConfigError, match=f"eval.max_batches must be a positive number of batches or null, got {shown}"
+        ):
+            train(make_cfg(f"eval.max_batches={value}"), run_dir=tmp_path / "bad")
 
 
 def test_missing_checkpoint_is_a_clear_error(make_cfg, tmp_path):

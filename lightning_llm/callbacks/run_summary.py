@@ -72,11 +72,15 @@ def finite_or_null(value: Any) -> Any:
 
 
 def evaluate(
-    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    max_batches: int | None = None,
 ) -> dict[str, Any]:
-    """Loss on the whole val and test splits with the final weights, so equal runs compare equal. A split
-    turned off (``trainer.limit_val_batches=0``, ``limit_test_batches=0``) or without data
-    (``data.val_fraction=0``) is skipped, and ``not_evaluated`` in the summary says which and why."""
+    """Loss on the val and test splits with the final weights: whole (so equal runs compare equal), or their
+    first ``max_batches`` batches (``eval.max_batches``: a large corpus's split). A split turned off
+    (``trainer.limit_val_batches=0``, ``limit_test_batches=0``) or without data (``data.val_fraction=0``) is
+    skipped, and ``not_evaluated`` in the summary says which and why."""
     has_split = getattr(datamodule, "has_split", lambda split: True)  # a plugin's own data may lack it
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -85,14 +89,12 @@ def evaluate(
         if limit == 0 or not has_split(split):
             skipped[split] = f"trainer.{limit_key}=0" if limit == 0 else f"the data has no {split} split"
             continue
-        if split == "val":
-            trainer.limit_val_batches = 1.0
-            try:
-                (scores,) = trainer.validate(module, datamodule=datamodule, verbose=False)
-            finally:
-                trainer.limit_val_batches = limit
-        else:
-            (scores,) = trainer.test(module, datamodule=datamodule, verbose=False)
+        setattr(trainer, limit_key, max_batches or (1.0 if split == "val" else limit))
+        try:
+            run = trainer.validate if split == "val" else trainer.test
+            (scores,) = run(module, datamodule=datamodule, verbose=False)
+        finally:
+            setattr(trainer, limit_key, limit)
         results.update({k.replace("/", "_"): float(v) for k, v in scores.items()})
     if "test_loss" in results:
         results["test_perplexity"] = math.exp(results["test_loss"]) if results["test_loss"] < 50 else math.inf
