@@ -17,7 +17,7 @@ from lightning_llm.errors import ctrl_c_exits
 ENTRY_POINT_GROUP = "lightning_llm.plugins"
 BUILTIN_MODULES = (
     "lightning_llm.tokenizers",
-    "lightning_llm.data",
+    "lightning_llm.data.datamodule",
     "lightning_llm.models",
     "lightning_llm.objectives",
     "lightning_llm.optim",

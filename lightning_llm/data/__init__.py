@@ -1,27 +1,21 @@
-"""Text data for language models: streamed sources -> paragraph split -> sharded tokens -> packed windows ->
-DataLoaders.
+"""Data: streamed sources -> paragraph split -> sharded tokens -> packed windows -> DataLoaders.
 
-Importing this package registers the built-in ``data`` plugins: for language modelling ``pydoc`` (the
-default; Python's bundled documentation, so a run needs no downloads), ``text``, ``jsonl``, ``parquet`` and
-``dataset``;
-for classification ``pydoc_topics`` and ``classification``; for sequence-to-sequence ``reverse_words`` and
-``pairs``. It does not import Lightning: the DataModule classes, which do, load on first use.
+The built-in ``data`` plugins live in ``lightning_llm.data.datamodule`` (importing it registers them): for
+language modelling ``pydoc`` (the default; Python's bundled documentation, so a run needs no downloads),
+``text``, ``jsonl``, ``parquet`` and ``dataset``; for classification ``pydoc_topics`` and ``classification``;
+for sequence-to-sequence ``reverse_words`` and ``pairs``. This package itself imports neither torch nor
+Lightning (the processes that prepare a corpus import only what reading and tokenizing need): the names
+below load on first access.
 """
 
 import importlib
 
-from lightning_llm.data import classification, datamodule, pairs  # noqa: F401 - importing registers the plugins
-from lightning_llm.data.corpus import CorpusTooSmallError, SplitCorpus, split_corpus
-from lightning_llm.data.datasets import DatasetTooSmallError, PackedWindows
-from lightning_llm.data.shards import TokenCacheError, TokenShards, prepare
-from lightning_llm.data.sources import SourceError
-
 __all__ = [
     "ClassificationDataModule",
     "CorpusTooSmallError",
-    "PairDataModule",
     "DatasetTooSmallError",
     "PackedWindows",
+    "PairDataModule",
     "SourceError",
     "SplitCorpus",
     "TextDataModule",
@@ -31,11 +25,20 @@ __all__ = [
     "split_corpus",
 ]
 
-# The LightningDataModule subclasses, by the module that defines them (imported on first access).
+# Each public name, by the module that defines it (imported on first access).
 _LAZY = {
     "ClassificationDataModule": "lightning_llm.data.classification_module",
+    "CorpusTooSmallError": "lightning_llm.data.corpus",
+    "DatasetTooSmallError": "lightning_llm.data.datasets",
+    "PackedWindows": "lightning_llm.data.datasets",
     "PairDataModule": "lightning_llm.data.pair_module",
+    "SourceError": "lightning_llm.data.sources",
+    "SplitCorpus": "lightning_llm.data.corpus",
     "TextDataModule": "lightning_llm.data.text_module",
+    "TokenCacheError": "lightning_llm.data.shards",
+    "TokenShards": "lightning_llm.data.shards",
+    "prepare": "lightning_llm.data.shards",
+    "split_corpus": "lightning_llm.data.corpus",
 }
 
 

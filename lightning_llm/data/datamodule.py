@@ -56,12 +56,12 @@ def _require(key: str, value: str, what: str) -> None:
 
 @dataclass(kw_only=True)
 class _TextData(DataSettings):
-    num_proc: int = 0  # processes that prepare (tokenize) the corpus on first use; 0: one per core
+    num_proc: int = 0  # processes that prepare (tokenize) the corpus on first use; 0: one per 4 cores
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.num_proc < 0:
-            raise ValueError(f"data.num_proc must be >= 0 (0: one per core), got {self.num_proc}")
+            raise ValueError(f"data.num_proc must be >= 0 (0: one per 4 cores), got {self.num_proc}")
 
     def corpus(self) -> Corpus:
         raise NotImplementedError

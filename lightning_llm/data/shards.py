@@ -28,7 +28,9 @@ import logging
 import multiprocessing
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,6 +61,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+CORES_PER_PROCESS = 4  # data.num_proc=0: cores per preparing process
+_IN_FLIGHT = 2  # batches of one split waiting to be encoded and written
 _FORMAT_VERSION = 2
 
 
@@ -209,7 +213,10 @@ def _run(
     todo: list[tuple[_Job, int, Unit]], tokenizer: TokenizerLike, num_proc: int | None
 ) -> Iterator[dict]:
     global _worker_tokenizer
-    processes = min(num_proc or os.cpu_count() or 1, len(todo))
+    cores = os.cpu_count() or 1
+    # automatic: a process per CORES_PER_PROCESS cores, each encoding with that many tokenizer threads
+    # (on 2 cores one process runs at 0.84x encode_batch's speed, two at 0.74x; bench/data_scale.py)
+    processes = min(num_proc or max(1, cores // CORES_PER_PROCESS), len(todo))
     if processes <= 1:
         _worker_tokenizer = tokenizer
         try:
@@ -218,7 +225,7 @@ def _run(
             _worker_tokenizer = None
         return
     # spawn: a fork would copy the parent's tokenizer threads' state; each worker gets the tokenizer once
-    threads = max(1, (os.cpu_count() or 1) // processes)
+    threads = max(1, cores // processes)
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes, initializer=_start_worker, initargs=(tokenizer, threads)) as pool:
         yield from pool.imap_unordered(_prepare_unit, todo)
@@ -253,12 +260,19 @@ def _prepare_unit(task: tuple[_Job, int, Unit]) -> dict:
     folder = Path(job.folder)
     with ExitStack() as stack:
         files = {s: stack.enter_context(atomic_write(_unit_path(folder, index, f"{s}.bin"))) for s in SPLITS}
-        writers = {s: _SplitWriter(files[s], tokenizer, dtype) for s in SPLITS}
+        encoder = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode"))
+        writers = {s: _SplitWriter(files[s], tokenizer, dtype, encoder) for s in SPLITS}
         paragraph_counts = dict.fromkeys(SPLITS, 0)
-        for split, texts in _runs(unit, job.rule):
-            paragraph_counts[split] += writers[split].write_text(texts)
-        for writer in writers.values():
-            writer.flush()
+        try:
+            for split, texts in _runs(unit, job.rule):
+                paragraph_counts[split] += writers[split].write_text(texts)
+            for writer in writers.values():
+                writer.close()
+        except BaseException:  # no batch may still write once the files are discarded
+            for writer in writers.values():
+                for future in writer.pending:
+                    future.cancel()
+            raise
     counts = {
         "unit": asdict(unit),
         "dtype": dtype.name,
@@ -280,11 +294,18 @@ def _runs(unit: Unit, rule: SplitRule) -> Iterator[tuple[str, Iterator[str]]]:
 
 
 class _SplitWriter:
-    """Encodes one split's texts into a file, in batches of bounded size, eos after each text."""
+    """Encodes one split's texts into a file, in batches of bounded size, eos after each text.
 
-    def __init__(self, file: Any, tokenizer: TokenizerLike, dtype: np.dtype) -> None:
-        self.file, self.tokenizer, self.dtype = file, tokenizer, dtype
+    Batches are encoded and written by ``encoder``, one thread shared by a unit's writers: the tokenizer
+    releases the GIL while it encodes, so reading and splitting the next batch overlaps with it. At most
+    ``_IN_FLIGHT`` batches wait, which bounds the memory."""
+
+    def __init__(
+        self, file: Any, tokenizer: TokenizerLike, dtype: np.dtype, encoder: ThreadPoolExecutor
+    ) -> None:
+        self.file, self.tokenizer, self.dtype, self.encoder = file, tokenizer, dtype, encoder
         self.eos_id, self.vocab_size = tokenizer.eos_id, tokenizer.vocab_size
+        self.pending: deque[Future] = deque()
         self.pieces: list[str] = []
         self.ends: list[bool] = []
         self.chars = 0
@@ -316,10 +337,22 @@ class _SplitWriter:
         self.chars += len(piece)
 
     def flush(self) -> None:
-        if not self.pieces:
-            return
+        """Hand the current batch to the encoder, waiting while too many are in flight."""
+        if self.pieces:
+            self.pending.append(self.encoder.submit(self._write, self.pieces, self.ends))
+            self.pieces, self.ends, self.chars = [], [], 0
+        while len(self.pending) > _IN_FLIGHT:
+            self.pending.popleft().result()
+
+    def close(self) -> None:
+        """Write what is left; raises the first error of any batch."""
+        self.flush()
+        while self.pending:
+            self.pending.popleft().result()
+
+    def _write(self, pieces: list[str], ends: list[bool]) -> None:
         arrays = []
-        for ids, ends_text in zip(self.tokenizer.encode_batch(self.pieces), self.ends, strict=True):
+        for ids, ends_text in zip(self.tokenizer.encode_batch(pieces), ends, strict=True):
             arrays.append(np.asarray(ids, dtype=np.int64))
             if ends_text:
                 arrays.append(np.array([self.eos_id], dtype=np.int64))
@@ -329,7 +362,6 @@ class _SplitWriter:
             raise ValueError(f"tokenizer produced id {bad}, outside [0, vocab_size={self.vocab_size})")
         self.file.write(ids.astype(self.dtype).tobytes())
         self.n_tokens += ids.size
-        self.pieces, self.ends, self.chars = [], [], 0
 
 
 # --------------------------------------------------------------------------- tokenizer training sample

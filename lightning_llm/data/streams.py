@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ KINDS = ("text", "jsonl", "parquet", "dataset", "pydoc")
 UNIT_BYTES = 64 * 1024 * 1024  # a text or JSON Lines file larger than this is read as several units
 UNIT_ROWS = 100_000  # rows of a saved dataset per unit
 _LINE_BYTES = 1 << 20  # how far past a cut point a blank line (or line end) is looked for at a time
+_BLOCK_BYTES = 1 << 20  # text read and decoded at a time
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[^\S\n]*\n)+")
+_LAST_BLANK_LINE = re.compile(r"[\s\S]*(\n[^\S\n]*\n)")  # greedy: the last blank line of a text
 _FINGERPRINT_VERSION = 1
 
 
@@ -237,53 +241,85 @@ def documents(unit: Unit) -> Iterator[str]:
 
 def paragraphs(unit: Unit) -> Iterator[tuple[int, str]]:
     """``(document number, paragraph)`` for every non-blank paragraph of ``unit``, in order (see
-    ``lightning_llm.data.corpus.split_paragraphs``): a text file's are read line by line, a blank line ending
-    each, so memory holds one paragraph however large the file."""
+    ``lightning_llm.data.corpus.split_paragraphs``): a text file's are read a block at a time, cut after
+    its last blank line, so memory holds a block and one paragraph however large the file."""
     if unit.kind != "text":
         for number, document in enumerate(documents(unit)):
             for paragraph in split_paragraphs(document):
                 yield number, paragraph
         return
-    lines: list[str] = []
     found = False
-    for _, line in _lines(unit):
-        if line.strip():
-            lines.append(line)
-            continue
-        for paragraph in split_paragraphs("".join(lines)):
+    rest = ""
+    after_blank_line = unit.start > 0  # a later unit of a file starts just after a blank line
+    for _, block in _blocks(unit):
+        if after_blank_line:  # whitespace-only lines next to a blank line belong to that separator
+            block = _LEADING_BLANK_LINES.sub("", block, count=1)
+            after_blank_line = not block
+        text = rest + block
+        cut = _last_blank_line(text, max(0, len(rest) - 1))  # a blank line may start at rest's last "\n"
+        for paragraph in split_paragraphs(text[:cut]):
             found = True
             yield 0, paragraph
-        lines = []
-    for paragraph in split_paragraphs("".join(lines)):
+        if cut:
+            rest = _LEADING_BLANK_LINES.sub("", text[cut:], count=1)
+            after_blank_line = not rest
+        else:
+            rest = text
+    for paragraph in split_paragraphs(rest):
         found = True
         yield 0, paragraph
     if not found and unit.whole_file:
         raise SourceError(f"{unit.path}: file is empty")
 
 
+def _last_blank_line(text: str, start: int) -> int:
+    """Where the text after the last blank line (found from ``start`` on) starts, else 0: a paragraph
+    boundary. Searching only the new text keeps a huge paragraph with no blank line linear."""
+    match = _LAST_BLANK_LINE.match(text, start)
+    return match.end(1) if match else 0
+
+
 def _lines(unit: Unit) -> Iterator[tuple[Callable[[], str], str]]:
-    """``(where, line)`` for each line of the byte range, decoded and with newlines normalised (a lone
-    ``\\r`` too); ``where()`` gives ``path:line`` for a message (counting lines only when asked)."""
+    """``(where, line)`` for each line of the byte range; ``where()`` gives ``path:line`` for a message
+    (counting the lines before it only then)."""
+    for start, block in _blocks(unit):
+        lines = block.split("\n")  # "\n" only: str.splitlines would also break inside JSON strings
+        if lines[-1] == "":
+            lines.pop()
+        for index, line in enumerate(lines):
+            yield (
+                (lambda start=start, index=index: f"{unit.path}:{_line_number(unit.path, start) + index}"),
+                line,
+            )
+
+
+def _blocks(unit: Unit) -> Iterator[tuple[int, str]]:
+    """``(byte offset, text)`` of the unit in blocks of whole lines (about ``_BLOCK_BYTES``), decoded and
+    checked, newlines normalised (``\r\n`` and a lone ``\r`` too)."""
     path = unit.path
     with open(path, "rb") as file:
         file.seek(unit.start)
         offset = unit.start
         while offset < unit.end:
-            raw = file.readline()
+            raw = file.read(min(_BLOCK_BYTES, unit.end - offset))
             if not raw:
                 break
-            if b"\0" in raw:  # valid UTF-8 text never holds NUL bytes; binary files almost always do
-                at = offset + raw.index(b"\0")
-                raise SourceError(f"{path}: looks binary (NUL byte at offset {at}); expected UTF-8 text")
+            if not raw.endswith(b"\n") and offset + len(raw) < unit.end:
+                raw += file.readline()  # whole lines: a block never splits a character or a CRLF
+            if (
+                nul := raw.find(b"\0")
+            ) >= 0:  # valid UTF-8 never holds NUL bytes; binary files almost always do
+                raise SourceError(
+                    f"{path}: looks binary (NUL byte at offset {offset + nul}); expected UTF-8 text"
+                )
             try:
-                line = raw.decode("utf-8")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise SourceError(
                     f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {offset + err.start}); "
                     "convert it, e.g. with iconv -t UTF-8"
                 ) from None
-            start = offset
-            yield (lambda start=start: f"{path}:{_line_number(path, start)}"), _normalise(line)
+            yield offset, _normalise(text)
             offset += len(raw)
 
 

@@ -37,7 +37,7 @@ class TextDataModule(SplitDataModule):
 
     The corpus is split by paragraph into train/val/test (see ``lightning_llm.data.corpus``). A split whose
     fraction is 0 is deliberately empty and its DataLoader is an empty list, which Lightning skips.
-    ``num_proc`` processes prepare the corpus (0: one per core).
+    ``num_proc`` processes prepare the corpus (0: one per 4 cores, each encoding with 4 threads).
     """
 
     def __init__(
