@@ -56,9 +56,10 @@ CONTRACTS: dict[str, Contract] = {
     ),
     "data": Contract(
         ("tokenizer", "cache_dir"),
-        "a lightning.LightningDataModule with texts('train') for tokenizer training and batches the "
-        "objective understands; optionally has_split(split) and model_settings() (model parameters the "
-        "data decides, filled in where the config leaves them unset)",
+        "a lightning.LightningDataModule with texts('train') for tokenizer training (or "
+        "tokenizer_sample(max_chars): a sample of a large corpus) and batches the objective understands; "
+        "optionally has_split(split) and model_settings() (model parameters the data decides, filled in "
+        "where the config leaves them unset)",
     ),
     "model": Contract(
         ("vocab_size",),

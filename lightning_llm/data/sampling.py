@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -32,10 +33,11 @@ def epoch_seed(shuffle_seed: int, epoch: int) -> int:
     return shuffle_seed * _EPOCH_STRIDE + epoch
 
 
-def epoch_order(n: int, shuffle_seed: int, epoch: int) -> list[int]:
-    """The permutation of ``range(n)`` that epoch ``epoch`` trains in (the same on every process)."""
+def epoch_order(n: int, shuffle_seed: int, epoch: int) -> np.ndarray:
+    """The permutation of ``range(n)`` that epoch ``epoch`` trains in (the same on every process), as an
+    int64 array: 8 bytes an item, where a Python list would take about 40 (a large corpus has millions)."""
     generator = torch.Generator().manual_seed(epoch_seed(shuffle_seed, epoch))
-    return torch.randperm(n, generator=generator).tolist()
+    return torch.randperm(n, generator=generator).numpy()
 
 
 def global_batches(n: int, global_size: int, world_size: int, drop_last: bool) -> list[tuple[int, int]]:
@@ -92,10 +94,10 @@ class _RankBatches(Sampler[list[int]]):
     def __len__(self) -> int:
         return len(self._bounds)
 
-    def _batches(self, order: list[int], skip: int = 0) -> Iterator[list[int]]:
+    def _batches(self, order: np.ndarray | range, skip: int = 0) -> Iterator[list[int]]:
         for start, end in self._bounds[skip:]:
             lo, hi = rank_slice(start, end, self.world_size, self.rank)
-            yield order[lo:hi]
+            yield list(order[lo:hi]) if isinstance(order, range) else order[lo:hi].tolist()
 
 
 class TrainBatchSampler(_RankBatches):
@@ -190,4 +192,4 @@ class EvalBatchSampler(_RankBatches):
         super().__init__(n, batch_size, world_size, rank, drop_last=False)
 
     def __iter__(self) -> Iterator[list[int]]:
-        return self._batches(list(range(self.n)))
+        return self._batches(range(self.n))

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 CORES_PER_PROCESS = 4  # data.num_proc=0: cores per preparing process
+_SCAN_TOKENS = 1 << 22  # ids read at a time when a split is checked against the vocabulary
 _IN_FLIGHT = 2  # batches of one split waiting to be encoded and written
 _FORMAT_VERSION = 2
 
@@ -441,7 +442,15 @@ class TokenShards:
         return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, self.dtype)
 
     def max_id(self) -> int:
-        return max((int(self._map(i).max()) for i, size in enumerate(self.sizes) if size), default=0)
+        """The largest id in the files, read in bounded chunks rather than through the memory maps, so the
+        check leaves no pages of the whole split counted in this process's memory."""
+        high = 0
+        for index, size in enumerate(self.sizes):
+            with open(_unit_path(Path(self.folder), index, f"{self.split}.bin"), "rb") as file:
+                for _ in range(0, size, _SCAN_TOKENS):
+                    chunk = np.fromfile(file, dtype=self.dtype, count=_SCAN_TOKENS)
+                    high = max(high, int(chunk.max())) if chunk.size else high
+        return high
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_maps": {}}  # workers map the files again, rather than receive their bytes

@@ -49,7 +49,7 @@ def test_world_size_ranks_of_b_see_what_one_process_of_b_times_w_sees(n, world_s
         seen = [i for step in union for i in step]
         assert len(seen) == len(set(seen))
         assert sorted(seen) == (sorted(range(n)) if not drop_last else sorted(seen))
-        assert seen == epoch_order(n, 7, epoch)[: len(seen)]
+        assert seen == epoch_order(n, 7, epoch).tolist()[: len(seen)]
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_short_final_batch_spread_evenly_or_folded():
     per_rank = rank_batches(EvalBatchSampler, 10, 2, 4)
     assert per_rank == [[[0, 1, 2]], [[3, 4, 5]], [[6, 7]], [[8, 9]]]
     # The same rules for train with drop_last=False, on the epoch's permutation.
-    order = epoch_order(10, 0, 0)
+    order = epoch_order(10, 0, 0).tolist()
     per_rank = rank_batches(TrainBatchSampler, 10, 2, 4, drop_last=False)
     assert per_rank == [[order[0:3]], [order[3:6]], [order[6:8]], [order[8:10]]]
     # drop_last=True drops the 2 extra items instead.
