@@ -8,6 +8,7 @@ fresh process whose whole process tree's resident memory is sampled every 50 ms:
 
 - ``prepare``: ``python -m lightning_llm.prepare data=text ... tokenizer=byte_bpe``: tokenizer training on
   its sample (``tokenizer.train_max_chars``) and the sharded token cache. Peak RSS and wall time.
+- ``tokenize``: the same once the tokenizer is cached and the tokens deleted: preparing alone.
 - ``cached_run``: a 2-layer 64-wide GPT for 3 steps on the prepared corpus, with validation and the final
   evaluation limited to one batch, against the same run on the embedded pydoc corpus (``pydoc_run``): the
   wall time and peak RSS a prepared corpus adds to a run's start.
@@ -219,6 +220,10 @@ def main() -> None:
         print(
             json.dumps({"measure": "prepare", "mb": size, **prepared, "tokens": result["tokens"]}), flush=True
         )
+        shutil.rmtree(work / f"cache{size}" / "tokens")  # again, the tokenizer now cached: tokenizing alone
+        tokenized = measure([python, "-m", "lightning_llm.prepare", *overrides])
+        tokenized.pop("stdout")
+        print(json.dumps({"measure": "tokenize", "mb": size, **tokenized}), flush=True)
         cached = measure(
             [python, "-m", "lightning_llm", *run, *overrides, f"hydra.run.dir={work}/runs/{size}"]
         )
