@@ -93,6 +93,13 @@ RANGES: dict[str, Check] = {
     "callbacks.samples.temperature": finite_at_least(0, nullable=False, note="0: greedy"),
     "callbacks.samples.top_k": at_least(1, nullable=True),
     "callbacks.nan_guard.max_skips": at_least(0),
+    "callbacks.early_stopping.patience": at_least(1, nullable=True, note="validations; null: off"),
+    "callbacks.early_stopping.min_delta": finite_at_least(0, nullable=False),
+    "callbacks.early_stopping.mode": (lambda v: v in ("min", "max"), "min or max"),
+    "callbacks.early_stopping.monitor": (
+        lambda v: isinstance(v, str) and v.startswith("val/"),
+        "a value logged by validation, e.g. val/loss or val/accuracy",
+    ),
 }
 
 

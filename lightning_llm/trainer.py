@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.callbacks import TextSamples
+from lightning_llm.callbacks.early_stopping import EarlyStop
 from lightning_llm.config import ConfigError
 from lightning_llm.distributed import strategy
 from lightning_llm.distributed.checkpointing import AtomicCheckpointIO, ShardedStrategy
@@ -34,6 +35,8 @@ def build_trainer(
     the objective says what text its model makes: ``sample_mode``) sample callbacks. ``validates``: whether
     the data has a val split (checkpoints follow validation; without one they keep its interval)."""
     own = [_checkpoint_callback(cfg, run_dir, validates), LearningRateMonitor(logging_interval="step")]
+    if (stopping := _early_stopping(cfg, validates)) is not None:
+        own.append(stopping)
     if mode := getattr(objective, "sample_mode", None):
         samples = cfg.callbacks.samples
         own.append(TextSamples(tokenizer, run_dir / "samples.txt", mode, seed=cfg.seed, **samples))
@@ -69,6 +72,18 @@ def _checkpoint_callback(cfg: DictConfig, run_dir: Path, validates: bool) -> Mod
         save_last=settings.save_last,
         every_n_train_steps=every_n_train_steps,
     )
+
+
+def _early_stopping(cfg: DictConfig, validates: bool) -> EarlyStop | None:
+    settings = cfg.callbacks.get("early_stopping") or {}
+    if settings.get("patience") is None:
+        return None
+    if not validates or cfg.trainer.get("limit_val_batches") == 0:
+        raise ConfigError(
+            "callbacks.early_stopping.patience needs validation: the data has no val split or "
+            "trainer.limit_val_batches=0; give data.val_fraction a value above 0, or unset the patience"
+        )
+    return EarlyStop(settings.monitor, settings.patience, settings.min_delta, settings.mode)
 
 
 def _plugins(trainer_args: dict[str, Any], requeue_signal: str) -> list[Any]:

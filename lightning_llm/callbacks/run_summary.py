@@ -14,6 +14,7 @@ import lightning as L
 import torch
 
 from lightning_llm.atomic import write_text
+from lightning_llm.callbacks.early_stopping import EarlyStop
 
 
 class RunSummary(L.Callback):
@@ -44,7 +45,16 @@ class RunSummary(L.Callback):
             "wall_seconds": round(self.wall_seconds, 3),
             "peak_memory_mb": round(peak_memory_mb(), 1),
             "params": sum(p.numel() for p in pl_module.parameters()),
+            **_early_stopping(trainer),
         }
+
+
+def _early_stopping(trainer: L.Trainer) -> dict[str, Any]:
+    """``{"early_stopping": ...}`` when the run had early stopping (whether it stopped, the best step)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStop):
+            return {"early_stopping": callback.report()}
+    return {}
 
 
 def peak_memory_mb() -> float:

@@ -81,7 +81,8 @@ class Corpus:
 
     def fingerprint(self) -> str:
         """A hash of what identifies the corpus without reading it: each file's resolved path, size and
-        modification time (nanoseconds), the units, the reader and its field. Editing a file changes it; a
+        modification time (nanoseconds; every file of a ``datasets`` folder), the units, the reader and its
+        field. Editing a file changes it; a
         file rewritten with the same size and an old modification time would not (copying preserves both
         only when asked to, as ``cp -p`` does). The built-in corpus is hashed by its text, which is small."""
         units = self.units()
@@ -91,9 +92,7 @@ class Corpus:
                 text = "\0".join(pydoc_topics()).encode()
                 described.append(["pydoc", hashlib.sha256(text).hexdigest()])
                 continue
-            stat = os.stat(unit.path)
-            where = str(Path(unit.path).resolve())
-            described.append([where, stat.st_size, stat.st_mtime_ns, unit.start, unit.end])
+            described.append([*_file_identity(unit.path), unit.start, unit.end])
         payload = {
             "version": _FINGERPRINT_VERSION,
             "kind": self.kind,
@@ -101,6 +100,16 @@ class Corpus:
             "units": described,
         }
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
+
+def _file_identity(path: str) -> list:
+    """Resolved path, size and modification time; for a ``datasets`` folder, those of every file in it
+    (a folder's own time changes only when entries come and go)."""
+    where = Path(path).resolve()
+    if where.is_dir():
+        return [str(where), *(_file_identity(str(f)) for f in sorted(where.iterdir()) if f.is_file())]
+    stat = where.stat()
+    return [str(where), stat.st_size, stat.st_mtime_ns]
 
 
 # --------------------------------------------------------------------------- planning

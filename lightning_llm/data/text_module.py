@@ -10,6 +10,7 @@ and a run whose corpus is prepared reads no corpus text at all: the cache is fou
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from lightning_llm.data.shards import (
 from lightning_llm.data.streams import Corpus
 
 __all__ = ["TextDataModule"]
+
+log = logging.getLogger(__name__)
 
 
 class TextDataModule(SplitDataModule):
@@ -94,6 +97,9 @@ class TextDataModule(SplitDataModule):
                         f"{self.tokenizer.vocab_size} (damaged); delete it and run again to rebuild it"
                     )
                 self._datasets[split] = PackedWindows(tokens, self.block_size, split)
+                log.info(
+                    "%s split: %d tokens in %d shards at %s", split, len(tokens), len(tokens.sizes), folder
+                )
         if "train" in self._datasets:
             self._check_one_train_batch()
 

@@ -283,3 +283,14 @@ def test_paragraphs_read_in_blocks_are_those_of_the_whole_file(tmp_path, monkeyp
         for unit_bytes in (10**9, rng.randint(5, 200)):  # one unit, or many cut at blank lines
             units = Corpus("text", (str(path),), unit_bytes=unit_bytes).units()
             assert [p for unit in units for _, p in paragraphs(unit)] == whole, (attempt, unit_bytes)
+
+
+def test_a_saved_dataset_rewritten_in_place_is_prepared_again(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"text": ["one paragraph"] * 50}).save_to_disk(str(tmp_path / "ds"))
+    corpus = Corpus("dataset", (str(tmp_path / "ds"),))
+    before = corpus.fingerprint()
+    datasets.Dataset.from_dict({"text": ["another paragraph"] * 50}).save_to_disk(str(tmp_path / "ds2"))
+    for path in (tmp_path / "ds2").iterdir():  # the same folder, its files replaced
+        os.replace(path, tmp_path / "ds" / path.name)
+    assert corpus.fingerprint() != before

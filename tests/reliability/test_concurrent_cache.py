@@ -34,10 +34,8 @@ COMMAND = [
     "trainer.limit_test_batches=1",
     "callbacks.samples.num_samples=0",
 ]
-# The token cache logs one of these for the train split: built it, or found it complete.
-TRAIN_TOKENS = re.compile(
-    r"tokenized train split: \d+ texts -> (\d+) tokens|token cache hit: train split, (\d+) tokens"
-)
+# What the data module logs when it maps the train split's prepared tokens.
+TRAIN_TOKENS = re.compile(r"train split: (\d+) tokens in \d+ shards")
 
 
 # Loaded as sitecustomize in both runs: once lightning_llm.tokenizers.cache is imported, its _publish waits
@@ -87,7 +85,7 @@ def start(run_dir: Path, cache_dir: Path, **extra_env: str) -> subprocess.Popen:
 def train_tokens(run_dir: Path) -> int:
     found = TRAIN_TOKENS.search((run_dir / "train.log").read_text())
     assert found, f"{run_dir / 'train.log'} does not say how many train tokens the run had"
-    return int(found.group(1) or found.group(2))
+    return int(found.group(1))
 
 
 def only_child(folder: Path) -> Path:
@@ -115,20 +113,19 @@ def test_two_runs_racing_on_a_fresh_cache_share_one_cache(tmp_path: Path, race: 
     for run_dir in runs:
         assert (run_dir / "tokenizer.json").read_bytes() == cached_tokenizer
 
-    # One token-cache set: a .bin and its sidecar per split, no temp files, sizes matching the sidecars.
+    # One prepared corpus: a manifest, one unit's split files and sidecar, no temp files, sizes matching.
     tokens = only_child(cache / "tokens")
-    assert sorted(path.name for path in tokens.iterdir()) == sorted(
-        f"{split}.{suffix}" for split in SPLITS for suffix in ("bin", "json")
-    )
-    meta = {split: json.loads((tokens / f"{split}.json").read_text()) for split in SPLITS}
+    assert sorted(path.name for path in tokens.iterdir()) == ["manifest.json", "units"]
+    files = sorted(path.name for path in (tokens / "units").iterdir())
+    assert files == sorted(["000000.json", *(f"000000.{split}.bin" for split in SPLITS)])
+    manifest = json.loads((tokens / "manifest.json").read_text())
     for split in SPLITS:
-        size = (tokens / f"{split}.bin").stat().st_size
-        assert size == meta[split]["n_tokens"] * np.dtype(meta[split]["dtype"]).itemsize > 0
-        ids = np.fromfile(tokens / f"{split}.bin", dtype=meta[split]["dtype"])
-        assert int(ids.max()) < meta[split]["vocab_size"] == 300
+        path = tokens / "units" / f"000000.{split}.bin"
+        assert path.stat().st_size == manifest["tokens"][split] * np.dtype(manifest["dtype"]).itemsize > 0
+        assert int(np.fromfile(path, dtype=manifest["dtype"]).max()) < manifest["vocab_size"] == 300
 
     # Both runs read the same number of train tokens, the number the cache holds.
-    assert [train_tokens(run_dir) for run_dir in runs] == [meta["train"]["n_tokens"]] * 2
+    assert [train_tokens(run_dir) for run_dir in runs] == [manifest["tokens"]["train"]] * 2
     for run_dir in runs:
         assert json.loads((run_dir / "summary.json").read_text())["step"] == 2
 

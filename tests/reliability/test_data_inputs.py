@@ -144,13 +144,13 @@ def test_an_absurd_vocab_size_is_one_line_before_any_work(tokenizer: str, tmp_pa
 def test_a_token_cache_with_ids_outside_the_vocabulary_is_one_line(built_cache: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     shutil.copytree(built_cache, cache_dir)
-    (train_bin,) = cache_dir.glob("tokens/*/train.bin")
+    (train_bin,) = cache_dir.glob("tokens/*/units/000000.train.bin")
     tokens = np.fromfile(train_bin, dtype=np.uint16)
     tokens[::97] = 60_000  # far past the char tokenizer's ~100 ids; the file keeps its size
     tokens.tofile(train_bin)
     line = error_line(run(tmp_path / "run", cache_dir))
     assert line.startswith(
-        f"error: token cache {train_bin} holds id 60000, outside this tokenizer's vocab_size="
+        f"error: token cache {train_bin.parent.parent} holds id 60000, outside this tokenizer's vocab_size="
     )
     assert line.endswith("delete it and run again to rebuild it")
 

@@ -32,6 +32,10 @@ class BackendSpy:
         self.calls.append([len(text) for text in texts])
         return self.backend.encode_batch(texts, **kwargs)
 
+    def encode_batch_fast(self, texts: list[str], **kwargs: Any) -> Any:
+        self.calls.append([len(text) for text in texts])
+        return self.backend.encode_batch_fast(texts, **kwargs)
+
 
 def in_small_pieces(tokenizer: Tokenizer) -> Tokenizer:
     tokenizer.max_piece_chars, tokenizer.max_batch_chars = PIECE, 10 * PIECE
