@@ -325,7 +325,7 @@ def build_model_from_checkpoint(checkpoint: dict[str, Any], vocab_size: int) -> 
     _register_model(str(node["name"]))
     plugin, params = plugin_params("model", node, key="checkpoint config model")
     model = plugin(vocab_size=vocab_size, **params)
-    state = model_state_dict(checkpoint)
+    state = _without_adapters(model_state_dict(checkpoint), checkpoint)
     problems = _state_differences(model.state_dict(), state)
     if problems:
         raise CheckpointError(
@@ -334,6 +334,20 @@ def build_model_from_checkpoint(checkpoint: dict[str, Any], vocab_size: int) -> 
         )
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _without_adapters(state: dict[str, torch.Tensor], checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A LoRA run's weights with its adapters merged in (``models/lora.py``): a plain model of the
+    architecture then loads them, to generate, evaluate, export or fine-tune further."""
+    from lightning_llm.config import lora_settings
+    from lightning_llm.models.lora import has_adapters, merged_state
+
+    if not has_adapters(state):
+        return state
+    lora = lora_settings(run_config(checkpoint)["model"])
+    if lora.rank < 1:
+        raise CheckpointError("the checkpoint holds LoRA adapters but its config has no model.lora.rank")
+    return merged_state(state, lora.alpha / lora.rank)
 
 
 def _state_differences(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
@@ -471,7 +485,8 @@ def init_from(model: nn.Module, path: str | Path) -> tuple[list[str], list[str],
         model.load_state_dict(weights, strict=False)
         return list(weights), new, skipped
     checkpoint_path = find_checkpoint(path)
-    source = model_state_dict(load_checkpoint(checkpoint_path))
+    checkpoint = load_checkpoint(checkpoint_path)
+    source = _without_adapters(model_state_dict(checkpoint), checkpoint)
     target = model.state_dict()
     loaded = [name for name, value in source.items() if name in target and target[name].shape == value.shape]
     if not loaded:

@@ -33,10 +33,34 @@ from lightning_llm.registry import Plugin
 
 # Kinds selected through a Hydra config group of the same name; metrics are a list under `metrics`.
 GROUP_KINDS = ("tokenizer", "data", "model", "objective", "optim", "scheduler")
+
+
+@dataclasses.dataclass
+class LoraSettings:
+    """``model.lora``: LoRA adapters on the linear layers named by ``targets`` (``models/lora.py``)."""
+
+    rank: int = 0  # the adapters' rank r; 0: no LoRA, every weight trains
+    alpha: float = 16.0  # the adapters' output is scaled by alpha / rank
+    dropout: float = 0.0  # dropout on the adapters' input
+    # the last part of the names of the linear layers to adapt: attention (c_attn, c_proj) and MLP (c_fc)
+    targets: list[str] = dataclasses.field(default_factory=lambda: ["c_attn", "c_proj", "c_fc"])
+
+
+def lora_settings(node: Any) -> LoraSettings:
+    """``model.lora`` of a config node or a run's config (absent: off)."""
+    value = node.get("lora") if node is not None else None
+    if value is None:
+        return LoraSettings()
+    return LoraSettings(**(OmegaConf.to_container(value) if OmegaConf.is_config(value) else dict(value)))
+
+
 # Parameters the framework adds to every plugin of a kind; train() handles them, the plugin never sees them.
 FRAMEWORK_PARAMS: dict[str, dict[str, tuple[Any, Any]]] = {
     # fine-tuning: a checkpoint or run folder whose matching weights initialise the new model
-    "model": {"init_from": (Optional[str], None)},  # noqa: UP045 - OmegaConf needs typing.Optional
+    "model": {
+        "init_from": (Optional[str], None),  # noqa: UP045 - OmegaConf needs typing.Optional
+        "lora": (LoraSettings, LoraSettings()),  # parameter-efficient fine-tuning (models/lora.py)
+    },
     # whether embedding tables are weight-decayed with the other matrices (lightning_llm.optim.param_groups)
     "optim": {"decay_embeddings": (bool, True)},
     # how much train-split text a tokenizer is trained on, spread over the corpus (lightning_llm.parts)
@@ -71,7 +95,10 @@ def schema(plugin: Plugin) -> type:
             default = dataclasses.field(default=default)
         fields.append((param.name, _hydra_type(param.annotation), default))
     for name, (hydra_type, default) in FRAMEWORK_PARAMS.get(plugin.kind, {}).items():
-        fields.append((name, hydra_type, dataclasses.field(default=default)))
+        if dataclasses.is_dataclass(default):
+            fields.append((name, hydra_type, dataclasses.field(default_factory=type(default))))
+        else:
+            fields.append((name, hydra_type, dataclasses.field(default=default)))
     return dataclasses.make_dataclass(f"{plugin.kind}_{plugin.name}", fields)
 
 

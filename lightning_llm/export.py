@@ -21,28 +21,43 @@ __all__ = ["build_parser", "export", "main"]
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python -m lightning_llm.export",
-        description="Write a run's model and tokenizer as a Hugging Face folder (safetensors). Exports: "
-        "model=gpt with bias=true positions=learned mlp=gelu norm=layernorm, as GPT2LMHeadModel.",
+        description="Write a run's model and tokenizer as a Hugging Face folder (safetensors): a faithful "
+        "gpt as GPT2LMHeadModel, encoder as BertForMaskedLM or BertForPreTraining, decoder as MarianMTModel.",
     )
     parser.add_argument("run", help="a run folder (its latest checkpoint) or a checkpoint")
     parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
+    parser.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="fold a LoRA run's adapters into the weights (transformers' models have no place for them)",
+    )
     return parser
 
 
-def export(run: str | Path, out: str | Path) -> Path:
-    """Export the model and tokenizer of ``run`` into the Hugging Face folder ``out``; returns ``out``."""
+def export(run: str | Path, out: str | Path, merge_lora: bool = False) -> Path:
+    """Export the model and tokenizer of ``run`` into the Hugging Face folder ``out``; returns ``out``. A LoRA
+    run's adapters are folded into the weights with ``merge_lora`` (and it is refused without)."""
     from lightning_llm.checkpoint import load_run
+    from lightning_llm.config import lora_settings
     from lightning_llm.huggingface import save_hf_folder
 
-    model, tokenizer, config = load_run(run)
-    return save_hf_folder(model, config["model"], tokenizer, Path(out).expanduser())
+    model, tokenizer, config = load_run(run)  # a LoRA run's weights come merged
+    node = dict(config["model"])
+    if lora_settings(node).rank and not merge_lora:
+        raise ValueError(
+            f"{run} was trained with LoRA adapters (model.lora.rank={lora_settings(node).rank}); pass "
+            "--merge-lora to fold them into the exported weights"
+        )
+    node.pop("lora", None)
+    node.pop("init_from", None)
+    return save_hf_folder(model, node, tokenizer, Path(out).expanduser())
 
 
 @ctrl_c_exits
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        written = export(args.run, args.out)
+        written = export(args.run, args.out, args.merge_lora)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

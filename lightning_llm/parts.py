@@ -59,9 +59,12 @@ def with_source_model(cfg: DictConfig) -> DictConfig:
     )
     for key in architecture.task_params:  # head sizes are the task's: its data module decides them
         params.pop(key, None)
+    lora = cfg.model.get("lora")  # the fine-tuning's own settings stay
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.model = {"name": architecture.model, **params, "init_from": str(init_from)}
+        if lora is not None:
+            cfg.model.lora = lora
     return cfg
 
 
@@ -112,10 +115,40 @@ def model(cfg: DictConfig, vocab_size: int, datamodule: Any, on_meta: bool = Fal
 
         loaded, new, skipped = load_matching_weights(built, init_from)
         log.info("%s: loaded %d tensors; new: %s; skipped: %s", init_from, len(loaded), new, skipped)
+    if (lora := config.lora_settings(cfg.model)).rank:
+        _adapt(built, lora, init_from)
     millions = sum(p.numel() for p in built.parameters()) / 1e6
     where = " (on the meta device: its shards come from rank 0)" if on_meta else ""
     log.info("model: %s, %.2fM parameters%s", cfg.model.name, millions, where)
     return built
+
+
+def _adapt(model: Any, lora: config.LoraSettings, init_from: str | None) -> None:
+    """LoRA: adapters on the targeted layers; they and the model's task heads (``task_heads``: a classifier
+    the fine-tuning adds) train, everything else is frozen. The same on every process (FSDP needs it)."""
+    from lightning_llm.models.lora import apply_lora
+
+    if not init_from:
+        raise ConfigError(
+            "model.lora.rank is set but model.init_from is not: adapters fine-tune a trained model; "
+            "give model.init_from=<run, .ckpt or Hugging Face folder>, or set model.lora.rank=0"
+        )
+    adapted = apply_lora(model, lora)
+    heads = tuple(getattr(model, "task_heads", ()))
+    for name, parameter in model.named_parameters():
+        if name.split(".", 1)[0] in heads:
+            parameter.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info(
+        "LoRA rank %d on %d linear layers (%s): %d of %d parameters train (%.2f%%)",
+        lora.rank,
+        len(adapted),
+        ", ".join(lora.targets),
+        trainable,
+        total,
+        100 * trainable / total,
+    )
 
 
 def check_compatible(cfg: DictConfig, model: Any) -> None:

@@ -3,9 +3,9 @@
 ``DataSettings`` (``lightning_llm.data.settings``) declares once what every plugin has (sequence length,
 batch size, the split, the loaders); each plugin adds where its data comes from, and
 ``build(tokenizer, cache_dir)`` makes its ``LightningDataModule`` with itself as the settings:
-``TextDataModule`` for language modelling, ``ClassificationDataModule``, ``PairDataModule`` for
-sequence-to-sequence. Those classes are imported when a plugin builds one: they need Lightning, which listing
-the plugins or composing a config should not load.
+``TextDataModule`` for language modelling, ``ClassificationDataModule``, ``InstructionDataModule`` for
+instruction tuning, ``PairDataModule`` for sequence-to-sequence. Those classes are imported when a plugin
+builds one: they need Lightning, which listing the plugins or composing a config should not load.
 """
 
 from __future__ import annotations
@@ -13,9 +13,16 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lightning_llm.data.classification import pydoc_topic_examples, read_examples
+from lightning_llm.data.instructions import (
+    DEFAULT_TEMPLATE,
+    Conversation,
+    check_template,
+    read_conversations,
+    split_conversations,
+)
 from lightning_llm.data.pairs import (
     check_reverse_words,
     file_splits,
@@ -30,11 +37,13 @@ from lightning_llm.registry import register
 
 if TYPE_CHECKING:
     from lightning_llm.data.classification_module import ClassificationDataModule
+    from lightning_llm.data.instruction_module import InstructionDataModule
     from lightning_llm.data.pair_module import PairDataModule
     from lightning_llm.data.text_module import TextDataModule
 
 __all__ = [
     "ClassificationFiles",
+    "InstructionFiles",
     "JsonlData",
     "PairFiles",
     "ParquetData",
@@ -213,6 +222,77 @@ class ClassificationFiles(_ClassificationData):
             for key, value in (("val_paths", self.val_paths), ("test_paths", self.test_paths))
         )
         return functools.partial(read, as_paths("paths", self.paths)), val, test
+
+
+# --------------------------------------------------------------------------- instruction tuning
+
+
+@register("data", "instructions")
+@dataclass(kw_only=True)
+class InstructionFiles(DataSettings):
+    """Conversations for instruction tuning a gpt with ``objective=causal_lm``, the loss on the answers only.
+
+    JSON Lines records ``{"prompt": ..., "response": ...}`` or ``{"messages": [{"role", "content"}, ...]}``
+    (roles: system, user, assistant), rendered with the role templates below (``{content}`` is the turn's
+    text). The assistant's text and the eos after it are the targets; the rest is context. Without
+    ``val_paths``/``test_paths`` the conversations are split by a stable hash of their first turn."""
+
+    min_block_size: ClassVar[int] = 2
+    block_size: int = 512  # longest sequence in tokens; longer conversations are cut
+    batch_size: int = 8
+    paths: list[str]  # JSON Lines files or globs, e.g. [sft/train.jsonl]
+    prompt_field: str = "prompt"  # the key of a one-turn record's prompt
+    response_field: str = "response"  # the key of a one-turn record's answer
+    messages_field: str = "messages"  # the key of a multi-turn record's list of {role, content}
+    system_template: str = DEFAULT_TEMPLATE["system"]  # how a system turn is written; {content}: its text
+    user_template: str = DEFAULT_TEMPLATE["user"]  # how a user turn is written
+    assistant_template: str = DEFAULT_TEMPLATE[
+        "assistant"
+    ]  # how an answer is written (the text is the target)
+    pack: bool = False  # several whole conversations per sequence (never split), instead of one, padded
+    val_paths: list[str] | None = None  # validation files; null holds val_fraction of paths out
+    test_paths: list[str] | None = None  # test files; null holds test_fraction of paths out
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        as_paths("paths", self.paths)
+        for key in ("prompt_field", "response_field", "messages_field"):
+            _require(key, getattr(self, key), "a JSON key")
+        check_template(self.template())
+
+    def template(self) -> dict[str, str]:
+        return {
+            "system": self.system_template,
+            "user": self.user_template,
+            "assistant": self.assistant_template,
+        }
+
+    def build(self, tokenizer: Any, cache_dir: str | Path) -> InstructionDataModule:
+        from lightning_llm.data.instruction_module import InstructionDataModule
+
+        fields = (self.prompt_field, self.response_field, self.messages_field)
+        paths = as_paths("paths", self.paths)
+        if self.val_paths or self.test_paths:
+
+            def read() -> dict[str, list[Conversation]]:
+                return {
+                    "train": read_conversations(paths, fields),
+                    "val": read_conversations(as_paths("val_paths", self.val_paths), fields)
+                    if self.val_paths
+                    else [],
+                    "test": read_conversations(as_paths("test_paths", self.test_paths), fields)
+                    if self.test_paths
+                    else [],
+                }
+        else:
+
+            def read() -> dict[str, list[Conversation]]:
+                conversations = read_conversations(paths, fields)
+                return split_conversations(
+                    conversations, self.val_fraction, self.test_fraction, self.split_seed
+                )
+
+        return InstructionDataModule(tokenizer, read, self.template(), self.pack, self)
 
 
 # --------------------------------------------------------------------------- sequence to sequence

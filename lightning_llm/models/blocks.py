@@ -369,7 +369,10 @@ class Attention(nn.Module):
     def _cross_qkv(
         self, x: torch.Tensor, memory: torch.Tensor, kv_cache: KVCache | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        w_q, w_kv = self.c_attn.weight.split([self.n_embd, 2 * self.n_embd])
+        weight = (
+            self.c_attn.effective_weight() if hasattr(self.c_attn, "effective_weight") else self.c_attn.weight
+        )
+        w_q, w_kv = weight.split([self.n_embd, 2 * self.n_embd])  # LoRA's adapter included (models/lora.py)
         b_q, b_kv = (
             (None, None)
             if self.c_attn.bias is None

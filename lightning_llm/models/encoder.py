@@ -110,6 +110,7 @@ class Encoder(nn.Module):
 
     objectives = ("masked_lm", "classification")
     default_objective = "masked_lm"
+    task_heads = ("pooler", "classifier")  # what a fine-tuning task adds: trained in full under LoRA
 
     def __init__(self, config: EncoderConfig):
         super().__init__()

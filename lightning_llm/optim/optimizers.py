@@ -24,11 +24,13 @@ def param_groups(model: nn.Module, decay_embeddings: bool = True) -> list[dict[s
     the norm is there to set. ``decay_embeddings=False`` (``optim.decay_embeddings=false``) also leaves the
     embedding tables out (Megatron's option: each step updates only the rows of the tokens it saw, so decay
     wears down rare tokens); a head tied to the embedding is that same table. Each parameter appears once,
-    shared ones included.
+    shared ones included; frozen ones (``requires_grad=False``) not at all.
     """
     embedding_tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decayed, not_decayed = [], []
     for param in model.parameters():  # yields a shared (tied) parameter once
+        if not param.requires_grad:  # frozen (LoRA's base weights): the optimizer never sees it
+            continue
         decays = param.dim() >= 2 and (decay_embeddings or id(param) not in embedding_tables)
         (decayed if decays else not_decayed).append(param)
     return [{"params": decayed}, {"params": not_decayed, "weight_decay": 0.0}]

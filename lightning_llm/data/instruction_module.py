@@ -1,0 +1,95 @@
+"""The instruction-tuning DataModule, built by the ``instructions`` data plugin (``lightning_llm.data.
+instructions`` reads the conversations and says which tokens are targets)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from lightning_llm.data.corpus import SPLITS
+from lightning_llm.data.datasets import DatasetTooSmallError
+from lightning_llm.data.instructions import (
+    Conversation,
+    InstructionCollator,
+    InstructionDataset,
+    conversation_ids,
+    conversations_fingerprint,
+    to_sequences,
+)
+from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
+from lightning_llm.data.settings import DataSettings
+
+__all__ = ["InstructionDataModule"]
+
+log = logging.getLogger(__name__)
+
+
+class InstructionDataModule(SplitDataModule):
+    """Batches of ``{"input_ids", "labels"}`` (B, T) for ``objective=causal_lm``: labels are the next token
+    where it is part of an assistant's answer, -100 elsewhere (prompts, templates, padding)."""
+
+    def __init__(
+        self,
+        tokenizer: object,
+        read_splits: Callable[[], dict[str, list[Conversation]]],
+        template: dict[str, str],
+        pack: bool,
+        settings: DataSettings,
+    ) -> None:
+        super().__init__(settings)
+        self.tokenizer = tokenizer
+        self.template = template
+        self.pack = pack
+        self._read_splits = read_splits
+        self._splits: dict[str, list[Conversation]] | None = None
+        self._datasets: dict[str, InstructionDataset] = {}
+
+    def conversations(self, split: str) -> list[Conversation]:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
+        if self._splits is None:
+            self._splits = self._read_splits()
+        return self._splits[split]
+
+    def texts(self, split: str) -> list[str]:
+        """Every conversation of ``split`` as the template renders it (for tokenizer training, when the
+        tokenizer is not pretrained: it then knows the template's own characters too)."""
+        return [
+            "".join(self.template[role].replace("{content}", content) for role, content in conversation.turns)
+            for conversation in self.conversations(split)
+        ]
+
+    def fingerprint(self) -> str:
+        return conversations_fingerprint({s: self.conversations(s) for s in SPLITS}, self.template)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in STAGE_SPLITS.get(stage, SPLITS):
+            if self.conversations(split) and split not in self._datasets:
+                examples = [
+                    conversation_ids(c, self.template, self.tokenizer) for c in self.conversations(split)
+                ]
+                sequences, cut, dropped = to_sequences(examples, self.block_size, self.pack)
+                if cut:
+                    log.warning(
+                        "%s split: %d conversations are longer than data.block_size=%d tokens and were cut; "
+                        "%d of them lost their whole answer and are left out",
+                        split,
+                        cut,
+                        self.block_size,
+                        dropped,
+                    )
+                targets = sum(label != -100 for s in sequences for label in s.labels)
+                log.info("%s split: %d sequences, %d target tokens", split, len(sequences), targets)
+                self._datasets[split] = InstructionDataset(sequences)
+        train = self._datasets.get("train")
+        if train is not None and len(train) < self.batch_size:
+            raise DatasetTooSmallError(
+                f"the train split has {len(train)} sequences, fewer than data.batch_size={self.batch_size}; "
+                "lower data.batch_size or add conversations"
+            )
+
+    def has_split(self, split: str) -> bool:
+        return bool(self.conversations(split))
+
+    def collate_fn(self) -> InstructionCollator:
+        return InstructionCollator(self.tokenizer.pad_id)

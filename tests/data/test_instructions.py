@@ -1,0 +1,135 @@
+"""Instruction tuning data: the loss on the answers only, conversations packed whole, bad records named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lightning_llm import registry
+from lightning_llm.data.instructions import (
+    DEFAULT_TEMPLATE,
+    Conversation,
+    InstructionCollator,
+    Turn,
+    conversation_ids,
+    read_conversations,
+    to_sequences,
+)
+from lightning_llm.data.sources import SourceError
+from lightning_llm.objectives.causal_lm import IGNORE_INDEX, summed_cross_entropy
+from tests.data.conftest import ByteTokenizer
+
+FIELDS = ("prompt", "response", "messages")
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+def test_only_the_answers_and_their_eos_are_targets(tokenizer):
+    conversation = Conversation(
+        (Turn("system", "Be brief."), Turn("user", "Hi?"), Turn("assistant", "Hello."), Turn("user", "Bye?"),
+         Turn("assistant", "Bye."))
+    )  # fmt: skip
+    ids, targets = conversation_ids(conversation, DEFAULT_TEMPLATE, tokenizer)
+    rendered = "".join(
+        DEFAULT_TEMPLATE[role].replace("{content}", content) for role, content in conversation.turns
+    )
+    assert [i for i in ids if i != tokenizer.eos_id] == tokenizer.encode(rendered)  # the template, in order
+    answers = [i for i, target in zip(ids, targets, strict=True) if target]
+    eos = [tokenizer.eos_id]
+    assert answers == tokenizer.encode("Hello.") + eos + tokenizer.encode("Bye.") + eos
+
+
+def test_labels_are_the_next_target_token_and_prompts_get_no_gradient(tokenizer):
+    from lightning_llm.models.gpt import GPT, GPTConfig
+
+    conversations = [
+        Conversation((Turn("user", f"Say {word}"), Turn("assistant", word)))
+        for word in ("one", "three", "five")
+    ]
+    examples = [conversation_ids(c, DEFAULT_TEMPLATE, tokenizer) for c in conversations]
+    sequences, cut, dropped = to_sequences(examples, block_size=64, pack=False)
+    assert cut == dropped == 0 and len(sequences) == 3
+    for (ids, targets), sequence in zip(examples, sequences, strict=True):
+        assert sequence.input_ids == ids[:-1]
+        assert sequence.labels == [
+            i if t else IGNORE_INDEX for i, t in zip(ids[1:], targets[1:], strict=True)
+        ]
+    batch = InstructionCollator(pad_id=tokenizer.pad_id)(sequences)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=64))
+    logits = model(batch["input_ids"])
+    logits.retain_grad()
+    loss, n_tokens = summed_cross_entropy(logits, batch["labels"])
+    loss.backward()
+    context = batch["labels"] == IGNORE_INDEX  # prompts, the template's words, padding
+    assert n_tokens == sum(len(w) + 1 for w in ("one", "three", "five"))  # answer bytes + eos each
+    assert logits.grad[context].abs().max() == 0 and logits.grad[~context].abs().sum() > 0
+
+
+def test_packing_never_splits_a_conversation_and_cuts_what_cannot_fit(tokenizer):
+    examples = [([7] * n, [False] * (n - 3) + [True] * 3) for n in (10, 12, 30, 5, 50)]
+    examples.append(([7] * 40, [True] * 3 + [False] * 37))  # its answer survives the cut
+    sequences, cut, dropped = to_sequences(examples, block_size=29, pack=True)
+    lengths = [len(s.input_ids) + 1 for s in sequences]
+    assert lengths == [22, 30, 5, 30] and (cut, dropped) == (2, 1)  # 10+12 | 30 | 5 | 40 cut; 50 left out
+    unpacked, _, _ = to_sequences(examples, block_size=29, pack=False)
+    assert len(unpacked) == 5
+
+
+def test_prompt_response_and_messages_records_are_read(tmp_path):
+    path = write_jsonl(
+        tmp_path / "sft.jsonl",
+        [{"prompt": "p", "response": "r"}, {"messages": [{"role": "user", "content": "u"},
+                                                          {"role": "assistant", "content": "a"}]}],
+    )  # fmt: skip
+    assert read_conversations([str(path)], FIELDS) == [
+        Conversation((Turn("user", "p"), Turn("assistant", "r"))),
+        Conversation((Turn("user", "u"), Turn("assistant", "a"))),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"messages": [{"role": "robot", "content": "x"}]}, "unknown role 'robot'; valid roles: system"),
+        ({"prompt": "p"}, "no 'response' (and no 'messages'); fields present: prompt"),
+        ({"prompt": "p", "response": 3}, "field 'response' holds int, expected a string"),
+        ({"messages": []}, "'messages' must be a non-empty list"),
+    ],
+)  # fmt: skip
+def test_bad_records_name_the_file_and_line(tmp_path, record, message):
+    path = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": "ok", "response": "ok"}, record])
+    with pytest.raises(SourceError) as error:
+        read_conversations([str(path)], FIELDS)
+    assert str(error.value).startswith(f"{path}:2: ") and message in str(error.value)
+
+
+def test_a_template_without_its_place_for_the_text_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"data.user_template must be a string holding \{content\} once"):
+        registry.build(
+            "data", "instructions", tokenizer=ByteTokenizer(), cache_dir=tmp_path, paths=["x.jsonl"],
+            user_template="User says:",
+        )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_instruction_tuning_trains_on_the_answers(make_cfg, tmp_path):
+    """A gpt fine-tuned on prompt/response pairs: the val loss is measured on the answers' tokens only."""
+    from lightning_llm.train import train
+
+    words = [f"word{i}" for i in range(300)]
+    records = [{"prompt": f"Repeat {w} twice.", "response": f"{w} {w}"} for w in words]
+    path = write_jsonl(tmp_path / "sft.jsonl", records)
+    sizes = ["data.block_size=128", "model.block_size=128"]
+    cfg = make_cfg("data=instructions", f"data.paths=[{path}]", *sizes, "trainer.max_steps=6")
+    summary, objects = train(cfg, run_dir=tmp_path / "run")
+    datamodule = objects["datamodule"]
+    answers = sum(label != IGNORE_INDEX for s in datamodule._datasets["val"].sequences for label in s.labels)
+    assert summary["step"] == 6 and summary["val_tokens"] == answers
+    val = datamodule.conversations("val")
+    assert answers == sum(len(objects["tokenizer"].encode(c.turns[1].content)) + 1 for c in val)
