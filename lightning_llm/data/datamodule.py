@@ -31,7 +31,7 @@ from lightning_llm.data.pairs import (
     reverse_words_corpus,
 )
 from lightning_llm.data.settings import ClassificationSettings, DataSettings, PairSettings
-from lightning_llm.data.sources import as_paths
+from lightning_llm.data.sources import as_paths, pydoc_topics, read_text_files
 from lightning_llm.data.streams import Corpus
 from lightning_llm.registry import register
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from lightning_llm.data.classification_module import ClassificationDataModule
     from lightning_llm.data.instruction_module import InstructionDataModule
     from lightning_llm.data.pair_module import PairDataModule
+    from lightning_llm.data.sentence_pair_module import SentencePairDataModule
     from lightning_llm.data.text_module import TextDataModule
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "PydocTopics",
     "ReverseWords",
     "SavedDataset",
+    "SentencePairs",
     "TextFiles",
 ]
 
@@ -222,6 +224,32 @@ class ClassificationFiles(_ClassificationData):
             for key, value in (("val_paths", self.val_paths), ("test_paths", self.test_paths))
         )
         return functools.partial(read, as_paths("paths", self.paths)), val, test
+
+
+# --------------------------------------------------------------------------- next-sentence prediction
+
+
+@register("data", "sentence_pairs")
+@dataclass(kw_only=True)
+class SentencePairs(DataSettings):
+    """Paragraph pairs for BERT's pretraining (``objective=masked_lm_nsp``): a paragraph and the next one of
+    its document, or half of the time a paragraph of another document, as ``<cls> A <sep> B <sep>``.
+
+    From UTF-8 text files (one document each, paragraphs at blank lines), or Python's bundled documentation
+    (one document per topic) when ``paths`` is null."""
+
+    min_block_size: ClassVar[int] = 4
+    block_size: int = 128  # <cls> A <sep> B <sep> in at most this many tokens (the longer part is cut)
+    batch_size: int = 32
+    paths: list[str] | None = None  # text files or globs; null: the pydoc topics
+
+    def build(self, tokenizer: Any, cache_dir: str | Path) -> SentencePairDataModule:
+        from lightning_llm.data.sentence_pair_module import SentencePairDataModule
+
+        if self.paths is None:
+            return SentencePairDataModule(tokenizer, pydoc_topics, self)
+        paths = as_paths("paths", self.paths)
+        return SentencePairDataModule(tokenizer, functools.partial(read_text_files, paths), self)
 
 
 # --------------------------------------------------------------------------- instruction tuning

@@ -108,7 +108,7 @@ class MaskedLMHead(nn.Module):
 class Encoder(nn.Module):
     """BERT-style bidirectional encoder, pretrained with masked_lm or fine-tuned with classification."""
 
-    objectives = ("masked_lm", "classification")
+    objectives = ("masked_lm", "masked_lm_nsp", "classification")
     default_objective = "masked_lm"
     task_heads = ("pooler", "classifier")  # what a fine-tuning task adds: trained in full under LoRA
 

@@ -9,13 +9,14 @@ every batch (RoBERTa's dynamic masking), so any text data plugin serves it.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_llm.objectives.causal_lm import IGNORE_INDEX, summed_cross_entropy
 from lightning_llm.registry import register
 from lightning_llm.tokenizers.base import Tokenizer
 
-__all__ = ["MASK_FRACTION", "RANDOM_FRACTION", "MaskedLM", "mask_tokens"]
+__all__ = ["MASK_FRACTION", "RANDOM_FRACTION", "MaskedLM", "MaskedLMWithNSP", "mask_tokens"]
 
 MASK_FRACTION = 0.8  # of the picked tokens: replaced by <mask>
 RANDOM_FRACTION = 0.1  # of the picked tokens: replaced by a random token; the remaining 10% stay as they are
@@ -147,3 +148,39 @@ def _special_ids(tokenizer: Tokenizer) -> set[int]:
         tokenizer.cls_id,
         tokenizer.sep_id,
     }
+
+
+@register("objective", "masked_lm_nsp")
+class MaskedLMWithNSP(MaskedLM):
+    """BERT's pretraining: masked LM plus next-sentence prediction from the pooled ``<cls>`` position.
+
+    Reads sentence-pair batches (``data=sentence_pairs``: ``input_ids``, ``attention_mask``,
+    ``token_type_ids`` and the next-sentence ``labels``), masks the tokens (never ``<cls>``, ``<sep>`` or
+    padding) and sums the two mean losses, as BERT does: the returned sum is the MLM sum plus the NSP sum
+    scaled by (masked tokens / pairs), so the framework's division by the masked tokens gives
+    ``mean MLM loss + mean NSP loss``. The outputs metrics see are the next-sentence logits (B, 2), so
+    ``accuracy`` is the NSP accuracy; ``val/loss`` is the joint loss.
+
+    Args:
+        mask_prob: share of the (non-special) tokens picked for prediction; BERT uses 0.15.
+    """
+
+    default_data = "sentence_pairs"
+    default_metrics = ("accuracy",)  # of the next-sentence predictions
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (MLM sum + scaled NSP sum, masked tokens, next-sentence logits (B, 2))."""
+        next_labels = batch["labels"]
+        if next_labels.dim() != 1:
+            raise ValueError(
+                "masked_lm_nsp needs next-sentence labels of shape (batch,); is the data plugin "
+                "data=sentence_pairs?"
+            )
+        masked_ids, labels = self.mask(batch["input_ids"])
+        hidden = model.encode(masked_ids, batch.get("attention_mask"), batch.get("token_type_ids"))
+        mlm_sum, n_masked = summed_cross_entropy(model.mlm_logits(hidden), labels)
+        next_logits = model.classify(hidden)  # (B, 2)
+        next_sum = F.cross_entropy(next_logits.float(), next_labels, reduction="sum")
+        return mlm_sum + next_sum * n_masked / next_labels.numel(), n_masked, next_logits

@@ -156,3 +156,30 @@ def test_registered_with_default_data():
     plugin = registry.get("objective", "masked_lm")
     assert plugin.target is MaskedLM and MaskedLM.default_data == "pydoc"
     assert [p.name for p in plugin.parameters()][-1] == "mask_prob"
+
+
+def test_the_joint_loss_is_the_sum_of_the_two_means():
+    from lightning_llm.data.sentence_pairs import IS_NEXT, NOT_NEXT, PairCollator, SentencePair, encode_pair
+    from lightning_llm.models.encoder import Encoder, EncoderConfig
+    from lightning_llm.objectives.causal_lm import summed_cross_entropy
+    from lightning_llm.objectives.masked_lm import MaskedLMWithNSP
+    from lightning_llm.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer()
+    tokenizer.train(["abcdefgh ijklmnop"])
+    objective = MaskedLMWithNSP(tokenizer)
+    torch.manual_seed(0)
+    model = Encoder(EncoderConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16,
+                                  block_size=32, num_classes=2)).eval()  # fmt: skip
+    pairs = [SentencePair("abc def", "ghi", IS_NEXT), SentencePair("jkl", "mno p", NOT_NEXT)]
+    batch = PairCollator(tokenizer.pad_id)([encode_pair(p, tokenizer, 32) for p in pairs])
+    torch.manual_seed(1)
+    loss, n_masked, next_logits = objective.loss(model, dict(batch))
+    torch.manual_seed(1)
+    masked, labels = objective.mask(batch["input_ids"])
+    hidden = model.encode(masked, batch["attention_mask"], batch["token_type_ids"])
+    mlm, n = summed_cross_entropy(model.mlm_logits(hidden), labels)
+    nsp = torch.nn.functional.cross_entropy(model.classify(hidden), batch["labels"])
+    assert n == n_masked and next_logits.shape == (2, 2)
+    assert torch.allclose(loss / n_masked, mlm / n + nsp)
+    assert not torch.isin(labels[labels >= 0], torch.tensor([tokenizer.cls_id, tokenizer.sep_id])).any()
