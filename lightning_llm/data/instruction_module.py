@@ -11,7 +11,7 @@ from lightning_llm.data.datasets import DatasetTooSmallError
 from lightning_llm.data.instructions import (
     Conversation,
     InstructionCollator,
-    InstructionDataset,
+    TrainingSequence,
     conversation_ids,
     conversations_fingerprint,
     to_sequences,
@@ -42,7 +42,7 @@ class InstructionDataModule(SplitDataModule):
         self.pack = pack
         self._read_splits = read_splits
         self._splits: dict[str, list[Conversation]] | None = None
-        self._datasets: dict[str, InstructionDataset] = {}
+        self._datasets: dict[str, list[TrainingSequence]] = {}  # a list is a map-style dataset
 
     def conversations(self, split: str) -> list[Conversation]:
         if split not in SPLITS:
@@ -80,7 +80,7 @@ class InstructionDataModule(SplitDataModule):
                     )
                 targets = sum(label != -100 for s in sequences for label in s.labels)
                 log.info("%s split: %d sequences, %d target tokens", split, len(sequences), targets)
-                self._datasets[split] = InstructionDataset(sequences)
+                self._datasets[split] = sequences
         train = self._datasets.get("train")
         if train is not None and len(train) < self.batch_size:
             raise DatasetTooSmallError(

@@ -21,7 +21,6 @@ from typing import NamedTuple, Protocol
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset
 
 from lightning_llm.data.corpus import SPLITS, assign_split, check_split_sizes
 from lightning_llm.data.sources import SourceError, expand_paths, json_object, read_text_file
@@ -32,7 +31,6 @@ __all__ = [
     "ROLES",
     "Conversation",
     "InstructionCollator",
-    "InstructionDataset",
     "TrainingSequence",
     "Turn",
     "check_template",
@@ -208,17 +206,6 @@ def to_sequences(
         ]
         sequences.append(TrainingSequence(ids[:-1], labels))
     return sequences, cut, dropped
-
-
-class InstructionDataset(Dataset):
-    def __init__(self, sequences: list[TrainingSequence]) -> None:
-        self.sequences = sequences
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-    def __getitem__(self, index: int) -> TrainingSequence:
-        return self.sequences[index]
 
 
 @dataclass(frozen=True)

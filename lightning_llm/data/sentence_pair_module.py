@@ -9,7 +9,7 @@ from lightning_llm.data.corpus import SPLITS
 from lightning_llm.data.datasets import DatasetTooSmallError
 from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
 from lightning_llm.data.sentence_pairs import (
-    EncodedPairs,
+    EncodedPair,
     PairCollator,
     SentencePair,
     encode_pair,
@@ -32,7 +32,7 @@ class SentencePairDataModule(SplitDataModule):
         self.tokenizer = tokenizer
         self._read_documents = read_documents
         self._pairs: dict[str, list[SentencePair]] | None = None
-        self._datasets: dict[str, EncodedPairs] = {}
+        self._datasets: dict[str, list[EncodedPair]] = {}  # a list is a map-style dataset
 
     def pairs(self, split: str) -> list[SentencePair]:
         if split not in SPLITS:
@@ -61,7 +61,7 @@ class SentencePairDataModule(SplitDataModule):
         for split in STAGE_SPLITS.get(stage, SPLITS):
             if self.pairs(split) and split not in self._datasets:
                 encoded = [encode_pair(pair, self.tokenizer, self.block_size) for pair in self.pairs(split)]
-                self._datasets[split] = EncodedPairs(encoded)
+                self._datasets[split] = encoded
         train = self._datasets.get("train")
         if train is not None and len(train) < self.batch_size:
             raise DatasetTooSmallError(

@@ -19,7 +19,6 @@ from typing import NamedTuple, Protocol
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset
 
 from lightning_llm.data.corpus import SPLITS, assign_split, check_split_sizes, split_paragraphs
 
@@ -27,7 +26,6 @@ __all__ = [
     "IS_NEXT",
     "NOT_NEXT",
     "EncodedPair",
-    "EncodedPairs",
     "PairCollator",
     "SentencePair",
     "encode_pair",
@@ -105,17 +103,6 @@ def encode_pair(pair: SentencePair, tokenizer: PairTokenizer, block_size: int) -
     ids = [tokenizer.cls_id, *first, tokenizer.sep_id, *second, tokenizer.sep_id]
     segments = [0] * (len(first) + 2) + [1] * (len(second) + 1)
     return EncodedPair(ids, segments, pair.label)
-
-
-class EncodedPairs(Dataset):
-    def __init__(self, pairs: list[EncodedPair]) -> None:
-        self.pairs = pairs
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> EncodedPair:
-        return self.pairs[index]
 
 
 @dataclass(frozen=True)

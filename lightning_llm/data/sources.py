@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import glob
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
     "SourceError",
     "as_paths",
     "expand_paths",
+    "jsonl_text",
     "pydoc_topics",
     "read_jsonl_files",
     "read_parquet_files",
@@ -105,7 +107,7 @@ def _read_jsonl(path: Path, field: str) -> list[str]:
     # split on "\n" only: str.splitlines would also break on U+2028 and friends inside JSON strings
     for lineno, line in enumerate(read_text_file(path).split("\n"), start=1):
         if line.strip():
-            documents.append(_jsonl_text(line, field, f"{path}:{lineno}"))
+            documents.append(jsonl_text(line, field, f"{path}:{lineno}"))
     return documents
 
 
@@ -122,7 +124,17 @@ def json_object(line: str, where: str, wanted: str = "") -> dict:
     return record
 
 
-def _jsonl_text(line: str, field: str, where: str) -> str:
+def jsonl_text(line: str, field: str, where: str | Callable[[], str]) -> str:
+    """The string ``field`` of one JSON Lines record; ``where`` (file:line, or a function giving it, called
+    only for a message) names the record when it is not valid JSON, not an object, or lacks the field."""
+    if callable(where):
+        try:  # the common case, without working out where the line is
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get(field), str):
+            return record[field]
+        where = where()
     record = json_object(line, where, f"with a '{field}' field")
     if field not in record:
         fields = ", ".join(record) or "(none)"

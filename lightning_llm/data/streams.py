@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lightning_llm.data.corpus import split_paragraphs
-from lightning_llm.data.sources import SourceError, expand_paths, json_object, pydoc_topics
+from lightning_llm.data.sources import SourceError, expand_paths, jsonl_text, pydoc_topics
 
 __all__ = ["KINDS", "UNIT_BYTES", "Corpus", "Unit", "documents", "paragraphs"]
 
@@ -226,7 +226,7 @@ def documents(unit: Unit) -> Iterator[str]:
         for where, line in _lines(unit):
             if line.strip():
                 found = True
-                yield _record_text(line, unit.field, where)
+                yield jsonl_text(line, unit.field, where)
         if not found and unit.whole_file:
             raise SourceError(f"{unit.path}: file is empty")
     elif unit.kind == "parquet":
@@ -345,22 +345,6 @@ def _line_number(path: str, offset: int) -> int:
             count += block.count(b"\n")
             offset -= len(block)
     return count
-
-
-def _record_text(line: str, field: str, where: Callable[[], str]) -> str:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        record = json_object(line, where(), f"with a '{field}' field")  # raises, naming the line
-    if not isinstance(record, dict):
-        json_object(line, where(), f"with a '{field}' field")
-    if field not in record:
-        fields = ", ".join(record) or "(none)"
-        raise SourceError(f"{where()}: no field '{field}'; fields present: {fields} (set data.field)")
-    text = record[field]
-    if not isinstance(text, str):
-        raise SourceError(f"{where()}: field '{field}' holds {type(text).__name__}, expected a string")
-    return text
 
 
 def _string(value: object, where: Callable[[], str]) -> str:

@@ -129,7 +129,7 @@ def test_instruction_tuning_trains_on_the_answers(make_cfg, tmp_path):
     cfg = make_cfg("data=instructions", f"data.paths=[{path}]", *sizes, "trainer.max_steps=6")
     summary, objects = train(cfg, run_dir=tmp_path / "run")
     datamodule = objects["datamodule"]
-    answers = sum(label != IGNORE_INDEX for s in datamodule._datasets["val"].sequences for label in s.labels)
+    answers = sum(label != IGNORE_INDEX for s in datamodule._datasets["val"] for label in s.labels)
     assert summary["step"] == 6 and summary["val_tokens"] == answers
     val = datamodule.conversations("val")
     assert answers == sum(len(objects["tokenizer"].encode(c.turns[1].content)) + 1 for c in val)

@@ -163,3 +163,15 @@ def test_compiled_blocks_and_loss_match_eager(runs: dict, devices: int) -> None:
     )
     assert_same_losses(compiled, runs["single"], range(1, STEPS + 1))
     assert compiled["val_loss"] == pytest.approx(runs["single"]["val_loss"], rel=RTOL)
+
+
+def test_lora_under_fsdp_matches_one_process(runs: dict, tmp_path: Path) -> None:
+    """LoRA fine-tuning of the reference run: adapters trainable, the rest frozen, sharded over 2 processes
+    (rank 1 builds its adapters on the meta device too), the same losses as one process."""
+    lora = [f"model.init_from={runs['root'] / 'single'}", "model.lora.rank=4", "trainer.max_steps=10"]
+    lora += ["optim.lr=1e-2"]
+    single = launch(tmp_path / "single", runs["cache"], f"data.batch_size={GLOBAL_BATCH}", *lora)
+    fsdp = launch(tmp_path / "fsdp", runs["cache"], *two_processes("fsdp"), *lora)
+    assert "LoRA rank 4" in (tmp_path / "fsdp" / "train_ddp_process_1.log").read_text()
+    assert_same_losses(fsdp, single, range(1, 11))
+    assert single["losses"][10] < single["losses"][1]  # the adapters trained
