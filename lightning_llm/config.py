@@ -253,6 +253,17 @@ def check(cfg: DictConfig, together: bool = True) -> None:
     check_ranges(cfg)
     check_choices(_container(cfg, "trainer"), _container(cfg, "parallel"))
     check_eval(cfg.get("eval"))
+    model = cfg.get("model") or {}
+    lora = lora_settings(model)
+    if lora.rank and not lora.targets:
+        raise ConfigError(
+            "model.lora.targets is empty: name the linear layers to adapt, e.g. [c_attn, c_proj]"
+        )
+    if lora.rank and not model.get("init_from"):
+        raise ConfigError(
+            "model.lora.rank is set but model.init_from is not: adapters fine-tune a trained model; "
+            "give model.init_from=<run, .ckpt or Hugging Face folder>, or set model.lora.rank=0"
+        )
 
 
 def check_eval(node: Any) -> None:

@@ -82,6 +82,18 @@ def test_a_target_that_names_no_layer_is_refused_with_the_names_there_are():
         apply_lora(gpt(), LoraSettings(rank=4, targets=["q_proj"]))
 
 
+def test_lora_settings_are_checked_before_any_work(make_cfg):
+    from lightning_llm import config
+    from lightning_llm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.lora.rank is set but model.init_from is not"):
+        config.check(make_cfg("model.lora.rank=4"))
+    with pytest.raises(ConfigError, match="model.lora.targets is empty"):
+        config.check(make_cfg("model.lora.rank=4", "model.lora.targets=[]", "model.init_from=run"))
+    with pytest.raises(ConfigError, match=r"model.lora.dropout=1.5: must be a number in \[0, 1\)"):
+        config.check(make_cfg("model.lora.dropout=1.5"))
+
+
 def test_task_heads_train_beside_the_adapters(make_cfg):
     from lightning_llm.parts import _adapt
 
