@@ -253,7 +253,11 @@ def check(cfg: DictConfig, together: bool = True) -> None:
     check_ranges(cfg)
     check_choices(_container(cfg, "trainer"), _container(cfg, "parallel"))
     check_eval(cfg.get("eval"))
-    model = cfg.get("model") or {}
+    check_lora(cfg.get("model") or {})
+
+
+def check_lora(model: Any) -> None:
+    """``model.lora``: adapters need layers to adapt and a trained model to adapt (``model.init_from``)."""
     lora = lora_settings(model)
     if lora.rank and not lora.targets:
         raise ConfigError(

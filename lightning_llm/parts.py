@@ -116,23 +116,19 @@ def model(cfg: DictConfig, vocab_size: int, datamodule: Any, on_meta: bool = Fal
         loaded, new, skipped = load_matching_weights(built, init_from)
         log.info("%s: loaded %d tensors; new: %s; skipped: %s", init_from, len(loaded), new, skipped)
     if (lora := config.lora_settings(cfg.model)).rank:
-        _adapt(built, lora, init_from)
+        _adapt(built, lora)
     millions = sum(p.numel() for p in built.parameters()) / 1e6
     where = " (on the meta device: its shards come from rank 0)" if on_meta else ""
     log.info("model: %s, %.2fM parameters%s", cfg.model.name, millions, where)
     return built
 
 
-def _adapt(model: Any, lora: config.LoraSettings, init_from: str | None) -> None:
+def _adapt(model: Any, lora: config.LoraSettings) -> None:
     """LoRA: adapters on the targeted layers; they and the model's task heads (``task_heads``: a classifier
-    the fine-tuning adds) train, everything else is frozen. The same on every process (FSDP needs it)."""
+    the fine-tuning adds) train, everything else is frozen. The same on every process (FSDP needs it).
+    ``config.check_lora`` has made sure there is a trained model under them (``model.init_from``)."""
     from lightning_llm.models.lora import apply_lora
 
-    if not init_from:
-        raise ConfigError(
-            "model.lora.rank is set but model.init_from is not: adapters fine-tune a trained model; "
-            "give model.init_from=<run, .ckpt or Hugging Face folder>, or set model.lora.rank=0"
-        )
     adapted = apply_lora(model, lora)
     heads = tuple(getattr(model, "task_heads", ()))
     for name, parameter in model.named_parameters():

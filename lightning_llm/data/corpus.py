@@ -15,8 +15,9 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 __all__ = [
     "SPLITS",
@@ -25,6 +26,7 @@ __all__ = [
     "assign_split",
     "check_fraction",
     "check_paragraph_counts",
+    "split_by_key",
     "split_corpus",
     "split_paragraphs",
 ]
@@ -33,6 +35,7 @@ SPLITS = ("train", "val", "test")
 _SPLIT_RULE_VERSION = 1  # bump when the paragraph or hashing rule changes, to invalidate cached tokens
 _BLANK_LINES = re.compile(r"\n\s*\n")  # a newline, then whitespace-only lines, then a newline
 _MAX_FRACTION = 0.5
+T = TypeVar("T")
 
 
 class CorpusTooSmallError(ValueError):
@@ -146,3 +149,23 @@ def check_split_sizes(
                 f"{more.format(split=split)}or set "
                 f"data.{split}_fraction=0 to run without a {split} split"
             )
+
+
+def split_by_key(
+    items: Iterable[T],
+    key: Callable[[T], str],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    noun: str,
+) -> dict[str, list[T]]:
+    """Train/val/test lists of ``items``, each by the stable hash of ``key(item)`` (``assign_split``), so
+    items with equal keys share a split; refused as ``check_split_sizes`` refuses (``noun``: the items)."""
+    check_fraction("data.val_fraction", val_fraction)
+    check_fraction("data.test_fraction", test_fraction)
+    splits: dict[str, list[T]] = {split: [] for split in SPLITS}
+    for item in items:
+        split = assign_split(key(item), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        splits[split].append(item)
+    check_split_sizes(splits, {"val": val_fraction, "test": test_fraction}, noun)
+    return splits

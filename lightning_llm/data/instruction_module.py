@@ -14,6 +14,7 @@ from lightning_llm.data.instructions import (
     TrainingSequence,
     conversation_ids,
     conversations_fingerprint,
+    render,
     to_sequences,
 )
 from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
@@ -54,10 +55,7 @@ class InstructionDataModule(SplitDataModule):
     def texts(self, split: str) -> list[str]:
         """Every conversation of ``split`` as the template renders it (for tokenizer training, when the
         tokenizer is not pretrained: it then knows the template's own characters too)."""
-        return [
-            "".join(self.template[role].replace("{content}", content) for role, content in conversation.turns)
-            for conversation in self.conversations(split)
-        ]
+        return [render(conversation, self.template) for conversation in self.conversations(split)]
 
     def fingerprint(self) -> str:
         return conversations_fingerprint({s: self.conversations(s) for s in SPLITS}, self.template)

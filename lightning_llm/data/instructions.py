@@ -22,7 +22,7 @@ from typing import NamedTuple, Protocol
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from lightning_llm.data.corpus import SPLITS, assign_split, check_split_sizes
+from lightning_llm.data.corpus import SPLITS, split_by_key
 from lightning_llm.data.sources import SourceError, expand_paths, json_object, read_text_file
 from lightning_llm.objectives.causal_lm import IGNORE_INDEX
 
@@ -123,14 +123,9 @@ def split_conversations(
 ) -> dict[str, list[Conversation]]:
     """Train/val/test by a stable hash of each conversation's first turn (the same prompt stays in one
     split, so no evaluation prompt is a training prompt)."""
-    splits: dict[str, list[Conversation]] = {split: [] for split in SPLITS}
-    for conversation in conversations:
-        key = conversation.turns[0].content
-        splits[assign_split(key, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)].append(
-            conversation
-        )
-    check_split_sizes(splits, {"val": val_fraction, "test": test_fraction}, "conversations")
-    return splits
+    return split_by_key(
+        conversations, lambda c: c.turns[0].content, val_fraction, test_fraction, seed, "conversations"
+    )
 
 
 def conversations_fingerprint(splits: dict[str, list[Conversation]], template: dict[str, str]) -> str:
@@ -143,6 +138,11 @@ def conversations_fingerprint(splits: dict[str, list[Conversation]], template: d
 
 
 # --------------------------------------------------------------------------- tokens and targets
+
+
+def render(conversation: Conversation, template: dict[str, str]) -> str:
+    """The conversation as the template writes it (the text ``conversation_ids`` tokenizes piece by piece)."""
+    return "".join(template[role].replace("{content}", content) for role, content in conversation.turns)
 
 
 def conversation_ids(

@@ -33,13 +33,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
-from lightning_llm.data.corpus import (
-    SPLITS,
-    assign_split,
-    check_fraction,
-    check_split_sizes,
-    split_paragraphs,
-)
+from lightning_llm.data.corpus import SPLITS, check_fraction, split_by_key, split_paragraphs
 from lightning_llm.data.sources import SourceError, expand_paths, json_object, pydoc_topics, read_text_file
 
 __all__ = [
@@ -169,14 +163,7 @@ def split_pairs(
     Hashing the source keeps every copy of a source text in one split, so no evaluation source is ever a
     training source; a fraction of 0 leaves that split empty on purpose.
     """
-    check_fraction("data.val_fraction", val_fraction)
-    check_fraction("data.test_fraction", test_fraction)
-    splits: dict[str, list[Pair]] = {split: [] for split in SPLITS}
-    for pair in pairs:
-        split = assign_split(pair.source, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-        splits[split].append(pair)
-    check_split_sizes(splits, {"val": val_fraction, "test": test_fraction}, "pairs")
-    return splits
+    return split_by_key(pairs, lambda pair: pair.source, val_fraction, test_fraction, seed, "pairs")
 
 
 def file_splits(

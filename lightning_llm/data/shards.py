@@ -157,23 +157,25 @@ def prepare(
 ) -> tuple[Path, dict | None]:
     """Prepare ``corpus`` (a no-op when its cache is complete); returns the folder and its manifest, or None
     when ``shard`` left other jobs' units to do."""
-    folder = prepared_dir(cache_dir, corpus.fingerprint(), rule, tokenizer.fingerprint())
+    units = corpus.units()  # planned once: they are also what the folder's key hashes
+    tokenizer_fingerprint = tokenizer.fingerprint()  # a hash of the whole vocabulary: taken once too
+    folder = prepared_dir(cache_dir, corpus.fingerprint(units), rule, tokenizer_fingerprint)
     if (manifest := read_manifest(folder)) is not None:
         log.info("token cache hit: %s tokens at %s", manifest["tokens"], folder)
         return folder, manifest
     with cache_errors(cache_dir, "write the token cache"):
-        return folder, _prepare(folder, corpus, tokenizer, rule, num_proc, shard)
+        return folder, _prepare(folder, units, tokenizer, tokenizer_fingerprint, rule, num_proc, shard)
 
 
 def _prepare(
     folder: Path,
-    corpus: Corpus,
+    units: list[Unit],
     tokenizer: TokenizerLike,
+    tokenizer_fingerprint: str,
     rule: SplitRule,
     num_proc: int | None,
     shard: tuple[int, int] | None,
 ) -> dict | None:
-    units = corpus.units()
     (folder / "units").mkdir(parents=True, exist_ok=True)
     job = _Job(str(folder), rule)
     mine = range(len(units)) if shard is None else range(shard[0], len(units), shard[1])
@@ -199,7 +201,7 @@ def _prepare(
         "dtype": token_dtype(tokenizer.vocab_size).name,
         "vocab_size": tokenizer.vocab_size,
         "eos_id": tokenizer.eos_id,
-        "tokenizer_fingerprint": tokenizer.fingerprint(),
+        "tokenizer_fingerprint": tokenizer_fingerprint,
         "rule": asdict(rule),
         "tokens": {split: sum(count["tokens"][split] for count in counts) for split in SPLITS},
         "paragraphs": {split: sum(count["paragraphs"][split] for count in counts) for split in SPLITS},

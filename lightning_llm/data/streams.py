@@ -79,15 +79,14 @@ class Corpus:
             return [unit for path in files for unit in _parquet_units(path, self.field)]
         return [unit for path in files for unit in _byte_units(path, self.kind, self.field, self.unit_bytes)]
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, units: list[Unit] | None = None) -> str:
         """A hash of what identifies the corpus without reading it: each file's resolved path, size and
-        modification time (nanoseconds; every file of a ``datasets`` folder), the units, the reader and its
-        field. Editing a file changes it; a
-        file rewritten with the same size and an old modification time would not (copying preserves both
-        only when asked to, as ``cp -p`` does). The built-in corpus is hashed by its text, which is small."""
-        units = self.units()
+        modification time (nanoseconds; every file of a ``datasets`` folder), the units (``units``, when
+        already planned), the reader and its field. Editing a file changes it; a file rewritten with the same
+        size and an old modification time would not (copying preserves both only when asked to, as
+        ``cp -p`` does). The built-in corpus is hashed by its text, which is small."""
         described = []
-        for unit in units:
+        for unit in self.units() if units is None else units:
             if unit.kind == "pydoc":
                 text = "\0".join(pydoc_topics()).encode()
                 described.append(["pydoc", hashlib.sha256(text).hexdigest()])

@@ -24,7 +24,6 @@ from lightning_llm.data.shards import (
     TokenizerLike,
     TokenShards,
     prepare,
-    prepared_dir,
     sample_texts,
     split_texts,
 )
@@ -58,7 +57,7 @@ class TextDataModule(SplitDataModule):
         self.num_proc = num_proc
         self.rule = SplitRule(self.val_fraction, self.test_fraction, self.split_seed)
         self._fingerprint: str | None = None
-        self._prepared: dict | None = None  # the manifest, once prepared or found
+        self._prepared: tuple[Path, dict] | None = None  # (its folder, the manifest), once prepared or found
         self._datasets: dict[str, PackedWindows] = {}
 
     # -- the corpus (before tokenizer training)
@@ -83,11 +82,11 @@ class TextDataModule(SplitDataModule):
 
     def prepare_data(self) -> None:
         """Prepare the corpus into the token cache (a no-op when it is complete)."""
-        self._manifest()
+        self._prepare()
 
     def setup(self, stage: str | None = None) -> None:
         """Memory-map the shards of the splits the stage needs and cut them into windows."""
-        manifest, folder = self._manifest(), self._folder()
+        folder, manifest = self._prepare()
         for split in STAGE_SPLITS.get(stage, SPLITS):
             if self.has_split(split) and split not in self._datasets:
                 tokens = TokenShards(folder, split, manifest)
@@ -110,21 +109,17 @@ class TextDataModule(SplitDataModule):
 
     # -- helpers
 
-    def _folder(self) -> Path:
-        return prepared_dir(
-            self.cache_dir, self.corpus.fingerprint(), self.rule, self.tokenizer.fingerprint()
-        )
-
-    def _manifest(self) -> dict:
+    def _prepare(self) -> tuple[Path, dict]:
+        """The prepared corpus's folder and manifest, preparing it (or finding it) on first use."""
         if self._prepared is None:
-            _, manifest = prepare(
+            folder, manifest = prepare(
                 self.corpus, self.tokenizer, self.rule, self.cache_dir, num_proc=self.num_proc
             )
             assert manifest is not None  # every unit was prepared here
             check_paragraph_counts(
                 manifest["paragraphs"], {"val": self.val_fraction, "test": self.test_fraction}
             )
-            self._prepared = manifest
+            self._prepared = folder, manifest
         return self._prepared
 
     def _check_one_train_batch(self) -> None:

@@ -15,6 +15,7 @@ from lightning_llm.data.instructions import (
     Turn,
     conversation_ids,
     read_conversations,
+    render,
     to_sequences,
 )
 from lightning_llm.data.sources import SourceError
@@ -35,9 +36,8 @@ def test_only_the_answers_and_their_eos_are_targets(tokenizer):
          Turn("assistant", "Bye."))
     )  # fmt: skip
     ids, targets = conversation_ids(conversation, DEFAULT_TEMPLATE, tokenizer)
-    rendered = "".join(
-        DEFAULT_TEMPLATE[role].replace("{content}", content) for role, content in conversation.turns
-    )
+    rendered = "".join(DEFAULT_TEMPLATE[r].replace("{content}", c) for r, c in conversation.turns)
+    assert render(conversation, DEFAULT_TEMPLATE) == rendered
     assert [i for i in ids if i != tokenizer.eos_id] == tokenizer.encode(rendered)  # the template, in order
     answers = [i for i, target in zip(ids, targets, strict=True) if target]
     eos = [tokenizer.eos_id]

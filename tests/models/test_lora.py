@@ -101,7 +101,7 @@ def test_task_heads_train_beside_the_adapters(make_cfg):
     model = Encoder(
         EncoderConfig(vocab_size=VOCAB, n_layer=1, n_head=2, n_embd=32, block_size=16, num_classes=3)
     )
-    _adapt(model, LoraSettings(rank=2, targets=["c_attn"]), init_from="some run")
+    _adapt(model, LoraSettings(rank=2, targets=["c_attn"]))
     trainable = {name.split(".", 1)[0] for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"blocks", "pooler", "classifier"}
 
