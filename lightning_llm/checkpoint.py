@@ -325,7 +325,10 @@ def build_model_from_checkpoint(checkpoint: dict[str, Any], vocab_size: int) -> 
     _register_model(str(node["name"]))
     plugin, params = plugin_params("model", node, key="checkpoint config model")
     model = plugin(vocab_size=vocab_size, **params)
-    state = _without_adapters(model_state_dict(checkpoint), checkpoint)
+    state = model_state_dict(checkpoint)
+    if "frozen_fingerprint" in checkpoint:
+        state = _with_base(model, state, checkpoint)
+    state = _without_adapters(state, checkpoint)
     problems = _state_differences(model.state_dict(), state)
     if problems:
         raise CheckpointError(
@@ -334,6 +337,29 @@ def build_model_from_checkpoint(checkpoint: dict[str, Any], vocab_size: int) -> 
         )
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _with_base(
+    model: nn.Module, trained: dict[str, torch.Tensor], checkpoint: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """An adapters-only checkpoint's weights completed with its frozen base, read again from the run's
+    ``model.init_from`` into ``model`` and checked against the fingerprint the run recorded."""
+    from lightning_llm.models.lora import frozen_fingerprint
+
+    base = run_config(checkpoint)["model"].get("init_from")
+    if not base or not Path(base).exists():
+        raise CheckpointError(
+            f"the checkpoint holds LoRA adapters only (model.lora.adapters_only); its base model "
+            f"model.init_from={base!r} is needed to load it and was not found"
+        )
+    init_from(model, base)
+    frozen = {name: value for name, value in model.state_dict().items() if name not in trained}
+    if frozen_fingerprint(frozen) != checkpoint["frozen_fingerprint"]:
+        raise CheckpointError(
+            f"the checkpoint holds LoRA adapters trained on other base weights than {base} holds now; "
+            "load it with the base it was trained on"
+        )
+    return {**frozen, **trained}
 
 
 def _without_adapters(state: dict[str, torch.Tensor], checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -486,7 +512,10 @@ def init_from(model: nn.Module, path: str | Path) -> tuple[list[str], list[str],
         return list(weights), new, skipped
     checkpoint_path = find_checkpoint(path)
     checkpoint = load_checkpoint(checkpoint_path)
-    source = _without_adapters(model_state_dict(checkpoint), checkpoint)
+    if "frozen_fingerprint" in checkpoint:  # adapters only: the run's own model, its base read again
+        source = build_model_from_checkpoint(checkpoint, model.config.vocab_size).state_dict()
+    else:
+        source = _without_adapters(model_state_dict(checkpoint), checkpoint)
     target = model.state_dict()
     loaded = [name for name, value in source.items() if name in target and target[name].shape == value.shape]
     if not loaded:

@@ -44,6 +44,9 @@ class LoraSettings:
     dropout: float = 0.0  # dropout on the adapters' input
     # the last part of the names of the linear layers to adapt: attention (c_attn, c_proj) and MLP (c_fc)
     targets: list[str] = dataclasses.field(default_factory=lambda: ["c_attn", "c_proj", "c_fc"])
+    # checkpoints hold only what trains (adapters, a task's head) and a fingerprint of the frozen base, which
+    # is read again from model.init_from when one is loaded: megabytes instead of the whole model
+    adapters_only: bool = False
 
 
 def lora_settings(node: Any) -> LoraSettings:
@@ -253,16 +256,23 @@ def check(cfg: DictConfig, together: bool = True) -> None:
     check_ranges(cfg)
     check_choices(_container(cfg, "trainer"), _container(cfg, "parallel"))
     check_eval(cfg.get("eval"))
-    check_lora(cfg.get("model") or {})
+    check_lora(cfg.get("model") or {}, (cfg.get("trainer") or {}).get("strategy"))
 
 
-def check_lora(model: Any) -> None:
+def check_lora(model: Any, strategy: object = None) -> None:
     """``model.lora``: adapters need layers to adapt and a trained model to adapt (``model.init_from``)."""
     lora = lora_settings(model)
     if lora.rank and not lora.targets:
         raise ConfigError(
             "model.lora.targets is empty: name the linear layers to adapt, e.g. [c_attn, c_proj]"
         )
+    if lora.adapters_only and strategy == "fsdp":
+        raise ConfigError(
+            "model.lora.adapters_only is not supported with trainer.strategy=fsdp (its sharded checkpoints "
+            "are not written adapters-only yet); leave it false, the adapters are still what trains"
+        )
+    if lora.adapters_only and not lora.rank:
+        raise ConfigError("model.lora.adapters_only needs adapters: set model.lora.rank (e.g. 8)")
     if lora.rank and not model.get("init_from"):
         raise ConfigError(
             "model.lora.rank is set but model.init_from is not: adapters fine-tune a trained model; "

@@ -14,6 +14,7 @@ true count and the accumulated gradients are rescaled by it, before clipping and
 
 from __future__ import annotations
 
+import inspect
 import random
 from typing import Any
 
@@ -55,6 +56,7 @@ class LanguageModule(L.LightningModule):
         metrics: dict[str, Metric] | None = None,
         checkpoint_extras: dict[str, Any] | None = None,
         parallel: ParallelPlan | None = None,
+        save_trainable_only: bool = False,
     ) -> None:
         """
         Args:
@@ -65,6 +67,8 @@ class LanguageModule(L.LightningModule):
             metrics: name -> metric, cloned for each stage and updated with (outputs, labels).
             checkpoint_extras: plain data stored in every checkpoint (resolved config, tokenizer hash).
             parallel: activation checkpointing, compile and FSDP options, applied in ``configure_model``.
+            save_trainable_only: checkpoints hold only the trainable parameters (LoRA's adapters and a task
+                head) and a fingerprint of the frozen rest, which a resumed run has built again.
         """
         super().__init__()
         self.model = model
@@ -89,6 +93,8 @@ class LanguageModule(L.LightningModule):
         self.checkpoint_extras = dict(checkpoint_extras or {})
         self.tokens_seen = 0  # input tokens over all processes; restored on resume
         self.parallel = parallel or ParallelPlan()
+        self.save_trainable_only = save_trainable_only
+        self._frozen_fingerprint: str | None = None  # of the frozen weights, computed once: they never change
         self._parallelized = False
         self._compiled_loss: Any = None  # torch.compile(objective.loss) under parallel.compile
         # This step's loss sum and target tokens on this rank, over its micro-batches so far (float64: exact).
@@ -248,8 +254,16 @@ class LanguageModule(L.LightningModule):
             self.log_dict(metrics)
         if len(text_metrics) and hasattr(self.objective, "predict_text"):
             with gathered(self.model):  # decoding stops per batch: processes must not wait on each other
-                text_metrics.update(*self.objective.predict_text(self.model, batch))
+                text_metrics.update(*self._predict_text(batch, outputs))
             self.log_dict(text_metrics)
+
+    def _predict_text(self, batch: dict, outputs: Any) -> tuple[list, list]:
+        """The objective's (predictions, references), handing it the loss's outputs when it takes them (span
+        QA reads its answers from them; a generating objective decodes anew)."""
+        predict = self.objective.predict_text
+        if "outputs" in inspect.signature(predict).parameters:
+            return predict(self.model, batch, outputs=outputs)
+        return predict(self.model, batch)
 
     # ------------------------------------------------------------------ optimisation
 
@@ -284,11 +298,43 @@ class LanguageModule(L.LightningModule):
         # Dropout and masking draw from these: restored, a resumed run repeats the uninterrupted one.
         checkpoint["rng_states"] = _collect_rng_states()
         checkpoint.update(self.checkpoint_extras)
+        if self.save_trainable_only:
+            state = checkpoint["state_dict"]
+            trained = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+            if self._frozen_fingerprint is None:
+                self._frozen_fingerprint = _fingerprint({k: v for k, v in state.items() if k not in trained})
+            checkpoint["frozen_fingerprint"] = self._frozen_fingerprint
+            checkpoint["state_dict"] = {k: v for k, v in state.items() if k in trained}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
         if "rng_states" in checkpoint:
             _set_rng_states(checkpoint["rng_states"])
+        if "frozen_fingerprint" in checkpoint:
+            self._complete_with_frozen(checkpoint)
+
+    def _complete_with_frozen(self, checkpoint: dict[str, Any]) -> None:
+        """An adapters-only checkpoint (resumed): the frozen weights are this module's own, built from
+        ``model.init_from`` as in the run that wrote it; refused when they are not the same."""
+        from lightning_llm.errors import CheckpointError
+
+        state = checkpoint["state_dict"]
+        frozen = {k: v for k, v in self.state_dict().items() if k not in state}
+        if _fingerprint(frozen) != checkpoint["frozen_fingerprint"]:
+            raise CheckpointError(
+                "the checkpoint holds LoRA adapters only, trained on other base weights than "
+                "model.init_from gives now; resume with the base the run started from"
+            )
+        state.update(frozen)
+
+
+def _fingerprint(module_state: dict[str, torch.Tensor]) -> str:
+    """``frozen_fingerprint`` of a module state dict's model entries, under the names the model itself uses
+    (no ``model.`` prefix, no compile or checkpointing wrappers), as ``checkpoint.load_run`` sees them."""
+    from lightning_llm.checkpoint import model_state_dict
+    from lightning_llm.models.lora import frozen_fingerprint
+
+    return frozen_fingerprint(model_state_dict({"state_dict": module_state}))
 
 
 def _collect_rng_states() -> dict[str, Any]:

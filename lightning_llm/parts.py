@@ -175,6 +175,7 @@ def language_module(
             "tokenizer_fingerprint": tokenizer.fingerprint(),
         },
         parallel=plan,
+        save_trainable_only=config.lora_settings(cfg.model).adapters_only,
     )
 
 

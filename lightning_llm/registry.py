@@ -69,7 +69,8 @@ CONTRACTS: dict[str, Contract] = {
     "objective": Contract(
         ("tokenizer",),
         "an object with loss(model, batch) -> (summed_loss, n_target_tokens, outputs), default_data (the "
-        "data plugin serving its batches), and optionally predict_text(model, batch) for text metrics and "
+        "data plugin serving its batches), and optionally predict_text(model, batch[, outputs]) for text "
+        "metrics (outputs: what loss returned for the batch) and "
         "sample_mode ('generate' or 'predict': what a run's samples.txt shows)",
     ),
     "optim": Contract(("params",), "a torch.optim.Optimizer over the given parameter groups"),

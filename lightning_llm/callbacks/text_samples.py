@@ -65,11 +65,15 @@ class TextSamples(L.Callback):
     @torch.no_grad()
     def _predict(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[str]:
         batch = next(iter(trainer.datamodule.val_dataloader()))
-        batch = {k: v[: self.num_samples] for k, v in batch.items()}
+        n = self.num_samples
+        rows = len(batch["input_ids"])
+        if all(isinstance(v, torch.Tensor | list) and len(v) == rows for v in batch.values()):
+            batch = {k: v[:n] for k, v in batch.items()}  # one example per row: predict only those shown
         batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
         predictions, references = pl_module.objective.predict_text(pl_module.model, batch)
-        sources = [self.tokenizer.decode(row.tolist()) for row in batch["input_ids"]]
+        # a batch may say what its examples' sources read (a question answered over several windows)
+        sources = batch.get("source_texts") or [self.tokenizer.decode(r.tolist()) for r in batch["input_ids"]]
         return [
             f"source:     {s}\nprediction: {p}\nreference:  {r}"
-            for s, p, r in zip(sources, predictions, references, strict=True)
+            for s, p, r in zip(sources[:n], predictions[:n], references[:n], strict=True)
         ]

@@ -32,6 +32,7 @@ from lightning_llm.data.pairs import (
 )
 from lightning_llm.data.settings import ClassificationSettings, DataSettings, PairSettings
 from lightning_llm.data.sources import as_paths, pydoc_topics, read_text_files
+from lightning_llm.data.squad import QAExample, pydoc_questions, read_squad, split_questions
 from lightning_llm.data.streams import Corpus
 from lightning_llm.registry import register
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from lightning_llm.data.instruction_module import InstructionDataModule
     from lightning_llm.data.pair_module import PairDataModule
     from lightning_llm.data.sentence_pair_module import SentencePairDataModule
+    from lightning_llm.data.squad_module import SquadDataModule
     from lightning_llm.data.text_module import TextDataModule
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "ReverseWords",
     "SavedDataset",
     "SentencePairs",
+    "SquadFiles",
     "TextFiles",
 ]
 
@@ -250,6 +253,64 @@ class SentencePairs(DataSettings):
             return SentencePairDataModule(tokenizer, pydoc_topics, self)
         paths = as_paths("paths", self.paths)
         return SentencePairDataModule(tokenizer, functools.partial(read_text_files, paths), self)
+
+
+# --------------------------------------------------------------------------- extractive question answering
+
+
+@register("data", "squad")
+@dataclass(kw_only=True)
+class SquadFiles(DataSettings):
+    """Questions whose answer is a span of a passage, for ``objective=span_qa``: SQuAD ``.json`` files or
+    JSON Lines (context, question, answers with character offsets), or, when ``paths`` is null, cloze
+    questions made from Python's bundled documentation. A passage longer than a window is read in windows
+    sharing ``stride`` tokens. Without ``val_paths``/``test_paths`` the questions are split by a stable hash
+    of their passage. BERT's SQuAD settings are block_size 384, max_question_tokens 64, stride 128."""
+
+    min_block_size: ClassVar[int] = 8
+    block_size: int = 128  # <cls> question <sep> passage window <sep> in this many tokens
+    batch_size: int = 16  # windows per training batch; questions (with all their windows) when evaluating
+    paths: list[str] | None = None  # SQuAD .json / .jsonl files or globs; null: questions made from pydoc
+    val_paths: list[str] | None = None  # e.g. SQuAD's dev file; null holds val_fraction of paths out
+    test_paths: list[str] | None = None  # null holds test_fraction of paths out
+    max_question_tokens: int = 32  # longer questions are cut to this many tokens
+    stride: int = 32  # tokens that consecutive windows of a long passage share
+    # SQuAD 2.0: keep questions without an answer (the model learns to point at <cls> and may answer
+    # nothing); false (SQuAD 1.1) refuses them, naming the record.
+    no_answer: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        room = self.block_size - self.max_question_tokens - 3
+        if self.max_question_tokens < 1 or room < 1:
+            raise ValueError(
+                f"data.max_question_tokens={self.max_question_tokens} must be >= 1 and leave passage "
+                f"tokens in data.block_size={self.block_size} (with <cls> and two <sep>); lower it or raise "
+                "data.block_size"
+            )
+        if not 0 <= self.stride < room:
+            raise ValueError(
+                f"data.stride={self.stride} must be in [0, {room}) (the passage tokens a window holds beside "
+                f"a {self.max_question_tokens}-token question), so each window moves forward"
+            )
+
+    def build(self, tokenizer: Any, cache_dir: str | Path) -> SquadDataModule:
+        from lightning_llm.data.squad_module import SquadDataModule
+
+        def read_files(key: str, patterns: list[str] | None) -> list[QAExample]:
+            return read_squad(as_paths(key, patterns), self.no_answer) if patterns else []
+
+        def read() -> dict[str, list[QAExample]]:
+            if self.paths is None:
+                questions = pydoc_questions(pydoc_topics())
+            else:
+                questions = read_files("paths", self.paths)
+            if not (self.val_paths or self.test_paths):
+                return split_questions(questions, self.val_fraction, self.test_fraction, self.split_seed)
+            val, test = read_files("val_paths", self.val_paths), read_files("test_paths", self.test_paths)
+            return {"train": questions, "val": val, "test": test}
+
+        return SquadDataModule(tokenizer, read, self.max_question_tokens, self.stride, self.no_answer, self)
 
 
 # --------------------------------------------------------------------------- instruction tuning

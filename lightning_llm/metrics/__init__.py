@@ -8,12 +8,14 @@ import importlib
 
 from lightning_llm.metrics import plugins  # noqa: F401 - importing registers the plugins
 
-__all__ = ["BLEU", "F1", "ROUGE", "Accuracy", "Perplexity", "Precision", "Recall"]
+__all__ = ["BLEU", "F1", "QAF1", "ROUGE", "Accuracy", "ExactMatch", "Perplexity", "Precision", "Recall"]
 
 # Each class by the module that defines it (imported on first access).
 _LAZY = {
     "Accuracy": "lightning_llm.metrics.text",
     "BLEU": "lightning_llm.metrics.generation",
+    "ExactMatch": "lightning_llm.metrics.qa",
+    "QAF1": "lightning_llm.metrics.qa",
     "F1": "lightning_llm.metrics.classification",
     "Perplexity": "lightning_llm.metrics.text",
     "Precision": "lightning_llm.metrics.classification",

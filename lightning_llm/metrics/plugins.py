@@ -1,8 +1,9 @@
 """The ``metric`` plugins: each builds one of the torchmetrics classes of this package.
 
-The classes live in ``text`` (perplexity, accuracy), ``classification`` (macro precision, recall, F1) and
-``generation`` (BLEU, ROUGE-L); each plugin imports its class when called, because torchmetrics takes most of
-a second to import and listing the plugins or composing a config needs only these signatures.
+The classes live in ``text`` (perplexity, accuracy), ``classification`` (macro precision, recall, F1),
+``generation`` (BLEU, ROUGE-L) and ``qa`` (SQuAD's exact match and F1); each plugin imports its class when
+called, because torchmetrics takes most of a second to import and listing the plugins or composing a config
+needs only these signatures.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from lightning_llm.registry import register
 if TYPE_CHECKING:
     from lightning_llm.metrics.classification import F1, Precision, Recall
     from lightning_llm.metrics.generation import BLEU, ROUGE
+    from lightning_llm.metrics.qa import QAF1, ExactMatch
     from lightning_llm.metrics.text import Accuracy, Perplexity
 
-__all__ = ["accuracy", "bleu", "f1", "perplexity", "precision", "recall", "rouge"]
+__all__ = ["accuracy", "bleu", "exact_match", "f1", "perplexity", "precision", "qa_f1", "recall", "rouge"]
 
 
 @register("metric", "perplexity")
@@ -111,3 +113,22 @@ def rouge() -> ROUGE:
     from lightning_llm.metrics.generation import ROUGE
 
     return ROUGE()
+
+
+@register("metric", "exact_match")
+def exact_match() -> ExactMatch:
+    """SQuAD's exact match: the share of questions whose extracted answer equals one of the references after
+    normalisation (lower case, no punctuation or articles); 0..1. A question without an answer (SQuAD 2.0)
+    counts when the prediction is empty."""
+    from lightning_llm.metrics.qa import ExactMatch
+
+    return ExactMatch()
+
+
+@register("metric", "qa_f1")
+def qa_f1() -> QAF1:
+    """SQuAD's F1: the overlap of the answer's normalised words with the best-matching reference's, as the
+    harmonic mean of precision and recall, averaged over questions; 0..1."""
+    from lightning_llm.metrics.qa import QAF1
+
+    return QAF1()

@@ -6,10 +6,11 @@ self-attention (every position sees every real position, left and right) transfo
 final norm gives the hidden states. Two heads read them: the masked-LM head (BERT's "transform" of dense +
 GELU + norm, then a decoder tied to the token embedding) predicts the token at every position, and, when
 ``num_classes > 0``, the pooler (a tanh dense layer on the first, ``<cls>``, position) feeds a linear
-classifier. The blocks are those of ``lightning_llm.models.blocks``: pre-LN with a final norm by default
-(it trains stably without BERT's learning-rate warm-up tricks, Xiong et al. 2020), or BERT's own post-LN
-with no final norm (``prenorm=False``, with ``mlp=gelu_erf`` and ``norm_eps=1e-12``: exactly
-``transformers``' ``BertForMaskedLM``, tests/test_huggingface.py).
+classifier; with ``span_head`` a linear layer gives every position an answer-start and an answer-end logit
+(extractive question answering). The blocks are those of ``lightning_llm.models.blocks``: pre-LN with a
+final norm by default (it trains stably without BERT's learning-rate warm-up tricks, Xiong et al. 2020),
+or BERT's own post-LN with no final norm (``prenorm=False``, with ``mlp=gelu_erf`` and ``norm_eps=1e-12``:
+exactly ``transformers``' ``BertForMaskedLM``, tests/test_huggingface.py).
 
 Shapes: B = batch, T = sequence length, C = n_embd, V = vocab_size, K = num_classes.
 """
@@ -51,6 +52,9 @@ class EncoderConfig:
     n_segments: int = 2  # segment (token type) embeddings: sentence A / sentence B of a pair, as in BERT
     # Size of the classifier head; 0 builds none (masked-LM pretraining; a classification run fills it in).
     num_classes: int = 0
+    # A span head (start and end logits at every position) for extractive question answering; a span_qa
+    # run turns it on.
+    span_head: bool = False
     positions: Literal["learned", "sinusoidal"] = "learned"  # BERT's table, or the fixed original encoding
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_eps: float = 1e-5  # BERT's LayerNorm uses 1e-12
@@ -108,9 +112,10 @@ class MaskedLMHead(nn.Module):
 class Encoder(nn.Module):
     """BERT-style bidirectional encoder, pretrained with masked_lm or fine-tuned with classification."""
 
-    objectives = ("masked_lm", "masked_lm_nsp", "classification")
+    objectives = ("masked_lm", "masked_lm_nsp", "classification", "span_qa")
     default_objective = "masked_lm"
-    task_heads = ("pooler", "classifier")  # what a fine-tuning task adds: trained in full under LoRA
+    # what a fine-tuning task adds: trained in full under LoRA
+    task_heads = ("pooler", "classifier", "qa_outputs")
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -146,6 +151,8 @@ class Encoder(nn.Module):
         has_classifier = config.num_classes > 0
         self.pooler = nn.Linear(C, C, bias=config.bias) if has_classifier else None
         self.classifier = nn.Linear(C, config.num_classes, bias=config.bias) if has_classifier else None
+        # BertForQuestionAnswering's head (and its name): a start and an end logit per position.
+        self.qa_outputs = nn.Linear(C, 2, bias=config.bias) if config.span_head else None
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -223,6 +230,15 @@ class Encoder(nn.Module):
             )
         pooled = torch.tanh(self.pooler(hidden[:, 0]))  # (B, C): BERT's pooled [CLS] representation
         return self.classifier(self.drop(pooled))  # (B, K)
+
+    def span_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, C) -> (B, T, 2): the logit of each position being the answer's start, and its end."""
+        if self.qa_outputs is None:
+            raise ValueError(
+                "this encoder has no span head (model.span_head=false); set model.span_head=true, or let "
+                "a question-answering data module (data=squad) turn it on"
+            )
+        return self.qa_outputs(hidden)
 
     def forward(
         self,

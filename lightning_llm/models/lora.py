@@ -6,10 +6,14 @@ small matrices ``lora_a`` (rank x in) and ``lora_b`` (out x rank). It computes
 ``x W^T + b + (alpha / rank) * dropout(x) A^T B^T``; B starts at zero, so the adapted model starts exactly as
 the base model. ``merge_lora`` folds ``(alpha / rank) * B A`` into ``W`` and turns each module back into a
 plain ``nn.Linear``: the merged model gives the adapted model's outputs, with no adapter left.
+
+With ``adapters_only`` a checkpoint keeps only the trained entries; ``frozen_fingerprint`` identifies the base
+it was trained on, so that loading it over another base is refused instead of silently giving another model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -22,6 +26,7 @@ __all__ = [
     "LoRALinear",
     "LoraSettings",
     "apply_lora",
+    "frozen_fingerprint",
     "has_adapters",
     "lora_parameters",
     "merge_lora",
@@ -113,3 +118,15 @@ def merge_lora(model: nn.Module) -> int:
             module.__class__ = nn.Linear
             merged += 1
     return merged
+
+
+def frozen_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names, shapes, dtypes and bytes, in name order: the identity of the frozen
+    base weights an adapters-only checkpoint was trained on."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{tuple(tensor.shape)}\0{tensor.dtype}\0".encode())
+        if tensor.numel():
+            digest.update(tensor.view(-1).view(torch.uint8).numpy())  # the bytes, not copied
+    return digest.hexdigest()

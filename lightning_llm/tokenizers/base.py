@@ -29,7 +29,13 @@ from typing import Any, ClassVar
 from tokenizers import Tokenizer as HFTokenizer
 
 from lightning_llm.atomic import write_text
-from lightning_llm.tokenizers.pieces import MAX_BATCH_CHARS, MAX_PIECE_CHARS, piece_batches, pieces_of
+from lightning_llm.tokenizers.pieces import (
+    MAX_BATCH_CHARS,
+    MAX_PIECE_CHARS,
+    piece_batches,
+    pieces_of,
+    text_pieces,
+)
 
 __all__ = [
     "MAX_VOCAB_SIZE",
@@ -220,6 +226,20 @@ class Tokenizer:
             for piece, encoding in zip(batch, encodings, strict=True):
                 ids[piece.index].extend(encoding.ids)
         return ids
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of ``text`` and each token's (start, end) character span in it: what maps a predicted
+        token span back to the text (extractive question answering). Pieces as ``encode_batch`` cuts them."""
+        backend = self._require_backend()
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        begin = 0
+        for piece in text_pieces(text, self.max_piece_chars):
+            encoding = backend.encode(piece, add_special_tokens=False)
+            ids.extend(encoding.ids)
+            offsets.extend((begin + start, begin + end) for start, end in encoding.offsets)
+            begin += len(piece)
+        return ids, offsets
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of ``ids`` (a list, array or tensor of ints), with special tokens dropped."""

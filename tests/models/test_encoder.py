@@ -28,7 +28,7 @@ def test_registered_with_objectives_and_its_config():
     assert isinstance(model, Encoder) and len(model.blocks) == 1
     plugin = registry.get("model", "encoder")
     assert plugin.product() is Encoder and plugin.config_class() is EncoderConfig
-    assert Encoder.objectives == ("masked_lm", "masked_lm_nsp", "classification")
+    assert Encoder.objectives == ("masked_lm", "masked_lm_nsp", "classification", "span_qa")
     assert Encoder.default_objective == "masked_lm"
     assert all(not block.attn.causal for block in model.blocks)
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import lightning as L
 import pytest
 import torch
 
@@ -150,3 +151,50 @@ def test_lora_fine_tunes_a_hugging_face_gpt2_and_exports_merged(make_cfg, tmp_pa
     with torch.no_grad():
         assert (loaded(ids).logits - model(ids)[..., : loaded.config.vocab_size]).abs().max() < 1e-4
     assert json.loads((tmp_path / "merged" / "config.json").read_text())["n_layer"] == 2
+
+
+class StopAtFirstValidation(L.Callback):
+    """Ends the run after its first validation (and the checkpoint written there), as a preemption would."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.should_stop = True
+
+
+@pytest.mark.slow
+def test_adapters_only_checkpoints_hold_the_adapters_and_load_and_resume_as_full_ones(make_cfg, tmp_path):
+    """A LoRA run with model.lora.adapters_only: its checkpoints hold only the adapters (and a fingerprint of
+    the base); stopped and resumed, it ends with the weights of an uninterrupted run with full checkpoints
+    (load_run reads the base again); a base that changed is refused."""
+    from lightning_llm.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, load_run
+    from lightning_llm.train import train
+
+    train(make_cfg("trainer.max_steps=2"), run_dir=tmp_path / "base")
+    lora = [
+        f"model.init_from={tmp_path / 'base'}",
+        "model.lora.rank=2",
+        "optim.lr=1e-2",
+        "trainer.max_steps=8",
+    ]
+    train(make_cfg(*lora), run_dir=tmp_path / "full")
+    small = [*lora, "model.lora.adapters_only=true"]
+    train(make_cfg(*small), run_dir=tmp_path / "small", callbacks=[StopAtFirstValidation()])
+    checkpoint = load_checkpoint(find_checkpoint(tmp_path / "small"))
+    assert checkpoint["global_step"] == 4
+    assert checkpoint["state_dict"] and all(
+        k.endswith(("lora_a", "lora_b")) for k in checkpoint["state_dict"]
+    )
+    train(make_cfg(*small, "ckpt_path=auto"), run_dir=tmp_path / "small")
+
+    full, _, _ = load_run(tmp_path / "full")
+    resumed, _, _ = load_run(tmp_path / "small")
+    for (name, expected), (_, got) in zip(
+        full.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0, msg=name)
+
+    path = find_checkpoint(tmp_path / "small")
+    checkpoint = load_checkpoint(path)
+    checkpoint["frozen_fingerprint"] = "0" * 64  # as if the base had been trained further since
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="other base weights"):
+        load_run(tmp_path / "small")
