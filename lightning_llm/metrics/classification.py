@@ -16,6 +16,9 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from lightning_llm.metrics.text import predicted_ids
+from lightning_llm.models.chunked_head import TokenScores
+
 __all__ = [
     "F1",
     "Precision",
@@ -93,14 +96,9 @@ class _MacroClassificationMetric(Metric):
         self.preds.append(torch.empty(0, dtype=torch.int64, device=self.device))
         self.labels.append(torch.empty(0, dtype=torch.int64, device=self.device))
 
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        if logits.shape[:-1] != labels.shape:
-            raise ValueError(
-                f"logits of shape {tuple(logits.shape)} need labels of shape {tuple(logits.shape[:-1])}, "
-                f"got {tuple(labels.shape)}"
-            )
+    def update(self, logits: torch.Tensor | TokenScores, labels: torch.Tensor) -> None:
         scored = labels != self.ignore_index
-        self.preds.append(logits.argmax(dim=-1)[scored])  # (N,) over the scored positions
+        self.preds.append(predicted_ids(logits, labels)[scored])  # (N,) over the scored positions
         self.labels.append(labels[scored])
 
     def compute(self) -> torch.Tensor:

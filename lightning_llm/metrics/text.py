@@ -1,16 +1,19 @@
 """Metrics over predicted tokens: perplexity and top-1 accuracy.
 
-Both take ``update(logits, labels)`` with logits (..., V) and labels (...), skip positions labelled
-``ignore_index``, and keep running sums (not per-batch means) reduced with ``sum`` across processes, so
-the result is the exact per-token value over everything seen, however it was batched or sharded. The same
-shapes cover language modelling (B, T, V) and sequence classification (B, num_classes).
+Both take ``update(logits, labels)`` with logits (..., V) and labels (...) (or, from a loss computed in
+chunks, the tokens' ``TokenScores`` in place of the logits), skip positions labelled ``ignore_index``, and
+keep running sums (not per-batch means) reduced with ``sum`` across processes, so the result is the exact
+per-token value over everything seen, however it was batched or sharded. The same shapes cover language
+modelling (B, T, V) and sequence classification (B, num_classes).
 """
 
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-__all__ = ["Accuracy", "Perplexity", "correct_tokens", "summed_nll"]
+from lightning_llm.models.chunked_head import TokenScores
+
+__all__ = ["Accuracy", "Perplexity", "correct_tokens", "predicted_ids", "summed_nll"]
 
 
 def summed_nll(
@@ -40,10 +43,17 @@ def correct_tokens(
     logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """How many labels are the top-1 prediction, and how many labels there were (ignored ones aside)."""
-    _check_shapes(logits, labels)
     counted = labels != ignore_index
-    correct = (logits.argmax(dim=-1) == labels) & counted
+    correct = (predicted_ids(logits, labels) == labels) & counted
     return correct.sum(), counted.sum()
+
+
+def predicted_ids(outputs: torch.Tensor | TokenScores, labels: torch.Tensor) -> torch.Tensor:
+    """The top-1 prediction at each labelled position, from logits (..., V) or a chunked loss's scores."""
+    if isinstance(outputs, TokenScores):
+        return outputs.predicted
+    _check_shapes(outputs, labels)
+    return outputs.argmax(dim=-1)
 
 
 def _check_shapes(logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -71,8 +81,11 @@ class Perplexity(Metric):
         self.add_state("nll_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("n_tokens", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        nll, n_tokens = summed_nll(logits, labels, self.ignore_index)
+    def update(self, logits: torch.Tensor | TokenScores, labels: torch.Tensor) -> None:
+        if isinstance(logits, TokenScores):  # the loss's chunks already scored every token
+            nll, n_tokens = logits.nll.double().sum(), (labels != self.ignore_index).sum()
+        else:
+            nll, n_tokens = summed_nll(logits, labels, self.ignore_index)
         self.nll_sum += nll.double()
         self.n_tokens += n_tokens
 
@@ -96,7 +109,7 @@ class Accuracy(Metric):
         self.add_state("n_correct", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("n_tokens", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, logits: torch.Tensor | TokenScores, labels: torch.Tensor) -> None:
         n_correct, n_tokens = correct_tokens(logits, labels, self.ignore_index)
         self.n_correct += n_correct
         self.n_tokens += n_tokens

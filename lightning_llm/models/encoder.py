@@ -33,6 +33,7 @@ from lightning_llm.models.blocks import (
     make_norm,
     padded_vocab_size,
 )
+from lightning_llm.models.chunked_head import IGNORE_INDEX, TokenScores, linear_cross_entropy
 from lightning_llm.registry import register
 
 __all__ = ["Encoder", "EncoderConfig", "MaskedLMHead"]
@@ -100,9 +101,11 @@ class MaskedLMHead(nn.Module):
         self.norm = make_norm(norm, n_embd, bias, norm_eps)
         self.decoder = nn.Linear(n_embd, vocab_size, bias=bias)
 
+    def transform(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.gelu(self.dense(hidden)))  # exact (erf) GELU, as BERT
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        h = self.norm(F.gelu(self.dense(hidden)))  # exact (erf) GELU, as BERT
-        return self.decoder(h)  # (B, T, padded V)
+        return self.decoder(self.transform(hidden))  # (B, T, padded V)
 
 
 # --------------------------------------------------------------------------- the model
@@ -114,6 +117,7 @@ class Encoder(nn.Module):
 
     objectives = ("masked_lm", "masked_lm_nsp", "classification", "span_qa")
     default_objective = "masked_lm"
+    chunks_its_loss = True  # forward(..., labels=, loss_chunk=): the masked-LM loss at the labelled tokens
     # what a fine-tuning task adds: trained in full under LoRA
     task_heads = ("pooler", "classifier", "qa_outputs")
 
@@ -245,9 +249,32 @@ class Encoder(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Masked-LM logits (B, T, vocab_size): ``mlm_logits(encode(...))``."""
-        return self.mlm_logits(self.encode(input_ids, attention_mask, token_type_ids))
+        labels: torch.Tensor | None = None,
+        loss_chunk: int = 0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, TokenScores]:
+        """Masked-LM logits (B, T, vocab_size): ``mlm_logits(encode(...))``.
+
+        With ``labels`` (B, T), -100 where nothing is predicted, it returns (summed cross-entropy, labelled
+        tokens, TokenScores (B, T)) instead: the head runs on the labelled positions only (15% of them in
+        BERT's masking), ``loss_chunk`` of them at a time (0: all at once; ``models/chunked_head.py``).
+        """
+        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        if labels is None:
+            return self.mlm_logits(hidden)
+        picked = labels != IGNORE_INDEX  # (B, T)
+        V, decoder = self.config.vocab_size, self.mlm_head.decoder
+        loss, n_tokens, scores = linear_cross_entropy(
+            self.mlm_head.transform(hidden[picked]),  # (N, C): the labelled positions only
+            decoder.weight[:V],  # padding rows are never predicted
+            labels[picked],
+            loss_chunk or max(1, labels.numel()),
+            bias=None if decoder.bias is None else decoder.bias[:V],
+        )
+        nll = torch.zeros(labels.shape, dtype=scores.nll.dtype, device=labels.device).masked_scatter(
+            picked, scores.nll
+        )
+        predicted = torch.full_like(labels, IGNORE_INDEX).masked_scatter(picked, scores.predicted)
+        return loss, n_tokens, TokenScores(nll, predicted)
 
     # -- size and compute
 

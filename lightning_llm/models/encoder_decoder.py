@@ -34,6 +34,7 @@ from lightning_llm.models.blocks import (
     padded_vocab_size,
     padding_mask,
 )
+from lightning_llm.models.chunked_head import TokenScores, linear_cross_entropy
 from lightning_llm.models.sampling import Step, beam_search, greedy_search
 from lightning_llm.registry import register
 
@@ -105,6 +106,7 @@ class EncoderDecoder(nn.Module):
 
     objectives = ("seq2seq",)
     default_objective = "seq2seq"
+    chunks_its_loss = True  # forward(..., labels=, loss_chunk=): the loss without whole logits
 
     def __init__(self, config: EncoderDecoderConfig):
         super().__init__()
@@ -164,13 +166,27 @@ class EncoderDecoder(nn.Module):
 
     # ------------------------------------------------------------------------------ forward
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, decoder_input_ids: torch.Tensor
-    ) -> torch.Tensor:
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        decoder_input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        loss_chunk: int = 0,
+        label_smoothing: float = 0.0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, TokenScores]:
         """Teacher forcing. input_ids: (B, S) source; attention_mask: (B, S) bool, True at real tokens (or
         None: no padding); decoder_input_ids: (B, T) = bos + target. Returns logits (B, T, V) where
-        position t predicts target token t (the token after decoder_input_ids[:, t])."""
+        position t predicts target token t (the token after decoder_input_ids[:, t]).
+
+        With ``labels`` (B, T) and ``loss_chunk`` > 0 it returns (summed cross-entropy with
+        ``label_smoothing``, labelled tokens, TokenScores) instead, the logits computed ``loss_chunk``
+        tokens at a time (``models/chunked_head.py``)."""
         memory = self.encode(input_ids, attention_mask)
-        return self.decode(decoder_input_ids, memory, attention_mask)
+        if labels is None or loss_chunk < 1:
+            return self.decode(decoder_input_ids, memory, attention_mask)
+        hidden = self.decode(decoder_input_ids, memory, attention_mask, hidden_only=True)
+        head = self.lm_head.weight[: self.config.vocab_size]  # padding rows are never predicted
+        return linear_cross_entropy(hidden, head, labels, loss_chunk, label_smoothing=label_smoothing)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's output, the "memory" (B, S, C). Padded positions hold values nobody reads."""
@@ -186,10 +202,12 @@ class EncoderDecoder(nn.Module):
         memory: torch.Tensor,
         memory_mask: torch.Tensor | None = None,
         cache: list[DecoderCache] | None = None,
+        hidden_only: bool = False,
     ) -> torch.Tensor:
         """Logits (B, T, V) for decoder_input_ids (B, T) given memory (B, S, C) and memory_mask (B, S).
 
-        With ``cache`` (from ``new_cache``), decoder_input_ids are the tokens after the cached ones.
+        With ``cache`` (from ``new_cache``), decoder_input_ids are the tokens after the cached ones. With
+        ``hidden_only``, the final hidden states (B, T, C) the head would read.
         """
         offset = 0 if cache is None else cache[0].self_attn.length  # target tokens already seen
         if offset == 0 and self.config.decoder_start_id is not None:  # the data writes bos first
@@ -200,6 +218,8 @@ class EncoderDecoder(nn.Module):
         caches = cache if cache is not None else [None] * len(self.decoder_blocks)
         for block, layer_cache in zip(self.decoder_blocks, caches, strict=True):
             x = block(x, memory, mask, cache=layer_cache)
+        if hidden_only:
+            return self.ln_dec(x)
         logits = self.lm_head(self.ln_dec(x))  # (B, T, padded_vocab_size)
         return logits[..., : self.config.vocab_size]  # (B, T, V): padding rows are never predicted
 

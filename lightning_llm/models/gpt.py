@@ -26,6 +26,7 @@ from lightning_llm.models.blocks import (
     make_norm,
     padded_vocab_size,
 )
+from lightning_llm.models.chunked_head import TokenScores, linear_cross_entropy
 from lightning_llm.registry import register
 
 __all__ = ["GPT", "GPTConfig"]
@@ -74,6 +75,7 @@ class GPT(nn.Module):
 
     objectives = ("causal_lm",)
     default_objective = "causal_lm"
+    chunks_its_loss = True  # forward(input_ids, labels=..., loss_chunk=n): the loss without whole logits
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -110,11 +112,21 @@ class GPT(nn.Module):
         if self.config.tie_embeddings and self.lm_head.weight is not self.wte.weight:
             self.lm_head.weight = self.wte.weight
 
-    def forward(self, input_ids: torch.Tensor, kv_cache: list[KVCache] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        kv_cache: list[KVCache] | None = None,
+        labels: torch.Tensor | None = None,
+        loss_chunk: int = 0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, TokenScores]:
         """input_ids: (B, T) token ids -> logits (B, T, vocab_size) for the token after each position.
 
         With ``kv_cache`` (from ``new_kv_cache``), input_ids are the tokens after the cached ones: their
         positions start at the cache's length, and their keys and values are appended to it.
+
+        With ``labels`` (B, T) and ``loss_chunk`` > 0 it returns (summed cross-entropy, labelled tokens,
+        TokenScores) instead, computed ``loss_chunk`` tokens at a time so the logits never exist whole
+        (``objectives/chunked_head.py``). Inside forward, so FSDP has the head's weight gathered.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
@@ -133,6 +145,9 @@ class GPT(nn.Module):
         for block, cache in zip(self.blocks, caches, strict=True):
             x = block(x, rope=self.rope, kv_cache=cache)
         x = self.ln_f(x)
+        if labels is not None and loss_chunk > 0:
+            head = self.lm_head.weight[: self.config.vocab_size]  # padding rows are never predicted
+            return linear_cross_entropy(x, head, labels, loss_chunk)
         logits = self.lm_head(x)  # (B, T, padded_vocab_size)
         return logits[..., : self.config.vocab_size]  # (B, T, vocab_size): padding rows are never predicted
 

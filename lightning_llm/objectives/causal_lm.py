@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_llm.models.chunked_head import TokenScores, chunk_tokens
 from lightning_llm.registry import register
 
 __all__ = ["IGNORE_INDEX", "CausalLM", "summed_cross_entropy"]
@@ -40,13 +41,33 @@ class CausalLM:
     sample_mode = "generate"  # a run's samples.txt: continuations of a prompt
     default_metrics = ("perplexity", "accuracy")
 
-    def __init__(self, tokenizer: object = None) -> None:
+    def __init__(self, tokenizer: object = None, logits_chunk: int | None = None) -> None:
+        """
+        Args:
+            logits_chunk: tokens whose logits exist at once when the model computes the loss from its last
+                hidden states in chunks (``models/chunked_head.py``; gpt does): null picks ~256 MB of
+                float32 logits per chunk when a batch's logits are larger than that, and the plain full
+                logits otherwise; 0 always computes the full logits.
+        """
+        if logits_chunk is not None and logits_chunk < 0:
+            raise ValueError(f"objective.logits_chunk must be >= 0 or null (auto), got {logits_chunk}")
         self.tokenizer = tokenizer  # supplied by the framework; next-token prediction needs no special ids
+        self.logits_chunk = logits_chunk
 
     def loss(
         self, model: nn.Module, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (summed loss, number of target tokens, logits (B, T, V))."""
-        logits = model(batch["input_ids"])
-        loss, n_target_tokens = summed_cross_entropy(logits, batch["labels"])
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | TokenScores]:
+        """Returns (summed loss, number of target tokens, logits (B, T, V) or, computed in chunks, the
+        tokens' TokenScores)."""
+        input_ids, labels = batch["input_ids"], batch["labels"]
+        if chunk := self._chunk(model, labels):
+            return model(input_ids, labels=labels, loss_chunk=chunk)
+        logits = model(input_ids)
+        loss, n_target_tokens = summed_cross_entropy(logits, labels)
         return loss, n_target_tokens, logits
+
+    def _chunk(self, model: nn.Module, labels: torch.Tensor) -> int:
+        """Tokens per chunk for this batch; 0 for the full logits (also for models that cannot chunk)."""
+        if not getattr(model, "chunks_its_loss", False):  # forward(input_ids, labels=, loss_chunk=)
+            return 0
+        return chunk_tokens(labels.numel(), model.config.vocab_size, self.logits_chunk)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_llm.models.chunked_head import chunk_tokens
 from lightning_llm.objectives.causal_lm import IGNORE_INDEX, summed_cross_entropy
 from lightning_llm.registry import register
 from lightning_llm.tokenizers.base import Tokenizer
@@ -81,14 +82,20 @@ class MaskedLM:
 
     Args:
         mask_prob: share of the (non-special) tokens picked for prediction; BERT uses 0.15.
+        logits_chunk: masked tokens whose logits exist at once (a model that computes its loss itself,
+            such as encoder, runs the head on the masked positions only); null: ~256 MB of float32 logits
+            per chunk; 0: all masked positions at once.
     """
 
     default_data = "pydoc"
     default_metrics = ("perplexity", "accuracy")  # of the masked tokens
 
-    def __init__(self, tokenizer: Tokenizer, mask_prob: float = 0.15):
+    def __init__(self, tokenizer: Tokenizer, mask_prob: float = 0.15, logits_chunk: int | None = None):
         if not 0.0 < mask_prob < 1.0:
             raise ValueError(f"objective.mask_prob must be in (0, 1), got {mask_prob}")
+        if logits_chunk is not None and logits_chunk < 0:
+            raise ValueError(f"objective.logits_chunk must be >= 0 or null (auto), got {logits_chunk}")
+        self.logits_chunk = logits_chunk
         self.mask_prob = mask_prob
         self.mask_id = tokenizer.mask_id
         special = _special_ids(tokenizer)
@@ -125,14 +132,20 @@ class MaskedLM:
     def loss(
         self, model: nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (summed loss over the picked positions, their number, MLM logits (B, T, V)).
+        """Returns (summed loss over the picked positions, their number, MLM logits (B, T, V) or, from a
+        model that computes the loss itself, the tokens' TokenScores (B, T)).
 
         The batch's ``labels`` (the causal shift, meaningless here) are replaced in place by the masking
         labels, so metrics updated with ``(outputs, batch["labels"])`` score the masked-token predictions.
         """
         masked_ids, labels = self.mask(batch["input_ids"])
-        logits = model(masked_ids, attention_mask=batch.get("attention_mask"))
         batch["labels"] = labels
+        if getattr(model, "chunks_its_loss", False):  # the head at the masked positions only
+            chunk = chunk_tokens(labels.numel(), model.config.vocab_size, self.logits_chunk)
+            return model(
+                masked_ids, attention_mask=batch.get("attention_mask"), labels=labels, loss_chunk=chunk
+            )
+        logits = model(masked_ids, attention_mask=batch.get("attention_mask"))
         loss, n_targets = summed_cross_entropy(logits, labels)
         return loss, n_targets, logits
 

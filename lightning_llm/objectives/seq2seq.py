@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_llm.models.chunked_head import chunk_tokens
 from lightning_llm.objectives.causal_lm import IGNORE_INDEX
 from lightning_llm.registry import register
 from lightning_llm.tokenizers.base import Tokenizer
@@ -33,6 +34,9 @@ class Seq2Seq:
             used 0.1); 0 is plain cross-entropy.
         num_beams: beams for validation predictions; 1 is greedy decoding.
         max_new_tokens: longest prediction generated at validation (capped at the model's block_size).
+        logits_chunk: target tokens whose logits exist at once (``models/chunked_head.py``): null picks ~256
+            MB of float32 logits per chunk when a batch's logits are larger, else the full logits; 0
+            always computes the full logits.
     """
 
     default_data = "reverse_words"
@@ -40,7 +44,12 @@ class Seq2Seq:
     default_metrics = ("perplexity", "accuracy", "bleu", "rouge")  # bleu/rouge score greedy/beam decodes
 
     def __init__(
-        self, tokenizer: Tokenizer, label_smoothing: float = 0.0, num_beams: int = 1, max_new_tokens: int = 64
+        self,
+        tokenizer: Tokenizer,
+        label_smoothing: float = 0.0,
+        num_beams: int = 1,
+        max_new_tokens: int = 64,
+        logits_chunk: int | None = None,
     ) -> None:
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"objective.label_smoothing must be in [0, 1), got {label_smoothing}")
@@ -48,15 +57,24 @@ class Seq2Seq:
             raise ValueError(f"objective.num_beams must be >= 1, got {num_beams}")
         if max_new_tokens < 1:
             raise ValueError(f"objective.max_new_tokens must be >= 1, got {max_new_tokens}")
+        if logits_chunk is not None and logits_chunk < 0:
+            raise ValueError(f"objective.logits_chunk must be >= 0 or null (auto), got {logits_chunk}")
         self.tokenizer = tokenizer
         self.label_smoothing, self.num_beams, self.max_new_tokens = label_smoothing, num_beams, max_new_tokens
+        self.logits_chunk = logits_chunk
 
     def loss(
         self, model: nn.Module, batch: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (summed loss over target tokens, number of target tokens, logits (B, T, V))."""
-        logits = model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"])
+        """Returns (summed loss over target tokens, number of target tokens, logits (B, T, V) or, computed in
+        chunks, the tokens' TokenScores)."""
+        sources = (batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"])
         labels = batch["labels"]
+        if getattr(model, "chunks_its_loss", False):
+            chunk = chunk_tokens(labels.numel(), model.config.vocab_size, self.logits_chunk)
+            if chunk:
+                return model(*sources, labels=labels, loss_chunk=chunk, label_smoothing=self.label_smoothing)
+        logits = model(*sources)
         loss = F.cross_entropy(
             logits.float().flatten(0, -2),  # (B*T, V); float32 for an exact log-softmax
             labels.flatten(),  # (B*T,)

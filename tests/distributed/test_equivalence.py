@@ -175,3 +175,15 @@ def test_lora_under_fsdp_matches_one_process(runs: dict, tmp_path: Path) -> None
     assert "LoRA rank 4" in (tmp_path / "fsdp" / "train_ddp_process_1.log").read_text()
     assert_same_losses(fsdp, single, range(1, 11))
     assert single["losses"][10] < single["losses"][1]  # the adapters trained
+
+
+def test_loss_in_chunks_under_fsdp_matches_whole_logits(runs: dict) -> None:
+    """``objective.logits_chunk=16``: the head and cross-entropy 16 tokens at a time inside the sharded
+    model's forward (the head's weight gathered there), so the logits never exist whole; the losses and
+    perplexity of the single-process run with whole logits."""
+    chunked = launch(
+        runs["root"] / "chunked", runs["cache"], *two_processes("fsdp"), "objective.logits_chunk=16"
+    )
+    assert_same_losses(chunked, runs["single"], range(1, STEPS + 1))
+    assert chunked["val_loss"] == pytest.approx(runs["single"]["val_loss"], rel=RTOL)
+    assert chunked["val_perplexity"] == pytest.approx(runs["single"]["val_perplexity"], rel=RTOL)

@@ -109,18 +109,24 @@ def test_loss_is_only_on_the_masked_positions(tokenizer):
     input_ids = torch.randint(7, tokenizer.vocab_size, (3, 32))
     batch = {"input_ids": input_ids.clone(), "labels": torch.roll(input_ids, -1, dims=1)}
     torch.manual_seed(1)
-    loss, n_targets, logits = objective.loss(model, batch)
+    loss, n_targets, scores = objective.loss(model, batch)
     torch.manual_seed(1)
     masked_ids, labels = objective.mask(input_ids)
     assert isinstance(n_targets, torch.Tensor) and n_targets.item() == (labels != IGNORE_INDEX).sum().item()
-    assert logits.shape == (3, 32, tokenizer.vocab_size)
-    torch.testing.assert_close(logits, model(masked_ids))
+    logits = model(masked_ids)  # the whole head, every position: what the loss must equal at the picked ones
     picked = labels != IGNORE_INDEX
     expected = F.cross_entropy(logits[picked], input_ids[picked], reduction="sum")
     torch.testing.assert_close(loss, expected)
     assert loss.dtype == torch.float32
+    per_token = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")  # 0 where not picked
+    torch.testing.assert_close(scores.nll, per_token, rtol=1e-5, atol=1e-6)
+    assert torch.equal(scores.predicted[picked], logits.argmax(-1)[picked])
     assert torch.equal(batch["labels"], labels)  # metrics see the masking labels
     assert torch.equal(batch["input_ids"], input_ids)  # the inputs themselves are left alone
+    torch.manual_seed(1)  # the same masking, the head run three masked tokens at a time
+    chunked_objective = registry.build("objective", "masked_lm", tokenizer=tokenizer, logits_chunk=3)
+    chunked, _, _ = chunked_objective.loss(model, {"input_ids": input_ids.clone()})
+    torch.testing.assert_close(chunked, loss, rtol=1e-5, atol=0)
 
 
 def test_tiny_encoder_learns_a_repetitive_corpus(tokenizer):
@@ -155,7 +161,7 @@ def test_mask_prob_must_be_a_probability(tokenizer, mask_prob):
 def test_registered_with_default_data():
     plugin = registry.get("objective", "masked_lm")
     assert plugin.target is MaskedLM and MaskedLM.default_data == "pydoc"
-    assert [p.name for p in plugin.parameters()][-1] == "mask_prob"
+    assert [p.name for p in plugin.parameters()][-2:] == ["mask_prob", "logits_chunk"]
 
 
 def test_the_joint_loss_is_the_sum_of_the_two_means():
