@@ -133,9 +133,10 @@ def apply_rotary(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate each (first half, second half) feature pair of q and k by its position's angle.
 
-    q, k: (B, nh, T, hs); cos, sin: (T, hs // 2). This is the "rotate half" layout of GPT-NeoX and LLaMA,
-    which pairs feature i with i + hs/2 (RoFormer pairs neighbours; the two are equivalent up to a fixed
-    permutation of the head dimension). The dot product q_m . k_n then depends only on m - n.
+    q, k: (B, nh, T, hs); cos, sin: (T, hs // 2), or (B, 1, T, hs // 2) per row. This is the "rotate half"
+    layout of GPT-NeoX and LLaMA, which pairs feature i with i + hs/2 (RoFormer pairs neighbours; the two are
+    equivalent up to a fixed permutation of the head dimension). The dot product q_m . k_n then depends only
+    on m - n.
     """
     cos, sin = cos.to(q.dtype), sin.to(q.dtype)  # fp32 tables, bf16 activations under autocast
 
@@ -172,8 +173,14 @@ class RotaryEmbedding(nn.Module):
         self.cos.copy_(angles.cos())
         self.sin.copy_(angles.sin())
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotate q and k (B, nh, T, hs) for positions offset..offset+T-1 (offset: tokens already cached)."""
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate q and k (B, nh, T, hs) for positions offset..offset+T-1 (offset: tokens already cached),
+        or for each row's own ``positions`` (B, T) (left-padded batches, whose rows start at different
+        columns)."""
+        if positions is not None:  # (B, T) -> (B, 1, T, hs/2), broadcast over the heads
+            return apply_rotary(q, k, self.cos[positions][:, None], self.sin[positions][:, None])
         T = q.size(-2)
         if offset + T > self.max_seq_len:
             raise ValueError(f"positions up to {offset + T} exceed the rotary table's {self.max_seq_len}")
@@ -329,17 +336,19 @@ class Attention(nn.Module):
         rope: RotaryEmbedding | None = None,
         attn_mask: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (B, T, C); memory: (B, S, C) or None; attn_mask: bool, True where a query may attend to a key,
         broadcastable to (B, nh, T, S) (e.g. a key-padding mask of shape (B, 1, 1, S)), where S counts the
-        cached positions too; kv_cache: see the class docstring. Returns (B, T, C)."""
+        cached positions too; kv_cache: see the class docstring; positions: (B, T) each row's positions for
+        rope (left-padded rows), None: the columns'. Returns (B, T, C)."""
         if memory is not None and (self.causal or rope is not None):
             raise ValueError(
                 "cross-attention (memory given) must be built with causal=False and used without rope"
             )
         B, T, C = x.shape
         if memory is None:
-            q, k, v = self._self_qkv(x, rope, kv_cache)  # (B, nh, T, hs), (B, nh, S, hs) x 2
+            q, k, v = self._self_qkv(x, rope, kv_cache, positions)  # (B, nh, T, hs), (B, nh, S, hs) x 2
         else:
             q, k, v = self._cross_qkv(x, memory, kv_cache)
         attn_mask, is_causal = self._mask(attn_mask, T, k.size(2), x.device)
@@ -355,13 +364,17 @@ class Attention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
     def _self_qkv(
-        self, x: torch.Tensor, rope: RotaryEmbedding | None, kv_cache: KVCache | None
+        self,
+        x: torch.Tensor,
+        rope: RotaryEmbedding | None,
+        kv_cache: KVCache | None,
+        positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # one matmul for q, k, v: (B, T, C) each
         q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)  # (B, nh, T, hs)
         offset = 0 if kv_cache is None else kv_cache.length  # the new tokens' first position
         if rope is not None:
-            q, k = rope(q, k, offset=offset)
+            q, k = rope(q, k, offset=offset, positions=positions)
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)  # (B, nh, offset + T, hs)
         return q, k, v
@@ -455,9 +468,10 @@ class Block(nn.Module):
         rope: RotaryEmbedding | None = None,
         attn_mask: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         def attend(h: torch.Tensor) -> torch.Tensor:
-            return self.attn(h, rope=rope, attn_mask=attn_mask, kv_cache=kv_cache)
+            return self.attn(h, rope=rope, attn_mask=attn_mask, kv_cache=kv_cache, positions=positions)
 
         x = residual(x, self.ln_1, attend, self.prenorm)
         return residual(x, self.ln_2, self.mlp, self.prenorm)

@@ -29,7 +29,7 @@ from lightning_llm.models.blocks import (
 from lightning_llm.models.chunked_head import TokenScores, linear_cross_entropy
 from lightning_llm.registry import register
 
-__all__ = ["GPT", "GPTConfig"]
+__all__ = ["GPT", "GPTConfig", "padded_positions"]
 
 
 @dataclass
@@ -67,6 +67,20 @@ class GPTConfig:
     @property
     def padded_vocab_size(self) -> int:
         return padded_vocab_size(self.vocab_size, self.pad_vocab_to)
+
+
+def padded_positions(attention_mask: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the last T columns of a left-padded ``attention_mask`` (B, S): each row's positions (B, T),
+    counted from its first real token, and the attention mask (B, 1, T, S): causal, never a padded key, and
+    every query its own key too (a padding query with no key at all would give NaN, which the next layer's
+    values would carry into real rows)."""
+    keys = attention_mask.bool()
+    S = keys.size(1)
+    positions = (keys.long().cumsum(dim=1) - 1).clamp(min=0)[:, S - T :]  # (B, T)
+    query_columns = torch.arange(S - T, S, device=keys.device)[:, None]  # (T, 1)
+    key_columns = torch.arange(S, device=keys.device)[None, :]  # (1, S)
+    allowed = (keys[:, None, :] & (key_columns <= query_columns)) | (key_columns == query_columns)
+    return positions, allowed[:, None]  # (B, T), (B, 1, T, S)
 
 
 @register("model", "gpt")
@@ -118,11 +132,16 @@ class GPT(nn.Module):
         kv_cache: list[KVCache] | None = None,
         labels: torch.Tensor | None = None,
         loss_chunk: int = 0,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, TokenScores]:
         """input_ids: (B, T) token ids -> logits (B, T, vocab_size) for the token after each position.
 
         With ``kv_cache`` (from ``new_kv_cache``), input_ids are the tokens after the cached ones: their
         positions start at the cache's length, and their keys and values are appended to it.
+
+        ``attention_mask`` (B, cached + T), False at left padding: rows of different lengths in one batch
+        (``sampling.generate``). Each row's positions then count from its first real token, and no token
+        attends to padding.
 
         With ``labels`` (B, T) and ``loss_chunk`` > 0 it returns (summed cross-entropy, labelled tokens,
         TokenScores) instead, computed ``loss_chunk`` tokens at a time so the logits never exist whole
@@ -137,13 +156,17 @@ class GPT(nn.Module):
                 f"sequence length {end} exceeds model.block_size={self.config.block_size}"
                 + (f" ({offset} cached + {input_ids.size(1)} new)" if offset else "")
             )
+        positions, attn_mask = None, None
+        if attention_mask is not None:
+            positions, attn_mask = padded_positions(attention_mask, input_ids.size(1))
         x = self.wte(input_ids)  # (B, T, C)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(offset, end, device=input_ids.device))  # + (T, C), broadcast over B
+            columns = torch.arange(offset, end, device=input_ids.device)  # (T,), broadcast over B
+            x = x + self.wpe(columns if positions is None else positions)
         x = self.drop(x)
         caches = kv_cache if kv_cache is not None else [None] * len(self.blocks)
         for block, cache in zip(self.blocks, caches, strict=True):
-            x = block(x, rope=self.rope, kv_cache=cache)
+            x = block(x, rope=self.rope, attn_mask=attn_mask, kv_cache=cache, positions=positions)
         x = self.ln_f(x)
         if labels is not None and loss_chunk > 0:
             head = self.lm_head.weight[: self.config.vocab_size]  # padding rows are never predicted

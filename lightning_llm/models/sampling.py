@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["Hypotheses", "Step", "beam_search", "generate", "greedy_search", "sample"]
+__all__ = ["Hypotheses", "Step", "beam_search", "generate", "greedy_search", "left_pad", "sample"]
 
 # step(tokens, origin) -> log-probabilities (N, V) of the token after each row of tokens (N, t).
 # ``origin`` is None when the rows are the same sequences as at the previous call, one token longer; in beam
@@ -41,6 +41,7 @@ def generate(
     use_cache: bool = True,
     eos_id: int | None = None,
     on_token: Callable[[torch.Tensor], None] | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Append up to ``max_new_tokens`` sampled tokens to ``input_ids`` (B, T) and return (B, T + new).
 
@@ -48,6 +49,10 @@ def generate(
     early once every row has. ``on_token`` is called with each step's new tokens (B, 1) as soon as they
     are sampled, to stream them. The cache is used when the model has one (``new_kv_cache``) and the
     whole sequence fits in its block_size.
+
+    Prompts of different lengths are generated as one batch when left-padded (``left_pad``) with their
+    ``attention_mask`` (B, T), False at the padding: every row then gives the tokens it gives alone (tested),
+    and a step costs one forward for all of them. This needs the cache.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -56,8 +61,11 @@ def generate(
     if max_new_tokens == 0:
         return input_ids
     total = input_ids.size(1) + max_new_tokens - 1  # positions the model sees: the last token is not fed back
-    if use_cache and hasattr(model, "new_kv_cache") and total <= model.config.block_size:
-        next_logits = _cached_logits(model, input_ids, total)
+    cached = use_cache and hasattr(model, "new_kv_cache") and total <= model.config.block_size
+    if attention_mask is not None:
+        _check_left_padding(attention_mask, input_ids, cached)
+    if cached:
+        next_logits = _cached_logits(model, input_ids, total, attention_mask)
     else:
         # Past block_size a cache cannot help: with learned positions every token's position changes as the
         # window slides, so the window's keys and values must be recomputed anyway.
@@ -68,16 +76,53 @@ def generate(
 
 
 def _cached_logits(
-    model: nn.Module, input_ids: torch.Tensor, max_len: int
+    model: nn.Module, input_ids: torch.Tensor, max_len: int, attention_mask: torch.Tensor | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """next_logits(tokens) for the cached path: the prompt once, then only each newest token."""
     cache = model.new_kv_cache(max_len)
+    mask = [attention_mask]  # grows by one real column per generated token (left padding only)
 
     def next_logits(tokens: torch.Tensor) -> torch.Tensor:
         new = tokens if cache[0].length == 0 else tokens[:, -1:]  # (B, T) prefill, then (B, 1)
-        return model(new, kv_cache=cache)[:, -1, :]  # (B, V)
+        if mask[0] is None:
+            return model(new, kv_cache=cache)[:, -1, :]  # (B, V)
+        if mask[0].size(1) < tokens.size(1):
+            mask[0] = torch.cat([mask[0], mask[0].new_ones(tokens.size(0), 1)], dim=1)
+        return model(new, kv_cache=cache, attention_mask=mask[0])[:, -1, :]
 
     return next_logits
+
+
+def left_pad(
+    prompts: list[list[int]], pad_id: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists of any lengths as one left-padded batch: (input_ids (B, T), attention_mask (B, T)),
+    the mask False at the padding. Left, so every row's next token is in the same, last, column."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("left_pad needs at least one prompt, each of at least one token")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.bool)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        mask[row, width - len(prompt) :] = True
+    return ids.to(device), mask.to(device)
+
+
+def _check_left_padding(attention_mask: torch.Tensor, input_ids: torch.Tensor, cached: bool) -> None:
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
+            f"got {tuple(attention_mask.shape)}"
+        )
+    mask = attention_mask.bool()
+    if not bool(mask[:, -1].all()) or bool((mask[:, 1:] < mask[:, :-1]).any()):
+        raise ValueError("attention_mask must be left padding: False only before each row's first token")
+    if not cached:
+        raise ValueError(
+            "left-padded prompts need the KV cache: use_cache=True, and prompt + new tokens within the "
+            "model's block_size"
+        )
 
 
 def _recomputed_logits(model: nn.Module, block_size: int) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -224,3 +224,36 @@ def test_search_arguments_are_checked():
         beam_search(toy_step(TRAP), 1, 0, BOS, EOS, 5, torch.device("cpu"))
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
         greedy_search(toy_step(TRAP), 1, BOS, EOS, 0, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_left_padded_prompts_generate_as_each_would_alone(positions):
+    """Prompts of different lengths in one batch (left padding, its attention mask): each row's greedy
+    tokens are the ones it gets alone, with learned and with rotary positions."""
+    from lightning_llm.models.gpt import GPT, GPTConfig
+    from lightning_llm.models.sampling import left_pad
+
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=97, n_layer=2, n_head=2, n_embd=32, block_size=64, positions=positions)
+    model = GPT(config).eval()
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16], [17]]
+    ids, mask = left_pad(prompts, pad_id=0)
+    assert ids[1].tolist() == [0, 0, 0, 0, 11, 12] and mask[1].tolist() == [False] * 4 + [True] * 2
+    batch = generate(model, ids, 20, temperature=0.0, attention_mask=mask)
+    for row, prompt in enumerate(prompts):
+        alone = generate(model, torch.tensor([prompt]), 20, temperature=0.0)
+        assert batch[row, -20:].tolist() == alone[0, -20:].tolist()
+
+
+def test_a_mask_that_is_not_left_padding_is_refused():
+    from lightning_llm.models.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=97, n_layer=1, n_head=2, n_embd=32, block_size=16)).eval()
+    ids = torch.ones(2, 4, dtype=torch.long)
+    right_padded = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    with pytest.raises(ValueError, match="left padding"):
+        generate(model, ids, 3, temperature=0.0, attention_mask=right_padded)
+    with pytest.raises(ValueError, match="need the KV cache"):
+        generate(
+            model, ids, 3, temperature=0.0, attention_mask=torch.ones(2, 4, dtype=torch.bool), use_cache=False
+        )
