@@ -453,10 +453,17 @@ def _check_tokenizer(
         )
 
 
-def check_resumable(path: str | Path, model_config: dict[str, Any], tokenizer_fingerprint: str) -> None:
+def check_resumable(
+    path: str | Path,
+    model_config: dict[str, Any],
+    tokenizer_fingerprint: str,
+    schedule: dict[str, Any] | None = None,
+) -> None:
     """Refuse to resume from a checkpoint of another model shape or tokenizer, naming what differs. (Lightning
     would fail later with a wall of missing/unexpected keys, or worse, load same-shaped weights that mean
-    something else under another tokenizer.)"""
+    something else under another tokenizer.) Warn, naming them, when the settings the learning-rate
+    schedule is computed from (``schedule``: dotted key -> value) differ from the run's: given on purpose
+    (a run trained further), but the schedule then changes mid-run."""
     path = Path(path)
     if path.is_dir():
         read_dcp_metadata(path / DCP_METADATA)  # before DCP unpickles it while loading the shards
@@ -485,6 +492,25 @@ def check_resumable(path: str | Path, model_config: dict[str, Any], tokenizer_fi
             f"{path} holds another model: {'; '.join(differences)}. Resume with the same model settings, or "
             f"start a new run from its weights with model.init_from={path}"
         )
+    stored_config = meta.get("config") or {}
+    changed = [
+        f"{key}={_dotted(stored_config, key)!r} there, {value!r} now"
+        for key, value in (schedule or {}).items()
+        if stored_config and _dotted(stored_config, key) != value
+    ]
+    if changed:
+        log.warning(
+            "resuming %s with %s: the learning-rate schedule is computed from these, so it changes from "
+            "here on (the steps already trained followed the old one)",
+            path,
+            "; ".join(changed),
+        )
+
+
+def _dotted(config: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
 
 
 # --------------------------------------------------------------------------- fine-tuning

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import difflib
 import functools
 import itertools
 import os
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_flags(args)
         parse_overrides(args.overrides)
+        if not informational and not args.multirun and (stored := resume_overrides(args.overrides)):
+            print(f"[lightning_llm] resuming with the run's own settings: {' '.join(stored)}")
+            args.overrides = [*stored, *args.overrides]
         added = plugin_defaults(args.overrides)
         if not informational:
             first = precheck([*args.overrides, *added, *search_path_overrides(args)], multirun=args.multirun)
@@ -127,6 +131,35 @@ def parse_overrides(overrides: list[str]) -> None:
             ) from None
 
 
+def resume_overrides(overrides: list[str]) -> list[str]:
+    """A resumed launch (``ckpt_path`` set, ``hydra.run.dir`` an earlier run's folder) starts from the run's
+    own overrides, its ``.hydra/overrides.yaml``, so nothing has to be typed again; those given now come
+    after them and replace them key by key. Hydra's own keys and ``ckpt_path`` are never taken over."""
+    folder, ckpt_path = _given("hydra.run.dir", overrides), _given("ckpt_path", overrides)
+    if ckpt_path in (None, "", "null") or not folder or "${" in folder:
+        return []
+    path = Path(folder).expanduser() / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    try:
+        stored = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as error:  # whatever the YAML reader raises, one line naming the file
+        raise ConfigError(f"{path}: cannot read the run's overrides ({first_line(error)})") from None
+    if not isinstance(stored, list) or not all(isinstance(o, str) for o in stored):
+        raise ConfigError(f"{path}: expected a list of overrides, as Hydra writes it")
+    parse_overrides(stored)
+    given = {_override_key(o) for o in overrides}
+    return [
+        o
+        for o in stored
+        if (key := _override_key(o)) not in given and key != "ckpt_path" and not key.startswith("hydra")
+    ]
+
+
+def _override_key(override: str) -> str:
+    return OverridesParser.create().parse_override(override).key_or_group
+
+
 def search_path_overrides(args: argparse.Namespace) -> list[str]:
     """``--config-dir DIR`` as the ``hydra.searchpath`` override that composing needs to see it (Hydra's
     own run adds it from the flag)."""
@@ -184,8 +217,52 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
     for job in itertools.islice(_jobs(overrides, multirun), MAX_CHECKED_JOBS):
         cfg = compose_config(job)
         config.check(cfg)
+        check_known_keys(cfg, job)
         first = first or cfg
     return first
+
+
+# Checked elsewhere: the plugins' parameters against their signatures, the trainer's against Lightning's.
+_CHECKED_ELSEWHERE = frozenset((*config.GROUP_KINDS, "trainer"))
+
+
+def check_known_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """Refuse a setting that no config defines (``+foo=1``, ``+callbacks.throughput.every=5``): it would be
+    ignored, or fail deep inside the run. The settings that exist are those of the same config composed
+    with only the overrides' group choices (``experiment=...``, ``logger=...``, ``hparams_search=...``)."""
+    choices = [o for o in overrides if _is_group_choice(o, _config_groups())]
+    reference = compose_config(choices)
+    for key in _unknown_keys(cfg, reference, ""):
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.select(reference, parent) if parent else reference
+        names = [str(k) for k in node] if isinstance(node, DictConfig) else []
+        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], names, n=1)
+        hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+        where = f"in {parent}" if parent else "at the top level"
+        raise ConfigError(f"{key} is not a setting; {hint}valid {where}: {', '.join(names)}")
+
+
+@functools.cache
+def _config_groups() -> frozenset[str]:
+    """The top-level config groups (model, experiment, logger, ...)."""
+    with initialize_config_dir(config.config_dir(), version_base="1.3"):
+        return frozenset(GlobalHydra.instance().config_loader().list_groups(""))
+
+
+def _is_group_choice(override: str, groups: frozenset[str]) -> bool:
+    key = _override_key(override)
+    return "." not in key and key in groups
+
+
+def _unknown_keys(cfg: DictConfig, reference: DictConfig, prefix: str) -> Iterable[str]:
+    for key in cfg:
+        path = f"{prefix}{key}"
+        if not prefix and key in _CHECKED_ELSEWHERE:
+            continue
+        if key not in reference:
+            yield path
+        elif isinstance(cfg[key], DictConfig) and isinstance(reference[key], DictConfig):
+            yield from _unknown_keys(cfg[key], reference[key], f"{path}.")
 
 
 def claim_run_folder(overrides: list[str], resuming: bool) -> None:

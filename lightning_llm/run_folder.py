@@ -197,13 +197,18 @@ def remove_unfinished_checkpoints(run_dir: Path) -> None:
 
 
 def resume_point(
-    ckpt_path: str | None, run_dir: Path, sharded: bool, model_config: dict, tokenizer_fingerprint: str
+    ckpt_path: str | None,
+    run_dir: Path,
+    sharded: bool,
+    model_config: dict,
+    tokenizer_fingerprint: str,
+    schedule: dict | None = None,
 ) -> str | None:
-    """Where a launch resumes from (``resume_path``), checked against its model settings and tokenizer
-    (``checkpoint.check_resumable``) before anything is written to the run folder."""
+    """Where a launch resumes from (``resume_path``), checked against its model settings, tokenizer and
+    schedule settings (``checkpoint.check_resumable``) before anything is written to the run folder."""
     found = resume_path(ckpt_path, run_dir, sharded_strategy=sharded)
     if found:
-        check_resumable(found, model_config, tokenizer_fingerprint)
+        check_resumable(found, model_config, tokenizer_fingerprint, schedule)
     return found
 
 

@@ -88,7 +88,14 @@ def train(
         run_folder.remove_unfinished_checkpoints(run_dir)
     sharded = isinstance(trainer.strategy, ShardedStrategy)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    resume = run_folder.resume_point(cfg.ckpt_path, run_dir, sharded, model_config, tokenizer.fingerprint())
+    schedule = {  # what the learning-rate schedule is computed from
+        "trainer.max_steps": cfg.trainer.get("max_steps"),
+        "trainer.accumulate_grad_batches": cfg.trainer.get("accumulate_grad_batches"),
+        "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True),
+    }
+    resume = run_folder.resume_point(
+        cfg.ckpt_path, run_dir, sharded, model_config, tokenizer.fingerprint(), schedule
+    )
     if trainer.is_global_zero:  # after the resume was checked: a refused one leaves the run folder as it was
         tokenizer.save(run_dir / "tokenizer.json")
     try:

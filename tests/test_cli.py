@@ -36,6 +36,15 @@ def run_cli(*args, timeout=120, env=None):
         (["-m", "optim=adam,adamx"], "unknown optim 'adamx'"),
         (["-m", "optim.lr=1e-3,abc"], "optim.lr='abc' is not a valid float"),
         (["logger=wandbb"], "unknown logger 'wandbb' (did you mean 'wandb'?)"),
+        (["+foo=1"], "foo is not a setting; valid at the top level: metrics, seed"),
+        (["+callbacks.early_stoping.patience=3"], "did you mean callbacks.early_stopping?"),
+        (["+callbacks.throughput.every=5"], "callbacks.throughput.every is not a setting; valid in"),
+        (
+            ["+parallel.fp8=true"],
+            "parallel.fp8 is not a setting; valid in parallel: activation_checkpointing",
+        ),
+        (["logger=csv", "+logger.project=x"], "logger.project is not a setting; valid in logger: name"),
+        (["data.paths=[~/corpus/*.txt]"], "cannot parse the override 'data.paths=[~/corpus/*.txt]' at '~'"),
     ],
 )
 def test_bad_overrides_fail_with_one_short_message(args, expected, tmp_path):
@@ -116,3 +125,42 @@ def test_mismatched_objective_is_refused():
     result = run_cli("model=gpt", "objective=seq2seq", "data=reverse_words", "logger=none", "debug=fast")
     assert result.returncode != 0
     assert "objective=seq2seq does not fit model=gpt" in result.stderr
+
+
+def test_settings_a_chosen_preset_brings_are_known():
+    """The keys that exist are those of the config composed with the same group choices: a search preset's
+    own section, an experiment's settings."""
+    for overrides in (
+        ["hparams_search=gpt_lr"],
+        ["experiment=bert_tiny"],
+        ["logger=wandb", "logger.project=p"],
+    ):
+        cli.precheck(overrides)  # no error
+
+
+@pytest.mark.slow
+def test_a_resumed_launch_takes_the_runs_own_settings(tmp_path, cache_dir):
+    """``ckpt_path=auto`` into a run folder needs nothing retyped: the run's overrides come first, the ones
+    given now replace them key by key (a new max_steps, with a warning that the LR schedule changes)."""
+    import json
+
+    from lightning_llm.testing import TINY, cli_command, cli_env
+
+    run = tmp_path / "run"
+    first = cli_command(*TINY, "trainer.max_steps=4", "model.n_embd=48", run_dir=run, cache_dir=cache_dir)
+    assert subprocess.run(first, capture_output=True, text=True, env=cli_env(), timeout=300).returncode == 0
+    tokenizer = (run / "tokenizer.json").read_bytes()
+    again = [
+        sys.executable,
+        "-m",
+        "lightning_llm",
+        f"hydra.run.dir={run}",
+        "ckpt_path=auto",
+        "trainer.max_steps=6",
+    ]
+    result = subprocess.run(again, capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming with the run's own settings:" in result.stdout and "model.n_embd=48" in result.stdout
+    assert json.loads((run / "summary.json").read_text())["step"] == 6
+    assert (run / "tokenizer.json").read_bytes() == tokenizer
+    assert "trainer.max_steps=4 there, 6 now: the learning-rate schedule" in (run / "train.log").read_text()
