@@ -1,15 +1,19 @@
 """Find plugins (the built-ins, then every ``lightning_llm.plugins`` entry point) and list them.
 
-``python -m lightning_llm.plugins [kind]`` prints every plugin by kind with its package and parameters.
+``python -m lightning_llm.plugins [kind [name]]`` prints every plugin by kind with its package and the
+parameter values a run would use, or one plugin with what each parameter means.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
+import re
 import sys
 import warnings
 from importlib.metadata import entry_points
+from typing import Any
 
 from lightning_llm import registry
 from lightning_llm.errors import ctrl_c_exits
@@ -53,22 +57,103 @@ def load() -> None:
             )
 
 
-def describe(plugin: registry.Plugin) -> str:
-    """One line per plugin: name, package and parameters with their defaults."""
+def describe(plugin: registry.Plugin, values: dict[str, Any] | None = None) -> str:
+    """One line per plugin: name, package and parameters with the values a run would use (``values``: the
+    composed config's, where conf/ sets them) or else their defaults."""
     params = []
     for param in plugin.parameters():
-        default = "<required>" if param.default is inspect.Parameter.empty else repr(param.default)
-        params.append(f"{param.name}={default}")
+        if values is not None and param.name in values:
+            value = values[param.name]
+            shown = "<required>" if value == "???" else repr(value)
+        else:
+            shown = "<required>" if param.default is inspect.Parameter.empty else repr(param.default)
+        params.append(f"{param.name}={shown}")
     return f"  {plugin.name:<14} [{plugin.source}]  {' '.join(params)}"
 
 
-def listing(kind: str | None = None) -> str:
+def details(plugin: registry.Plugin, values: dict[str, Any] | None) -> str:
+    """One plugin: its docstring's summary, then each parameter with the value a run would use and what
+    the plugin's documentation says of it (its ``Args:`` section, or the comment beside a config field)."""
+    docs = parameter_docs(plugin)
+    summary = (inspect.getdoc(plugin.target) or "").split("\n\n")[0].replace("\n", " ")
+    lines = [f"{plugin.kind} {plugin.name} [{plugin.source}]: {summary}"]
+    for param in plugin.parameters():
+        value = (values or {}).get(param.name, param.default)
+        shown = "<required>" if value in ("???", inspect.Parameter.empty) else repr(value)
+        lines.append(f"  {plugin.kind}.{param.name}={shown}")
+        if docs.get(param.name):
+            lines.append(f"      {docs[param.name]}")
+    return "\n".join(lines)
+
+
+def parameter_docs(plugin: registry.Plugin) -> dict[str, str]:
+    """name -> description, from the ``Args:`` sections of the plugin's docstrings (Google style) and the
+    comments beside its config dataclass's fields."""
+    docs: dict[str, str] = {}
+    target = plugin.target
+    for doc in (inspect.getdoc(target), inspect.getdoc(getattr(target, "__init__", None))):
+        docs.update(_args_section(doc or ""))
+    config = plugin.config_class()
+    for cls in reversed(config.__mro__ if config else ()):
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            continue
+        for name, comment in _FIELD_COMMENT.findall(source):
+            docs.setdefault(name, comment.strip())
+    return docs
+
+
+_FIELD_COMMENT = re.compile(r"^\s+(\w+):[^#\n]*#\s*(.+)$", re.MULTILINE)
+
+
+def _args_section(doc: str) -> dict[str, str]:
+    """The ``Args:`` entries of a Google-style docstring, each joined onto one line."""
+    docs: dict[str, str] = {}
+    inside, current = False, None
+    for line in doc.splitlines():
+        if line.strip() == "Args:":
+            inside = True
+            continue
+        if inside and line and not line.startswith(" "):  # the next section
+            break
+        match = re.match(r"^\s{4}(\w+)(?:\s*\(.*?\))?:\s*(.*)$", line) if inside else None
+        if match:
+            current = match.group(1)
+            docs[current] = match.group(2)
+        elif inside and current and line.strip():
+            docs[current] += " " + line.strip()
+    return docs
+
+
+def run_values(kind: str, name: str) -> dict[str, Any] | None:
+    """The parameters a run choosing ``kind=name`` would use: conf/'s config composed with that choice
+    (None for kinds that are not config groups, the metrics)."""
+    from lightning_llm import config  # deferred: config imports Hydra, which plain listing code need not
+
+    if kind not in config.GROUP_KINDS:
+        return None
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    config.store_schemas()  # the plugins' config nodes
+    with initialize_config_dir(config.config_dir(), version_base="1.3"):
+        node = compose("config", overrides=[f"{kind}={name}"])[kind]
+    return {k: v for k, v in OmegaConf.to_container(node, resolve=False).items() if k != "name"}
+
+
+def listing(kind: str | None = None, name: str | None = None) -> str:
     if kind is not None and kind not in registry.KINDS:
-        raise registry.PluginError(f"unknown plugin kind '{kind}'; valid kinds: {', '.join(registry.KINDS)}")
+        raise registry.PluginError(registry.unknown_name_message("plugin kind", kind, list(registry.KINDS)))
+    if name is not None:
+        valid = registry.names(kind)
+        if name not in valid:
+            raise registry.PluginError(registry.unknown_name_message(kind, name, valid))
+        return details(registry.get(kind, name), run_values(kind, name))
     lines = []
     for k in [kind] if kind else registry.KINDS:
         lines.append(f"{k}: {registry.CONTRACTS[k].returns}")
-        lines.extend(describe(p) for p in registry.plugins(k))
+        lines.extend(describe(p, run_values(k, p.name)) for p in registry.plugins(k))
     for package, error in registry.broken().items():
         lines.append(f"failed to load: {package}: {error}")
     return "\n".join(lines)
@@ -76,11 +161,20 @@ def listing(kind: str | None = None) -> str:
 
 @ctrl_c_exits
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_llm.plugins",
+        description="The plugins a run can choose, with the values a run would use (conf/ applied). "
+        "A kind lists its plugins; a kind and a name show one plugin with what each parameter means.",
+        epilog="examples:\n  python -m lightning_llm.plugins\n  python -m lightning_llm.plugins optim\n"
+        "  python -m lightning_llm.plugins scheduler cosine",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("kind", nargs="?", help=f"one of: {', '.join(registry.KINDS)}")
+    parser.add_argument("name", nargs="?", help="a plugin of that kind")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     load()
-    kind = args[0] if args else None
     try:
-        print(listing(kind))
+        print(listing(args.kind, args.name))
     except registry.PluginError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

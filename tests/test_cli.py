@@ -164,3 +164,28 @@ def test_a_resumed_launch_takes_the_runs_own_settings(tmp_path, cache_dir):
     assert json.loads((run / "summary.json").read_text())["step"] == 6
     assert (run / "tokenizer.json").read_bytes() == tokenizer
     assert "trainer.max_steps=4 there, 6 now: the learning-rate schedule" in (run / "train.log").read_text()
+
+
+def test_the_plugins_command_helps_and_shows_one_plugin(capsys):
+    """--help is usage, not a crash; a misspelt kind or name is one line with a did-you-mean; one plugin shows
+    each parameter with the value a run would use (conf/'s, not the signature's) and its documentation."""
+    from lightning_llm import plugins
+
+    with pytest.raises(SystemExit) as exit_:
+        plugins.main(["--help"])
+    assert exit_.value.code == 0 and "usage: python -m lightning_llm.plugins" in capsys.readouterr().out
+    assert plugins.main(["optimizer"]) == 2
+    assert "unknown plugin kind 'optimizer' (did you mean 'optim'?)" in capsys.readouterr().err
+    assert plugins.main(["scheduler", "inv_sqrt"]) == 2
+    assert (
+        "unknown scheduler 'inv_sqrt'; valid scheduler names: constant, cosine, linear"
+        in capsys.readouterr().err
+    )
+    assert plugins.main(["tokenizer", "byte_bpe"]) == 0
+    shown = capsys.readouterr().out
+    assert "tokenizer.vocab_size=1024" in shown  # conf/tokenizer/byte_bpe.yaml's, not the signature's 4096
+    assert "Largest vocabulary size" in shown  # its Args: entry
+    assert plugins.main(["model", "gpt"]) == 0
+    assert (
+        "model.n_embd=128\n      width of the residual stream" in capsys.readouterr().out
+    )  # a field's comment

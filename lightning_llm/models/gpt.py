@@ -156,9 +156,10 @@ class GPT(nn.Module):
                 f"sequence length {end} exceeds model.block_size={self.config.block_size}"
                 + (f" ({offset} cached + {input_ids.size(1)} new)" if offset else "")
             )
-        positions, attn_mask = None, None
+        positions, padding = None, {}  # padding: only for left-padded batches (a plugin's blocks need not)
         if attention_mask is not None:
             positions, attn_mask = padded_positions(attention_mask, input_ids.size(1))
+            padding = {"attn_mask": attn_mask, "positions": positions}
         x = self.wte(input_ids)  # (B, T, C)
         if self.wpe is not None:
             columns = torch.arange(offset, end, device=input_ids.device)  # (T,), broadcast over B
@@ -166,7 +167,7 @@ class GPT(nn.Module):
         x = self.drop(x)
         caches = kv_cache if kv_cache is not None else [None] * len(self.blocks)
         for block, cache in zip(self.blocks, caches, strict=True):
-            x = block(x, rope=self.rope, attn_mask=attn_mask, kv_cache=cache, positions=positions)
+            x = block(x, rope=self.rope, kv_cache=cache, **padding)
         x = self.ln_f(x)
         if labels is not None and loss_chunk > 0:
             head = self.lm_head.weight[: self.config.vocab_size]  # padding rows are never predicted
