@@ -41,15 +41,22 @@ def build(cfg: DictConfig, kind: str, **supplied: Any) -> Any:
     return plugin(**supplied, **params)
 
 
+# Model settings a fine-tuning keeps from its own config rather than the checkpoint's: regularisation.
+FINE_TUNING_OWN = ("dropout", "attn_dropout")
+
+
 def with_source_model(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with its model node taken from a Hugging Face folder that ``model.init_from`` names: the
-    architecture and shape are the checkpoint's (the run's checkpoints then record the model they hold).
-    Other configs are returned as they are."""
+    """``cfg`` with its model node taken from the checkpoint ``model.init_from`` names (a run, a .ckpt or a
+    Hugging Face folder): the architecture and shape are the checkpoint's, so every weight it holds fits (the
+    run's checkpoints then record the model they hold). A fine-tuning keeps its own dropout, its task's head
+    sizes (the data decides them) and its LoRA settings. Configs without init_from are returned as is."""
     from lightning_llm import huggingface
 
     init_from = config.framework_params("model", cfg.model)["init_from"]
-    if not init_from or not huggingface.is_hf_folder(init_from):
+    if not init_from:
         return cfg
+    if not huggingface.is_hf_folder(init_from):
+        return _with_run_model(cfg, str(init_from))
     folder = Path(init_from)
     architecture, params = huggingface.model_params(huggingface.read_hf_config(folder), folder)
     log.info(
@@ -65,6 +72,29 @@ def with_source_model(cfg: DictConfig) -> DictConfig:
         cfg.model = {"name": architecture.model, **params, "init_from": str(init_from)}
         if lora is not None:
             cfg.model.lora = lora
+    return cfg
+
+
+def _with_run_model(cfg: DictConfig, init_from: str) -> DictConfig:
+    """``with_source_model`` for a run or .ckpt of this framework: its stored model node."""
+    from lightning_llm.checkpoint import find_checkpoint, read_metadata, run_config
+
+    path = find_checkpoint(init_from)
+    stored = dict(run_config(read_metadata(path))["model"])
+    plugin = config.plugin_params("model", stored, key=f"{path} model")[0]
+    task_params = getattr(plugin.product(), "task_params", ())
+    own = {key: cfg.model[key] for key in (*FINE_TUNING_OWN, *task_params, "lora") if key in cfg.model}
+    node = {k: v for k, v in stored.items() if k not in (*task_params, "lora")}
+    node |= own | {"init_from": init_from}
+    differing = sorted(
+        key for key, value in node.items() if key in cfg.model and key not in own and cfg.model[key] != value
+    )
+    if differing or node["name"] != cfg.model.name:
+        shown = ", ".join(f"{key}={node[key]!r}" for key in ["name", *differing] if key in node)
+        log.info("model from %s: %s (the checkpoint's; the model.* settings of this run differ)", path, shown)
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.model = node
     return cfg
 
 
@@ -154,9 +184,14 @@ def check_compatible(cfg: DictConfig, model: Any) -> None:
     max_len = getattr(getattr(model, "config", None), "block_size", None)
     seq_len = cfg.data.get("block_size")
     if max_len is not None and seq_len is not None and seq_len > max_len:
+        fix = (
+            "lower data.block_size (the model of model.init_from has no more positions)"
+            if config.framework_params("model", cfg.model)["init_from"]
+            else "lower data.block_size or raise model.block_size"
+        )
         raise ConfigError(
             f"data.block_size={seq_len} is longer than model.block_size={max_len} (the model's positions); "
-            f"lower data.block_size or raise model.block_size"
+            + fix
         )
 
 

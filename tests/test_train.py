@@ -193,3 +193,25 @@ def test_the_gradient_hooks_run_in_the_documented_order(make_cfg, tmp_path, monk
         monkeypatch.setattr(owner, hook, recorded)
     train(make_cfg("trainer.max_steps=2", "trainer.accumulate_grad_batches=2"), run_dir=tmp_path)
     assert calls == ["nan_guard", "rescale", "clip"] * 2
+
+
+@pytest.mark.slow
+def test_fine_tuning_takes_the_architecture_of_the_checkpoint(make_cfg, tmp_path, caplog):
+    """model.init_from=<run>: the model is the run's (a 1-layer encoder, whatever model.n_layer says now),
+    so every weight it holds is loaded; the task's head is sized by the new data, dropout is the run's own."""
+    mlm = ["model=encoder", "objective=masked_lm", "model.n_layer=1", "trainer.max_steps=2"]
+    train(make_cfg(*mlm), run_dir=tmp_path / "mlm")
+    overrides = ["model=encoder", "objective=classification", "data=pydoc_topics", "metrics=[accuracy]"]
+    overrides += ["model.n_layer=3", "model.dropout=0.0"]
+    with caplog.at_level("INFO", logger="lightning_llm"):
+        _, objects = train(
+            make_cfg(*overrides, f"model.init_from={tmp_path / 'mlm'}", "trainer.max_steps=2"),
+            run_dir=tmp_path / "classifier",
+        )
+    model = objects["model"]
+    assert len(model.blocks) == 1 and model.config.num_classes == 8 and model.config.dropout == 0.0
+    assert "n_layer=1 (the checkpoint's" in caplog.text
+    assert (
+        "new: ['pooler.weight', 'pooler.bias', 'classifier.weight', 'classifier.bias']; skipped: []"
+        in caplog.text
+    )

@@ -118,8 +118,9 @@ class Encoder(nn.Module):
     objectives = ("masked_lm", "masked_lm_nsp", "classification", "span_qa")
     default_objective = "masked_lm"
     chunks_its_loss = True  # forward(..., labels=, loss_chunk=): the masked-LM loss at the labelled tokens
-    # what a fine-tuning task adds: trained in full under LoRA
+    # what a fine-tuning task adds: trained in full under LoRA, sized by the task's data (not the checkpoint)
     task_heads = ("pooler", "classifier", "qa_outputs")
+    task_params = ("num_classes", "span_head")
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
