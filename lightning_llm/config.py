@@ -257,6 +257,20 @@ def check(cfg: DictConfig, together: bool = True) -> None:
     check_choices(_container(cfg, "trainer"), _container(cfg, "parallel"))
     check_eval(cfg.get("eval"))
     check_lora(cfg.get("model") or {}, (cfg.get("trainer") or {}).get("strategy"))
+    check_warmup(cfg.get("scheduler") or {}, (cfg.get("trainer") or {}).get("max_steps"))
+
+
+def check_warmup(scheduler: Any, max_steps: object) -> None:
+    """The scheduler's warmup against the run's length, before any work (the scheduler checks again with
+    the exact count of optimizer steps once the Trainer knows it)."""
+    steps, fraction = scheduler.get("warmup_steps"), scheduler.get("warmup_fraction")
+    if steps is not None and fraction is not None:
+        raise ConfigError("set scheduler.warmup_steps or scheduler.warmup_fraction, not both")
+    if isinstance(steps, int) and isinstance(max_steps, int) and 0 < max_steps < steps:
+        raise ConfigError(
+            f"scheduler.warmup_steps={steps} is longer than the run (trainer.max_steps={max_steps}); lower "
+            "it, or give the warmup as a share of the run with scheduler.warmup_fraction (e.g. 0.1)"
+        )
 
 
 def check_lora(model: Any, strategy: object = None) -> None:

@@ -7,6 +7,7 @@ parameter values a run would use, or one plugin with what each parameter means.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import inspect
 import re
@@ -144,7 +145,10 @@ def run_values(kind: str, name: str) -> dict[str, Any] | None:
 
 def listing(kind: str | None = None, name: str | None = None) -> str:
     if kind is not None and kind not in registry.KINDS:
-        raise registry.PluginError(registry.unknown_name_message("plugin kind", kind, list(registry.KINDS)))
+        hint = difflib.get_close_matches(kind, registry.KINDS, n=1)
+        maybe = f" (did you mean '{hint[0]}'?)" if hint else ""
+        valid = ", ".join(registry.KINDS)
+        raise registry.PluginError(f"unknown plugin kind '{kind}'{maybe}; valid kinds: {valid}")
     if name is not None:
         valid = registry.names(kind)
         if name not in valid:

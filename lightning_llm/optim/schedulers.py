@@ -23,6 +23,7 @@ __all__ = [
     "decay_progress",
     "linear",
     "linear_multiplier",
+    "warmup_length",
     "warmup_multiplier",
 ]
 
@@ -63,15 +64,22 @@ def constant_multiplier(step: int, warmup_steps: int) -> float:
 
 @register("scheduler", "cosine")
 def cosine(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 100, min_lr_ratio: float = 0.1
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_steps: int | None = None,
+    warmup_fraction: float | None = None,
+    min_lr_ratio: float = 0.1,
 ) -> LambdaLR:
     """Linear warmup, then cosine decay to min_lr_ratio * lr (GPT-3, Chinchilla, nanoGPT).
 
     Args:
-        warmup_steps: optimizer steps of linear warmup (clamped to the run's length).
+        warmup_steps: optimizer steps of linear warmup; longer than the run is an error.
+        warmup_fraction: the warmup as a share of the run's optimizer steps instead (HF's warmup_ratio);
+            with neither set, 10% of the run.
         min_lr_ratio: final learning rate as a fraction of the peak (0.1 as in GPT-3 and Chinchilla).
     """
-    warmup_steps = _check(total_steps, warmup_steps, min_lr_ratio)
+    _check(total_steps, min_lr_ratio)
+    warmup_steps = warmup_length(total_steps, warmup_steps, warmup_fraction, default_fraction=0.1)
     curve = functools.partial(
         cosine_multiplier, total_steps=total_steps, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio
     )
@@ -80,15 +88,22 @@ def cosine(
 
 @register("scheduler", "linear")
 def linear(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 100, min_lr_ratio: float = 0.1
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_steps: int | None = None,
+    warmup_fraction: float | None = None,
+    min_lr_ratio: float = 0.1,
 ) -> LambdaLR:
     """Linear warmup, then linear decay to min_lr_ratio * lr (BERT, T5 fine-tuning).
 
     Args:
-        warmup_steps: optimizer steps of linear warmup (clamped to the run's length).
+        warmup_steps: optimizer steps of linear warmup; longer than the run is an error.
+        warmup_fraction: the warmup as a share of the run's optimizer steps instead (HF's warmup_ratio);
+            with neither set, 10% of the run.
         min_lr_ratio: final learning rate as a fraction of the peak.
     """
-    warmup_steps = _check(total_steps, warmup_steps, min_lr_ratio)
+    _check(total_steps, min_lr_ratio)
+    warmup_steps = warmup_length(total_steps, warmup_steps, warmup_fraction, default_fraction=0.1)
     curve = functools.partial(
         linear_multiplier, total_steps=total_steps, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio
     )
@@ -96,24 +111,48 @@ def linear(
 
 
 @register("scheduler", "constant")
-def constant(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0) -> LambdaLR:
+def constant(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_steps: int | None = None,
+    warmup_fraction: float | None = None,
+) -> LambdaLR:
     """Linear warmup, then the peak learning rate until the end.
 
     Args:
-        warmup_steps: optimizer steps of linear warmup (clamped to the run's length); 0 for none.
+        warmup_steps: optimizer steps of linear warmup; longer than the run is an error.
+        warmup_fraction: the warmup as a share of the run's optimizer steps instead; with neither set, none.
     """
-    warmup_steps = _check(total_steps, warmup_steps, min_lr_ratio=1.0)
+    _check(total_steps, min_lr_ratio=1.0)
+    warmup_steps = warmup_length(total_steps, warmup_steps, warmup_fraction, default_fraction=0.0)
     return LambdaLR(optimizer, functools.partial(constant_multiplier, warmup_steps=warmup_steps))
 
 
-def _check(total_steps: int, warmup_steps: int, min_lr_ratio: float) -> int:
-    """Validate the arguments and return warmup_steps clamped to total_steps."""
+def _check(total_steps: int, min_lr_ratio: float) -> None:
     if total_steps < 1:
         raise ValueError(
             f"the scheduler needs total_steps >= 1 (optimizer steps in the run), got {total_steps}"
         )
-    if warmup_steps < 0:
-        raise ValueError(f"scheduler.warmup_steps must be >= 0, got {warmup_steps}")
     if not 0.0 <= min_lr_ratio <= 1.0:
         raise ValueError(f"scheduler.min_lr_ratio must be in [0, 1], got {min_lr_ratio:g}")
-    return min(warmup_steps, total_steps)
+
+
+def warmup_length(
+    total_steps: int, warmup_steps: int | None, warmup_fraction: float | None, default_fraction: float
+) -> int:
+    """The warmup in optimizer steps: ``warmup_steps``, or ``warmup_fraction`` of the run, or the default
+    share; one of the two settings at most, and never longer than the run (an error, not a clamp)."""
+    if warmup_steps is not None and warmup_fraction is not None:
+        raise ValueError("set scheduler.warmup_steps or scheduler.warmup_fraction, not both")
+    if warmup_fraction is not None and not 0.0 <= warmup_fraction <= 1.0:
+        raise ValueError(f"scheduler.warmup_fraction must be in [0, 1], got {warmup_fraction:g}")
+    if warmup_steps is None:
+        return round(total_steps * (default_fraction if warmup_fraction is None else warmup_fraction))
+    if warmup_steps < 0:
+        raise ValueError(f"scheduler.warmup_steps must be >= 0, got {warmup_steps}")
+    if warmup_steps > total_steps:
+        raise ValueError(
+            f"scheduler.warmup_steps={warmup_steps} is longer than the run's {total_steps} optimizer steps; "
+            f"lower it, or give the warmup as a share of the run with scheduler.warmup_fraction (e.g. 0.1)"
+        )
+    return warmup_steps

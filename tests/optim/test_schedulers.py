@@ -47,10 +47,29 @@ def test_constant_stays_at_the_peak():
     assert constant_multiplier(3, warmup_steps=4) == pytest.approx(4 / 5)
 
 
-def test_warmup_longer_than_the_run_is_clamped():
-    values = lrs("cosine", total_steps=10, warmup_steps=100)
-    assert values[0] == pytest.approx(1 / 11)  # warms up over the 10 steps there are, not 100
-    assert values[10] == pytest.approx(1.0)
+def test_a_warmup_longer_than_the_run_is_an_error_and_a_fraction_is_a_share():
+    with pytest.raises(ValueError, match=r"warmup_steps=100 is longer than the run's 10 optimizer steps"):
+        lrs("cosine", total_steps=10, warmup_steps=100)
+    with pytest.raises(ValueError, match="not both"):
+        lrs("linear", total_steps=10, warmup_steps=1, warmup_fraction=0.1)
+    with pytest.raises(ValueError, match=r"warmup_fraction must be in \[0, 1\]"):
+        lrs("constant", total_steps=10, warmup_fraction=1.5)
+    assert lrs("cosine", total_steps=100, warmup_fraction=0.2) == lrs(
+        "cosine", total_steps=100, warmup_steps=20
+    )
+    assert lrs("cosine", total_steps=100) == lrs("cosine", total_steps=100, warmup_steps=10)  # default: 10%
+    assert lrs("constant", total_steps=10)[0] == pytest.approx(1.0)  # default: none
+
+
+def test_the_config_check_refuses_a_warmup_longer_than_max_steps(make_cfg):
+    from lightning_llm import config
+    from lightning_llm.config import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"scheduler.warmup_steps=100 is longer than the run \(trainer.max_steps=8\)"
+    ):
+        config.check(make_cfg("scheduler.warmup_steps=100"))
+    config.check(make_cfg("scheduler.warmup_fraction=0.5"))
 
 
 def test_scheduler_state_round_trips():
