@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     share_config_store()
     args = get_args_parser().parse_args(argv)
     informational = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
+    if args.help:  # ours: Hydra's lists the plugins' internal schema groups and says nothing per setting
+        try:
+            print(help_text(args.overrides))
+        except (ConfigError, registry.PluginError) as error:
+            sys.exit(f"error: {error}")
+        return
     try:
         check_flags(args)
         parse_overrides(args.overrides)
@@ -74,6 +80,37 @@ def _app(cfg: DictConfig) -> float | None:
     from lightning_llm.train import run  # deferred: torch and Lightning load only when a run starts
 
     return run(cfg)
+
+
+def help_text(overrides: list[str]) -> str:
+    """``--help``: the config groups and their options, where each setting is explained, the other
+    commands, and the config the overrides compose (its keys are the settings)."""
+    parse_overrides(overrides)
+    overrides = [*overrides, *plugin_defaults(overrides)]
+    with initialize_config_dir(config.config_dir(), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        groups = {
+            group: loader.get_group_options(group)
+            for group in sorted(loader.list_groups(""))
+            if group not in ("hydra", "schema")
+        }
+    composed = compose_config(overrides)
+    lines = [
+        "python -m lightning_llm [overrides]: compose conf/ with the overrides and train (README.md).",
+        "",
+        "Config groups (group=option):",
+        *(f"  {group}: {', '.join(options)}" for group, options in groups.items()),
+        "",
+        "Settings are the keys of the config below (key=value). What each plugin's parameters mean, with",
+        "the values a run would use: python -m lightning_llm.plugins <kind> <name> (e.g. optim adamw).",
+        "Hydra's flags: -m (a sweep), --cfg job (print the composed config), --config-dir DIR (your own",
+        "presets beside conf/'s), --hydra-help. Other commands, each with --help: python -m lightning_llm.",
+        "{generate, evaluate, export, prepare, search, report, checkpoint, plugins}.",
+        "",
+        "== Config" + (f" (with {' '.join(overrides)})" if overrides else "") + " ==",
+        OmegaConf.to_yaml(composed).rstrip(),
+    ]
+    return "\n".join(lines)
 
 
 def share_config_store() -> None:

@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 SUMMARY_FILE = "summary.json"
+TRIAL_END_FILE = "trial_end.json"  # how a search trial without summary.json ended (lightning_llm.search)
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 METRICS_GLOB = "csv/version_*/metrics.csv"
 MISSING = "-"  # how a value a run lacks is shown in the text and Markdown tables
@@ -127,10 +128,10 @@ def _natural_key(name: str) -> list[int | str]:
 def load_run_record(path: str | Path) -> dict[str, Any]:
     """What the report knows about one run folder.
 
-    Returns ``{"path", "status" ("finished" or "unfinished"), "overrides" ({key: value} from
-    .hydra/overrides.yaml), "metrics" (summary.json, or for an unfinished run the last value logged of each
-    metric and the last step), "train_curve", "val_curve" ([(step, loss)] from every csv version, a later
-    launch replacing the steps it logged again)}``. Raises ``ReportError`` naming the folder and the problem
+    Returns ``{"path", "status" ("finished", "unfinished", or for a search's trial "pruned" or "failed"),
+    "overrides" ({key: value} from .hydra/overrides.yaml), "metrics" (summary.json, or for an unfinished run
+    the last value logged of each metric and the last optimizer step), "train_curve", "val_curve" ([(optimizer
+    step, loss)] from every csv version, a later launch replacing the steps it logged again)}``. Raises ``ReportError`` naming the folder and the problem
     when one of its files cannot be read.
     """
     path = Path(path).expanduser().resolve()
@@ -150,7 +151,7 @@ def _read_record(path: Path) -> dict[str, Any]:
     if summary_path.is_file():
         status, metrics = "finished", _read_summary(summary_path)
     elif rows:
-        status, metrics = "unfinished", _last_logged(rows)
+        status, metrics = _ended_as(path), _last_logged(rows)
     else:
         raise CorruptRun(f"not a run folder (no {SUMMARY_FILE}, and no logged rows in {METRICS_GLOB})")
     return {
@@ -261,8 +262,23 @@ def _number(text: str | None) -> float | None:
 
 
 def _curve(rows: list[dict[str, str]], column: str) -> list[tuple[int, float]]:
+    """(optimizer step, value) of ``column``. Lightning's CSV logs what happens during fit under the count
+    of steps before it (0 for the first optimizer step) and a final evaluation under the count after all of
+    them; rows up to the last training row are moved on by one, so the curves read in optimizer steps (the
+    step summary.json and the checkpoints name)."""
+    fit_end = max((_step(row) for row in rows if _number(row.get("train/loss")) is not None), default=-1)
     points = [(_step(row), _number(row.get(column))) for row in rows]
-    return [(step, value) for step, value in points if value is not None]
+    return [(step + (step <= fit_end), value) for step, value in points if value is not None]
+
+
+def _ended_as(path: Path) -> str:
+    """A run without summary.json: "pruned" or "failed" where a search's trial_end.json says so, else
+    "unfinished" (still training, or stopped)."""
+    try:
+        state = json.loads((path / TRIAL_END_FILE).read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        return "unfinished"
+    return state if state in ("pruned", "failed") else "unfinished"
 
 
 def _last_logged(rows: list[dict[str, str]]) -> dict[str, Any]:
@@ -274,7 +290,9 @@ def _last_logged(rows: list[dict[str, str]]) -> dict[str, Any]:
             metrics[key] = curve[-1][1]
     if metrics["val_perplexity"] is None and metrics["val_loss"] is not None:
         metrics["val_perplexity"] = math.exp(min(metrics["val_loss"], 700.0))
-    metrics["step"] = max(_step(row) for row in rows)
+    metrics["step"] = (
+        max(step for step, _ in _curve(rows, "train/loss")) if _curve(rows, "train/loss") else None
+    )
     metrics["wall_seconds"] = None  # only a finished run times its fit
     return metrics
 
@@ -425,7 +443,7 @@ def curve_labels(records: Sequence[dict[str, Any]]) -> list[str]:
     if len(set(labels)) < len(labels) or not all(labels):
         labels = [f"{name}: {label}" if label else name for name, label in zip(names, labels, strict=True)]
     return [
-        label + (" (unfinished)" if record["status"] == "unfinished" else "")
+        label + ("" if record["status"] == "finished" else f" ({record['status']})")
         for label, record in zip(labels, records, strict=True)
     ]
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import math
 import re
@@ -52,6 +53,7 @@ from lightning_llm import cli, config, plugins, registry
 from lightning_llm.atomic import write_text
 from lightning_llm.config import ConfigError
 from lightning_llm.errors import ctrl_c_exits, first_line
+from lightning_llm.report import TRIAL_END_FILE
 
 log = logging.getLogger("lightning_llm.search")
 
@@ -439,10 +441,12 @@ def _train(
         with _log_file(run_dir / "train.log"):
             summary, _ = train(cfg, run_dir=run_dir, callbacks=[Pruning(trial, settings.monitor)])
     except optuna.TrialPruned as pruned:
+        _write_trial_end(run_dir, "pruned", str(pruned))
         return TrialState.PRUNED, None, str(pruned)
     except Exception as error:  # a bad combination or a failed run costs this trial, not the search
         if not isinstance(error, ValueError | FileNotFoundError):  # not a config or input mistake: show where
             log.warning("trial %d raised", trial.number, exc_info=True)
+        _write_trial_end(run_dir, "failed", first_line(error))
         return TrialState.FAIL, None, first_line(error)
     trial.set_user_attr("step", summary.get("step"))
     value = summary.get(settings.metric)
@@ -452,6 +456,12 @@ def _train(
     if not math.isfinite(value):
         return TrialState.FAIL, None, f"diverged: {settings.metric}={value}"
     return TrialState.COMPLETE, float(value), ""
+
+
+def _write_trial_end(run_dir: Path, state: str, note: str) -> None:
+    """``trial_end.json``: how a trial that wrote no summary.json ended, for ``report`` (pruned, failed)."""
+    if run_dir.is_dir():
+        write_text(run_dir / TRIAL_END_FILE, json.dumps({"state": state, "note": note}) + "\n")
 
 
 def _write_run_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:

@@ -67,6 +67,7 @@ def train(
     trainer_args, plan = strategy.resolve(trainer_cfg, OmegaConf.to_container(cfg.parallel, resolve=True))
     run_dir = Path(run_dir or _hydra_output_dir())
     run_folder.check_writable(run_dir)
+    log.info("run folder: %s", run_dir.resolve())
     L.seed_everything(cfg.seed, workers=True)
 
     tokenizer, datamodule = parts.tokenizer_and_data(cfg)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +20,25 @@ from lightning_llm.distributed import strategy
 from lightning_llm.distributed.checkpointing import AtomicCheckpointIO, ShardedStrategy
 from lightning_llm.loggers import build_loggers
 
-__all__ = ["build_trainer"]
+__all__ = ["build_trainer", "quiet_lightning"]
+
+# Lines Lightning prints on every run that tell a user nothing about it: an advertisement, and a note that
+# the default limit of 100% of the batches was "configured" (it is the default).
+_NOISE = ("💡 Tip:", "was configured so 100% of the batches")
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in _NOISE)
+
+
+def quiet_lightning() -> None:
+    """Drop ``_NOISE`` from Lightning's console output (once per process)."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
 
 
 def build_trainer(
@@ -34,6 +53,7 @@ def build_trainer(
     """The Trainer, writing into ``run_dir``, with ``callbacks`` after the checkpoint, learning-rate and (when
     the objective says what text its model makes: ``sample_mode``) sample callbacks. ``validates``: whether
     the data has a val split (checkpoints follow validation; without one they keep its interval)."""
+    quiet_lightning()
     own = [_checkpoint_callback(cfg, run_dir, validates), LearningRateMonitor(logging_interval="step")]
     if (stopping := _early_stopping(cfg, validates)) is not None:
         own.append(stopping)

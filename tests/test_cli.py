@@ -58,10 +58,13 @@ def test_bad_overrides_fail_with_one_short_message(args, expected, tmp_path):
 
 
 def test_help_lists_groups():
-    result = run_cli("--help")
+    result = run_cli("--help", "model=encoder")
     assert result.returncode == 0
     for group in ("model", "optim", "tokenizer", "scheduler", "data"):
-        assert f"{group}:" in result.stdout
+        assert f"\n  {group}: " in result.stdout
+    assert "schema" not in result.stdout  # the plugins' internal config nodes are not choices
+    assert "python -m lightning_llm.plugins <kind> <name>" in result.stdout  # where settings are explained
+    assert "== Config (with model=encoder objective=masked_lm) ==" in result.stdout
 
 
 def test_cfg_job_prints_composed_config():

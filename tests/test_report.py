@@ -127,9 +127,10 @@ def test_find_runs_takes_a_multirun_a_folder_above_it_or_run_folders(sweep, tmp_
 def test_a_resumed_run_merges_its_csv_versions_and_the_later_launch_wins(sweep):
     record = load_run_record(sweep / "1")
     assert record["status"] == "finished"
-    # the first launch's step 19 (9.9, lost after its checkpoint) gives way to the second launch's
-    assert record["train_curve"] == [(4, 4.4), (9, 3.9), (14, 3.5), (19, 2.8), (24, 2.6)]
-    assert record["val_curve"] == [(9, 3.8), (19, 2.7)]
+    # the first launch's step 19 (9.9, lost after its checkpoint) gives way to the second launch's; the
+    # CSV's 0-based steps read as optimizer steps (step 24's row is the 25th step, summary.json's last)
+    assert record["train_curve"] == [(5, 4.4), (10, 3.9), (15, 3.5), (20, 2.8), (25, 2.6)]
+    assert record["val_curve"] == [(10, 3.8), (20, 2.7)]
     assert record["overrides"] == {"seed": "1", "tokenizer": "char", "optim.lr": "0.003"}
     assert record["metrics"]["val_loss"] == 2.5
     assert record["metrics"]["step"] == 25
@@ -143,7 +144,7 @@ def test_an_unfinished_run_reports_its_last_logged_values(sweep):
     assert metrics["val_perplexity"] == pytest.approx(math.exp(2.75))
     assert metrics["train_loss"] == 3.0
     assert metrics["tokens_per_second"] == 1100.0
-    assert metrics["step"] == 14
+    assert metrics["step"] == 15  # its last training row, logged at CSV step 14
     assert metrics["wall_seconds"] is None
 
 
@@ -221,7 +222,7 @@ def test_the_command_prints_an_aligned_table_and_writes_csv_and_md(sweep, tmp_pa
         ["10", "finished", "0.01", "4"],
     ]
     assert lines[1].split()[4:] == ["2.5000", "12.18", "1500", "20.0", "25"]
-    assert lines[2].split()[4:] == ["2.7500", "15.64", "1100", "-", "14"]
+    assert lines[2].split()[4:] == ["2.7500", "15.64", "1100", "-", "15"]
     # numbers are right-aligned: each column ends at its header's end
     end = lines[0].index("val_loss") + len("val_loss")
     assert all(line[end - 6 : end] in ("2.5000", "2.7500", "3.0000", "     -") for line in lines[1:])
@@ -475,3 +476,12 @@ def test_the_command_prints_non_finite_and_null_metrics(odd_values, tmp_path, ca
         "inf",
     )
     assert (tmp_path / "report" / "loss_curves.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_a_pruned_trial_is_reported_as_pruned(sweep):
+    (sweep / "2" / "trial_end.json").write_text(
+        '{"state": "pruned", "note": "pruned: val_loss=3 at step 10"}'
+    )
+    assert load_run_record(sweep / "2")["status"] == "pruned"
+    (sweep / "2" / "trial_end.json").write_text("not json")
+    assert load_run_record(sweep / "2")["status"] == "unfinished"

@@ -132,6 +132,9 @@ def test_trials_that_fall_behind_are_pruned_and_bad_ones_fail_without_stopping_t
     slow_dir = tmp_path / "study" / "trial_1"
     assert not (slow_dir / "summary.json").exists()
     assert "val/loss" in (slow_dir / "csv" / "version_0" / "metrics.csv").read_text()  # loggers finalised
+    from lightning_llm.report import load_run_record
+
+    assert load_run_record(slow_dir)["status"] == "pruned"  # not "unfinished" in the report
     assert invalid.state == TrialState.FAIL and "n_head" in invalid.user_attrs["note"]
     assert yaml.safe_load((tmp_path / "study" / "best.yaml").read_text())["trial"] == 0
 
