@@ -176,8 +176,8 @@ def resume_overrides(overrides: list[str]) -> list[str]:
     if ckpt_path in (None, "", "null") or not folder or "${" in folder:
         return []
     path = Path(folder).expanduser() / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return []
+    if not path.is_file() or not _has_checkpoint(Path(folder).expanduser()):
+        return []  # nothing to resume (a launch that failed before its first checkpoint): a fresh start
     try:
         stored = OmegaConf.to_container(OmegaConf.load(path))
     except Exception as error:  # whatever the YAML reader raises, one line naming the file
@@ -191,6 +191,13 @@ def resume_overrides(overrides: list[str]) -> list[str]:
         for o in stored
         if (key := _override_key(o)) not in given and key != "ckpt_path" and not key.startswith("hydra")
     ]
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    from lightning_llm.checkpoint import latest_checkpoint  # deferred: it imports torch
+
+    checkpoints = folder / "checkpoints"
+    return checkpoints.is_dir() and latest_checkpoint(checkpoints) is not None
 
 
 def _override_key(override: str) -> str:

@@ -131,8 +131,8 @@ def load_run_record(path: str | Path) -> dict[str, Any]:
     Returns ``{"path", "status" ("finished", "unfinished", or for a search's trial "pruned" or "failed"),
     "overrides" ({key: value} from .hydra/overrides.yaml), "metrics" (summary.json, or for an unfinished run
     the last value logged of each metric and the last optimizer step), "train_curve", "val_curve" ([(optimizer
-    step, loss)] from every csv version, a later launch replacing the steps it logged again)}``. Raises ``ReportError`` naming the folder and the problem
-    when one of its files cannot be read.
+    step, loss)] from every csv version, a later launch replacing the steps it logged again)}``. Raises
+    ``ReportError`` naming the folder and the problem when one of its files cannot be read.
     """
     path = Path(path).expanduser().resolve()
     try:

@@ -76,13 +76,28 @@ def build_trainer(
     return trainer
 
 
+class LatestAndBestCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, except that ``last.ckpt`` is the latest state after every validation.
+
+    Lightning 2.6 writes ``save_last``'s last.ckpt only at a step where a best checkpoint was written too, so
+    once the val loss stopped improving, last.ckpt stayed behind: resuming lost the steps since, and
+    generate and export read old weights. The two private methods used here are wrapped in this one place
+    (pyproject bounds lightning below 2.7; tests/test_train.py checks the behaviour)."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        behind = self.save_last and self._last_global_step_saved != trainer.global_step
+        if behind and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def _checkpoint_callback(cfg: DictConfig, run_dir: Path, validates: bool) -> ModelCheckpoint:
     settings = cfg.callbacks.checkpoint
     every_n_train_steps = settings.every_n_train_steps
     if every_n_train_steps is None and not validates:  # checkpoints follow validation: keep its rhythm
         interval = cfg.trainer.get("val_check_interval")
         every_n_train_steps = interval if isinstance(interval, int) else None
-    return ModelCheckpoint(
+    return LatestAndBestCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best-step{step:06d}",
         auto_insert_metric_name=False,

@@ -215,3 +215,16 @@ def test_fine_tuning_takes_the_architecture_of_the_checkpoint(make_cfg, tmp_path
         "new: ['pooler.weight', 'pooler.bias', 'classifier.weight', 'classifier.bias']; skipped: []"
         in caplog.text
     )
+
+
+@pytest.mark.slow
+def test_last_ckpt_is_the_latest_state_even_when_the_val_loss_got_worse(make_cfg, tmp_path):
+    """Lightning 2.6 writes save_last's last.ckpt only where a best checkpoint is written too; ours is the
+    latest state after every validation, so a run whose val loss got worse resumes (and generates) from its
+    last step, not from its best."""
+    from lightning_llm.checkpoint import load_checkpoint
+
+    train(make_cfg("optim.lr=3.0", "scheduler=constant"), run_dir=tmp_path)  # too high: it gets worse
+    best = sorted((tmp_path / "checkpoints").glob("best-*.ckpt"))
+    assert [load_checkpoint(path)["global_step"] for path in best] == [4]  # the val loss rose by step 8
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 8
