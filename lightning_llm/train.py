@@ -68,6 +68,7 @@ def train(
     run_dir = Path(run_dir or _hydra_output_dir())
     run_folder.check_writable(run_dir)
     log.info("run folder: %s", run_dir.resolve())
+    log.info("config (as run; .hydra/ holds it):\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())
     L.seed_everything(cfg.seed, workers=True)
 
     tokenizer, datamodule = parts.tokenizer_and_data(cfg)

@@ -19,7 +19,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.text.rouge import rouge_score
 from torchmetrics.text import BLEUScore
 
-__all__ = ["BLEU", "ROUGE"]
+__all__ = ["BLEU", "ROUGE", "MeanTextScore"]
 
 
 def _check_texts(predictions: Sequence[str], references: Sequence[str]) -> None:
@@ -59,11 +59,10 @@ def _normalize(text: str) -> str:
     return re.sub(r"[\W_]+", " ", text.lower())
 
 
-class ROUGE(Metric):
-    """ROUGE-L F-measure, 0..1, kept as a sum of scores and a count.
-
-    The ``rouge`` metric plugin (``lightning_llm.metrics.plugins``) documents it and its parameters.
-    """
+class MeanTextScore(Metric):
+    """The mean over examples of a per-example score of a prediction against its reference, kept as a sum
+    and a count (DDP then merges processes holding different numbers of examples exactly). Subclasses give
+    ``score(prediction, reference)`` and may check their inputs in ``check``."""
 
     input_kind = "text"
     is_differentiable = False
@@ -72,15 +71,31 @@ class ROUGE(Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        self.add_state("fmeasure_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("score_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("n_examples", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, predictions: Sequence[str], references: Sequence[str]) -> None:
+    def score(self, prediction: str, reference: object) -> float:
+        raise NotImplementedError
+
+    def check(self, predictions: Sequence[str], references: Sequence[object]) -> None:
         _check_texts(predictions, references)
+
+    def update(self, predictions: Sequence[str], references: Sequence[object]) -> None:
+        self.check(predictions, references)
         for prediction, reference in zip(predictions, references, strict=True):
-            scores = rouge_score(prediction, reference, rouge_keys="rougeL", normalizer=_normalize)
-            self.fmeasure_sum += scores["rougeL_fmeasure"].double().item()
+            self.score_sum += self.score(prediction, reference)
         self.n_examples += len(predictions)
 
     def compute(self) -> torch.Tensor:
-        return self.fmeasure_sum / self.n_examples  # nan before any example
+        return self.score_sum / self.n_examples  # nan before any example
+
+
+class ROUGE(MeanTextScore):
+    """ROUGE-L F-measure, 0..1, kept as a sum of scores and a count.
+
+    The ``rouge`` metric plugin (``lightning_llm.metrics.plugins``) documents it and its parameters.
+    """
+
+    def score(self, prediction: str, reference: object) -> float:
+        scores = rouge_score(prediction, reference, rouge_keys="rougeL", normalizer=_normalize)
+        return scores["rougeL_fmeasure"].double().item()

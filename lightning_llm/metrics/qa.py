@@ -15,8 +15,7 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 
-import torch
-from torchmetrics import Metric
+from lightning_llm.metrics.generation import MeanTextScore
 
 __all__ = ["ExactMatch", "QAF1", "exact_match_score", "normalize_answer", "token_f1"]
 
@@ -50,43 +49,26 @@ def _f1(predicted: list[str], reference: list[str]) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-class _AnswerMetric(Metric):
-    """The mean over questions of ``score(prediction, references)``, kept as a sum and a count."""
+class _AnswerMetric(MeanTextScore):
+    """The mean over questions of ``score(prediction, references)``: a reference *list* per question."""
 
-    input_kind = "text"
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("score_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("n_questions", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
-
-    @staticmethod
-    def score(prediction: str, references: Sequence[str]) -> float:
-        raise NotImplementedError
-
-    def update(self, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> None:
+    def check(self, predictions: Sequence[str], references: Sequence[object]) -> None:
         if len(predictions) != len(references):
             raise ValueError(f"got {len(predictions)} predictions but {len(references)} reference lists")
         for prediction, refs in zip(predictions, references, strict=True):
             if not isinstance(prediction, str) or isinstance(refs, str):
                 raise TypeError("predictions must be strings and references lists of strings, one each")
-            self.score_sum += self.score(prediction, refs)
-        self.n_questions += len(predictions)
-
-    def compute(self) -> torch.Tensor:
-        return self.score_sum / self.n_questions  # nan before any question
 
 
 class ExactMatch(_AnswerMetric):
     """Share of questions answered exactly (after normalisation), 0..1; the ``exact_match`` plugin."""
 
-    score = staticmethod(exact_match_score)
+    def score(self, prediction: str, reference: object) -> float:
+        return exact_match_score(prediction, reference)
 
 
 class QAF1(_AnswerMetric):
     """Mean token F1 of the answers, 0..1; the ``qa_f1`` plugin."""
 
-    score = staticmethod(token_f1)
+    def score(self, prediction: str, reference: object) -> float:
+        return token_f1(prediction, reference)
