@@ -17,7 +17,7 @@ from lightning_llm.data.classification import (
     label_names,
     split_examples,
 )
-from lightning_llm.data.corpus import SPLITS
+from lightning_llm.data.corpus import SPLITS, check_split
 from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
 from lightning_llm.data.settings import ClassificationSettings
 
@@ -57,8 +57,7 @@ class ClassificationDataModule(SplitDataModule):
 
     def examples(self, split: str) -> list[Example]:
         """The labelled examples of ``split``, in reading order."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
+        check_split(split)
         return list(self._examples()[split])
 
     @property

@@ -50,6 +50,12 @@ class SplitCorpus:
     fingerprint: str
 
 
+def check_split(split: str) -> None:
+    """Refuse a split name other than train, val and test."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
+
+
 def check_fraction(key: str, value: float) -> None:
     """Raise unless ``value`` is a usable split fraction; ``key`` names it in the message."""
     if not 0.0 <= value < _MAX_FRACTION:

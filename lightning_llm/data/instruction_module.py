@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable
 
 from lightning_llm.data.corpus import SPLITS
-from lightning_llm.data.datasets import DatasetTooSmallError
 from lightning_llm.data.instructions import (
     Conversation,
     InstructionCollator,
@@ -17,7 +16,7 @@ from lightning_llm.data.instructions import (
     render,
     to_sequences,
 )
-from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
+from lightning_llm.data.loading import STAGE_SPLITS, ReadSplitsDataModule
 from lightning_llm.data.settings import DataSettings
 
 __all__ = ["InstructionDataModule"]
@@ -25,7 +24,7 @@ __all__ = ["InstructionDataModule"]
 log = logging.getLogger(__name__)
 
 
-class InstructionDataModule(SplitDataModule):
+class InstructionDataModule(ReadSplitsDataModule):
     """Batches of ``{"input_ids", "labels"}`` (B, T) for ``objective=causal_lm``: labels are the next token
     where it is part of an assistant's answer, -100 elsewhere (prompts, templates, padding)."""
 
@@ -37,20 +36,14 @@ class InstructionDataModule(SplitDataModule):
         pack: bool,
         settings: DataSettings,
     ) -> None:
-        super().__init__(settings)
+        super().__init__(settings, read_splits)
         self.tokenizer = tokenizer
         self.template = template
         self.pack = pack
-        self._read_splits = read_splits
-        self._splits: dict[str, list[Conversation]] | None = None
         self._datasets: dict[str, list[TrainingSequence]] = {}  # a list is a map-style dataset
 
     def conversations(self, split: str) -> list[Conversation]:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
-        if self._splits is None:
-            self._splits = self._read_splits()
-        return self._splits[split]
+        return self.examples(split)
 
     def texts(self, split: str) -> list[str]:
         """Every conversation of ``split`` as the template renders it (for tokenizer training, when the
@@ -79,15 +72,7 @@ class InstructionDataModule(SplitDataModule):
                 targets = sum(label != -100 for s in sequences for label in s.labels)
                 log.info("%s split: %d sequences, %d target tokens", split, len(sequences), targets)
                 self._datasets[split] = sequences
-        train = self._datasets.get("train")
-        if train is not None and len(train) < self.batch_size:
-            raise DatasetTooSmallError(
-                f"the train split has {len(train)} sequences, fewer than data.batch_size={self.batch_size}; "
-                "lower data.batch_size or add conversations"
-            )
-
-    def has_split(self, split: str) -> bool:
-        return bool(self.conversations(split))
+        self.check_train_size("sequences", "add conversations")
 
     def collate_fn(self) -> InstructionCollator:
         return InstructionCollator(self.tokenizer.pad_id)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lightning_llm.data.corpus import SPLITS
+from lightning_llm.data.corpus import SPLITS, check_split
+from lightning_llm.data.datasets import DatasetTooSmallError
 from lightning_llm.data.sampling import EvalBatchSampler, TrainBatchSampler
 from lightning_llm.data.settings import DataSettings
 
@@ -180,6 +182,37 @@ class SplitDataModule(L.LightningDataModule):
         if not kwargs or kwargs["num_replicas"] == 1:
             return 1, 0
         return kwargs["num_replicas"], kwargs["rank"]
+
+
+class ReadSplitsDataModule(SplitDataModule):
+    """A SplitDataModule whose examples come from ``read_splits()`` (split -> list), called once on first
+    use: nothing is read while the module is built and the tokenizer is still untrained. A split with no
+    examples is off (its DataLoader is an empty list). Subclasses fill ``self._datasets`` in ``setup``."""
+
+    def __init__(self, settings: DataSettings, read_splits: Callable[[], dict[str, list]]) -> None:
+        super().__init__(settings)
+        self._read_splits = read_splits
+        self._splits: dict[str, list] | None = None
+
+    def examples(self, split: str) -> list:
+        """The examples of ``split`` ("train", "val" or "test")."""
+        check_split(split)
+        if self._splits is None:
+            self._splits = self._read_splits()
+        return self._splits[split]
+
+    def has_split(self, split: str) -> bool:
+        return bool(self.examples(split))
+
+    def check_train_size(self, items: str, remedy: str) -> None:
+        """Refuse a train dataset of fewer ``items`` than one batch (with drop_last an epoch would be empty;
+        without, the run would train on less than it asked for)."""
+        train = self._datasets.get("train")
+        if train is not None and len(train) < self.batch_size:
+            raise DatasetTooSmallError(
+                f"the train split has {len(train)} {items}, fewer than data.batch_size={self.batch_size}; "
+                f"lower data.batch_size or {remedy}"
+            )
 
 
 def ignore_ctrl_c(worker_id: int) -> None:

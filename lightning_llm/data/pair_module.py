@@ -8,8 +8,7 @@ import logging
 from collections.abc import Callable
 
 from lightning_llm.data.corpus import SPLITS
-from lightning_llm.data.datasets import DatasetTooSmallError
-from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
+from lightning_llm.data.loading import STAGE_SPLITS, ReadSplitsDataModule
 from lightning_llm.data.pairs import (
     Example,
     Pair,
@@ -25,7 +24,7 @@ __all__ = ["PairDataModule"]
 log = logging.getLogger(__name__)
 
 
-class PairDataModule(SplitDataModule):
+class PairDataModule(ReadSplitsDataModule):
     """Seq2seq batches (as ``lightning_llm.data.pairs`` lays them out) of the pairs ``read_splits()`` gives.
 
     ``read_splits`` is called once, on first use, and returns the pairs of each split; an empty split is
@@ -39,21 +38,15 @@ class PairDataModule(SplitDataModule):
         read_splits: Callable[[], dict[str, list[Pair]]],
         settings: PairSettings | None = None,
     ) -> None:
-        super().__init__(settings or PairSettings())
+        super().__init__(settings or PairSettings(), read_splits)
         self.tokenizer = tokenizer
-        self._read_splits = read_splits
-        self._splits: dict[str, list[Pair]] | None = None
         self._datasets: dict[str, PairDataset] = {}
 
     # -- the pairs (before tokenizer training)
 
     def pairs(self, split: str) -> list[Pair]:
         """The pairs of ``split`` ("train", "val" or "test"); read and split on first use."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
-        if self._splits is None:
-            self._splits = self._read_splits()
-        return self._splits[split]
+        return self.examples(split)
 
     def texts(self, split: str) -> list[str]:
         """Every source and target of ``split``, for tokenizer training."""
@@ -70,17 +63,9 @@ class PairDataModule(SplitDataModule):
         for split in STAGE_SPLITS.get(stage, SPLITS):
             if self.pairs(split) and split not in self._datasets:
                 self._datasets[split] = PairDataset(self._tokenize(split))
-        train = self._datasets.get("train")
-        if train is not None and len(train) < self.batch_size:  # drop_last would leave an epoch empty
-            raise DatasetTooSmallError(
-                f"the train split has {len(train)} pairs, fewer than data.batch_size={self.batch_size}; "
-                "lower data.batch_size or add pairs"
-            )
+        self.check_train_size("pairs", "add pairs")
 
     # -- helpers
-
-    def has_split(self, split: str) -> bool:
-        return bool(self.pairs(split))
 
     def collate_fn(self) -> Seq2SeqCollator:
         return self.collator()

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from lightning_llm.data.corpus import SPLITS
-from lightning_llm.data.datasets import DatasetTooSmallError
-from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
+from lightning_llm.data.loading import STAGE_SPLITS, ReadSplitsDataModule
 from lightning_llm.data.sentence_pairs import (
     EncodedPair,
     PairCollator,
@@ -21,30 +20,27 @@ from lightning_llm.data.settings import DataSettings
 __all__ = ["SentencePairDataModule"]
 
 
-class SentencePairDataModule(SplitDataModule):
+class SentencePairDataModule(ReadSplitsDataModule):
     """Batches of ``{"input_ids", "attention_mask", "token_type_ids"}`` (B, T) and next-sentence
     ``labels`` (B,), for ``objective=masked_lm_nsp`` (which masks the tokens itself)."""
 
     def __init__(
         self, tokenizer: object, read_documents: Callable[[], Sequence[str]], settings: DataSettings
     ):
-        super().__init__(settings)
+        def read_splits() -> dict[str, list[SentencePair]]:
+            return sentence_pairs(
+                read_documents(),
+                val_fraction=settings.val_fraction,
+                test_fraction=settings.test_fraction,
+                seed=settings.split_seed,
+            )
+
+        super().__init__(settings, read_splits)
         self.tokenizer = tokenizer
-        self._read_documents = read_documents
-        self._pairs: dict[str, list[SentencePair]] | None = None
         self._datasets: dict[str, list[EncodedPair]] = {}  # a list is a map-style dataset
 
     def pairs(self, split: str) -> list[SentencePair]:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
-        if self._pairs is None:
-            self._pairs = sentence_pairs(
-                self._read_documents(),
-                val_fraction=self.val_fraction,
-                test_fraction=self.test_fraction,
-                seed=self.split_seed,
-            )
-        return self._pairs[split]
+        return self.examples(split)
 
     def texts(self, split: str) -> list[str]:
         """The paragraphs of ``split``'s pairs (for tokenizer training)."""
@@ -62,15 +58,7 @@ class SentencePairDataModule(SplitDataModule):
             if self.pairs(split) and split not in self._datasets:
                 encoded = [encode_pair(pair, self.tokenizer, self.block_size) for pair in self.pairs(split)]
                 self._datasets[split] = encoded
-        train = self._datasets.get("train")
-        if train is not None and len(train) < self.batch_size:
-            raise DatasetTooSmallError(
-                f"the train split has {len(train)} sentence pairs, fewer than data.batch_size="
-                f"{self.batch_size}; lower data.batch_size or add text"
-            )
-
-    def has_split(self, split: str) -> bool:
-        return bool(self.pairs(split))
+        self.check_train_size("sentence pairs", "add text")
 
     def collate_fn(self) -> PairCollator:
         return PairCollator(self.tokenizer.pad_id)

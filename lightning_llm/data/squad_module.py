@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lightning_llm.data.corpus import SPLITS
-from lightning_llm.data.datasets import DatasetTooSmallError
-from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
+from lightning_llm.data.loading import STAGE_SPLITS, ReadSplitsDataModule
 from lightning_llm.data.qa_windows import EncodedQuestion, QACollator, encode_question, training_items
 from lightning_llm.data.settings import DataSettings
 from lightning_llm.data.squad import QAExample, qa_fingerprint
@@ -16,7 +15,7 @@ from lightning_llm.data.squad import QAExample, qa_fingerprint
 __all__ = ["SquadDataModule"]
 
 
-class SquadDataModule(SplitDataModule):
+class SquadDataModule(ReadSplitsDataModule):
     """Batches of question windows for ``objective=span_qa`` (``QACollator`` lists what they hold): train
     batches of ``batch_size`` windows, evaluation batches of ``batch_size`` questions with all their
     windows."""
@@ -32,21 +31,15 @@ class SquadDataModule(SplitDataModule):
         no_answer: bool,
         settings: DataSettings,
     ) -> None:
-        super().__init__(settings)
+        super().__init__(settings, read_splits)
         self.tokenizer = tokenizer
         self.max_question_tokens = max_question_tokens
         self.stride = stride
         self.no_answer = no_answer
-        self._read_splits = read_splits
-        self._splits: dict[str, list[QAExample]] | None = None
         self._datasets: dict[str, list[EncodedQuestion]] = {}  # a list is a map-style dataset
 
     def questions(self, split: str) -> list[QAExample]:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
-        if self._splits is None:
-            self._splits = self._read_splits()
-        return self._splits[split]
+        return self.examples(split)
 
     def texts(self, split: str) -> list[str]:
         """Each passage of ``split`` once, then its questions (for tokenizer training)."""
@@ -68,19 +61,11 @@ class SquadDataModule(SplitDataModule):
                 if split == "train":
                     encoded = [item for question in encoded for item in training_items(question)]
                 self._datasets[split] = encoded
-        train = self._datasets.get("train")
-        if train is not None and len(train) < self.batch_size:
-            raise DatasetTooSmallError(
-                f"the train split has {len(train)} question windows, fewer than data.batch_size="
-                f"{self.batch_size}; lower data.batch_size or add questions"
-            )
+        self.check_train_size("question windows", "add questions")
 
     def _encode(self, example: QAExample) -> EncodedQuestion:
         limits = (self.block_size, self.max_question_tokens, self.stride)
         return encode_question(example, self.tokenizer, *limits)
-
-    def has_split(self, split: str) -> bool:
-        return bool(self.questions(split))
 
     def collate_fn(self) -> QACollator:
         return QACollator(self.tokenizer.pad_id, self.no_answer)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from lightning_llm.data.corpus import SPLITS, check_paragraph_counts
+from lightning_llm.data.corpus import SPLITS, check_paragraph_counts, check_split
 from lightning_llm.data.datasets import DatasetTooSmallError, PackedWindows
 from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
 from lightning_llm.data.settings import DataSettings
@@ -74,8 +74,7 @@ class TextDataModule(SplitDataModule):
 
     def texts(self, split: str) -> list[str]:
         """Every text of ``split`` ("train", "val" or "test"), read whole: for small corpora, inspection."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
+        check_split(split)
         return list(split_texts(self.corpus, self.rule, split))
 
     # -- Lightning hooks (after tokenizer training)
@@ -103,8 +102,7 @@ class TextDataModule(SplitDataModule):
             self._check_one_train_batch()
 
     def has_split(self, split: str) -> bool:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
+        check_split(split)
         return split == "train" or getattr(self, f"{split}_fraction") > 0  # empty: turned off with fraction 0
 
     # -- helpers
