@@ -266,6 +266,12 @@ def check_warmup(scheduler: Any, max_steps: object) -> None:
     steps, fraction = scheduler.get("warmup_steps"), scheduler.get("warmup_fraction")
     if steps is not None and fraction is not None:
         raise ConfigError("set scheduler.warmup_steps or scheduler.warmup_fraction, not both")
+    if fraction is not None and (
+        isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1
+    ):
+        raise ConfigError(f"scheduler.warmup_fraction must be a number in [0, 1], got {fraction!r}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+        raise ConfigError(f"scheduler.warmup_steps must be an integer >= 0, got {steps!r}")
     if isinstance(steps, int) and isinstance(max_steps, int) and 0 < max_steps < steps:
         raise ConfigError(
             f"scheduler.warmup_steps={steps} is longer than the run (trainer.max_steps={max_steps}); lower "

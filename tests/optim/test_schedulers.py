@@ -72,6 +72,22 @@ def test_the_config_check_refuses_a_warmup_longer_than_max_steps(make_cfg):
     config.check(make_cfg("scheduler.warmup_fraction=0.5"))
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("scheduler.warmup_fraction=2", r"scheduler.warmup_fraction must be a number in \[0, 1\], got 2"),
+        ("scheduler.warmup_fraction=-0.1", r"scheduler.warmup_fraction must be .* got -0.1"),
+        ("scheduler.warmup_steps=-3", r"scheduler.warmup_steps must be an integer >= 0, got -3"),
+    ],
+)
+def test_the_config_check_refuses_a_warmup_out_of_range_before_any_work(make_cfg, override, message):
+    from lightning_llm import config
+    from lightning_llm.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        config.check(make_cfg(override))
+
+
 def test_scheduler_state_round_trips():
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     scheduler = registry.build("scheduler", "cosine", optimizer=optimizer, total_steps=50, warmup_steps=5)
