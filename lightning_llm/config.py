@@ -250,6 +250,13 @@ def check(cfg: DictConfig, together: bool = True) -> None:
         plugin_params(kind, cfg[kind], together=together)
     for index, node in enumerate(metric_nodes(cfg)):
         plugin_params("metric", node, key=f"metrics[{index}]")
+    for index, node in enumerate(callback_nodes(cfg)):
+        plugin, _ = plugin_params("callback", node, key=f"callbacks.extra[{index}]")
+        if plugin.name == "ema" and (cfg.get("trainer") or {}).get("strategy") == "fsdp":
+            raise ConfigError(
+                f"callbacks.extra[{index}]: the ema keeps a whole copy of the model, which "
+                "trainer.strategy=fsdp shards; use ddp, or leave the ema out"
+            )
     check_objective(cfg.model.name, cfg.objective.name)
     check_trainer_args(cfg.get("trainer", {}))
     refuse_code_paths(cfg, "")
@@ -332,6 +339,17 @@ def metric_nodes(cfg: DictConfig) -> list[Any]:
             f"metrics must be a list of metric names, e.g. metrics=[perplexity,accuracy]; got {metrics!r}"
         )
     return list(metrics)
+
+
+def callback_nodes(cfg: DictConfig) -> list[Any]:
+    """``callbacks.extra``: the callback plugins a run adds, each a name or ``{name: ..., **params}``."""
+    extra = (cfg.get("callbacks") or {}).get("extra") or []
+    if not isinstance(extra, list | ListConfig):
+        raise ConfigError(
+            "callbacks.extra must be a list of callback names, e.g. 'callbacks.extra=[ema]'; "
+            f"got {extra!r} (python -m lightning_llm.plugins callback lists them)"
+        )
+    return list(extra)
 
 
 def check_trainer_args(trainer: Any) -> None:

@@ -24,6 +24,7 @@ from lightning_llm.tokenizers import Tokenizer, fit_or_load
 
 __all__ = [
     "build",
+    "callbacks",
     "check_compatible",
     "language_module",
     "metrics",
@@ -219,6 +220,13 @@ def metrics(cfg: DictConfig) -> dict[str, Any]:
     nodes = enumerate(config.metric_nodes(cfg))
     built = [config.plugin_params("metric", node, key=f"metrics[{i}]") for i, node in nodes]
     return {plugin.name: plugin(**kwargs) for plugin, kwargs in built}
+
+
+def callbacks(cfg: DictConfig) -> list[Any]:
+    """The Lightning callbacks ``cfg.callbacks.extra`` names, built."""
+    nodes = enumerate(config.callback_nodes(cfg))
+    built = [config.plugin_params("callback", node, key=f"callbacks.extra[{i}]") for i, node in nodes]
+    return [plugin(**kwargs) for plugin, kwargs in built]
 
 
 def _spec(cfg: DictConfig, kind: str) -> dict[str, Any]:

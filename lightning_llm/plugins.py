@@ -27,6 +27,7 @@ BUILTIN_MODULES = (
     "lightning_llm.objectives",
     "lightning_llm.optim",
     "lightning_llm.metrics",
+    "lightning_llm.callbacks.library",
 )
 _loaded = False
 

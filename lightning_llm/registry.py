@@ -82,6 +82,7 @@ CONTRACTS: dict[str, Contract] = {
         "a torchmetrics.Metric updated with (outputs, labels), or with (predictions, references) as strings "
         "when its input_kind is 'text'",
     ),
+    "callback": Contract((), "a lightning.Callback added to the run's Trainer (listed in callbacks.extra)"),
 }
 KINDS: tuple[str, ...] = tuple(CONTRACTS)
 

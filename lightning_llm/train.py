@@ -82,7 +82,7 @@ def train(
     summary, throughput = RunSummary(), Throughput(**cfg.callbacks.throughput)
     preemption = Preemption(run_dir / "checkpoints" / "last.ckpt")
     nan_guard = NanGuard(**cfg.callbacks.nan_guard, checkpoint_dir=run_dir / "checkpoints")
-    own = [summary, throughput, preemption, nan_guard, *(callbacks or [])]
+    own = [summary, throughput, preemption, nan_guard, *parts.callbacks(cfg), *(callbacks or [])]
     validates = getattr(datamodule, "has_split", lambda split: True)("val")
     trainer = build_trainer(cfg, trainer_args, run_dir, tokenizer, objective, own, validates=validates)
 

@@ -11,7 +11,7 @@ import lightning_llm
 from lightning_llm import plugins, registry
 
 PUBLIC = ["CONTRACTS", "KINDS", "PluginError", "build", "get", "names", "register"]
-KINDS = ("tokenizer", "data", "model", "objective", "optim", "scheduler", "metric")
+KINDS = ("tokenizer", "data", "model", "objective", "optim", "scheduler", "metric", "callback")
 SUPPLIED = {
     "tokenizer": (),
     "data": ("tokenizer", "cache_dir"),
@@ -20,6 +20,7 @@ SUPPLIED = {
     "optim": ("params",),
     "scheduler": ("optimizer", "total_steps"),
     "metric": (),
+    "callback": (),
 }
 
 

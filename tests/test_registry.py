@@ -14,7 +14,7 @@ def clean_registry(monkeypatch):
 
 
 def test_kinds_are_the_documented_ones():
-    assert KINDS == ("tokenizer", "data", "model", "objective", "optim", "scheduler", "metric")
+    assert KINDS == ("tokenizer", "data", "model", "objective", "optim", "scheduler", "metric", "callback")
     assert CONTRACTS["optim"].supplied == ("params",)
     assert CONTRACTS["scheduler"].supplied == ("optimizer", "total_steps")
     assert CONTRACTS["model"].supplied == ("vocab_size",)
