@@ -61,7 +61,7 @@ def _wandb(spec: dict[str, Any], run_dir: Path) -> Logger:
     from lightning.pytorch.loggers import WandbLogger
 
     sweep, overrides = hydra_job()
-    return WandbLogger(
+    logger = WandbLogger(
         id=wandb_run_id(run_dir),
         resume="allow",  # a resumed run (same run folder) continues its W&B run instead of starting another
         project=spec.get("project", "lightning_llm"),
@@ -73,6 +73,12 @@ def _wandb(spec: dict[str, Any], run_dir: Path) -> Logger:
         save_dir=str(run_dir),
         offline=wandb_offline(spec.get("offline")),
     )
+    # Lightning passes wandb.init anonymous=None, and wandb warns on every run that the setting has no effect:
+    # dropped from Lightning's private init arguments, here only (pyproject bounds lightning below 2.7).
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous", False) is None:
+        del init["anonymous"]
+    return logger
 
 
 def hydra_job() -> tuple[str | None, list[str]]:

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.callbacks import TextSamples
+from lightning_llm.callbacks.console import ModelSummaryWithFlops, StepProgressBar
 from lightning_llm.callbacks.early_stopping import EarlyStop
 from lightning_llm.config import ConfigError
 from lightning_llm.distributed import strategy
@@ -24,7 +25,8 @@ __all__ = ["build_trainer", "quiet_lightning"]
 
 # Lines Lightning prints on every run that tell a user nothing about it: an advertisement, and a note that
 # the default limit of 100% of the batches was "configured" (it is the default).
-_NOISE = ("💡 Tip:", "was configured so 100% of the batches")
+# (and, the framework bringing its own summary, that the Trainer skips its default one).
+_NOISE = ("💡 Tip:", "was configured so 100% of the batches", "Trainer already configured with model summary")
 
 
 class _DropNoise(logging.Filter):
@@ -57,6 +59,7 @@ def build_trainer(
     own = [_checkpoint_callback(cfg, run_dir, validates), LearningRateMonitor(logging_interval="step")]
     if (stopping := _early_stopping(cfg, validates)) is not None:
         own.append(stopping)
+    own.extend(_console(cfg, trainer_args))
     if mode := getattr(objective, "sample_mode", None):
         samples = cfg.callbacks.samples
         own.append(TextSamples(tokenizer, run_dir / "samples.txt", mode, seed=cfg.seed, **samples))
@@ -107,6 +110,18 @@ def _checkpoint_callback(cfg: DictConfig, run_dir: Path, validates: bool) -> Mod
         save_last=settings.save_last,
         every_n_train_steps=every_n_train_steps,
     )
+
+
+def _console(cfg: DictConfig, trainer_args: dict[str, Any]) -> list[L.Callback]:
+    """The progress bar over optimizer steps and the model summary with FLOPs, where the trainer has them."""
+    shown: list[L.Callback] = []
+    if trainer_args.get("enable_progress_bar", True):
+        shown.append(StepProgressBar())
+    if trainer_args.get("enable_model_summary", True):
+        depth = (cfg.callbacks.get("model_summary") or {}).get("max_depth", 1)
+        seq_len = cfg.data.get("block_size")
+        shown.append(ModelSummaryWithFlops(seq_len, depth) if seq_len else ModelSummary(max_depth=depth))
+    return shown
 
 
 def _early_stopping(cfg: DictConfig, validates: bool) -> EarlyStop | None:

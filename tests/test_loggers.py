@@ -21,8 +21,9 @@ def test_wandb_run_id_is_made_once_per_run_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_run_continues_its_wandb_run(make_cfg, tmp_path):
+def test_resumed_run_continues_its_wandb_run(make_cfg, tmp_path, capfd):
     train(make_cfg("logger=wandb", "trainer.max_steps=4"), run_dir=tmp_path)
+    assert "anonymous" not in capfd.readouterr().err  # wandb's warning about Lightning's anonymous=None
     train(make_cfg("logger=wandb", "trainer.max_steps=8", "ckpt_path=auto"), run_dir=tmp_path)
     # W&B names an offline run folder offline-run-<start time>-<run id>: both launches used the folder's id
     # (two folders when the launches start in different seconds, one when in the same second).

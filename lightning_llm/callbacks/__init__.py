@@ -1,7 +1,29 @@
-"""Callbacks every run gets: throughput, the run summary, and text samples at the end."""
+"""Callbacks every run gets (throughput, the run summary, text samples at the end, ...), and the ``callback``
+plugins a config adds by name (``lightning_llm.callbacks.library``).
 
-from lightning_llm.callbacks.run_summary import RunSummary
-from lightning_llm.callbacks.text_samples import TextSamples
-from lightning_llm.callbacks.throughput import Throughput
+Importing this package registers those plugins without importing Lightning: the classes below load on first
+use.
+"""
+
+import importlib
+
+from lightning_llm.callbacks import library  # noqa: F401 - importing registers the plugins
 
 __all__ = ["RunSummary", "TextSamples", "Throughput"]
+
+# Each class by the module that defines it (imported on first access).
+_LAZY = {
+    "RunSummary": "lightning_llm.callbacks.run_summary",
+    "TextSamples": "lightning_llm.callbacks.text_samples",
+    "Throughput": "lightning_llm.callbacks.throughput",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

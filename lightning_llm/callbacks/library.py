@@ -9,10 +9,12 @@ adds its own the same way: ``@register("callback", "name")`` on a function retur
 from __future__ import annotations
 
 import warnings
-
-from lightning.pytorch.callbacks import DeviceStatsMonitor, EMAWeightAveraging, Timer
+from typing import TYPE_CHECKING
 
 from lightning_llm.registry import register
+
+if TYPE_CHECKING:  # registering needs the signatures only; Lightning loads when a callback is built
+    from lightning.pytorch.callbacks import DeviceStatsMonitor, EMAWeightAveraging, Timer
 
 __all__ = ["device_stats", "ema", "timer"]
 
@@ -39,6 +41,8 @@ def ema(
     """
     if not 0.0 < decay < 1.0:
         raise ValueError(f"callbacks.extra: ema's decay must be in (0, 1), got {decay}")
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
     return EMAWeightAveraging(
         decay=decay,
         update_every_n_steps=update_every_n_steps,
@@ -58,6 +62,8 @@ def timer(duration: str = "00:12:00:00", verbose: bool = True) -> Timer:
     parts = duration.split(":")
     if len(parts) != 4 or not all(part.isdigit() for part in parts):
         raise ValueError(f"callbacks.extra: timer's duration must be DD:HH:MM:SS, got {duration!r}")
+    from lightning.pytorch.callbacks import Timer
+
     return Timer(duration=duration, interval="step", verbose=verbose)
 
 
@@ -69,4 +75,6 @@ def device_stats(cpu_stats: bool | None = None) -> DeviceStatsMonitor:
     Args:
         cpu_stats: also log CPU statistics (needs psutil); null: only on a CPU run.
     """
+    from lightning.pytorch.callbacks import DeviceStatsMonitor
+
     return DeviceStatsMonitor(cpu_stats=cpu_stats)
