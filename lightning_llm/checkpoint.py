@@ -65,6 +65,13 @@ log = logging.getLogger("lightning_llm")
 
 CHECKPOINT_DIR = "checkpoints"
 TOKENIZER_FILE = "tokenizer.json"
+# what a Hugging Face model folder holds its weights in (one file, or an index of shards)
+HF_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 _MODEL_PREFIX = "model."
 # Segments that wrappers insert into parameter names (torch.compile, activation checkpointing, FSDP1).
 _WRAPPER_SEGMENTS = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
@@ -186,6 +193,12 @@ def find_checkpoint(path: str | Path) -> Path:
     found, unusable = survey_checkpoints(folder)
     for checkpoint, problem in unusable.items():
         log.warning("passing over %s: %s", checkpoint, problem)
+    weights = [name for name in HF_WEIGHT_FILES if (path / name).is_file()]
+    if found is None and weights:
+        raise FileNotFoundError(
+            f"{path} holds {weights[0]} but no config.json: a Hugging Face model folder needs the config.json"
+            " written with its weights (save_pretrained writes both)"
+        )
     if found is None:
         raise FileNotFoundError(
             f"{path} holds no usable checkpoint (looked for {folder / LAST} and {folder / '*.ckpt'}"
@@ -413,15 +426,29 @@ def run_folder(checkpoint_path: Path) -> Path:
     return folder.parent if folder.name == CHECKPOINT_DIR else folder
 
 
-def load_run(path: str | Path) -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
+def load_run(
+    path: str | Path, tokenizer_file: str | Path | None = None
+) -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
     """``(model, tokenizer, config)`` of a run folder, a checkpoint file or a Hugging Face model folder; the
     model is on the CPU in eval mode. The run's ``tokenizer.json`` must be the one the checkpoint was
-    trained with. A Hugging Face folder's config holds the model node only (``{"model": {...}}``)."""
+    trained with. A Hugging Face folder's config holds the model node only (``{"model": {...}}``), and its
+    tokenizer may be given as ``tokenizer_file`` (a ``tokenizer.json`` or a folder holding one) where the
+    folder has none."""
     from lightning_llm import huggingface
 
     if huggingface.is_hf_folder(path):
-        model, tokenizer, node = huggingface.load_hf_run(path)
+        if tokenizer_file is None:
+            model, tokenizer, node = huggingface.load_hf_run(path)
+        else:
+            huggingface.model_params(huggingface.read_hf_config(Path(path)), Path(path))  # refusals first
+            tokenizer = Tokenizer.from_file(_tokenizer_json(tokenizer_file))
+            model, node = huggingface.load_hf_model(path, tokenizer.vocab_size)
         return model.eval(), tokenizer, {"model": node}
+    if tokenizer_file is not None:
+        raise CheckpointError(
+            f"{path} is a lightning_llm run or checkpoint, which keeps its own tokenizer.json; a tokenizer "
+            "is given only with a Hugging Face folder that has none"
+        )
     checkpoint_path = find_checkpoint(path)
     checkpoint = load_checkpoint(checkpoint_path)
     config = run_config(checkpoint)
@@ -434,6 +461,15 @@ def load_run(path: str | Path) -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
     _check_tokenizer(checkpoint, tokenizer.fingerprint(), checkpoint_path, tokenizer_path)
     model = build_model_from_checkpoint(checkpoint, tokenizer.vocab_size)
     return model.eval(), tokenizer, config
+
+
+def _tokenizer_json(path: str | Path) -> Path:
+    """``path`` as a tokenizer.json file: the file itself, or the one in the folder it names."""
+    path = Path(path).expanduser()
+    file = path / TOKENIZER_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no tokenizer at {path}: give a tokenizer.json file or a folder holding one")
+    return file
 
 
 def _check_tokenizer(

@@ -20,7 +20,7 @@ from typing import Any
 
 from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits
 
-__all__ = ["build_parser", "evaluate", "main"]
+__all__ = ["build_parser", "evaluate", "given_tokenizer", "main"]
 
 SPLITS = ("val", "test")
 
@@ -48,10 +48,12 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     from lightning_llm.checkpoint import load_run
     from lightning_llm.distributed.plan import ParallelPlan
     from lightning_llm.module import LanguageModule
+    from lightning_llm.trainer import quiet_lightning
 
     plugins.load()
     config.store_schemas()
-    model, tokenizer, run_config = load_run(source)
+    quiet_lightning()
+    model, tokenizer, run_config = load_run(source, given_tokenizer(overrides))
     node = run_config["model"]
     overrides = [
         *overrides,
@@ -104,16 +106,23 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     return {"source": str(source), "split": split, **results}
 
 
+def given_tokenizer(overrides: Sequence[str]) -> str | None:
+    """The file of ``tokenizer=pretrained tokenizer.path=<file>``, for a Hugging Face folder that has none (a
+    run keeps its own); None when the overrides do not choose one."""
+    values = dict(override.lstrip("+").split("=", 1) for override in overrides if "=" in override)
+    return values.get("tokenizer.path") if values.get("tokenizer") == "pretrained" else None
+
+
 @ctrl_c_exits
 def main(argv: Sequence[str] | None = None) -> int:
     from lightning_llm.callbacks.run_summary import finite_or_null
     from lightning_llm.config import ConfigError
     from lightning_llm.registry import PluginError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # overrides before or after --split
     try:
         results = evaluate(args.source, args.overrides, args.split)
-    except (FileNotFoundError, ValueError, ConfigError, PluginError) as error:
+    except (OSError, ValueError, ConfigError, PluginError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(json.dumps(finite_or_null(results), allow_nan=False))

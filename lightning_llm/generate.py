@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "run", help="a run folder (uses checkpoints/last.ckpt, else the newest .ckpt) or a .ckpt"
+        "run",
+        help="a run folder (uses checkpoints/last.ckpt, else the newest .ckpt), a .ckpt, or a Hugging Face "
+        "model folder",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--prompt", help="one prompt (gpt) or one source text (encoder-decoder)")
@@ -122,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-cache", action="store_true", help="recompute the whole context at each step (no KV cache)"
     )
     parser.add_argument(
+        "--tokenizer",
+        metavar="FILE",
+        default=None,
+        help="a tokenizer.json for a Hugging Face folder that has none (a run keeps its own)",
+    )
+    parser.add_argument(
         "--device", choices=("cpu", "cuda"), default=None, help="where to run (cuda when available, else cpu)"
     )
     return parser
@@ -161,10 +169,10 @@ def _run(args: argparse.Namespace, out: Output) -> int:
     try:
         device = _device(args.device)
         inputs = _inputs(args)
-        model, tokenizer, config = load_run(args.run)
+        model, tokenizer, config = load_run(args.run, args.tokenizer)
         _check_representable(tokenizer, inputs, args)
         _generate(model.to(device), tokenizer, config, inputs, args, device, out)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         out.end_line()
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

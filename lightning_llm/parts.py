@@ -139,6 +139,8 @@ def model(cfg: DictConfig, vocab_size: int, datamodule: Any, on_meta: bool = Fal
     for key, value in getattr(datamodule, "model_settings", dict)().items():
         if key in params and not params[key]:
             params[key] = value
+            with open_dict(cfg.model):  # the stored config (checkpoints, export, evaluate) holds it too
+                cfg.model[key] = value
     with torch.device("meta") if on_meta else contextlib.nullcontext():
         built = plugin(vocab_size=vocab_size, **params)
     if (init_from := config.framework_params("model", cfg.model)["init_from"]) and not on_meta:

@@ -28,7 +28,7 @@ from lightning_llm.distributed import strategy
 from lightning_llm.distributed.checkpointing import CheckpointWriteError, ShardedStrategy
 from lightning_llm.distributed.parallelize import local_part
 from lightning_llm.loggers import finish_loggers
-from lightning_llm.trainer import build_trainer
+from lightning_llm.trainer import build_trainer, quiet_lightning
 
 log = logging.getLogger("lightning_llm")
 
@@ -59,6 +59,7 @@ def train(
     """Train as ``cfg`` says; returns (summary, the objects built) for tests and sweepers. ``callbacks`` are
     added to the run's own (programmatic use: probes, custom early stopping)."""
     plugins.load()  # once per process; a launcher's worker process (joblib, submitit) starts with none
+    quiet_lightning()  # before Lightning's first line (the seed)
     cfg = parts.with_source_model(cfg)  # fine-tuning a Hugging Face model: its architecture and shape
     config.check(cfg)
     # Settings this machine cannot run and a run folder that cannot take checkpoints fail before any work.

@@ -36,7 +36,17 @@ class _DropNoise(logging.Filter):
 
 
 def quiet_lightning() -> None:
-    """Drop ``_NOISE`` from Lightning's console output (once per process)."""
+    """Drop ``_NOISE`` from Lightning's console output (once per process), and send Lightning's lines where
+    the job's own go. Importing Lightning gives its loggers console handlers of their own (``lightning``
+    always; ``lightning.pytorch`` and ``lightning.fabric``, which then stop propagating, when logging was not
+    set up yet), so under a launcher's worker every Lightning line came twice, and train.log missed them.
+    Where the job's logging is set up (Hydra's root handlers: console and train.log) those go."""
+    if logging.getLogger().handlers:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logger = logging.getLogger(name)
+            for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+                logger.removeHandler(handler)
+            logger.propagate = True
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) for f in logger.filters):

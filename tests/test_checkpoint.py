@@ -156,6 +156,15 @@ def test_find_checkpoint_errors(tmp_path):
         find_checkpoint(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="holds no usable checkpoint"):
         find_checkpoint(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"weights without their config")
+    with pytest.raises(FileNotFoundError, match="holds model.safetensors but no config.json"):
+        find_checkpoint(tmp_path)
+
+
+def test_a_tokenizer_is_given_only_to_a_hugging_face_folder(run):
+    run_dir, _, _ = run
+    with pytest.raises(CheckpointError, match="keeps its own tokenizer.json"):
+        load_run(run_dir, run_dir / "tokenizer.json")
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,8 @@ def test_the_command_prints_json_and_refuses_bad_input_in_one_line(trained, tmp_
     run, summary, cache = trained
     command = [sys.executable, "-m", "lightning_llm.evaluate", str(run), "data.block_size=32"]
     as_trained = ["data.batch_size=8", "trainer.limit_test_batches=2"]  # TINY scored 2 test batches of 8
-    result = subprocess.run(
-        [*command, *as_trained, f"paths.cache_dir={cache}", "--split", "test"],
+    result = subprocess.run(  # overrides before and after --split
+        [*command, "--split", "test", *as_trained, f"paths.cache_dir={cache}"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -74,3 +74,11 @@ def test_a_hugging_face_folder_is_scored(tmp_path, cache_dir):
     fast.save_pretrained(tmp_path / "gpt2")
     scores = evaluate(str(tmp_path / "gpt2"), [f"paths.cache_dir={cache_dir}"], split="val")
     assert scores["val_loss"] > 0 and scores["val_perplexity"] > 1
+
+    # The same model in a folder without a tokenizer, which is then given as the refusal says.
+    transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2").save_pretrained(tmp_path / "bare")
+    with pytest.raises(ValueError, match="holds no tokenizer"):
+        evaluate(str(tmp_path / "bare"), [f"paths.cache_dir={cache_dir}"], split="val")
+    given = ["tokenizer=pretrained", f"tokenizer.path={tmp_path / 'gpt2' / 'tokenizer.json'}"]
+    bare = evaluate(str(tmp_path / "bare"), [f"paths.cache_dir={cache_dir}", *given], split="val")
+    assert bare["val_loss"] == pytest.approx(scores["val_loss"], rel=1e-6)

@@ -442,7 +442,7 @@ def test_ctrl_c_keeps_the_streamed_text_and_exits_130(gpt_run, monkeypatch, caps
 
 
 def test_ctrl_c_while_loading_the_run_exits_130_quietly(gpt_run, monkeypatch, capsys):
-    def load_interrupted(path):
+    def load_interrupted(path, tokenizer_file=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(generate, "load_run", load_interrupted)

@@ -39,3 +39,8 @@ def test_joblib_multirun_runs_every_job_in_its_own_folder(tmp_path, cache_dir):
     assert "optim=adam\n" in overrides[0] and "optim=adamw\n" in overrides[1]
     losses = [json.loads(path.read_text())["val_loss"] for path in summaries]
     assert all(0 < loss < 10 for loss in losses) and losses[0] != losses[1]
+    # Each of Lightning's lines once per job, as the job's own lines are (Lightning gives its loggers
+    # console handlers of their own, which printed every line a second time in a worker), and in train.log.
+    printed = result.stdout + result.stderr
+    assert printed.count("Seed set to") == 2 and printed.count("`Trainer.fit` stopped") == 2
+    assert all("Seed set to" in (path.parent / "train.log").read_text() for path in summaries)

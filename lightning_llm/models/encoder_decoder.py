@@ -61,6 +61,9 @@ class EncoderDecoderConfig:
     mlp: MLPKind = "gelu"  # relu is the paper's, silu (swish) Marian's
     # The token the decoder starts from; None: the tokenizer's bos. Marian starts from its pad token.
     decoder_start_id: int | None = None
+    # A search that reaches max_new_tokens ends its last token with eos (Marian's forced_eos_token_id), so
+    # a cut-off translation still ends as the model learned to end.
+    forced_eos: bool = False
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     # Embedding and head rows are padded up to a multiple of this: matmuls run fastest on multiples of 64.
     pad_vocab_to: int = 64
@@ -271,6 +274,8 @@ class EncoderDecoder(nn.Module):
             if attention_mask is not None:
                 attention_mask = attention_mask.repeat_interleave(num_beams, dim=0)  # (B*K, S)
         step = self.decoding_step(memory, attention_mask, max_new_tokens, use_cache)
+        if self.config.forced_eos:
+            step = _forcing_eos_at(max_new_tokens, eos_id, step)
         if num_beams == 1:
             return greedy_search(step, batch_size, bos_id, eos_id, max_new_tokens, input_ids.device)
         return beam_search(
@@ -317,3 +322,17 @@ class EncoderDecoder(nn.Module):
         decoder self-attention and cross-attention)."""
         attention_layers = self.config.n_layer + 2 * self.config.n_decoder_layer
         return 6 * self.num_params() + 12 * attention_layers * self.config.n_embd * seq_len
+
+
+def _forcing_eos_at(length: int, eos_id: int, step: Step) -> Step:
+    """``step``, except that the ``length``-th token is eos whatever the model says (Hugging Face's
+    ForcedEOSTokenLogitsProcessor: log-probability 0 for eos, -inf for every other token)."""
+
+    def forced(tokens: torch.Tensor, origin: torch.Tensor | None) -> torch.Tensor:
+        log_probs = step(tokens, origin)
+        if tokens.size(1) == length:  # bos and length - 1 tokens so far: this is the last one
+            log_probs = torch.full_like(log_probs, float("-inf"))
+            log_probs[:, eos_id] = 0.0
+        return log_probs
+
+    return forced

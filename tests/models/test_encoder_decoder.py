@@ -197,6 +197,22 @@ def test_generation_stops_at_max_new_tokens_without_bos_or_eos():
     assert len(out) == 3 and all(len(ids) <= 4 and EOS not in ids for ids in out)
 
 
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_forced_eos_ends_a_search_cut_off_by_max_new_tokens_one_token_early(num_beams):
+    """Marian's forced_eos_token_id: the last allowed token is eos, so a cut-off output holds one token
+    fewer, and otherwise the same tokens (greedy: the same prefix)."""
+    source = torch.randint(4, VOCAB, (3, 5))
+    free = tiny().eval()
+    forced = tiny(forced_eos=True).eval()
+    forced.load_state_dict(free.state_dict())
+    cut = [ids for ids in free.generate(source, None, 4, BOS, EOS, num_beams=num_beams) if len(ids) == 4]
+    assert cut, "the untrained model should run into max_new_tokens"
+    out = forced.generate(source, None, 4, BOS, EOS, num_beams=num_beams)
+    assert all(len(ids) <= 3 for ids in out)
+    if num_beams == 1:
+        assert out == [ids[:3] for ids in free.generate(source, None, 4, BOS, EOS)]
+
+
 def test_a_decoder_start_token_replaces_the_datas_bos():
     """Marian starts its decoder from pad: with decoder_start_id set, the bos the data writes first is read
     as that token, in teacher forcing and in generation alike."""
