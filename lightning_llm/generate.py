@@ -22,7 +22,7 @@ try:  # Ctrl-C while torch loads (a second or two) is Ctrl-C too: no traceback
     from torch import nn
 
     from lightning_llm.checkpoint import load_run
-    from lightning_llm.models.sampling import generate
+    from lightning_llm.models.sampling import generate, left_pad
     from lightning_llm.tokenizers import Tokenizer
 except KeyboardInterrupt:
     if __name__ != "__main__":
@@ -112,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--num-samples", metavar="N", type=_at_least(1), default=1, help="gpt: samples per prompt (1)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=_at_least(1),
+        default=1,
+        help="gpt: generate N prompts of --input at once, left-padded (several times the tokens/s; the "
+        "greedy text is the same, samples use the random draws differently), printed as each batch ends; "
+        "1 streams each prompt as it is generated (1)",
     )
     parser.add_argument(
         "--num-beams",
@@ -304,9 +313,15 @@ def _print_samples(
         "generator": torch.Generator(device=device).manual_seed(args.seed),
         "use_cache": not args.no_cache,
     }
-    if args.num_samples > 1:
-        samples = sample_texts(model, tokenizer, prompts, num_samples=args.num_samples, **options)
-        out.write(f"\n{SAMPLE_SEPARATOR}\n".join(samples) + "\n")
+    if args.num_samples > 1 or (args.batch_size > 1 and len(prompts) > 1):
+        batches = {"num_samples": args.num_samples, "batch_size": args.batch_size}
+        for index, start in enumerate(range(0, len(prompts), args.batch_size)):  # printed batch by batch
+            batch = prompts[start : start + args.batch_size]
+            samples = sample_texts(model, tokenizer, batch, **batches, **options)
+            out.write(
+                ("" if index == 0 else f"\n{SAMPLE_SEPARATOR}\n") + f"\n{SAMPLE_SEPARATOR}\n".join(samples)
+            )
+        out.write("\n")
         return
     for index, prompt in enumerate(prompts):  # one generator throughout: the same tokens as one batch call
         if index:
@@ -366,18 +381,25 @@ def sample_texts(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     stream: Callable[[str], None] | None = None,
+    batch_size: int = 1,
 ) -> list[str]:
     """``num_samples`` continuations of each prompt (prompt included), in prompt order. With ``stream`` (and
     one sample per prompt), each sample's text is also passed to it piece by piece as it is generated; the
-    pieces of a sample join to exactly its returned text."""
+    pieces of a sample join to exactly its returned text. With ``batch_size`` > 1 (one sample per prompt),
+    that many prompts are generated as one left-padded batch where the cache holds them (the same greedy
+    tokens as one at a time; sampled ones draw differently)."""
     if stream is not None and num_samples != 1:
         raise ValueError(f"streaming takes one sample per prompt, got num_samples={num_samples}")
     device = next(model.parameters()).device
+    # An empty prompt (or one the tokenizer reduces to nothing, such as spaces for wordpiece) starts after
+    # eos: the boundary the model saw before every training document.
+    encoded = [(tokenizer.encode(prompt) if prompt else []) or [tokenizer.eos_id] for prompt in prompts]
+    fits = use_cache and max(map(len, encoded)) + max_new_tokens - 1 <= model.config.block_size
+    if batch_size > 1 and num_samples == 1 and stream is None and fits:  # left padding needs the cache
+        options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "generator": generator}
+        return _batched_texts(model, tokenizer, encoded, batch_size, max_new_tokens, options)
     texts = []
-    for prompt in prompts:
-        # An empty prompt (or one the tokenizer reduces to nothing, such as spaces for wordpiece) starts after
-        # eos: the boundary the model saw before every training document.
-        ids = (tokenizer.encode(prompt) if prompt else []) or [tokenizer.eos_id]
+    for ids in encoded:
         shown = TextStream(tokenizer, ids, stream) if stream is not None else None
         start = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)  # (num_samples, T)
         out = generate(
@@ -395,6 +417,27 @@ def sample_texts(
         if shown is not None:
             shown.close()
         texts.extend(tokenizer.decode(row.tolist()) for row in out)
+    return texts
+
+
+def _batched_texts(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    encoded: list[list[int]],
+    batch_size: int,
+    max_new_tokens: int,
+    options: dict,
+) -> list[str]:
+    """The continuation of each encoded prompt, ``batch_size`` prompts at a time as one left-padded batch."""
+    texts = []
+    for start in range(0, len(encoded), batch_size):
+        batch = encoded[start : start + batch_size]
+        input_ids, mask = left_pad(batch, tokenizer.pad_id, next(model.parameters()).device)
+        out = generate(model, input_ids, max_new_tokens, attention_mask=mask, **options)
+        width = input_ids.size(1)  # row i's prompt starts at width - len(batch[i])
+        texts.extend(
+            tokenizer.decode(row[width - len(ids) :].tolist()) for row, ids in zip(out, batch, strict=True)
+        )
     return texts
 
 

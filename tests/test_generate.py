@@ -137,6 +137,20 @@ def test_each_input_line_is_a_prompt(gpt_run, tmp_path, capsys):
 
 
 @needs_cache
+def test_prompts_in_batches_give_the_greedy_text_of_one_at_a_time(gpt_run, tmp_path, capsys, monkeypatch):
+    (tmp_path / "prompts.txt").write_text("the\nBOX of\n\na longer prompt than most\nx\n")
+    args = [gpt_run, "--input", tmp_path / "prompts.txt", "--max-new-tokens", "6", "--temperature", "0"]
+    one_at_a_time = run_main(capsys, *args)
+    assert one_at_a_time[0] == 0 and one_at_a_time[1].count(SAMPLE_SEPARATOR) == 4
+    batches = []
+    batched = generate._batched_texts
+    monkeypatch.setattr(generate, "_batched_texts", lambda *a: batches.append(len(a[2])) or batched(*a))
+    assert run_main(capsys, *args, "--batch-size", "2") == one_at_a_time  # batches of 2, 2 and 1
+    assert run_main(capsys, *args, "--batch-size", "8") == one_at_a_time
+    assert batches == [2, 2, 1, 5]  # prompts per call: the batched path ran
+
+
+@needs_cache
 def test_no_prompt_samples_from_scratch(gpt_run, capsys):
     code, out, _ = run_main(capsys, gpt_run, "--max-new-tokens", "5")
     assert code == 0 and out.strip()
