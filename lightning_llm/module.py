@@ -101,6 +101,7 @@ class LanguageModule(L.LightningModule):
         self._step_loss = torch.zeros((), dtype=torch.float64)
         self._step_tokens = torch.zeros((), dtype=torch.float64)
         self._reference_tokens: float | None = None  # the fixed divisor each micro-batch backpropagates with
+        self._grad_norm: torch.Tensor | None = None  # this step's gradient norm, measured by the NaN guard
 
     # ------------------------------------------------------------------ steps
 
@@ -206,6 +207,12 @@ class LanguageModule(L.LightningModule):
         self._step_loss = torch.zeros_like(self._step_loss)
         self._step_tokens = torch.zeros_like(self._step_tokens)
 
+    def share_grad_norm(self, total_norm: torch.Tensor) -> None:
+        """The step's total gradient norm, measured by the NaN guard (in a single process) before
+        ``on_before_optimizer_step``: clipping uses it instead of measuring the gradients a second time,
+        unless the rescale changed them since."""
+        self._grad_norm = total_norm
+
     def configure_gradient_clipping(
         self,
         optimizer: torch.optim.Optimizer,
@@ -216,6 +223,7 @@ class LanguageModule(L.LightningModule):
         plugin refuses to clip whenever the optimizer can unscale fp16 gradients itself, but with no loss
         scaler (bf16) nothing is scaled and clipping is exact. (Under 16-mixed the optimizer is built
         unfused when clipping, see ``configure_optimizers``.)"""
+        measured, self._grad_norm = self._grad_norm, None  # this step's, used once
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             return self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
         if not gradient_clip_val:
@@ -223,6 +231,8 @@ class LanguageModule(L.LightningModule):
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         if gradient_clip_algorithm == "value":
             torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
+        elif measured is not None and not self._rescales():  # the same gradients the guard measured
+            torch.nn.utils.clip_grads_with_norm_(parameters, gradient_clip_val, measured)
         else:
             torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
         return None

@@ -87,7 +87,9 @@ class NanGuard(L.Callback):
         self._check_pending(trainer)
         step = trainer.global_step + 1  # the optimizer step being taken, 1-based as in the logs
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        bad = _nonfinite(trainer, [p.grad for p in params])
+        bad, total_norm = _nonfinite(trainer, [p.grad for p in params])
+        if total_norm is not None and callable(share := getattr(pl_module, "share_grad_norm", None)):
+            share(total_norm)  # the module clips with it instead of measuring the gradients again
         if self._defers(trainer, optimizer):
             optimizer.found_inf = bad  # the fused kernel skips the update (and its step count) when it is 1
             self._pending = (step, bad)
@@ -143,16 +145,19 @@ class NanGuard(L.Callback):
         return f"{why}; stopped before the update, nothing saved after it; {resume}"
 
 
-def _nonfinite(trainer: L.Trainer, grads: list[torch.Tensor]) -> torch.Tensor:
-    """1.0 (a 0-d float32 tensor on the gradients' device) if any gradient on any process is non-finite."""
+def _nonfinite(trainer: L.Trainer, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(1.0 if any gradient on any process is non-finite, else 0.0: a 0-d float32 tensor on the gradients'
+    device; and, in a single process, the gradients' total 2-norm, which is clipping's too)."""
     if not grads:
-        return torch.zeros((), device=trainer.strategy.root_device)
+        return torch.zeros((), device=trainer.strategy.root_device), None
+    if trainer.world_size == 1:
+        total_norm = torch.nn.utils.get_total_norm(grads)  # non-finite iff an element is
+        return total_norm.isfinite().logical_not().float(), total_norm
     local = [local_part(g) for g in grads]  # FSDP: this rank's shard
     norms = torch.stack(torch._foreach_norm(local))  # one fused pass; a norm is non-finite iff an element is
     bad = norms.isfinite().all().logical_not().float()
-    if trainer.world_size > 1:  # shards differ; every process must take the same branch
-        bad = trainer.strategy.reduce(bad, reduce_op="sum").clamp(max=1.0)
-    return bad
+    # shards differ; every process must take the same branch
+    return trainer.strategy.reduce(bad, reduce_op="sum").clamp(max=1.0), None
 
 
 def _checkpoint_dir(trainer: L.Trainer) -> Path | None:
