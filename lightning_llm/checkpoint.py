@@ -437,12 +437,8 @@ def load_run(
     from lightning_llm import huggingface
 
     if huggingface.is_hf_folder(path):
-        if tokenizer_file is None:
-            model, tokenizer, node = huggingface.load_hf_run(path)
-        else:
-            huggingface.model_params(huggingface.read_hf_config(Path(path)), Path(path))  # refusals first
-            tokenizer = Tokenizer.from_file(_tokenizer_json(tokenizer_file))
-            model, node = huggingface.load_hf_model(path, tokenizer.vocab_size)
+        given = None if tokenizer_file is None else _tokenizer_json(tokenizer_file)
+        model, tokenizer, node = huggingface.load_hf_run(path, given)
         return model.eval(), tokenizer, {"model": node}
     if tokenizer_file is not None:
         raise CheckpointError(
@@ -457,7 +453,7 @@ def load_run(
         raise FileNotFoundError(
             f"no tokenizer for {checkpoint_path}: expected {tokenizer_path}, which every run folder holds"
         )
-    tokenizer = Tokenizer.from_file(tokenizer_path)
+    tokenizer = Tokenizer.from_file(tokenizer_path, roles=())  # as saved: no role added
     _check_tokenizer(checkpoint, tokenizer.fingerprint(), checkpoint_path, tokenizer_path)
     model = build_model_from_checkpoint(checkpoint, tokenizer.vocab_size)
     return model.eval(), tokenizer, config

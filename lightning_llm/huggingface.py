@@ -9,15 +9,23 @@ it, never skipped. Only options with a faithful counterpart are accepted (an exp
 positions is refused, naming the option), so an import or an export gives the same logits as ``transformers``
 (tests/test_huggingface.py).
 
-Supported: ``GPT2LMHeadModel`` <-> ``model=gpt``; ``BertForMaskedLM`` <-> ``model=encoder`` (post-LN, erf
-GELU), and ``BertForPreTraining`` <-> an encoder with ``num_classes=2`` (its next-sentence head is our
-pooler + classifier); ``MarianMTModel`` <-> ``model=decoder`` (post-LN, [sin | cos] position tables, the
-decoder starting from Marian's own start token).
+Bad input is one line naming the file and the key: config.json's values are type- and range-checked and
+its sizes compared with the weights' shapes before any model is built; every weights file (and a sharded
+index, whose shards must lie inside the folder) is read through one function that turns library errors into
+``HFFolderError``; a tensor that is not floating point, missing, extra, or a tied copy that differs from
+what it is tied to, is refused by name.
+
+Supported: ``GPT2LMHeadModel`` <-> ``model=gpt``; ``BertForMaskedLM`` <-> ``model=encoder`` (post-LN, the
+masked-LM head's activation the blocks' own, as BERT's ``hidden_act``), and ``BertForPreTraining`` <-> an
+encoder with ``num_classes=2`` (its next-sentence head is our pooler + classifier); ``MarianMTModel`` <->
+``model=decoder`` (post-LN, [sin | cos] position tables, the decoder starting from Marian's own start token).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import pickle
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -26,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lightning_llm.errors import CheckpointError
+from lightning_llm.errors import CheckpointError, first_line
 
 if TYPE_CHECKING:
     from lightning_llm.tokenizers import Tokenizer
@@ -42,15 +50,24 @@ __all__ = [
     "load_hf_model",
     "load_hf_run",
     "load_hf_tokenizer",
+    "map_hf_state",
     "model_params",
+    "read_hf_shapes",
     "read_hf_weights",
     "save_hf_folder",
     "to_hf_config",
     "to_hf_state",
 ]
 
+log = logging.getLogger(__name__)
+
 CONFIG_FILE = "config.json"
 GPT2_END_OF_TEXT = "<|endoftext|>"
+# Bounds on config.json's sizes, checked before the weights are: no model here is larger, and a value past
+# them (n_layer=10**7, n_positions=2**40) would otherwise hang or exhaust memory while the model is built.
+MAX_SIZE = 2**22
+# Sinusoidal position tables are computed, not stored, so no weight bounds them: Marian's are 512 long.
+MAX_SINUSOIDAL_POSITIONS = 2**16
 
 
 class HFFolderError(CheckpointError):
@@ -70,14 +87,28 @@ class Architecture:
     names: tuple[tuple[str, str | tuple[str, ...]], ...]
     transposed: re.Pattern[str]  # our names whose HF tensor is stored transposed (Conv1D)
     ignored_hf: re.Pattern[str]  # HF entries that are not weights (buffers some versions save)
+    # config.json's sizes and where the weights show them: (our param, its config.json key, HF tensor, dim);
+    # "vocab_size" is config.json's own. Checked before the model is built.
+    sizes: tuple[tuple[str, str, str, int], ...] = ()
+    # Layer counts: (our param, its config.json key, HF name regex whose group 1 is the layer index).
+    layers: tuple[tuple[str, str, str], ...] = ()
     vocab_tables: tuple[str, ...] = ()  # our tensors with one row per token (cut to the vocabulary on export)
     tied: tuple[str, str] | None = None  # (our name, its tie) written once by HF when tied
+    # (HF name, the HF name it is a copy of): tied copies some versions save; accepted only when equal.
+    copies: tuple[tuple[str, str], ...] = ()
     # Which of our models (its params) this class exports; one line saying why not otherwise.
     exports: Callable[[dict[str, Any]], str | None] = lambda params: None
-    # Task heads (our names) that fine-tuning may size anew, e.g. a classifier for another number of
-    # classes, and the params that size them: a fine-tuning run takes those from its data, not config.json.
+    # Task heads (our names) a model may have that the checkpoint need not: new when it lacks them, sized
+    # anew when it holds them for another task (a classifier for another number of classes); and the
+    # params that size them: a fine-tuning run takes those from its data, not config.json.
     task_heads: re.Pattern[str] = re.compile(r"(?!)")
     task_params: tuple[str, ...] = ()
+    # HF heads of the source's pretraining (BERT's pooler and next-sentence head) a model without them
+    # drops, naming them in a warning; any other tensor without a counterpart is refused.
+    pretraining_heads: re.Pattern[str] = re.compile(r"(?!)")
+    # Special-token roles the model's default objective uses besides <eos> and <pad> (which may be eos):
+    # a role the folder's tokenizer lacks is added as a new row only when listed here.
+    roles: tuple[str, ...] = ()
     # Our name as the table spells it, given all our names: an encoder-decoder numbers its blocks in one
     # list, encoder first; the table names encoder and decoder layers apart.
     canonical: Callable[[str, Collection[str]], str] = lambda name, names: name
@@ -86,34 +117,95 @@ class Architecture:
     zero_biases: tuple[str, ...] = ()
 
 
+# --------------------------------------------------------------------------- config.json values
+
+
+def _int(hf: dict[str, Any], key: str, default: int, maximum: int = MAX_SIZE) -> int:
+    """config.json's ``key``, an integer in [1, maximum] (not a string, a float or a bool)."""
+    value = hf.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= maximum:
+        raise HFFolderError(f"{key}={value!r} is not an integer in [1, {maximum}]")
+    return value
+
+
+def _number(hf: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+    """config.json's ``key``, a number in [low, high)."""
+    value = hf.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < high:
+        raise HFFolderError(f"{key}={value!r} is not a number in [{low}, {high})")
+    return float(value)
+
+
+def _flag(hf: dict[str, Any], key: str, default: bool) -> bool:
+    value = hf.get(key, default)
+    if not isinstance(value, bool):
+        raise HFFolderError(f"{key}={value!r} is not true or false")
+    return value
+
+
+def _choice(hf: dict[str, Any], family: str, key: str, default: str, choices: dict[str, str]) -> str:
+    """Our name for config.json's ``key``, one of ``choices`` (theirs -> ours)."""
+    value = hf.get(key, default)
+    if not isinstance(value, str) or value not in choices:
+        raise HFFolderError(
+            f"{family} option {key}={value!r} has no counterpart here (only {', '.join(choices)})"
+        )
+    return choices[value]
+
+
+def _require(hf: dict[str, Any], family: str, expected: dict[str, Any]) -> None:
+    """Refuse options (absent: their ``expected`` value) that change the computation in a way ours cannot."""
+    for key, value in expected.items():
+        found = hf.get(key, value)
+        if found != value or type(found) is not type(value):
+            raise HFFolderError(f"{family} option {key}={found!r} has no counterpart here (only {value!r})")
+
+
+# Options every PretrainedConfig has that would change the weights' shapes or the computation.
+_COMMON = {"pruned_heads": {}}
+
 # --------------------------------------------------------------------------- GPT-2
+
+# GELU with the tanh approximation, as our gelu MLP: transformers' two spellings of it.
+_GPT2_ACTIVATIONS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu"}
 
 
 def _gpt2_params(hf: dict[str, Any]) -> dict[str, Any]:
-    """GPT-2's config.json as ``model=gpt`` params, refusing options with no counterpart."""
-    expected = {
-        "activation_function": "gelu_new",  # GELU with the tanh approximation, as our gelu MLP
-        "layer_norm_epsilon": 1e-5,
-        "scale_attn_weights": True,
-        "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False,
-    }
-    for key, value in expected.items():
-        if hf.get(key, value) != value:
-            raise HFFolderError(f"GPT-2 option {key}={hf[key]!r} has no counterpart here (only {value!r})")
-    n_embd = hf.get("n_embd", 768)
-    if hf.get("n_inner") not in (None, 4 * n_embd):
-        raise HFFolderError(f"GPT-2 option n_inner={hf['n_inner']} has no counterpart here (only 4 * n_embd)")
+    """GPT-2's config.json as ``model=gpt`` params, refusing options with no counterpart.
+
+    ``reorder_and_upcast_attn`` is accepted: it computes the same scores in float32 in another order (ours
+    are float32 already), a difference of rounding only (tested)."""
+    _require(
+        hf,
+        "GPT-2",
+        {
+            **_COMMON,
+            "scale_attn_weights": True,  # scores divided by sqrt(head size), as ours
+            "scale_attn_by_inverse_layer_idx": False,
+            "add_cross_attention": False,  # cross-attention blocks, for an encoder-decoder's decoder
+        },
+    )
+    mlp = _choice(hf, "GPT-2", "activation_function", "gelu_new", _GPT2_ACTIVATIONS)
+    if _number(hf, "layer_norm_epsilon", 1e-5, 0.0, 1.0) != 1e-5:
+        raise HFFolderError(
+            f"GPT-2 option layer_norm_epsilon={hf['layer_norm_epsilon']!r} has no counterpart here "
+            "(only 1e-05)"
+        )
+    n_embd = _int(hf, "n_embd", 768)
+    if hf.get("n_inner") is not None and hf.get("n_inner") != 4 * n_embd:
+        raise HFFolderError(
+            f"GPT-2 option n_inner={hf['n_inner']!r} has no counterpart here (only 4 * n_embd)"
+        )
     return {
-        "n_layer": hf.get("n_layer", 12),
-        "n_head": hf.get("n_head", 12),
+        "n_layer": _int(hf, "n_layer", 12),
+        "n_head": _int(hf, "n_head", 12),
         "n_embd": n_embd,
-        "block_size": hf.get("n_positions", 1024),
+        "block_size": _int(hf, "n_positions", 1024),
         "bias": True,
         "positions": "learned",
-        "mlp": "gelu",
+        "mlp": mlp,
         "norm": "layernorm",
-        "tie_embeddings": hf.get("tie_word_embeddings", True),
+        "tie_embeddings": _flag(hf, "tie_word_embeddings", True),
         "dropout": 0.0,
     }
 
@@ -160,47 +252,54 @@ GPT2 = Architecture(
     ),
     transposed=re.compile(r"blocks\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight"),
     ignored_hf=re.compile(r"transformer\.h\.\d+\.attn\.(bias|masked_bias)"),
+    sizes=(
+        ("vocab_size", "vocab_size", "transformer.wte.weight", 0),
+        ("n_embd", "n_embd", "transformer.wte.weight", 1),
+        ("block_size", "n_positions", "transformer.wpe.weight", 0),
+    ),
+    layers=(("n_layer", "n_layer", r"transformer\.h\.(\d+)\..+"),),
     vocab_tables=("wte.weight", "lm_head.weight"),
     tied=("lm_head.weight", "wte.weight"),
 )
 
 # --------------------------------------------------------------------------- BERT
 
+# transformers' hidden_act -> our mlp; the masked-LM head's transform uses the same activation, as BERT's.
+_BERT_ACTIVATIONS = {"gelu": "gelu_erf", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
+
 
 def _bert_params(hf: dict[str, Any]) -> dict[str, Any]:
-    """BERT's config.json as ``model=encoder`` params (post-LN, erf GELU, its LayerNorm eps)."""
-    activations = {"gelu": "gelu_erf", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
-    activation = hf.get("hidden_act", "gelu")
-    if activation not in activations:
-        raise HFFolderError(
-            f"BERT option hidden_act={activation!r} has no counterpart here (only {', '.join(activations)})"
-        )
-    expected = {"position_embedding_type": "absolute", "is_decoder": False, "add_cross_attention": False}
-    for key, value in expected.items():
-        if hf.get(key, value) != value:
-            raise HFFolderError(f"BERT option {key}={hf[key]!r} has no counterpart here (only {value!r})")
-    hidden = hf.get("hidden_size", 768)
+    """BERT's config.json as ``model=encoder`` params (post-LN, its activation in the blocks and the head)."""
+    mlp = _choice(hf, "BERT", "hidden_act", "gelu", _BERT_ACTIVATIONS)
+    _require(
+        hf,
+        "BERT",
+        {
+            **_COMMON,
+            "position_embedding_type": "absolute",
+            "is_decoder": False,  # causal self-attention
+            "add_cross_attention": False,
+            "tie_word_embeddings": True,  # ours ties the decoder to the token embedding
+        },
+    )
+    hidden = _int(hf, "hidden_size", 768)
     if hf.get("intermediate_size", 4 * hidden) != 4 * hidden:
         raise HFFolderError(
-            f"BERT option intermediate_size={hf['intermediate_size']} has no counterpart here (only 4 * "
+            f"BERT option intermediate_size={hf['intermediate_size']!r} has no counterpart here (only 4 * "
             f"hidden_size = {4 * hidden})"
         )
-    if not hf.get("tie_word_embeddings", True):
-        raise HFFolderError(
-            "BERT option tie_word_embeddings=false has no counterpart here (the decoder is tied)"
-        )
     return {
-        "n_layer": hf.get("num_hidden_layers", 12),
-        "n_head": hf.get("num_attention_heads", 12),
+        "n_layer": _int(hf, "num_hidden_layers", 12),
+        "n_head": _int(hf, "num_attention_heads", 12),
         "n_embd": hidden,
-        "block_size": hf.get("max_position_embeddings", 512),
-        "n_segments": hf.get("type_vocab_size", 2),
-        "dropout": hf.get("hidden_dropout_prob", 0.1),
+        "block_size": _int(hf, "max_position_embeddings", 512),
+        "n_segments": _int(hf, "type_vocab_size", 2),
+        "dropout": _number(hf, "hidden_dropout_prob", 0.1, 0.0, 1.0),
         "positions": "learned",
         "norm": "layernorm",
-        "norm_eps": hf.get("layer_norm_eps", 1e-12),
+        "norm_eps": _number(hf, "layer_norm_eps", 1e-12, 1e-30, 1.0),
         "prenorm": False,
-        "mlp": activations[activation],
+        "mlp": mlp,
         "bias": True,
     }
 
@@ -217,7 +316,11 @@ def _bert_config(hf_class: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
                 )
         activations = {"gelu_erf": "gelu", "gelu": "gelu_pytorch_tanh", "relu": "relu"}
         if params.get("mlp") not in activations:
-            raise HFFolderError(f"model.mlp={params.get('mlp')!r} has no BERT counterpart")
+            raise HFFolderError(
+                f"model.mlp={params.get('mlp')!r} has no BERT counterpart (only {', '.join(activations)})"
+            )
+        if params.get("span_head"):
+            raise HFFolderError(f"model.span_head=True has no {hf_class} counterpart")
         dropout = params.get("dropout", 0.1)
         return {
             "architectures": [hf_class],
@@ -259,6 +362,9 @@ _BERT_NAMES: tuple[tuple[str, str | tuple[str, ...]], ...] = (
     (r"mlm_head\.norm\.(weight|bias)", r"cls\.predictions\.transform\.LayerNorm\.\1"),
     (r"mlm_head\.decoder\.weight", r"cls\.predictions\.decoder\.weight"),
     (r"mlm_head\.decoder\.bias", r"cls\.predictions\.bias"),
+    # The pooler: BertForPreTraining's, and saved by some BertForMaskedLM checkpoints (bert-base-uncased);
+    # a model with a classifier takes it when the folder has it.
+    (r"pooler\.(weight|bias)", r"bert\.pooler\.dense\.\1"),
 )
 
 
@@ -282,8 +388,20 @@ _BERT_COMMON: dict[str, Any] = dict(
     model="encoder",
     transposed=re.compile(r"(?!)"),  # BERT's Linear layers are stored as ours, (out, in)
     ignored_hf=re.compile(r"bert\.embeddings\.(position_ids|token_type_ids)"),
+    sizes=(
+        ("vocab_size", "vocab_size", "bert.embeddings.word_embeddings.weight", 0),
+        ("n_embd", "hidden_size", "bert.embeddings.word_embeddings.weight", 1),
+        ("block_size", "max_position_embeddings", "bert.embeddings.position_embeddings.weight", 0),
+        ("n_segments", "type_vocab_size", "bert.embeddings.token_type_embeddings.weight", 0),
+    ),
+    layers=(("n_layer", "num_hidden_layers", r"bert\.encoder\.layer\.(\d+)\..+"),),
     vocab_tables=("wte.weight", "mlm_head.decoder.weight", "mlm_head.decoder.bias"),
     tied=("mlm_head.decoder.weight", "wte.weight"),
+    copies=(("cls.predictions.decoder.bias", "cls.predictions.bias"),),  # one parameter, saved twice
+    task_heads=re.compile(r"(pooler|classifier|qa_outputs)\.(weight|bias)"),
+    task_params=("num_classes",),
+    pretraining_heads=re.compile(r"bert\.pooler\.dense\.(weight|bias)|cls\.seq_relationship\.(weight|bias)"),
+    roles=("<unk>", "<mask>", "<cls>", "<sep>", "<bos>"),  # masked_lm keeps every special id out of masking
 )
 
 BERT_MLM = Architecture(
@@ -301,14 +419,8 @@ BERT_PRETRAINING = Architecture(
     hf_class="BertForPreTraining",
     params_from_hf=_bert_pretraining_params,
     hf_config=_bert_config("BertForPreTraining"),
-    names=(
-        *_BERT_NAMES,
-        (r"pooler\.(weight|bias)", r"bert\.pooler\.dense\.\1"),
-        (r"classifier\.(weight|bias)", r"cls\.seq_relationship\.\1"),
-    ),
+    names=(*_BERT_NAMES, (r"classifier\.(weight|bias)", r"cls\.seq_relationship\.\1")),
     exports=_bert_exports(2),
-    task_heads=re.compile(r"classifier\.(weight|bias)"),
-    task_params=("num_classes",),
     **_BERT_COMMON,
 )
 
@@ -322,19 +434,27 @@ _MARIAN_ACTIVATIONS = {
     "silu": "silu",
     "gelu": "gelu_erf",
     "gelu_new": "gelu",
+    "gelu_pytorch_tanh": "gelu",
+}
+# Options of the BART-era MarianConfig that hub configs still carry and transformers no longer reads: a
+# value other than Marian's own was written for another computation (pre-LN, a norm on the embeddings, a
+# logits bias, learned positions), which neither transformers nor this project performs.
+_MARIAN_LEGACY = {
+    "normalize_before": False,
+    "normalize_embedding": False,
+    "add_final_layer_norm": False,
+    "add_bias_logits": False,
+    "static_position_embeddings": True,
 }
 
 
 def _marian_params(hf: dict[str, Any]) -> dict[str, Any]:
     """Marian's config.json as ``model=decoder`` params: post-LN, sinusoidal [sin | cos] positions, embeddings
     scaled by sqrt(d_model) and shared by source, target and head, the decoder starting from its own token."""
-    activation = hf.get("activation_function", "gelu")
-    if activation not in _MARIAN_ACTIVATIONS:
-        raise HFFolderError(
-            f"Marian option activation_function={activation!r} has no counterpart here (only "
-            f"{', '.join(_MARIAN_ACTIVATIONS)})"
-        )
-    d_model, heads = hf.get("d_model", 1024), hf.get("encoder_attention_heads", 16)
+    mlp = _choice(hf, "Marian", "activation_function", "gelu", _MARIAN_ACTIVATIONS)
+    d_model, heads = _int(hf, "d_model", 1024), _int(hf, "encoder_attention_heads", 16)
+    vocab_size = _int(hf, "vocab_size", 58101)
+    _require(hf, "Marian", {**_COMMON, **_MARIAN_LEGACY})
     required = {
         "scale_embedding": True,  # ours scales sinusoidal-position models' embeddings by sqrt(d_model)
         "share_encoder_decoder_embeddings": True,
@@ -342,28 +462,38 @@ def _marian_params(hf: dict[str, Any]) -> dict[str, Any]:
         "decoder_attention_heads": heads,
         "encoder_ffn_dim": 4 * d_model,
         "decoder_ffn_dim": 4 * d_model,
-        "decoder_vocab_size": hf.get("vocab_size"),
+        "decoder_vocab_size": vocab_size,
     }
     defaults = {"scale_embedding": False, "decoder_vocab_size": None}  # MarianConfig's, where they differ
     for key, value in required.items():
         found = hf.get(key, defaults.get(key, value))
         if found != value and not (key == "decoder_vocab_size" and found is None):  # None: vocab_size
             raise HFFolderError(f"Marian option {key}={found!r} has no counterpart here (only {value!r})")
+    start = hf.get("decoder_start_token_id", hf.get("pad_token_id"))
+    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+        raise HFFolderError(f"decoder_start_token_id={start!r} is not a token id")
+    forced = hf.get("forced_eos_token_id")
+    if forced is not None and forced != hf.get("eos_token_id"):
+        raise HFFolderError(
+            f"Marian option forced_eos_token_id={forced!r} has no counterpart here (only the eos token, "
+            f"eos_token_id={hf.get('eos_token_id')!r}, or none)"
+        )
     return {
-        "n_layer": hf.get("encoder_layers", 12),
-        "n_decoder_layer": hf.get("decoder_layers", 12),
+        "n_layer": _int(hf, "encoder_layers", 12),
+        "n_decoder_layer": _int(hf, "decoder_layers", 12),
         "n_head": heads,
         "n_embd": d_model,
-        "block_size": hf.get("max_position_embeddings", 1024),
-        "dropout": hf.get("dropout", 0.1),
-        "attn_dropout": hf.get("attention_dropout", 0.0),
+        "block_size": _int(hf, "max_position_embeddings", 1024, MAX_SINUSOIDAL_POSITIONS),
+        "dropout": _number(hf, "dropout", 0.1, 0.0, 1.0),
+        "attn_dropout": _number(hf, "attention_dropout", 0.0, 0.0, 1.0),
         "bias": True,
         "prenorm": False,
         "positions": "sinusoidal",
         "positions_layout": "halves",
-        "mlp": _MARIAN_ACTIVATIONS[activation],
+        "mlp": mlp,
         "norm": "layernorm",
-        "decoder_start_id": hf.get("decoder_start_token_id", hf.get("pad_token_id")),
+        "decoder_start_id": start,
+        "forced_eos": forced is not None,
     }
 
 
@@ -458,8 +588,22 @@ MARIAN = Architecture(
     transposed=re.compile(r"(?!)"),  # Marian's Linear layers are stored as ours, (out, in)
     # Position tables are derived (the same sinusoids), saved by some versions: not weights.
     ignored_hf=re.compile(r"model\.(encoder|decoder)\.embed_positions\.weight"),
+    sizes=(
+        ("vocab_size", "vocab_size", "model.shared.weight", 0),
+        ("n_embd", "d_model", "model.shared.weight", 1),
+    ),
+    layers=(
+        ("n_layer", "encoder_layers", r"model\.encoder\.layers\.(\d+)\..+"),
+        ("n_decoder_layer", "decoder_layers", r"model\.decoder\.layers\.(\d+)\..+"),
+    ),
     vocab_tables=("wte.weight", "lm_head.weight"),
     tied=("lm_head.weight", "wte.weight"),
+    # The shared table, saved again as each side's by some versions (the OPUS-MT checkpoints on the hub).
+    copies=(
+        ("model.encoder.embed_tokens.weight", "model.shared.weight"),
+        ("model.decoder.embed_tokens.weight", "model.shared.weight"),
+    ),
+    roles=("<unk>", "<bos>"),  # the data starts each target with bos, the model's own start token
     canonical=_encoder_and_decoder_layers,
     zero_biases=("final_logits_bias",),
 )
@@ -496,121 +640,338 @@ def is_hf_folder(path: str | Path) -> bool:
 
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / CONFIG_FILE
     try:
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HFFolderError(f"{folder / CONFIG_FILE} is not readable JSON: {error}") from None
+        raise HFFolderError(f"{path} is not readable JSON: {first_line(error)}") from None
     if not isinstance(config, dict):
-        raise HFFolderError(f"{folder / CONFIG_FILE} is not a JSON object")
+        raise HFFolderError(f"{path} is not a JSON object")
     return config
 
 
 def architecture_of(config: dict[str, Any], folder: Path) -> Architecture:
     """The supported architecture config.json names; one line naming the supported ones otherwise."""
-    named = config.get("architectures") or []
-    for name in named:
+    named = config.get("architectures")
+    if named is not None and (not isinstance(named, list) or not all(isinstance(n, str) for n in named)):
+        raise HFFolderError(
+            f"{Path(folder) / CONFIG_FILE}: architectures={named!r} is not a list of class names, e.g. "
+            '["GPT2LMHeadModel"]'
+        )
+    for name in named or []:
         if name in ARCHITECTURES:
             return ARCHITECTURES[name]
-    shown = ", ".join(named) or f"model_type={config.get('model_type')!r}"
+    shown = ", ".join(named or []) or f"model_type={config.get('model_type')!r}"
     raise HFFolderError(
         f"{folder}: architecture {shown} is not supported; supported: {', '.join(ARCHITECTURES)}"
     )
 
 
-def model_params(config: dict[str, Any], folder: Path) -> tuple[Architecture, dict[str, Any]]:
-    """The architecture and our model params (its vocab_size left to the tokenizer) of a config.json."""
+def model_params(
+    config: dict[str, Any], folder: Path, shapes: dict[str, tuple[int, ...]] | None = None
+) -> tuple[Architecture, dict[str, Any]]:
+    """The architecture and our model params (its vocab_size left to the tokenizer) of a config.json, its
+    values checked (types, ranges) and its sizes compared with the weights' ``shapes`` (read from the
+    folder's weights headers when not given), before any model is built."""
+    folder = Path(folder)
     architecture = architecture_of(config, folder)
     try:
-        return architecture, architecture.params_from_hf(config)
+        params = architecture.params_from_hf(config)
+        vocab_size = _int(
+            config, "vocab_size", 0
+        )  # config.json always states it; checked against the weights
     except HFFolderError as error:
-        raise HFFolderError(f"{folder}: {error}") from None
+        raise HFFolderError(f"{folder / CONFIG_FILE}: {error}") from None
+    shapes = read_hf_shapes(folder) if shapes is None else shapes
+    _check_sizes(architecture, {**params, "vocab_size": vocab_size}, _renamed(shapes, folder), folder)
+    return architecture, params
+
+
+def _check_sizes(
+    architecture: Architecture, params: dict[str, Any], shapes: dict[str, tuple[int, ...]], folder: Path
+) -> None:
+    """config.json's sizes as the weights show them: widths, table lengths and layer counts."""
+    where = folder / CONFIG_FILE
+    for ours, key, hf_name, dim in architecture.sizes:
+        shape = shapes.get(hf_name)
+        if shape is not None and (len(shape) <= dim or shape[dim] != params[ours]):
+            raise HFFolderError(
+                f"{where}: {key}={params[ours]}, but {_weights_path(folder).name}'s {hf_name} has shape "
+                f"{shape}; the config and the weights do not match"
+            )
+    for ours, key, pattern in architecture.layers:
+        found: dict[int, str] = {}
+        for name in sorted(shapes):
+            if match := re.fullmatch(pattern, name):
+                found.setdefault(int(match[1]), name)
+        count = params[ours]
+        if beyond := sorted(index for index in found if index >= count):
+            raise HFFolderError(
+                f"{_weights_path(folder)}: {found[beyond[0]]} is a layer past config.json's {key}={count}"
+            )
+        if missing := [index for index in range(count) if index not in found]:
+            raise HFFolderError(
+                f"{_weights_path(folder)} holds no tensor of layer {missing[0]}, though config.json says "
+                f"{key}={count}"
+            )
+
+
+def _weights_path(folder: Path) -> Path:
+    """The file that holds (or indexes) the folder's weights, to name in messages."""
+    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    return folder / "pytorch_model.bin.index.json"
 
 
 def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the folder's weights: safetensors (one file or sharded with an index), else
-    ``pytorch_model.bin`` read with ``weights_only=True`` (tensors only, no code)."""
-    from safetensors.torch import load_file
+    ``pytorch_model.bin`` (one file or sharded) read with ``weights_only=True`` (tensors only, no code)."""
+    return _read_weights(Path(folder), header_only=False)
 
+
+def read_hf_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of the folder's weights, read from the safetensors headers alone."""
+    return _read_weights(Path(folder), header_only=True)
+
+
+def _read_weights(folder: Path, header_only: bool) -> dict[str, Any]:
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    binary, binary_index = folder / "pytorch_model.bin", folder / "pytorch_model.bin.index.json"
     if single.is_file():
-        return load_file(single)
+        return _read_safetensors(single, header_only)
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {name: tensor for shard in shards for name, tensor in load_file(folder / shard).items()}
-    binary = folder / "pytorch_model.bin"
+        shards = _shards(index)
+        return _from_shards(index, shards, lambda path: _read_safetensors(path, header_only))
     if binary.is_file():
-        try:
-            return torch.load(binary, map_location="cpu", weights_only=True)
-        except Exception as error:  # pickled code or damage: one line naming the file
-            raise HFFolderError(f"{binary} is not a readable weights file: {error}") from None
+        return _shapes_of(_read_binary(binary)) if header_only else _read_binary(binary)
+    if binary_index.is_file():
+        state = _from_shards(binary_index, _shards(binary_index), _read_binary)
+        return _shapes_of(state) if header_only else state
     raise HFFolderError(f"{folder} holds no weights (model.safetensors or pytorch_model.bin)")
+
+
+def _shapes_of(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(tensor.shape) for name, tensor in state.items()}
+
+
+def _read_safetensors(path: Path, header_only: bool) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            if header_only:
+                return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
+            return {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+    except Exception as error:  # SafetensorError, OSError, a bad header: one line naming the file
+        raise HFFolderError(f"{path} is not a readable safetensors file: {first_line(error)}") from None
+
+
+def _read_binary(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # weights_only refuses anything but tensors and containers
+        raise HFFolderError(
+            f"{path} is not a file of tensors alone ({_unpickling_reason(error)}); only tensors are read "
+            "here, never code (weights_only=True): convert it to model.safetensors"
+        ) from None
+    except Exception as error:  # damage: one line naming the file
+        raise HFFolderError(f"{path} is not a readable weights file: {first_line(error)}") from None
+    if not isinstance(state, dict):
+        raise HFFolderError(f"{path} holds a {type(state).__name__}, not a dict of named tensors")
+    for name, tensor in state.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise HFFolderError(f"{path}: entry {name!r} is a {type(tensor).__name__}, not a tensor")
+    return state
+
+
+def _unpickling_reason(error: Exception) -> str:
+    """The line of torch's several-paragraph weights_only refusal that says what was refused."""
+    boilerplate = (
+        "Weights only load failed",
+        "Please file an issue",
+        "Check the documentation",
+        "In PyTorch",
+    )
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if not line.startswith(boilerplate)), "unreadable")
+
+
+def _shards(index: Path) -> dict[str, list[str]]:
+    """An index's shard files (relative to its folder, never outside it) -> the names it assigns them."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HFFolderError(f"{index} is not readable JSON: {first_line(error)}") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise HFFolderError(f"{index} has no weight_map (tensor name -> shard file)")
+    shards: dict[str, list[str]] = {}
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise HFFolderError(f"{index}: weight_map's {name} maps to {shard!r}, not a file name")
+        parts = Path(shard).parts
+        if Path(shard).is_absolute() or ".." in parts or "\\" in shard:
+            raise HFFolderError(f"{index}: weight_map's {name} points outside the folder ({shard})")
+        if not (index.parent / shard).is_file():
+            raise HFFolderError(f"{index}: shard {shard} (of {name}) is not in the folder")
+        shards.setdefault(shard, []).append(name)
+    return shards
+
+
+def _from_shards(
+    index: Path, shards: dict[str, list[str]], read: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any]:
+    """Every shard's tensors, each shard holding exactly the names the index assigns it."""
+    result: dict[str, Any] = {}
+    for shard, names in shards.items():
+        path = index.parent / shard
+        tensors = read(path)
+        if extra := sorted(set(tensors) - set(names)):
+            raise HFFolderError(f"{path} holds {extra[0]}, which {index.name} does not assign to it")
+        if missing := sorted(set(names) - set(tensors)):
+            raise HFFolderError(f"{path} lacks {missing[0]}, which {index.name} assigns to it")
+        result.update(tensors)
+    return result
 
 
 # --------------------------------------------------------------------------- mapping tensors
 
 
+@dataclass
+class _Mapped:
+    """The outcome of mapping a checkpoint onto a model's state dict."""
+
+    tensors: dict[str, torch.Tensor]  # ours, under our names and layout
+    new: list[str]  # our task heads it has no tensor for (they keep their initialisation)
+    resized: list[str]  # our task heads it holds for another task, sized differently (initialisation kept)
+    dropped: list[str]  # its pretraining heads this model has no place for
+
+
 def from_hf_state(
     architecture: Architecture, hf_state: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], where: Path
 ) -> dict[str, torch.Tensor]:
-    """``hf_state`` renamed and laid out as ``ours`` (the state dict of the model to load into), checking
-    that every tensor on both sides is mapped. Our vocabulary rows past the checkpoint's (the padding up to
-    a multiple of 64, tokens added to its tokenizer) keep ``ours``' values."""
-    mapped, new, skipped = map_hf_state(architecture, hf_state, ours, where)
-    if new:
-        hf_names = _hf_names(architecture, new[0], ours)
-        raise HFFolderError(
-            f"{where}: no tensor for {new[0]} (looked for {_shown(hf_names)}); "
-            f"not {architecture.hf_class} weights"
-        )
-    if skipped:
-        raise HFFolderError(f"{where}: {skipped[0]} does not fit this model")
-    return mapped
+    """``hf_state`` renamed and laid out as ``ours`` (the state dict of a model built from the same
+    config.json), every tensor on both sides mapped. Our vocabulary rows past the checkpoint's (the padding
+    up to a multiple of 64, tokens added to its tokenizer) are the mean of its rows."""
+    result = _map(architecture, hf_state, ours, Path(where))
+    if result.new or result.resized:
+        name = (result.new or result.resized)[0]
+        raise HFFolderError(f"{_named(where)}: no {architecture.hf_class} tensor fits {name} here")
+    return result.tensors
 
 
 def map_hf_state(
     architecture: Architecture, hf_state: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], where: Path
 ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
     """``(mapped, new, skipped)`` for fine-tuning: the checkpoint's tensors under our names and layout; our
-    names it has no tensor for (a head the task adds, e.g. a classifier); and its heads this model lacks or
-    sizes differently (another number of classes). A tensor the architecture's table does not know is not a
-    head but another architecture's: the load is refused naming it."""
-    hf_state = {
-        name: value for name, value in hf_state.items() if not architecture.ignored_hf.fullmatch(name)
-    }
-    for name in architecture.zero_biases:
-        bias = hf_state.pop(name, None)
-        if bias is not None and bool(bias.any()):
-            raise HFFolderError(f"{where}: {name} is not zero, and this model has no counterpart for it")
-    unknown = sorted(name for name in hf_state if not _in_table(architecture, name))
-    if unknown:
-        raise HFFolderError(f"{where}: tensors with no counterpart here: {', '.join(unknown[:3])}")
-    mapped: dict[str, torch.Tensor] = {}
-    new: list[str] = []
-    skipped: list[str] = []
+    task heads that keep their initialisation (it has no tensor for them, or sizes them for another task);
+    and what is left out: those heads and its pretraining heads this model lacks (named in a warning).
+    Any other tensor missing on either side, or one the table does not know, is refused, naming it."""
+    if is_hf_folder(where):  # its config.json's sizes, checked against these weights
+        model_params(read_hf_config(Path(where)), Path(where), _shapes_of(hf_state))
+    result = _map(architecture, hf_state, ours, Path(where))
+    return result.tensors, result.new + result.resized, result.resized + result.dropped
+
+
+def _named(where: Path) -> Path:
+    """The weights file of a folder (what messages name), or ``where`` itself."""
+    return _weights_path(where) if Path(where).is_dir() else Path(where)
+
+
+def _map(
+    architecture: Architecture, hf_state: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], where: Path
+) -> _Mapped:
+    where = _named(where)
+    hf_state = _checked(architecture, hf_state, where)
+    head, embedding = architecture.tied or ("", "")
+    tied = head in ours and embedding in ours and _same(ours[head], ours[embedding])
+    copies = list(architecture.copies)
+    result = _Mapped({}, [], [], [])
     used: set[str] = set()
     for name, target in ours.items():
         hf_names = _hf_names(architecture, name, ours)
-        if hf_names and hf_names[0] not in hf_state and architecture.tied and name == architecture.tied[0]:
-            hf_names = _hf_names(architecture, architecture.tied[1], ours)  # stored once, as the embedding
-        if not hf_names or any(hf_name not in hf_state for hf_name in hf_names):
-            new.append(name)
-            continue
+        if hf_names is None or any(hf_name not in hf_state for hf_name in hf_names):
+            if architecture.task_heads.fullmatch(name):
+                result.new.append(name)  # a head of the task's that this checkpoint has not
+                continue
+            if hf_names is None:
+                raise HFFolderError(f"{where}: {name} here has no {architecture.hf_class} counterpart")
+            if not (tied and name == head):
+                missing = next(hf_name for hf_name in hf_names if hf_name not in hf_state)
+                raise HFFolderError(f"{where} has no tensor {missing} (for {name} here)")
+        if tied and name == head:  # written once, as the embedding; a copy saved too must equal it
+            (embedding_name,) = _hf_names(architecture, embedding, ours) or ("",)
+            copies += [(hf_name, embedding_name) for hf_name in hf_names or ()]
+            hf_names = (embedding_name,)
         used.update(hf_names)
-        value = torch.cat([hf_state[hf_name] for hf_name in hf_names])
+        parts = [hf_state[hf_name] for hf_name in hf_names]
+        value = torch.cat(parts)
         value = value.t() if architecture.transposed.fullmatch(name) else value
         fitted = _fit_rows(value, target, grow=name in architecture.vocab_tables)
         if fitted is None and architecture.task_heads.fullmatch(name):
-            skipped.append(name)  # a head sized for another task; ours keeps its initialisation
-            new.append(name)
+            result.resized.append(name)  # a head sized for another task; ours keeps its initialisation
             continue
         if fitted is None:
+            expected = tuple(target.t().shape if architecture.transposed.fullmatch(name) else target.shape)
+            expected = (expected[0] // len(parts), *expected[1:])
             raise HFFolderError(
-                f"{where}: {name} has shape {tuple(value.shape)} there, {tuple(target.shape)} here; the "
-                "config and the weights do not match"
+                f"{where}: {hf_names[0]} has shape {tuple(parts[0].shape)}, but {name} here needs "
+                f"{expected}; the config and the weights do not match"
             )
-        mapped[name] = fitted
-    skipped += sorted(set(hf_state) - used)
-    return mapped, new, skipped
+        result.tensors[name] = fitted
+    rest = set(hf_state) - used
+    for copy, original in copies:
+        if copy in rest:
+            if original not in hf_state or not torch.equal(hf_state[copy], hf_state[original]):
+                raise HFFolderError(
+                    f"{where}: {copy} differs from {original}, which config.json ties it to; transformers "
+                    "would use one and ignore the other"
+                )
+            rest.discard(copy)
+    result.dropped = sorted(name for name in rest if architecture.pretraining_heads.fullmatch(name))
+    if unknown := sorted(rest - set(result.dropped)):
+        raise HFFolderError(
+            f"{where}: {unknown[0]} has no counterpart in this {architecture.model} "
+            f"({architecture.hf_class} as config.json sizes it)"
+            + (f", nor do {len(unknown) - 1} more" if len(unknown) > 1 else "")
+        )
+    if result.dropped:
+        log.warning(
+            "%s: dropped %s, %s pretraining heads this model has no place for",
+            where,
+            ", ".join(result.dropped),
+            architecture.hf_class,
+        )
+    return result
+
+
+def _checked(architecture: Architecture, hf_state: dict[str, torch.Tensor], where: Path) -> dict[str, Any]:
+    """The checkpoint's weights: buffers left out, old names (LayerNorm ``gamma``/``beta``) renamed as
+    transformers renames them, each a floating-point tensor, its logit biases zero."""
+    state = {}
+    for name, value in _renamed(hf_state, where).items():
+        if architecture.ignored_hf.fullmatch(name):
+            continue
+        if not value.is_floating_point():
+            raise HFFolderError(f"{where}: {name} holds {value.dtype} values; weights are floating point")
+        state[name] = value
+    for name in architecture.zero_biases:
+        bias = state.pop(name, None)
+        if bias is not None and bool(bias.any()):
+            raise HFFolderError(f"{where}: {name} is not zero, and this model has no counterpart for it")
+    return state
+
+
+def _renamed(state: dict[str, Any], where: Path | None = None) -> dict[str, Any]:
+    """``state`` with old checkpoints' LayerNorm parameters (``gamma``, ``beta``) as ``weight``, ``bias``."""
+    result: dict[str, Any] = {}
+    for name, value in state.items():
+        new = re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", name))
+        if new in result or (new != name and new in state):
+            raise HFFolderError(f"{where}: holds both {name} and {new}")
+        result[new] = value
+    return result
 
 
 def to_hf_state(
@@ -655,24 +1016,12 @@ def _hf_names(architecture: Architecture, name: str, names: Collection[str]) -> 
     return None
 
 
-def _shown(hf_names: tuple[str, ...] | None) -> str:
-    return " + ".join(hf_names) if hf_names else "a counterpart"
-
-
-def _in_table(architecture: Architecture, hf_name: str) -> bool:
-    """Whether the architecture's table has an entry for ``hf_name`` (its groups matching anything)."""
-    for _, theirs in architecture.names:
-        for pattern in (theirs,) if isinstance(theirs, str) else theirs:
-            if re.fullmatch(re.sub(r"\\\d", "(.+)", pattern), hf_name):
-                return True
-    return False
-
-
 def _fit_rows(value: torch.Tensor, target: torch.Tensor, grow: bool) -> torch.Tensor | None:
     """``value`` in ``target``'s shape: equal, or (``grow``: vocabulary tables) fewer rows; None when it does
-    not fit. The rows of tokens the checkpoint lacks (special tokens the framework added) are the mean of
-    its rows, as ``transformers``' ``resize_token_embeddings`` starts them: deterministic, and scored like
-    an average token rather than at random by a model that never saw them (a bias keeps ``target``'s)."""
+    not fit. The rows of tokens the checkpoint lacks (the padding up to a multiple of 64, special tokens an
+    objective needs that its tokenizer lacks) are the mean of its rows, as ``transformers``'
+    ``resize_token_embeddings`` starts them: deterministic, and scored like an average token rather than at
+    random by a model that never saw them (a bias keeps ``target``'s)."""
     if value.shape == target.shape:
         return value.to(target.dtype)
     if (
@@ -699,51 +1048,94 @@ def has_hf_tokenizer(folder: Path) -> bool:
     )
 
 
-def load_hf_tokenizer(folder: Path) -> Tokenizer:
+def load_hf_tokenizer(folder: Path, roles: Collection[str] | None = None) -> Tokenizer:
     """The folder's tokenizer: ``tokenizer.json``, or GPT-2's ``vocab.json`` + ``merges.txt`` (byte-level
-    BPE), with the framework's special tokens made special (added after its vocabulary where missing)."""
+    BPE). Its own tokens play the framework's special roles where it has them (GPT-2's ``<|endoftext|>``,
+    BERT's ``[CLS]``); of the roles it lacks, <eos> and ``roles`` (None: every one) are added as new
+    tokens, <pad> otherwise being played by <eos>, and the rest left without a token, so the vocabulary,
+    and the model's rows, stay the folder's."""
     from lightning_llm.tokenizers import Tokenizer
+    from lightning_llm.tokenizers.base import TokenizerFileError
 
+    folder = Path(folder)
+    roles = None if roles is None else ("<eos>", *roles)  # every use ends a text
     if (folder / "tokenizer.json").is_file():
-        return Tokenizer.from_file(folder / "tokenizer.json")
+        try:
+            return Tokenizer.from_file(folder / "tokenizer.json", roles=roles)
+        except TokenizerFileError as error:
+            raise HFFolderError(first_line(error)) from None
     vocab, merges = folder / "vocab.json", folder / "merges.txt"
     if vocab.is_file() and merges.is_file():
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers
 
-        backend = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        try:
+            backend = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        except Exception as error:  # the Rust reader's own error type: one line naming the files
+            raise HFFolderError(
+                f"{vocab} + {merges.name} are not a BPE tokenizer: {first_line(error)}"
+            ) from None
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
         if backend.token_to_id(GPT2_END_OF_TEXT) is not None:  # special in GPT-2's own tokenizer files
             backend.add_special_tokens([GPT2_END_OF_TEXT])
-        return Tokenizer.from_backend(backend, source=str(folder))
+        return Tokenizer.from_backend(backend, source=str(folder), roles=roles)
     raise HFFolderError(
         f"{folder} holds no tokenizer (tokenizer.json, or vocab.json + merges.txt); pass one with "
         "tokenizer=pretrained tokenizer.path=<tokenizer.json>"
     )
 
 
-def load_hf_run(folder: str | Path) -> tuple[torch.nn.Module, Tokenizer, dict[str, Any]]:
-    """``(model, tokenizer, model config node)`` of a Hugging Face folder: its architecture is checked
-    first, then its tokenizer and weights are read."""
+def load_hf_run(
+    folder: str | Path, tokenizer_file: str | Path | None = None
+) -> tuple[torch.nn.Module, Tokenizer, dict[str, Any]]:
+    """``(model, tokenizer, model config node)`` of a Hugging Face folder: its architecture and config are
+    checked first, then its tokenizer (``tokenizer_file``, a tokenizer.json or a folder holding one, for a
+    folder that has none) and weights are read. The tokenizer adds only the special tokens the model's
+    default objective needs (none for GPT-2, whose <|endoftext|> is also its padding), so the model keeps
+    the folder's vocabulary and gives transformers' logits and loss over it."""
+    from lightning_llm.tokenizers import Tokenizer
+
     folder = Path(folder)
-    model_params(read_hf_config(folder), folder)
-    tokenizer = load_hf_tokenizer(folder)
-    model, node = load_hf_model(folder, tokenizer.vocab_size)
+    config = read_hf_config(folder)
+    architecture, _ = model_params(config, folder)
+    if tokenizer_file is None:
+        tokenizer = load_hf_tokenizer(folder, roles=architecture.roles)
+    else:
+        tokenizer = Tokenizer.from_file(tokenizer_file, roles=("<eos>", *architecture.roles))
+    rows = config["vocab_size"]
+    own = tokenizer.vocab_size - len(tokenizer.added_tokens)
+    if own > rows:
+        raise HFFolderError(
+            f"{folder}: its tokenizer has {own} tokens, more than config.json's vocab_size={rows}; it is "
+            "not this model's tokenizer"
+        )
+    if tokenizer.added_tokens:
+        log.info(
+            "%s: %s added to the vocabulary (rows %d.., the mean of the model's rows to start)",
+            folder,
+            ", ".join(tokenizer.added_tokens),
+            rows,
+        )
+    model, node = load_hf_model(folder, max(tokenizer.vocab_size, rows))
     return model, tokenizer, node
 
 
 def load_hf_model(folder: str | Path, vocab_size: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The folder's model as one of ours, with ``vocab_size`` (its tokenizer's, which may exceed the
+    """The folder's model as one of ours, with ``vocab_size`` rows (its tokenizer's, which may exceed the
     checkpoint's by added special tokens) and every weight mapped; also its model config node
     (``{"name": ..., **params}``), as a run config holds it."""
     import lightning_llm.models  # noqa: F401 - registers the built-in models, every architecture's target
     from lightning_llm import registry
 
     folder = Path(folder)
-    architecture, params = model_params(read_hf_config(folder), folder)
-    model = registry.build("model", architecture.model, vocab_size=vocab_size, **params)
-    state = from_hf_state(architecture, read_hf_weights(folder), model.state_dict(), folder)
+    weights = read_hf_weights(folder)
+    architecture, params = model_params(read_hf_config(folder), folder, _shapes_of(weights))
+    try:
+        model = registry.build("model", architecture.model, vocab_size=vocab_size, **params)
+    except (TypeError, ValueError) as error:  # a combination the model refuses, e.g. heads not dividing
+        raise HFFolderError(f"{folder / CONFIG_FILE}: {first_line(error)}") from None
+    state = from_hf_state(architecture, weights, model.state_dict(), folder)
     model.load_state_dict(state, strict=True)
     return model, {"name": architecture.model, **params}
 
@@ -764,6 +1156,8 @@ def save_hf_folder(
         params["decoder_start_id"] = tokenizer.bos_id  # ours starts from bos unless told otherwise
     config = to_hf_config(architecture, params)
     config.update(_special_token_ids(tokenizer))
+    if params.get("forced_eos"):  # a search cut off by its length ends with eos (Marian's generate)
+        config["forced_eos_token_id"] = config["eos_token_id"]
     state = to_hf_state(architecture, model.state_dict(), tokenizer.vocab_size)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HFFolderError(f"--out {out}: not a new or empty folder; choose another")
@@ -776,20 +1170,17 @@ def save_hf_folder(
     return out
 
 
-def _special_token_ids(tokenizer: Tokenizer) -> dict[str, int]:
-    return {
-        "bos_token_id": tokenizer.bos_id,
-        "eos_token_id": tokenizer.eos_id,
-        "pad_token_id": tokenizer.pad_id,
-    }
+def _special_token_ids(tokenizer: Tokenizer) -> dict[str, int | None]:
+    ids = {role: tokenizer.backend.token_to_id(token) for role, token in tokenizer.roles.items()}
+    return {f"{role}_token_id": ids.get(f"<{role}>") for role in ("bos", "eos", "pad")}
 
 
 def _tokenizer_config(tokenizer: Tokenizer) -> dict[str, Any]:
     """What ``AutoTokenizer`` needs beside tokenizer.json: the fast tokenizer class and the special tokens
-    (as this tokenizer spells them: ``[CLS]`` for a BERT one)."""
-    roles = ("bos", "eos", "unk", "pad", "mask", "cls", "sep")
+    (as this tokenizer spells them: ``[CLS]`` for a BERT one; a role it has no token for is left out)."""
+    roles = tokenizer.roles
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        **{f"{role}_token": tokenizer.special_token(f"<{role}>") for role in roles},
+        **{f"{role[1:-1]}_token": token for role, token in roles.items()},
         "model_max_length": 1000000000000000019884624838656,
     }

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lightning_llm import config
+from lightning_llm import config, registry
 from lightning_llm.config import ConfigError
 from lightning_llm.distributed.plan import ParallelPlan
 from lightning_llm.module import LanguageModule
@@ -236,6 +236,18 @@ def _spec(cfg: DictConfig, kind: str) -> dict[str, Any]:
     return {"name": plugin.name, **params, **config.framework_params(kind, cfg[kind])}
 
 
+def _roles_needed(folder: Path, cfg: DictConfig) -> tuple[str, ...] | None:
+    """The special-token roles a fine-tuning from a Hugging Face folder adds where its tokenizer lacks them:
+    those of the architecture's own objective when the run keeps it (none for GPT-2 as a causal LM, so the
+    vocabulary stays the folder's), else every role (None), since another task's data may use any."""
+    from lightning_llm import huggingface
+
+    architecture, _ = huggingface.model_params(huggingface.read_hf_config(folder), folder)
+    product = registry.get("model", architecture.model).product()
+    same_task = getattr(product, "default_objective", None) == cfg.objective.name
+    return architecture.roles if same_task else None
+
+
 def _tokenizer_of_run(init_from: str, cfg: DictConfig) -> Tokenizer:
     """The tokenizer saved beside the checkpoint that ``model.init_from`` names (or in its Hugging Face
     folder)."""
@@ -248,14 +260,14 @@ def _tokenizer_of_run(init_from: str, cfg: DictConfig) -> Tokenizer:
         if chosen.is_trained and not huggingface.has_hf_tokenizer(path):  # tokenizer=pretrained, passed
             log.info("tokenizer: %s (model.init_from=%s has none)", chosen, init_from)
             return chosen
-        tokenizer = huggingface.load_hf_tokenizer(path)
+        tokenizer = huggingface.load_hf_tokenizer(path, _roles_needed(path, cfg))
     else:
         path = run_folder(find_checkpoint(init_from)) / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(
                 f"model.init_from={init_from}: its run folder has no tokenizer.json ({path})"
             )
-        tokenizer = Tokenizer.from_file(path)
+        tokenizer = Tokenizer.from_file(path, roles=())  # as the run saved it: no role added
     chosen = build(cfg, "tokenizer")  # one that comes trained (a tokenizer file) must be the same one
     if chosen.is_trained and chosen.fingerprint() != tokenizer.fingerprint():
         raise ConfigError(

@@ -8,6 +8,7 @@ from a folder work."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,11 +90,12 @@ def reference_tokens(folder: Path, text: str) -> list[int]:
 
 
 def test_rows_of_added_special_tokens_start_as_the_mean_row(gpt2_folder):
-    """The framework adds special tokens GPT-2 lacks; their rows must not be random (a random head row can
-    win the argmax and make generation differ from run to run)."""
+    """A use that needs special tokens GPT-2 lacks (every role, as fine-tuning asks) adds them; their rows
+    must not be random (a random head row can win the argmax and make generation differ from run to run)."""
     folder, reference = gpt2_folder
-    first, tokenizer, _ = load_run(folder)
-    second, _, _ = load_run(folder)
+    tokenizer = huggingface.load_hf_tokenizer(folder)
+    first, _ = huggingface.load_hf_model(folder, tokenizer.vocab_size)
+    second, _ = huggingface.load_hf_model(folder, tokenizer.vocab_size)
     rows = reference.config.vocab_size
     table = first.state_dict()["wte.weight"]
     assert tokenizer.vocab_size > rows and torch.equal(table, second.state_dict()["wte.weight"])
@@ -205,8 +207,191 @@ def test_weights_that_do_not_match_the_config_are_named(gpt2_folder, tmp_path):
         (wider / name).write_bytes((folder / name).read_bytes())
     config = json.loads((folder / "config.json").read_text())
     (wider / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
-    with pytest.raises(HFFolderError, match=r"wte.weight has shape \(400, 32\) there, \(448, 64\) here"):
+    with pytest.raises(
+        HFFolderError,
+        match=r"config.json: n_embd=64, but model.safetensors's transformer.wte.weight has shape",
+    ):
         load_run(wider)
+
+
+def variant(folder: Path, out: Path, config: dict | None = None, weights=None, drop=()) -> Path:
+    """A copy of ``folder`` with config.json's keys changed (None removes one), its weights passed through
+    ``weights`` (a function of the state dict) and the files in ``drop`` left out."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True)
+    for file in folder.iterdir():
+        if file.name not in drop:
+            (out / file.name).write_bytes(file.read_bytes())
+    if config is not None:
+        edited = {**json.loads((folder / "config.json").read_text()), **config}
+        (out / "config.json").write_text(json.dumps({k: v for k, v in edited.items() if v is not None}))
+    if weights is not None:
+        save_file(weights(huggingface.read_hf_weights(folder)), out / "model.safetensors")
+    return out
+
+
+def one_line_refusal(folder: Path, match: str) -> None:
+    """Loading ``folder``, for generate or evaluate, and to fine-tune from: one line matching ``match``."""
+    with pytest.raises(HFFolderError, match=match) as refused:
+        load_run(folder)
+    assert "\n" not in str(refused.value)
+
+
+def gpt2_state(**changes):
+    """A weights edit: ``changes`` maps a tensor name to its new value, None to remove it."""
+
+    def edit(state):
+        state = {**state, **changes}
+        return {name: value for name, value in state.items() if value is not None}
+
+    return edit
+
+
+def test_the_loss_of_an_imported_gpt2_is_transformers_and_its_vocabulary_the_folders(gpt2_folder, tmp_path):
+    """No special-token rows are added for a causal LM (<|endoftext|> pads): the loss over the folder's
+    vocabulary is transformers' (labels=input_ids), and an export keeps its vocab_size."""
+    from lightning_llm.objectives.causal_lm import CausalLM
+
+    folder, reference = gpt2_folder
+    model, tokenizer, config = load_run(folder)
+    vocab = reference.config.vocab_size
+    assert tokenizer.vocab_size == model.config.vocab_size == vocab
+    assert tokenizer.pad_id == tokenizer.eos_id == reference.config.eos_token_id
+    ids = token_ids(vocab, (2, 32))
+    batch = {"input_ids": ids[:, :-1], "labels": ids[:, 1:]}
+    with torch.no_grad():
+        total, count, _ = CausalLM(tokenizer).loss(model, batch)
+        expected = reference(ids, labels=ids).loss
+    assert abs((total / count).item() - expected.item()) < 1e-5
+    exported = save_hf_folder(model, config["model"], tokenizer, tmp_path / "out")
+    assert json.loads((exported / "config.json").read_text())["vocab_size"] == vocab
+
+
+def test_missing_extra_and_mistyped_tensors_are_refused_by_name(gpt2_folder, tmp_path):
+    """Loading and fine-tuning alike: a backbone tensor absent, a layer past n_layer, a buffer no GPT-2 has,
+    fewer embedding rows than vocab_size, or a tensor that is not floating point."""
+    from lightning_llm.checkpoint import init_from
+
+    folder, _ = gpt2_folder
+    weights = huggingface.read_hf_weights(folder)
+    third = {name.replace(".h.1.", ".h.2."): value for name, value in weights.items() if ".h.1." in name}
+    cases = {
+        "missing": (gpt2_state(**{"transformer.h.1.mlp.c_fc.bias": None}),
+                    r"model.safetensors has no tensor transformer.h.1.mlp.c_fc.bias \(for blocks.1.mlp"),
+        "layer": (gpt2_state(**third), r"transformer.h.2.\S+ is a layer past config.json's n_layer=2"),
+        "rotary": (gpt2_state(**{"transformer.h.0.attn.rotary.inv_freq": torch.zeros(4)}),
+                   r"transformer.h.0.attn.rotary.inv_freq has no counterpart"),
+        "rows": (gpt2_state(**{"transformer.wte.weight": weights["transformer.wte.weight"][:300].clone()}),
+                 r"vocab_size=400, but model.safetensors's transformer.wte.weight has shape \(300"),
+        "int": (gpt2_state(**{"transformer.h.0.ln_1.weight": torch.ones(32, dtype=torch.int64)}),
+                r"transformer.h.0.ln_1.weight holds torch.int64 values"),
+        "bool": (gpt2_state(**{"transformer.h.0.ln_1.bias": torch.zeros(32, dtype=torch.bool)}),
+                 r"transformer.h.0.ln_1.bias holds torch.bool values"),
+    }  # fmt: skip
+    model, _, _ = load_run(folder)
+    for name, (edit, match) in cases.items():
+        edited = variant(folder, tmp_path / name, weights=edit)
+        one_line_refusal(edited, match)
+        tensor = re.search(r"transformer\.[\w.]+\w", match.replace("\\S+", "attn"))[0]
+        with pytest.raises(
+            HFFolderError, match=tensor
+        ):  # model.init_from=<folder>: no head "new" or "skipped"
+            init_from(model, edited)
+
+
+def test_a_tied_head_must_be_the_embedding_and_an_untied_one_present(gpt2_folder, tmp_path):
+    folder, reference = gpt2_folder
+    wte = huggingface.read_hf_weights(folder)["transformer.wte.weight"]
+    other = variant(folder, tmp_path / "other", weights=gpt2_state(**{"lm_head.weight": wte + 1}))
+    one_line_refusal(other, r"lm_head.weight differs from transformer.wte.weight, which config.json ties")
+    same = variant(folder, tmp_path / "same", weights=gpt2_state(**{"lm_head.weight": wte.clone()}))
+    ids = token_ids(reference.config.vocab_size)
+    with torch.no_grad():
+        assert (load_run(same)[0](ids) - reference(ids).logits).abs().max() < TOL
+    untied = variant(folder, tmp_path / "untied", config={"tie_word_embeddings": False})
+    one_line_refusal(untied, r"has no tensor lm_head.weight \(for lm_head.weight here\)")
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"architectures": 5}, r"architectures=5 is not a list of class names"),
+        ({"architectures": "GPT2LMHeadModel"}, r"architectures='GPT2LMHeadModel' is not a list"),
+        ({"n_layer": "2"}, r"config.json: n_layer='2' is not an integer"),
+        ({"n_layer": 2.0}, r"n_layer=2.0 is not an integer"),
+        ({"n_layer": None, "n_embd": -32}, r"n_embd=-32 is not an integer"),
+        ({"n_positions": 2**40}, r"n_positions=1099511627776 is not an integer in \[1, "),
+        ({"n_layer": 2**20}, r"holds no tensor of layer 2, though config.json says n_layer=1048576"),
+        ({"n_head": 3}, r"config.json: model.n_embd=32 is not divisible by model.n_head=3"),
+        ({"tie_word_embeddings": "false"}, r"tie_word_embeddings='false' is not true or false"),
+        ({"layer_norm_epsilon": "1e-5"}, r"layer_norm_epsilon='1e-5' is not a number"),
+        ({"activation_function": ["gelu"]}, r"activation_function=\['gelu'\] has no counterpart"),
+        ({"add_cross_attention": True}, r"GPT-2 option add_cross_attention=True has no counterpart"),
+        ({"scale_attn_weights": False}, r"GPT-2 option scale_attn_weights=False has no counterpart"),
+        ({"scale_attn_by_inverse_layer_idx": True}, r"scale_attn_by_inverse_layer_idx=True has no"),
+        ({"pruned_heads": {"0": [1]}}, r"GPT-2 option pruned_heads=\{'0': \[1\]\} has no counterpart"),
+        ({"n_positions": 32}, r"n_positions=32, but model.safetensors's transformer.wpe.weight has shape"),
+    ],
+    ids=lambda value: str(value)[:40],
+)
+def test_bad_config_values_are_refused_in_one_line_before_building(gpt2_folder, tmp_path, config, match):
+    folder, _ = gpt2_folder
+    one_line_refusal(variant(folder, tmp_path / "v", config=config), match)
+
+
+def test_bad_weights_files_are_refused_in_one_line_naming_the_file(gpt2_folder, tmp_path):
+    folder, _ = gpt2_folder
+    weights = huggingface.read_hf_weights(folder)
+    names = sorted(weights)
+    from safetensors.torch import save_file
+
+    def sharded(name: str, index: dict, shards: dict[str, list[str]] | None = None) -> Path:
+        out = variant(folder, tmp_path / name, drop=("model.safetensors",))
+        for shard, members in (shards or {}).items():
+            save_file({member: weights[member] for member in members}, out / shard)
+        (out / "model.safetensors.index.json").write_text(json.dumps(index))
+        return out
+
+    halves = {"a.safetensors": names[:10], "b.safetensors": names[10:]}
+    weight_map = {member: shard for shard, members in halves.items() for member in members}
+    good = sharded("good", {"weight_map": weight_map}, halves)
+    assert load_run(good)[1].vocab_size == 400
+    one_line_refusal(sharded("no_map", {"metadata": {}}, halves), r"index.json has no weight_map")
+    outside = sharded("outside", {"weight_map": {names[0]: "../good/a.safetensors"}})
+    one_line_refusal(outside, r"weight_map's \S+ points outside the folder \(../good/a.safetensors\)")
+    moved = {**weight_map, names[0]: "b.safetensors"}
+    one_line_refusal(sharded("moved", {"weight_map": moved}, halves), r"safetensors (holds|lacks) \S+, which")
+    for name, content in (("corrupt", b"garbage" * 10), ("empty", b"")):
+        broken = variant(folder, tmp_path / name)
+        (broken / "model.safetensors").write_bytes(content)
+        one_line_refusal(broken, rf"{name}/model.safetensors is not a readable safetensors file")
+    listed = variant(folder, tmp_path / "listed", drop=("model.safetensors",))
+    torch.save([torch.zeros(1)], listed / "pytorch_model.bin")
+    one_line_refusal(listed, r"pytorch_model.bin holds a list, not a dict of named tensors")
+    code = variant(folder, tmp_path / "code", drop=("model.safetensors",))
+    torch.save({"x": Path("anything")}, code / "pytorch_model.bin")  # a pickled object, not a tensor
+    one_line_refusal(code, r"pytorch_model.bin is not a file of tensors alone .*weights_only=True")
+    binary = variant(folder, tmp_path / "binary", drop=("model.safetensors",))
+    torch.save(weights, binary / "pytorch_model.bin")
+    assert load_run(binary)[1].vocab_size == 400
+
+
+def test_gpt2_spellings_that_compute_the_same_are_accepted(gpt2_folder, tmp_path):
+    """gelu_pytorch_tanh is gelu_new; reorder_and_upcast_attn only reorders float32 arithmetic. A shape
+    mismatch names the file's shape, as the file holds it (GPT-2 stores its Linear layers transposed)."""
+    folder, reference = gpt2_folder
+    ids = token_ids(reference.config.vocab_size)
+    for config in ({"activation_function": "gelu_pytorch_tanh"}, {"reorder_and_upcast_attn": True}):
+        same = variant(folder, tmp_path / next(iter(config)), config=config)
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(same, attn_implementation="eager").eval()
+        with torch.no_grad():
+            assert (load_run(same)[0](ids) - loaded(ids).logits).abs().max() < TOL
+    narrow = variant(folder, tmp_path / "narrow", weights=gpt2_state(**{"transformer.h.0.mlp.c_fc.weight":
+                                                                       torch.zeros(32, 64)}))  # fmt: skip
+    one_line_refusal(
+        narrow, r"c_fc.weight has shape \(32, 64\), but blocks.0.mlp.c_fc.weight here needs \(32, 128\)"
+    )
 
 
 # --------------------------------------------------------------------------- through the command lines
@@ -245,6 +430,8 @@ def test_generate_export_and_fine_tune_through_the_command_lines(gpt2_folder, tm
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr[-2000:]
     loaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    # fine-tuned as a causal LM, it kept the folder's vocabulary: no special token was added
+    assert loaded.config.vocab_size == reference.config.vocab_size
     ids = token_ids(reference.config.vocab_size)
     with torch.no_grad():
         assert (loaded(ids).logits - model(ids)[..., : loaded.config.vocab_size]).abs().max() < TOL
@@ -414,6 +601,100 @@ def test_encoders_without_a_bert_counterpart_are_refused_naming_the_option(bert_
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("hidden_act", ["relu", "gelu_new"])
+def test_the_mlm_head_uses_the_blocks_activation_both_ways(tmp_path, hidden_act):
+    """BERT's head transform applies hidden_act, as its blocks do: an import with relu (or tanh GELU) gives
+    transformers' logits, and so does an export of an encoder with mlp=relu (or gelu)."""
+    backend = wordpiece_tokenizer()
+    config = transformers.BertConfig(
+        vocab_size=backend.get_vocab_size(), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+        intermediate_size=128, max_position_embeddings=48, hidden_act=hidden_act,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    reference = perturbed(transformers.BertForMaskedLM(config))
+    reference.save_pretrained(tmp_path / "in")
+    transformers.PreTrainedTokenizerFast(tokenizer_object=backend, **BERT_SPECIALS).save_pretrained(
+        tmp_path / "in"
+    )
+    model, tokenizer, node = load_run(tmp_path / "in")
+    ids = bert_batch(config.vocab_size)["input_ids"]
+    with torch.no_grad():
+        assert (model(ids)[..., : config.vocab_size] - reference(ids).logits).abs().max() < TOL
+    ours = faithful_encoder(tokenizer.vocab_size, mlp=node["model"]["mlp"], n_layer=1)
+    out = save_hf_folder(ours, encoder_node(ours), tokenizer, tmp_path / "out")
+    assert json.loads((out / "config.json").read_text())["hidden_act"] in (hidden_act, "gelu_pytorch_tanh")
+    loaded = transformers.AutoModelForMaskedLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        assert (ours(ids) - loaded(ids).logits).abs().max() < TOL
+
+
+def test_a_hub_bert_with_pooler_nsp_head_and_old_names_loads(bert_folder, tmp_path, caplog):
+    """bert-base-uncased's file holds its pretraining pooler and next-sentence head under BertForMaskedLM,
+    and old checkpoints name LayerNorm parameters gamma and beta: accepted as transformers accepts them; an
+    MLM model drops the two heads, naming them in a warning, and a classifier takes the pooler. Any other
+    unknown tensor is still refused."""
+    folder, reference = bert_folder
+    if type(reference).__name__ != "BertForMaskedLM":
+        pytest.skip("the hub layout is BertForMaskedLM's")
+    from lightning_llm.checkpoint import init_from
+
+    pooler = {"bert.pooler.dense.weight": torch.randn(32, 32), "bert.pooler.dense.bias": torch.randn(32)}
+    heads = {**pooler, "cls.seq_relationship.weight": torch.randn(2, 32), "cls.seq_relationship.bias":
+             torch.zeros(2)}  # fmt: skip
+
+    def hub(state):
+        renamed = {
+            re.sub(r"LayerNorm\.weight$", "LayerNorm.gamma", name): value for name, value in state.items()
+        }
+        return {re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", name): value for name, value in renamed.items()}
+
+    old = variant(folder, tmp_path / "hub", weights=lambda state: hub({**state, **heads}))
+    with caplog.at_level("WARNING", logger="lightning_llm"):
+        model, tokenizer, node = load_run(old)
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert "dropped bert.pooler.dense.bias, bert.pooler.dense.weight, cls.seq_relationship" in warned
+    batch = bert_batch(reference.config.vocab_size)
+    with torch.no_grad():
+        got = model(batch["input_ids"])[..., : reference.config.vocab_size]
+        assert (got - reference(batch["input_ids"]).logits).abs().max() < TOL
+    classifier = Encoder(EncoderConfig(vocab_size=tokenizer.vocab_size, num_classes=5, **{
+        k: v for k, v in node["model"].items() if k != "name"}))  # fmt: skip
+    loaded, new, _ = init_from(classifier, old)
+    assert "pooler.weight" in loaded and new == ["classifier.weight", "classifier.bias"]
+    assert torch.equal(classifier.pooler.weight, pooler["bert.pooler.dense.weight"])
+    extra = variant(
+        folder, tmp_path / "extra", weights=lambda state: {**state, "cls.other.weight": torch.ones(2)}
+    )
+    one_line_refusal(extra, r"cls.other.weight has no counterpart")
+
+
+@pytest.mark.parametrize(
+    ("architecture", "config", "match"),
+    [
+        ("bert", {"is_decoder": True}, r"BERT option is_decoder=True has no counterpart"),
+        ("bert", {"add_cross_attention": True}, r"BERT option add_cross_attention=True has no counterpart"),
+        ("bert", {"num_hidden_layers": 3}, r"holds no tensor of layer 2, though config.json says num_hidden"),
+        ("bert", {"hidden_act": None, "hidden_size": "32"}, r"hidden_size='32' is not an integer"),
+        ("marian", {"normalize_before": True}, r"Marian option normalize_before=True has no counterpart"),
+        ("marian", {"add_bias_logits": True}, r"Marian option add_bias_logits=True has no counterpart"),
+        ("marian", {"normalize_embedding": True}, r"Marian option normalize_embedding=True has no"),
+        ("marian", {"scale_embedding": False}, r"Marian option scale_embedding=False has no counterpart"),
+        ("marian", {"activation_function": "tanh"}, r"Marian option activation_function='tanh' has no"),
+        ("marian", {"max_position_embeddings": 2**30}, r"max_position_embeddings=1073741824 is not an"),
+        (
+            "marian",
+            {"decoder_layers": 1},
+            r"decoder.layers.1.\S+ is a layer past config.json's decoder_layers",
+        ),
+    ],
+)
+def test_bert_and_marian_options_that_change_the_computation_are_refused(
+    bert_folder, marian_folder, tmp_path, architecture, config, match
+):
+    folder, _ = bert_folder if architecture == "bert" else marian_folder
+    one_line_refusal(variant(folder, tmp_path / "v", config=config), match)
+
+
 @pytest.mark.slow
 def test_classification_fine_tunes_from_a_bert_folder(bert_folder, make_cfg, tmp_path, caplog):
     """``model.init_from=<BERT folder>``: the encoder is BERT's, the classifier head is new (or, from
@@ -516,6 +797,31 @@ def test_an_imported_marian_gives_transformers_logits_and_searches(marian_folder
     for num_beams in (1, 4):
         ours = model.generate(ids, mask, 12, tokenizer.bos_id, tokenizer.eos_id, num_beams=num_beams)
         assert ours == hf_generate(reference, ids, mask, num_beams), num_beams
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_marians_forced_eos_ends_a_cut_off_search_as_transformers_does(marian_folder, tmp_path, num_beams):
+    folder, reference = marian_folder
+    forced = tmp_path / "forced"
+    forced.mkdir()
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (forced / name).write_bytes((folder / name).read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    (forced / "config.json").write_text(json.dumps({**config, "forced_eos_token_id": config["eos_token_id"]}))
+    model, tokenizer, node = load_run(forced)
+    assert node["model"]["forced_eos"] is True
+    ids, mask = marian_sources(reference.config.vocab_size)
+    expected = reference.generate(
+        ids, attention_mask=mask.long(), max_new_tokens=4, do_sample=False, num_beams=num_beams,
+        forced_eos_token_id=config["eos_token_id"], length_penalty=1.0, early_stopping=True,
+    )  # fmt: skip
+    expected = [
+        [t for t in row[1:] if t not in (0, reference.config.pad_token_id)] for row in expected.tolist()
+    ]
+    assert model.generate(ids, mask, 4, tokenizer.bos_id, tokenizer.eos_id, num_beams=num_beams) == expected
+    assert all(len(row) <= 3 for row in expected)  # cut off: the 4th token was the forced eos
+    exported = save_hf_folder(model, node["model"], tokenizer, tmp_path / "out")
+    assert json.loads((exported / "config.json").read_text())["forced_eos_token_id"] == config["eos_token_id"]
 
 
 def faithful_decoder(vocab_size: int, **options) -> torch.nn.Module:

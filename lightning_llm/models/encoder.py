@@ -2,19 +2,20 @@
 Bidirectional Transformers for Language Understanding").
 
 Token, position and segment embeddings are summed and normalised, ``n_layer`` blocks with bidirectional
-self-attention (every position sees every real position, left and right) transform the sequence, and a
-final norm gives the hidden states. Two heads read them: the masked-LM head (BERT's "transform" of dense +
-GELU + norm, then a decoder tied to the token embedding) predicts the token at every position, and, when
-``num_classes > 0``, the pooler (a tanh dense layer on the first, ``<cls>``, position) feeds a linear
-classifier; with ``span_head`` a linear layer gives every position an answer-start and an answer-end logit
-(extractive question answering). The blocks are those of ``lightning_llm.models.blocks``: pre-LN with a
-final norm by default (it trains stably without BERT's learning-rate warm-up tricks, Xiong et al. 2020),
-or BERT's own post-LN with no final norm (``prenorm=False``, with ``mlp=gelu_erf`` and ``norm_eps=1e-12``:
+self-attention (every position sees every real position, left and right) transform the sequence, and a final
+norm gives the hidden states. Two heads read them: the masked-LM head (BERT's "transform" of dense + the
+blocks' activation + norm, then a decoder tied to the token embedding) predicts the token at every position,
+and, when ``num_classes > 0``, the pooler (a tanh dense layer on the first, ``<cls>``, position) feeds a
+linear classifier; with ``span_head`` a linear layer gives every position an answer-start and an answer-end
+logit (extractive question answering). The blocks are those of ``lightning_llm.models.blocks``: pre-LN with a
+final norm by default (it trains stably without BERT's learning-rate warm-up tricks, Xiong et al. 2020), or
+BERT's own post-LN with no final norm (``prenorm=False``, with ``mlp=gelu_erf`` and ``norm_eps=1e-12``:
 exactly ``transformers``' ``BertForMaskedLM``, tests/test_huggingface.py).
 
 Shapes: B = batch, T = sequence length, C = n_embd, V = vocab_size, K = num_classes.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -88,21 +89,42 @@ class EncoderConfig:
 # --------------------------------------------------------------------------- the heads
 
 
+# The masked-LM transform's activation for each MLP kind: BERT's head uses its blocks' (its hidden_act);
+# a gated MLP's non-linearity is its gate's SiLU.
+HEAD_ACTIVATIONS = {
+    "gelu": functools.partial(F.gelu, approximate="tanh"),
+    "gelu_erf": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+    "swiglu": F.silu,
+}
+
+
 class MaskedLMHead(nn.Module):
-    """BERT's masked-LM head: dense + GELU + norm (the "transform"), then a decoder to vocabulary logits.
+    """BERT's masked-LM head: dense + activation + norm (the "transform"), then a decoder to vocabulary
+    logits. The activation is the blocks' (``mlp``), as BERT's head uses its ``hidden_act``.
 
     The decoder's weight is the token embedding (tied by the Encoder); its bias is the head's own, one
     learned prior per token, as in BERT.
     """
 
-    def __init__(self, n_embd: int, vocab_size: int, norm: str, bias: bool, norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        n_embd: int,
+        vocab_size: int,
+        norm: str,
+        bias: bool,
+        norm_eps: float = 1e-5,
+        mlp: MLPKind = "gelu_erf",
+    ):
         super().__init__()
         self.dense = nn.Linear(n_embd, n_embd, bias=bias)
+        self.mlp = mlp  # the activation's name (a module attribute that pickles)
         self.norm = make_norm(norm, n_embd, bias, norm_eps)
         self.decoder = nn.Linear(n_embd, vocab_size, bias=bias)
 
     def transform(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.norm(F.gelu(self.dense(hidden)))  # exact (erf) GELU, as BERT
+        return self.norm(HEAD_ACTIVATIONS[self.mlp](self.dense(hidden)))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.transform(hidden))  # (B, T, padded V)
@@ -152,7 +174,9 @@ class Encoder(nn.Module):
         )
         # Pre-LN blocks leave the residual stream unnormalised; post-LN blocks end with a norm already.
         self.ln_f = make_norm(**norm) if config.prenorm else nn.Identity()
-        self.mlm_head = MaskedLMHead(C, config.padded_vocab_size, config.norm, config.bias, config.norm_eps)
+        self.mlm_head = MaskedLMHead(
+            C, config.padded_vocab_size, config.norm, config.bias, config.norm_eps, config.mlp
+        )
         has_classifier = config.num_classes > 0
         self.pooler = nn.Linear(C, C, bias=config.bias) if has_classifier else None
         self.classifier = nn.Linear(C, config.num_classes, bias=config.bias) if has_classifier else None

@@ -6,7 +6,10 @@ The wrapper fixes the conventions the rest of the framework relies on:
   that order; a loaded file may hold them elsewhere, so the id properties always ask the backend. A file
   from another project may spell a role its own way (BERT's ``[CLS]``, GPT-2's ``<|endoftext|>``): a special
   token with a conventional spelling (``CONVENTIONAL_SPELLINGS``) then plays the role, so a pretrained
-  model keeps the embeddings it learned for it, and only roles with no such token are added.
+  model keeps the embeddings it learned for it, and only roles with no such token are added. A pretrained
+  model's tokenizer may be loaded with only the roles its use needs (``roles=``), so its vocabulary, and the
+  model's rows, stay its own: <pad> is then played by <eos> where it has no token, and a role left without
+  a token refuses to give an id (``MissingSpecialTokenError``), naming the role.
 - ``encode`` never adds special tokens and never turns text into them: a document that happens to contain the
   string ``"<eos>"`` is encoded as ordinary text. Special ids are inserted by id, by the data pipeline.
 - ``decode`` drops special tokens, so decoding a padded or packed sequence gives back readable text.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,6 +44,7 @@ __all__ = [
     "MAX_VOCAB_SIZE",
     "CONVENTIONAL_SPELLINGS",
     "SPECIAL_TOKENS",
+    "MissingSpecialTokenError",
     "Tokenizer",
     "TokenizerFileError",
     "TokenizerNotTrainedError",
@@ -75,6 +79,10 @@ class TokenizerFileError(ValueError):
     """A file that exists but is not a Hugging Face ``tokenizer.json``."""
 
 
+class MissingSpecialTokenError(ValueError):
+    """A special role asked of a tokenizer loaded without a token for it (``roles=``)."""
+
+
 class Tokenizer:
     """A trained (or trainable) tokenizer backed by a Hugging Face ``tokenizers.Tokenizer``.
 
@@ -92,6 +100,8 @@ class Tokenizer:
         self._backend: HFTokenizer | None = None
         self._special_ids: dict[str, int] = {}
         self._special_tokens: dict[str, str] = {}
+        self._added: list[str] = []
+        self._source = ""
         self._vocab_size = 0
 
     # ----------------------------------------------------------------------------------------- lifecycle
@@ -110,23 +120,26 @@ class Tokenizer:
             "(byte_bpe, bpe, wordpiece, unigram, char) or load a trained one"
         )
 
-    def load(self, path: str | Path) -> Tokenizer:
-        """Replace the backend with the one saved at ``path``; returns ``self`` for chaining."""
+    def load(self, path: str | Path, roles: Collection[str] | None = None) -> Tokenizer:
+        """Replace the backend with the one saved at ``path``; returns ``self`` for chaining. ``roles``: the
+        special roles to add where the file lacks them (None: all; see ``from_backend``)."""
         path = Path(path)
-        self._attach(read_tokenizer_file(path), source=str(path))
+        self._attach(read_tokenizer_file(path), source=str(path), roles=roles)
         return self
 
     @staticmethod
-    def from_file(path: str | Path) -> Tokenizer:
+    def from_file(path: str | Path, roles: Collection[str] | None = None) -> Tokenizer:
         """A trained tokenizer read from a ``tokenizer.json`` (ours, or from any Hugging Face version)."""
-        return Tokenizer().load(path)
+        return Tokenizer().load(path, roles=roles)
 
     @staticmethod
-    def from_backend(backend: HFTokenizer, source: str) -> Tokenizer:
+    def from_backend(backend: HFTokenizer, source: str, roles: Collection[str] | None = None) -> Tokenizer:
         """A trained tokenizer wrapping ``backend`` (a ``tokenizers.Tokenizer``), the framework's special
-        tokens made special (added where missing); ``source`` names it in warnings."""
+        tokens made special; ``source`` names it in warnings. Of the roles it has no token for, ``roles``
+        (None: all of them) are added as new tokens; the others add nothing (<pad> is then played by
+        <eos>, as for GPT-2), so the vocabulary stays the backend's."""
         tokenizer = Tokenizer()
-        tokenizer._attach(backend, source=source)
+        tokenizer._attach(backend, source=source, roles=roles)
         return tokenizer
 
     def save(self, path: str | Path) -> Path:
@@ -174,7 +187,20 @@ class Tokenizer:
         """The token that plays ``role`` (one of ``SPECIAL_TOKENS``), e.g. ``"[CLS]"`` for ``"<cls>"`` in
         a BERT tokenizer."""
         self._require_backend()
+        self._require_role(role)
         return self._special_tokens[role]
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """Each special role that has a token -> that token (all of them unless loaded with ``roles=``)."""
+        self._require_backend()
+        return dict(self._special_tokens)
+
+    @property
+    def added_tokens(self) -> list[str]:
+        """The special tokens added when loaded, absent from the file (they have no trained rows)."""
+        self._require_backend()
+        return list(self._added)
 
     @property
     def pad_id(self) -> int:
@@ -246,13 +272,16 @@ class Tokenizer:
         return self._require_backend().decode([int(i) for i in ids], skip_special_tokens=True)
 
     # ---------------------------------------------------------------------------------------- internals
-    def _attach(self, backend: HFTokenizer, source: str) -> None:
-        roles = _register_special_tokens(backend, source)
+    def _attach(self, backend: HFTokenizer, source: str, roles: Collection[str] | None = None) -> None:
+        tokens, self._added = _register_special_tokens(
+            backend, source, SPECIAL_TOKENS if roles is None else roles
+        )
         # Text is always text: a literal "<eos>" inside a document must not become the eos id.
         backend.encode_special_tokens = True
         self._backend = backend
-        self._special_tokens = roles
-        self._special_ids = {role: backend.token_to_id(token) for role, token in roles.items()}
+        self._source = source
+        self._special_tokens = tokens
+        self._special_ids = {role: backend.token_to_id(token) for role, token in tokens.items()}
         self._vocab_size = max(backend.get_vocab(with_added_tokens=True).values()) + 1
 
     def _require_backend(self) -> HFTokenizer:
@@ -265,7 +294,15 @@ class Tokenizer:
 
     def _special_id(self, token: str) -> int:
         self._require_backend()
+        self._require_role(token)
         return self._special_ids[token]
+
+    def _require_role(self, role: str) -> None:
+        if role in SPECIAL_TOKENS and role not in self._special_tokens:
+            raise MissingSpecialTokenError(
+                f"the tokenizer of {self._source} has no {role} token (loaded with the roles its model's "
+                "objective uses, so that the vocabulary stays its own); this use needs one"
+            )
 
 
 def check_vocab_size(plugin: str, vocab_size: int, minimum: int = 0, why: str = "") -> None:
@@ -295,14 +332,25 @@ def read_tokenizer_file(path: Path) -> HFTokenizer:
         raise TokenizerFileError(f"{path} is not a valid Hugging Face tokenizer.json: {error}") from None
 
 
-def _register_special_tokens(backend: HFTokenizer, source: str) -> dict[str, str]:
-    """Every role of ``SPECIAL_TOKENS`` -> the special token of ``backend`` that plays it: ours, else one
-    spelled conventionally, else ours added (or, already in the vocabulary, made special)."""
+def _register_special_tokens(
+    backend: HFTokenizer, source: str, needed: Collection[str]
+) -> tuple[dict[str, str], list[str]]:
+    """``(roles, added)``: each role of ``SPECIAL_TOKENS`` -> the special token of ``backend`` that plays it:
+    ours, else one spelled conventionally, else (a ``needed`` role) ours added, or, already in the
+    vocabulary, made special; <pad> not needed is played by <eos>; any other role not needed and absent has
+    no token. ``added``: the tokens added to the vocabulary."""
     special = {token.content for token in backend.get_added_tokens_decoder().values() if token.special}
-    roles = {role: _spelling(role, backend, special) for role in SPECIAL_TOKENS}
-    unregistered = [token for token in roles.values() if token not in special]
+    spelled = {role: _spelling(role, backend, special) for role in SPECIAL_TOKENS}
+    roles = {
+        role: token
+        for role, token in spelled.items()
+        if role in needed or token in special or backend.token_to_id(token) is not None
+    }
+    if "<pad>" not in roles and "<eos>" in roles:
+        roles["<pad>"] = roles["<eos>"]  # padding is never scored: GPT-2's users pad with <|endoftext|> too
+    unregistered = list(dict.fromkeys(token for token in roles.values() if token not in special))
     if not unregistered:
-        return roles
+        return roles, []
     absent = [token for token in unregistered if backend.token_to_id(token) is None]
     # Tokens already in the vocabulary keep their ids and merely become special (skipped by decode).
     backend.add_special_tokens(unregistered)
@@ -313,7 +361,7 @@ def _register_special_tokens(backend: HFTokenizer, source: str) -> dict[str, str
             "special ids differ from the usual 0..6",
             stacklevel=4,
         )
-    return roles
+    return roles, absent
 
 
 def _spelling(role: str, backend: HFTokenizer, special: set[str]) -> str:

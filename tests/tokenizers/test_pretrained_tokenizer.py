@@ -91,3 +91,22 @@ def test_from_file_reads_any_tokenizer_json(tmp_path) -> None:
     with pytest.warns(UserWarning):
         tokenizer = Tokenizer.from_file(path)
     assert tokenizer.encode("hi") == [1]
+
+
+def test_loading_with_only_the_roles_a_use_needs_keeps_the_vocabulary(tmp_path) -> None:
+    """A pretrained model's tokenizer loaded with ``roles=``: roles it lacks and the use does not need add no
+    token (so no model row), <pad> is played by <eos>, and asking for a role without a token says so."""
+    from lightning_llm.tokenizers.base import MissingSpecialTokenError
+
+    path = foreign_tokenizer_file(tmp_path, {"[UNK]": 0, "hello": 1, "world": 2, "<eos>": 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is added, so nothing to warn about
+        tokenizer = Tokenizer.from_file(path, roles=("<eos>",))
+    assert tokenizer.vocab_size == 4 and tokenizer.added_tokens == []
+    assert tokenizer.pad_id == tokenizer.eos_id == 3
+    assert tokenizer.roles == {"<eos>": "<eos>", "<pad>": "<eos>"}
+    with pytest.raises(MissingSpecialTokenError, match=r"has no <mask> token"):
+        _ = tokenizer.mask_id
+    with pytest.warns(UserWarning, match=r"lacks the special tokens \['<mask>'\]"):
+        masked = Tokenizer.from_file(path, roles=("<eos>", "<mask>"))
+    assert (masked.mask_id, masked.vocab_size, masked.added_tokens) == (4, 5, ["<mask>"])
