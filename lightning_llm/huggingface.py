@@ -1082,7 +1082,7 @@ def load_hf_tokenizer(folder: Path, roles: Collection[str] | None = None) -> Tok
         return Tokenizer.from_backend(backend, source=str(folder), roles=roles)
     raise HFFolderError(
         f"{folder} holds no tokenizer (tokenizer.json, or vocab.json + merges.txt); pass one with "
-        "tokenizer=pretrained tokenizer.path=<tokenizer.json>"
+        "tokenizer=pretrained tokenizer.path=<tokenizer.json> (generate: --tokenizer <tokenizer.json>)"
     )
 
 
