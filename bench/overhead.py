@@ -56,8 +56,11 @@ def parse_args() -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------- workers
 
 
-def framework_run(shape: dict[str, int], steps: int, cache_dir: str) -> list[float]:
-    """Step times (s) of ``steps`` optimizer steps trained by lightning_llm.train.train."""
+def framework_run(
+    shape: dict[str, int], steps: int, cache_dir: str, extra: list[str] | tuple[str, ...] = ()
+) -> list[float]:
+    """Step times (s) of ``steps`` optimizer steps trained by lightning_llm.train.train (``extra``: more
+    overrides, e.g. bench/nanogpt.py's model options)."""
     import lightning as L
 
     from lightning_llm import cli, config, plugins
@@ -83,6 +86,7 @@ def framework_run(shape: dict[str, int], steps: int, cache_dir: str) -> list[flo
         f"data.batch_size={shape['batch_size']}",
         f"optim.lr={LR}",
         f"paths.cache_dir={cache_dir}",
+        *extra,
     ]
     cfg = cli.compose_config(overrides)
 
