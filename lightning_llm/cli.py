@@ -377,7 +377,29 @@ def explain(error: Exception, overrides: list[str]) -> str:
             return config.unknown_key_message(full_key, plugin, [p.name for p in plugin.parameters()])
         if isinstance(cause, ValidationError):
             return config.bad_value_message(kind, plugin, cause)
+    if unknown := _unknown_top_level_name(parsed, groups):
+        return unknown
     return f"{full_key + ': ' if full_key else ''}{first_line(error)}"
+
+
+def _unknown_top_level_name(parsed: list, groups: set[str]) -> str | None:
+    """``tokenizr.vocab_size=3: no setting or group 'tokenizr'; did you mean tokenizer? ...`` for an override
+    whose first name is neither a group nor a setting of the config its group choices compose (Hydra says
+    only "Could not override"); None when every name exists."""
+    choices = [o.input_line for o in parsed if o.key_or_group in groups and not o.is_delete()]
+    try:
+        top = ({str(key) for key in compose("config", overrides=choices)} | groups) - {"hydra", "schema"}
+    except (HydraException, OmegaConfBaseException):
+        return None
+    for override in parsed:
+        name = override.key_or_group.split(".", 1)[0].split("@", 1)[0]
+        if name and name not in top and name not in ("hydra", "schema"):
+            close = difflib.get_close_matches(name, sorted(top), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            return (
+                f"{override.input_line}: no setting or group '{name}'; {hint}valid: {', '.join(sorted(top))}"
+            )
+    return None
 
 
 def _selected(kind: str, overrides: list[str]) -> str:

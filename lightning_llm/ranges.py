@@ -93,6 +93,7 @@ RANGES: dict[str, Check] = {
     "callbacks.samples.temperature": finite_at_least(0, nullable=False, note="0: greedy"),
     "callbacks.samples.top_k": at_least(1, nullable=True),
     "callbacks.nan_guard.max_skips": at_least(0),
+    "tokenizer.train_max_chars": at_least(1, note="characters of train-split text the tokenizer trains on"),
     "model.lora.rank": at_least(0, note="0: no LoRA"),
     "model.lora.alpha": (lambda v: _number(v) and v > 0, "a finite number > 0"),
     "model.lora.dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),

@@ -37,6 +37,7 @@ def run_cli(*args, timeout=120, env=None):
         (["-m", "optim.lr=1e-3,abc"], "optim.lr='abc' is not a valid float"),
         (["logger=wandbb"], "unknown logger 'wandbb' (did you mean 'wandb'?)"),
         (["+foo=1"], "foo is not a setting; valid at the top level: metrics, seed"),
+        (["tokenizr.vocab_size=3"], "no setting or group 'tokenizr'; did you mean tokenizer?"),
         (["+callbacks.early_stoping.patience=3"], "did you mean callbacks.early_stopping?"),
         (["+callbacks.throughput.every=5"], "callbacks.throughput.every is not a setting; valid in"),
         (

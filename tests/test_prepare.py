@@ -104,6 +104,14 @@ def test_a_prepare_killed_with_9_leaves_no_manifest_and_the_next_one_finishes(tm
             "error: data=pydoc_topics is read whole by each run; there is nothing to prepare",
         ),
         (["data=text", "data.paths=[/no/such/*.txt]"], "error: no files match '/no/such/*.txt'"),
+        (["--shard", "-1/2"], "error: --shard -1/2: I must be in [0, N)"),
+        (
+            ["tokenizr.vocab_size=3"],
+            "error: tokenizr.vocab_size=3: no setting or group 'tokenizr'; did you mean tokenizer?",
+        ),
+        (["tokenizer.train_max_chars=0"], "error: tokenizer.train_max_chars=0: must be an integer >= 1"),
+        (["tokenizer.train_max_chars=-5"], "error: tokenizer.train_max_chars=-5: must be an integer >= 1"),
+        (["data=dataset", "data.paths=[/no/such/folder]"], "error: no such folder: '/no/such/folder'"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):
@@ -112,3 +120,36 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     )
     assert result.returncode == 2 and result.stderr.startswith(message), result.stderr[-2000:]
     assert result.stderr.count("\n") == 1
+
+
+def test_prepare_logs_what_a_run_logs_and_its_help_keeps_the_example_whole(tmp_path):
+    overrides = corpus_overrides(
+        write_corpus(tmp_path / "corpus", files=2, paragraphs=50), tmp_path / "cache"
+    )
+    result = subprocess.run(
+        prepare_command(*overrides, "tokenizer.train_max_chars=500"),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = json.loads(result.stdout)["cache"]
+    for line in [
+        "tokenizer training sample: 500 characters from 2 units (tokenizer.train_max_chars=500)",
+        "trained tokenizer",
+        f"preparing 2 of 2 units into {folder}",
+        "prepared 2 of 2 units",
+    ]:
+        assert line in result.stderr, result.stderr[-2000:]
+    again = subprocess.run(
+        prepare_command(*overrides, "tokenizer.train_max_chars=500"),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert "loaded tokenizer" in again.stderr and "token cache hit" in again.stderr
+    shown = subprocess.run(prepare_command("--help"), capture_output=True, text=True, env=cli_env()).stdout
+    assert (
+        "  python -m lightning_llm.prepare data=jsonl \"data.paths=['shards/*.jsonl']\" tokenizer=byte_bpe"
+        in shown
+    )

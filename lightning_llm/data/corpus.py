@@ -1,9 +1,12 @@
-"""A deterministic train/val/test split of a corpus, by paragraph.
+"""A deterministic train/val/test split of a corpus, by paragraph or by document.
 
-Every paragraph (blank-line separated) goes to a split chosen by a stable hash of its text and a seed, so:
-the three splits share the distribution of the whole corpus (no "the last 5% of the files are the
-validation set" skew); the same text never appears in two splits (duplicates hash alike); and the split is
-identical on every machine and Python version (hashlib, never the salted built-in ``hash``).
+Every paragraph (blank-line separated) of a plain text file goes to a split chosen by a stable hash of its
+text and a seed; every record of a JSON Lines, Parquet or ``datasets`` corpus (a document) goes whole to the
+split its own hash picks, so no document is seen in training and scored in validation. Either way: the three
+splits share the distribution of the whole corpus (no "the last 5% of the files are the validation set"
+skew); the same text never appears in two splits (duplicates hash alike); and the split is identical on every
+machine and Python version (hashlib, never the salted built-in ``hash``). A text file (a book, a dump) is
+often one long document, which a split by file could only put whole in one split.
 
 Consecutive paragraphs of one document that land in the same split stay together as one text, so the
 model still sees multi-paragraph context; the token cache puts an end-of-sequence token between texts.
@@ -32,7 +35,11 @@ __all__ = [
 ]
 
 SPLITS = ("train", "val", "test")
-_SPLIT_RULE_VERSION = 1  # bump when the paragraph or hashing rule changes, to invalidate cached tokens
+BY = ("paragraph", "document")  # what goes whole to one split
+# Only a text's first SPLIT_KEY_CHARS characters are hashed: a streamed paragraph longer than that is
+# assigned (and written) before its end is read. Texts sharing so long a start share a split, as they should.
+SPLIT_KEY_CHARS = 1 << 20
+_SPLIT_RULE_VERSION = 2  # bump when the paragraph or hashing rule changes, to invalidate cached tokens
 _BLANK_LINES = re.compile(r"\n\s*\n")  # a newline, then whitespace-only lines, then a newline
 _MAX_FRACTION = 0.5
 T = TypeVar("T")
@@ -69,8 +76,9 @@ def split_paragraphs(document: str) -> list[str]:
 
 
 def assign_split(paragraph: str, *, val_fraction: float, test_fraction: float, seed: int) -> str:
-    """The split of one paragraph: a pure function of its text, the fractions and the seed."""
-    digest = hashlib.sha256(f"{seed}\0{paragraph}".encode()).digest()
+    """The split of one paragraph (or document): a pure function of its text (its first
+    ``SPLIT_KEY_CHARS`` characters), the fractions and the seed."""
+    digest = hashlib.sha256(f"{seed}\0{paragraph[:SPLIT_KEY_CHARS]}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64  # uniform in [0, 1)
     if u < test_fraction:
         return "test"
@@ -80,27 +88,37 @@ def assign_split(paragraph: str, *, val_fraction: float, test_fraction: float, s
 
 
 def split_corpus(
-    documents: list[str], *, val_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 1234
+    documents: list[str],
+    *,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    seed: int = 1234,
+    by: str = "paragraph",
 ) -> SplitCorpus:
-    """Split ``documents`` into train/val/test texts; a fraction of 0 leaves that split empty on purpose."""
+    """Split ``documents`` into train/val/test texts, each paragraph by its own hash (``by="paragraph"``:
+    text files) or each document whole by the hash of the document (``by="document"``: records); a fraction
+    of 0 leaves that split empty on purpose."""
     check_fraction("val_fraction", val_fraction)
     check_fraction("test_fraction", test_fraction)
+    if by not in BY:
+        raise ValueError(f"unknown split unit '{by}'; valid: {', '.join(BY)}")
     texts: dict[str, list[str]] = {split: [] for split in SPLITS}
     counts = dict.fromkeys(SPLITS, 0)
     for document in documents:
-        for split, run in _runs(document, val_fraction, test_fraction, seed):
+        for split, run in _runs(document, val_fraction, test_fraction, seed, by):
             texts[split].append("\n\n".join(run))
             counts[split] += len(run)
     check_paragraph_counts(counts, {"val": val_fraction, "test": test_fraction})
-    return SplitCorpus(texts, _fingerprint(texts, val_fraction, test_fraction, seed))
+    return SplitCorpus(texts, _fingerprint(texts, val_fraction, test_fraction, seed, by))
 
 
-def _runs(document: str, val_fraction: float, test_fraction: float, seed: int) -> Iterator[tuple[str, list]]:
+def _runs(
+    document: str, val_fraction: float, test_fraction: float, seed: int, by: str
+) -> Iterator[tuple[str, list]]:
     """Maximal runs of consecutive paragraphs of ``document`` that share a split."""
-    labelled = [
-        (assign_split(p, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed), p)
-        for p in split_paragraphs(document)
-    ]
+    fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}
+    whole = assign_split(document, **fractions) if by == "document" else None
+    labelled = [(whole or assign_split(p, **fractions), p) for p in split_paragraphs(document)]
     for split, run in itertools.groupby(labelled, key=lambda item: item[0]):
         yield split, [paragraph for _, paragraph in run]
 
@@ -124,8 +142,11 @@ def check_paragraph_counts(counts: dict[str, int], fractions: dict[str, float]) 
             )
 
 
-def _fingerprint(texts: dict[str, list[str]], val_fraction: float, test_fraction: float, seed: int) -> str:
+def _fingerprint(
+    texts: dict[str, list[str]], val_fraction: float, test_fraction: float, seed: int, by: str
+) -> str:
     params = {"rule": _SPLIT_RULE_VERSION, "val": val_fraction, "test": test_fraction, "seed": seed}
+    params |= {"by": by} if by != "paragraph" else {}
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
     for split in SPLITS:
         digest.update(f"\0{split}\0{len(texts[split])}\0".encode())

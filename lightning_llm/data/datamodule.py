@@ -100,7 +100,7 @@ class PydocData(_TextData):
 class TextFiles(_TextData):
     """UTF-8 text files, one document each, split into paragraphs at blank lines (read line by line)."""
 
-    paths: list[str]  # files or globs (~ expanded, relative to the current directory), e.g. [books/*.txt]
+    paths: list[str]  # files, globs or folders (every .txt under one; ~ expanded), e.g. [books/*.txt]
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -114,9 +114,9 @@ class TextFiles(_TextData):
 @dataclass(kw_only=True)
 class JsonlData(_TextData):
     """JSON Lines files: one JSON object per line, its ``field`` holding one document (read record by
-    record)."""
+    record; each record goes whole to one split)."""
 
-    paths: list[str]  # files or globs, e.g. [shards/*.jsonl]
+    paths: list[str]  # files, globs or folders (every .jsonl under one), e.g. [shards/*.jsonl]
     field: str = "text"  # the key of each record that holds its text
 
     def __post_init__(self) -> None:
@@ -132,9 +132,9 @@ class JsonlData(_TextData):
 @dataclass(kw_only=True)
 class ParquetData(_TextData):
     """Parquet files (needs ``pyarrow``): one document per row of a string column, read row group by row
-    group."""
+    group (each row goes whole to one split)."""
 
-    paths: list[str]  # files or globs, e.g. [shards/*.parquet]
+    paths: list[str]  # files, globs or folders (every .parquet under one: a Hub snapshot), e.g. [shards]
     column: str = "text"  # the string column that holds the text
 
     def __post_init__(self) -> None:

@@ -22,9 +22,20 @@ class PackedWindows(Dataset):
     consecutive windows share one boundary token and every token after the first is a target exactly once per
     epoch. Texts lie back to back with eos between them and a window may span several: the usual GPT
     pre-training packing, which wastes nothing on padding.
+
+    With ``vocab_size``, each window is checked as it is read (``block_size + 1`` ids, next to nothing): an id
+    outside the vocabulary (a token file rewritten in place) is an error naming ``source`` (the token cache)
+    and the window, not a device assert inside the embedding.
     """
 
-    def __init__(self, tokens: np.ndarray, block_size: int, split: str = "train") -> None:
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        block_size: int,
+        split: str = "train",
+        vocab_size: int | None = None,
+        source: str = "the token cache",
+    ) -> None:
         if block_size <= 0:
             raise ValueError(f"block_size must be > 0, got {block_size}")
         if len(tokens) < block_size + 1:
@@ -37,6 +48,8 @@ class PackedWindows(Dataset):
         self.tokens = tokens
         self.block_size = block_size
         self.split = split
+        self.vocab_size = vocab_size
+        self.source = source
 
     def __len__(self) -> int:
         return (len(self.tokens) - 1) // self.block_size
@@ -48,6 +61,12 @@ class PackedWindows(Dataset):
             raise IndexError(f"window {index} out of range for {len(self)} windows")
         start = index * self.block_size
         window = torch.from_numpy(self.tokens[start : start + self.block_size + 1].astype(np.int64))
+        if self.vocab_size is not None and int(window.max()) >= self.vocab_size:
+            raise ValueError(
+                f"{self.source} holds id {int(window.max())}, outside this tokenizer's vocab_size="
+                f"{self.vocab_size} (damaged: the {self.split} split's window {index}); delete it and run "
+                "again to rebuild it"
+            )
         return {"input_ids": window[:-1], "labels": window[1:]}
 
     def __getstate__(self) -> dict:

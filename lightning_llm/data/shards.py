@@ -3,20 +3,25 @@
 Layout under ``cache_dir``::
 
     tokens/<key>/units/<n>.<split>.bin       the ids of unit n's texts of that split, eos after each text
-    tokens/<key>/units/<n>.json              unit n's sidecar (token and paragraph counts): written LAST
+    tokens/<key>/units/<n>.json              unit n's sidecar (token and paragraph counts, largest id):
+                                             written LAST
     tokens/<key>/manifest.json               every unit's counts: written last of all, it marks the cache
                                              complete
 
 ``key`` hashes the corpus fingerprint (``Corpus.fingerprint``: file paths, sizes and modification times, not
-their text), the split rule and the tokenizer, so a cached run finds its tokens without reading the corpus,
-and a changed file, split or tokenizer gets a new folder. Each unit (``lightning_llm.data.streams``) is read
-as a stream, its paragraphs assigned to a split by ``lightning_llm.data.corpus.assign_split`` (the same rule
-and the same texts as a corpus read whole) and tokenized in batches of bounded size, so memory does not grow
-with the corpus. Units are independent: ``num_proc`` processes prepare them at once on one machine, and
-``shard=(i, n)`` prepares every n-th unit from the i-th, so n jobs (SLURM array tasks on a shared filesystem)
-prepare one corpus together; whichever finds every unit done writes the manifest. Every file is written
+their text), the split rule and the tokenizer, so a cached run finds its tokens without reading (or even
+planning) the corpus, and a changed file, split or tokenizer gets a new folder. Opening a cache checks the
+manifest's structure and each shard file's size against it (a stat per file, no token read), and the largest
+id of each split (recorded as it was written) against the tokenizer; a damaged cache is prepared again where
+it is damaged. Each unit (``lightning_llm.data.streams``) is read as a stream, its paragraphs (or records)
+assigned to a split by ``lightning_llm.data.corpus.assign_split`` (the same rule and the same texts as a
+corpus read whole) and tokenized in batches of bounded size, so memory does not grow with the corpus.
+Units are independent: ``num_proc`` processes prepare them at once on one machine, and ``shard=(i, n)``
+prepares every n-th unit from the i-th, so n jobs (SLURM array tasks on a shared filesystem) prepare one
+corpus together; whichever finds every unit done writes the manifest. Every file is written
 under a temporary name and renamed into place, so a prepare killed at any point leaves no file a later one
-trusts, and the next one prepares only the units that are missing.
+trusts, and the next one prepares only the units that are missing (and deletes the temporary files a
+killed one left: see ``_remove_stale_files``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import json
 import logging
 import multiprocessing
 import os
+import re
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -40,7 +47,7 @@ import numpy as np
 
 from lightning_llm.atomic import atomic_write
 from lightning_llm.data.corpus import SPLITS, assign_split
-from lightning_llm.data.streams import Corpus, Unit, paragraphs
+from lightning_llm.data.streams import Corpus, Part, Unit, parts
 from lightning_llm.tokenizers.cache import cache_errors
 from lightning_llm.tokenizers.pieces import MAX_BATCH_CHARS, MAX_PIECE_CHARS, settled_pieces, text_pieces
 
@@ -50,6 +57,7 @@ __all__ = [
     "TokenCacheError",
     "TokenShards",
     "TokenizerLike",
+    "check_cache",
     "prepare",
     "prepared_dir",
     "read_manifest",
@@ -64,7 +72,12 @@ MANIFEST = "manifest.json"
 CORES_PER_PROCESS = 4  # data.num_proc=0: cores per preparing process
 _SCAN_TOKENS = 1 << 22  # ids read at a time when a split is checked against the vocabulary
 _IN_FLIGHT = 2  # batches of one split waiting to be encoded and written
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
+_PROGRESS_SECONDS = 30  # how often preparing logs its progress
+_WRITER_MARK = ".writer-"  # units/.writer-<host>-<pid>: that process may be writing temporary files here
+_TEMPORARY = re.compile(  # atomic_write's temporary names of the files a prepare writes; group 1: the pid
+    r"^(?:\d{6}\.(?:json|(?:train|val|test)\.bin)|manifest\.json)\.tmp-(\d+)-[0-9a-f]{8}$"
+)
 
 
 class TokenCacheError(ValueError):
@@ -155,16 +168,66 @@ def prepare(
     num_proc: int | None = None,
     shard: tuple[int, int] | None = None,
 ) -> tuple[Path, dict | None]:
-    """Prepare ``corpus`` (a no-op when its cache is complete); returns the folder and its manifest, or None
-    when ``shard`` left other jobs' units to do."""
-    units = corpus.units()  # planned once: they are also what the folder's key hashes
-    tokenizer_fingerprint = tokenizer.fingerprint()  # a hash of the whole vocabulary: taken once too
-    folder = prepared_dir(cache_dir, corpus.fingerprint(units), rule, tokenizer_fingerprint)
+    """Prepare ``corpus`` (a no-op when its cache is complete and whole); returns the folder and its manifest,
+    or None when ``shard`` left other jobs' units to do. A cache hit takes the file list's metadata and a stat
+    per shard file: no corpus file is opened, and its units are planned only when something is prepared."""
+    tokenizer_fingerprint = tokenizer.fingerprint()  # a hash of the whole vocabulary: taken once
+    folder = prepared_dir(cache_dir, corpus.fingerprint(), rule, tokenizer_fingerprint)
     if (manifest := read_manifest(folder)) is not None:
-        log.info("token cache hit: %s tokens at %s", manifest["tokens"], folder)
-        return folder, manifest
+        if (problem := check_cache(folder, manifest)) is None:
+            log.info("token cache hit: %s tokens at %s", manifest["tokens"], folder)
+            return folder, manifest
+        log.warning("token cache %s is damaged (%s); preparing the damaged units again", folder, problem)
+    units = corpus.units()
     with cache_errors(cache_dir, "write the token cache"):
-        return folder, _prepare(folder, units, tokenizer, tokenizer_fingerprint, rule, num_proc, shard)
+        try:
+            return folder, _prepare(folder, units, tokenizer, tokenizer_fingerprint, rule, num_proc, shard)
+        finally:
+            _release(folder)
+
+
+def check_cache(folder: Path, manifest: dict) -> str | None:
+    """What is wrong with a prepared folder, or None: the manifest's structure, and each shard file's size
+    against the count the manifest gives it (a stat per file: no token is read, so ids rewritten in place
+    with other valid ids go unnoticed)."""
+    if (problem := _manifest_problem(manifest)) is not None:
+        return f"{folder / MANIFEST}: {problem}"
+    itemsize = np.dtype(manifest["dtype"]).itemsize
+    for index, counts in enumerate(manifest["units"]):
+        for split in SPLITS:
+            path = _unit_path(folder, index, f"{split}.bin")
+            try:
+                size = path.stat().st_size
+            except OSError:
+                return f"{path} is missing"
+            if size != counts[split] * itemsize:
+                return f"{path} holds {size} bytes, the manifest says {counts[split] * itemsize}"
+    return None
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """Why ``manifest`` is not one ``_prepare`` writes, or None."""
+
+    def counts(value: Any) -> bool:
+        return isinstance(value, dict) and all(
+            isinstance(value.get(s), int) and not isinstance(value.get(s), bool) and value[s] >= 0
+            for s in SPLITS
+        )
+
+    units = manifest.get("units")
+    if not isinstance(units, list) or not units or not all(counts(unit) for unit in units):
+        return "'units' is not a list of each unit's token counts"
+    for key in ("tokens", "paragraphs"):
+        if not counts(manifest.get(key)):
+            return f"'{key}' is not a count per split"
+    if any(manifest["tokens"][s] != sum(unit[s] for unit in units) for s in SPLITS):
+        return "'tokens' is not the sum of the units' counts"
+    if manifest.get("dtype") not in ("uint16", "uint32"):
+        return "'dtype' is not uint16 or uint32"
+    high = manifest.get("max_id")
+    if not isinstance(high, dict) or not all(isinstance(high.get(s), int) for s in SPLITS):
+        return "'max_id' is not the largest id of each split"
+    return None
 
 
 def _prepare(
@@ -177,22 +240,27 @@ def _prepare(
     shard: tuple[int, int] | None,
 ) -> dict | None:
     (folder / "units").mkdir(parents=True, exist_ok=True)
+    _remove_stale_files(folder)
     job = _Job(str(folder), rule)
     mine = range(len(units)) if shard is None else range(shard[0], len(units), shard[1])
     todo = [(job, index, units[index]) for index in mine if _unit_counts(folder, index) is None]
-    start = time.perf_counter()
-    done = list(_run(todo, tokenizer, num_proc))
-    if done:
-        tokens = sum(sum(counts["tokens"].values()) for counts in done)
+    log.info(
+        "preparing %d of %d units%s into %s",
+        len(todo),
+        len(units),
+        f" (shard {shard[0]}/{shard[1]})" if shard else "",
+        folder,
+    )
+    start = last_log = time.perf_counter()
+    tokens = 0
+    for done, counts in enumerate(_run(todo, tokenizer, num_proc), start=1):
+        tokens += sum(counts["tokens"].values())
+        if time.perf_counter() - last_log > _PROGRESS_SECONDS and done < len(todo):
+            last_log = time.perf_counter()
+            log.info("prepared %d of %d units so far: %s tokens", done, len(todo), tokens)
+    if todo:
         seconds = time.perf_counter() - start
-        log.info(
-            "prepared %d of %d units: %s tokens in %.1f s -> %s",
-            len(done),
-            len(units),
-            tokens,
-            seconds,
-            folder,
-        )
+        log.info("prepared %d of %d units: %s tokens in %.1f s", len(todo), len(units), tokens, seconds)
     counts = [_unit_counts(folder, index) for index in range(len(units))]
     if any(count is None for count in counts):
         return None  # other shards' jobs still to finish
@@ -205,11 +273,73 @@ def _prepare(
         "rule": asdict(rule),
         "tokens": {split: sum(count["tokens"][split] for count in counts) for split in SPLITS},
         "paragraphs": {split: sum(count["paragraphs"][split] for count in counts) for split in SPLITS},
+        "max_id": {split: max(count["max_id"][split] for count in counts) for split in SPLITS},
         "units": [count["tokens"] for count in counts],
     }
+    _claim(folder)
     with atomic_write(folder / MANIFEST) as file:
         file.write(json.dumps(manifest, indent=1).encode())
+    _release(folder)
+    _remove_stale_files(folder)
     return manifest
+
+
+# --------------------------------------------------------------------------- temporary files a kill leaves
+
+
+def _claim(folder: Path) -> None:
+    """Mark this process as one that may write temporary files in ``folder``, so that no other prepare,
+    on this host or another sharing the filesystem, takes them for a killed writer's."""
+    if str(folder) not in _claimed:
+        _writer_mark(folder, socket.gethostname(), os.getpid()).touch()
+        _claimed.add(str(folder))
+
+
+def _release(folder: Path) -> None:
+    if str(folder) in _claimed:
+        _writer_mark(folder, socket.gethostname(), os.getpid()).unlink(missing_ok=True)
+        _claimed.discard(str(folder))
+
+
+_claimed: set[str] = set()  # folders this process has marked
+
+
+def _writer_mark(folder: Path, host: str, pid: int) -> Path:
+    return Path(folder) / "units" / f"{_WRITER_MARK}{host}-{pid}"
+
+
+def _remove_stale_files(folder: Path) -> None:
+    """Delete the temporary files (``<name>.tmp-<pid>-<hex>``, ``lightning_llm.atomic``) that a prepare killed
+    on this host left in ``folder``: those of a process that is gone, unless a process of that number on
+    another host marked the folder (it may be writing them now). Only this folder's own names are touched."""
+    host = socket.gethostname()
+    elsewhere = set()
+    for mark in (folder / "units").glob(f"{_WRITER_MARK}*"):
+        where, _, pid = mark.name[len(_WRITER_MARK) :].rpartition("-")
+        if not pid.isdigit():
+            continue
+        if where != host:
+            elsewhere.add(int(pid))
+        elif not _alive(int(pid)):
+            mark.unlink(missing_ok=True)
+    removed = 0
+    for path in [*folder.iterdir(), *(folder / "units").iterdir()]:
+        match = _TEMPORARY.match(path.name)
+        if match and int(match[1]) not in elsewhere and not _alive(int(match[1])):
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d temporary files that a killed prepare left in %s", removed, folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
 
 
 def _run(
@@ -239,6 +369,8 @@ def _unit_counts(folder: Path, index: int) -> dict | None:
     try:
         counts = json.loads(_unit_path(folder, index, "json").read_text())
         dtype = np.dtype(counts["dtype"])
+        if not all(isinstance(counts["max_id"][split], int) for split in SPLITS):
+            return None
         for split in SPLITS:
             if (
                 _unit_path(folder, index, f"{split}.bin").stat().st_size
@@ -261,14 +393,15 @@ def _prepare_unit(task: tuple[_Job, int, Unit]) -> dict:
     assert tokenizer is not None  # set by _run, or by _start_worker in a preparing process
     dtype = token_dtype(tokenizer.vocab_size)
     folder = Path(job.folder)
+    _claim(folder)
     with ExitStack() as stack:
         files = {s: stack.enter_context(atomic_write(_unit_path(folder, index, f"{s}.bin"))) for s in SPLITS}
         encoder = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode"))
         writers = {s: _SplitWriter(files[s], tokenizer, dtype, encoder) for s in SPLITS}
         paragraph_counts = dict.fromkeys(SPLITS, 0)
         try:
-            for split, texts in _runs(unit, job.rule):
-                paragraph_counts[split] += writers[split].write_text(texts)
+            for split, run in _runs(unit, job.rule):
+                paragraph_counts[split] += writers[split].write_text(run)
             for writer in writers.values():
                 writer.close()
         except BaseException:  # no batch may still write once the files are discarded
@@ -281,19 +414,38 @@ def _prepare_unit(task: tuple[_Job, int, Unit]) -> dict:
         "dtype": dtype.name,
         "tokens": {s: writers[s].n_tokens for s in SPLITS},
         "paragraphs": paragraph_counts,
+        "max_id": {s: writers[s].max_id for s in SPLITS},  # checked against the tokenizer when opened
     }
     with atomic_write(_unit_path(folder, index, "json")) as file:
         file.write(json.dumps(counts).encode())
     return counts
 
 
-def _runs(unit: Unit, rule: SplitRule) -> Iterator[tuple[str, Iterator[str]]]:
-    """``(split, paragraphs)`` for each maximal run of consecutive paragraphs of one document that share a
-    split: one text of the split (its paragraphs joined by a blank line), streamed. Moving to the next run
-    skips what is left of the current one."""
-    labelled = ((number, rule.split_of(text), text) for number, text in paragraphs(unit))
-    for (_, split), run in itertools.groupby(labelled, key=lambda item: item[:2]):
-        yield split, (text for _, _, text in run)
+def _runs(unit: Unit, rule: SplitRule) -> Iterator[tuple[str, Iterator[Part]]]:
+    """``(split, parts)`` for each maximal run of consecutive paragraphs of one document that share a split:
+    one text of the split (its paragraphs joined by a blank line, see ``_join``), streamed. Each paragraph's
+    split is its key's (``Part``): the paragraph, or its whole document. Moving to the next run skips what is
+    left of the current one."""
+
+    def labelled() -> Iterator[tuple[int, str, Part]]:
+        key, split = None, ""
+        for part in parts(unit):
+            if part.key is not key:  # a record's paragraphs share its key: hashed once
+                key, split = part.key, rule.split_of(part.key)
+            yield part.document, split, part
+
+    for (_, split), run in itertools.groupby(labelled(), key=lambda item: item[:2]):
+        yield split, (part for _, _, part in run)
+
+
+def _join(run: Iterable[Part]) -> str:
+    """One text from its parts: paragraphs joined by a blank line, the parts of one paragraph directly."""
+    return "".join(_piece(n, part) for n, part in enumerate(run))
+
+
+def _piece(n: int, part: Part) -> str:
+    """Part ``n`` of a run, as it goes into the run's text."""
+    return part.text if part.continued or n == 0 else f"\n\n{part.text}"
 
 
 class _SplitWriter:
@@ -313,15 +465,19 @@ class _SplitWriter:
         self.ends: list[bool] = []
         self.chars = 0
         self.n_tokens = 0
+        self.max_id = -1  # the largest id written (-1: none)
 
-    def write_text(self, paragraphs: Iterable[str]) -> int:
-        """Add one text, given as its paragraphs; returns how many there were. A long text is cut into
-        pieces exactly where ``text_pieces`` cuts it whole, holding at most a few pieces at a time."""
+    def write_text(self, run: Iterable[Part]) -> int:
+        """Add one text, given as its paragraphs' parts; returns how many paragraphs there were. A long text
+        is cut into pieces exactly where ``text_pieces`` cuts it whole, holding at most a few at a time."""
         rest = ""
         count = 0
-        for paragraph in paragraphs:
-            rest = f"{rest}\n\n{paragraph}" if count else paragraph
-            count += 1
+        for part in run:
+            if part.continued:
+                rest += part.text
+            else:
+                rest = f"{rest}\n\n{part.text}" if count else part.text
+                count += 1
             if len(rest) > 2 * MAX_PIECE_CHARS:
                 settled, rest = settled_pieces(rest, MAX_PIECE_CHARS)
                 for piece in settled:
@@ -365,44 +521,61 @@ class _SplitWriter:
             raise ValueError(f"tokenizer produced id {bad}, outside [0, vocab_size={self.vocab_size})")
         self.file.write(ids.astype(self.dtype).tobytes())
         self.n_tokens += ids.size
+        self.max_id = max(self.max_id, int(ids.max()) if ids.size else -1)
 
 
 # --------------------------------------------------------------------------- tokenizer training sample
 
 
 def sample_texts(corpus: Corpus, rule: SplitRule, max_chars: int) -> Iterator[str]:
-    """Train-split texts for tokenizer training: about ``max_chars`` characters, spread over the units in
-    proportion to their size (each unit read from its start until its share is taken)."""
+    """Train-split texts for tokenizer training: at most ``max_chars`` characters (blank lines between
+    paragraphs counted), spread over the units in proportion to their size: each unit is read from its
+    start until its share is taken, the last paragraph cut to fit."""
+    if max_chars < 1:
+        raise ValueError(f"tokenizer.train_max_chars must be >= 1, got {max_chars}")
     units = corpus.units()
     total = sum(unit.size for unit in units) or 1
-    taken_chars = 0
+    taken = seen = 0
     for unit in units:
-        share = max_chars * unit.size / total
-        taken = 0
-        for split, texts in _runs(unit, rule):
-            if taken >= share:
-                break
+        seen += unit.size
+        budget = round(max_chars * seen / total) - taken  # cumulative shares: they sum to max_chars
+        if budget <= 0:
+            continue
+        for split, run in _runs(unit, rule):
             if split != "train":
                 continue
-            run = []
-            for paragraph in texts:
-                run.append(paragraph)
-                taken += len(paragraph) + 2
-                if taken >= share:
-                    break
-            yield "\n\n".join(run)
-        taken_chars += taken
+            text = _head(run, budget)
+            taken += len(text)
+            budget -= len(text)
+            if text:
+                yield text
+            if budget <= 2:  # not even a blank line and a character left
+                break
     log.info(
-        "tokenizer training sample: %d characters from %d units (max %d)", taken_chars, len(units), max_chars
+        "tokenizer training sample: %d characters from %d units (tokenizer.train_max_chars=%d)",
+        taken,
+        len(units),
+        max_chars,
     )
+
+
+def _head(run: Iterable[Part], budget: int) -> str:
+    """The first ``budget`` characters of the text ``run`` makes, reading no more of it than that needs."""
+    pieces, size = [], 0
+    for n, part in enumerate(run):
+        pieces.append(_piece(n, part)[: budget - size])
+        size += len(pieces[-1])
+        if size >= budget:
+            break
+    return "".join(pieces)
 
 
 def split_texts(corpus: Corpus, rule: SplitRule, split: str) -> Iterator[str]:
     """Every text of ``split``, in corpus order: each run of paragraphs joined by a blank line."""
     for unit in corpus.units():
-        for run_split, texts in _runs(unit, rule):
+        for run_split, run in _runs(unit, rule):
             if run_split == split:
-                yield "\n\n".join(texts)
+                yield _join(run)
 
 
 # --------------------------------------------------------------------------- reading
@@ -445,7 +618,8 @@ class TokenShards:
 
     def max_id(self) -> int:
         """The largest id in the files, read in bounded chunks rather than through the memory maps, so the
-        check leaves no pages of the whole split counted in this process's memory."""
+        check leaves no pages of the whole split counted in this process's memory. It reads every token: a
+        run checks the manifest's ``max_id``, recorded as the files were written, instead."""
         high = 0
         for index, size in enumerate(self.sizes):
             with open(_unit_path(Path(self.folder), index, f"{self.split}.bin"), "rb") as file:

@@ -49,20 +49,29 @@ def as_paths(key: str, paths: list[str] | str) -> list[str]:
     return paths
 
 
-def expand_paths(patterns: list[str]) -> list[Path]:
-    """The files named by ``patterns`` (paths or globs), in the given order, each glob's matches sorted."""
+def expand_paths(patterns: list[str], suffixes: tuple[str, ...] = ()) -> list[Path]:
+    """The files named by ``patterns`` (paths or globs), in the given order, each glob's matches sorted. With
+    ``suffixes`` (a reader's formats, e.g. ``(".parquet",)``), a folder means every file with one of them
+    under it, at any depth (a Hub snapshot keeps its files under ``data/``); without, a folder is refused."""
     if not patterns:
         raise FileNotFoundError("no input paths given; pass at least one file or glob")
     files: list[Path] = []
     for pattern in patterns:
-        files.extend(_expand_one(pattern))
+        files.extend(_expand_one(pattern, suffixes))
     return files
 
 
-def _expand_one(pattern: str) -> list[Path]:
+def _expand_one(pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
     expanded = str(Path(pattern).expanduser())
     if _GLOB_CHARS.isdisjoint(expanded):
         path = Path(expanded)
+        if path.is_dir() and suffixes:
+            found = sorted(p for p in path.rglob("*") if p.suffix in suffixes and p.is_file())
+            if not found:
+                raise FileNotFoundError(
+                    f"no {' or '.join(suffixes)} files under the folder '{pattern}' (looked in {Path.cwd()})"
+                )
+            return found
         if path.is_dir():
             raise FileNotFoundError(f"'{pattern}' is a directory; pass a glob such as '{pattern}/*.txt'")
         if not path.is_file():

@@ -1,15 +1,17 @@
 """A corpus as a list of units read as streams: what lets a corpus larger than memory be prepared in parallel.
 
 A ``Corpus`` names its files (``kind``: text, jsonl, parquet, a ``datasets`` folder, or the built-in pydoc
-text) and cuts them into ``Unit``s: a whole file, a byte range of a large text or JSON Lines file (cut at a
-blank line or a line end, so no paragraph or record is split), a range of a Parquet file's row groups, or a
-range of a saved dataset's rows. Planning the units reads only file sizes and metadata, and
-``Corpus.fingerprint`` hashes what planning saw (paths, sizes, modification times, the reader's settings):
-so a run whose tokens are cached never reads the corpus text. ``documents(unit)`` streams a unit's documents
-(a text file is one document, a record or a row is one), and ``paragraphs(unit)`` their blank-line-separated
-paragraphs, holding one paragraph (or one record) in memory at a time.
+text; a folder in ``paths`` means every file of that format under it) and cuts them into ``Unit``s: a whole
+file, a byte range of a large text or JSON Lines file (cut at a blank line or a line end, so no paragraph or
+record is split), a row group of a Parquet file, or a range of a saved dataset's rows. ``Corpus.fingerprint``
+hashes the file list only (paths, sizes, modification times, the reader's settings), so a run whose tokens are
+cached neither reads the corpus text nor plans its units. ``documents(unit)`` streams a unit's documents (a
+text file is one document, a record or a row is one), and ``parts(unit)`` their blank-line-separated
+paragraphs, holding one paragraph (or one record) in memory at a time: a paragraph longer than
+``PART_CHARS`` (a text file with no blank line, one huge line) comes in parts of bounded size.
 
-Errors name the file and the spot (line, byte offset, row), as ``lightning_llm.data.sources`` does.
+Errors name the file and the spot (line, byte offset, row, row group), as ``lightning_llm.data.sources``
+does; an error of a reading library (pyarrow, datasets) becomes such a one-line ``SourceError`` too.
 """
 
 from __future__ import annotations
@@ -21,20 +23,25 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from lightning_llm.data.corpus import split_paragraphs
+from lightning_llm.data.corpus import SPLIT_KEY_CHARS, split_paragraphs
 from lightning_llm.data.sources import SourceError, expand_paths, jsonl_text, pydoc_topics
+from lightning_llm.errors import first_line
 
-__all__ = ["KINDS", "UNIT_BYTES", "Corpus", "Unit", "documents", "paragraphs"]
+__all__ = ["KINDS", "SUFFIXES", "UNIT_BYTES", "Corpus", "Part", "Unit", "documents", "paragraphs", "parts"]
 
 KINDS = ("text", "jsonl", "parquet", "dataset", "pydoc")
+SUFFIXES = {"text": (".txt",), "jsonl": (".jsonl",), "parquet": (".parquet",)}  # what a folder in paths means
 UNIT_BYTES = 64 * 1024 * 1024  # a text or JSON Lines file larger than this is read as several units
 UNIT_ROWS = 100_000  # rows of a saved dataset per unit
+PART_CHARS = 2 * SPLIT_KEY_CHARS  # a paragraph longer than this is streamed in parts (the first: its key)
 _LINE_BYTES = 1 << 20  # how far past a cut point a blank line (or line end) is looked for at a time
 _BLOCK_BYTES = 1 << 20  # text read and decoded at a time
 _LEADING_BLANK_LINES = re.compile(r"\A(?:[^\S\n]*\n)+")
 _LAST_BLANK_LINE = re.compile(r"[\s\S]*(\n[^\S\n]*\n)")  # greedy: the last blank line of a text
-_FINGERPRINT_VERSION = 1
+_BLANK_LINE = re.compile(r"\n\s*\n")
+_FINGERPRINT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -54,10 +61,23 @@ class Unit:
         return self.start == 0 and self.kind in ("text", "jsonl") and self.end == os.path.getsize(self.path)
 
 
+class Part(NamedTuple):
+    """A paragraph of a unit, or a part of a long one. ``document``: its document's number in the unit;
+    ``key``: the text its split is chosen by (``SplitRule.split_of``): the paragraph itself (text, pydoc: the
+    first part of a long one, at least ``SPLIT_KEY_CHARS`` long, is the key of every part), or its whole
+    document (records, which go whole to one split); ``continued``: it goes on the previous part, with no
+    blank line between them."""
+
+    document: int
+    text: str
+    key: str
+    continued: bool = False
+
+
 @dataclass(frozen=True)
 class Corpus:
     """The files of a corpus and how to read them: ``field`` is the JSON key, Parquet column or dataset column
-    holding the text; ``paths`` are files or globs (a ``datasets`` folder for ``dataset``)."""
+    holding the text; ``paths`` are files, globs or folders (``datasets`` folders for ``dataset``)."""
 
     kind: str
     paths: tuple[str, ...] = ()
@@ -68,45 +88,59 @@ class Corpus:
         if self.kind not in KINDS:
             raise ValueError(f"unknown corpus kind '{self.kind}'; valid kinds: {', '.join(KINDS)}")
 
+    @property
+    def by(self) -> str:
+        """What goes whole to one split (``lightning_llm.data.corpus``): a record (jsonl, parquet and dataset
+        rows are documents), or a paragraph (a text file or pydoc topic is often one long document)."""
+        return "paragraph" if self.kind in ("text", "pydoc") else "document"
+
+    def files(self) -> list[Path]:
+        """The corpus's files in order (``datasets`` folders for ``dataset``), from names and metadata."""
+        if self.kind == "pydoc":
+            return []
+        if self.kind == "dataset":
+            return [_dataset_folder(pattern) for pattern in self.paths]
+        return expand_paths(list(self.paths), suffixes=SUFFIXES[self.kind])
+
     def units(self) -> list[Unit]:
-        """The units in corpus order, planned from metadata only (plus a short scan at each cut of a file)."""
+        """The units in corpus order, planned from metadata (plus a short scan at each cut of a large file,
+        and a datasets folder's schema): done only when the corpus is prepared, never on a cache hit."""
         if self.kind == "pydoc":
             return [Unit("pydoc", "", 0, 1, sum(len(doc) for doc in pydoc_topics()))]
+        files = self.files()
         if self.kind == "dataset":
-            return _dataset_units(self.paths, self.field)
-        files = expand_paths(list(self.paths))
+            return [unit for folder in files for unit in _dataset_units(folder, self.field)]
         if self.kind == "parquet":
             return [unit for path in files for unit in _parquet_units(path, self.field)]
         return [unit for path in files for unit in _byte_units(path, self.kind, self.field, self.unit_bytes)]
 
-    def fingerprint(self, units: list[Unit] | None = None) -> str:
-        """A hash of what identifies the corpus without reading it: each file's resolved path, size and
-        modification time (nanoseconds; every file of a ``datasets`` folder), the units (``units``, when
-        already planned), the reader and its field. Editing a file changes it; a file rewritten with the same
-        size and an old modification time would not (copying preserves both only when asked to, as
-        ``cp -p`` does). The built-in corpus is hashed by its text, which is small."""
-        described = []
-        for unit in self.units() if units is None else units:
-            if unit.kind == "pydoc":
-                text = "\0".join(pydoc_topics()).encode()
-                described.append(["pydoc", hashlib.sha256(text).hexdigest()])
-                continue
-            described.append([*_file_identity(unit.path), unit.start, unit.end])
+    def fingerprint(self) -> str:
+        """A hash of what identifies the corpus without reading or planning it: each file's resolved path,
+        size and modification time (nanoseconds; every file of a ``datasets`` folder), the reader, its field
+        and how units are cut. Editing a file changes it; a file rewritten with the same size and an old
+        modification time would not (copying preserves both only when asked to, as ``cp -p`` does). The
+        built-in corpus is hashed by its text, which is small."""
+        if self.kind == "pydoc":
+            files: list = [["pydoc", hashlib.sha256("\0".join(pydoc_topics()).encode()).hexdigest()]]
+        else:
+            files = [_file_identity(path) for path in self.files()]
         payload = {
             "version": _FINGERPRINT_VERSION,
             "kind": self.kind,
             "field": self.field,
-            "units": described,
+            "unit_bytes": self.unit_bytes if self.kind in ("text", "jsonl") else None,
+            "unit_rows": UNIT_ROWS if self.kind == "dataset" else None,
+            "files": files,
         }
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
-def _file_identity(path: str) -> list:
+def _file_identity(path: Path) -> list:
     """Resolved path, size and modification time; for a ``datasets`` folder, those of every file in it
     (a folder's own time changes only when entries come and go)."""
     where = Path(path).resolve()
     if where.is_dir():
-        return [str(where), *(_file_identity(str(f)) for f in sorted(where.iterdir()) if f.is_file())]
+        return [str(where), *(_file_identity(f) for f in sorted(where.iterdir()) if f.is_file())]
     stat = where.stat()
     return [str(where), stat.st_size, stat.st_mtime_ns]
 
@@ -158,8 +192,8 @@ def _parquet_units(path: Path, column: str) -> list[Unit]:
     try:
         metadata = pq.ParquetFile(path).metadata
         names = pq.read_schema(path).names
-    except pa.ArrowException as err:
-        raise SourceError(f"{path}: not a readable Parquet file ({err})") from None
+    except (pa.ArrowException, OSError) as err:
+        raise SourceError(f"{path}: not a readable Parquet file ({first_line(err)})") from None
     if column not in names:
         raise SourceError(f"{path}: no column '{column}'; columns present: {', '.join(names)}")
     size = path.stat().st_size
@@ -170,23 +204,45 @@ def _parquet_units(path: Path, column: str) -> list[Unit]:
     ]
 
 
-def _dataset_units(paths: tuple[str, ...], column: str) -> list[Unit]:
-    units = []
-    for pattern in paths:
-        folder = Path(pattern).expanduser()
-        dataset = _load_dataset(folder)
-        if column not in dataset.column_names:
+def _dataset_folder(pattern: str) -> Path:
+    """The folder ``pattern`` names, if it is one ``save_to_disk`` wrote (checked from its entries only)."""
+    folder = Path(pattern).expanduser()
+    if not folder.is_dir():
+        what = "not a folder" if folder.exists() else "no such folder"
+        raise FileNotFoundError(
+            f"{what}: '{pattern}' (looked in {Path.cwd()}); data=dataset reads a folder written by "
+            "datasets' save_to_disk"
+        )
+    if (folder / "state.json").is_file():
+        return folder
+    if (folder / "dataset_dict.json").is_file():
+        splits = sorted(p.name for p in folder.iterdir() if (p / "state.json").is_file())
+        raise SourceError(f"{folder}: a DatasetDict; pass one split's folder: {', '.join(splits)}")
+    for kind in ("parquet", "jsonl"):
+        (suffix,) = SUFFIXES[kind]
+        if next(folder.rglob(f"*{suffix}"), None) is not None:
             raise SourceError(
-                f"{folder}: no column '{column}'; columns present: {', '.join(dataset.column_names)}"
+                f"{folder}: no state.json, so not a save_to_disk folder; it holds {suffix} files (a data "
+                f"files folder, such as a Hub snapshot): read them with data={kind} 'data.paths=[{pattern}]'"
             )
-        rows = dataset.num_rows
-        size = sum(f.stat().st_size for f in folder.glob("*.arrow")) or rows
-        for start in range(0, rows, UNIT_ROWS):
-            end = min(start + UNIT_ROWS, rows)
-            units.append(
-                Unit("dataset", str(folder), start, end, max(size * (end - start) // rows, 1), column)
-            )
-    return units
+    raise SourceError(
+        f"{folder}: not a folder written by datasets' save_to_disk (no state.json); "
+        "for a DatasetDict pass its split's folder, e.g. data.paths=[corpus/train]"
+    )
+
+
+def _dataset_units(folder: Path, column: str) -> list[Unit]:
+    dataset = _load_dataset(folder)
+    if column not in dataset.column_names:
+        raise SourceError(
+            f"{folder}: no column '{column}'; columns present: {', '.join(dataset.column_names)}"
+        )
+    rows = dataset.num_rows
+    size = sum(f.stat().st_size for f in folder.glob("*.arrow")) or rows
+    return [
+        Unit("dataset", str(folder), start, end, max(size * (end - start) // rows, 1), column)
+        for start, end in ((start, min(start + UNIT_ROWS, rows)) for start in range(0, rows, UNIT_ROWS))
+    ]
 
 
 def _load_dataset(folder: Path):  # noqa: ANN202 - datasets.Dataset, an optional dependency
@@ -194,15 +250,38 @@ def _load_dataset(folder: Path):  # noqa: ANN202 - datasets.Dataset, an optional
         import datasets
     except ImportError:
         raise ImportError("data=dataset reads a `datasets` folder: pip install datasets") from None
-    if not (folder / "dataset_info.json").is_file() and not (folder / "state.json").is_file():
-        raise FileNotFoundError(
-            f"{folder}: not a folder written by datasets' save_to_disk (no state.json); "
-            "for a DatasetDict pass its split's folder, e.g. data.paths=[corpus/train]"
-        )
-    dataset = datasets.load_from_disk(str(folder))
+    _dataset_folder(str(folder))
+    try:
+        dataset = datasets.load_from_disk(str(folder))
+    except Exception as err:  # noqa: BLE001 - any library error becomes one line naming the file
+        raise _dataset_error(folder, err, "cannot be loaded") from None
     if isinstance(dataset, datasets.DatasetDict):
         raise SourceError(f"{folder}: a DatasetDict; pass one split's folder: {', '.join(dataset)}")
     return dataset
+
+
+def _dataset_error(folder: Path, error: BaseException, doing: str) -> SourceError:
+    """The one-line error for a datasets folder that fails to load or read: naming the damaged file where
+    one can be found (a JSON file that does not parse, an Arrow file that does not read whole)."""
+    for path in sorted(folder.glob("*.json")):
+        try:
+            json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            return SourceError(f"{path}: not valid JSON ({first_line(err)}); re-save the dataset")
+    try:
+        import pyarrow as pa
+
+        for path in sorted(folder.glob("*.arrow")):
+            try:
+                with pa.memory_map(str(path)) as source:
+                    pa.ipc.open_stream(source).read_all().validate(full=True)  # offsets, UTF-8 too
+            except Exception as err:  # noqa: BLE001 - truncated or garbled: name it
+                return SourceError(
+                    f"{path}: not a readable Arrow file ({first_line(err)}); re-save the dataset"
+                )
+    except ImportError:
+        pass
+    return SourceError(f"{folder}: {doing} ({type(error).__name__}: {first_line(error)})")
 
 
 def _pyarrow_parquet():  # noqa: ANN202 - the pyarrow.parquet module
@@ -217,7 +296,7 @@ def _pyarrow_parquet():  # noqa: ANN202 - the pyarrow.parquet module
 
 
 def documents(unit: Unit) -> Iterator[str]:
-    """The documents of ``unit`` in order. A text unit is one document, streamed by ``paragraphs``."""
+    """The documents of ``unit`` in order. A text unit is one document, streamed by ``parts``."""
     if unit.kind == "pydoc":
         yield from pydoc_topics()
     elif unit.kind == "jsonl":
@@ -229,60 +308,145 @@ def documents(unit: Unit) -> Iterator[str]:
         if not found and unit.whole_file:
             raise SourceError(f"{unit.path}: file is empty")
     elif unit.kind == "parquet":
+        yield from _parquet_documents(unit)
+    elif unit.kind == "dataset":
+        yield from _dataset_documents(unit)
+    else:
+        raise ValueError(f"documents() of a {unit.kind} unit: read it with parts()")
+
+
+def _parquet_documents(unit: Unit) -> Iterator[str]:
+    """A row group's strings, a batch at a time; a page that does not decode names the file and row group."""
+    import pyarrow as pa
+
+    try:
         file = _pyarrow_parquet().ParquetFile(unit.path)
         row = sum(file.metadata.row_group(group).num_rows for group in range(unit.start))
-        for batch in file.iter_batches(
-            batch_size=1024, row_groups=range(unit.start, unit.end), columns=[unit.field]
-        ):
-            for value in batch.column(0).to_pylist():
+    except (pa.ArrowException, OSError) as err:
+        raise SourceError(f"{unit.path}: not a readable Parquet file ({first_line(err)})") from None
+    for group in range(unit.start, unit.end):
+        batches = file.iter_batches(batch_size=1024, row_groups=[group], columns=[unit.field])
+        while True:
+            try:
+                batch = next(batches, None)
+                values = None if batch is None else batch.column(0).to_pylist()
+            except (pa.ArrowException, OSError) as err:
+                raise SourceError(
+                    f"{unit.path} row group {group}: cannot be read ({first_line(err)})"
+                ) from None
+            if values is None:
+                break
+            for value in values:
                 yield _string(value, lambda row=row: f"{unit.path} row {row}")
                 row += 1
-    elif unit.kind == "dataset":
-        dataset = _load_dataset(Path(unit.path)).select_columns([unit.field])
-        for begin in range(unit.start, unit.end, 1000):
+
+
+def _dataset_documents(unit: Unit) -> Iterator[str]:
+    folder = Path(unit.path)
+    try:
+        dataset = _load_dataset(folder).select_columns([unit.field])
+    except SourceError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any library error becomes one line naming the file
+        raise _dataset_error(folder, err, "cannot be loaded") from None
+    for begin in range(unit.start, unit.end, 1000):
+        try:
             values = dataset[begin : min(begin + 1000, unit.end)][unit.field]
-            for offset, value in enumerate(values):
-                yield _string(value, lambda row=begin + offset: f"{unit.path} row {row}")
-    else:
-        raise ValueError(f"documents() of a {unit.kind} unit: read it with paragraphs()")
+        except Exception as err:  # noqa: BLE001 - any library error becomes one line naming the file
+            raise _dataset_error(folder, err, f"rows {begin}.. cannot be read") from None
+        for offset, value in enumerate(values):
+            yield _string(value, lambda row=begin + offset: f"{unit.path} row {row}")
+
+
+def parts(unit: Unit) -> Iterator[Part]:
+    """Every non-blank paragraph of ``unit`` in order (see ``lightning_llm.data.corpus.split_paragraphs``),
+    a long one in parts (``Part``): a text file is read a block at a time, so memory holds a block and at
+    most ``PART_CHARS`` of a paragraph however large the file or its lines."""
+    if unit.kind == "text":
+        yield from _text_parts(unit)
+        return
+    for number, document in enumerate(documents(unit)):
+        for paragraph in split_paragraphs(document):
+            yield Part(number, paragraph, document if unit.kind != "pydoc" else paragraph)
 
 
 def paragraphs(unit: Unit) -> Iterator[tuple[int, str]]:
-    """``(document number, paragraph)`` for every non-blank paragraph of ``unit``, in order (see
-    ``lightning_llm.data.corpus.split_paragraphs``): a text file's are read a block at a time, cut after
-    its last blank line, so memory holds a block and one paragraph however large the file."""
-    if unit.kind != "text":
-        for number, document in enumerate(documents(unit)):
-            for paragraph in split_paragraphs(document):
-                yield number, paragraph
-        return
+    """``(document number, paragraph)`` for every non-blank paragraph of ``unit``, each whole (its parts
+    joined): for inspection and tests; preparing streams ``parts``."""
+    number, pieces = 0, []
+    for part in parts(unit):
+        if not part.continued and pieces:
+            yield number, "".join(pieces)
+            pieces = []
+        number = part.document
+        pieces.append(part.text)
+    if pieces:
+        yield number, "".join(pieces)
+
+
+def _text_parts(unit: Unit) -> Iterator[Part]:
     found = False
-    rest = ""
+    rest = ""  # what follows the last blank line read: the current paragraph, or what is left of it
+    key: str | None = None  # the current paragraph's key, once a first part of it has been yielded
     after_blank_line = unit.start > 0  # a later unit of a file starts just after a blank line
     for _, block in _blocks(unit):
-        if after_blank_line:  # whitespace-only lines next to a blank line belong to that separator
-            block = _LEADING_BLANK_LINES.sub("", block, count=1)
-            after_blank_line = not block
+        # A blank line not yet seen ends in the block: it starts in rest's trailing whitespace, or later.
+        search_from = 0 if after_blank_line else len(rest.rstrip())
         text = rest + block
-        cut = _last_blank_line(text, max(0, len(rest) - 1))  # a blank line may start at rest's last "\n"
-        for paragraph in split_paragraphs(text[:cut]):
-            found = True
-            yield 0, paragraph
+        if after_blank_line:  # whitespace-only lines next to a blank line belong to that separator
+            text = _LEADING_BLANK_LINES.sub("", text, count=1)
+            after_blank_line = not text.strip()  # whitespace so far: it may still end in a newline
+            if after_blank_line:
+                rest = text
+                continue
+        cut = _last_blank_line(text, search_from)
         if cut:
+            for part in _finished(text[:cut], key):
+                found = True
+                yield part
+            key = None
             rest = _LEADING_BLANK_LINES.sub("", text[cut:], count=1)
-            after_blank_line = not rest
+            after_blank_line = not rest.strip()
         else:
             rest = text
-    for paragraph in split_paragraphs(rest):
-        found = True
-        yield 0, paragraph
+        if len(rest) > PART_CHARS:  # a paragraph too long to hold: yield what it holds so far
+            end = len(rest.rstrip())  # trailing whitespace is kept back: it may end the paragraph
+            start = 1 if key is None and rest.startswith("\n") else 0  # as split_paragraphs strips it
+            if key is None and end - start >= SPLIT_KEY_CHARS:
+                key = rest[start:end]
+                found = True
+                yield Part(0, key, key)
+                rest = rest[end:]
+            elif key is not None and end:
+                yield Part(0, rest[:end], key, True)
+                rest = rest[end:]
+    if key is not None:
+        if tail := rest.rstrip():
+            yield Part(0, tail, key, True)
+    else:
+        for paragraph in split_paragraphs(rest):
+            found = True
+            yield Part(0, paragraph, paragraph)
     if not found and unit.whole_file:
         raise SourceError(f"{unit.path}: file is empty")
 
 
+def _finished(text: str, key: str | None) -> Iterator[Part]:
+    """The paragraphs of ``text``, which ends with a blank line; with ``key``, its start (up to its first
+    blank line) ends a paragraph whose first parts were yielded already."""
+    if key is not None:
+        match = _BLANK_LINE.search(text)
+        assert match is not None  # text ends with a blank line
+        if tail := text[: match.start()].rstrip():
+            yield Part(0, tail, key, True)
+        text = text[match.start() :]
+    for paragraph in split_paragraphs(text):
+        yield Part(0, paragraph, paragraph)
+
+
 def _last_blank_line(text: str, start: int) -> int:
     """Where the text after the last blank line (found from ``start`` on) starts, else 0: a paragraph
-    boundary. Searching only the new text keeps a huge paragraph with no blank line linear."""
+    boundary. Searching only the new text keeps a long paragraph with no blank line linear."""
     match = _LAST_BLANK_LINE.match(text, start)
     return match.end(1) if match else 0
 
@@ -302,8 +466,10 @@ def _lines(unit: Unit) -> Iterator[tuple[Callable[[], str], str]]:
 
 
 def _blocks(unit: Unit) -> Iterator[tuple[int, str]]:
-    """``(byte offset, text)`` of the unit in blocks of whole lines (about ``_BLOCK_BYTES``), decoded and
-    checked, newlines normalised (``\r\n`` and a lone ``\r`` too)."""
+    """``(byte offset, text)`` of the unit in blocks of about ``_BLOCK_BYTES``, decoded and checked, newlines
+    normalised (``\r\n`` and a lone ``\r`` too). A JSON Lines block ends at a line end (a record is read
+    whole); a text block anywhere but inside a character or a ``\r\n``, so a line with no end is read a
+    bounded block at a time."""
     path = unit.path
     with open(path, "rb") as file:
         file.seek(unit.start)
@@ -312,23 +478,50 @@ def _blocks(unit: Unit) -> Iterator[tuple[int, str]]:
             raw = file.read(min(_BLOCK_BYTES, unit.end - offset))
             if not raw:
                 break
-            if not raw.endswith(b"\n") and offset + len(raw) < unit.end:
-                raw += file.readline()  # whole lines: a block never splits a character or a CRLF
-            if (
-                nul := raw.find(b"\0")
-            ) >= 0:  # valid UTF-8 never holds NUL bytes; binary files almost always do
+            if offset + len(raw) < unit.end:
+                if unit.kind == "jsonl" and not raw.endswith(b"\n"):
+                    raw += file.readline()  # whole lines: a record is parsed whole
+                elif unit.kind == "text":
+                    raw = _whole_characters(file, raw, unit.end - offset)
+            if (nul := raw.find(b"\0")) >= 0:  # valid UTF-8 never holds NUL; binary files almost always do
                 raise SourceError(
                     f"{path}: looks binary (NUL byte at offset {offset + nul}); expected UTF-8 text"
                 )
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
+                at = offset + err.start
                 raise SourceError(
-                    f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {offset + err.start}); "
-                    "convert it, e.g. with iconv -t UTF-8"
+                    f"{path}:{_line_number(path, at)}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+                    f"{at}); convert it, e.g. with iconv -t UTF-8"
                 ) from None
             yield offset, _normalise(text)
             offset += len(raw)
+
+
+def _whole_characters(file, raw: bytes, left: int) -> bytes:  # noqa: ANN001 - a binary file
+    """``raw`` up to its last whole UTF-8 character, short of a final ``\r`` (its ``\n`` may follow); the
+    file is put back to just after it. A block too short to hold one is read on a byte at a time."""
+    while (end := _decodable(raw)) == 0 and len(raw) < left:
+        raw += file.read(1)
+    if 0 < end < len(raw):
+        file.seek(end - len(raw), os.SEEK_CUR)
+        raw = raw[:end]
+    return raw
+
+
+def _decodable(raw: bytes) -> int:
+    """The length of ``raw`` without a trailing partial UTF-8 sequence or ``\r``."""
+    end = len(raw)
+    lead = end
+    while lead > 0 and end - lead < 3 and raw[lead - 1] & 0xC0 == 0x80:  # continuation bytes
+        lead -= 1
+    if lead > 0:
+        byte = raw[lead - 1]
+        need = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+        if end - (lead - 1) < need:
+            end = lead - 1
+    return end - 1 if end and raw[end - 1] == 0x0D else end
 
 
 def _normalise(line: str) -> str:

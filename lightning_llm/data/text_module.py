@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 class TextDataModule(SplitDataModule):
     """Batches of ``{"input_ids", "labels"}``, each ``(batch_size, block_size)`` int64, for causal LM.
 
-    The corpus is split by paragraph into train/val/test (see ``lightning_llm.data.corpus``). A split whose
+    The corpus is split into train/val/test by paragraph (text files, pydoc) or by record (jsonl, parquet,
+    dataset), see ``lightning_llm.data.corpus``. A split whose
     fraction is 0 is deliberately empty and its DataLoader is an empty list, which Lightning skips.
     ``num_proc`` processes prepare the corpus (0: one per 4 cores, each encoding with 4 threads).
     """
@@ -89,12 +90,16 @@ class TextDataModule(SplitDataModule):
         for split in STAGE_SPLITS.get(stage, SPLITS):
             if self.has_split(split) and split not in self._datasets:
                 tokens = TokenShards(folder, split, manifest)
-                if (high := tokens.max_id()) >= self.tokenizer.vocab_size:
+                # recorded as the shards were written: reading every token here would cost each process
+                # a pass over the whole split on every start
+                if (high := manifest["max_id"][split]) >= self.tokenizer.vocab_size:
                     raise TokenCacheError(
                         f"token cache {folder} holds id {high}, outside this tokenizer's vocab_size="
                         f"{self.tokenizer.vocab_size} (damaged); delete it and run again to rebuild it"
                     )
-                self._datasets[split] = PackedWindows(tokens, self.block_size, split)
+                self._datasets[split] = PackedWindows(
+                    tokens, self.block_size, split, self.tokenizer.vocab_size, f"token cache {folder}"
+                )
                 log.info(
                     "%s split: %d tokens in %d shards at %s", split, len(tokens), len(tokens.sizes), folder
                 )

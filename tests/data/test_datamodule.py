@@ -97,8 +97,9 @@ def test_a_prepared_corpus_is_never_read_again(tokenizer, tmp_path, monkeypatch)
     def no_reading(*args, **kwargs):
         raise AssertionError("the corpus was read")
 
-    monkeypatch.setattr(streams, "paragraphs", no_reading)
-    monkeypatch.setattr("lightning_llm.data.shards.paragraphs", no_reading)
+    monkeypatch.setattr(streams, "parts", no_reading)
+    monkeypatch.setattr("lightning_llm.data.shards.parts", no_reading)
+    monkeypatch.setattr(streams.Corpus, "units", no_reading)  # not even planned
     second = registry.build("data", "text", tokenizer=tokenizer, cache_dir=tmp_path / "cache", **params)
     second.prepare_data()
     second.setup("fit")
@@ -290,17 +291,27 @@ def test_has_split_refuses_an_unknown_split(tokenizer, tmp_path):
 
 
 def test_a_damaged_token_cache_is_refused_when_set_up(tokenizer, tmp_path):
+    """The manifest's largest id is checked at setup (no token read); an id rewritten in place is refused
+    by the window that holds it, when it is read."""
     dm = pydoc_module(tokenizer, tmp_path)
     cache = cache_folder(dm, tokenizer, tmp_path)
+    manifest = read_manifest(cache)
+    damaged = {**manifest, "max_id": {**manifest["max_id"], "train": 999}}
+    (cache / "manifest.json").write_text(json.dumps(damaged))
+    fresh = registry.build(
+        "data", "pydoc", tokenizer=tokenizer, cache_dir=tmp_path, block_size=BLOCK, batch_size=BATCH
+    )
+    fresh.prepare_data()  # sizes match: the cache counts as built
+    with pytest.raises(TokenCacheError, match=f"token cache {cache} holds id 999.*delete it"):
+        fresh.setup("fit")
+    (cache / "manifest.json").write_text(json.dumps(manifest))
     path = cache / "units" / "000000.train.bin"
     tokens = np.fromfile(path, dtype=np.uint16)
-    tokens[len(tokens) // 2] = tokenizer.vocab_size  # one id past the vocabulary
+    tokens[BLOCK // 2] = tokenizer.vocab_size  # one id past the vocabulary, in window 0
     tokens.tofile(path)
     fresh = registry.build(
         "data", "pydoc", tokenizer=tokenizer, cache_dir=tmp_path, block_size=BLOCK, batch_size=BATCH
     )
-    fresh.prepare_data()  # the sidecar matches, so the cache counts as built
-    with pytest.raises(
-        TokenCacheError, match=f"token cache {cache} holds id {tokenizer.vocab_size}.*delete it"
-    ):
-        fresh.setup("fit")
+    fresh.setup("fit")
+    with pytest.raises(ValueError, match=f"token cache {cache} holds id {tokenizer.vocab_size}.*window 0"):
+        fresh._datasets["train"][0]

@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,7 +193,7 @@ def test_jsonl_parquet_and_saved_datasets_give_the_same_tokens(tokenizer, tmp_pa
     pq.write_table(pa.table({"text": docs}), tmp_path / "d.parquet", row_group_size=40)
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"text": docs}).save_to_disk(str(tmp_path / "ds"))
-    expected = split_corpus(docs, val_fraction=0.1, test_fraction=0.1).texts["train"]
+    expected = split_corpus(docs, val_fraction=0.1, test_fraction=0.1, by="document").texts["train"]
     for kind, path in [("jsonl", "d.jsonl"), ("parquet", "d.parquet"), ("dataset", "ds")]:
         corpus = Corpus(kind, (str(tmp_path / path),))
         folder, manifest = prepare(corpus, tokenizer, RULE, tmp_path / kind, num_proc=1)
@@ -211,7 +212,7 @@ def test_bad_records_name_the_file_and_line(tmp_path):
     ):
         prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=1)
     (tmp_path / "t.txt").write_bytes(b"fine\n\n" * 100 + b"bad \xff byte\n")
-    with pytest.raises(SourceError, match=r"t.txt: not UTF-8 text \(byte 0xff at offset 604\)"):
+    with pytest.raises(SourceError, match=r"t.txt:201: not UTF-8 text \(byte 0xff at offset 604\)"):
         prepare(
             Corpus("text", (str(tmp_path / "t.txt"),), unit_bytes=100), ByteTokenizer(), RULE, tmp_path / "c2"
         )
@@ -294,3 +295,234 @@ def test_a_saved_dataset_rewritten_in_place_is_prepared_again(tmp_path):
     for path in (tmp_path / "ds2").iterdir():  # the same folder, its files replaced
         os.replace(path, tmp_path / "ds" / path.name)
     assert corpus.fingerprint() != before
+
+
+# --------------------------------------------------------------------------- a cached run reads nothing
+
+
+def test_a_cached_run_opens_no_corpus_file_and_plans_no_unit(tmp_path, monkeypatch):
+    """The key is the file list's metadata: a file over the unit size with no blank line (whose cuts would
+    each scan to the file's end) is neither planned nor opened, not even when its bytes became garbage."""
+    from lightning_llm.data import streams
+
+    rng = random.Random(2)
+    path = tmp_path / "corpus" / "lines.txt"
+    path.parent.mkdir()
+    path.write_text("".join(" ".join(rng.choices(WORDS, k=12)) + "\n" for _ in range(400)))
+    corpus = Corpus("text", (str(path.parent),), unit_bytes=2000)
+    assert len(corpus.units()) == 1  # no blank line to cut at
+    folder, reference = prepare(corpus, ByteTokenizer(), SplitRule(0.0, 0.0, 0), tmp_path / "cache")
+    before = path.stat()
+    path.write_bytes(b"\xff" * before.st_size)  # same size, same time: only metadata is looked at
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the corpus was read")
+
+    monkeypatch.setattr(streams, "open", no_reading, raising=False)
+    monkeypatch.setattr(Corpus, "units", no_reading)
+    tokenizer = ByteTokenizer()
+    assert prepare(corpus, tokenizer, SplitRule(0.0, 0.0, 0), tmp_path / "cache") == (folder, reference)
+    assert tokenizer.calls == 0
+    assert reference["max_id"]["train"] == int(all_tokens(folder, reference, "train").max())
+
+
+# --------------------------------------------------------------------------- a damaged cache
+
+
+def damage_truncated(folder):
+    os.truncate(folder / "units" / "000001.train.bin", 10)
+
+
+def damage_deleted(folder):
+    (folder / "units" / "000001.val.bin").unlink()
+
+
+def damage_manifest_sizes(folder):
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["units"][0]["train"] += 5
+    manifest["tokens"]["train"] += 5
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def damage_manifest_units(folder):
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps({"format": manifest["format"], "units": []}))
+
+
+@pytest.mark.parametrize(
+    ("damage", "named", "encodes"),
+    [
+        (damage_truncated, "000001.train.bin holds 10 bytes", True),
+        (damage_deleted, "000001.val.bin is missing", True),
+        (damage_manifest_sizes, "000000.train.bin holds", False),
+        (damage_manifest_units, "manifest.json: 'units' is not a list", False),
+    ],
+)
+def test_a_damaged_cache_is_found_when_opened_and_prepared_again(tmp_path, caplog, damage, named, encodes):
+    """Opening a cache stats each shard against the manifest: what does not match is prepared again (only
+    the damaged units; a bad manifest is rebuilt from the units' sidecars without encoding anything)."""
+    caplog.set_level(logging.INFO, logger="lightning_llm.data")
+    corpus = Corpus("text", (str(write_corpus(tmp_path / "corpus", files=3) / "*.txt"),))
+    folder, reference = prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=1)
+    damage(folder)
+    assert named in shards.check_cache(folder, read_manifest(folder) or {"format": 3})
+    tokenizer = ByteTokenizer()
+    assert prepare(corpus, tokenizer, RULE, tmp_path / "cache", num_proc=1) == (folder, reference)
+    assert (tokenizer.calls > 0) == encodes and named in caplog.text
+    assert ("prepared 1 of 3 units" in caplog.text) == encodes
+    assert shards.check_cache(folder, read_manifest(folder)) is None
+
+
+def test_temporary_files_a_killed_prepare_left_are_removed(tmp_path):
+    """Only the framework's own temporary names, of a process that is gone and that no other host claims."""
+    import socket
+    import subprocess
+    import sys
+
+    corpus = Corpus("text", (str(write_corpus(tmp_path / "corpus", files=2) / "*.txt"),))
+    folder, _ = prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=1)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead = int(gone.stdout)
+    units = folder / "units"
+    stale = [units / f"000000.train.bin.tmp-{dead}-0123abcd", folder / f"manifest.json.tmp-{dead}-89abcdef"]
+    live = units / f"000001.json.tmp-{os.getpid()}-0123abcd"  # this process: it may be writing it
+    remote = units / "000001.val.bin.tmp-424242-0123abcd"
+    (units / f".writer-{socket.gethostname()}x-424242").touch()  # a process on another host marked it
+    foreign = units / f"notes.txt.tmp-{dead}-0123abcd"  # not a name the framework writes
+    for path in [*stale, live, remote, foreign]:
+        path.write_bytes(b"partial")
+    (folder / MANIFEST).unlink()  # the next prepare has work to do, as after a kill
+    prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=1)
+    assert not any(path.exists() for path in stale)
+    assert live.exists() and remote.exists() and foreign.exists()
+    assert not list(units.glob(f".writer-{socket.gethostname()}-*"))  # its own mark is gone
+
+
+# --------------------------------------------------------------------------- long lines, the sample
+
+
+def test_a_line_with_no_end_is_read_in_bounded_parts_with_the_same_tokens(tmp_path, monkeypatch):
+    """A huge paragraph (one line, no newline) is read a block at a time and yielded in parts of bounded
+    size; its split is chosen by its first SPLIT_KEY_CHARS characters in both paths, and the tokens are those
+    of the corpus read whole."""
+    from lightning_llm.data import corpus as corpus_module
+    from lightning_llm.data import streams
+
+    monkeypatch.setattr(streams, "_BLOCK_BYTES", 64)
+    monkeypatch.setattr(corpus_module, "SPLIT_KEY_CHARS", 300)
+    monkeypatch.setattr(streams, "SPLIT_KEY_CHARS", 300)
+    monkeypatch.setattr(streams, "PART_CHARS", 600)
+    monkeypatch.setattr(shards, "MAX_PIECE_CHARS", 50)
+    rng = random.Random(4)
+    words = [*WORDS, "naïve", "☕", "  ", "\t"]
+    paragraphs_ = [" ".join(rng.choices(words, k=rng.randint(1, 900))) for _ in range(40)]
+    text = "\n\n".join(paragraphs_) + "   \n\n  " + " ".join(rng.choices(words, k=3000))  # no final newline
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "a.txt").write_text(text)
+    corpus = Corpus("text", (str(tmp_path / "c" / "a.txt"),))
+    (unit,) = corpus.units()
+    pieces = list(streams.parts(unit))
+    assert max(len(part.text) for part in pieces) <= 600 + 64 and any(part.continued for part in pieces)
+    assert [p for _, p in paragraphs(unit)] == split_corpus([text], val_fraction=0, test_fraction=0).texts[
+        "train"
+    ][0].split("\n\n")
+    rule = SplitRule(0.3, 0.2, 5)
+    folder, manifest = prepare(corpus, ByteTokenizer(), rule, tmp_path / "cache")
+    whole = split_corpus(
+        read_text_files([str(tmp_path / "c" / "a.txt")]), val_fraction=0.3, test_fraction=0.2, seed=5
+    )
+    for split in ("train", "val", "test"):
+        assert np.array_equal(
+            all_tokens(folder, manifest, split), expected_tokens(whole.texts[split], ByteTokenizer())
+        ), split
+
+
+def test_blocks_of_a_text_file_stop_short_of_a_split_character(tmp_path, monkeypatch):
+    from lightning_llm.data import streams
+
+    monkeypatch.setattr(streams, "_BLOCK_BYTES", 5)
+    (tmp_path / "a.txt").write_bytes("ab☕cd\r\nnaïve ☕☕\r\r\n".encode() * 20)
+    (unit,) = Corpus("text", (str(tmp_path / "a.txt"),)).units()
+    blocks = [block for _, block in streams._blocks(unit)]
+    assert max(len(block.encode()) for block in blocks) <= 5 + 3  # a block is read on to a whole character
+    assert "".join(blocks) == "ab☕cd\nnaïve ☕☕\n\n" * 20
+
+
+@pytest.mark.parametrize("max_chars", [1, 7, 1000, 100_000])
+def test_the_tokenizer_sample_stops_at_its_budget(tmp_path, max_chars):
+    """A paragraph larger than the budget (a one-line file) is cut to it, not taken whole."""
+    rng = random.Random(1)
+    (tmp_path / "one.txt").write_text(" ".join(rng.choices(WORDS, k=60_000)))
+    corpus = Corpus("text", (str(tmp_path / "one.txt"),))
+    sample = "".join(sample_texts(corpus, SplitRule(0.0, 0.0, 0), max_chars))
+    assert len(sample) == max_chars and (tmp_path / "one.txt").read_text().startswith(sample)
+    with pytest.raises(ValueError, match="train_max_chars must be >= 1"):
+        list(sample_texts(corpus, RULE, 0))
+
+
+# --------------------------------------------------------------------------- records go whole to a split
+
+
+def test_each_record_goes_whole_to_one_split(tmp_path):
+    """A JSON Lines record (a Parquet or dataset row too) is a document: all its paragraphs share a split;
+    the paragraphs of a text file are split one by one."""
+    rng = random.Random(8)
+    docs = ["\n\n".join(" ".join(rng.choices(WORDS, k=6)) for _ in range(8)) for _ in range(200)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": doc}) + "\n" for doc in docs))
+    corpus = Corpus("jsonl", (str(tmp_path / "d.jsonl"),))
+    texts = {split: list(shards.split_texts(corpus, RULE, split)) for split in ("train", "val", "test")}
+    assert sorted(text for split in texts.values() for text in split) == sorted(docs)  # each whole
+    assert texts["val"] and texts["test"]
+    (tmp_path / "d.txt").write_text("\n\n".join(docs))
+    text_corpus = Corpus("text", (str(tmp_path / "d.txt"),))
+    assert len(list(shards.split_texts(text_corpus, RULE, "val"))) > len(texts["val"])  # by paragraph
+
+
+# --------------------------------------------------------------------------- folders, bad files
+
+
+def test_a_folder_in_paths_means_the_files_of_its_format_under_it(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    snapshot = tmp_path / "snap"
+    (snapshot / "data" / "more").mkdir(parents=True)
+    (snapshot / "README.md").write_text("# a dataset card")
+    pq.write_table(pa.table({"text": ["one", "two"]}), snapshot / "data" / "b.parquet")
+    pq.write_table(pa.table({"text": ["three"]}), snapshot / "data" / "more" / "a.parquet")
+    assert [Path(u.path).name for u in Corpus("parquet", (str(snapshot),)).units()] == [
+        "b.parquet",
+        "a.parquet",
+    ]
+    with pytest.raises(FileNotFoundError, match=r"no \.jsonl files under the folder"):
+        Corpus("jsonl", (str(snapshot),)).units()
+    with pytest.raises(SourceError, match=r"no state.json.*\.parquet files.*data=parquet"):
+        Corpus("dataset", (str(snapshot),)).units()
+    with pytest.raises(FileNotFoundError, match="no such folder: '.*missing'"):
+        Corpus("dataset", (str(tmp_path / "missing"),)).fingerprint()
+
+
+def test_damaged_parquet_and_dataset_files_are_one_line_naming_the_file(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["word " * 50] * 500}), tmp_path / "p.parquet")
+    data = bytearray((tmp_path / "p.parquet").read_bytes())
+    data[100:400] = b"A" * 300  # inside the first data page: the footer still reads
+    (tmp_path / "p.parquet").write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=r"p\.parquet row group 0: cannot be read \(.+\)$"):
+        prepare(Corpus("parquet", (str(tmp_path / "p.parquet"),)), ByteTokenizer(), RULE, tmp_path / "c1")
+    datasets = pytest.importorskip("datasets")
+    for name in ("truncated", "state"):
+        datasets.Dataset.from_dict({"text": ["some words here"] * 2000}).save_to_disk(str(tmp_path / name))
+    (arrow,) = (tmp_path / "truncated").glob("*.arrow")
+    os.truncate(arrow, arrow.stat().st_size // 3)
+    with pytest.raises(SourceError, match=rf"{arrow}: not a readable Arrow file"):
+        prepare(Corpus("dataset", (str(tmp_path / "truncated"),)), ByteTokenizer(), RULE, tmp_path / "c2")
+    (tmp_path / "state" / "state.json").write_text("{bad")
+    with pytest.raises(SourceError, match=r"state/state\.json: not valid JSON"):
+        prepare(Corpus("dataset", (str(tmp_path / "state"),)), ByteTokenizer(), RULE, tmp_path / "c3")
+    (tmp_path / "d.jsonl").write_bytes(b'{"text": "fine"}\n' * 30 + b'{"text": "bad \xff"}\n')
+    with pytest.raises(SourceError, match=r"d\.jsonl:31: not UTF-8 text \(byte 0xff at offset 524\)"):
+        prepare(Corpus("jsonl", (str(tmp_path / "d.jsonl"),)), ByteTokenizer(), RULE, tmp_path / "c4")
