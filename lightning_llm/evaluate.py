@@ -55,11 +55,8 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     quiet_lightning()
     model, tokenizer, run_config = load_run(source, given_tokenizer(overrides))
     node = run_config["model"]
-    overrides = [
-        *overrides,
-        f"model={node['name']}",
-        *cli.plugin_defaults([f"model={node['name']}", *overrides]),
-    ]
+    overrides = [*overrides, f"model={node['name']}", *_run_objective(run_config, overrides)]
+    overrides = [*overrides, *cli.plugin_defaults(overrides)]
     cfg = cli.compose_config(overrides)
     with open_dict(cfg):
         cfg.model = node
@@ -104,6 +101,23 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     if loss is not None:
         results[f"{split}_perplexity"] = math.exp(loss) if loss < 50 else math.inf
     return {"source": str(source), "split": split, **results}
+
+
+def _run_objective(run_config: dict[str, Any], overrides: Sequence[str]) -> list[str]:
+    """A run is scored with the objective it trained with (a classifier as a classifier, not by the model's
+    default objective), its settings included, unless the overrides choose one; a Hugging Face folder has
+    none, and gets its model's default."""
+    objective = run_config.get("objective")
+    chosen = any(o.lstrip("+").split("=", 1)[0] in ("objective", "objective.name") for o in overrides)
+    if not isinstance(objective, dict) or not objective.get("name") or chosen:
+        return []
+    given = {o.lstrip("+").split("=", 1)[0] for o in overrides}
+    settings = [
+        f"objective.{key}={json.dumps(value)}"
+        for key, value in objective.items()
+        if key != "name" and f"objective.{key}" not in given and isinstance(value, int | float | str | bool)
+    ]
+    return [f"objective={objective['name']}", *settings]
 
 
 def given_tokenizer(overrides: Sequence[str]) -> str | None:

@@ -43,6 +43,13 @@ def export(run: str | Path, out: str | Path, merge_lora: bool = False) -> Path:
 
     model, tokenizer, config = load_run(run)  # a LoRA run's weights come merged
     node = dict(config["model"])
+    if (config.get("objective") or {}).get("name") == "classification":
+        raise ValueError(
+            f"{run} was fine-tuned as a classifier, which no exported architecture holds faithfully: "
+            "BertForSequenceClassification has no masked-LM head for the rest of this model, and "
+            "BertForPreTraining's 2-way head is next-sentence prediction, not your labels; export the "
+            "masked-LM run it was fine-tuned from instead"
+        )
     if lora_settings(node).rank and not merge_lora:
         raise ValueError(
             f"{run} was trained with LoRA adapters (model.lora.rank={lora_settings(node).rank}); pass "
@@ -50,7 +57,10 @@ def export(run: str | Path, out: str | Path, merge_lora: bool = False) -> Path:
         )
     node.pop("lora", None)
     node.pop("init_from", None)
-    return save_hf_folder(model, node, tokenizer, Path(out).expanduser())
+    try:
+        return save_hf_folder(model, node, tokenizer, Path(out).expanduser())
+    except OSError as error:  # a folder that cannot be made or written: say which option
+        raise OSError(f"--out {out}: {error.strerror or error}") from None
 
 
 @ctrl_c_exits

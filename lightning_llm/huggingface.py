@@ -87,6 +87,9 @@ class Architecture:
     names: tuple[tuple[str, str | tuple[str, ...]], ...]
     transposed: re.Pattern[str]  # our names whose HF tensor is stored transposed (Conv1D)
     ignored_hf: re.Pattern[str]  # HF entries that are not weights (buffers some versions save)
+    # HF tables derived from the config rather than learned (Marian's sinusoids), which ours computes: one
+    # saved must hold those values, or the model would not be the one that file describes.
+    derived_hf: re.Pattern[str] = re.compile(r"(?!)")
     # config.json's sizes and where the weights show them: (our param, its config.json key, HF tensor, dim);
     # "vocab_size" is config.json's own. Checked before the model is built.
     sizes: tuple[tuple[str, str, str, int], ...] = ()
@@ -206,8 +209,22 @@ def _gpt2_params(hf: dict[str, Any]) -> dict[str, Any]:
         "mlp": mlp,
         "norm": "layernorm",
         "tie_embeddings": _flag(hf, "tie_word_embeddings", True),
-        "dropout": 0.0,
+        "dropout": _one_dropout(hf, "resid_pdrop", ("embd_pdrop", "attn_pdrop"), 0.1),
     }
+
+
+def _one_dropout(hf: dict[str, Any], key: str, others: tuple[str, ...], default: float) -> float:
+    """Our models' one dropout rate from config.json's ``key``; its other rates are range-checked and, where
+    they differ, named in a warning (dropout changes training, not the outputs of the imported model)."""
+    rate = _number(hf, key, default, 0.0, 1.0)
+    differing = [
+        f"{other}={value:g}" for other in others if (value := _number(hf, other, default, 0.0, 1.0)) != rate
+    ]
+    if differing:
+        log.warning(
+            "config.json: %s, while this model has one dropout rate: %s=%g", ", ".join(differing), key, rate
+        )
+    return rate
 
 
 def _gpt2_config(params: dict[str, Any]) -> dict[str, Any]:
@@ -294,7 +311,7 @@ def _bert_params(hf: dict[str, Any]) -> dict[str, Any]:
         "n_embd": hidden,
         "block_size": _int(hf, "max_position_embeddings", 512),
         "n_segments": _int(hf, "type_vocab_size", 2),
-        "dropout": _number(hf, "hidden_dropout_prob", 0.1, 0.0, 1.0),
+        "dropout": _one_dropout(hf, "hidden_dropout_prob", ("attention_probs_dropout_prob",), 0.1),
         "positions": "learned",
         "norm": "layernorm",
         "norm_eps": _number(hf, "layer_norm_eps", 1e-12, 1e-30, 1.0),
@@ -470,8 +487,12 @@ def _marian_params(hf: dict[str, Any]) -> dict[str, Any]:
         if found != value and not (key == "decoder_vocab_size" and found is None):  # None: vocab_size
             raise HFFolderError(f"Marian option {key}={found!r} has no counterpart here (only {value!r})")
     start = hf.get("decoder_start_token_id", hf.get("pad_token_id"))
-    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
-        raise HFFolderError(f"decoder_start_token_id={start!r} is not a token id")
+    if start is not None and (
+        isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < vocab_size
+    ):
+        raise HFFolderError(
+            f"decoder_start_token_id={start!r} is not a token id of this vocabulary (0 to {vocab_size - 1})"
+        )
     forced = hf.get("forced_eos_token_id")
     if forced is not None and forced != hf.get("eos_token_id"):
         raise HFFolderError(
@@ -586,8 +607,9 @@ MARIAN = Architecture(
         (r"decoder\.(\d+)\.ln_3\.(weight|bias)", r"model\.decoder\.layers\.\1\.final_layer_norm\.\2"),
     ),
     transposed=re.compile(r"(?!)"),  # Marian's Linear layers are stored as ours, (out, in)
-    # Position tables are derived (the same sinusoids), saved by some versions: not weights.
-    ignored_hf=re.compile(r"model\.(encoder|decoder)\.embed_positions\.weight"),
+    # Position tables are derived (the same sinusoids), saved by some versions: checked, not loaded.
+    ignored_hf=re.compile(r"(?!)"),
+    derived_hf=re.compile(r"model\.(encoder|decoder)\.embed_positions\.weight"),
     sizes=(
         ("vocab_size", "vocab_size", "model.shared.weight", 0),
         ("n_embd", "d_model", "model.shared.weight", 1),
@@ -955,12 +977,33 @@ def _checked(architecture: Architecture, hf_state: dict[str, torch.Tensor], wher
             continue
         if not value.is_floating_point():
             raise HFFolderError(f"{where}: {name} holds {value.dtype} values; weights are floating point")
+        if not bool(torch.isfinite(value).all()):
+            raise HFFolderError(f"{where}: {name} holds NaN or infinite values")
+        if architecture.derived_hf.fullmatch(name):
+            _check_sinusoids(name, value, where)
+            continue
         state[name] = value
     for name in architecture.zero_biases:
         bias = state.pop(name, None)
         if bias is not None and bool(bias.any()):
             raise HFFolderError(f"{where}: {name} is not zero, and this model has no counterpart for it")
     return state
+
+
+def _check_sinusoids(name: str, value: torch.Tensor, where: Path) -> None:
+    """A saved Marian position table must be the sinusoids ours computes ([sin | cos] halves)."""
+    from lightning_llm.models.blocks import SinusoidalPositions
+
+    if value.dim() != 2 or value.size(1) % 2:
+        raise HFFolderError(f"{where}: {name} has shape {tuple(value.shape)}, not (positions, even width)")
+    expected = SinusoidalPositions(value.size(1), value.size(0), layout="halves").pe
+    tolerance = 1e-5 if value.element_size() >= 4 else 4e-3  # fp16/bf16 files round the sinusoids
+    if not torch.allclose(value.float(), expected, atol=tolerance, rtol=0):
+        worst = (value.float() - expected).abs().max().item()
+        raise HFFolderError(
+            f"{where}: {name} is not the sinusoidal table Marian computes (off by up to {worst:.3g}); this "
+            "model computes its positions and has no place for a trained table"
+        )
 
 
 def _renamed(state: dict[str, Any], where: Path | None = None) -> dict[str, Any]:
@@ -1101,6 +1144,11 @@ def load_hf_run(
     architecture, _ = model_params(config, folder)
     if tokenizer_file is None:
         tokenizer = load_hf_tokenizer(folder, roles=architecture.roles)
+    elif has_hf_tokenizer(folder):
+        raise HFFolderError(
+            f"{folder} has its own tokenizer, which its model was trained with; a tokenizer is given only "
+            "for a folder that has none"
+        )
     else:
         tokenizer = Tokenizer.from_file(tokenizer_file, roles=("<eos>", *architecture.roles))
     rows = config["vocab_size"]

@@ -82,3 +82,21 @@ def test_a_hugging_face_folder_is_scored(tmp_path, cache_dir):
     given = ["tokenizer=pretrained", f"tokenizer.path={tmp_path / 'gpt2' / 'tokenizer.json'}"]
     bare = evaluate(str(tmp_path / "bare"), [f"paths.cache_dir={cache_dir}", *given], split="val")
     assert bare["val_loss"] == pytest.approx(scores["val_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ([], ["objective=classification", "objective.label_smoothing=0.1"]),
+        (["objective=masked_lm"], []),  # chosen: the run's is not used
+        (["objective.label_smoothing=0.0"], ["objective=classification"]),  # given settings win
+    ],
+)
+def test_a_run_is_scored_with_its_own_objective(overrides, expected):
+    """A classifier is scored as a classifier, not by its model's default objective (masked LM)."""
+    from lightning_llm.evaluate import _run_objective
+
+    objective = {"name": "classification", "label_smoothing": 0.1}
+    run_config = {"model": {"name": "encoder"}, "objective": objective}
+    assert _run_objective(run_config, overrides) == expected
+    assert _run_objective({"model": {"name": "gpt"}}, overrides) == []  # a Hugging Face folder: its default

@@ -681,6 +681,8 @@ def test_a_hub_bert_with_pooler_nsp_head_and_old_names_loads(bert_folder, tmp_pa
         ("marian", {"scale_embedding": False}, r"Marian option scale_embedding=False has no counterpart"),
         ("marian", {"activation_function": "tanh"}, r"Marian option activation_function='tanh' has no"),
         ("marian", {"max_position_embeddings": 2**30}, r"max_position_embeddings=1073741824 is not an"),
+        ("marian", {"decoder_start_token_id": 99999}, r"decoder_start_token_id=99999 is not a token id of"),
+        ("marian", {"forced_eos_token_id": 5}, r"forced_eos_token_id=5 has no counterpart here"),
         (
             "marian",
             {"decoder_layers": 1},
@@ -715,6 +717,11 @@ def test_classification_fine_tunes_from_a_bert_folder(bert_folder, make_cfg, tmp
     loaded = next(record.getMessage() for record in caplog.records if "loaded" in record.getMessage())
     assert "classifier.weight" in loaded.split("new:")[1] and "blocks.0.attn.c_attn.weight" not in loaded
     assert objects["tokenizer"].cls_id == transformers.AutoTokenizer.from_pretrained(folder).cls_token_id
+    from lightning_llm.export import export  # a classifier has no faithful counterpart: refused, naming why
+
+    with pytest.raises(ValueError, match=r"was fine-tuned as a classifier, which no exported architecture"):
+        export(tmp_path / "run", tmp_path / "exported")
+    assert not (tmp_path / "exported").exists()
 
 
 # --------------------------------------------------------------------------- Marian
@@ -822,6 +829,28 @@ def test_marians_forced_eos_ends_a_cut_off_search_as_transformers_does(marian_fo
     assert all(len(row) <= 3 for row in expected)  # cut off: the 4th token was the forced eos
     exported = save_hf_folder(model, node["model"], tokenizer, tmp_path / "out")
     assert json.loads((exported / "config.json").read_text())["forced_eos_token_id"] == config["eos_token_id"]
+
+
+def test_a_saved_marian_position_table_must_be_its_sinusoids(marian_folder, tmp_path):
+    """Some versions save Marian's sinusoid tables: the true ones load, any other table is refused (it
+    would describe another model), never ignored."""
+    from safetensors.torch import save_file
+
+    folder, reference = marian_folder
+    weights = huggingface.read_hf_weights(folder)
+    table = reference.state_dict()["model.encoder.embed_positions.weight"]
+    for name, saved in (("true", table), ("trained", table + 0.01 * torch.randn_like(table))):
+        copy = tmp_path / name
+        copy.mkdir()
+        for file in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+            (copy / file).write_bytes((folder / file).read_bytes())
+        save_file(
+            {**weights, "model.encoder.embed_positions.weight": saved.contiguous()},
+            copy / "model.safetensors",
+        )
+    load_run(tmp_path / "true")
+    with pytest.raises(HFFolderError, match=r"embed_positions.weight is not the sinusoidal table"):
+        load_run(tmp_path / "trained")
 
 
 def faithful_decoder(vocab_size: int, **options) -> torch.nn.Module:
@@ -936,3 +965,53 @@ def test_a_folder_without_a_tokenizer_fine_tunes_with_the_one_passed(gpt2_folder
     cfg = make_cfg(*passed, f"model.init_from={bare}", "trainer.max_steps=2", "data.block_size=32")
     summary, objects = train(cfg, run_dir=tmp_path / "run")
     assert summary["step"] == 2 and objects["tokenizer"].eos_id == 0  # GPT-2's <|endoftext|>
+
+
+def test_non_finite_weights_and_a_second_tokenizer_are_refused(gpt2_folder, tmp_path):
+    folder, _ = gpt2_folder
+
+    def poisoned(state):
+        state["transformer.ln_f.weight"][0] = float("nan")
+        return state
+
+    one_line_refusal(
+        variant(folder, tmp_path / "nan", weights=poisoned), r"ln_f.weight holds NaN or infinite"
+    )
+    with pytest.raises(HFFolderError, match=r"has its own tokenizer, which its model was trained with"):
+        load_run(folder, folder / "tokenizer.json")  # a folder with a tokenizer is read with its own
+
+
+def test_imported_bert_and_marian_keep_their_vocabularies_and_give_transformers_mlm_loss(
+    bert_folder, marian_folder
+):
+    """No special-token row is added where the folder has a conventional token for the role (BERT's [CLS]
+    starts and [SEP] ends a text; Marian's decoder starts from <pad>): no softmax mass goes to untrained
+    rows, so the masked-LM loss is transformers' own."""
+    for folder, _ in (bert_folder, marian_folder):
+        _, tokenizer, _ = load_run(folder)
+        assert (
+            tokenizer.added_tokens == []
+            and tokenizer.vocab_size == json.loads((folder / "config.json").read_text())["vocab_size"]
+        )
+    folder, reference = bert_folder
+    if type(reference).__name__ != "BertForMaskedLM":
+        return  # the vocabulary part above is the same for the pretraining head
+    model, tokenizer, _ = load_run(folder)
+    ids = token_ids(reference.config.vocab_size, (2, 12))
+    labels = torch.full_like(ids, -100)
+    labels[:, 3::4] = ids[:, 3::4]
+    masked = ids.masked_fill(labels != -100, tokenizer.mask_id)
+    with torch.no_grad():
+        expected = reference(input_ids=masked, labels=labels).loss
+        logits = model(masked)
+        ours = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+    assert abs(ours.item() - expected.item()) < 1e-5
+
+
+def test_dropout_rates_come_in_and_go_out(gpt2_folder, tmp_path):
+    folder, reference = gpt2_folder
+    model, tokenizer, config = load_run(folder)
+    assert config["model"]["dropout"] == reference.config.resid_pdrop == 0.1  # not 0.0: fine-tuning sees it
+    out = save_hf_folder(model, config["model"], tokenizer, tmp_path / "out")
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["resid_pdrop"] == exported["embd_pdrop"] == exported["attn_pdrop"] == 0.1

@@ -58,8 +58,9 @@ SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<unk>", "<bos>", "<eos>", "<mask>",
 CONVENTIONAL_SPELLINGS: dict[str, tuple[str, ...]] = {
     "<pad>": ("[PAD]",),
     "<unk>": ("[UNK]",),
-    "<bos>": ("<s>", "<|endoftext|>"),
-    "<eos>": ("</s>", "<|endoftext|>"),
+    # BERT's [CLS] starts and [SEP] ends every sequence; T5 and Marian start their decoders from <pad>.
+    "<bos>": ("<s>", "<|endoftext|>", "[CLS]", "<pad>"),
+    "<eos>": ("</s>", "<|endoftext|>", "[SEP]"),
     "<mask>": ("[MASK]",),
     "<cls>": ("[CLS]",),
     "<sep>": ("[SEP]",),
