@@ -153,3 +153,19 @@ def test_prepare_logs_what_a_run_logs_and_its_help_keeps_the_example_whole(tmp_p
         "  python -m lightning_llm.prepare data=jsonl \"data.paths=['shards/*.jsonl']\" tokenizer=byte_bpe"
         in shown
     )
+
+
+def test_a_corpus_with_no_text_is_refused_by_prepare_naming_its_paths(tmp_path):
+    """Records whose text is blank pass every per-record check; the corpus as a whole is refused, as a run
+    would refuse it, not reported complete."""
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text('{"text": "   "}\n{"text": "\\n"}\n')
+    result = subprocess.run(
+        prepare_command("data=jsonl", f"data.paths=[{blank}]", f"paths.cache_dir={tmp_path / 'cache'}"),
+        capture_output=True, text=True, env=cli_env(),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: the corpus (data.paths=['{blank}']) holds no text: every document is blank, or there are no "
+        "rows or records"
+    )

@@ -76,6 +76,8 @@ def test_the_final_evaluation_honours_eval_max_batches(make_cfg, tmp_path):
     summary, _ = train(make_cfg("eval.max_batches=1", "trainer.max_steps=2"), run_dir=tmp_path)
     assert summary["val_tokens"] == summary["test_tokens"] == 1 * 8 * 32  # one batch of 8 windows of 32
     assert summary["eval_batches"] == {"val": 1, "test": 1}  # said beside the tokens
+    whole, _ = train(make_cfg("eval.max_batches=100000", "trainer.max_steps=2"), run_dir=tmp_path / "whole")
+    assert whole["eval_batches"] == {"val": None, "test": None}  # fewer batches than the limit: all of them
     for value, shown in (("0", "0"), ("1.5", "1.5")):
         with pytest.raises(
             ConfigError, match=f"eval.max_batches must be a positive number of batches or null, got {shown}"

@@ -81,6 +81,18 @@ def finite_or_null(value: Any) -> Any:
     return value
 
 
+def _batches_scored(trainer: L.Trainer, split: str) -> int | None:
+    """The batches the last validate/test scored, or None when that was the whole split."""
+    counted = trainer.num_val_batches if split == "val" else trainer.num_test_batches
+    loader = trainer.val_dataloaders if split == "val" else trainer.test_dataloaders
+    scored = int(sum(counted))
+    try:
+        whole = len(loader)
+    except TypeError:  # an iterable dataset: its length is not known
+        return scored
+    return None if scored >= whole else scored
+
+
 def evaluate(
     trainer: L.Trainer,
     module: L.LightningModule,
@@ -89,26 +101,25 @@ def evaluate(
 ) -> dict[str, Any]:
     """Loss on the val and test splits with the final weights: whole (so equal runs compare equal), or their
     first ``max_batches`` batches (``eval.max_batches``: a large corpus's split), as ``eval_batches`` says
-    (per split: null for the whole split, else the batches or share scored). A split turned off
+    (per split: null for the whole split, else the number of batches scored). A split turned off
     (``trainer.limit_val_batches=0``, ``limit_test_batches=0``) or without data (``data.val_fraction=0``) is
     skipped, and ``not_evaluated`` in the summary says which and why."""
     has_split = getattr(datamodule, "has_split", lambda split: True)  # a plugin's own data may lack it
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
-    scored: dict[str, int | float | None] = {}  # the batches each split was scored on
+    scored: dict[str, int | None] = {}  # the batches each split was scored on
     for split, limit_key in (("val", "limit_val_batches"), ("test", "limit_test_batches")):
         limit = getattr(trainer, limit_key)
         if limit == 0 or not has_split(split):
             skipped[split] = f"trainer.{limit_key}=0" if limit == 0 else f"the data has no {split} split"
             continue
-        used = max_batches or (1.0 if split == "val" else limit)
-        setattr(trainer, limit_key, used)
-        scored[split] = None if isinstance(used, float) and used == 1.0 else used  # None: the whole split
+        setattr(trainer, limit_key, max_batches or (1.0 if split == "val" else limit))
         try:
             run = trainer.validate if split == "val" else trainer.test
             (scores,) = run(module, datamodule=datamodule, verbose=False)
         finally:
             setattr(trainer, limit_key, limit)
+        scored[split] = _batches_scored(trainer, split)
         results.update({k.replace("/", "_"): float(v) for k, v in scores.items()})
     if "test_loss" in results:
         results["test_perplexity"] = math.exp(results["test_loss"]) if results["test_loss"] < 50 else math.inf

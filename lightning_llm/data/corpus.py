@@ -123,11 +123,15 @@ def _runs(
         yield split, [paragraph for _, paragraph in run]
 
 
-def check_paragraph_counts(counts: dict[str, int], fractions: dict[str, float]) -> None:
-    """Refuse a split that left train without paragraphs, or a val/test split with a non-zero fraction."""
+def check_paragraph_counts(counts: dict[str, int], fractions: dict[str, float], source: str = "") -> None:
+    """Refuse a split that left train without paragraphs, or a val/test split with a non-zero fraction;
+    ``source`` names the corpus (its paths) in the message about a corpus with no text."""
     total = sum(counts.values())
     if total == 0:
-        raise CorpusTooSmallError("the corpus holds no text (every document is blank)")
+        named = f" ({source})" if source else ""
+        raise CorpusTooSmallError(
+            f"the corpus{named} holds no text: every document is blank, or there are no rows or records"
+        )
     if counts["train"] == 0:
         raise CorpusTooSmallError(
             f"corpus too small: all {total} paragraphs went to val/test, none to train; "

@@ -193,6 +193,9 @@ def check_cache(folder: Path, manifest: dict) -> str | None:
     if (problem := _manifest_problem(manifest)) is not None:
         return f"{folder / MANIFEST}: {problem}"
     itemsize = np.dtype(manifest["dtype"]).itemsize
+    # Every unit prepared leaves a sidecar: one past the manifest's last means units were left out of it.
+    if _unit_path(folder, len(manifest["units"]), "json").exists():
+        return f"{folder / MANIFEST} lists {len(manifest['units'])} units, and the folder holds more"
     for index, counts in enumerate(manifest["units"]):
         for split in SPLITS:
             path = _unit_path(folder, index, f"{split}.bin")

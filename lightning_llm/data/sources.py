@@ -7,7 +7,6 @@ and are relative to the current directory.
 
 from __future__ import annotations
 
-import glob
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -55,10 +54,11 @@ def expand_paths(patterns: list[str], suffixes: tuple[str, ...] = ()) -> list[Pa
     under it, at any depth (a Hub snapshot keeps its files under ``data/``); without, a folder is refused."""
     if not patterns:
         raise FileNotFoundError("no input paths given; pass at least one file or glob")
-    files: list[Path] = []
+    files: dict[Path, Path] = {}  # real path -> the path as named: a file named twice is read once
     for pattern in patterns:
-        files.extend(_expand_one(pattern, suffixes))
-    return files
+        for path in _expand_one(pattern, suffixes):
+            files.setdefault(path.resolve(), path)
+    return list(files.values())
 
 
 def _expand_one(pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
@@ -77,10 +77,25 @@ def _expand_one(pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
         if not path.is_file():
             raise FileNotFoundError(f"no such file: '{pattern}' (looked in {Path.cwd()})")
         return [path]
-    matches = sorted(Path(p) for p in glob.glob(expanded, recursive=True) if Path(p).is_file())
+    matches = sorted(p for p in _glob(expanded) if p.is_file())
     if not matches:
         raise FileNotFoundError(f"no files match '{pattern}' (looked in {Path.cwd()})")
     return matches
+
+
+def _glob(pattern: str) -> list[Path]:
+    """``pattern``'s matches, ``**`` included, as glob.glob(recursive=True) gives them (names starting with a
+    dot only where the pattern spells the dot), except that ``**`` does not descend into symlinked folders:
+    pathlib's walk, so a link loop neither repeats files nor runs forever."""
+    path = Path(pattern)
+    root = Path(path.anchor) if path.is_absolute() else Path()
+    relative = str(path.relative_to(path.anchor)) if path.is_absolute() else pattern
+    hidden_allowed = "/." in f"/{relative}"
+    return [
+        root / match if path.is_absolute() else match
+        for match in root.glob(relative)
+        if hidden_allowed or not any(part.startswith(".") for part in match.relative_to(root).parts)
+    ]
 
 
 def read_text_file(path: Path) -> str:
@@ -142,7 +157,9 @@ def jsonl_text(line: str, field: str, where: str | Callable[[], str]) -> str:
         except json.JSONDecodeError:
             record = None
         if isinstance(record, dict) and isinstance(record.get(field), str):
-            return record[field]
+            if "\\u" not in line:  # only an escape can make a lone surrogate
+                return record[field]
+            return _unicode(record[field], field, where())
         where = where()
     record = json_object(line, where, f"with a '{field}' field")
     if field not in record:
@@ -151,6 +168,18 @@ def jsonl_text(line: str, field: str, where: str | Callable[[], str]) -> str:
     text = record[field]
     if not isinstance(text, str):
         raise SourceError(f"{where}: field '{field}' holds {type(text).__name__}, expected a string")
+    return _unicode(text, field, where) if "\\u" in line else text
+
+
+def _unicode(text: str, field: str, where: str) -> str:
+    """``text``, refused when a JSON escape left half of a surrogate pair in it (not Unicode text)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise SourceError(
+            f"{where}: field '{field}' holds a lone surrogate (\\u{ord(text[error.start]):04x} at character "
+            f"{error.start}), which is not Unicode text; fix or drop the record"
+        ) from None
     return text
 
 

@@ -120,7 +120,9 @@ class TextDataModule(SplitDataModule):
             )
             assert manifest is not None  # every unit was prepared here
             check_paragraph_counts(
-                manifest["paragraphs"], {"val": self.val_fraction, "test": self.test_fraction}
+                manifest["paragraphs"],
+                {"val": self.val_fraction, "test": self.test_fraction},
+                source=f"data.paths={list(self.corpus.paths)}" if self.corpus.paths else "",
             )
             self._prepared = folder, manifest
         return self._prepared

@@ -345,6 +345,14 @@ def damage_manifest_sizes(folder):
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 
+def damage_manifest_last_unit_left_out(folder):  # consistently: the counts still add up
+    manifest = json.loads((folder / MANIFEST).read_text())
+    last = manifest["units"].pop()
+    for split in manifest["tokens"]:
+        manifest["tokens"][split] -= last[split]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
 def damage_manifest_units(folder):
     manifest = json.loads((folder / MANIFEST).read_text())
     (folder / MANIFEST).write_text(json.dumps({"format": manifest["format"], "units": []}))
@@ -357,6 +365,7 @@ def damage_manifest_units(folder):
         (damage_deleted, "000001.val.bin is missing", True),
         (damage_manifest_sizes, "000000.train.bin holds", False),
         (damage_manifest_units, "manifest.json: 'units' is not a list", False),
+        (damage_manifest_last_unit_left_out, "manifest.json lists 2 units, and the folder holds more", False),
     ],
 )
 def test_a_damaged_cache_is_found_when_opened_and_prepared_again(tmp_path, caplog, damage, named, encodes):

@@ -105,7 +105,14 @@ def test_jsonl_missing_field_lists_the_fields_present(tmp_path):
         read_jsonl_files([str(path)])
 
 
-@pytest.mark.parametrize(("line", "message"), [("[1, 2]", "got list"), ('{"text": 5}', "holds int")])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("[1, 2]", "got list"),
+        ('{"text": 5}', "holds int"),
+        ('{"text": "half a pair \\ud800 here"}', r"holds a lone surrogate \(\\ud800 at character 12\)"),
+    ],
+)
 def test_jsonl_wrong_types_are_errors(tmp_path, line, message):
     path = write_jsonl(tmp_path / "t.jsonl", [line])
     with pytest.raises(SourceError, match=rf"t\.jsonl:1: .*{message}"):
