@@ -809,12 +809,8 @@ def test_an_imported_marian_gives_transformers_logits_and_searches(marian_folder
 @pytest.mark.parametrize("num_beams", [1, 4])
 def test_marians_forced_eos_ends_a_cut_off_search_as_transformers_does(marian_folder, tmp_path, num_beams):
     folder, reference = marian_folder
-    forced = tmp_path / "forced"
-    forced.mkdir()
-    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json"):
-        (forced / name).write_bytes((folder / name).read_bytes())
     config = json.loads((folder / "config.json").read_text())
-    (forced / "config.json").write_text(json.dumps({**config, "forced_eos_token_id": config["eos_token_id"]}))
+    forced = variant(folder, tmp_path / "forced", config={"forced_eos_token_id": config["eos_token_id"]})
     model, tokenizer, node = load_run(forced)
     assert node["model"]["forced_eos"] is True
     ids, mask = marian_sources(reference.config.vocab_size)

@@ -5,9 +5,8 @@ Importing this package registers those plugins without importing Lightning: the 
 use.
 """
 
-import importlib
-
 from lightning_llm.callbacks import library  # noqa: F401 - importing registers the plugins
+from lightning_llm.lazy import lazy_exports
 
 __all__ = ["RunSummary", "TextSamples", "Throughput"]
 
@@ -19,11 +18,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -8,7 +8,7 @@ Lightning (the processes that prepare a corpus import only what reading and toke
 below load on first access.
 """
 
-import importlib
+from lightning_llm.lazy import lazy_exports
 
 __all__ = [
     "ClassificationDataModule",
@@ -42,11 +42,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -4,8 +4,7 @@ Importing this package registers the ``metric`` plugins (``lightning_llm.metrics
 torchmetrics: the classes below load on first use.
 """
 
-import importlib
-
+from lightning_llm.lazy import lazy_exports
 from lightning_llm.metrics import plugins  # noqa: F401 - importing registers the plugins
 
 __all__ = ["BLEU", "F1", "QAF1", "ROUGE", "Accuracy", "ExactMatch", "Perplexity", "Precision", "Recall"]
@@ -24,11 +23,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -12,6 +12,7 @@ from lightning_llm import config, registry
 from lightning_llm.config import ConfigError
 from lightning_llm.registry import PluginError
 from lightning_llm.train import train
+from tests.callbacks.test_early_stopping import Crash
 
 
 def test_the_callbacks_are_plugins_of_their_own_kind():
@@ -49,15 +50,6 @@ def test_bad_callbacks_are_refused_by_the_config_check(make_cfg, overrides, erro
 def test_values_out_of_range_are_refused_when_built(name, params, message):
     with pytest.raises(ValueError, match=message):
         registry.build("callback", name, **params)
-
-
-class Crash(L.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step == self.step:
-            raise RuntimeError("killed")
 
 
 @pytest.mark.slow
