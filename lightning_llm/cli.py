@@ -8,7 +8,6 @@ traceback from deep inside a run.
 from __future__ import annotations
 
 import argparse
-import copy
 import difflib
 import functools
 import itertools
@@ -20,11 +19,9 @@ from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_dir
-from hydra._internal.sources_registry import SourcesRegistry
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.plugins import Plugins
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -43,7 +40,6 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     plugins.load()
     config.store_schemas()
-    share_config_store()
     args = get_args_parser().parse_args(argv)
     informational = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
     if args.help:  # ours: Hydra's lists the plugins' internal schema groups and says nothing per setting
@@ -111,29 +107,6 @@ def help_text(overrides: list[str]) -> str:
         OmegaConf.to_yaml(composed).rstrip(),
     ]
     return "\n".join(lines)
-
-
-def share_config_store() -> None:
-    """Let the copies Hydra makes of its structured config source share the one ConfigStore.
-
-    Hydra 1.3 deep-copies its config repository, and with it the whole ConfigStore (every plugin's nodes),
-    each time it composes or lists a config group; ``--help`` lists about 160 groups, so the copies took
-    most of the CLI's start-up. The store is only read (``ConfigStore.load`` copies the node it returns), and
-    upstream Hydra made the same change (facebook/hydra#2928: the source looks the store up on each use).
-    Only copying changes: pickled sources (the joblib launcher's workers) are as before.
-    """
-    Plugins.instance()  # registers the config source classes; it re-imports their modules, so patch those
-    source = SourcesRegistry.instance().resolve("structured")
-    if "__deepcopy__" not in vars(source):
-        source.__deepcopy__ = _deepcopy_but_store
-
-
-def _deepcopy_but_store(source: object, memo: dict) -> object:
-    copied = copy.copy(source)
-    for key, value in vars(source).items():
-        if key != "store":
-            setattr(copied, key, copy.deepcopy(value, memo))
-    return copied
 
 
 def check_flags(args: argparse.Namespace) -> None:

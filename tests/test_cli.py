@@ -1,13 +1,10 @@
 """The command line as a user meets it: typos fail fast with one short message, before any work."""
 
-import copy
 import os
 import subprocess
 import sys
 
 import pytest
-from hydra._internal.sources_registry import SourcesRegistry
-from hydra.core.config_store import ConfigStore
 
 from lightning_llm import cli
 
@@ -81,20 +78,6 @@ def test_plugin_listing():
     assert result.returncode == 0, result.stderr
     for line in ("model:", "gpt ", "[lightning_llm]", "n_layer=4", "optim:", "adamw", "lr="):
         assert line in result.stdout
-
-
-def test_copies_of_hydras_config_source_share_the_config_store():
-    """Hydra deep-copies its config sources for every composition; after share_config_store a copy reads the
-    same ConfigStore (a node stored later is visible) instead of carrying a copy of every node."""
-    cli.share_config_store()
-    source = SourcesRegistry.instance().resolve("structured")("schema", "structured://")
-    copied = copy.deepcopy(source)
-    assert copied is not source and copied.store is source.store is ConfigStore.instance()
-    ConfigStore.instance().store(group="_test_share", name="late", node={"x": 1})
-    try:
-        assert copied.is_config("_test_share/late")
-    finally:
-        del ConfigStore.instance().repo["_test_share"]
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ def test_plugin_discovery_and_config_schemas_import_no_heavy_module():
 
 
 def test_composing_a_config_imports_no_heavy_module():
-    compose = "cli.share_config_store(); cli.compose_config(['model=decoder', 'experiment=transformer_tiny'])"
+    compose = "cli.compose_config(['model=decoder', 'experiment=transformer_tiny'])"
     assert heavy_modules_after(f"{DISCOVER}; {compose}") == []
 
 

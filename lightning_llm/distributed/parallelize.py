@@ -16,6 +16,7 @@ parameters of block ``i + 1`` are being all-gathered.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lightning_llm.distributed.plan import ParallelPlan
 
@@ -42,11 +44,9 @@ def parallelize(model: nn.Module, plan: ParallelPlan, mesh: DeviceMesh | None = 
     blocks = _blocks(model)
     for block in blocks:
         if plan.activation_checkpointing:
-            # The composable API keeps parameter names unchanged (no ``_checkpoint_wrapped_module.``), so
-            # checkpoints load the same with or without recomputation.
-            from torch.distributed._composable import checkpoint
-
-            checkpoint(block)
+            # Recompute the block's activations in backward. Its own forward is replaced, not the module
+            # wrapped, so parameter names (and checkpoints) are the same with or without recomputation.
+            block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
         if plan.compile:
             block.compile()  # in place: names and state dict unchanged
     if mesh is not None:

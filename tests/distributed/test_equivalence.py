@@ -135,9 +135,10 @@ def test_fsdp_encoder_decoder_decodes_without_deadlock(runs: dict) -> None:
     assert (runs["root"] / "fsdp-decoder" / "samples.txt").read_text().count("prediction:") == 2
 
 
-def test_fsdp_with_accumulation_matches_one_process(runs: dict) -> None:
+def test_fsdp_with_accumulation_and_recomputation_matches_one_process(runs: dict) -> None:
     """2 processes x 4 micro-batches of 1: the same 8-sequence steps. The step's gradient is normalised over
-    both processes and both micro-batches, and synchronised once, after the last micro-batch."""
+    both processes and both micro-batches, and synchronised once, after the last micro-batch. Activations are
+    recomputed in backward (each block's forward runs again inside FSDP's unsharded window)."""
     accumulated = launch(
         runs["root"] / "fsdp-accumulate",
         runs["cache"],
@@ -145,6 +146,7 @@ def test_fsdp_with_accumulation_matches_one_process(runs: dict) -> None:
         "trainer.devices=2",
         f"data.batch_size={GLOBAL_BATCH // 8}",  # x 2 processes x 4 micro-batches
         "trainer.accumulate_grad_batches=4",
+        "parallel.activation_checkpointing=true",
     )
     assert_same_losses(accumulated, runs["single"], range(1, STEPS + 1))
 

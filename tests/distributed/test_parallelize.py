@@ -22,13 +22,18 @@ def test_activation_checkpointing_gives_the_same_training(make_cfg, tmp_path):
     assert [recomputed[s] for s in plain] == pytest.approx([plain[s] for s in plain], rel=1e-6)
 
 
-def test_checkpointed_blocks_keep_their_parameter_names():
+def test_checkpointed_blocks_keep_their_parameter_names_and_recompute_in_backward():
     model = GPT(GPTConfig(vocab_size=40, n_layer=2, n_head=2, n_embd=16, block_size=8))
     names = list(model.state_dict())
     parallelize(model, ParallelPlan(activation_checkpointing=True))
     assert list(model.state_dict()) == names  # checkpoints load the same with or without recomputation
+    calls = []
+    for block in model.blocks:
+        block.attn.c_attn.register_forward_hook(lambda *_: calls.append("c_attn"))
     out = model(torch.randint(0, 40, (2, 8)))
+    assert len(calls) == 2  # the forward keeps no activations inside a block...
     out.sum().backward()
+    assert len(calls) == 4  # ...so backward runs each block again to get them
     assert all(p.grad is not None for p in model.parameters())
 
 
