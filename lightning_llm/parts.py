@@ -218,9 +218,13 @@ def language_module(
 
 
 def metrics(cfg: DictConfig) -> dict[str, Any]:
-    """The metrics ``cfg.metrics`` names, built: name -> torchmetrics Metric."""
+    """The metrics ``cfg.metrics`` names, built: name -> torchmetrics Metric. A metric's ``num_classes``
+    left unset is the model's (what the data decided: ``model``)."""
     nodes = enumerate(config.metric_nodes(cfg))
     built = [config.plugin_params("metric", node, key=f"metrics[{i}]") for i, node in nodes]
+    for _, kwargs in built:
+        if "num_classes" in kwargs and kwargs["num_classes"] is None:
+            kwargs["num_classes"] = cfg.model.get("num_classes") or None
     return {plugin.name: plugin(**kwargs) for plugin, kwargs in built}
 
 

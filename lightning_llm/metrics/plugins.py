@@ -46,39 +46,51 @@ def accuracy(ignore_index: int = -100) -> Accuracy:
 
 
 @register("metric", "precision")
-def precision(ignore_index: int = -100) -> Precision:
+def precision(num_classes: int | None = None, ignore_index: int = -100) -> Precision:
     """Macro-averaged precision: of the items predicted as a class, the share that were it; mean over classes.
 
     Args:
+        num_classes: how many classes there are; null: the model's (what classification data decides).
         ignore_index: label value of positions that are not scored.
     """
     from lightning_llm.metrics.classification import Precision
 
-    return Precision(ignore_index=ignore_index)
+    return Precision(_classes(num_classes, "precision"), ignore_index=ignore_index)
 
 
 @register("metric", "recall")
-def recall(ignore_index: int = -100) -> Recall:
+def recall(num_classes: int | None = None, ignore_index: int = -100) -> Recall:
     """Macro-averaged recall: of the items of a class, the share predicted as it; mean over classes.
 
     Args:
+        num_classes: how many classes there are; null: the model's (what classification data decides).
         ignore_index: label value of positions that are not scored.
     """
     from lightning_llm.metrics.classification import Recall
 
-    return Recall(ignore_index=ignore_index)
+    return Recall(_classes(num_classes, "recall"), ignore_index=ignore_index)
 
 
 @register("metric", "f1")
-def f1(ignore_index: int = -100) -> F1:
+def f1(num_classes: int | None = None, ignore_index: int = -100) -> F1:
     """Macro-averaged F1: the mean over classes of each class's harmonic mean of precision and recall.
 
     Args:
+        num_classes: how many classes there are; null: the model's (what classification data decides).
         ignore_index: label value of positions that are not scored.
     """
     from lightning_llm.metrics.classification import F1
 
-    return F1(ignore_index=ignore_index)
+    return F1(_classes(num_classes, "f1"), ignore_index=ignore_index)
+
+
+def _classes(num_classes: int | None, name: str) -> int:
+    if num_classes is None or num_classes < 1:
+        raise ValueError(
+            f"metric {name} needs num_classes >= 1, got {num_classes}: classification data sets it, or give "
+            f"it as metrics=[{{name: {name}, num_classes: N}}]"
+        )
+    return num_classes
 
 
 @register("metric", "bleu")

@@ -1,19 +1,11 @@
-import math
 import os
 
 import pytest
 import torch
 
-from lightning_llm import registry
-from lightning_llm.metrics.classification import (
-    F1,
-    Precision,
-    Recall,
-    class_counts,
-    macro_f1,
-    macro_precision,
-    macro_recall,
-)
+from lightning_llm import parts, registry
+from lightning_llm.metrics.classification import F1, Precision, Recall
+from lightning_llm.models.chunked_head import TokenScores
 
 METRICS = {"precision": Precision, "recall": Recall, "f1": F1}
 
@@ -44,15 +36,13 @@ def test_hand_computed_example():
     # class 1: tp 1, fp 1, fn 1 -> p 1/2, r 1/2, f1 1/2
     # class 2: tp 1, fp 1, fn 0 -> p 1/2, r 1, f1 2/3
     labels, preds = [0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2]
-    tp, fp, fn = class_counts(torch.tensor(preds), torch.tensor(labels))
-    assert tp.tolist() == [2, 1, 1] and fp.tolist() == [0, 1, 1] and fn.tolist() == [1, 1, 0]
     expected = {
         "precision": (1 + 0.5 + 0.5) / 3,
         "recall": (2 / 3 + 0.5 + 1) / 3,
         "f1": (0.8 + 0.5 + 2 / 3) / 3,
     }
     for name, cls in METRICS.items():
-        metric = cls()
+        metric = cls(3)
         metric.update(one_hot_logits(preds, 3), torch.tensor(labels))
         assert metric.compute().item() == pytest.approx(expected[name]), name
 
@@ -67,44 +57,43 @@ def test_against_reference_maths(seed):
     )
     expected = reference(logits.argmax(-1).tolist(), labels.tolist())
     for name, cls in METRICS.items():
-        metric = cls()
+        metric = cls(num_classes)
         for start in range(0, 300, 64):  # in batches: the result must not depend on how it was split
             metric.update(logits[start : start + 64], labels[start : start + 64])
         assert metric.compute().item() == pytest.approx(expected[name]), name
+        assert all(state.shape == (num_classes,) for state in metric.metric_state.values())  # counts only
 
 
 def test_classes_absent_from_labels_and_predictions_are_not_averaged():
-    logits = one_hot_logits([0, 1, 1], num_classes=10)  # 10 outputs, but only classes 0 and 1 occur
-    labels = torch.tensor([0, 1, 0])
-    metric = Recall()
-    metric.update(logits, labels)
-    assert metric.compute().item() == pytest.approx((1 / 2 + 1) / 2)
-    assert reference([0, 1, 1], [0, 1, 0])["recall"] == pytest.approx((1 / 2 + 1) / 2)
+    """Class 2 is predicted but never a label, 3 a label never predicted, 4 and 5 neither: the mean is over
+    classes 0-3 (the reference), not over all six outputs."""
+    preds, labels = [0, 0, 1, 2, 1, 1], [0, 1, 1, 3, 1, 0]
+    expected = reference(preds, labels)
+    for name, cls in METRICS.items():
+        metric = cls(6)
+        metric.update(one_hot_logits(preds, 6), torch.tensor(labels))
+        assert metric.compute().item() == pytest.approx(expected[name]), name
+        assert metric.compute().item() != pytest.approx(expected[name] * 4 / 6)
 
 
 def test_a_class_never_predicted_scores_zero_precision():
-    metric = Precision()
+    metric = Precision(2)
     metric.update(one_hot_logits([0, 0, 0], 2), torch.tensor([0, 1, 1]))
     assert metric.compute().item() == pytest.approx((1 / 3 + 0) / 2)
 
 
-def test_ignore_index_and_token_shaped_inputs():
+def test_ignore_index_token_shaped_logits_and_chunked_scores():
     logits = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))  # (B, T, C)
     labels = torch.randint(0, 4, (2, 5), generator=torch.Generator().manual_seed(1))
     labels[0, 3:] = -100
     scored = labels != -100
     expected = reference(logits.argmax(-1)[scored].tolist(), labels[scored].tolist())
-    metric = F1()
-    metric.update(logits, labels)
-    assert metric.compute().item() == pytest.approx(expected["f1"])
-
-
-def test_nan_before_any_update_and_after_only_ignored_labels():
-    with pytest.warns(UserWarning, match="called before the ``update`` method"):
-        assert math.isnan(F1().compute().item())
-    metric = Precision()
-    metric.update(torch.randn(3, 2), torch.full((3,), -100))
-    assert math.isnan(metric.compute().item())
+    for outputs in (logits, TokenScores(torch.zeros(2, 5), logits.argmax(-1))):
+        metric = F1(4)
+        metric.update(outputs, labels)
+        assert metric.compute().item() == pytest.approx(expected["f1"])
+    with pytest.raises(ValueError, match=r"logits of shape \(3, 2\) need labels of shape \(3,\)"):
+        F1(2).update(torch.randn(3, 2), torch.zeros(3, 1, dtype=torch.long))
 
 
 def _ddp_worker(rank: int, world_size: int, port: int, results) -> None:
@@ -112,7 +101,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, results) -> None:
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
     )
     try:
-        metrics = {name: cls() for name, cls in METRICS.items()}
+        metrics = {name: cls(3) for name, cls in METRICS.items()}
         if rank == 0:  # rank 1 sees no batch at all, as a short validation split can leave it
             for metric in metrics.values():
                 metric.update(one_hot_logits([0, 0, 1, 1, 2, 2], 3), torch.tensor([0, 0, 0, 1, 1, 2]))
@@ -131,21 +120,17 @@ def test_sync_across_processes_with_an_idle_one():
         assert results[rank] == pytest.approx(expected)
 
 
-def test_reset_and_shape_check():
-    metric = F1()
-    metric.update(one_hot_logits([1], 2), torch.tensor([1]))
-    metric.reset()
-    with pytest.warns(UserWarning, match="called before the ``update`` method"):
-        assert math.isnan(metric.compute().item())
-    with pytest.raises(ValueError, match=r"logits of shape \(3, 2\) need labels of shape \(3,\)"):
-        metric.update(torch.randn(3, 2), torch.zeros(3, 1, dtype=torch.long))
-
-
-def test_pure_functions_and_registry():
-    tp, fp, fn = torch.tensor([3, 0]), torch.tensor([1, 0]), torch.tensor([0, 2])
-    assert macro_precision(tp, fp, fn).item() == pytest.approx((3 / 4 + 0) / 2)
-    assert macro_recall(tp, fp, fn).item() == pytest.approx((1 + 0) / 2)
-    assert macro_f1(tp, fp, fn).item() == pytest.approx((6 / 7 + 0) / 2)
+def test_the_plugins_take_the_models_number_of_classes(make_cfg):
+    """A classification run stores the number of classes its data decided in model.num_classes; a metric
+    left without one takes it. Without any, the metric names the setting."""
     for name, cls in METRICS.items():
-        metric = registry.build("metric", name)
-        assert isinstance(metric, cls) and metric.higher_is_better
+        metric = registry.build("metric", name, num_classes=4)
+        assert isinstance(metric, cls) and metric.num_classes == 4 and metric.higher_is_better
+        with pytest.raises(ValueError, match=f"metric {name} needs num_classes"):
+            registry.build("metric", name)
+    classify = ["model=encoder", "objective=classification", "metrics=[accuracy,f1]"]
+    assert parts.metrics(make_cfg(*classify, "model.num_classes=5"))["f1"].num_classes == 5
+    explicit = make_cfg(*classify, "model.num_classes=5", "metrics=[{name: f1, num_classes: 3}]")
+    assert parts.metrics(explicit)["f1"].num_classes == 3
+    with pytest.raises(ValueError, match="metric f1 needs num_classes >= 1, got None"):
+        parts.metrics(make_cfg("metrics=[f1]"))
