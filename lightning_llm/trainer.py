@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_llm.callbacks import TextSamples
 from lightning_llm.callbacks.console import ModelSummaryWithFlops, StepProgressBar
 from lightning_llm.callbacks.early_stopping import EarlyStop
+from lightning_llm.checkpoint import CHECKPOINT_DIR, LAST
 from lightning_llm.config import ConfigError
 from lightning_llm.distributed import strategy
 from lightning_llm.distributed.checkpointing import AtomicCheckpointIO, ShardedStrategy
@@ -66,7 +67,7 @@ def build_trainer(
     the objective says what text its model makes: ``sample_mode``) sample callbacks. ``validates``: whether
     the data has a val split (checkpoints follow validation; without one they keep its interval)."""
     quiet_lightning()
-    own = [_checkpoint_callback(cfg, run_dir, validates), LearningRateMonitor(logging_interval="step")]
+    own = [*_checkpoint_callbacks(cfg, run_dir, validates), LearningRateMonitor(logging_interval="step")]
     if (stopping := _early_stopping(cfg, validates)) is not None:
         own.append(stopping)
     own.extend(_console(cfg, trainer_args))
@@ -89,37 +90,55 @@ def build_trainer(
     return trainer
 
 
-class LatestAndBestCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, except that ``last.ckpt`` is the latest state after every validation.
+class LatestCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: the latest state, written at every checkpoint (the top 1 of no monitor, overwritten in
+    place) and at the end of training when its last steps were not saved yet.
 
-    Lightning 2.6 writes ``save_last``'s last.ckpt only at a step where a best checkpoint was written too, so
-    once the val loss stopped improving, last.ckpt stayed behind: resuming lost the steps since, and
-    generate and export read old weights. The two private methods used here are wrapped in this one place
-    (pyproject bounds lightning below 2.7; tests/test_train.py checks the behaviour)."""
+    Not ``ModelCheckpoint(save_last=True)``: Lightning 2.6 writes that file only at a step where a best
+    checkpoint is written too (once the val loss stopped improving, resume, generate and export read old
+    weights), and a run whose last steps came after its last validation ended without them on disk."""
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        behind = self.save_last and self._last_global_step_saved != trainer.global_step
-        if behind and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+    def __init__(self, dirpath: Path, every_n_train_steps: int | None) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=Path(LAST).stem,
+            save_top_k=1,
+            enable_version_counter=False,
+            every_n_train_steps=every_n_train_steps,
+        )
+        self._saved_step = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._saved_step = trainer.global_step  # a resumed run's start is the checkpoint it resumed from
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._saved_step = trainer.global_step  # any checkpoint of this step (ours, preemption's) holds it
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._saved_step:  # every rank: a sharded save is collective
+            trainer.save_checkpoint(Path(self.dirpath) / LAST)
 
 
-def _checkpoint_callback(cfg: DictConfig, run_dir: Path, validates: bool) -> ModelCheckpoint:
+def _checkpoint_callbacks(cfg: DictConfig, run_dir: Path, validates: bool) -> list[ModelCheckpoint]:
+    """The best checkpoints by val/loss and, with ``save_last``, the latest (``LatestCheckpoint``); the best
+    first, which is ``trainer.checkpoint_callback``."""
     settings = cfg.callbacks.checkpoint
     every_n_train_steps = settings.every_n_train_steps
     if every_n_train_steps is None and not validates:  # checkpoints follow validation: keep its rhythm
         interval = cfg.trainer.get("val_check_interval")
         every_n_train_steps = interval if isinstance(interval, int) else None
-    return LatestAndBestCheckpoint(
-        dirpath=run_dir / "checkpoints",
+    best = ModelCheckpoint(
+        dirpath=run_dir / CHECKPOINT_DIR,
         filename="best-step{step:06d}",
         auto_insert_metric_name=False,
         monitor="val/loss",
         mode="min",
         save_top_k=settings.save_top_k,
-        save_last=settings.save_last,
         every_n_train_steps=every_n_train_steps,
     )
+    if not settings.save_last:
+        return [best]
+    return [best, LatestCheckpoint(run_dir / CHECKPOINT_DIR, every_n_train_steps)]
 
 
 def _console(cfg: DictConfig, trainer_args: dict[str, Any]) -> list[L.Callback]:

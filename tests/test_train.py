@@ -222,12 +222,25 @@ def test_fine_tuning_takes_the_architecture_of_the_checkpoint(make_cfg, tmp_path
 
 @pytest.mark.slow
 def test_last_ckpt_is_the_latest_state_even_when_the_val_loss_got_worse(make_cfg, tmp_path):
-    """Lightning 2.6 writes save_last's last.ckpt only where a best checkpoint is written too; ours is the
-    latest state after every validation, so a run whose val loss got worse resumes (and generates) from its
-    last step, not from its best."""
+    """Lightning 2.6 writes save_last's last.ckpt only where a best checkpoint is written too, and not at the
+    end of training; ours is the latest state after every validation and at the end, so a run whose val loss
+    got worse, or whose last steps came after its last validation, resumes (and generates) from its last
+    step, not from its best."""
+    from lightning.pytorch import Callback, Trainer
+
     from lightning_llm.checkpoint import load_checkpoint
 
-    train(make_cfg("optim.lr=3.0", "scheduler=constant"), run_dir=tmp_path)  # too high: it gets worse
+    seen = []
+
+    class LastAfterValidation(Callback):  # reads last.ckpt as the steps after a validation start
+        def on_train_batch_start(self, trainer: Trainer, *args: object) -> None:
+            if trainer.global_step in (4, 8):
+                seen.append(load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"])
+
+    # validations at 4 and 8, then 2 more steps; too high a learning rate: the val loss gets worse
+    cfg = make_cfg("optim.lr=3.0", "scheduler=constant", "trainer.max_steps=10")
+    train(cfg, run_dir=tmp_path, callbacks=[LastAfterValidation()])
     best = sorted((tmp_path / "checkpoints").glob("best-*.ckpt"))
     assert [load_checkpoint(path)["global_step"] for path in best] == [4]  # the val loss rose by step 8
-    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 8
+    assert seen == [4, 8]
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 10
