@@ -34,7 +34,7 @@ def test_the_first_block_is_the_two_commands_and_ci_runs_the_second():
     first = re.search(r"```bash\n(.*?)```", README, re.S).group(1).strip().splitlines()
     assert first == [
         "bash .ci/in-venv python -m lightning_llm model=gpt optim=adam",
-        "bash .ci/in-venv python -m pytest -q",
+        "bash .ci/in-venv python -m pytest -q -n auto --dist loadscope",
     ]
     assert first[1] in (ROOT / ".ci" / "run").read_text().splitlines()
 
