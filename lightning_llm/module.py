@@ -118,7 +118,7 @@ class LanguageModule(L.LightningModule):
         # replicate over the first dimension and shard over the second (HSDP). Shard over data parallel.
         mesh = self.device_mesh["data_parallel"] if self.device_mesh is not None else None
         full_weights = self.model.state_dict() if mesh is not None and self.trainer.is_global_zero else {}
-        self.model = parallelize(self.model, self.parallel, mesh)
+        self.model = parallelize(self.model, self.parallel, mesh, self.trainer.strategy.root_device.type)
         if mesh is not None:
             self._materialise_and_broadcast(full_weights)
         if self.parallel.compile:

@@ -4,6 +4,7 @@ and a multi-process job inside a multirun relaunches exactly itself into its own
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -305,3 +306,21 @@ def test_single_job_argv_outside_hydra_is_none():
     if HydraConfig.initialized():
         pytest.skip("HydraConfig is set by another test in this process")
     assert strategy.single_job_argv() is None
+
+
+def test_float8_is_refused_where_it_cannot_run_and_emulated_on_a_cpu(make_cfg, monkeypatch):
+    cfg = make_cfg("trainer.accelerator=auto", "parallel.float8=true", tiny=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _resolve(cfg)[1].float8  # a CPU: emulated
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "NVIDIA A100-SXM4-80GB")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: (8, 0))
+    with pytest.raises(
+        ConfigError, match=r"parallel.float8=true needs a GPU of compute capability 8.9\+ .* has 8.0"
+    ):
+        _resolve(cfg)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: (9, 0))
+    assert _resolve(cfg)[1].float8
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *_: None)
+    with pytest.raises(ConfigError, match=r"needs torchao: pip install 'lightning-llm\[float8\]'"):
+        _resolve(cfg)

@@ -4,6 +4,7 @@ Model code stays single-device code. A model plugin only has to keep its Transfo
 ``nn.ModuleList`` called ``blocks``; this module does the rest, so a new architecture gets sharding, compiling
 and recomputation for free:
 
+0. float8 matmuls in the blocks' linear layers, with ``parallel.float8`` (torchao),
 1. activation checkpointing per block (recompute the block's activations in backward instead of storing them),
 2. ``torch.compile`` per block (small graphs compile fast, and every block of a stack reuses one graph),
 3. FSDP2 ``fully_shard`` per block, then per untied embedding or output head, then the root (the norms, and
@@ -38,10 +39,15 @@ FSDP_FORWARD_METHODS = ("encode", "decode", "generate")
 _RESHARD_ATTR = "_lightning_llm_reshard_after_forward"
 
 
-def parallelize(model: nn.Module, plan: ParallelPlan, mesh: DeviceMesh | None = None) -> nn.Module:
+def parallelize(
+    model: nn.Module, plan: ParallelPlan, mesh: DeviceMesh | None = None, device_type: str = "cuda"
+) -> nn.Module:
     """Apply ``plan`` to ``model`` in place and return it. ``mesh`` (the data-parallel mesh) shards with
-    FSDP2; without one only checkpointing and compiling apply (single device, DDP)."""
+    FSDP2; without one only checkpointing and compiling apply (single device, DDP). ``device_type``: where the
+    model trains (float8 is emulated off CUDA)."""
     blocks = _blocks(model)
+    if plan.float8:
+        to_float8(blocks, emulate=device_type != "cuda")
     for block in blocks:
         if plan.activation_checkpointing:
             # Recompute the block's activations in backward. Its own forward is replaced, not the module
@@ -52,6 +58,30 @@ def parallelize(model: nn.Module, plan: ParallelPlan, mesh: DeviceMesh | None = 
     if mesh is not None:
         _fully_shard(model, blocks, mesh, plan)
     return model
+
+
+def to_float8(blocks: list[nn.Module], emulate: bool = False) -> int:
+    """Make the blocks' linear layers compute their matmuls in float8 (torchao's ``Float8Linear``, dynamic
+    per-tensor scales: the recipe torchtitan trains with); returns how many were converted.
+
+    Only layers inside blocks whose sizes are multiples of 16 (what float8 matmul kernels take): embeddings,
+    the output head and norms keep their precision, as in torchtitan and the float8 papers. Parameter names
+    and values do not change, so checkpoints load with or without float8. ``emulate``: float8 numerics in
+    higher-precision matmuls, for devices without float8 (tests on a CPU)."""
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+    def fits(module: nn.Module, fqn: str) -> bool:
+        sizes = (module.in_features, module.out_features) if isinstance(module, nn.Linear) else (1,)
+        return all(size % 16 == 0 for size in sizes)
+
+    config = Float8LinearConfig(emulate=emulate)
+    converted = 0
+    for block in blocks:
+        convert_to_float8_training(block, module_filter_fn=fits, config=config)
+        converted += sum(type(m).__name__ == "Float8Linear" for m in block.modules())
+    if not converted:
+        log.warning("parallel.float8: no linear layer in the blocks has sizes that are multiples of 16")
+    return converted
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:

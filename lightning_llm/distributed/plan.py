@@ -23,6 +23,10 @@ class ParallelPlan:
         False  # torch.compile each block, and the objective's loss with the model call (the head fuses)
     )
     cpu_offload: bool = False  # FSDP keeps sharded parameters, gradients and optimizer state in CPU memory
+    # The blocks' linear layers compute in float8 (torchao, dynamic per-tensor scales; weights, gradients and
+    # optimizer state stay as they were): GPUs of compute capability 8.9+ (H100, L4), best with compile=true.
+    # On a CPU the float8 numerics are emulated, for tests: no speed-up.
+    float8: bool = False
     # FSDP frees gathered block parameters after forward (ZeRO-3); false keeps them until backward (ZeRO-2:
     # more memory, one all-gather less per block).
     reshard_after_forward: bool = True

@@ -16,6 +16,7 @@ gradients reduced in ``parallel.reduce_dtype``.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import sys
 from typing import Any
@@ -33,6 +34,8 @@ def resolve(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> tuple[dict
     precision = str(args.get("precision", "32-true"))
     _check_device_precision(args, precision)
     plan = ParallelPlan(**parallel)
+    if plan.float8:
+        _check_float8(args)
     if plan.param_dtype is None and precision == "bf16-mixed":
         plan = dataclasses.replace(plan, param_dtype="bfloat16")
     # Lightning counts val_check_interval in micro-batches; here every interval counts optimizer steps.
@@ -135,10 +138,27 @@ def _ddp() -> Any:
     return DDPStrategy(find_unused_parameters=False, gradient_as_bucket_view=True)
 
 
-def _check_device_precision(args: dict[str, Any], precision: str) -> None:
-    on_cpu = args.get("accelerator") == "cpu" or (
+def _on_cpu(args: dict[str, Any]) -> bool:
+    return args.get("accelerator") == "cpu" or (
         args.get("accelerator", "auto") == "auto" and not torch.cuda.is_available()
     )
+
+
+def _check_float8(args: dict[str, Any]) -> None:
+    """float8 needs torchao, and float8 matmuls (compute capability 8.9+) on a GPU; a CPU emulates them."""
+    if importlib.util.find_spec("torchao") is None:
+        raise ConfigError("parallel.float8=true needs torchao: pip install 'lightning-llm[float8]'")
+    if not _on_cpu(args) and torch.cuda.is_available():
+        capability = torch.cuda.get_device_capability()
+        if capability < (8, 9):
+            raise ConfigError(
+                "parallel.float8=true needs a GPU of compute capability 8.9+ (H100, H200, L4, L40S); "
+                f"{torch.cuda.get_device_name()} has {capability[0]}.{capability[1]}"
+            )
+
+
+def _check_device_precision(args: dict[str, Any], precision: str) -> None:
+    on_cpu = _on_cpu(args)
     if on_cpu and precision == "16-mixed":
         raise ConfigError(
             "trainer.precision=16-mixed needs a GPU (fp16 autocast with loss scaling); on CPU use bf16-mixed "

@@ -13,6 +13,7 @@ from lightning_llm.train import train
 from tests.distributed.test_equivalence import train_losses
 
 
+@pytest.mark.slow  # two training runs
 def test_activation_checkpointing_gives_the_same_training(make_cfg, tmp_path):
     common = ["trainer.max_steps=6", "trainer.log_every_n_steps=1", "model.dropout=0.0"]
     train(make_cfg(*common), run_dir=tmp_path / "plain")
@@ -35,6 +36,39 @@ def test_checkpointed_blocks_keep_their_parameter_names_and_recompute_in_backwar
     out.sum().backward()
     assert len(calls) == 4  # ...so backward runs each block again to get them
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_float8_converts_the_blocks_linear_layers_only_and_keeps_names_and_values():
+    """torchao's Float8Linear in the blocks (emulated here, on a CPU): the output moves by float8's rounding
+    (a few percent), not more; embeddings and the head keep their precision; a checkpoint loads either way."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=40, n_layer=2, n_head=2, n_embd=32, block_size=8))
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    idx = torch.randint(0, 40, (2, 8))
+    reference = model(idx).detach()
+    parallelize(model, ParallelPlan(float8=True), device_type="cpu")
+    converted = {name for name, module in model.named_modules() if type(module).__name__ == "Float8Linear"}
+    assert converted == {f"blocks.{i}.{layer}" for i in range(2) for layer in LINEARS}
+    assert model.state_dict().keys() == before.keys()
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())
+    out = model(idx)
+    error = (out - reference).norm() / reference.norm()
+    assert 1e-4 < error < 0.1  # float8 is used, and close
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+@pytest.mark.slow  # two training runs
+def test_float8_training_follows_full_precision(make_cfg, tmp_path):
+    common = ["trainer.max_steps=6", "trainer.log_every_n_steps=1", "model.dropout=0.0"]
+    train(make_cfg(*common), run_dir=tmp_path / "plain")
+    train(make_cfg(*common, "parallel.float8=true"), run_dir=tmp_path / "float8")
+    plain, float8 = train_losses(tmp_path / "plain"), train_losses(tmp_path / "float8")
+    assert [float8[s] for s in plain] == pytest.approx([plain[s] for s in plain], rel=0.02)
+    assert [float8[s] for s in plain] != pytest.approx([plain[s] for s in plain], rel=1e-6)
 
 
 def test_compile_wraps_every_block_in_place():
