@@ -28,6 +28,10 @@ Modes (``--mode`` takes a comma-separated list; ``both`` = plain,fsdp; ``all`` =
   past the end), trained by ``lightning_llm.train.train`` in a fresh process. The attention kernel is
   whatever SDPA picks (flash, for this shape and dtype). ``framework_fsdp``: the same with ``trainer=fsdp``
   on one device (Lightning's ModelParallelStrategy).
+- any mode + ``+float8`` (e.g. ``framework+float8``): the same with the blocks' linear layers in float8
+  (``parallel.float8``, torchao; emulated with ``--device cpu``). With both a mode and its float8 variant,
+  the summary gives float8's speed ratio and, for framework modes, how far its training loss is from the
+  bf16 run's (largest relative gap over the logged steps, over the last tenth, and both final losses).
 
 Each run times ``--steps`` optimizer steps after ``--warmup`` untimed ones (compilation happens there) as one
 window: the device is synchronised at both ends and nowhere between, as a training loop runs, so
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import functools
 import gc
 import json
@@ -96,6 +101,11 @@ SDPA_BACKENDS = {
 }
 MODES = ("plain", "fsdp", "framework", "framework_fsdp")
 MODE_ALIASES = {"both": ("plain", "fsdp"), "all": MODES}
+FLOAT8 = "+float8"  # a mode with this suffix trains the blocks' linear layers in float8 (parallel.float8)
+
+
+def base_mode(mode: str) -> str:
+    return mode.removesuffix(FLOAT8)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -142,7 +152,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="framework modes: list the host syncs of 3 steps after the timed ones (with stacks) in DIR",
     )
     parser.add_argument("--workdir", default=None, help="framework runs' corpus and caches (default: temp)")
-    parser.add_argument("--worker", choices=("framework", "framework_fsdp"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # framework or framework_fsdp, maybe +float8
     args = parser.parse_args(argv)
     shape = TINY if args.tiny else GPT2_124M
     for key, value in shape.items():
@@ -164,9 +174,12 @@ def modes(spec: str, parser: argparse.ArgumentParser) -> tuple[str, ...]:
     if spec in MODE_ALIASES:
         return MODE_ALIASES[spec]
     chosen = tuple(m.strip() for m in spec.split(",") if m.strip())
-    unknown = [m for m in chosen if m not in MODES]
+    unknown = [m for m in chosen if base_mode(m) not in MODES]
     if unknown or not chosen:
-        parser.error(f"--mode {spec!r}: unknown {unknown}; choose from {', '.join(MODES)}, both or all")
+        parser.error(
+            f"--mode {spec!r}: unknown {unknown}; choose from {', '.join(MODES)} (each may end in {FLOAT8}), "
+            "both or all"
+        )
     return chosen
 
 
@@ -212,12 +225,14 @@ def build(
     torch.manual_seed(args.seed)
     model = GPT(gpt_config(args)).to(device).train()
     bf16 = args.dtype == "bfloat16"
+    sharded = base_mode(mode) == "fsdp"
     plan = ParallelPlan(
         compile=args.compile,
-        param_dtype="bfloat16" if mode == "fsdp" and bf16 else None,  # as strategy.resolve for bf16-mixed
+        param_dtype="bfloat16" if sharded and bf16 else None,  # as strategy.resolve for bf16-mixed
         reduce_dtype="float32",
+        float8=mode.endswith(FLOAT8),
     )
-    model = parallelize(model, plan, mesh if mode == "fsdp" else None)
+    model = parallelize(model, plan, mesh if sharded else None, device.type)
     optimizer = adamw(param_groups(model), lr=6e-4, fused=args.fused)  # built on the (sharded) parameters
     return model, optimizer
 
@@ -379,6 +394,7 @@ def framework_worker(args: argparse.Namespace) -> dict:
         f"trainer.accumulate_grad_batches={args.grad_accum}",
         f"trainer.gradient_clip_val={args.grad_clip}",
         f"trainer.max_steps={total_steps + (3 if args.profile or args.sync_debug else 0)}",
+        "scheduler.warmup_steps=null",  # 10% of this short run (the preset's 700 steps would outlast it)
         # Only training is timed: no validation, test or checkpoint (a 1.5 GB write at the end) to wait for.
         "trainer.limit_val_batches=0",
         "trainer.limit_test_batches=0",
@@ -393,8 +409,10 @@ def framework_worker(args: argparse.Namespace) -> dict:
     ]
     if not args.fused:
         overrides.append("optim.fused=false")  # null (the default) picks the fused kernel
-    if args.worker == "framework_fsdp":
+    if base_mode(args.worker) == "framework_fsdp":
         overrides += ["trainer=fsdp", "trainer.devices=1"]
+    if args.worker.endswith(FLOAT8):
+        overrides.append("parallel.float8=true")
     if args.device == "cpu":
         overrides += ["trainer.accelerator=cpu"]
     precision = "bf16-mixed" if args.dtype == "bfloat16" else "32-true"
@@ -407,6 +425,7 @@ def framework_worker(args: argparse.Namespace) -> dict:
     diagnose = Diagnose(args, total_steps, device)
     with tempfile.TemporaryDirectory(dir=workdir) as run_dir:
         summary, objects = train(cfg, run_dir=run_dir, callbacks=[window, diagnose])
+        losses = train_losses(Path(run_dir))
     model = objects["model"]
     return {
         "window_seconds": window.end - window.start,
@@ -418,7 +437,19 @@ def framework_worker(args: argparse.Namespace) -> dict:
         "framework_tokens_per_sec": summary.get("tokens_per_second"),  # the Throughput callback's own
         "framework_mfu": summary.get("mfu"),
         "tokenizer_vocab": objects["tokenizer"].vocab_size,
+        "losses": losses,  # optimizer step -> train loss, every logged step (float8 is compared on them)
     }
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    """Optimizer step -> train loss, from the run's CSV log."""
+    losses = {}
+    for path in sorted(run_dir.glob("csv/version_*/metrics.csv")):
+        with path.open() as file:
+            for row in csv.DictReader(file):
+                if row.get("train/loss"):
+                    losses[int(row["step"]) + 1] = float(row["train/loss"])  # csv step 0 = optimizer step 1
+    return losses
 
 
 class Window(L.Callback):
@@ -548,8 +579,9 @@ def describe(args: argparse.Namespace, mode: str, round_index: int, device: torc
         "torch": torch.__version__,
         "dtype": args.dtype,
         "compile": args.compile,
-        "compile_loss": args.compile_loss if mode in ("plain", "fsdp") else args.compile,
-        "sdpa": args.sdpa if mode in ("plain", "fsdp") else "auto",
+        "compile_loss": args.compile_loss if base_mode(mode) in ("plain", "fsdp") else args.compile,
+        "sdpa": args.sdpa if base_mode(mode) in ("plain", "fsdp") else "auto",
+        "float8": mode.endswith(FLOAT8),
         "n_layer": args.n_layer,
         "n_head": args.n_head,
         "n_embd": args.n_embd,
@@ -592,7 +624,28 @@ def summarize(results: list[dict]) -> dict:
         for mode, rate in medians.items():
             if mode != "plain":
                 out[f"ratio_{mode}_over_plain"] = round(rate / medians["plain"], 4)
+    for mode in [m for m in medians if m.endswith(FLOAT8) and base_mode(m) in medians]:
+        out[f"ratio_{mode}_over_{base_mode(mode)}"] = round(medians[mode] / medians[base_mode(mode)], 4)
+        out.update(float8_curves(results, mode))
     return out
+
+
+def float8_curves(results: list[dict], mode: str) -> dict:
+    """How far float8's training loss is from its high-precision run's (framework modes log a curve): the
+    largest relative gap over the logged steps and over the last tenth of them, first round of each."""
+    modes = (base_mode(mode), mode)
+    curves = [next((r.get("losses") for r in results if r["mode"] == m), None) for m in modes]
+    if not all(curves):
+        return {}
+    reference, float8 = ({int(step): loss for step, loss in curve.items()} for curve in curves)
+    steps = sorted(set(reference) & set(float8))
+    gaps = [abs(float8[s] - reference[s]) / abs(reference[s]) for s in steps]
+    tail = gaps[-max(1, len(gaps) // 10) :]
+    return {
+        f"{mode}_loss_gap_max": round(max(gaps), 4),
+        f"{mode}_loss_gap_last_tenth": round(max(tail), 4),
+        f"{mode}_final_losses": [reference[steps[-1]], float8[steps[-1]]],
+    }
 
 
 # --------------------------------------------------------------------------- main
