@@ -1,4 +1,5 @@
-"""``parallelize`` on one process: recomputation changes memory, not numbers; compile wraps every block; the
+"""``parallelize`` on one process: recomputation changes memory, not numbers; float8 stays within its rounding;
+compile wraps every block; the
 FSDP unit plan keeps tied weights together."""
 
 from __future__ import annotations
@@ -13,14 +14,22 @@ from lightning_llm.train import train
 from tests.distributed.test_equivalence import train_losses
 
 
-@pytest.mark.slow  # two training runs
-def test_activation_checkpointing_gives_the_same_training(make_cfg, tmp_path):
+@pytest.mark.slow  # three training runs
+def test_recomputation_trains_exactly_and_float8_within_its_rounding(make_cfg, tmp_path):
     common = ["trainer.max_steps=6", "trainer.log_every_n_steps=1", "model.dropout=0.0"]
-    train(make_cfg(*common), run_dir=tmp_path / "plain")
-    train(make_cfg(*common, "parallel.activation_checkpointing=true"), run_dir=tmp_path / "recomputed")
-    plain, recomputed = train_losses(tmp_path / "plain"), train_losses(tmp_path / "recomputed")
-    assert sorted(plain) == list(range(1, 7))
-    assert [recomputed[s] for s in plain] == pytest.approx([plain[s] for s in plain], rel=1e-6)
+    runs = {
+        "plain": [],
+        "recomputed": ["parallel.activation_checkpointing=true"],
+        "float8": ["parallel.float8=true"],
+    }
+    losses = {}
+    for name, options in runs.items():
+        train(make_cfg(*common, *options), run_dir=tmp_path / name)
+        losses[name] = [loss for _, loss in sorted(train_losses(tmp_path / name).items())]
+    assert len(losses["plain"]) == 6
+    assert losses["recomputed"] == pytest.approx(losses["plain"], rel=1e-6)
+    assert losses["float8"] == pytest.approx(losses["plain"], rel=0.02)  # emulated float8 on a CPU
+    assert losses["float8"] != pytest.approx(losses["plain"], rel=1e-6)
 
 
 def test_checkpointed_blocks_keep_their_parameter_names_and_recompute_in_backward():
@@ -59,16 +68,6 @@ def test_float8_converts_the_blocks_linear_layers_only_and_keeps_names_and_value
 
 
 LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
-
-
-@pytest.mark.slow  # two training runs
-def test_float8_training_follows_full_precision(make_cfg, tmp_path):
-    common = ["trainer.max_steps=6", "trainer.log_every_n_steps=1", "model.dropout=0.0"]
-    train(make_cfg(*common), run_dir=tmp_path / "plain")
-    train(make_cfg(*common, "parallel.float8=true"), run_dir=tmp_path / "float8")
-    plain, float8 = train_losses(tmp_path / "plain"), train_losses(tmp_path / "float8")
-    assert [float8[s] for s in plain] == pytest.approx([plain[s] for s in plain], rel=0.02)
-    assert [float8[s] for s in plain] != pytest.approx([plain[s] for s in plain], rel=1e-6)
 
 
 def test_compile_wraps_every_block_in_place():
