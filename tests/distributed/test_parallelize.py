@@ -1,6 +1,5 @@
 """``parallelize`` on one process: recomputation changes memory, not numbers; float8 stays within its rounding;
-compile wraps every block; the
-FSDP unit plan keeps tied weights together."""
+compile wraps every block; the FSDP unit plan keeps tied weights together."""
 
 from __future__ import annotations
 
