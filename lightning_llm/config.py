@@ -250,12 +250,13 @@ def check(cfg: DictConfig, together: bool = True) -> None:
         plugin_params(kind, cfg[kind], together=together)
     for index, node in enumerate(metric_nodes(cfg)):
         plugin_params("metric", node, key=f"metrics[{index}]")
+    sharded = (cfg.get("trainer") or {}).get("strategy") == "fsdp"
     for index, node in enumerate(callback_nodes(cfg)):
         plugin, _ = plugin_params("callback", node, key=f"callbacks.extra[{index}]")
-        if plugin.name == "ema" and (cfg.get("trainer") or {}).get("strategy") == "fsdp":
+        if sharded and getattr(plugin.target, "whole_model", False):
             raise ConfigError(
-                f"callbacks.extra[{index}]: the ema keeps a whole copy of the model, which "
-                "trainer.strategy=fsdp shards; use ddp, or leave the ema out"
+                f"callbacks.extra[{index}]: the {plugin.name} keeps a whole copy of the model, which "
+                f"trainer.strategy=fsdp shards; use ddp, or leave the {plugin.name} out"
             )
     check_objective(cfg.model.name, cfg.objective.name)
     check_trainer_args(cfg.get("trainer", {}))

@@ -82,7 +82,11 @@ CONTRACTS: dict[str, Contract] = {
         "a torchmetrics.Metric updated with (outputs, labels), or with (predictions, references) as strings "
         "when its input_kind is 'text'",
     ),
-    "callback": Contract((), "a lightning.Callback added to the run's Trainer (listed in callbacks.extra)"),
+    "callback": Contract(
+        (),
+        "a lightning.Callback added to the run's Trainer (listed in callbacks.extra); a factory with the "
+        "attribute whole_model = True keeps a whole copy of the model and is refused under FSDP",
+    ),
 }
 KINDS: tuple[str, ...] = tuple(CONTRACTS)
 

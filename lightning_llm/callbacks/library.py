@@ -50,6 +50,9 @@ def ema(
     )
 
 
+ema.whole_model = True  # the average is a whole copy of the model: the config check refuses it under FSDP
+
+
 @register("callback", "timer")
 def timer(duration: str = "00:12:00:00", verbose: bool = True) -> Timer:
     """Stop training cleanly once it has trained for ``duration`` (Lightning's Timer), validated and with a
