@@ -117,7 +117,7 @@ def check_launch(folder: str | Path, resuming: bool, key: str = "hydra.run.dir")
 
 
 def lock(folder: str | Path) -> bool:
-    """Hold ``folder``'s lock until this process exits or calls ``unlock``; False when it held it already.
+    """Hold ``folder``'s lock until this process exits; False when it held it already.
     Raises ``RunFolderError`` naming the owner when another live process holds it."""
     folder = Path(folder).resolve()
     if folder in _held:
@@ -140,13 +140,6 @@ def lock(folder: str | Path) -> bool:
     file.flush()
     _held[folder] = file
     return True
-
-
-def unlock(folder: str | Path) -> None:
-    """Release ``folder``'s lock (in-process callers that run several launches, one after another)."""
-    file = _held.pop(Path(folder).resolve(), None)
-    if file is not None:
-        file.close()
 
 
 def is_launching_rank() -> bool:
