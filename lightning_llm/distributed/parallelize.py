@@ -64,14 +64,16 @@ def to_float8(blocks: list[nn.Module], emulate: bool = False) -> int:
     """Make the blocks' linear layers compute their matmuls in float8 (torchao's ``Float8Linear``, dynamic
     per-tensor scales: the recipe torchtitan trains with); returns how many were converted.
 
-    Only layers inside blocks whose sizes are multiples of 16 (what float8 matmul kernels take): embeddings,
-    the output head and norms keep their precision, as in torchtitan and the float8 papers. Parameter names
-    and values do not change, so checkpoints load with or without float8. ``emulate``: float8 numerics in
-    higher-precision matmuls, for devices without float8 (tests on a CPU)."""
+    Only plain ``nn.Linear`` layers inside blocks whose sizes are multiples of 16 (what float8 matmul kernels
+    take): embeddings, the output head, norms and LoRA layers keep their precision, as in torchtitan.
+    Parameter names and values do not change, so checkpoints load with or without float8. ``emulate``:
+    float8 numerics in higher-precision matmuls, for devices without float8 (tests on a CPU)."""
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
     def fits(module: nn.Module, fqn: str) -> bool:
-        sizes = (module.in_features, module.out_features) if isinstance(module, nn.Linear) else (1,)
+        # Exactly nn.Linear: a subclass (a LoRA layer, a plugin's own) computes more than its matmul, which
+        # the swap to Float8Linear would drop; it keeps its precision.
+        sizes = (module.in_features, module.out_features) if type(module) is nn.Linear else (1,)
         return all(size % 16 == 0 for size in sizes)
 
     config = Float8LinearConfig(emulate=emulate)

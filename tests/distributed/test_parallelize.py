@@ -1,5 +1,5 @@
-"""``parallelize`` on one process: recomputation changes memory, not numbers; float8 stays within its rounding;
-compile wraps every block; the FSDP unit plan keeps tied weights together."""
+"""``parallelize`` on one process: recomputation changes memory, not numbers; float8 stays within its
+rounding; compile wraps every block; the FSDP unit plan keeps tied weights together."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from lightning_llm.distributed.parallelize import ParallelPlan, _untied_edges, parallelize
 from lightning_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 from lightning_llm.models.gpt import GPT, GPTConfig
+from lightning_llm.models.lora import LoRALinear, LoraSettings, apply_lora
 from lightning_llm.train import train
 from tests.distributed.test_equivalence import train_losses
 
@@ -67,6 +68,17 @@ def test_float8_converts_the_blocks_linear_layers_only_and_keeps_names_and_value
 
 
 LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+def test_float8_leaves_lora_layers_as_they_are():
+    """A LoRA layer computes more than its matmul: swapped for a Float8Linear it would lose its adapters."""
+    model = GPT(GPTConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=32, block_size=8))
+    apply_lora(model, LoraSettings(rank=4, targets=["c_attn"]))
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    parallelize(model, ParallelPlan(float8=True), device_type="cpu")
+    assert type(model.blocks[0].attn.c_attn) is LoRALinear
+    assert type(model.blocks[0].mlp.c_fc).__name__ == "Float8Linear"
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
 
 
 def test_compile_wraps_every_block_in_place():
