@@ -232,7 +232,7 @@ def build(
         reduce_dtype="float32",
         float8=mode.endswith(FLOAT8),
     )
-    model = parallelize(model, plan, mesh if sharded else None, device.type)
+    model = parallelize(model, plan, mesh if sharded else None)
     optimizer = adamw(param_groups(model), lr=6e-4, fused=args.fused)  # built on the (sharded) parameters
     return model, optimizer
 

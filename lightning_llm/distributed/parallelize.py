@@ -40,13 +40,14 @@ _RESHARD_ATTR = "_lightning_llm_reshard_after_forward"
 
 
 def parallelize(
-    model: nn.Module, plan: ParallelPlan, mesh: DeviceMesh | None = None, device_type: str = "cuda"
+    model: nn.Module, plan: ParallelPlan, mesh: DeviceMesh | None = None, device_type: str | None = None
 ) -> nn.Module:
     """Apply ``plan`` to ``model`` in place and return it. ``mesh`` (the data-parallel mesh) shards with
     FSDP2; without one only checkpointing and compiling apply (single device, DDP). ``device_type``: where the
-    model trains (float8 is emulated off CUDA)."""
+    model trains (float8 is emulated off CUDA); None: where its parameters are."""
     blocks = _blocks(model)
     if plan.float8:
+        device_type = device_type or next(model.parameters()).device.type
         to_float8(blocks, emulate=device_type != "cuda")
     for block in blocks:
         if plan.activation_checkpointing:
