@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from lightning_llm.atomic import write_text
 from lightning_llm.config import ConfigError
+from lightning_llm.run_folder import is_launching_rank
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
 WANDB_ID_FILE = "wandb_run_id"
@@ -37,10 +38,11 @@ def build_loggers(spec: dict[str, Any], run_dir: Path) -> list[Logger]:
 def finish_loggers(loggers: list[Logger]) -> None:
     """End the W&B run this process opened: otherwise the next ``train()`` in the same process (a test, an
     in-process sweep) would silently log into it."""
-    for logger in loggers:
-        run = getattr(logger, "_experiment", None)
-        if run is not None and hasattr(run, "finish"):
-            run.finish()
+    if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
 
 
 def wandb_offline(explicit: bool | None = None) -> bool:
@@ -58,27 +60,35 @@ def wandb_offline(explicit: bool | None = None) -> bool:
 
 
 def _wandb(spec: dict[str, Any], run_dir: Path) -> Logger:
+    """Lightning's WandbLogger over a W&B run started here, by the process that launched the run (the others
+    log nothing to W&B). Started with wandb's own ``init``: Lightning's passes ``anonymous=None``, and wandb
+    warns on every run that the setting has no effect."""
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
 
+    settings = wandb_settings(spec, run_dir)
+    run = None
+    if is_launching_rank():
+        run = wandb.init(**settings, mode="offline" if wandb_offline(spec.get("offline")) else None)
+        run.define_metric("trainer/global_step")  # the x-axis of every curve, as Lightning's own init sets
+        run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    return WandbLogger(experiment=run, **{key: settings[key] for key in ("id", "project", "name")})
+
+
+def wandb_settings(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """``wandb.init``'s arguments for this run folder and ``cfg.logger``."""
     sweep, overrides = hydra_job()
-    logger = WandbLogger(
-        id=wandb_run_id(run_dir),
-        resume="allow",  # a resumed run (same run folder) continues its W&B run instead of starting another
-        project=spec.get("project", "lightning_llm"),
-        entity=spec.get("entity"),
+    return {
+        "id": wandb_run_id(run_dir),
+        "resume": "allow",  # a resumed run (same run folder) continues its W&B run, not a new one
+        "project": spec.get("project", "lightning_llm"),
+        "entity": spec.get("entity"),
         # The jobs of one sweep share a group named after the sweep folder and carry their overrides as tags.
-        group=spec.get("group") or sweep,
-        tags=[*(spec.get("tags") or []), *(override[:64] for override in overrides)],  # W&B: tags <= 64 chars
-        name=f"{sweep}/{run_dir.name}" if sweep else run_dir.name,
-        save_dir=str(run_dir),
-        offline=wandb_offline(spec.get("offline")),
-    )
-    # Lightning passes wandb.init anonymous=None, and wandb warns on every run that the setting has no effect:
-    # dropped from Lightning's private init arguments, here only (pyproject bounds lightning below 2.7).
-    init = getattr(logger, "_wandb_init", None)
-    if isinstance(init, dict) and init.get("anonymous", False) is None:
-        del init["anonymous"]
-    return logger
+        "group": spec.get("group") or sweep,
+        "tags": [*(spec.get("tags") or []), *(override[:64] for override in overrides)],  # W&B: <= 64 chars
+        "name": f"{sweep}/{run_dir.name}" if sweep else run_dir.name,
+        "dir": str(run_dir),
+    }
 
 
 def hydra_job() -> tuple[str | None, list[str]]:

@@ -34,18 +34,14 @@ def test_resumed_run_continues_its_wandb_run(make_cfg, tmp_path, capfd):
 def test_jobs_of_a_sweep_share_a_wandb_group_and_carry_their_overrides(
     multirun_job,  # noqa: F811
     tmp_path,
-    monkeypatch,
 ):
-    import lightning.pytorch.loggers as lightning_loggers
     from hydra.core.hydra_config import HydraConfig
 
-    from lightning_llm.loggers import build_loggers
+    from lightning_llm.loggers import wandb_settings
 
-    captured = {}
-    monkeypatch.setattr(lightning_loggers, "WandbLogger", lambda **kwargs: captured.update(kwargs))
     with read_write(HydraConfig.get()):
         HydraConfig.get().sweep.dir = str(tmp_path / "multirun" / "2026-11-23_01-00-00")
-    build_loggers({"name": "wandb", "tags": ["mine"]}, multirun_job)
+    captured = wandb_settings({"name": "wandb", "tags": ["mine"]}, multirun_job)
     assert captured["group"] == "2026-11-23_01-00-00"
     assert captured["tags"] == ["mine", "optim.lr=3e-4", "trainer.devices=2"]
     assert captured["name"] == "2026-11-23_01-00-00/3"
