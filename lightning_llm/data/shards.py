@@ -70,7 +70,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 CORES_PER_PROCESS = 4  # data.num_proc=0: cores per preparing process
-_SCAN_TOKENS = 1 << 22  # ids read at a time when a split is checked against the vocabulary
 _IN_FLIGHT = 2  # batches of one split waiting to be encoded and written
 _FORMAT_VERSION = 3
 _PROGRESS_SECONDS = 30  # how often preparing logs its progress
@@ -618,18 +617,6 @@ class TokenShards:
             parts.append(self._map(first)[local : local + take])
             start += take
         return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, self.dtype)
-
-    def max_id(self) -> int:
-        """The largest id in the files, read in bounded chunks rather than through the memory maps, so the
-        check leaves no pages of the whole split counted in this process's memory. It reads every token: a
-        run checks the manifest's ``max_id``, recorded as the files were written, instead."""
-        high = 0
-        for index, size in enumerate(self.sizes):
-            with open(_unit_path(Path(self.folder), index, f"{self.split}.bin"), "rb") as file:
-                for _ in range(0, size, _SCAN_TOKENS):
-                    chunk = np.fromfile(file, dtype=self.dtype, count=_SCAN_TOKENS)
-                    high = max(high, int(chunk.max())) if chunk.size else high
-        return high
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_maps": {}}  # workers map the files again, rather than receive their bytes

@@ -29,7 +29,7 @@ from lightning_llm.data.corpus import SPLIT_KEY_CHARS, split_paragraphs
 from lightning_llm.data.sources import SourceError, expand_paths, jsonl_text, pydoc_topics
 from lightning_llm.errors import first_line
 
-__all__ = ["KINDS", "SUFFIXES", "UNIT_BYTES", "Corpus", "Part", "Unit", "documents", "paragraphs", "parts"]
+__all__ = ["KINDS", "SUFFIXES", "UNIT_BYTES", "Corpus", "Part", "Unit", "documents", "parts"]
 
 KINDS = ("text", "jsonl", "parquet", "dataset", "pydoc")
 SUFFIXES = {"text": (".txt",), "jsonl": (".jsonl",), "parquet": (".parquet",)}  # what a folder in paths means
@@ -368,20 +368,6 @@ def parts(unit: Unit) -> Iterator[Part]:
     for number, document in enumerate(documents(unit)):
         for paragraph in split_paragraphs(document):
             yield Part(number, paragraph, document if unit.kind != "pydoc" else paragraph)
-
-
-def paragraphs(unit: Unit) -> Iterator[tuple[int, str]]:
-    """``(document number, paragraph)`` for every non-blank paragraph of ``unit``, each whole (its parts
-    joined): for inspection and tests; preparing streams ``parts``."""
-    number, pieces = 0, []
-    for part in parts(unit):
-        if not part.continued and pieces:
-            yield number, "".join(pieces)
-            pieces = []
-        number = part.document
-        pieces.append(part.text)
-    if pieces:
-        yield number, "".join(pieces)
 
 
 def _text_parts(unit: Unit) -> Iterator[Part]:
