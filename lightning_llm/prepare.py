@@ -54,7 +54,6 @@ def build_parser() -> ArgumentParser:
 
 def prepare_corpus(overrides: Sequence[str] = (), shard: tuple[int, int] | None = None) -> dict[str, Any]:
     from lightning_llm import cli, config, parts, plugins, registry
-    from lightning_llm.data.corpus import check_paragraph_counts
     from lightning_llm.data.shards import prepare
     from lightning_llm.data.streams import Corpus
 
@@ -79,11 +78,7 @@ def prepare_corpus(overrides: Sequence[str] = (), shard: tuple[int, int] | None 
     )
     if manifest is None:
         return {"cache": str(folder), "complete": False, "shard": f"{shard[0]}/{shard[1]}"}
-    corpus, rule = datamodule.corpus, datamodule.rule  # a corpus a run would refuse is refused here too
-    source = f"data.paths={list(corpus.paths)}" if corpus.paths else ""
-    check_paragraph_counts(
-        manifest["paragraphs"], {"val": rule.val_fraction, "test": rule.test_fraction}, source
-    )
+    datamodule.check_split_counts(manifest)  # a corpus a run would refuse is refused here too
     return {
         "cache": str(folder),
         "complete": True,

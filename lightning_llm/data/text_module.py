@@ -119,13 +119,18 @@ class TextDataModule(SplitDataModule):
                 self.corpus, self.tokenizer, self.rule, self.cache_dir, num_proc=self.num_proc
             )
             assert manifest is not None  # every unit was prepared here
-            check_paragraph_counts(
-                manifest["paragraphs"],
-                {"val": self.val_fraction, "test": self.test_fraction},
-                source=f"data.paths={list(self.corpus.paths)}" if self.corpus.paths else "",
-            )
+            self.check_split_counts(manifest)
             self._prepared = folder, manifest
         return self._prepared
+
+    def check_split_counts(self, manifest: dict) -> None:
+        """Refuse a prepared corpus this run cannot use: no text at all, none in train, or none in a val or
+        test split that has a fraction (``corpus.check_paragraph_counts``, naming ``data.paths``)."""
+        check_paragraph_counts(
+            manifest["paragraphs"],
+            {"val": self.val_fraction, "test": self.test_fraction},
+            source=f"data.paths={list(self.corpus.paths)}" if self.corpus.paths else "",
+        )
 
     def _check_one_train_batch(self) -> None:
         windows = len(self._datasets["train"])
