@@ -108,10 +108,10 @@ def _run_objective(run_config: dict[str, Any], overrides: Sequence[str]) -> list
     default objective), its settings included, unless the overrides choose one; a Hugging Face folder has
     none, and gets its model's default."""
     objective = run_config.get("objective")
-    chosen = any(o.lstrip("+").split("=", 1)[0] in ("objective", "objective.name") for o in overrides)
+    given = {o.lstrip("+").split("=", 1)[0] for o in overrides}  # the keys the overrides set
+    chosen = given & {"objective", "objective.name"}
     if not isinstance(objective, dict) or not objective.get("name") or chosen:
         return []
-    given = {o.lstrip("+").split("=", 1)[0] for o in overrides}
     settings = [
         f"objective.{key}={json.dumps(value)}"
         for key, value in objective.items()

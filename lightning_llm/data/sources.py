@@ -91,8 +91,8 @@ def _glob(pattern: str) -> list[Path]:
     root = Path(path.anchor) if path.is_absolute() else Path()
     relative = str(path.relative_to(path.anchor)) if path.is_absolute() else pattern
     hidden_allowed = "/." in f"/{relative}"
-    return [
-        root / match if path.is_absolute() else match
+    return [  # root.glob gives each match joined to root: absolute for an absolute pattern
+        match
         for match in root.glob(relative)
         if hidden_allowed or not any(part.startswith(".") for part in match.relative_to(root).parts)
     ]
