@@ -352,6 +352,8 @@ def explain(error: Exception, overrides: list[str]) -> str:
             return config.bad_value_message(kind, plugin, cause)
     if unknown := _unknown_top_level_name(parsed, groups):
         return unknown
+    if isinstance(cause, ValidationError):  # a typed setting of no plugin (parallel.*): the value's problem
+        return f"{full_key + ': ' if full_key else ''}{first_line(cause)}"
     return f"{full_key + ': ' if full_key else ''}{first_line(error)}"
 
 

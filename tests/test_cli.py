@@ -41,6 +41,7 @@ def run_cli(*args, timeout=120, env=None):
             ["+parallel.fp8=true"],
             "parallel.fp8 is not a setting; valid in parallel: activation_checkpointing",
         ),
+        (["parallel.float8=maybe"], "parallel.float8: Value 'maybe' is not a valid bool"),
         (["logger=csv", "+logger.project=x"], "logger.project is not a setting; valid in logger: name"),
         (["data.paths=[~/corpus/*.txt]"], "cannot parse the override 'data.paths=[~/corpus/*.txt]' at '~'"),
     ],
