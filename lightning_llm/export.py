@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits
 
@@ -43,13 +44,8 @@ def export(run: str | Path, out: str | Path, merge_lora: bool = False) -> Path:
 
     model, tokenizer, config = load_run(run)  # a LoRA run's weights come merged
     node = dict(config["model"])
-    if (config.get("objective") or {}).get("name") == "classification":
-        raise ValueError(
-            f"{run} was fine-tuned as a classifier, which no exported architecture holds faithfully: "
-            "BertForSequenceClassification has no masked-LM head for the rest of this model, and "
-            "BertForPreTraining's 2-way head is next-sentence prediction, not your labels; export the "
-            "masked-LM run it was fine-tuned from instead"
-        )
+    if refusal := _export_refusal(config.get("objective")):
+        raise ValueError(f"{run} was trained with objective={config['objective']['name']}: {refusal}")
     if lora_settings(node).rank and not merge_lora:
         raise ValueError(
             f"{run} was trained with LoRA adapters (model.lora.rank={lora_settings(node).rank}); pass "
@@ -61,6 +57,17 @@ def export(run: str | Path, out: str | Path, merge_lora: bool = False) -> Path:
         return save_hf_folder(model, node, tokenizer, Path(out).expanduser())
     except OSError as error:  # a folder that cannot be made or written: say which option
         raise OSError(f"--out {out}: {error.strerror or error}") from None
+
+
+def _export_refusal(objective: dict[str, Any] | None) -> str | None:
+    """The reason the run's objective declares for refusing an export (``export_refusal``), if any."""
+    from lightning_llm import plugins, registry
+
+    plugins.load()
+    name = (objective or {}).get("name")
+    if not name or name not in registry.names("objective"):
+        return None  # a run of an objective no longer installed: its heads are checked by the exporter
+    return getattr(registry.get("objective", name).product(), "export_refusal", None)
 
 
 @ctrl_c_exits

@@ -71,7 +71,8 @@ CONTRACTS: dict[str, Contract] = {
         "an object with loss(model, batch) -> (summed_loss, n_target_tokens, outputs), default_data (the "
         "data plugin serving its batches), and optionally predict_text(model, batch[, outputs]) for text "
         "metrics (outputs: what loss returned for the batch) and "
-        "sample_mode ('generate' or 'predict': what a run's samples.txt shows)",
+        "sample_mode ('generate' or 'predict': what a run's samples.txt shows) and export_refusal (why "
+        "export refuses a run trained with it, where its heads mean something no exported model keeps)",
     ),
     "optim": Contract(("params",), "a torch.optim.Optimizer over the given parameter groups"),
     "scheduler": Contract(

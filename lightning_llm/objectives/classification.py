@@ -21,6 +21,13 @@ class Classification:
 
     default_data = "pydoc_topics"
     default_metrics = ("accuracy", "f1", "precision", "recall")
+    # Why `export` refuses a run trained with it (a 2-class classifier would pass for a pretraining run).
+    export_refusal = (
+        "its classifier holds this run's own labels, which no exported architecture keeps faithfully: "
+        "BertForSequenceClassification has no masked-LM head for the rest of this model, and "
+        "BertForPreTraining's 2-way head is next-sentence prediction; export the masked-LM run it was "
+        "fine-tuned from instead"
+    )
 
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer  # unused by the loss; part of every objective's contract

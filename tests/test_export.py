@@ -1,0 +1,30 @@
+"""export's refusals that need no trained run (the exports themselves: tests/test_huggingface.py)."""
+
+import copy
+
+import pytest
+
+from lightning_llm import plugins, registry
+from lightning_llm.export import _export_refusal
+
+
+@pytest.fixture
+def own_registry(monkeypatch):
+    """The installed plugins, in a copy a test may add to."""
+    plugins.load()
+    monkeypatch.setattr(registry, "_PLUGINS", copy.copy(registry._PLUGINS))
+    monkeypatch.setitem(registry._PLUGINS, "objective", dict(registry._PLUGINS["objective"]))
+
+
+def test_an_objective_declares_why_its_runs_are_not_exported(own_registry):
+    """The refusal is the objective's declaration (``export_refusal``), not a name the exporter knows: a
+    third-party objective gets the same treatment as the built-in classifier."""
+
+    @registry.register("objective", "reward_model")
+    class RewardModel:
+        export_refusal = "its scalar head scores answers; no exported architecture has one"
+
+    assert "holds this run's own labels" in _export_refusal({"name": "classification", "tokenizer": None})
+    assert _export_refusal({"name": "reward_model"}) == RewardModel.export_refusal
+    for kept in ({"name": "causal_lm"}, {"name": "masked_lm_nsp"}, {"name": "not_installed"}, None):
+        assert _export_refusal(kept) is None
