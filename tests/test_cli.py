@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from lightning_llm import cli
+from tests.reliability.test_bad_inputs import refused_before_hydra
 
 
 def run_cli(*args, timeout=120, env=None):
@@ -19,41 +20,51 @@ def run_cli(*args, timeout=120, env=None):
     )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["model=gtp"], "unknown model 'gtp' (did you mean 'gpt'?); valid model names:"),
-        (["optim.lrr=1"], "optim.lrr: optim 'adamw' has no parameter 'lrr' (did you mean 'lr'?)"),
-        (["optim=adam", "optim.lr=abc"], "optim.lr='abc' is not a valid float for optim 'adam'"),
-        (["optim=sgd", "optim.betas=1"], "optim.betas: optim 'sgd' has no parameter 'betas'"),
-        (["tokenizer=pretrained"], "tokenizer.path is required by tokenizer 'pretrained'"),
-        (["model.positions=alibi"], "choose one of: learned, rotary"),
-        (["+optim._target_=os.system"], "refused"),
-        (["-m", "optim=adam,adamx"], "unknown optim 'adamx'"),
-        (["-m", "optim.lr=1e-3,abc"], "optim.lr='abc' is not a valid float"),
-        (["logger=wandbb"], "unknown logger 'wandbb' (did you mean 'wandb'?)"),
-        (["+foo=1"], "foo is not a setting; valid at the top level: metrics, seed"),
-        (["tokenizr.vocab_size=3"], "no setting or group 'tokenizr'; did you mean tokenizer?"),
-        (["+callbacks.early_stoping.patience=3"], "did you mean callbacks.early_stopping?"),
-        (["+callbacks.throughput.every=5"], "callbacks.throughput.every is not a setting; valid in"),
-        (
-            ["+parallel.fp8=true"],
-            "parallel.fp8 is not a setting; valid in parallel: activation_checkpointing",
-        ),
-        (["parallel.float8=maybe"], "parallel.float8: Value 'maybe' is not a valid bool"),
-        (["logger=csv", "+logger.project=x"], "logger.project is not a setting; valid in logger: name"),
-        (["data.paths=[~/corpus/*.txt]"], "cannot parse the override 'data.paths=[~/corpus/*.txt]' at '~'"),
-    ],
-)
+BAD_OVERRIDES = [
+    (["model=gtp"], "unknown model 'gtp' (did you mean 'gpt'?); valid model names:"),
+    (["optim.lrr=1"], "optim.lrr: optim 'adamw' has no parameter 'lrr' (did you mean 'lr'?)"),
+    (["optim=adam", "optim.lr=abc"], "optim.lr='abc' is not a valid float for optim 'adam'"),
+    (["optim=sgd", "optim.betas=1"], "optim.betas: optim 'sgd' has no parameter 'betas'"),
+    (["tokenizer=pretrained"], "tokenizer.path is required by tokenizer 'pretrained'"),
+    (["model.positions=alibi"], "choose one of: learned, rotary"),
+    (["+optim._target_=os.system"], "refused"),
+    (["-m", "optim=adam,adamx"], "unknown optim 'adamx'"),
+    (["-m", "optim.lr=1e-3,abc"], "optim.lr='abc' is not a valid float"),
+    (["logger=wandbb"], "unknown logger 'wandbb' (did you mean 'wandb'?)"),
+    (["+foo=1"], "foo is not a setting; valid at the top level: metrics, seed"),
+    (["tokenizr.vocab_size=3"], "no setting or group 'tokenizr'; did you mean tokenizer?"),
+    (["+callbacks.early_stoping.patience=3"], "did you mean callbacks.early_stopping?"),
+    (["+callbacks.throughput.every=5"], "callbacks.throughput.every is not a setting; valid in"),
+    (
+        ["+parallel.fp8=true"],
+        "parallel.fp8 is not a setting; valid in parallel: activation_checkpointing",
+    ),
+    (["parallel.float8=maybe"], "parallel.float8: Value 'maybe' is not a valid bool"),
+    (["logger=csv", "+logger.project=x"], "logger.project is not a setting; valid in logger: name"),
+    (["data.paths=[~/corpus/*.txt]"], "cannot parse the override 'data.paths=[~/corpus/*.txt]' at '~'"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), BAD_OVERRIDES)
 def test_bad_overrides_fail_with_one_short_message(args, expected, tmp_path):
+    """Through the command's entry point in this process: one line, before anything is built."""
+    line = refused_before_hydra(*args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert expected in line
+    assert not (tmp_path / "run").exists()  # nothing was built, no half-made run folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "expected"), [BAD_OVERRIDES[0], BAD_OVERRIDES[8], BAD_OVERRIDES[10]])
+def test_a_bad_override_is_one_line_on_stderr_of_the_real_command(args, expected, tmp_path):
+    """The same refusals as a user sees them from ``python -m lightning_llm``: the last line of stderr, no
+    traceback (one case of each kind: a plugin name, a sweep's value, a setting that does not exist)."""
     result = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line]
     assert lines[-1].startswith("error: "), result.stderr
     assert expected in lines[-1]
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "run").exists()  # nothing was built, no half-made run folder
+    assert not (tmp_path / "run").exists()
 
 
 def test_help_lists_groups():

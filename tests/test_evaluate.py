@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_llm.evaluate import evaluate
+from lightning_llm.evaluate import evaluate, main
 from lightning_llm.testing import run_cli
 
 pytestmark = pytest.mark.slow  # a training run first, then Lightning's validate
@@ -33,7 +33,7 @@ def test_the_val_loss_of_a_run_is_what_its_training_reported(trained):
     assert 0 <= scores["val_accuracy"] <= 1
 
 
-def test_the_command_prints_json_and_refuses_bad_input_in_one_line(trained, tmp_path):
+def test_the_command_prints_json_and_refuses_bad_input_in_one_line(trained, tmp_path, capsys):
     run, summary, cache = trained
     command = [sys.executable, "-m", "lightning_llm.evaluate", str(run), "data.block_size=32"]
     as_trained = ["data.batch_size=8", "trainer.limit_test_batches=2"]  # TINY scored 2 test batches of 8
@@ -43,22 +43,24 @@ def test_the_command_prints_json_and_refuses_bad_input_in_one_line(trained, tmp_
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
-    refused = subprocess.run(
-        [*command, f"paths.cache_dir={cache}", "data.test_fraction=0", "--split", "test"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith(
-        "error: --split test"
-    )
-    missing = subprocess.run(
-        [sys.executable, "-m", "lightning_llm.evaluate", str(tmp_path / "nothing")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    # Refusals through the same entry point, in this process: one line, no traceback.
     assert (
-        missing.returncode == 2
-        and "Traceback" not in missing.stderr
-        and "no such run folder" in missing.stderr
+        main(
+            [
+                str(run),
+                "data.block_size=32",
+                f"paths.cache_dir={cache}",
+                "data.test_fraction=0",
+                "--split",
+                "test",
+            ]
+        )
+        == 2
     )
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --split test")
+    assert main([str(tmp_path / "nothing")]) == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr and "no such run folder" in stderr and stderr.count("\n") == 1
 
 
 def test_a_hugging_face_folder_is_scored(tmp_path, cache_dir):

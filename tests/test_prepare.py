@@ -4,6 +4,7 @@ and a prepare killed with -9 leaves nothing a run trusts."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lightning_llm.data.shards import MANIFEST, read_manifest
-from lightning_llm.prepare import prepare_corpus
+from lightning_llm.prepare import main, prepare_corpus
 from lightning_llm.testing import cli_env, run_cli
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
@@ -94,27 +95,45 @@ def test_a_prepare_killed_with_9_leaves_no_manifest_and_the_next_one_finishes(tm
     assert json.loads(finished.stdout)["tokens"] == fresh["tokens"]
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--shard", "2/2"], "error: --shard 2/2: I must be in [0, N)"),
-        (["--shard", "a"], "error: --shard a: expected I/N, e.g. 0/8"),
-        (
-            ["data=pydoc_topics"],
-            "error: data=pydoc_topics is read whole by each run; there is nothing to prepare",
-        ),
-        (["data=text", "data.paths=[/no/such/*.txt]"], "error: no files match '/no/such/*.txt'"),
-        (["--shard", "-1/2"], "error: --shard -1/2: I must be in [0, N)"),
-        (
-            ["tokenizr.vocab_size=3"],
-            "error: tokenizr.vocab_size=3: no setting or group 'tokenizr'; did you mean tokenizer?",
-        ),
-        (["tokenizer.train_max_chars=0"], "error: tokenizer.train_max_chars=0: must be an integer >= 1"),
-        (["tokenizer.train_max_chars=-5"], "error: tokenizer.train_max_chars=-5: must be an integer >= 1"),
-        (["data=dataset", "data.paths=[/no/such/folder]"], "error: no such folder: '/no/such/folder'"),
-    ],
-)
-def test_bad_input_is_one_line(tmp_path, args, message):
+BAD_INPUTS = [
+    (["--shard", "2/2"], "error: --shard 2/2: I must be in [0, N)"),
+    (["--shard", "a"], "error: --shard a: expected I/N, e.g. 0/8"),
+    (
+        ["data=pydoc_topics"],
+        "error: data=pydoc_topics is read whole by each run; there is nothing to prepare",
+    ),
+    (["data=text", "data.paths=[/no/such/*.txt]"], "error: no files match '/no/such/*.txt'"),
+    (["--shard", "-1/2"], "error: --shard -1/2: I must be in [0, N)"),
+    (
+        ["tokenizr.vocab_size=3"],
+        "error: tokenizr.vocab_size=3: no setting or group 'tokenizr'; did you mean tokenizer?",
+    ),
+    (["tokenizer.train_max_chars=0"], "error: tokenizer.train_max_chars=0: must be an integer >= 1"),
+    (["tokenizer.train_max_chars=-5"], "error: tokenizer.train_max_chars=-5: must be an integer >= 1"),
+    (["data=dataset", "data.paths=[/no/such/folder]"], "error: no such folder: '/no/such/folder'"),
+]
+
+
+@pytest.fixture
+def log_level_kept():
+    """``main`` sets the package logger to INFO, as a command should; the test process gets its level back."""
+    logger = logging.getLogger("lightning_llm")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
+def test_bad_input_is_one_line(tmp_path, args, message, capsys, log_level_kept):
+    """Through the command's entry point in this process."""
+    assert main([*args, f"paths.cache_dir={tmp_path}"]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(message) and stderr.count("\n") == 1, stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_bad_input_is_one_line_on_stderr_of_the_real_command(tmp_path):
+    args, message = BAD_INPUTS[3]
     result = subprocess.run(
         prepare_command(*args, f"paths.cache_dir={tmp_path}"), capture_output=True, text=True, env=cli_env()
     )
