@@ -121,10 +121,17 @@ def _run_objective(run_config: dict[str, Any], overrides: Sequence[str]) -> list
 
 
 def given_tokenizer(overrides: Sequence[str]) -> str | None:
-    """The file of ``tokenizer=pretrained tokenizer.path=<file>``, for a Hugging Face folder that has none (a
-    run keeps its own); None when the overrides do not choose one."""
+    """The tokenizer file the overrides give, for a Hugging Face folder that has none (a run keeps its own):
+    the setting a tokenizer plugin declares as the file it loads (``file_setting``; ``tokenizer=pretrained
+    tokenizer.path=<file>``). None when the overrides choose no tokenizer that loads a file."""
+    from lightning_llm import plugins, registry
+
     values = dict(override.lstrip("+").split("=", 1) for override in overrides if "=" in override)
-    return values.get("tokenizer.path") if values.get("tokenizer") == "pretrained" else None
+    if not values.get("tokenizer"):
+        return None
+    plugins.load()
+    setting = getattr(registry.get("tokenizer", values["tokenizer"]).product(), "file_setting", None)
+    return values.get(f"tokenizer.{setting}") if setting else None
 
 
 @ctrl_c_exits

@@ -52,7 +52,7 @@ CONTRACTS: dict[str, Contract] = {
     "tokenizer": Contract(
         (),
         "a lightning_llm.tokenizers.Tokenizer: train(texts), encode, decode, vocab_size, special ids, "
-        "save(path), load(path)",
+        "save(path), load(path); one that loads a tokenizer file names that parameter as file_setting",
     ),
     "data": Contract(
         ("tokenizer", "cache_dir"),

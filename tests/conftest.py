@@ -37,6 +37,16 @@ def _plugins() -> None:
 
 
 @pytest.fixture
+def own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The installed plugins in a copy that a test may register more into (a third party's, say)."""
+    from lightning_llm import registry
+
+    monkeypatch.setattr(
+        registry, "_PLUGINS", {kind: dict(found) for kind, found in registry._PLUGINS.items()}
+    )
+
+
+@pytest.fixture
 def make_cfg(cache_dir: Path) -> Callable[..., DictConfig]:
     """compose(overrides) of the real conf/, with the cache in a temp folder."""
 

@@ -86,6 +86,23 @@ def test_a_hugging_face_folder_is_scored(tmp_path, cache_dir):
     assert bare["val_loss"] == pytest.approx(scores["val_loss"], rel=1e-6)
 
 
+def test_a_tokenizer_for_a_bare_folder_is_the_file_its_plugin_declares(own_registry):
+    """``tokenizer=<name> tokenizer.<file_setting>=<file>``: the plugin says which setting names its file,
+    so a third party's tokenizer that loads a file is given the same way as ``pretrained``."""
+    from lightning_llm import registry
+    from lightning_llm.evaluate import given_tokenizer
+
+    @registry.register("tokenizer", "sentencepiece_file")
+    class SentencePieceFile:
+        file_setting = "model_file"
+
+    assert given_tokenizer(["tokenizer=pretrained", "tokenizer.path=a/tokenizer.json"]) == "a/tokenizer.json"
+    assert given_tokenizer(["tokenizer=sentencepiece_file", "+tokenizer.model_file=sp.json"]) == "sp.json"
+    assert given_tokenizer(["tokenizer=char"]) is None and given_tokenizer(["data.block_size=8"]) is None
+    with pytest.raises(registry.PluginError, match="unknown tokenizer 'bpee'"):
+        given_tokenizer(["tokenizer=bpee"])
+
+
 @pytest.mark.parametrize(
     "overrides,expected",
     [

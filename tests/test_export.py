@@ -1,19 +1,7 @@
 """export's refusals that need no trained run (the exports themselves: tests/test_huggingface.py)."""
 
-import copy
-
-import pytest
-
-from lightning_llm import plugins, registry
+from lightning_llm import registry
 from lightning_llm.export import _export_refusal
-
-
-@pytest.fixture
-def own_registry(monkeypatch):
-    """The installed plugins, in a copy a test may add to."""
-    plugins.load()
-    monkeypatch.setattr(registry, "_PLUGINS", copy.copy(registry._PLUGINS))
-    monkeypatch.setitem(registry._PLUGINS, "objective", dict(registry._PLUGINS["objective"]))
 
 
 def test_an_objective_declares_why_its_runs_are_not_exported(own_registry):

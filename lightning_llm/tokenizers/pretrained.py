@@ -26,6 +26,9 @@ class PretrainedTokenizer(Tokenizer):
     """
 
     name = "pretrained"
+    file_setting = (
+        "path"  # the setting naming the file it loads (evaluate takes a tokenizer for a bare folder)
+    )
 
     def __init__(self, path: str) -> None:
         super().__init__(path=path)
