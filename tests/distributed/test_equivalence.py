@@ -135,10 +135,14 @@ def test_fsdp_encoder_decoder_decodes_without_deadlock(runs: dict) -> None:
     assert (runs["root"] / "fsdp-decoder" / "samples.txt").read_text().count("prediction:") == 2
 
 
-def test_fsdp_with_accumulation_and_recomputation_matches_one_process(runs: dict) -> None:
+def test_fsdp_with_accumulation_recomputation_and_loss_in_chunks_matches_one_process(runs: dict) -> None:
     """2 processes x 4 micro-batches of 1: the same 8-sequence steps. The step's gradient is normalised over
     both processes and both micro-batches, and synchronised once, after the last micro-batch. Activations are
-    recomputed in backward (each block's forward runs again inside FSDP's unsharded window)."""
+    recomputed in backward (each block's forward runs again inside FSDP's unsharded window). With
+    ``objective.logits_chunk=16`` the head and cross-entropy run 16 tokens at a time inside the sharded
+    model's forward (the head's weight gathered there), so the logits never exist whole: the losses, val loss
+    and perplexity are those of the single-process run with whole logits. (One run for the three: each
+    2-process launch costs ~15 s of CI.)"""
     accumulated = launch(
         runs["root"] / "fsdp-accumulate",
         runs["cache"],
@@ -147,8 +151,11 @@ def test_fsdp_with_accumulation_and_recomputation_matches_one_process(runs: dict
         f"data.batch_size={GLOBAL_BATCH // 8}",  # x 2 processes x 4 micro-batches
         "trainer.accumulate_grad_batches=4",
         "parallel.activation_checkpointing=true",
+        "objective.logits_chunk=16",
     )
     assert_same_losses(accumulated, runs["single"], range(1, STEPS + 1))
+    assert accumulated["val_loss"] == pytest.approx(runs["single"]["val_loss"], rel=RTOL)
+    assert accumulated["val_perplexity"] == pytest.approx(runs["single"]["val_perplexity"], rel=RTOL)
 
 
 @pytest.mark.parametrize("devices", [1, 2], ids=["one-process", "fsdp-two-processes"])
@@ -177,18 +184,6 @@ def test_lora_under_fsdp_matches_one_process(runs: dict, tmp_path: Path) -> None
     assert "LoRA rank 4" in (tmp_path / "fsdp" / "train_ddp_process_1.log").read_text()
     assert_same_losses(fsdp, single, range(1, 11))
     assert single["losses"][10] < single["losses"][1]  # the adapters trained
-
-
-def test_loss_in_chunks_under_fsdp_matches_whole_logits(runs: dict) -> None:
-    """``objective.logits_chunk=16``: the head and cross-entropy 16 tokens at a time inside the sharded
-    model's forward (the head's weight gathered there), so the logits never exist whole; the losses and
-    perplexity of the single-process run with whole logits."""
-    chunked = launch(
-        runs["root"] / "chunked", runs["cache"], *two_processes("fsdp"), "objective.logits_chunk=16"
-    )
-    assert_same_losses(chunked, runs["single"], range(1, STEPS + 1))
-    assert chunked["val_loss"] == pytest.approx(runs["single"]["val_loss"], rel=RTOL)
-    assert chunked["val_perplexity"] == pytest.approx(runs["single"]["val_perplexity"], rel=RTOL)
 
 
 def test_float8_under_fsdp_follows_float8_in_one_process(runs: dict) -> None:
