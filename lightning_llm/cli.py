@@ -198,6 +198,7 @@ def plugin_defaults(overrides: list[str]) -> list[str]:
         for o in OverridesParser.create().parse_overrides(overrides)
         if o.key_or_group in ("model", "objective", "data", "metrics")
         and not (o.is_sweep_override() or o.is_delete())
+        and o.value() is not None  # group=null: composing says what is wrong with it
     }
     primary = _primary_choices()
     added = {}
@@ -247,8 +248,7 @@ def check_known_keys(cfg: DictConfig, overrides: list[str]) -> None:
     """Refuse a setting that no config defines (``+foo=1``, ``+callbacks.throughput.every=5``): it would be
     ignored, or fail deep inside the run. The settings that exist are those of the same config composed
     with only the overrides' group choices (``experiment=...``, ``logger=...``, ``hparams_search=...``)."""
-    choices = [o for o in overrides if _is_group_choice(o, _config_groups())]
-    reference = compose_config(choices)
+    reference = _reference_config(tuple(o for o in overrides if _is_group_choice(o, _config_groups())))
     for key in _unknown_keys(cfg, reference, ""):
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = OmegaConf.select(reference, parent) if parent else reference
@@ -257,6 +257,21 @@ def check_known_keys(cfg: DictConfig, overrides: list[str]) -> None:
         hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
         where = f"in {parent}" if parent else "at the top level"
         raise ConfigError(f"{key} is not a setting; {hint}valid {where}: {', '.join(names)}")
+
+
+@functools.lru_cache(maxsize=16)
+def _reference_config(choices: tuple[str, ...]) -> DictConfig:
+    """The config the group choices alone compose: what ``check_known_keys`` reads (and never changes).
+    Composed once per set of choices, so a sweep over values composes it once, not once per job."""
+    return compose_config(list(choices))
+
+
+@functools.cache
+def _optional_groups() -> frozenset[str]:
+    """The groups conf/config.yaml's defaults list marks optional (experiment, hparams_search, debug)."""
+    primary = OmegaConf.load(Path(config.config_dir()) / "config.yaml")
+    keys = [str(key) for entry in primary.defaults if isinstance(entry, DictConfig) for key in entry]
+    return frozenset(key.removeprefix("optional ").strip() for key in keys if key.startswith("optional "))
 
 
 @functools.cache
@@ -321,8 +336,10 @@ def compose_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config.config_dir(), version_base="1.3"):
         try:
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        except (HydraException, OmegaConfBaseException) as error:
+        except (HydraException, OmegaConfBaseException, ValueError) as error:  # ValueError: group=null
             raise ConfigError(explain(error, overrides)) from None
+        if unknown := _unknown_option(overrides, _optional_groups()):  # Hydra skipped it without a word
+            raise ConfigError(unknown)
     check_hydra_node(cfg.hydra)
     with open_dict(cfg):
         del cfg["hydra"]
@@ -331,16 +348,10 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 def explain(error: Exception, overrides: list[str]) -> str:
     """The shortest true account of why composing ``overrides`` failed."""
+    groups = frozenset(GlobalHydra.instance().config_loader().list_groups(""))  # (inside compose's Hydra)
+    if unknown := _unknown_option(overrides, groups):
+        return unknown
     parsed = OverridesParser.create().parse_overrides(overrides)
-    loader = GlobalHydra.instance().config_loader()
-    groups = set(loader.list_groups(""))
-    for override in parsed:
-        group = override.key_or_group
-        if group in groups and not override.is_delete():
-            options = loader.get_group_options(group)
-            for value in _values(override):
-                if value not in options and value != "null":
-                    return registry.unknown_name_message(group, value, options)
     cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
     full_key = str(getattr(cause, "full_key", "") or "")
     kind = full_key.split(".", 1)[0]
@@ -355,6 +366,24 @@ def explain(error: Exception, overrides: list[str]) -> str:
     if isinstance(cause, ValidationError):  # a typed setting of no plugin (parallel.*): the value's problem
         return f"{full_key + ': ' if full_key else ''}{first_line(cause)}"
     return f"{full_key + ': ' if full_key else ''}{first_line(error)}"
+
+
+def _unknown_option(overrides: list[str], groups: frozenset[str]) -> str | None:
+    """``unknown experiment 'gpt_tinyy' (did you mean 'gpt_tiny'?) ...`` for a choice in one of ``groups``
+    that names no config of its group (``--config-dir``'s presets count), else None. Hydra refuses one in a
+    plain group, but in an optional one (experiment, hparams_search, debug) it skips the choice silently, and
+    the run would train something else."""
+    loader = GlobalHydra.instance().config_loader()
+    for override in OverridesParser.create().parse_overrides(overrides):
+        group = override.key_or_group
+        if group in groups and not override.is_delete():
+            options = loader.get_group_options(group, config_name="config", overrides=overrides)
+            if not override.is_sweep_override() and override.value() is None:  # Hydra: a ValueError
+                return f"{group}=null: choose one of: {', '.join(options)}; leave {group} out for the default"
+            for value in _values(override):
+                if value not in options:
+                    return registry.unknown_name_message(group, value, options)
+    return None
 
 
 def _unknown_top_level_name(parsed: list, groups: set[str]) -> str | None:

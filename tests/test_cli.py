@@ -42,6 +42,12 @@ BAD_OVERRIDES = [
     (["parallel.float8=maybe"], "parallel.float8: Value 'maybe' is not a valid bool"),
     (["logger=csv", "+logger.project=x"], "logger.project is not a setting; valid in logger: name"),
     (["data.paths=[~/corpus/*.txt]"], "cannot parse the override 'data.paths=[~/corpus/*.txt]' at '~'"),
+    # An optional group (experiment, hparams_search, debug): Hydra would skip a choice it cannot find.
+    (["experiment=gpt_tinyy"], "unknown experiment 'gpt_tinyy' (did you mean 'gpt_tiny'?); valid experiment"),
+    (["-m", "experiment=gpt_tiny,bert_tinyy"], "unknown experiment 'bert_tinyy' (did you mean 'bert_tiny'?)"),
+    (["debug=fastt"], "unknown debug 'fastt' (did you mean 'fast'?); valid debug names: fast"),
+    (["model=null"], "model=null: choose one of: decoder, encoder, gpt; leave model out for the default"),
+    (["experiment=null"], "experiment=null: choose one of: bert_base, "),
 ]
 
 
@@ -53,8 +59,18 @@ def test_bad_overrides_fail_with_one_short_message(args, expected, tmp_path):
     assert not (tmp_path / "run").exists()  # nothing was built, no half-made run folder
 
 
+def test_a_preset_from_config_dir_is_one_of_its_groups_options(tmp_path):
+    """``--config-dir DIR`` adds DIR/experiment/mine.yaml as ``experiment=mine``: an option, not a typo."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nmodel:\n  n_layer: 1\n")
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    assert cli.compose_config(["experiment=mine", searchpath]).model.n_layer == 1
+    with pytest.raises(cli.ConfigError, match="unknown experiment 'mine'"):
+        cli.compose_config(["experiment=mine"])
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("args", "expected"), [BAD_OVERRIDES[0], BAD_OVERRIDES[8], BAD_OVERRIDES[10]])
+@pytest.mark.parametrize(("args", "expected"), [BAD_OVERRIDES[0], BAD_OVERRIDES[8], BAD_OVERRIDES[18]])
 def test_a_bad_override_is_one_line_on_stderr_of_the_real_command(args, expected, tmp_path):
     """The same refusals as a user sees them from ``python -m lightning_llm``: the last line of stderr, no
     traceback (one case of each kind: a plugin name, a sweep's value, a setting that does not exist)."""
