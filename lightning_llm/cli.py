@@ -248,7 +248,9 @@ def check_known_keys(cfg: DictConfig, overrides: list[str]) -> None:
     """Refuse a setting that no config defines (``+foo=1``, ``+callbacks.throughput.every=5``): it would be
     ignored, or fail deep inside the run. The settings that exist are those of the same config composed
     with only the overrides' group choices (``experiment=...``, ``logger=...``, ``hparams_search=...``)."""
-    reference = _reference_config(tuple(o for o in overrides if _is_group_choice(o, _config_groups())))
+    # With the search path: --config-dir's presets are group choices too.
+    kept = [o for o in overrides if _is_group_choice(o, _config_groups()) or o.startswith("hydra.searchpath")]
+    reference = _reference_config(tuple(kept))
     for key in _unknown_keys(cfg, reference, ""):
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = OmegaConf.select(reference, parent) if parent else reference
@@ -365,7 +367,21 @@ def explain(error: Exception, overrides: list[str]) -> str:
         return unknown
     if isinstance(cause, ValidationError):  # a typed setting of no plugin (parallel.*): the value's problem
         return f"{full_key + ': ' if full_key else ''}{first_line(cause)}"
+    if where := _composing_error(str(error)):
+        return where
     return f"{full_key + ': ' if full_key else ''}{first_line(error)}"
+
+
+def _composing_error(text: str) -> str | None:
+    """``experiment/mine: parallel.compilee: Key 'compilee' not in 'ParallelPlan'`` from Hydra's "In
+    'experiment/mine': ConfigKeyError raised while composing config:" (the reason is on its next lines)."""
+    lines = text.splitlines()
+    if not (lines and lines[0].startswith("In '") and "raised while composing config" in lines[0]):
+        return None
+    where = lines[0].split("'")[1]
+    reason = lines[1].strip() if len(lines) > 1 else lines[0]
+    key = next((line.split(":", 1)[1].strip() for line in lines if line.strip().startswith("full_key:")), "")
+    return f"{where}: {key + ': ' if key else ''}{reason}"
 
 
 def _unknown_option(overrides: list[str], groups: frozenset[str]) -> str | None:

@@ -65,8 +65,12 @@ def test_a_preset_from_config_dir_is_one_of_its_groups_options(tmp_path):
     (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nmodel:\n  n_layer: 1\n")
     searchpath = f"hydra.searchpath=[file://{tmp_path}]"
     assert cli.compose_config(["experiment=mine", searchpath]).model.n_layer == 1
+    assert cli.precheck(["experiment=mine", searchpath]).model.n_layer == 1  # the known-keys check too
     with pytest.raises(cli.ConfigError, match="unknown experiment 'mine'"):
         cli.compose_config(["experiment=mine"])
+    (tmp_path / "experiment" / "typo.yaml").write_text("# @package _global_\nparallel:\n  compilee: true\n")
+    with pytest.raises(cli.ConfigError, match=r"^experiment/typo: parallel.compilee: Key 'compilee' not in"):
+        cli.precheck(["experiment=typo", searchpath])
 
 
 @pytest.mark.slow
