@@ -233,9 +233,10 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
     """Compose and check every job the overrides describe (up to MAX_CHECKED_JOBS); returns the first."""
     first = None
     for job in itertools.islice(_jobs(overrides, multirun), MAX_CHECKED_JOBS):
-        cfg = compose_config(job)
+        choices: dict[str, str] = {}
+        cfg = compose_config(job, choices)
         config.check(cfg)
-        check_known_keys(cfg, job)
+        check_known_keys(cfg, job, choices)
         first = first or cfg
     return first
 
@@ -244,12 +245,22 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
 _CHECKED_ELSEWHERE = frozenset((*config.GROUP_KINDS, "trainer"))
 
 
-def check_known_keys(cfg: DictConfig, overrides: list[str]) -> None:
-    """Refuse a setting that no config defines (``+foo=1``, ``+callbacks.throughput.every=5``): it would be
-    ignored, or fail deep inside the run. The settings that exist are those of the same config composed
-    with only the overrides' group choices (``experiment=...``, ``logger=...``, ``hparams_search=...``)."""
+# Groups whose presets only set values of settings that exist without them (hparams_search's define the
+# ``search`` node): a key such a preset sets must be known to the config composed without it.
+VALUE_PRESET_GROUPS = frozenset(("experiment", "debug"))
+
+
+def check_known_keys(cfg: DictConfig, overrides: list[str], choices: dict[str, str]) -> None:
+    """Refuse a setting that no config defines (``+foo=1``, ``+callbacks.throughput.every=5``, or
+    ``callbacks.throughput.everyy: 3`` in an experiment preset): it would be ignored, or fail deep inside
+    the run. The settings that exist are those of the config composed with only the group choices the job
+    resolved to (``choices``: the overrides' and those the presets make, ``override /logger: csv``), without
+    the value presets (``VALUE_PRESET_GROUPS``) themselves."""
+    groups = _config_groups()
+    kept = [f"{group}={option}" for group, option in sorted(choices.items()) if group in groups]
+    kept = [o for o in kept if _override_key(o) not in VALUE_PRESET_GROUPS]
     # With the search path: --config-dir's presets are group choices too.
-    kept = [o for o in overrides if _is_group_choice(o, _config_groups()) or o.startswith("hydra.searchpath")]
+    kept += [o for o in overrides if o.startswith("hydra.searchpath")]
     reference = _reference_config(tuple(kept))
     for key in _unknown_keys(cfg, reference, ""):
         parent = key.rsplit(".", 1)[0] if "." in key else ""
@@ -258,7 +269,10 @@ def check_known_keys(cfg: DictConfig, overrides: list[str]) -> None:
         close = difflib.get_close_matches(key.rsplit(".", 1)[-1], names, n=1)
         hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
         where = f"in {parent}" if parent else "at the top level"
-        raise ConfigError(f"{key} is not a setting; {hint}valid {where}: {', '.join(names)}")
+        given = any(_override_key(o).lstrip("+") == key for o in overrides)
+        presets = [f"{group}={choices[group]}" for group in sorted(VALUE_PRESET_GROUPS) if group in choices]
+        by = f" (set by {' or '.join(presets)})" if presets and not given else ""
+        raise ConfigError(f"{key} is not a setting{by}; {hint}valid {where}: {', '.join(names)}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -331,10 +345,10 @@ def _given(key: str, overrides: list[str]) -> str | None:
     return given[-1] if given else None
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
+def compose_config(overrides: list[str], choices: dict[str, str] | None = None) -> DictConfig:
     """Compose conf/ with ``overrides``, turning Hydra's and OmegaConf's errors into one-line messages. The
     ``hydra`` node is composed too, checked for code a config may not select (``check_hydra_node``), and
-    left out of the result."""
+    left out of the result; ``choices``, when given, receives the option each config group resolved to."""
     with initialize_config_dir(config.config_dir(), version_base="1.3"):
         try:
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
@@ -343,6 +357,8 @@ def compose_config(overrides: list[str]) -> DictConfig:
         if unknown := _unknown_option(overrides, _optional_groups()):  # Hydra skipped it without a word
             raise ConfigError(unknown)
     check_hydra_node(cfg.hydra)
+    if choices is not None:
+        choices.update({str(k): str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None})
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg

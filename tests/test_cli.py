@@ -60,7 +60,8 @@ def test_bad_overrides_fail_with_one_short_message(args, expected, tmp_path):
 
 
 def test_a_preset_from_config_dir_is_one_of_its_groups_options(tmp_path):
-    """``--config-dir DIR`` adds DIR/experiment/mine.yaml as ``experiment=mine``: an option, not a typo."""
+    """``--config-dir DIR`` adds DIR/experiment/mine.yaml as ``experiment=mine``: an option, not a typo; a
+    preset's own settings are checked like overrides."""
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nmodel:\n  n_layer: 1\n")
     searchpath = f"hydra.searchpath=[file://{tmp_path}]"
@@ -70,6 +71,19 @@ def test_a_preset_from_config_dir_is_one_of_its_groups_options(tmp_path):
         cli.compose_config(["experiment=mine"])
     (tmp_path / "experiment" / "typo.yaml").write_text("# @package _global_\nparallel:\n  compilee: true\n")
     with pytest.raises(cli.ConfigError, match=r"^experiment/typo: parallel.compilee: Key 'compilee' not in"):
+        cli.precheck(["experiment=typo", searchpath])
+    # A key of an untyped section: known only if the config composed without the preset has it.
+    (tmp_path / "experiment" / "typo.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /logger: csv\nlogger:\n  project: x\n"
+    )
+    with pytest.raises(cli.ConfigError, match=r"^logger.project is not a setting \(set by experiment=typo\)"):
+        cli.precheck(["experiment=typo", searchpath])  # csv has no project (wandb's)
+    (tmp_path / "experiment" / "typo.yaml").write_text(
+        "# @package _global_\ncallbacks:\n  throughput:\n    everyy: 3\n"
+    )
+    with pytest.raises(
+        cli.ConfigError, match=r"callbacks.throughput.everyy is not a setting \(set by experiment="
+    ):
         cli.precheck(["experiment=typo", searchpath])
 
 
