@@ -263,16 +263,23 @@ def check_known_keys(cfg: DictConfig, overrides: list[str], choices: dict[str, s
     kept += [o for o in overrides if o.startswith("hydra.searchpath")]
     reference = _reference_config(tuple(kept))
     for key in _unknown_keys(cfg, reference, ""):
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        node = OmegaConf.select(reference, parent) if parent else reference
-        names = [str(k) for k in node] if isinstance(node, DictConfig) else []
-        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], names, n=1)
-        hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
-        where = f"in {parent}" if parent else "at the top level"
         given = any(_override_key(o).lstrip("+") == key for o in overrides)
         presets = [f"{group}={choices[group]}" for group in sorted(VALUE_PRESET_GROUPS) if group in choices]
         by = f" (set by {' or '.join(presets)})" if presets and not given else ""
-        raise ConfigError(f"{key} is not a setting{by}; {hint}valid {where}: {', '.join(names)}")
+        raise ConfigError(not_a_setting(key, reference, by))
+
+
+def not_a_setting(key: str, reference: DictConfig, by: str = "") -> str:
+    """``trainer.max_stepss is not a setting; did you mean trainer.max_steps? valid in trainer: ...``: the
+    settings beside ``key`` in ``reference``, the closest first if one is close."""
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    node = OmegaConf.select(reference, parent) if parent else reference
+    names = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], names, n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    where = f"in {parent}" if parent else "at the top level"
+    more = "; another Lightning Trainer argument: +trainer.<name>=<value>" if parent == "trainer" else ""
+    return f"{key} is not a setting{by}; {hint}valid {where}: {', '.join(names)}{more}"
 
 
 @functools.lru_cache(maxsize=16)
@@ -381,6 +388,8 @@ def explain(error: Exception, overrides: list[str]) -> str:
             return config.bad_value_message(kind, plugin, cause)
     if unknown := _unknown_top_level_name(parsed, groups):
         return unknown
+    if unknown := _unknown_nested_key(parsed, groups, str(error)):
+        return unknown
     if isinstance(cause, ValidationError):  # a typed setting of no plugin (parallel.*): the value's problem
         return f"{full_key + ': ' if full_key else ''}{first_line(cause)}"
     if where := _composing_error(str(error)):
@@ -436,6 +445,19 @@ def _unknown_top_level_name(parsed: list, groups: set[str]) -> str | None:
                 f"{override.input_line}: no setting or group '{name}'; {hint}valid: {', '.join(sorted(top))}"
             )
     return None
+
+
+def _unknown_nested_key(parsed: list, groups: frozenset[str], text: str) -> str | None:
+    """``not_a_setting``'s message for Hydra's "Could not override 'trainer.max_stepss'" (a key its section
+    does not have; Hydra names neither the valid keys nor the one meant)."""
+    if not text.startswith("Could not override '") or "." not in text.split("'")[1]:
+        return None
+    choices = [o.input_line for o in parsed if o.key_or_group in groups and not o.is_delete()]
+    try:
+        reference = compose("config", overrides=choices)
+    except (HydraException, OmegaConfBaseException):
+        return None
+    return not_a_setting(text.split("'")[1], reference)
 
 
 def _selected(kind: str, overrides: list[str]) -> str:

@@ -47,6 +47,15 @@ BAD_OVERRIDES = [
     (["-m", "experiment=gpt_tiny,bert_tinyy"], "unknown experiment 'bert_tinyy' (did you mean 'bert_tiny'?)"),
     (["debug=fastt"], "unknown debug 'fastt' (did you mean 'fast'?); valid debug names: fast"),
     (["model=null"], "model=null: choose one of: decoder, encoder, gpt; leave model out for the default"),
+    # A key its section does not have: Hydra says only "Could not override".
+    (
+        ["trainer.max_stepss=3"],
+        "trainer.max_stepss is not a setting; did you mean trainer.max_steps? valid in",
+    ),
+    (
+        ["callbacks.checkpoint.save_top_kk=2"],
+        "did you mean callbacks.checkpoint.save_top_k? valid in callbacks",
+    ),
     (["experiment=null"], "experiment=null: choose one of: bert_base, "),
 ]
 
