@@ -256,9 +256,8 @@ def check_known_keys(cfg: DictConfig, overrides: list[str], choices: dict[str, s
     the run. The settings that exist are those of the config composed with only the group choices the job
     resolved to (``choices``: the overrides' and those the presets make, ``override /logger: csv``), without
     the value presets (``VALUE_PRESET_GROUPS``) themselves."""
-    groups = _config_groups()
+    groups = _config_groups() - VALUE_PRESET_GROUPS
     kept = [f"{group}={option}" for group, option in sorted(choices.items()) if group in groups]
-    kept = [o for o in kept if _override_key(o) not in VALUE_PRESET_GROUPS]
     # With the search path: --config-dir's presets are group choices too.
     kept += [o for o in overrides if o.startswith("hydra.searchpath")]
     reference = _reference_config(tuple(kept))
@@ -292,8 +291,7 @@ def _reference_config(choices: tuple[str, ...]) -> DictConfig:
 @functools.cache
 def _optional_groups() -> frozenset[str]:
     """The groups conf/config.yaml's defaults list marks optional (experiment, hparams_search, debug)."""
-    primary = OmegaConf.load(Path(config.config_dir()) / "config.yaml")
-    keys = [str(key) for entry in primary.defaults if isinstance(entry, DictConfig) for key in entry]
+    keys = [str(key) for key in _primary_choices()]
     return frozenset(key.removeprefix("optional ").strip() for key in keys if key.startswith("optional "))
 
 
@@ -302,11 +300,6 @@ def _config_groups() -> frozenset[str]:
     """The top-level config groups (model, experiment, logger, ...)."""
     with initialize_config_dir(config.config_dir(), version_base="1.3"):
         return frozenset(GlobalHydra.instance().config_loader().list_groups(""))
-
-
-def _is_group_choice(override: str, groups: frozenset[str]) -> bool:
-    key = _override_key(override)
-    return "." not in key and key in groups
 
 
 def _unknown_keys(cfg: DictConfig, reference: DictConfig, prefix: str) -> Iterable[str]:
@@ -386,10 +379,11 @@ def explain(error: Exception, overrides: list[str]) -> str:
             return config.unknown_key_message(full_key, plugin, [p.name for p in plugin.parameters()])
         if isinstance(cause, ValidationError):
             return config.bad_value_message(kind, plugin, cause)
-    if unknown := _unknown_top_level_name(parsed, groups):
-        return unknown
-    if unknown := _unknown_nested_key(parsed, groups, str(error)):
-        return unknown
+    if (reference := _choices_config(parsed, groups)) is not None:
+        if unknown := _unknown_top_level_name(parsed, groups, reference):
+            return unknown
+        if unknown := _unknown_nested_key(str(error), reference):
+            return unknown
     if isinstance(cause, ValidationError):  # a typed setting of no plugin (parallel.*): the value's problem
         return f"{full_key + ': ' if full_key else ''}{first_line(cause)}"
     if where := _composing_error(str(error)):
@@ -427,15 +421,20 @@ def _unknown_option(overrides: list[str], groups: frozenset[str]) -> str | None:
     return None
 
 
-def _unknown_top_level_name(parsed: list, groups: set[str]) -> str | None:
-    """``tokenizr.vocab_size=3: no setting or group 'tokenizr'; did you mean tokenizer? ...`` for an override
-    whose first name is neither a group nor a setting of the config its group choices compose (Hydra says
-    only "Could not override"); None when every name exists."""
+def _choices_config(parsed: list, groups: frozenset[str]) -> DictConfig | None:
+    """The config the overrides' group choices alone compose (inside compose's Hydra); None if they cannot."""
     choices = [o.input_line for o in parsed if o.key_or_group in groups and not o.is_delete()]
     try:
-        top = ({str(key) for key in compose("config", overrides=choices)} | groups) - {"hydra", "schema"}
+        return compose("config", overrides=choices)
     except (HydraException, OmegaConfBaseException):
         return None
+
+
+def _unknown_top_level_name(parsed: list, groups: frozenset[str], reference: DictConfig) -> str | None:
+    """``tokenizr.vocab_size=3: no setting or group 'tokenizr'; did you mean tokenizer? ...`` for an override
+    whose first name is neither a group nor a setting of ``reference``, the config its group choices
+    compose (Hydra says only "Could not override"); None when every name exists."""
+    top = ({str(key) for key in reference} | groups) - {"hydra", "schema"}
     for override in parsed:
         name = override.key_or_group.split(".", 1)[0].split("@", 1)[0]
         if name and name not in top and name not in ("hydra", "schema"):
@@ -447,15 +446,10 @@ def _unknown_top_level_name(parsed: list, groups: set[str]) -> str | None:
     return None
 
 
-def _unknown_nested_key(parsed: list, groups: frozenset[str], text: str) -> str | None:
+def _unknown_nested_key(text: str, reference: DictConfig) -> str | None:
     """``not_a_setting``'s message for Hydra's "Could not override 'trainer.max_stepss'" (a key its section
-    does not have; Hydra names neither the valid keys nor the one meant)."""
+    of ``reference`` does not have; Hydra names neither the valid keys nor the one meant)."""
     if not text.startswith("Could not override '") or "." not in text.split("'")[1]:
-        return None
-    choices = [o.input_line for o in parsed if o.key_or_group in groups and not o.is_delete()]
-    try:
-        reference = compose("config", overrides=choices)
-    except (HydraException, OmegaConfBaseException):
         return None
     return not_a_setting(text.split("'")[1], reference)
 

@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from lightning_llm.atomic import write_text
 from lightning_llm.config import ConfigError
@@ -38,7 +38,7 @@ def build_loggers(spec: dict[str, Any], run_dir: Path) -> list[Logger]:
 def finish_loggers(loggers: list[Logger]) -> None:
     """End the W&B run this process opened: otherwise the next ``train()`` in the same process (a test, an
     in-process sweep) would silently log into it."""
-    if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 
         if wandb.run is not None:
@@ -64,7 +64,6 @@ def _wandb(spec: dict[str, Any], run_dir: Path) -> Logger:
     log nothing to W&B). Started with wandb's own ``init``: Lightning's passes ``anonymous=None``, and wandb
     warns on every run that the setting has no effect."""
     import wandb
-    from lightning.pytorch.loggers import WandbLogger
 
     settings = wandb_settings(spec, run_dir)
     run = None

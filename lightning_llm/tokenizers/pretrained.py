@@ -26,9 +26,8 @@ class PretrainedTokenizer(Tokenizer):
     """
 
     name = "pretrained"
-    file_setting = (
-        "path"  # the setting naming the file it loads (evaluate takes a tokenizer for a bare folder)
-    )
+    # The setting naming the file it loads (evaluate takes one for a Hugging Face folder that has none).
+    file_setting = "path"
 
     def __init__(self, path: str) -> None:
         super().__init__(path=path)
