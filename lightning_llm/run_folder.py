@@ -24,7 +24,9 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.atomic import TEMP_MARKER
 from lightning_llm.checkpoint import (
@@ -37,6 +39,11 @@ from lightning_llm.checkpoint import (
     survey_checkpoints,
 )
 from lightning_llm.config import ConfigError
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from lightning_llm.tokenizers.base import Tokenizer
 
 log = logging.getLogger("lightning_llm")
 
@@ -187,6 +194,27 @@ def remove_unfinished_checkpoints(run_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------- what to resume from
+
+
+def start(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, tokenizer: Tokenizer) -> str | None:
+    """A launch's first writes, in the order that keeps the folder safe: clear unfinished checkpoint writes,
+    find and check the checkpoint to resume from (``resume_point``), then save the tokenizer, so a refused
+    resume leaves the folder as it was. Returns the checkpoint to resume from, None for a fresh start."""
+    if trainer.is_global_zero:
+        remove_unfinished_checkpoints(run_dir)
+    schedule = {  # what the learning-rate schedule is computed from
+        "trainer.max_steps": cfg.trainer.get("max_steps"),
+        "trainer.accumulate_grad_batches": cfg.trainer.get("accumulate_grad_batches"),
+        "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True),
+    }
+    from lightning_llm.distributed.checkpointing import ShardedStrategy  # deferred: it imports Lightning
+
+    sharded = isinstance(trainer.strategy, ShardedStrategy)
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    resume = resume_point(cfg.ckpt_path, run_dir, sharded, model_config, tokenizer.fingerprint(), schedule)
+    if trainer.is_global_zero:
+        tokenizer.save(run_dir / "tokenizer.json")
+    return resume
 
 
 def resume_point(

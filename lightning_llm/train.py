@@ -22,11 +22,10 @@ from lightning_llm import config, parts, plugins, run_folder
 from lightning_llm.callbacks import RunSummary, Throughput
 from lightning_llm.callbacks.nan_guard import NanGuard
 from lightning_llm.callbacks.preemption import Preemption
-from lightning_llm.callbacks.run_summary import evaluate, write_json
+from lightning_llm.callbacks.run_summary import write_json
 from lightning_llm.checkpoint import export_consolidated
 from lightning_llm.distributed import strategy
 from lightning_llm.distributed.checkpointing import CheckpointWriteError, ShardedStrategy
-from lightning_llm.distributed.parallelize import local_part
 from lightning_llm.loggers import finish_loggers
 from lightning_llm.trainer import build_trainer, quiet_lightning
 
@@ -63,9 +62,7 @@ def train(
     cfg = parts.with_source_model(cfg)  # fine-tuning a Hugging Face model: its architecture and shape
     config.check(cfg)
     # Settings this machine cannot run and a run folder that cannot take checkpoints fail before any work.
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    strategy.check_devices(trainer_cfg)
-    trainer_args, plan = strategy.resolve(trainer_cfg, OmegaConf.to_container(cfg.parallel, resolve=True))
+    trainer_args, plan = strategy.resolve_run(cfg.trainer, cfg.parallel)
     run_dir = Path(run_dir or _hydra_output_dir())
     run_folder.check_writable(run_dir)
     log.info("run folder: %s", run_dir.resolve())
@@ -87,28 +84,11 @@ def train(
     validates = getattr(datamodule, "has_split", lambda split: True)("val")
     trainer = build_trainer(cfg, trainer_args, run_dir, tokenizer, objective, own, validates=validates)
 
-    if trainer.is_global_zero:
-        run_folder.remove_unfinished_checkpoints(run_dir)
-    sharded = isinstance(trainer.strategy, ShardedStrategy)
-    model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    schedule = {  # what the learning-rate schedule is computed from
-        "trainer.max_steps": cfg.trainer.get("max_steps"),
-        "trainer.accumulate_grad_batches": cfg.trainer.get("accumulate_grad_batches"),
-        "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True),
-    }
-    resume = run_folder.resume_point(
-        cfg.ckpt_path, run_dir, sharded, model_config, tokenizer.fingerprint(), schedule
-    )
-    if trainer.is_global_zero:  # after the resume was checked: a refused one leaves the run folder as it was
-        tokenizer.save(run_dir / "tokenizer.json")
+    resume = run_folder.start(cfg, run_dir, trainer, tokenizer)
     try:
         with preemption.stops_with_a_checkpoint(run_dir):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-        # Counted after training, while FSDP holds its parameters sharded (a forward-only pass leaves the
-        # root's gathered until the next backward).
-        params_per_process = sum(local_part(p).numel() for p in module.model.parameters())
-        results = {**evaluate(trainer, module, datamodule, cfg.eval.max_batches), **throughput.summary()}
-        run_summary = summary.summary(trainer, module, **results, params_per_process=params_per_process)
+        run_summary = summary.finish(trainer, module, datamodule, cfg.eval.max_batches, throughput.summary())
         if trainer.is_global_zero:
             export_consolidated(run_dir)
             write_json(run_dir / "summary.json", run_summary)

@@ -15,6 +15,7 @@ import torch
 
 from lightning_llm.atomic import write_text
 from lightning_llm.callbacks.early_stopping import EarlyStop
+from lightning_llm.distributed.parallelize import local_part
 
 
 class RunSummary(L.Callback):
@@ -32,6 +33,22 @@ class RunSummary(L.Callback):
         self.wall_seconds = time.perf_counter() - self._start
         loss = trainer.callback_metrics.get("train/loss")
         self.train_loss = float(loss) if loss is not None else float("nan")
+
+    def finish(
+        self,
+        trainer: L.Trainer,
+        module: L.LightningModule,
+        datamodule: L.LightningDataModule,
+        max_batches: int | None,
+        results: dict[str, Any],
+    ) -> dict[str, Any]:
+        """After fit: the run's summary, with the final weights' scores (``evaluate``) and the other
+        callbacks' ``results``."""
+        # Counted after training, while FSDP holds its parameters sharded (a forward-only pass leaves the
+        # root's gathered until the next backward).
+        params_per_process = sum(local_part(p).numel() for p in module.parameters())
+        scores = evaluate(trainer, module, datamodule, max_batches)
+        return self.summary(trainer, module, **scores, **results, params_per_process=params_per_process)
 
     def summary(self, trainer: L.Trainer, pl_module: L.LightningModule, **results: Any) -> dict[str, Any]:
         val_loss = results.get("val_loss", float("nan"))

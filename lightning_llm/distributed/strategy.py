@@ -22,9 +22,18 @@ import sys
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_llm.config import ConfigError
 from lightning_llm.distributed.plan import ParallelPlan, check_choices
+
+
+def resolve_run(trainer: DictConfig, parallel: DictConfig) -> tuple[dict[str, Any], ParallelPlan]:
+    """``resolve`` for a run's ``trainer`` and ``parallel`` nodes, after refusing devices this machine cannot
+    give (``check_devices``): before any work is done."""
+    trainer_cfg = OmegaConf.to_container(trainer, resolve=True)
+    check_devices(trainer_cfg)
+    return resolve(trainer_cfg, OmegaConf.to_container(parallel, resolve=True))
 
 
 def resolve(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> tuple[dict[str, Any], ParallelPlan]:
