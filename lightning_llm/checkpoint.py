@@ -27,7 +27,7 @@ import pickle
 import re
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +78,15 @@ _WRAPPER_SEGMENTS = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped
 
 LAST = "last.ckpt"
 META_FILE = "meta.pt"  # Lightning's non-tensor state in a sharded checkpoint, written by rank 0
-PARTIAL_SUFFIX = ".partial"  # a sharded checkpoint being written
+PARTIAL_SUFFIX = ".partial"  # a sharded checkpoint being written: <name>.partial-<pid of rank 0>
 OLD_SUFFIX = ".old"  # the previous sharded checkpoint while the new one is swapped in (still complete)
 DELETING_MARKER = ".deleting-"  # a checkpoint being removed: <name>.deleting-<pid>
 # Exactly the names the writers give unfinished work: a checkpoint name (.ckpt, or .pt for meta.pt and
 # consolidated exports) plus one marker. Cleanup deletes only such names, so a user's `notes.partial/` or
 # `draft.tmp-1` is never touched.
-_UNFINISHED_NAME = re.compile(r".+\.(ckpt|pt)(\.partial|\.tmp-\d+(-[0-9a-f]+)?|\.deleting-\d+)")
+_UNFINISHED_NAME = re.compile(
+    r".+\.(ckpt|pt)(\.partial(-(?P<partial>\d+))?|\.tmp-(?P<tmp>\d+)(-[0-9a-f]+)?|\.deleting-(?P<deleting>\d+))"
+)
 
 
 # --------------------------------------------------------------------------- finding and reading
@@ -160,9 +162,12 @@ def inspect_checkpoint(path: Path) -> tuple[int | None, str | None]:
 
 def read_metadata(path: Path) -> Any:
     """A checkpoint's dict (a sharded folder's ``meta.pt``), memory-mapped: only the pickled structure is
-    read, not the tensors. Raises whatever torch raises for a damaged file."""
+    read, not the tensors. A file that cannot be read so (damaged, pickled code) is a ``CheckpointError``."""
     source = path / META_FILE if path.is_dir() else path
-    return torch.load(source, map_location="cpu", mmap=True, weights_only=True)
+    try:
+        return torch.load(source, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as error:  # whatever torch and its unpickler raise for a damaged or hostile file
+        raise _unreadable(path, error) from None
 
 
 def stored_step(path: Path) -> int | None:
@@ -194,6 +199,10 @@ def find_checkpoint(path: str | Path) -> Path:
     for checkpoint, problem in unusable.items():
         log.warning("passing over %s: %s", checkpoint, problem)
     weights = [name for name in HF_WEIGHT_FILES if (path / name).is_file()]
+    if found is None and (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is a Hugging Face model folder (config.json), not a lightning_llm run or checkpoint"
+        )
     if found is None and weights:
         raise FileNotFoundError(
             f"{path} holds {weights[0]} but no config.json: a Hugging Face model folder needs the config.json"
@@ -213,6 +222,13 @@ def is_unfinished(path: Path) -> bool:
     return _UNFINISHED_NAME.fullmatch(Path(path).name) is not None
 
 
+def writer_pid(path: Path) -> int | None:
+    """The pid of the process whose unfinished write or removal ``path`` is named as, if its name has one."""
+    match = _UNFINISHED_NAME.fullmatch(Path(path).name)
+    pid = match and (match["partial"] or match["tmp"] or match["deleting"])
+    return int(pid) if pid else None
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint dict at ``path``, read with ``weights_only=True`` (plain data and tensors only). A
     sharded directory is consolidated in memory into the same layout a single-file checkpoint has."""
@@ -224,7 +240,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise FileNotFoundError(f"no such checkpoint file: {path}")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # whatever torch and its unpickler raise for a damaged or hostile file
         raise _unreadable(path, error, "corrupt or truncated?") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{path} is not a Lightning checkpoint: it has no 'state_dict'")
@@ -320,7 +336,7 @@ def _strip_wrappers(key: str) -> str:
 
 def run_config(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The resolved run config stored in ``checkpoint``; one that names code (``_target_``) is refused."""
-    config = checkpoint.get("config")
+    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
     model = config.get("model") if isinstance(config, dict) else None
     if not isinstance(model, dict) or not model.get("name"):
         raise CheckpointError(
@@ -337,8 +353,11 @@ def build_model_from_checkpoint(checkpoint: dict[str, Any], vocab_size: int) -> 
     node = run_config(checkpoint)["model"]
     _register_model(str(node["name"]))
     plugin, params = plugin_params("model", node, key="checkpoint config model")
-    model = plugin(vocab_size=vocab_size, **params)
     state = model_state_dict(checkpoint)
+    check_stored_config(
+        lambda: plugin(vocab_size=vocab_size, **params), state, whole="frozen_fingerprint" not in checkpoint
+    )
+    model = plugin(vocab_size=vocab_size, **params)
     if "frozen_fingerprint" in checkpoint:
         state = _with_base(model, state, checkpoint)
     state = _without_adapters(state, checkpoint)
@@ -350,6 +369,67 @@ def build_model_from_checkpoint(checkpoint: dict[str, Any], vocab_size: int) -> 
         )
     model.load_state_dict(state, strict=True)
     return model
+
+
+def stored_model_state(path: Path) -> dict[str, torch.Tensor]:
+    """The model's stored tensors without reading their data: memory-mapped from a file, or empty meta
+    tensors of the sizes a sharded checkpoint's index records. For sizes and names only."""
+    if path.is_dir():
+        from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+        index = read_dcp_metadata(path / DCP_METADATA)
+        state = {
+            key.removeprefix("state_dict."): torch.empty(entry.size, device="meta")
+            for key, entry in index.state_dict_metadata.items()
+            if key.startswith("state_dict.") and isinstance(entry, TensorStorageMetadata)
+        }
+        return model_state_dict({"state_dict": state})
+    checkpoint = read_metadata(path)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is not a Lightning checkpoint: it has no 'state_dict'")
+    return model_state_dict(checkpoint)
+
+
+# What a model built from a stored config may have beyond its stored weights: modules per stored tensor
+# (dropouts, activations, containers hold none) and elements (a new task head; a rotary table).
+MODULES_PER_TENSOR, SPARE_MODULES, SPARE_ELEMENTS = 32, 1024, 2**26
+
+
+def check_stored_config(build: Callable[[], nn.Module], state: dict[str, Any], whole: bool = True) -> None:
+    """Refuse a stored model config (a checkpoint's, read from a file anyone may hand over) that describes a
+    model far larger than the weights stored with it, before it takes any memory: ``build`` runs on the meta
+    device, stopped once it makes more modules than the weights could belong to, and its elements must fit
+    them (``whole``: the state is the whole model, not adapters or a base to re-read)."""
+    limit = MODULES_PER_TENSOR * len(state) + SPARE_MODULES
+    made = 0
+
+    def count(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+        nonlocal made
+        made += 1
+        if made > limit:
+            raise CheckpointError(
+                f"the checkpoint's model config builds more than {limit} modules for its {len(state)} stored "
+                "tensors: a config that does not describe its weights (damaged or crafted); refused"
+            )
+
+    handle = torch.nn.modules.module.register_module_module_registration_hook(count)
+    try:
+        with torch.device("meta"):
+            model = build()
+    except CheckpointError:
+        raise
+    except Exception as error:  # every model builds on the meta device (FSDP's ranks but 0 build it there)
+        reason = first_line(error)
+        raise CheckpointError(f"the checkpoint's model config cannot be built ({reason}); refused") from None
+    finally:
+        handle.remove()
+    elements = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+    stored = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))
+    if whole and elements > 2 * stored + SPARE_ELEMENTS:
+        raise CheckpointError(
+            f"the checkpoint's model config describes {elements:,} weights, its stored tensors hold "
+            f"{stored:,}: a config that does not describe its weights (damaged or crafted); refused"
+        )
 
 
 def _with_base(
@@ -436,6 +516,7 @@ def load_run(
     folder has none."""
     from lightning_llm import huggingface
 
+    path = Path(path).expanduser()
     if huggingface.is_hf_folder(path):
         given = None if tokenizer_file is None else _tokenizer_json(tokenizer_file)
         model, tokenizer, node = huggingface.load_hf_run(path, given)
@@ -499,10 +580,7 @@ def check_resumable(
     path = Path(path)
     if path.is_dir():
         read_dcp_metadata(path / DCP_METADATA)  # before DCP unpickles it while loading the shards
-    try:
-        meta = read_metadata(path)
-    except Exception as error:  # whatever torch raises for a damaged file, the message names the file
-        raise _unreadable(path, error) from None
+    meta = read_metadata(path)
     try:
         refuse_code_paths(meta.get("config") or {}, "config")
     except ValueError as error:
@@ -560,6 +638,7 @@ def init_from(model: nn.Module, path: str | Path) -> tuple[list[str], list[str],
     """
     from lightning_llm import huggingface
 
+    path = Path(path).expanduser()
     if huggingface.is_hf_folder(path):  # every tensor of it is mapped, or the load is refused naming it
         folder = Path(path)
         architecture = huggingface.architecture_of(huggingface.read_hf_config(folder), folder)
@@ -664,6 +743,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as error:  # the output's folder cannot be made or written (no such parent, read-only)
+        print(
+            f"error: cannot write {error.filename or args.output}: {error.strerror or error}", file=sys.stderr
+        )
+        return EXIT_BAD_INPUT
     print(written)
     return 0
 
@@ -678,8 +762,25 @@ def _consolidate(path: Path, output: str | None) -> Path:
     source = find_checkpoint(path)
     if not source.is_dir():
         raise CheckpointError(f"{source} is a single-file checkpoint already; load it as it is")
-    target = Path(output) if output else consolidated_path(source)
+    target = Path(output).expanduser() if output else consolidated_path(source)
+    _check_output(target, source)
     return consolidate(source, target)
+
+
+def _check_output(target: Path, source: Path) -> None:
+    """``--output`` must name a new file outside the checkpoint: a file that exists is the user's (or the
+    run's: its tokenizer.json, a checkpoint) and is never replaced, except the consolidation this command
+    itself writes beside ``source`` (``consolidated_path``), which a second consolidation renews."""
+    if target.is_dir():
+        raise CheckpointError(
+            f"--output {target} is a folder; name the file to write, e.g. {target}/model.pt"
+        )
+    if target.resolve().is_relative_to(source.resolve()):
+        raise CheckpointError(f"--output {target} is inside the checkpoint {source}; write it elsewhere")
+    if (target.exists() or target.is_symlink()) and target.resolve() != consolidated_path(source).resolve():
+        raise CheckpointError(
+            f"--output {target} exists; name a new file (an existing file is never replaced)"
+        )
 
 
 if __name__ == "__main__":

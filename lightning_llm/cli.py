@@ -142,21 +142,27 @@ def parse_overrides(overrides: list[str]) -> None:
 
 
 def resume_overrides(overrides: list[str]) -> list[str]:
-    """A resumed launch (``ckpt_path`` set, ``hydra.run.dir`` an earlier run's folder) starts from the run's
-    own overrides, its ``.hydra/overrides.yaml``, so nothing has to be typed again; those given now come
-    after them and replace them key by key. Hydra's own keys and ``ckpt_path`` are never taken over."""
+    """A resumed launch (``ckpt_path`` set, ``hydra.run.dir`` an earlier run's folder) starts from the
+    overrides that trained the run's latest checkpoint (stored in it), so nothing has to be typed again;
+    those given now come after them and replace them key by key. Hydra's own keys and ``ckpt_path`` are never
+    taken over. (A checkpoint from before overrides were stored: the run's ``.hydra/overrides.yaml``.)"""
     folder, ckpt_path = _given("hydra.run.dir", overrides), _given("ckpt_path", overrides)
     if ckpt_path in (None, "", "null") or not folder or "${" in folder:
         return []
-    path = Path(folder).expanduser() / ".hydra" / "overrides.yaml"
-    if not path.is_file() or not _has_checkpoint(Path(folder).expanduser()):
+    checkpoint = _latest_checkpoint(Path(folder).expanduser())
+    if checkpoint is None:
         return []  # nothing to resume (a launch that failed before its first checkpoint): a fresh start
-    try:
-        stored = OmegaConf.to_container(OmegaConf.load(path))
-    except Exception as error:  # whatever the YAML reader raises, one line naming the file
-        raise ConfigError(f"{path}: cannot read the run's overrides ({first_line(error)})") from None
+    stored, source = _stored_overrides(checkpoint), checkpoint
+    if stored is None:
+        source = Path(folder).expanduser() / ".hydra" / "overrides.yaml"
+        if not source.is_file():
+            return []
+        try:
+            stored = OmegaConf.to_container(OmegaConf.load(source))
+        except Exception as error:  # whatever the YAML reader raises, one line naming the file
+            raise ConfigError(f"{source}: cannot read the run's overrides ({first_line(error)})") from None
     if not isinstance(stored, list) or not all(isinstance(o, str) for o in stored):
-        raise ConfigError(f"{path}: expected a list of overrides, as Hydra writes it")
+        raise ConfigError(f"{source}: expected a list of overrides, as Hydra writes it")
     parse_overrides(stored)
     given = {_override_key(o) for o in overrides}
     return [
@@ -166,11 +172,23 @@ def resume_overrides(overrides: list[str]) -> list[str]:
     ]
 
 
-def _has_checkpoint(folder: Path) -> bool:
+def _latest_checkpoint(folder: Path) -> Path | None:
     from lightning_llm.checkpoint import latest_checkpoint  # deferred: it imports torch
 
     checkpoints = folder / "checkpoints"
-    return checkpoints.is_dir() and latest_checkpoint(checkpoints) is not None
+    return latest_checkpoint(checkpoints) if checkpoints.is_dir() else None
+
+
+def _stored_overrides(checkpoint: Path) -> object:
+    """The launch overrides ``checkpoint`` records (None when it records none). Written by the launch
+    that trained it, so a later launch refused before training (Hydra rewrites ``.hydra/`` first) cannot
+    change what a resume starts from."""
+    from lightning_llm.checkpoint import read_metadata
+
+    try:
+        return read_metadata(checkpoint).get("overrides")
+    except Exception:  # an unreadable checkpoint: resuming says what is wrong with it
+        return None
 
 
 def _override_key(override: str) -> str:

@@ -11,6 +11,7 @@ prints one line on stderr and exits with status 2; Ctrl-C keeps what was printed
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -150,8 +151,8 @@ def _at_least(minimum: float, kind: Callable[[str], float] = int) -> Callable[[s
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        if not math.isfinite(value) or value < minimum:  # nan compares false with everything
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {minimum}, got {text}")
         return value
 
     return parse

@@ -658,7 +658,7 @@ def export_architecture(params: dict[str, Any]) -> Architecture:
 
 def is_hf_folder(path: str | Path) -> bool:
     """Whether ``path`` is a Hugging Face model folder (it holds ``config.json``)."""
-    return (Path(path) / CONFIG_FILE).is_file()
+    return (Path(path).expanduser() / CONFIG_FILE).is_file()
 
 
 def read_hf_config(folder: Path) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ def with_source_model(cfg: DictConfig) -> DictConfig:
     init_from = config.framework_params("model", cfg.model)["init_from"]
     if not init_from:
         return cfg
+    init_from = os.path.expanduser(init_from)  # the path the rest of the run (and its config) uses
     if not huggingface.is_hf_folder(init_from):
         return _with_run_model(cfg, str(init_from))
     folder = Path(init_from)
@@ -137,13 +139,21 @@ def model(cfg: DictConfig, vocab_size: int, datamodule: Any, on_meta: bool = Fal
     ``LanguageModule.configure_model``)."""
     plugin, params = config.plugin_params("model", cfg.model)
     for key, value in getattr(datamodule, "model_settings", dict)().items():
-        if key in params and not params[key]:
+        if key in params and params[key] and params[key] != value:  # set (not 0/unset): a head misfit
+            raise ConfigError(
+                f"model.{key}={params[key]!r}, but the data decides {value!r} (data={cfg.data.name}); leave "
+                f"model.{key} unset, and the data sets it"
+            )
+        if key in params:
             params[key] = value
             with open_dict(cfg.model):  # the stored config (checkpoints, export, evaluate) holds it too
                 cfg.model[key] = value
+    init_from = config.framework_params("model", cfg.model)["init_from"]
+    if init_from:  # the config is the checkpoint's (with_source_model): it must describe its weights
+        _check_source_config(str(init_from), lambda: plugin(vocab_size=vocab_size, **params))
     with torch.device("meta") if on_meta else contextlib.nullcontext():
         built = plugin(vocab_size=vocab_size, **params)
-    if (init_from := config.framework_params("model", cfg.model)["init_from"]) and not on_meta:
+    if init_from and not on_meta:
         from lightning_llm.checkpoint import init_from as load_matching_weights
 
         loaded, new, skipped = load_matching_weights(built, init_from)
@@ -154,6 +164,24 @@ def model(cfg: DictConfig, vocab_size: int, datamodule: Any, on_meta: bool = Fal
     where = " (on the meta device: its shards come from rank 0)" if on_meta else ""
     log.info("model: %s, %.2fM parameters%s", cfg.model.name, millions, where)
     return built
+
+
+def _check_source_config(init_from: str, build: Callable[[], Any]) -> None:
+    """A run's or .ckpt's stored model config, checked against its stored weights before the model takes
+    memory (``checkpoint.check_stored_config``); a Hugging Face folder's config.json is checked against its
+    weights when it is read."""
+    from lightning_llm import huggingface
+    from lightning_llm.checkpoint import (
+        check_stored_config,
+        find_checkpoint,
+        read_metadata,
+        stored_model_state,
+    )
+
+    if not huggingface.is_hf_folder(init_from):
+        path = find_checkpoint(init_from)
+        adapters_only = "frozen_fingerprint" in read_metadata(path)  # its base is read again, not stored
+        check_stored_config(build, stored_model_state(path), whole=not adapters_only)
 
 
 def _adapt(model: Any, lora: config.LoraSettings) -> None:
@@ -211,10 +239,19 @@ def language_module(
         checkpoint_extras={
             "config": OmegaConf.to_container(cfg, resolve=True),
             "tokenizer_fingerprint": tokenizer.fingerprint(),
+            "overrides": _launch_overrides(),
         },
         parallel=plan,
         save_trainable_only=config.lora_settings(cfg.model).adapters_only,
     )
+
+
+def _launch_overrides() -> list[str] | None:
+    """The command-line overrides of this launch (Hydra's), which a resumed launch starts from
+    (``cli.resume_overrides``); None outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
 def metrics(cfg: DictConfig) -> dict[str, Any]:

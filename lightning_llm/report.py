@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from lightning_llm.atomic import write_text
 from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits
 
 __all__ = [
@@ -360,7 +362,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _sortable(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value)
+    return _is_number(value) and (isinstance(value, int) or math.isfinite(value))  # an int of any size
 
 
 def format_value(header: str, value: Any) -> str:
@@ -373,7 +375,10 @@ def format_value(header: str, value: Any) -> str:
         return str(value)  # nan, inf
     formats = {header: fmt for _, header, fmt in METRIC_COLUMNS}
     fmt = formats.get(header, "d" if isinstance(value, int) else ".4g")
-    return format(int(value) if fmt == "d" else value, fmt)
+    try:
+        return format(int(value) if fmt == "d" else value, fmt)
+    except OverflowError:  # an integer too large for a float's format
+        return str(value)
 
 
 def _numeric_columns(rows: list[dict]) -> set[str]:
@@ -594,9 +599,11 @@ def _check_metric(records: list[dict[str, Any]], metric: str) -> None:
 def _write(
     rows: list[dict], records: list[dict], common: list[str], args: argparse.Namespace, root: Path, out: Path
 ) -> list[str]:
-    """Writes the files into ``out``; returns the names written."""
+    """Writes the files into ``out``; returns the names written. A file of those names that an earlier
+    report did not write as it is now (``MANIFEST``) is the user's: refused, never replaced."""
     try:
         out.mkdir(parents=True, exist_ok=True)
+        _check_replaceable(out)
         write_csv(rows, out / "report.csv")
         (out / "report.md").write_text(render_markdown(rows, common, args.metric, args.descending, root))
         written = ["report.csv", "report.md"]
@@ -604,14 +611,52 @@ def _write(
             import matplotlib  # noqa: F401
         except ImportError:
             print("matplotlib is not installed (pip install matplotlib): no loss_curves.png", file=sys.stderr)
-            return written
-        by_name = {run_name(record, root): record for record in records}
-        ranked = [by_name[row["run"]] for row in rows]  # the legend lists the runs in the table's order
-        if plot_curves(ranked, out / "loss_curves.png", title=f"loss curves: {root.name}"):
-            written.append("loss_curves.png")
+        else:
+            by_name = {run_name(record, root): record for record in records}
+            ranked = [by_name[row["run"]] for row in rows]  # the legend lists the runs in the table's order
+            if plot_curves(ranked, out / "loss_curves.png", title=f"loss curves: {root.name}"):
+                written.append("loss_curves.png")
+        _record_written(out, written)
     except OSError as error:
         raise ReportError(f"--out {out}: cannot write there ({error.strerror or error})") from None
     return written
+
+
+MANIFEST = ".report.json"  # the files a report wrote into its folder, by content hash
+OUTPUT_FILES = ("report.csv", "report.md", "loss_curves.png")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _manifest(out: Path) -> dict[str, str]:
+    try:
+        recorded = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _check_replaceable(out: Path) -> None:
+    recorded = _manifest(out)
+    for name in OUTPUT_FILES:
+        path = out / name
+        if path.is_symlink() or (
+            path.exists() and (not path.is_file() or recorded.get(name) != _digest(path))
+        ):
+            raise ReportError(
+                f"--out {out}: {name} is there and no earlier report wrote it as it is now; choose another "
+                "--out (a report replaces only its own files)"
+            )
+
+
+def _record_written(out: Path, written: list[str]) -> None:
+    """Record the files this report wrote into ``out`` as they are now (and an earlier report's it left), for
+    the next one."""
+    kept = {name: digest for name, digest in _manifest(out).items() if name in OUTPUT_FILES}
+    recorded = {**kept, **{name: _digest(out / name) for name in written}}
+    write_text(out / MANIFEST, json.dumps(recorded, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from lightning_llm.checkpoint import (
     is_sharded,
     is_unfinished,
     survey_checkpoints,
+    writer_pid,
 )
 from lightning_llm.config import ConfigError
 
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lightning_llm")
 
 LOCK_FILE = ".lock"
+LEDGER_LINES = 100  # launches the lock file remembers
 # What a run writes at the top of its folder (the loggers' folders, W&B's id, the samples and the summary);
 # `*.log` (Hydra's job log) and `hpc_ckpt_<n>.ckpt` (Lightning's SLURM requeue saves) by pattern.
 RUN_ENTRIES = {
@@ -62,6 +64,7 @@ RUN_ENTRIES = {
     "lightning_logs",
     "samples.txt",
     "summary.json",
+    "trial_end.json",  # how a search trial without a summary ended (lightning_llm.search)
 }
 REQUEUE_GLOB = "hpc_ckpt_*"
 
@@ -89,7 +92,7 @@ def run_evidence(folder: Path) -> str | None:
     """What shows that ``folder`` holds a run worth keeping (a checkpoint or a summary), or None."""
     checkpoints = [
         path
-        for path in [*folder.glob(f"{CHECKPOINT_DIR}/*"), *folder.glob(REQUEUE_GLOB)]
+        for path in [*folder.glob(f"{CHECKPOINT_DIR}/*.ckpt"), *folder.glob(REQUEUE_GLOB)]
         if not is_unfinished(path)
     ]
     if checkpoints:
@@ -99,12 +102,21 @@ def run_evidence(folder: Path) -> str | None:
     return None
 
 
-def check_launch(folder: str | Path, resuming: bool, key: str = "hydra.run.dir") -> None:
+def check_launch(
+    folder: str | Path, resuming: bool, key: str = "hydra.run.dir", resume_hint: str | None = None
+) -> None:
     """Refuse to launch into ``folder`` when it holds files that are not a run's, or (for a fresh launch,
-    ``resuming`` false) a run that its first checkpoint would overwrite."""
+    ``resuming`` false) a run that its first checkpoint would overwrite (``resume_hint`` replaces the advice
+    to continue it with ckpt_path=auto, where that is not how)."""
     folder = Path(folder)
     if not folder.is_dir():
         return
+    links = sorted(entry.name for entry in folder.iterdir() if entry.is_symlink())
+    if links:
+        raise RunFolderError(
+            f"{key}={folder}: {links[0]} is a link; a run writes and cleans up only its own files, never "
+            f"through a link to elsewhere: choose another {key}"
+        )
     foreign = foreign_entries(folder)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
@@ -115,8 +127,19 @@ def check_launch(folder: str | Path, resuming: bool, key: str = "hydra.run.dir")
     evidence = run_evidence(folder)
     if evidence and not resuming:
         raise RunFolderError(
-            f"{key}={folder} already holds a run ({evidence}); continue it with ckpt_path=auto, or choose "
-            f"a new {key} for a new run"
+            f"{key}={folder} already holds a run ({evidence}); "
+            + (resume_hint or f"continue it with ckpt_path=auto, or choose a new {key} for a new run")
+        )
+    # A launch that starts afresh writes tokenizer.json, samples.txt, checkpoints/...: files with those names
+    # are an earlier launch's only if one claimed the folder (its ledger), else they are the user's.
+    unclaimed = [
+        name for name in sorted(os.listdir(folder)) if name != ".hydra" and not name.endswith(".log")
+    ]
+    if not evidence and unclaimed and not launch_pids(folder):
+        raise RunFolderError(
+            f"{key}={folder} holds {', '.join(unclaimed[:3])}, which no launch of lightning_llm wrote there "
+            f"(it has no {LOCK_FILE} ledger); a run writes only into a new or empty folder: choose another "
+            f"{key}"
         )
 
 
@@ -129,24 +152,66 @@ def lock(folder: str | Path) -> bool:
     folder = Path(folder).resolve()
     if folder in _held:
         return False
-    folder.mkdir(parents=True, exist_ok=True)
-    file = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the process
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # O_NOFOLLOW: a link in the lock's place never has a file elsewhere written to
+        descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        raise RunFolderError(
+            f"run folder {folder}: cannot create it or its {LOCK_FILE} ({error.strerror or error}); choose "
+            "another hydra.run.dir, or fix the folder"
+        ) from None
+    file = os.fdopen(descriptor, "r+", encoding="utf-8")
     try:
         fcntl.lockf(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        file.seek(0)
-        owner = file.read().strip() or "another process"
+        lines = file.read().splitlines()
         file.close()
         raise RunFolderError(
-            f"run folder {folder} is in use by {owner}; wait for that launch to end, or choose another "
-            "hydra.run.dir"
+            f"run folder {folder} is in use by {lines[-1] if lines else 'another process'}; wait for that "
+            "launch to end, or choose another hydra.run.dir"
         ) from None
+    # The ledger of launches: the last line is the live one; the pids let cleanup tell this run's unfinished
+    # writes (named with their writer's pid) from anything else.
+    earlier = file.read().splitlines()[-(LEDGER_LINES - 1) :]
     file.seek(0)
     file.truncate()
-    file.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
+    file.write(
+        "".join(f"{line}\n" for line in earlier)
+        + f"pid {os.getpid()} on {socket.gethostname()} since {now}\n"
+    )
     file.flush()
     _held[folder] = file
     return True
+
+
+def release(folder: str | Path) -> None:
+    """Give up ``folder``'s lock before this process exits (a search's finished trial)."""
+    file = _held.pop(Path(folder).resolve(), None)
+    if file is not None:
+        file.close()
+
+
+def launch_pids(folder: Path) -> set[int]:
+    """The pids of the launches ``folder``'s ledger records (empty when it has none)."""
+    path = folder / LOCK_FILE
+    held = _held.get(Path(folder).resolve())
+    if held is not None:  # read through the held file: closing any other descriptor of it drops the lock
+        held.seek(0)
+        lines = held.read().splitlines()
+    elif path.is_symlink() or not path.is_file():
+        return set()
+    else:
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return set()
+    return {
+        int(words[1])
+        for words in map(str.split, lines)
+        if len(words) > 1 and words[0] == "pid" and words[1].isdigit()
+    }
 
 
 def is_launching_rank() -> bool:
@@ -187,9 +252,14 @@ def remove_unfinished_checkpoints(run_dir: Path) -> None:
     """Delete what killed checkpoint writes left (temp files, partial folders): nothing reads them, they only
     take space, and Lightning numbers SLURM requeue checkpoints by the digits in ``hpc_ckpt_*`` names, so a
     leftover ``hpc_ckpt_2.ckpt.tmp-31337`` would make it look for ``hpc_ckpt_231337``. Only the exact names
-    the writers give such leftovers (``is_unfinished``) are touched."""
+    the writers give such leftovers (``is_unfinished``), named with the pid of a launch the folder's ledger
+    records (``launch_pids``), are touched: a look-alike name that no launch of this run wrote stays."""
+    pids = launch_pids(run_dir)
+    if (run_dir / CHECKPOINT_DIR).is_symlink():
+        return
     for path in [*run_dir.glob(REQUEUE_GLOB), *run_dir.glob(f"{CHECKPOINT_DIR}/*")]:
-        if is_unfinished(path) and not path.is_symlink():
+        if is_unfinished(path) and not path.is_symlink() and writer_pid(path) in pids:
+            log.info("removing %s, left by an interrupted checkpoint write of this run", path)
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 

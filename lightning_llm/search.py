@@ -49,7 +49,7 @@ try:
 except ModuleNotFoundError as error:
     raise ModuleNotFoundError(f"{error}: the search needs it: pip install 'lightning-llm[search]'") from error
 
-from lightning_llm import cli, config, plugins, registry
+from lightning_llm import cli, config, plugins, registry, run_folder
 from lightning_llm.atomic import write_text
 from lightning_llm.config import ConfigError
 from lightning_llm.errors import ctrl_c_exits, first_line
@@ -336,14 +336,26 @@ def check_single_process(cfg: DictConfig) -> None:
 def open_study(settings: Settings) -> optuna.Study:
     pruner = build_pruner(settings.pruner)
     build_sampler(settings.sampler, seed_offset=0)  # a bad sampler spec fails before anything is written
-    settings.dir.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(
-        settings.storage,
-        heartbeat_interval=settings.heartbeat_interval,
-        grace_period=settings.grace_period,
-        # A dead trial is queued again with its parameters (and, through retry_of, its run folder).
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
-    )
+    try:
+        settings.dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"search.dir={settings.dir}: cannot create it ({error.strerror or error})"
+        ) from None
+    try:
+        storage = optuna.storages.RDBStorage(
+            settings.storage,
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=settings.grace_period,
+            # A dead trial is queued again with its parameters (and, through retry_of, its run folder).
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
+        )
+    except Exception as error:  # SQLAlchemy's and the database drivers' many errors: one line, naming it
+        shown = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", settings.storage)  # never print a password
+        raise ConfigError(
+            f"search.storage={shown}: cannot open it as an Optuna storage ({first_line(error)}); give an "
+            "SQLAlchemy URL such as sqlite:////abs/path/study.db"
+        ) from None
     study = optuna.create_study(
         storage=storage,
         study_name=settings.study_name,
@@ -417,7 +429,15 @@ def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> 
     log.info("trial %d: %s -> %s", trial.number, " ".join(params), run_dir)
     # a retried trial continues from the last checkpoint in its run folder
     resume = ["ckpt_path=auto"] if retried is not None else []
-    state, value, note = _train(trial, settings, [*overrides, *params, *resume], run_dir)
+    # The CLI's rules for a run folder (run_folder): a trial folder holding another study's run or the
+    # user's files stops the search, since every later trial would meet the same.
+    hint = "it is another search's trial: choose another search.dir, or that search's search.study_name"
+    run_folder.check_launch(run_dir, resuming=retried is not None, key="search.dir", resume_hint=hint)
+    run_folder.lock(run_dir)
+    try:
+        state, value, note = _train(trial, settings, [*overrides, *params, *resume], run_dir)
+    finally:
+        run_folder.release(run_dir)
     if note:
         trial.set_user_attr("note", note)
     if state == TrialState.PRUNED:
@@ -497,6 +517,7 @@ def search(overrides: list[str]) -> optuna.Study:
     settings = Settings.from_config(base)
     check_single_process(base)
     check_space(settings, overrides)
+    check_best_file(settings)
     study = open_study(settings)
     optuna.storages.fail_stale_trials(study)  # before counting: a dead process's trial is queued again
     run = functools.partial(objective, settings=settings, overrides=overrides)
@@ -546,6 +567,23 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def check_best_file(settings: Settings) -> None:
+    """``best.yaml`` is rewritten after every search of the same study; one that is not (another study's,
+    the user's, a link) is never replaced."""
+    path = settings.dir / "best.yaml"
+    if not (path.exists() or path.is_symlink()):
+        return
+    try:
+        study = None if path.is_symlink() else OmegaConf.load(path).get("study")
+    except Exception:  # whatever the YAML reader raises: not a best.yaml this search wrote
+        study = None
+    if study != settings.study_name:
+        raise ConfigError(
+            f"search.dir={settings.dir} holds a best.yaml that search {settings.study_name!r} did not write; "
+            "choose another search.dir (or search.study_name of the search that wrote it)"
+        )
+
+
 def write_best(study: optuna.Study, settings: Settings, overrides: list[str]) -> dict[str, Any] | None:
     """``<search.dir>/best.yaml``: the best trial's value, params, and the overrides that train it again."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -582,6 +620,12 @@ def main(argv: list[str] | None = None) -> None:
     plugins.load()
     config.store_schemas()
     try:
+        if flags := [arg for arg in argv if arg.startswith("-")]:
+            raise ConfigError(
+                f"{flags[0]}: python -m lightning_llm.search takes overrides only (--help); add your own "
+                "search spaces with hydra.searchpath=[file:///abs/dir] (dir/hparams_search/<name>.yaml)"
+            )
+        cli.parse_overrides(argv)
         search(argv)
     except (ConfigError, registry.PluginError) as error:
         sys.exit(f"error: {error}")

@@ -18,8 +18,8 @@ from lightning_llm.checkpoint import (
     load_run,
     main,
 )
-from lightning_llm.config import ConfigError
-from lightning_llm.tokenizers import CharTokenizer
+from lightning_llm.config import ConfigError, plugin_params
+from lightning_llm.tokenizers import CharTokenizer, Tokenizer
 
 TEXT = "the quick brown fox jumps over the lazy dog. THE FIVE BOXING WIZARDS JUMP QUICKLY!"
 TINY_GPT = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32}
@@ -465,3 +465,55 @@ def test_the_consolidate_command_errors_name_the_path(run, tmp_path, capsys, cas
     assert error.count("\n") == 1 and error.startswith("error: ") and str(path) in error
     if case == "single-file":
         assert "single-file checkpoint already" in error
+
+
+def test_the_consolidate_command_never_replaces_a_file_it_did_not_write(sharded_run, tmp_path, capsys):
+    run_dir, _, _ = sharded_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    tokenizer_json = (run_dir / "tokenizer.json").read_bytes()
+    refused = {
+        str(mine): "exists; name a new file",
+        str(run_dir / "tokenizer.json"): "exists; name a new file",
+        str(last / "meta.pt"): "is inside the checkpoint",
+        str(last / "new.pt"): "is inside the checkpoint",
+        str(tmp_path): "is a folder",
+    }
+    for output, expected in refused.items():
+        assert main(["consolidate", str(run_dir), "--output", output]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and expected in error and output in error, error
+    assert mine.read_text() == "mine" and (run_dir / "tokenizer.json").read_bytes() == tokenizer_json
+    assert main(["consolidate", str(run_dir)]) == 0  # its own output, beside the checkpoint, is renewed
+    assert main(["consolidate", str(run_dir)]) == 0
+    assert main(["consolidate", str(run_dir), "--output", str(mine / "x.pt")]) == 2  # a file as the folder
+    assert "cannot write" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "expected"),
+    [
+        ("n_layer", 10**6, "builds more than"),  # stopped after ~1,000 modules, not after 10**6 blocks
+        ("n_embd", 2**40, "cannot be built"),  # too large even for the meta device: never allocated
+        ("block_size", 10**9, "describes"),
+    ],
+)
+def test_a_stored_config_far_larger_than_its_weights_is_refused_before_taking_memory(
+    run, tmp_path, setting, value, expected
+):
+    """A checkpoint is a file anyone can hand over: its config must describe its weights before a model is
+    built from it (to generate, evaluate, export, or fine-tune with model.init_from)."""
+    from lightning_llm.parts import _check_source_config
+
+    run_dir, _, _ = run
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["config"]["model"][setting] = value
+    crafted = run_dir / "checkpoints" / "crafted.ckpt"
+    torch.save(checkpoint, crafted)
+    with pytest.raises(CheckpointError, match=expected):
+        load_run(crafted)
+    plugin, params = plugin_params("model", checkpoint["config"]["model"])  # model.init_from=crafted.ckpt
+    vocab_size = Tokenizer.from_file(run_dir / "tokenizer.json", roles=()).vocab_size
+    with pytest.raises(CheckpointError, match=expected):
+        _check_source_config(str(crafted), lambda: plugin(vocab_size=vocab_size, **params))

@@ -276,6 +276,18 @@ def test_the_report_goes_to_the_runs_common_folder_by_default(sweep, capsys):
     assert (sweep / "report.csv").is_file() and (sweep / "report.md").is_file()
 
 
+def test_a_report_replaces_only_its_own_files(sweep, tmp_path, capsys):
+    """Run again, a report renews what it wrote; a report.md it did not write (or one edited since) is the
+    user's, and the report stops naming it instead of replacing it."""
+    out_dir = tmp_path / "out"
+    assert run_report(capsys, sweep, "--out", out_dir)[0] == 0
+    assert run_report(capsys, sweep, "--out", out_dir)[0] == 0  # its own files: renewed
+    (out_dir / "report.md").write_text("my notes on these runs")
+    code, out, err = run_report(capsys, sweep, "--out", out_dir)
+    assert code == 2 and "report.md is there and no earlier report wrote it" in err and str(out_dir) in err
+    assert (out_dir / "report.md").read_text() == "my notes on these runs"
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

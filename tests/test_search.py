@@ -231,3 +231,32 @@ def test_a_trial_with_a_live_heartbeat_is_left_running_wherever_it_runs(tmp_path
     states = [t.state for t in study.trials]
     assert states == [TrialState.RUNNING, TrialState.FAIL, TrialState.WAITING]  # the dead one queued again
     assert search.counted(study) == 1  # the live one; the failed one's retry counts once it runs
+
+
+def test_a_trial_folder_or_best_yaml_the_search_did_not_write_stops_it_untouched(tmp_path, cache_dir):
+    study_dir = tmp_path / "study"
+    (study_dir / "trial_0").mkdir(parents=True)
+    (study_dir / "trial_0" / "notes.txt").write_text("mine")
+    with pytest.raises(search.ConfigError, match=r"trial_0 holds files that are not a lightning_llm run"):
+        search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=1"))
+    assert sorted(p.name for p in (study_dir / "trial_0").iterdir()) == ["notes.txt"]
+    (study_dir / "best.yaml").write_text("my: notes\n")
+    with pytest.raises(search.ConfigError, match=r"holds a best.yaml that search 'gpt_lr' did not write"):
+        search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=1"))
+    assert (study_dir / "best.yaml").read_text() == "my: notes\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("search.storage=notaurl", "search.storage=notaurl: cannot open it as an Optuna storage"),
+        ("search.storage=postgresql://me:secret@host/db", "search.storage=postgresql://me:***@host/db: "),
+        ("--config-dir", "--config-dir: python -m lightning_llm.search takes overrides only"),
+        ("data.paths=[~/x]", "cannot parse the override 'data.paths=[~/x]'"),
+    ],
+)
+def test_a_bad_storage_flag_or_override_fails_in_one_line(extra, expected, tmp_path, cache_dir):
+    with pytest.raises(SystemExit) as exit_info:
+        search.main(overrides(tmp_path, cache_dir, LR, extra))
+    message = str(exit_info.value.code)
+    assert expected in message and "\n" not in message and "secret" not in message, message

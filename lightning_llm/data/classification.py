@@ -209,7 +209,14 @@ def label_names(examples: list[Example]) -> list[str]:
 
 
 def check_labels(splits: dict[str, list[Example]], labels: list[str]) -> None:
-    """Raise LabelError at the first val/test example whose label the train split lacks."""
+    """Raise LabelError when the train split has fewer than two labels (nothing to tell apart: the loss is
+    0 from the first step), or at the first val/test example whose label the train split lacks."""
+    if len(labels) < 2:
+        first = splits["train"][0].source if splits["train"] else "the data"
+        raise LabelError(
+            f"{first}: the train split has {len(labels)} label ({', '.join(labels) or 'none'}); "
+            "classification needs at least two"
+        )
     known = set(labels)
     for split in ("val", "test"):
         for example in splits[split]:

@@ -71,6 +71,11 @@ class InstructionDataModule(ReadSplitsDataModule):
                     )
                 targets = sum(label != -100 for s in sequences for label in s.labels)
                 log.info("%s split: %d sequences, %d target tokens", split, len(sequences), targets)
+                if sequences and not targets:  # nothing to learn or score: a loss of 0 or nan, silently
+                    raise ValueError(
+                        f"data: the {split} split has no answer to train on or score: none of its "
+                        f"{len(examples)} conversations has an assistant turn (a response)"
+                    )
                 self._datasets[split] = sequences
         self.check_train_size("sequences", "add conversations")
 

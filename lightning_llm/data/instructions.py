@@ -121,11 +121,15 @@ def _turn(turn: object, where: str) -> Turn:
 def split_conversations(
     conversations: Sequence[Conversation], val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, list[Conversation]]:
-    """Train/val/test by a stable hash of each conversation's first turn (the same prompt stays in one
-    split, so no evaluation prompt is a training prompt)."""
-    return split_by_key(
-        conversations, lambda c: c.turns[0].content, val_fraction, test_fraction, seed, "conversations"
-    )
+    """Train/val/test by a stable hash of each conversation's first prompt, its first turn that is not the
+    system's (the same prompt stays in one split, so no evaluation prompt is a training prompt; a system
+    message that every conversation shares would put them all in one split)."""
+    return split_by_key(conversations, _first_prompt, val_fraction, test_fraction, seed, "conversations")
+
+
+def _first_prompt(conversation: Conversation) -> str:
+    turns = conversation.turns
+    return next((turn.content for turn in turns if turn.role != "system"), turns[0].content)
 
 
 def conversations_fingerprint(splits: dict[str, list[Conversation]], template: dict[str, str]) -> str:

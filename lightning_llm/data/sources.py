@@ -62,6 +62,8 @@ def expand_paths(patterns: list[str], suffixes: tuple[str, ...] = ()) -> list[Pa
 
 
 def _expand_one(pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
+    if not str(pattern).strip():  # Path('') is the current folder: an unset shell variable would read it all
+        raise FileNotFoundError(f"an empty path in the data paths ({pattern!r}); name a file, folder or glob")
     expanded = str(Path(pattern).expanduser())
     if _GLOB_CHARS.isdisjoint(expanded):
         path = Path(expanded)

@@ -6,8 +6,8 @@ name only once it is whole:
 
 - one file (single device, DDP): ``AtomicCheckpointIO`` writes ``<name>.tmp-<pid>-<random>``, fsyncs it and
   renames it onto ``<name>``; a POSIX rename is atomic, so ``<name>`` is always the old or the new checkpoint.
-- a sharded directory (FSDP2): ``ShardedStrategy`` has every rank write into ``<name>.partial/``, then rank 0
-  moves the previous ``<name>`` aside to ``<name>.old``, renames ``.partial`` to ``<name>`` and deletes
+- a sharded directory (FSDP2): ``ShardedStrategy`` has every rank write into ``<name>.partial-<pid>/``, then
+  rank 0 moves the previous ``<name>`` aside to ``<name>.old``, renames ``.partial`` to ``<name>`` and deletes
   ``.old``. Two renames of a directory cannot be one atomic step, so a crash between them leaves only
   ``<name>.old``, which is complete and which ``latest_checkpoint`` falls back to.
 
@@ -140,7 +140,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class ShardedStrategy(ModelParallelStrategy):
     """Lightning's ``ModelParallelStrategy`` (FSDP2 / tensor parallel, ``fully_shard`` applied in
     ``LightningModule.configure_model``) whose sharded checkpoints are never half-picked: all ranks write
-    ``<path>.partial/``, then rank 0 swaps it in (module docstring). Also:
+    ``<path>.partial-<pid>/``, then rank 0 swaps it in (module docstring). Also:
 
     - pass ``data_parallel_size`` as the number of processes tensor parallelism leaves (world size /
       ``tensor_parallel_size``): Lightning's ``"auto"`` makes one group per node, which with
@@ -165,9 +165,11 @@ class ShardedStrategy(ModelParallelStrategy):
             return super().save_checkpoint(checkpoint, filepath, storage_options)
         # Rank 0's path: one checkpoint, whatever each rank computed.
         path = Path(self.broadcast(str(filepath)))
-        partial = path.with_name(path.name + PARTIAL_SUFFIX)
+        # Named with rank 0's pid, which the run folder's launch ledger records (run_folder.lock): what a
+        # crash leaves is then provably this run's to clean up.
+        partial = Path(self.broadcast(str(path.with_name(f"{path.name}{PARTIAL_SUFFIX}-{os.getpid()}"))))
         if self.is_global_zero:
-            _remove(partial)  # left by a crash: its shards may be from another step or world size
+            _remove(partial)  # left by a crash of a process with the same pid
             partial.mkdir(parents=True)
         self.barrier()
         self._write_shards(checkpoint, partial)

@@ -234,6 +234,20 @@ def test_val_label_missing_from_train_names_file_line_and_labels(tmp_path, token
         dm.texts("train")
 
 
+def test_a_single_label_is_refused_and_a_head_the_labels_do_not_fit_too(tmp_path, tokenizer, make_cfg):
+    one = write_jsonl(tmp_path / "one.jsonl", [{"text": f"text {i}", "label": "pos"} for i in range(20)])
+    with pytest.raises(LabelError, match=r"one\.jsonl.*the train split has 1 label \(pos\); .* at least two"):
+        build(tokenizer, [one]).texts("train")
+    from lightning_llm import parts
+
+    dm = build(tokenizer, [write_jsonl(tmp_path / "two.jsonl", toy_examples(20))])
+    cfg = make_cfg("model=encoder", "objective=classification", "data=classification", "model.num_classes=3")
+    with pytest.raises(
+        ValueError, match=r"model.num_classes=3, but the data decides 2 .*leave model.num_classes"
+    ):
+        parts.model(cfg, tokenizer.vocab_size, dm)
+
+
 @pytest.mark.parametrize(
     "name,content,message",
     [

@@ -16,6 +16,7 @@ from lightning_llm.data.instructions import (
     conversation_ids,
     read_conversations,
     render,
+    split_conversations,
     to_sequences,
 )
 from lightning_llm.data.sources import SourceError
@@ -133,3 +134,18 @@ def test_instruction_tuning_trains_on_the_answers(make_cfg, tmp_path):
     assert summary["step"] == 6 and summary["val_tokens"] == answers
     val = datamodule.conversations("val")
     assert answers == sum(len(objects["tokenizer"].encode(c.turns[1].content)) + 1 for c in val)
+
+
+def test_a_system_message_every_conversation_shares_does_not_decide_the_split():
+    """The split hashes each conversation's first prompt, not its first turn: chat data with one system
+    message for all would otherwise land in a single split."""
+    conversations = [
+        Conversation(
+            (Turn("system", "You are helpful."), Turn("user", f"question {i}"), Turn("assistant", "ok"))
+        )
+        for i in range(300)
+    ]
+    splits = split_conversations(conversations, val_fraction=0.1, test_fraction=0.1, seed=0)
+    assert all(len(splits[split]) > 10 for split in ("train", "val", "test")), {
+        k: len(v) for k, v in splits.items()
+    }

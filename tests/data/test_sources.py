@@ -60,6 +60,16 @@ def test_directory_suggests_a_glob(tmp_path):
         read_text_files([str(tmp_path)])
 
 
+@pytest.mark.parametrize("empty", ["", " "])
+def test_an_empty_path_is_an_error_not_the_current_folder(tmp_path, monkeypatch, empty):
+    """``data.paths=['$CORPUS']`` with the variable unset: never every file under the current folder."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.parquet").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="an empty path in the data paths"):
+        expand_paths([empty], suffixes=(".parquet",))
+
+
 def test_no_paths_is_an_error():
     with pytest.raises(FileNotFoundError, match="no input paths"):
         expand_paths([])

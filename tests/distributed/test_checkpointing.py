@@ -78,7 +78,7 @@ def test_a_sharded_save_that_dies_while_writing_leaves_the_previous_one(saved: P
     with pytest.raises(RuntimeError, match="killed"):
         ShardedStrategy().save_checkpoint(checkpoint_at(2), saved)
     monkeypatch.undo()
-    partial = saved.with_name("last.ckpt.partial")
+    partial = saved.with_name(f"last.ckpt.partial-{os.getpid()}")  # named with its writer's pid
     assert partial.is_dir() and not is_complete(partial)  # left behind, and ignored
     assert files_of(saved) == before
     assert latest_checkpoint(saved.parent) == saved and load_checkpoint(saved)["global_step"] == 1
@@ -91,7 +91,7 @@ def test_a_crash_between_the_two_renames_leaves_the_old_checkpoint_found(saved: 
     real_replace = os.replace
 
     def dying_replace(source, target) -> None:
-        if str(source).endswith(".partial"):  # last.ckpt is already moved aside to last.ckpt.old
+        if Path(source).name.startswith("last.ckpt.partial-"):  # last.ckpt is moved aside to last.ckpt.old
             raise KeyboardInterrupt
         real_replace(source, target)
 

@@ -94,5 +94,6 @@ def test_auto_resume_takes_the_newest_of_checkpoints_and_requeue_checkpoints(tmp
     torch.save({"global_step": 7}, tmp_path / "hpc_ckpt_1.ckpt")  # SLURM requeue save, newer
     (tmp_path / "hpc_ckpt_2.ckpt.tmp-31337").write_bytes(b"half a checkpoint")  # a killed save
     assert resume_path("auto", tmp_path, sharded_strategy=False) == str(tmp_path / "hpc_ckpt_1.ckpt")
+    (tmp_path / ".lock").write_text("pid 31337 on node7 since then\n")  # the launch that was killed
     remove_unfinished_checkpoints(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("hpc_ckpt_*")) == ["hpc_ckpt_1.ckpt"]

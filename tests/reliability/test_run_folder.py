@@ -82,18 +82,53 @@ def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path, resume) -> N
 def test_cleanup_touches_only_the_names_checkpoint_writers_give(tmp_path) -> None:
     checkpoints = tmp_path / "checkpoints"
     mine = [checkpoints / "notes.partial" / "a.txt", checkpoints / "x.tmp-1", tmp_path / "hpc_ckpt_notes.txt"]
-    leftovers = [checkpoints / "last.ckpt.tmp-123", checkpoints / "best-step000004.ckpt.partial" / "meta.pt"]
+    # named as the writers name unfinished work, but by no launch of this folder (pid 7 is not in its ledger)
+    mine += [
+        checkpoints / "thesis.ckpt.partial",
+        checkpoints / "model.pt.tmp-7",
+        checkpoints / "a.ckpt.deleting-7",
+    ]
+    leftovers = [
+        checkpoints / "last.ckpt.tmp-123",
+        checkpoints / "best-step000004.ckpt.partial-123" / "meta.pt",
+    ]
     leftovers += [
         checkpoints / "last.ckpt.deleting-9" / "__0_0.distcp",
-        tmp_path / "hpc_ckpt_2.ckpt.tmp-31337",
+        tmp_path / "hpc_ckpt_2.ckpt.tmp-31337-0a1b2c3d",
     ]
     for path in mine + leftovers:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
     remove_unfinished_checkpoints(tmp_path)
+    assert all(path.exists() for path in mine + leftovers)  # no ledger: no launch wrote any of it
+    (tmp_path / LOCK_FILE).write_text("".join(f"pid {pid} on host since now\n" for pid in (123, 9, 31337)))
+    remove_unfinished_checkpoints(tmp_path)
     assert all(path.exists() for path in mine)
     assert not any(path.exists() for path in leftovers)
-    assert sorted(os.listdir(checkpoints)) == ["notes.partial", "x.tmp-1"]
+    names = ["a.ckpt.deleting-7", "model.pt.tmp-7", "notes.partial", "thesis.ckpt.partial", "x.tmp-1"]
+    assert sorted(os.listdir(checkpoints)) == names
+
+
+def test_a_folder_no_launch_claimed_or_holding_links_is_never_written_into(tmp_path) -> None:
+    """Files named as a run names its own (a look-alike checkpoints/, tokenizer.json, samples.txt) are the
+    user's unless a launch's ledger (.lock) says a run made the folder; a link is never followed."""
+    lookalike = tmp_path / "lookalike"
+    (lookalike / "checkpoints").mkdir(parents=True)
+    (lookalike / "checkpoints" / "thesis.ckpt.partial").write_text("mine")
+    (lookalike / "tokenizer.json").write_text("mine")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "notes.txt").write_text("mine")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "checkpoints").symlink_to(elsewhere)
+    for folder, expected in ((lookalike, "which no launch of lightning_llm wrote"), (linked, "is a link")):
+        for resume in ([], ["ckpt_path=auto"]):
+            before = snapshot(folder)
+            line = error_line(launch(folder, tmp_path / "cache", *resume))
+            assert expected in line and str(folder) in line, line
+            assert snapshot(folder) == before
+    assert sorted(os.listdir(elsewhere)) == ["notes.txt"]
 
 
 def test_all_checkpoints_unusable_is_an_error_naming_them(finished, tmp_path) -> None:
