@@ -571,12 +571,15 @@ def check_resumable(
     model_config: dict[str, Any],
     tokenizer_fingerprint: str,
     schedule: dict[str, Any] | None = None,
+    restored: dict[str, Any] | None = None,
 ) -> None:
     """Refuse to resume from a checkpoint of another model shape or tokenizer, naming what differs. (Lightning
     would fail later with a wall of missing/unexpected keys, or worse, load same-shaped weights that mean
-    something else under another tokenizer.) Warn, naming them, when the settings the learning-rate
-    schedule is computed from (``schedule``: dotted key -> value) differ from the run's: given on purpose
-    (a run trained further), but the schedule then changes mid-run."""
+    something else under another tokenizer.) Refuse a change to the settings whose state the checkpoint
+    restores (``restored``: dotted key -> value; the optimizer's, the batches', the seed's): the new value
+    would be recorded in the run's config but not used. Warn, naming them, when the settings the
+    learning-rate schedule is computed from (``schedule``) differ from the run's: given on purpose (a run
+    trained further), but the schedule then changes mid-run."""
     path = Path(path)
     if path.is_dir():
         read_dcp_metadata(path / DCP_METADATA)  # before DCP unpickles it while loading the shards
@@ -603,6 +606,17 @@ def check_resumable(
             f"start a new run from its weights with model.init_from={path}"
         )
     stored_config = meta.get("config") or {}
+    ignored = [
+        f"{key}={_dotted(stored_config, key)!r} there, {value!r} here"
+        for key, value in (restored or {}).items()
+        if stored_config and _dotted(stored_config, key) != value
+    ]
+    if ignored:
+        raise CheckpointError(
+            f"{path} restores the state these settings made, so a new value would not be used: "
+            f"{'; '.join(ignored)}. Resume with the run's own, or start a new run from its weights with "
+            f"model.init_from={path}"
+        )
     changed = [
         f"{key}={_dotted(stored_config, key)!r} there, {value!r} now"
         for key, value in (schedule or {}).items()

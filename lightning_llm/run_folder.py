@@ -279,9 +279,17 @@ def start(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, tokenizer: Tokeniz
     }
     from lightning_llm.distributed.checkpointing import ShardedStrategy  # deferred: it imports Lightning
 
+    restored = {  # what the checkpoint restores the state of: the optimizer's, the batch order's, the RNGs'
+        **{f"optim.{key}": value for key, value in OmegaConf.to_container(cfg.optim, resolve=True).items()},
+        "data.batch_size": cfg.data.get("batch_size"),
+        "data.block_size": cfg.data.get("block_size"),
+        "seed": cfg.get("seed"),
+    }
     sharded = isinstance(trainer.strategy, ShardedStrategy)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    resume = resume_point(cfg.ckpt_path, run_dir, sharded, model_config, tokenizer.fingerprint(), schedule)
+    resume = resume_point(
+        cfg.ckpt_path, run_dir, sharded, model_config, tokenizer.fingerprint(), schedule, restored
+    )
     if trainer.is_global_zero:
         tokenizer.save(run_dir / "tokenizer.json")
     return resume
@@ -294,12 +302,13 @@ def resume_point(
     model_config: dict,
     tokenizer_fingerprint: str,
     schedule: dict | None = None,
+    restored: dict | None = None,
 ) -> str | None:
-    """Where a launch resumes from (``resume_path``), checked against its model settings, tokenizer and
-    schedule settings (``checkpoint.check_resumable``) before anything is written to the run folder."""
+    """Where a launch resumes from (``resume_path``), checked against its model settings, tokenizer, restored
+    and schedule settings (``checkpoint.check_resumable``) before anything is written to the run folder."""
     found = resume_path(ckpt_path, run_dir, sharded_strategy=sharded)
     if found:
-        check_resumable(found, model_config, tokenizer_fingerprint, schedule)
+        check_resumable(found, model_config, tokenizer_fingerprint, schedule, restored)
     return found
 
 

@@ -193,16 +193,19 @@ def test_a_resumed_launch_takes_the_runs_own_settings(tmp_path, cache_dir):
     assert subprocess.run(first, capture_output=True, text=True, env=cli_env(), timeout=300).returncode == 0
     tokenizer = (run / "tokenizer.json").read_bytes()
     again = [sys.executable, "-m", "lightning_llm", f"hydra.run.dir={run}", "ckpt_path=auto"]
+
     # A launch refused for another model (after Hydra rewrote .hydra/) leaves what a resume starts from alone.
-    refused = subprocess.run(
-        [*again, "model.n_embd=64"], capture_output=True, text=True, env=cli_env(), timeout=300
-    )
-    assert refused.returncode != 0 and "model.n_embd=48 there, 64 here" in refused.stderr, refused.stderr[
-        -2000:
-    ]
-    result = subprocess.run(
-        [*again, "trainer.max_steps=6"], capture_output=True, text=True, env=cli_env(), timeout=300
-    )
+    def launch(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*again, *overrides], capture_output=True, text=True, env=cli_env(), timeout=300
+        )
+
+    refused = launch("model.n_embd=64")
+    assert refused.returncode != 0 and "model.n_embd=48 there, 64 here" in refused.stderr, refused.stderr
+    # The optimizer's state is restored: a new learning rate would be recorded in the config but not used.
+    ignored = launch("optim.lr=0.5")
+    assert ignored.returncode != 0 and "would not be used: optim.lr=" in ignored.stderr, ignored.stderr
+    result = launch("trainer.max_steps=6")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming with the run's own settings:" in result.stdout and "model.n_embd=48" in result.stdout
     assert json.loads((run / "summary.json").read_text())["step"] == 6

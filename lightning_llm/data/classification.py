@@ -115,8 +115,15 @@ def _read_delimited(path: Path, suffix: str, text_field: str, label_field: str) 
                 f"{path}:1: no column '{field}' in the header; columns: {present} (set data.{key})"
             )
     examples = []
+    start = reader.line_num + 1
     for row in reader:  # DictReader skips blank lines; line_num is the line the row ends on
-        where = f"{path}:{reader.line_num}"
+        first = start if start < reader.line_num else reader.line_num  # a quoted value may span lines
+        where = f"{path}:{first}" + (f"-{reader.line_num}" if first < reader.line_num else "")
+        start = reader.line_num + 1
+        if "\n" in (row.get(label_field) or ""):
+            raise SourceError(
+                f"{where}: the '{label_field}' value runs over several lines: a quote opened and not closed?"
+            )
         if None in row:  # DictReader files the values beyond the header's columns under None
             raise SourceError(
                 f"{where}: more fields than the {len(columns)} columns of the header; a text holding the "

@@ -137,12 +137,18 @@ def check_paragraph_counts(counts: dict[str, int], fractions: dict[str, float], 
             f"corpus too small: all {total} paragraphs went to val/test, none to train; "
             "add text or lower data.val_fraction / data.test_fraction"
         )
+    # A text file without blank lines is one paragraph, however long: adding text would not help.
+    few = (
+        " (a paragraph ends at a blank line: separate the text's paragraphs with blank lines)"
+        if total < 20
+        else ""
+    )
     for split, fraction in fractions.items():
         if fraction > 0 and counts[split] == 0:
             raise CorpusTooSmallError(
                 f"corpus too small: its {total} paragraphs gave the {split} split none "
                 f"({split}_fraction={fraction}); add text, raise data.{split}_fraction, "
-                f"or set data.{split}_fraction=0 to run without a {split} split"
+                f"or set data.{split}_fraction=0 to run without a {split} split{few}"
             )
 
 
@@ -189,14 +195,26 @@ def split_by_key(
     test_fraction: float,
     seed: int,
     noun: str,
+    key_name: str = "keys",
 ) -> dict[str, list[T]]:
     """Train/val/test lists of ``items``, each by the stable hash of ``key(item)`` (``assign_split``), so
     items with equal keys share a split; refused as ``check_split_sizes`` refuses (``noun``: the items)."""
     check_fraction("data.val_fraction", val_fraction)
     check_fraction("data.test_fraction", test_fraction)
     splits: dict[str, list[T]] = {split: [] for split in SPLITS}
+    keys: set[str] = set()
     for item in items:
-        split = assign_split(key(item), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        keys.add(item_key := key(item))
+        split = assign_split(item_key, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
         splits[split].append(item)
-    check_split_sizes(splits, {"val": val_fraction, "test": test_fraction}, noun)
+    try:
+        check_split_sizes(splits, {"val": val_fraction, "test": test_fraction}, noun)
+    except CorpusTooSmallError as error:
+        total = sum(map(len, splits.values()))
+        if len(keys) * 10 > total:
+            raise
+        raise CorpusTooSmallError(  # adding more of the same would not help: say why they stay together
+            f"{error} (the {total} {noun} share only {len(keys)} distinct {key_name}; {noun} that share "
+            f"one stay in one split)"
+        ) from None
     return splits

@@ -124,7 +124,9 @@ def split_conversations(
     """Train/val/test by a stable hash of each conversation's first prompt, its first turn that is not the
     system's (the same prompt stays in one split, so no evaluation prompt is a training prompt; a system
     message that every conversation shares would put them all in one split)."""
-    return split_by_key(conversations, _first_prompt, val_fraction, test_fraction, seed, "conversations")
+    return split_by_key(
+        conversations, _first_prompt, val_fraction, test_fraction, seed, "conversations", "first prompts"
+    )
 
 
 def _first_prompt(conversation: Conversation) -> str:

@@ -163,7 +163,9 @@ def split_pairs(
     Hashing the source keeps every copy of a source text in one split, so no evaluation source is ever a
     training source; a fraction of 0 leaves that split empty on purpose.
     """
-    return split_by_key(pairs, lambda pair: pair.source, val_fraction, test_fraction, seed, "pairs")
+    return split_by_key(
+        pairs, lambda pair: pair.source, val_fraction, test_fraction, seed, "pairs", "sources"
+    )
 
 
 def file_splits(

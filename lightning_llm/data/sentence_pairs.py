@@ -53,29 +53,45 @@ class PairTokenizer(Protocol):
 def sentence_pairs(
     documents: Sequence[str], *, val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, list[SentencePair]]:
-    """Per split: one pair for every paragraph that has a successor in its document and split, its second
-    part the successor or (with probability 1/2, seeded) a paragraph of another document of the split."""
-    runs: dict[str, list[list[str]]] = {split: [] for split in SPLITS}  # per split: documents' paragraphs
-    for document in documents:
-        current: dict[str, list[str]] = {}
+    """Per split: one pair for every paragraph whose successor in its document is in the same split, its
+    second part that successor or (with probability 1/2, seeded) a paragraph of another document of the
+    split. A split whose paragraphs come from one document is refused: it has no NotNext pair to make."""
+    runs: dict[str, list[tuple[int, list[str]]]] = {split: [] for split in SPLITS}  # (document, paragraphs)
+    for number, document in enumerate(documents):
+        run: list[str] = []
+        run_split = "train"  # the split of the paragraphs in run (set before run is non-empty)
         for paragraph in split_paragraphs(document):
             split = assign_split(paragraph, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-            current.setdefault(split, []).append(paragraph)
-        for split, paragraphs in current.items():
-            runs[split].append(paragraphs)
+            if run and split != run_split:  # the next paragraph went elsewhere: the run of successors ends
+                runs[run_split].append((number, run))
+                run = []
+            run_split = split
+            run.append(paragraph)
+        if run:
+            runs[run_split].append((number, run))
     pairs: dict[str, list[SentencePair]] = {}
     for split in SPLITS:
         rng = random.Random(f"{seed}-{split}")
-        documents_of_split = runs[split]
+        by_document: dict[int, list[str]] = {}
+        for number, paragraphs in runs[split]:
+            by_document.setdefault(number, []).extend(paragraphs)
+        others = list(by_document)
+        position = {number: i for i, number in enumerate(others)}
         pairs[split] = []
-        for index, paragraphs in enumerate(documents_of_split):
+        for number, paragraphs in runs[split]:
             for first, following in zip(paragraphs, paragraphs[1:], strict=False):
-                if len(documents_of_split) > 1 and rng.random() < 0.5:
-                    other = rng.randrange(len(documents_of_split) - 1)
-                    other += other >= index  # any document but this one
-                    pairs[split].append(SentencePair(first, rng.choice(documents_of_split[other]), NOT_NEXT))
+                if len(others) > 1 and rng.random() < 0.5:
+                    pick = rng.randrange(len(others) - 1)
+                    pick += pick >= position[number]  # any document but this one
+                    pairs[split].append(SentencePair(first, rng.choice(by_document[others[pick]]), NOT_NEXT))
                 else:
                     pairs[split].append(SentencePair(first, following, IS_NEXT))
+        if pairs[split] and len(others) < 2:
+            raise ValueError(
+                f"next-sentence prediction: the {split} split's paragraphs all come from one document, so it "
+                "has no NotNext pair (the second part from another document); give several documents "
+                "(files) in data.paths"
+            )
     check_split_sizes(pairs, {"val": val_fraction, "test": test_fraction}, "sentence pairs")
     return pairs
 

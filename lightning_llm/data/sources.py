@@ -144,6 +144,8 @@ def json_object(line: str, where: str, wanted: str = "") -> dict:
         record = json.loads(line)
     except json.JSONDecodeError as err:
         raise SourceError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:  # Python's parser recurses once per level of nesting
+        raise SourceError(f"{where}: JSON nested too deeply to read") from None
     if not isinstance(record, dict):
         wanted = f" {wanted}" if wanted else ""
         raise SourceError(f"{where}: expected a JSON object{wanted}, got {type(record).__name__}")
@@ -156,7 +158,7 @@ def jsonl_text(line: str, field: str, where: str | Callable[[], str]) -> str:
     if callable(where):
         try:  # the common case, without working out where the line is
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # json_object below names the problem
             record = None
         if isinstance(record, dict) and isinstance(record.get(field), str):
             if "\\u" not in line:  # only an escape can make a lone surrogate

@@ -70,6 +70,8 @@ def _read_squad_json(path: Path, no_answer: bool) -> Iterator[QAExample]:
         document = json.loads(read_text_file(path))
     except json.JSONDecodeError as err:
         raise SourceError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except RecursionError:  # Python's parser recurses once per level of nesting
+        raise SourceError(f"{path}: JSON nested too deeply to read") from None
     articles = document.get("data") if isinstance(document, dict) else None
     if not isinstance(articles, list):
         raise SourceError(f'{path}: expected SQuAD\'s layout, an object with a "data" list of articles')
@@ -225,7 +227,9 @@ def split_questions(
 ) -> dict[str, list[QAExample]]:
     """Train/val/test by a stable hash of each question's context, so every question on one passage is in
     the same split and no evaluation passage was read in training."""
-    return split_by_key(examples, lambda e: e.context, val_fraction, test_fraction, seed, "questions")
+    return split_by_key(
+        examples, lambda e: e.context, val_fraction, test_fraction, seed, "questions", "passages"
+    )
 
 
 def qa_fingerprint(splits: dict[str, list[QAExample]], params: dict) -> str:

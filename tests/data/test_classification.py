@@ -272,6 +272,11 @@ def test_a_single_label_is_refused_and_a_head_the_labels_do_not_fit_too(tmp_path
         ),
         ("bad.csv", "text,label\nhi,x\nonly text\n", r"bad\.csv:3: no 'label' value"),
         ("bad.csv", "text,label\n", r"bad\.csv: holds no examples"),
+        (
+            "bad.csv",
+            'text,label\na,pos\noops,"neg\nb,neg\nc,pos\n',
+            r"bad\.csv:3-5: the 'label' value runs over several lines: a quote opened and not closed\?",
+        ),
         ("bad.tsv", "text\tlabel\na\tb\tpos\n", r"bad\.tsv:2: more fields than the 2 columns"),
         ("bad.txt", "text\n", r"unsupported file type '\.txt'; use \.jsonl, \.tsv or \.csv"),
     ],

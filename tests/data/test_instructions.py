@@ -149,3 +149,9 @@ def test_a_system_message_every_conversation_shares_does_not_decide_the_split():
     assert all(len(splits[split]) > 10 for split in ("train", "val", "test")), {
         k: len(v) for k, v in splits.items()
     }
+
+
+def test_conversations_sharing_one_prompt_are_told_why_adding_more_would_not_help():
+    same = [Conversation((Turn("user", "hi"), Turn("assistant", f"answer {i}"))) for i in range(50)]
+    with pytest.raises(ValueError, match=r"the 50 conversations share only 1 distinct first prompts"):
+        split_conversations(same, val_fraction=0.1, test_fraction=0.1, seed=0)

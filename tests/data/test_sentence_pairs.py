@@ -40,12 +40,20 @@ def test_pairs_are_continuations_or_from_another_document():
     for pair in train:
         (d1, p1), (d2, p2) = where(pair.first), where(pair.second)
         if pair.label == IS_NEXT:
-            assert d1 == d2 and p2 > p1  # the next paragraph of the split (the ones between went elsewhere)
+            assert d1 == d2 and p2 == p1 + 1  # the very next paragraph: a true continuation
         else:
             assert d1 != d2
     assert sentence_pairs(documents, val_fraction=0.1, test_fraction=0.1, seed=3) == pairs  # seeded
     val_texts = {text for pair in pairs["val"] for text in pair[:2]}
     assert not val_texts & {text for pair in train for text in pair[:2]}  # no paragraph in two splits
+
+
+def test_a_split_from_one_document_is_refused_it_has_no_notnext_pair():
+    one = "\n\n".join(f"paragraph number {i}" for i in range(400))
+    with pytest.raises(
+        ValueError, match=r"the (train|val|test) split's paragraphs all come from one document"
+    ):
+        sentence_pairs([one], val_fraction=0.05, test_fraction=0.05, seed=1234)
 
 
 def test_the_layout_is_cls_a_sep_b_sep_with_segments_and_the_longer_part_cut():

@@ -144,3 +144,11 @@ def test_parquet_reads_the_column(tmp_path):
 def test_parquet_without_pyarrow_says_how_to_install(tmp_path):
     with pytest.raises(ImportError, match="pip install pyarrow"):
         read_parquet_files([str(tmp_path / "d.parquet")])
+
+
+def test_json_nested_too_deeply_is_one_line_naming_the_line(tmp_path):
+    path = write_jsonl(
+        tmp_path / "deep.jsonl", ['{"text": "ok"}', '{"text": "x", "m": ' + "[" * 5000 + "]" * 5000 + "}"]
+    )
+    with pytest.raises(SourceError, match=r"deep\.jsonl:2: JSON nested too deeply"):
+        read_jsonl_files([str(path)], "text")
