@@ -20,7 +20,7 @@ from typing import Any
 
 from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits
 
-__all__ = ["build_parser", "evaluate", "given_tokenizer", "main"]
+__all__ = ["build_parser", "check_overrides", "evaluate", "given_tokenizer", "main"]
 
 SPLITS = ("val", "test")
 
@@ -53,6 +53,7 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     plugins.load()
     config.store_schemas()
     quiet_lightning()
+    check_overrides(overrides)
     model, tokenizer, run_config = load_run(source, given_tokenizer(overrides))
     node = run_config["model"]
     overrides = [*overrides, f"model={node['name']}", *_run_objective(run_config, overrides)]
@@ -89,8 +90,8 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
         enable_model_summary=False,
         use_distributed_sampler=False,
         # trainer.limit_val_batches / limit_test_batches score a part of a large split
-        limit_val_batches=trainer_cfg.get("limit_val_batches", 1.0) or 1.0,
-        limit_test_batches=trainer_cfg.get("limit_test_batches", 1.0) or 1.0,
+        limit_val_batches=trainer_cfg.get("limit_val_batches", 1.0),
+        limit_test_batches=trainer_cfg.get("limit_test_batches", 1.0),
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -101,6 +102,32 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     if loss is not None:
         results[f"{split}_perplexity"] = math.exp(loss) if loss < 50 else math.inf
     return {"source": str(source), "split": split, **results}
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Refuse the settings evaluate would not use: the model's (the source's own) and the tokenizer's (a run
+    keeps its own; a Hugging Face folder without one is given a file, ``given_tokenizer``), and a limit of 0
+    batches (nothing scored)."""
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        top = key.split(".", 1)[0]
+        if top == "model":
+            raise ValueError(
+                f"{override}: the model is the source's, with its own settings; evaluate's overrides choose "
+                "the data, objective and metrics"
+            )
+        if top == "tokenizer" and not given_tokenizer(overrides):
+            raise ValueError(
+                f"{override}: the tokenizer is the source's own; one is given only to a Hugging Face folder "
+                "without one (tokenizer=pretrained tokenizer.path=<tokenizer.json>)"
+            )
+        if key in ("trainer.limit_val_batches", "trainer.limit_test_batches") and value.strip() in (
+            "0",
+            "0.0",
+        ):
+            raise ValueError(
+                f"{override}: scores nothing; give a number of batches or a fraction of the split"
+            )
 
 
 def _run_objective(run_config: dict[str, Any], overrides: Sequence[str]) -> list[str]:

@@ -531,7 +531,15 @@ def translate(
     todo = [index for index, line in enumerate(lines) if line.strip()]
     for first in range(0, len(todo), batch_size):
         indices = todo[first : first + batch_size]
-        sources = [tokenizer.encode(lines[index])[:max_source_len] for index in indices]
+        encoded = [tokenizer.encode(lines[index]) for index in indices]
+        for index, ids in zip(indices, encoded, strict=True):
+            if len(ids) > max_source_len:  # the encoder has no positions beyond: say what it did not read
+                print(
+                    f"warning: input line {index + 1} is {len(ids)} tokens; the encoder reads its first "
+                    f"{max_source_len} (its block_size)",
+                    file=sys.stderr,
+                )
+        sources = [ids[:max_source_len] for ids in encoded]
         input_ids, attention_mask = _pad(sources, tokenizer.pad_id, device)
         generated = model.generate(
             input_ids,

@@ -31,6 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_llm.atomic import TEMP_MARKER
 from lightning_llm.checkpoint import (
     CHECKPOINT_DIR,
+    DCP_METADATA,
+    META_FILE,
     check_resumable,
     inspect_checkpoint,
     is_complete,
@@ -361,5 +363,10 @@ def _given_resume_path(ckpt_path: str) -> Path:
     if not path.exists():
         raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint (use a path, auto, or null)")
     if not is_complete(path):
-        raise ConfigError(f"ckpt_path={ckpt_path}: not a complete checkpoint (an interrupted write?)")
+        what = (
+            f"a folder without a sharded checkpoint's {META_FILE} and {DCP_METADATA}"
+            if path.is_dir()
+            else "not a whole checkpoint file (torch.save's zip archive): cut short, or not a checkpoint"
+        )
+        raise ConfigError(f"ckpt_path={ckpt_path}: {what}")
     return path

@@ -38,7 +38,8 @@ def run(cfg: DictConfig) -> float | None:
     try:
         if run_folder.is_launching_rank():
             run_dir = _hydra_output_dir()
-            run_folder.check_launch(run_dir, resuming=cfg.get("ckpt_path") not in (None, "", "null"))
+            resuming = cfg.get("ckpt_path") not in (None, "", "null")
+            run_folder.check_launch(run_dir, resuming, key=_folder_key())
             run_folder.lock(run_dir)
         summary, _ = train(cfg)
     except (ValueError, FileNotFoundError, CheckpointWriteError, MisconfigurationException) as error:
@@ -97,6 +98,14 @@ def train(
         finish_loggers(trainer.loggers)  # in-process callers (tests, sweeps) start the next run clean
     objects = {"tokenizer": tokenizer, "datamodule": datamodule, "model": model, "module": module}
     return run_summary, {**objects, "trainer": trainer, "run_dir": run_dir}
+
+
+def _folder_key() -> str:
+    """The setting that chose this job's folder: a sweep's jobs live under ``hydra.sweep.dir``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return "hydra.sweep.dir" if HydraConfig.get().mode == RunMode.MULTIRUN else "hydra.run.dir"
 
 
 def _hydra_output_dir() -> str:

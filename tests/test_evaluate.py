@@ -119,3 +119,22 @@ def test_a_run_is_scored_with_its_own_objective(overrides, expected):
     run_config = {"model": {"name": "encoder"}, "objective": objective}
     assert _run_objective(run_config, overrides) == expected
     assert _run_objective({"model": {"name": "gpt"}}, overrides) == []  # a Hugging Face folder: its default
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model=encoder", "the model is the source's, with its own settings"),
+        ("model.n_layer=7", "the model is the source's"),
+        ("tokenizer=char", "the tokenizer is the source's own"),
+        ("trainer.limit_val_batches=0", "scores nothing"),
+    ],
+)
+def test_settings_evaluate_would_not_use_are_refused(override, expected):
+    from lightning_llm.evaluate import check_overrides
+
+    with pytest.raises(ValueError, match=expected):
+        check_overrides(["data=text", override])
+    check_overrides(
+        ["data=text", "trainer.limit_val_batches=4", "tokenizer=pretrained", "tokenizer.path=t.json"]
+    )

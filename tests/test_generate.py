@@ -225,7 +225,7 @@ class RecordingSeq2Seq(torch.nn.Module):
         return self.rows[: input_ids.size(0)]
 
 
-def test_translate_pads_masks_truncates_and_cuts_at_eos():
+def test_translate_pads_masks_truncates_and_cuts_at_eos(capsys):
     tokenizer = make_tokenizer()
     bos, eos = tokenizer.bos_id, tokenizer.eos_id
     ids = tokenizer.encode("dog")
@@ -236,6 +236,7 @@ def test_translate_pads_masks_truncates_and_cuts_at_eos():
     assert input_ids.tolist() == [tokenizer.encode("the "), tokenizer.encode("fox") + [tokenizer.pad_id]]
     assert attention_mask.tolist() == [[True] * 4, [True] * 3 + [False]]
     assert (max_new_tokens, num_beams) == (8, 3)  # at most the decoder's block_size
+    assert "warning: input line 1 is 9 tokens; the encoder reads its first 4" in capsys.readouterr().err
 
 
 def test_translate_batches_long_inputs():

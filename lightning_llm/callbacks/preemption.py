@@ -83,7 +83,7 @@ class Preemption(L.Callback):
         except SIGTERMException:
             log.warning(
                 "%s after step %d; checkpoint %s. Continue with: python -m lightning_llm "
-                "hydra.run.dir=%s ckpt_path=auto (and the same overrides)",
+                "hydra.run.dir=%s ckpt_path=auto (it takes the run's own overrides from the checkpoint)",
                 "interrupted (Ctrl-C)" if self.interrupted else "preempted (SIGTERM)",
                 self.preempted_at or 0,
                 self.checkpoint_path,

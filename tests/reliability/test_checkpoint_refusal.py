@@ -30,7 +30,7 @@ def test_a_truncated_checkpoint_is_refused(make_cfg, trained):
     last = trained / "checkpoints" / "last.ckpt"
     damaged = trained / "damaged.ckpt"
     damaged.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
-    with pytest.raises(ConfigError, match=r"ckpt_path=.*damaged.ckpt: not a complete checkpoint"):
+    with pytest.raises(ConfigError, match=r"ckpt_path=.*damaged.ckpt: not a whole checkpoint file"):
         train(make_cfg("trainer.max_steps=8", f"ckpt_path={damaged}"), run_dir=trained)
 
 
