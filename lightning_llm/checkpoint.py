@@ -535,7 +535,7 @@ def load_run(
             f"no tokenizer for {checkpoint_path}: expected {tokenizer_path}, which every run folder holds"
         )
     tokenizer = Tokenizer.from_file(tokenizer_path, roles=())  # as saved: no role added
-    _check_tokenizer(checkpoint, tokenizer.fingerprint(), checkpoint_path, tokenizer_path)
+    check_tokenizer(checkpoint, tokenizer.fingerprint(), checkpoint_path, tokenizer_path)
     model = build_model_from_checkpoint(checkpoint, tokenizer.vocab_size)
     return model.eval(), tokenizer, config
 
@@ -549,7 +549,7 @@ def _tokenizer_json(path: str | Path) -> Path:
     return file
 
 
-def _check_tokenizer(
+def check_tokenizer(
     checkpoint: dict[str, Any], fingerprint: str, checkpoint_path: Path, tokenizer_path: Path
 ) -> None:
     expected = checkpoint.get("tokenizer_fingerprint")
@@ -576,7 +576,7 @@ def check_resumable(
     """Refuse to resume from a checkpoint of another model shape or tokenizer, naming what differs. (Lightning
     would fail later with a wall of missing/unexpected keys, or worse, load same-shaped weights that mean
     something else under another tokenizer.) Refuse a change to the settings whose state the checkpoint
-    restores (``restored``: dotted key -> value; the optimizer's, the batches', the seed's): the new value
+    restores (``restored``: dotted key -> value; the optimizer's, the windows', the seed's): the new value
     would be recorded in the run's config but not used. Warn, naming them, when the settings the
     learning-rate schedule is computed from (``schedule``) differ from the run's: given on purpose (a run
     trained further), but the schedule then changes mid-run."""

@@ -293,7 +293,7 @@ def _tokenizer_of_run(init_from: str, cfg: DictConfig) -> Tokenizer:
     """The tokenizer saved beside the checkpoint that ``model.init_from`` names (or in its Hugging Face
     folder)."""
     from lightning_llm import huggingface
-    from lightning_llm.checkpoint import find_checkpoint, run_folder
+    from lightning_llm.checkpoint import check_tokenizer, find_checkpoint, read_metadata, run_folder
 
     if huggingface.is_hf_folder(init_from):
         path = Path(init_from)
@@ -303,12 +303,16 @@ def _tokenizer_of_run(init_from: str, cfg: DictConfig) -> Tokenizer:
             return chosen
         tokenizer = huggingface.load_hf_tokenizer(path, _roles_needed(path, cfg))
     else:
-        path = run_folder(find_checkpoint(init_from)) / "tokenizer.json"
+        checkpoint = find_checkpoint(init_from)
+        path = run_folder(checkpoint) / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(
                 f"model.init_from={init_from}: its run folder has no tokenizer.json ({path})"
             )
         tokenizer = Tokenizer.from_file(path, roles=())  # as the run saved it: no role added
+        check_tokenizer(
+            read_metadata(checkpoint), tokenizer.fingerprint(), checkpoint, path
+        )  # the one it used
     chosen = build(cfg, "tokenizer")  # one that comes trained (a tokenizer file) must be the same one
     if chosen.is_trained and chosen.fingerprint() != tokenizer.fingerprint():
         raise ConfigError(

@@ -281,9 +281,8 @@ def start(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, tokenizer: Tokeniz
     }
     from lightning_llm.distributed.checkpointing import ShardedStrategy  # deferred: it imports Lightning
 
-    restored = {  # what the checkpoint restores the state of: the optimizer's, the batch order's, the RNGs'
+    restored = {  # what the checkpoint restores the state of: the optimizer's, the data position's, the RNGs'
         **{f"optim.{key}": value for key, value in OmegaConf.to_container(cfg.optim, resolve=True).items()},
-        "data.batch_size": cfg.data.get("batch_size"),
         "data.block_size": cfg.data.get("block_size"),
         "seed": cfg.get("seed"),
     }

@@ -411,13 +411,9 @@ class Pruning(L.Callback):
             raise optuna.TrialPruned(f"pruned: {self.monitor}={value:.4g} at step {step}")
 
 
-class TrialFailed(Exception):
-    """A trial whose config was refused or whose run failed: recorded as failed, the search goes on."""
-
-
 def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> float:
     """Train one trial into its run folder and return its metric (Optuna's objective: raising
-    ``TrialPruned`` prunes it, ``TrialFailed`` fails it; the note says why)."""
+    ``TrialPruned`` prunes it, a nan fails it; the note says why)."""
     params = [as_override(p.key, p.suggest(trial)) for p in settings.params.values()]
     trials = trial.study.get_trials(deepcopy=False)
     retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[trial.number])  # its process died
@@ -445,7 +441,8 @@ def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> 
     if state == TrialState.FAIL:
         if note.startswith("optimized_metric="):
             raise ConfigError(note)  # every trial would fail the same way: stop the search
-        raise TrialFailed(note)
+        log.warning("trial %d failed: %s", trial.number, note)
+        return math.nan  # Optuna records a nan as a failed trial, without printing a traceback of its own
     return value
 
 
@@ -522,7 +519,7 @@ def search(overrides: list[str]) -> optuna.Study:
     optuna.storages.fail_stale_trials(study)  # before counting: a dead process's trial is queued again
     run = functools.partial(objective, settings=settings, overrides=overrides)
     while counted(study) < settings.n_trials:  # one at a time: other processes may be adding trials too
-        study.optimize(run, n_trials=1, catch=(TrialFailed,))
+        study.optimize(run, n_trials=1)
     print(table(study, settings))
     best = write_best(study, settings, overrides)
     if best:
@@ -626,9 +623,11 @@ def main(argv: list[str] | None = None) -> None:
                 "search spaces with hydra.searchpath=[file:///abs/dir] (dir/hparams_search/<name>.yaml)"
             )
         cli.parse_overrides(argv)
-        search(argv)
+        study = search(argv)
     except (ConfigError, registry.PluginError) as error:
         sys.exit(f"error: {error}")
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        sys.exit("error: no trial completed; each failed trial's note (above; its trial_end.json) says why")
 
 
 if __name__ == "__main__":

@@ -517,3 +517,13 @@ def test_a_stored_config_far_larger_than_its_weights_is_refused_before_taking_me
     vocab_size = Tokenizer.from_file(run_dir / "tokenizer.json", roles=()).vocab_size
     with pytest.raises(CheckpointError, match=expected):
         _check_source_config(str(crafted), lambda: plugin(vocab_size=vocab_size, **params))
+
+
+def test_fine_tuning_refuses_a_run_whose_tokenizer_is_not_the_one_it_trained_with(run, make_cfg):
+    """As generate, evaluate and export do: the weights only mean something with their own tokenizer."""
+    from lightning_llm.parts import _tokenizer_of_run
+
+    run_dir, _, _ = run
+    make_tokenizer("another text, other characters: xyz 0123").save(run_dir / "tokenizer.json")
+    with pytest.raises(CheckpointError, match=r"tokenizer.json is not the tokenizer .* was trained with"):
+        _tokenizer_of_run(str(run_dir), make_cfg())

@@ -19,20 +19,36 @@ from lightning_llm.distributed.parallelize import local_part
 
 
 class RunSummary(L.Callback):
-    """Times the fit and records the final training loss; ``write`` adds evaluation results and saves."""
+    """Times the fit and records the final training loss; ``finish`` adds evaluation results. Both go into
+    checkpoints, so a resumed run's summary counts every launch's fit time, and one resumed after its last
+    step (nothing left to train) keeps the loss it trained to."""
 
     def __init__(self) -> None:
         self.wall_seconds = 0.0
         self.train_loss = float("nan")
         self._start = 0.0
+        self._earlier_seconds = 0.0  # the fit time of the launches before this one (from the checkpoint)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.wall_seconds = time.perf_counter() - self._start
+        self.wall_seconds = self._earlier_seconds + time.perf_counter() - self._start
+        self.train_loss = self._last_train_loss(trainer)
+
+    def _last_train_loss(self, trainer: L.Trainer) -> float:
         loss = trainer.callback_metrics.get("train/loss")
-        self.train_loss = float(loss) if loss is not None else float("nan")
+        return float(loss) if loss is not None else self.train_loss
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        elapsed = self._earlier_seconds + time.perf_counter() - self._start
+        checkpoint["run_summary"] = {"wall_seconds": elapsed, "train_loss": self._last_train_loss(trainer)}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        stored = checkpoint.get("run_summary")
+        stored = stored if isinstance(stored, dict) else {}
+        self._earlier_seconds = _number(stored.get("wall_seconds"), 0.0)
+        self.train_loss = _number(stored.get("train_loss"), float("nan"))
 
     def finish(
         self,
@@ -64,6 +80,11 @@ class RunSummary(L.Callback):
             "params": sum(p.numel() for p in pl_module.parameters()),
             **_early_stopping(trainer),
         }
+
+
+def _number(value: Any, default: float) -> float:
+    """``value`` as a float (a checkpoint's, written by ``on_save_checkpoint``), else ``default``."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
 def _early_stopping(trainer: L.Trainer) -> dict[str, Any]:

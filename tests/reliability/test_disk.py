@@ -130,6 +130,9 @@ def test_checkpoints_folder_in_the_way_fails_before_any_work(tmp_path: Path) -> 
     run_dir.mkdir()
     (run_dir / "checkpoints").write_text("not a folder")
     line = error_line(run(run_dir, tmp_path / "cache"))
+    assert f"hydra.run.dir={run_dir} holds checkpoints, which no launch of lightning_llm wrote" in line
+    (run_dir / ".lock").write_text("pid 12345 on node7 since then\n")  # an earlier launch's folder
+    line = error_line(run(run_dir, tmp_path / "cache"))
     assert f"run folder {run_dir}: {run_dir / 'checkpoints'} is a file, not a folder" in line
     assert "hydra.run.dir" in line
     assert not (run_dir / "tokenizer.json").exists()  # nothing was built
