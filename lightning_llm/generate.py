@@ -222,8 +222,15 @@ def _inputs(args: argparse.Namespace) -> list[str] | None:
         lines = sys.stdin.read().splitlines()
     else:
         path = Path(args.input).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"--input {args.input}: no such file")
+        if path.is_dir():
+            raise UsageError(f"--input {args.input}: a folder; name a text file with one input per line")
+        if not path.is_file():  # /dev/null and other devices too: not a file of lines
+            what = (
+                "no such file"
+                if not path.exists()
+                else "not a regular file; name a text file (or - for stdin)"
+            )
+            raise FileNotFoundError(f"--input {args.input}: {what}")
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:

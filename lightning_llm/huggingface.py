@@ -79,6 +79,7 @@ class Architecture:
     """How one ``transformers`` model class maps onto a model plugin of this project."""
 
     hf_class: str  # the name in config.json's "architectures", e.g. GPT2LMHeadModel
+    model_type: str  # config.json's "model_type" for it, e.g. gpt2
     model: str  # our model plugin
     params_from_hf: Callable[[dict[str, Any]], dict[str, Any]]  # config.json -> our model params
     hf_config: Callable[[dict[str, Any]], dict[str, Any]]  # our model params -> config.json
@@ -255,6 +256,7 @@ def _gpt2_config(params: dict[str, Any]) -> dict[str, Any]:
 
 GPT2 = Architecture(
     hf_class="GPT2LMHeadModel",
+    model_type="gpt2",
     model="gpt",
     params_from_hf=_gpt2_params,
     hf_config=_gpt2_config,
@@ -423,6 +425,7 @@ _BERT_COMMON: dict[str, Any] = dict(
 
 BERT_MLM = Architecture(
     hf_class="BertForMaskedLM",
+    model_type="bert",
     params_from_hf=_bert_params,
     hf_config=_bert_config("BertForMaskedLM"),
     names=_BERT_NAMES,
@@ -434,6 +437,7 @@ BERT_MLM = Architecture(
 # pooler of the first position: exactly our pooler + classifier with num_classes=2.
 BERT_PRETRAINING = Architecture(
     hf_class="BertForPreTraining",
+    model_type="bert",
     params_from_hf=_bert_pretraining_params,
     hf_config=_bert_config("BertForPreTraining"),
     names=(*_BERT_NAMES, (r"classifier\.(weight|bias)", r"cls\.seq_relationship\.\1")),
@@ -587,6 +591,7 @@ def _marian_attention(ours: str, theirs: str) -> tuple[tuple[str, str | tuple[st
 
 MARIAN = Architecture(
     hf_class="MarianMTModel",
+    model_type="marian",
     model="decoder",
     params_from_hf=_marian_params,
     hf_config=_marian_config,
@@ -680,13 +685,22 @@ def architecture_of(config: dict[str, Any], folder: Path) -> Architecture:
             f"{Path(folder) / CONFIG_FILE}: architectures={named!r} is not a list of class names, e.g. "
             '["GPT2LMHeadModel"]'
         )
-    for name in named or []:
+    supported = ", ".join(ARCHITECTURES)
+    if not named:
+        raise HFFolderError(
+            f"{Path(folder) / CONFIG_FILE}: names no architectures (save_pretrained writes them, e.g. "
+            f'["GPT2LMHeadModel"]); supported: {supported}'
+        )
+    for name in named:
         if name in ARCHITECTURES:
-            return ARCHITECTURES[name]
-    shown = ", ".join(named or []) or f"model_type={config.get('model_type')!r}"
-    raise HFFolderError(
-        f"{folder}: architecture {shown} is not supported; supported: {', '.join(ARCHITECTURES)}"
-    )
+            architecture = ARCHITECTURES[name]
+            if config.get("model_type", architecture.model_type) != architecture.model_type:
+                raise HFFolderError(
+                    f"{Path(folder) / CONFIG_FILE}: model_type={config.get('model_type')!r} does not go with "
+                    f"architectures={named!r} (a {name} is model_type={architecture.model_type!r})"
+                )
+            return architecture
+    raise HFFolderError(f"{folder}: architecture {', '.join(named)} is not supported; supported: {supported}")
 
 
 def model_params(
@@ -1207,9 +1221,16 @@ def save_hf_folder(
     if params.get("forced_eos"):  # a search cut off by its length ends with eos (Marian's generate)
         config["forced_eos_token_id"] = config["eos_token_id"]
     state = to_hf_state(architecture, model.state_dict(), tokenizer.vocab_size)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise HFFolderError(f"--out {out}: not a new or empty folder; choose another")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_symlink():  # a link, to a folder or to nothing: written through, it would land elsewhere
+        raise HFFolderError(f"--out {out}: a link; name a new or empty folder")
+    if out.exists() and not out.is_dir():
+        raise HFFolderError(f"--out {out}: a file; name a new or empty folder")
+    if out.exists() and any(out.iterdir()):
+        raise HFFolderError(f"--out {out}: a folder that holds files; name a new or empty one")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise HFFolderError(f"--out {out}: cannot create it ({error.strerror or error})") from None
     with atomic_write(out / "model.safetensors") as file:
         file.write(save(state, metadata={"format": "pt"}))
     write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")

@@ -145,6 +145,22 @@ def test_an_export_loads_in_transformers_with_the_same_logits(gpt2_folder, tmp_p
     assert auto.eos_token_id == tokenizer.eos_id
 
 
+def test_an_export_writes_only_into_a_new_or_empty_folder(gpt2_folder, tmp_path):
+    folder, _ = gpt2_folder
+    tokenizer = huggingface.load_hf_tokenizer(folder)
+    model = faithful_gpt(tokenizer.vocab_size, True)
+    node = {"name": "gpt", **{k: v for k, v in vars(model.config).items() if k != "vocab_size"}}
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    (tmp_path / "file.txt").write_text("mine")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    for name, expected in (("mine", "a folder that holds files"), ("file.txt", "a file"), ("link", "a link")):
+        with pytest.raises(huggingface.HFFolderError, match=f"--out {tmp_path / name}: {expected}"):
+            save_hf_folder(model, node, tokenizer, tmp_path / name)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == (tmp_path / "file.txt").read_text() == "mine"
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_import_export_import_is_the_identity(gpt2_folder, tmp_path):
     folder, _ = gpt2_folder
     first, tokenizer, config = load_run(folder)
@@ -172,6 +188,14 @@ def test_unsupported_architectures_and_options_are_named(gpt2_folder, tmp_path):
     supported = "GPT2LMHeadModel, BertForMaskedLM, BertForPreTraining, MarianMTModel"
     with pytest.raises(HFFolderError, match=rf"LlamaForCausalLM is not supported; supported: {supported}"):
         load_run(llama)
+    unnamed = write_config(tmp_path / "unnamed", model_type="gpt2")
+    with pytest.raises(
+        HFFolderError, match=rf"config.json: names no architectures .* supported: {supported}"
+    ):
+        load_run(unnamed)
+    mixed = write_config(tmp_path / "mixed", architectures=["GPT2LMHeadModel"], model_type="llama")
+    with pytest.raises(HFFolderError, match=r"model_type='llama' does not go with .* model_type='gpt2'"):
+        load_run(mixed)
     relu = write_config(tmp_path / "relu", architectures=["GPT2LMHeadModel"], activation_function="relu")
     with pytest.raises(HFFolderError, match=r"activation_function='relu' has no counterpart"):
         load_run(relu)

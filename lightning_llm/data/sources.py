@@ -77,12 +77,24 @@ def _expand_one(pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
         if path.is_dir():
             raise FileNotFoundError(f"'{pattern}' is a directory; pass a glob such as '{pattern}/*.txt'")
         if not path.is_file():
-            raise FileNotFoundError(f"no such file: '{pattern}' (looked in {Path.cwd()})")
+            raise FileNotFoundError(f"'{pattern}': {_not_a_file(path)} (looked in {Path.cwd()})")
         return [path]
     matches = sorted(p for p in _glob(expanded) if p.is_file())
     if not matches:
         raise FileNotFoundError(f"no files match '{pattern}' (looked in {Path.cwd()})")
     return matches
+
+
+def _not_a_file(path: Path) -> str:
+    """What ``path`` is, when it is not a readable file: nothing, a link that leads nowhere, or something
+    else (a FIFO or a device, which would block or never end)."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return "a link to a missing file" if path.is_symlink() else "no such file"
+    except OSError as error:  # ELOOP: a link loop; EACCES
+        return f"cannot be read ({error.strerror or error})"
+    return "not a regular file (a FIFO, socket or device); name a file"
 
 
 def _glob(pattern: str) -> list[Path]:

@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import os
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_glob_matching_nothing_names_the_pattern(tmp_path):
 
 
 def test_missing_file_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such file: .*missing.txt"):
+    with pytest.raises(FileNotFoundError, match="missing.txt': no such file"):
         read_text_files([str(tmp_path / "missing.txt")])
 
 
@@ -152,3 +153,17 @@ def test_json_nested_too_deeply_is_one_line_naming_the_line(tmp_path):
     )
     with pytest.raises(SourceError, match=r"deep\.jsonl:2: JSON nested too deeply"):
         read_jsonl_files([str(path)], "text")
+
+
+def test_what_is_there_instead_of_a_file_is_named(tmp_path):
+    """A FIFO would block the reader, a link loop never resolve: each is named for what it is."""
+    os.mkfifo(tmp_path / "fifo.txt")
+    (tmp_path / "loop.txt").symlink_to(tmp_path / "loop.txt")
+    (tmp_path / "dangling.txt").symlink_to(tmp_path / "gone.txt")
+    for name, expected in (
+        ("fifo.txt", "not a regular file"),
+        ("loop.txt", "cannot be read"),
+        ("dangling.txt", "a link to a missing file"),
+    ):
+        with pytest.raises(FileNotFoundError, match=f"{name}': {expected}"):
+            read_text_files([str(tmp_path / name)])
