@@ -255,8 +255,31 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
         cfg = compose_config(job, choices)
         config.check(cfg)
         check_known_keys(cfg, job, choices)
+        check_optimizer_values(cfg)
         first = first or cfg
     return first
+
+
+def check_optimizer_values(cfg: DictConfig) -> None:
+    """Build the optimizer and its schedule on one stand-in parameter, so their own checks of their values
+    (``optim.lr`` > 0, betas, a warmup longer than the run) refuse a bad one for every job of a sweep before
+    the first one trains (a plugin checks its values when it is built, not from its signature)."""
+    import torch  # deferred: --help does not need it
+
+    from lightning_llm.optim import param_groups
+
+    optim, optim_params = config.plugin_params("optim", cfg.optim)
+    scheduler, scheduler_params = config.plugin_params("scheduler", cfg.scheduler)
+    decay_embeddings = config.framework_params("optim", cfg.optim)["decay_embeddings"]
+    max_steps = cfg.trainer.get("max_steps")
+    total_steps = max_steps if isinstance(max_steps, int) and max_steps > 0 else 10**9  # unknown: no limit
+    try:
+        optimizer = optim(params=param_groups(torch.nn.Linear(2, 2), decay_embeddings), **optim_params)
+        scheduler(optimizer=optimizer, total_steps=total_steps, **scheduler_params)
+    except ValueError as error:  # the plugins' way to refuse a value
+        raise ConfigError(str(error)) from None
+    except Exception:  # a plugin that cannot be built on a stand-in: it checks itself when the run builds it
+        return
 
 
 # Checked elsewhere: the plugins' parameters against their signatures, the trainer's against Lightning's.

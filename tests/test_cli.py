@@ -30,6 +30,8 @@ BAD_OVERRIDES = [
     (["+optim._target_=os.system"], "refused"),
     (["-m", "optim=adam,adamx"], "unknown optim 'adamx'"),
     (["-m", "optim.lr=1e-3,abc"], "optim.lr='abc' is not a valid float"),
+    (["-m", "optim.lr=1e-3,-1"], "optim.lr must be > 0, got -1"),  # a value the optimizer itself refuses
+    (["-m", "trainer.max_steps=10", "scheduler.warmup_steps=5,50"], "scheduler.warmup_steps=50 is longer"),
     (["logger=wandbb"], "unknown logger 'wandbb' (did you mean 'wandb'?)"),
     (["+foo=1"], "foo is not a setting; valid at the top level: metrics, seed"),
     (["tokenizr.vocab_size=3"], "no setting or group 'tokenizr'; did you mean tokenizer?"),

@@ -163,11 +163,13 @@ def test_fine_tuning_uses_the_runs_tokenizer_and_refuses_another_trained_one(mak
 
     run, other = tmp_path / "run", tmp_path / "other.json"
     (run / "checkpoints").mkdir(parents=True)
-    torch.save({"global_step": 4, "state_dict": {}}, run / "checkpoints" / "last.ckpt")
     for texts, path in ((["abc"], run / "tokenizer.json"), (["xyz"], other)):
         tokenizer = CharTokenizer()
         tokenizer.train(texts)
         tokenizer.save(path)
+    fingerprint = CharTokenizer.from_file(run / "tokenizer.json").fingerprint()  # what the run trained with
+    checkpoint = {"global_step": 4, "state_dict": {}, "tokenizer_fingerprint": fingerprint}
+    torch.save(checkpoint, run / "checkpoints" / "last.ckpt")
     used = _tokenizer_of_run(str(run), make_cfg("tokenizer=byte_bpe"))  # untrained: the run's one is used
     assert used.encode("abc") == CharTokenizer.from_file(run / "tokenizer.json").encode("abc")
     with pytest.raises(ConfigError, match=r"tokenizer=pretrained is not the tokenizer that model.init_from"):
