@@ -80,9 +80,15 @@ def fit_or_load(
     with cache_errors(cache_dir, "read the tokenizer cache"):
         cached = path.is_file()
     if cached:
-        tokenizer.load(path)
-        log.info("loaded tokenizer %r from the cache: %s", tokenizer, path)
-        return tokenizer
+        try:
+            tokenizer.load(path)
+        except ValueError as error:  # damaged (a disk error, an edit): trained again and replaced, as the
+            # token caches are; the entry is the cache's own, named by the hash of what it was trained from
+            log.warning("the cached tokenizer %s is unreadable (%s); training it again", path, error)
+            os.replace(path, path.with_name(f"{path.name}.damaged-{os.getpid()}"))
+        else:
+            log.info("loaded tokenizer %r from the cache: %s", tokenizer, path)
+            return tokenizer
     with cache_errors(cache_dir, "write the tokenizer cache"):
         path.parent.mkdir(parents=True, exist_ok=True)  # an unusable folder fails now, not after training
     start = time.perf_counter()

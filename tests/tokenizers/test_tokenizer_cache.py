@@ -51,6 +51,16 @@ def test_first_call_trains_and_second_loads(tmp_path: Path, monkeypatch, caplog)
     assert second.encode(CORPUS[0]) == first.encode(CORPUS[0])
 
 
+def test_a_damaged_entry_is_trained_again_and_kept_aside(tmp_path: Path, caplog) -> None:
+    first = fit_or_load(byte_bpe(), corpus, CORPUS_FINGERPRINT, tmp_path)
+    (entry,) = (tmp_path / "tokenizers").glob("*/tokenizer.json")
+    entry.write_bytes(entry.read_bytes()[:100])  # cut short
+    again = fit_or_load(byte_bpe(), corpus, CORPUS_FINGERPRINT, tmp_path)
+    assert "is unreadable" in caplog.text and again.fingerprint() == first.fingerprint()
+    assert [p.name.split("-")[0] for p in entry.parent.glob("*.damaged-*")] == ["tokenizer.json.damaged"]
+    assert fit_or_load(byte_bpe(), corpus, CORPUS_FINGERPRINT, tmp_path).fingerprint() == first.fingerprint()
+
+
 def test_entries_are_keyed_by_spec_and_corpus(tmp_path: Path) -> None:
     small = fit_or_load(byte_bpe(400), corpus, CORPUS_FINGERPRINT, tmp_path)
     large = fit_or_load(byte_bpe(500), corpus, CORPUS_FINGERPRINT, tmp_path)
