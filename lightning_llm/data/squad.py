@@ -107,6 +107,8 @@ def _example(context: object, qa: dict, where: str, no_answer: bool) -> QAExampl
             raise SourceError(f"{where}: '{name}' must be a non-empty string, got {value!r}")
     answers = _answers(qa.get("answers", []), where)
     impossible = qa.get("is_impossible", False)
+    if not isinstance(impossible, bool):  # "false" would be true
+        raise SourceError(f"{where}: is_impossible must be true or false (JSON booleans), got {impossible!r}")
     if impossible and answers:
         raise SourceError(f"{where}: is_impossible is true but answers are given; keep one of the two")
     if not answers and not no_answer:

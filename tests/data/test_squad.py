@@ -70,6 +70,10 @@ def test_a_question_without_answer_is_refused_unless_no_answer_is_set(tmp_path):
             {"question": "Who?", "answers": [{"text": "Guido", "answer_start": 48}], "is_impossible": True},
             "is_impossible",
         ),
+        (
+            {"question": "Who?", "answers": [{"text": "The", "answer_start": 0}], "is_impossible": "false"},
+            "is_impossible must be true or false",
+        ),
         ({"question": "", "answers": []}, "'question' must be a non-empty string"),
         ({"question": "Who?", "answers": [{"text": " ", "answer_start": 0}]}, "non-empty 'text'"),
         ({"question": "Who?", "answers": [{"text": "The", "answer_start": -1}]}, "answer_start' >= 0"),
