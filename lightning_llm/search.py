@@ -336,6 +336,7 @@ def check_single_process(cfg: DictConfig) -> None:
 def open_study(settings: Settings) -> optuna.Study:
     pruner = build_pruner(settings.pruner)
     build_sampler(settings.sampler, seed_offset=0)  # a bad sampler spec fails before anything is written
+    existed = settings.dir.exists()
     try:
         settings.dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -351,6 +352,9 @@ def open_study(settings: Settings) -> optuna.Study:
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
         )
     except Exception as error:  # SQLAlchemy's and the database drivers' many errors: one line, naming it
+        if not existed:  # made just now, and still empty: leave nothing behind
+            with contextlib.suppress(OSError):
+                settings.dir.rmdir()
         shown = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", settings.storage)  # never print a password
         raise ConfigError(
             f"search.storage={shown}: cannot open it as an Optuna storage ({first_line(error)}); give an "
