@@ -191,10 +191,11 @@ def test_bad_input_is_refused_with_one_clear_line(case: Bad, data: Path, tmp_pat
 
 
 def test_a_later_auto_resume_in_the_failed_runs_folder_starts_fresh(tmp_path: Path) -> None:
-    """A run that failed at its first step (the tokenizer saved, the optimizer refused) leaves nothing
+    """A run that failed at its first steps (the tokenizer saved, the loss diverged) leaves nothing
     ``ckpt_path=auto`` resumes from: fixing the input and resuming trains from step 0."""
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    error_line(run_cli(run_dir, cache, "optim.lr=-1"))
+    line = error_line(run_cli(run_dir, cache, "optim.lr=1e30"))  # diverges: the NaN guard stops it
+    assert "non-finite loss or gradients" in line and "last good checkpoint: none yet" in line, line
     assert (run_dir / "tokenizer.json").is_file()  # it got that far
     assert_nothing_to_resume(run_dir)
     fixed = run_cli(run_dir, cache, "ckpt_path=auto")
