@@ -69,6 +69,15 @@ class InstructionDataModule(ReadSplitsDataModule):
                         self.block_size,
                         dropped,
                     )
+                empty = sum(_answers_empty(c) for c in self.conversations(split))
+                if empty:
+                    log.warning(
+                        "%s split: %d of %d conversations answer with empty text: they teach only the "
+                        "end-of-text token",
+                        split,
+                        empty,
+                        len(examples),
+                    )
                 targets = sum(label != -100 for s in sequences for label in s.labels)
                 log.info("%s split: %d sequences, %d target tokens", split, len(sequences), targets)
                 if sequences and not targets:  # nothing to learn or score: a loss of 0 or nan, silently
@@ -81,3 +90,9 @@ class InstructionDataModule(ReadSplitsDataModule):
 
     def collate_fn(self) -> InstructionCollator:
         return InstructionCollator(self.tokenizer.pad_id)
+
+
+def _answers_empty(conversation: Conversation) -> bool:
+    """Whether ``conversation`` has assistant turns and every one of them is blank."""
+    answers = [turn.content for turn in conversation.turns if turn.role == "assistant"]
+    return bool(answers) and not any(answer.strip() for answer in answers)

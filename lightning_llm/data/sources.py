@@ -127,6 +127,7 @@ def read_text_file(path: Path) -> str:
             f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
             "convert it, e.g. with iconv -t UTF-8"
         ) from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark (Windows editors write one) is not text
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

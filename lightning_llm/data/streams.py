@@ -481,6 +481,8 @@ def _blocks(unit: Unit) -> Iterator[tuple[int, str]]:
                     f"{path}:{_line_number(path, at)}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
                     f"{at}); convert it, e.g. with iconv -t UTF-8"
                 ) from None
+            if offset == 0:
+                text = text.removeprefix("\ufeff")  # a byte-order mark is not text (read_text_file)
             yield offset, _normalise(text)
             offset += len(raw)
 

@@ -155,3 +155,24 @@ def test_conversations_sharing_one_prompt_are_told_why_adding_more_would_not_hel
     same = [Conversation((Turn("user", "hi"), Turn("assistant", f"answer {i}"))) for i in range(50)]
     with pytest.raises(ValueError, match=r"the 50 conversations share only 1 distinct first prompts"):
         split_conversations(same, val_fraction=0.1, test_fraction=0.1, seed=0)
+
+
+def test_a_split_without_answers_is_refused_and_empty_answers_are_counted(tmp_path, caplog):
+    from lightning_llm.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer()
+    tokenizer.train(["abcdefghijklmnopqrstuvwxyz ?!0123456789"])
+
+    def data(records):
+        path = write_jsonl(tmp_path / "sft.jsonl", records)
+        build = registry.build
+        return build("data", "instructions", tokenizer=tokenizer, cache_dir=str(tmp_path), paths=[str(path)])
+
+    questions = [{"messages": [{"role": "user", "content": f"question {i}"}]} for i in range(300)]
+    with pytest.raises(
+        ValueError, match=r"the train split has no answer to train on .* has an assistant turn"
+    ):
+        data(questions).setup("fit")
+    blank = [{"prompt": f"question {i}", "response": "" if i % 2 else "yes"} for i in range(300)]
+    data(blank).setup("fit")
+    assert "conversations answer with empty text: they teach only the end-of-text token" in caplog.text

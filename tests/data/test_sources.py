@@ -167,3 +167,10 @@ def test_what_is_there_instead_of_a_file_is_named(tmp_path):
     ):
         with pytest.raises(FileNotFoundError, match=f"{name}': {expected}"):
             read_text_files([str(tmp_path / name)])
+
+
+def test_a_byte_order_mark_is_not_text(tmp_path):
+    (tmp_path / "a.txt").write_bytes("\ufeffhello".encode())
+    (tmp_path / "a.jsonl").write_bytes('\ufeff{"text": "hi"}\n'.encode())
+    assert read_text_files([str(tmp_path / "a.txt")]) == ["hello"]
+    assert read_jsonl_files([str(tmp_path / "a.jsonl")], "text") == ["hi"]
