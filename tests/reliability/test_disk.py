@@ -19,7 +19,7 @@ import torch
 from lightning_llm.atomic import TEMP_MARKER
 from lightning_llm.checkpoint import is_complete, latest_checkpoint, stored_step
 from lightning_llm.testing import TINY, cli_command, cli_env
-from tests.reliability.test_bad_inputs import error_line
+from tests.reliability.test_bad_inputs import error_line, refused_before_hydra
 
 pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
 
@@ -129,7 +129,7 @@ def test_checkpoints_folder_in_the_way_fails_before_any_work(tmp_path: Path) -> 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "checkpoints").write_text("not a folder")
-    line = error_line(run(run_dir, tmp_path / "cache"))
+    line = refused_before_hydra(*TINY, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}")
     assert f"hydra.run.dir={run_dir} holds checkpoints, which no launch of lightning_llm wrote" in line
     (run_dir / ".lock").write_text("pid 12345 on node7 since then\n")  # an earlier launch's folder
     line = error_line(run(run_dir, tmp_path / "cache"))

@@ -18,7 +18,7 @@ from lightning_llm.callbacks.run_summary import write_json
 from lightning_llm.checkpoint import stored_step
 from lightning_llm.run_folder import LOCK_FILE, remove_unfinished_checkpoints
 from lightning_llm.testing import TINY, cli_command, cli_env, run_cli
-from tests.reliability.test_bad_inputs import error_line
+from tests.reliability.test_bad_inputs import error_line, refused_before_hydra
 
 pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
 
@@ -125,7 +125,8 @@ def test_a_folder_no_launch_claimed_or_holding_links_is_never_written_into(tmp_p
     for folder, expected in ((lookalike, "which no launch of lightning_llm wrote"), (linked, "is a link")):
         for resume in ([], ["ckpt_path=auto"]):
             before = snapshot(folder)
-            line = error_line(launch(folder, tmp_path / "cache", *resume))
+            run = [f"hydra.run.dir={folder}", f"paths.cache_dir={tmp_path / 'cache'}", *resume]
+            line = refused_before_hydra(*TINY, *run)  # in this process: refused before Hydra starts
             assert expected in line and str(folder) in line, line
             assert snapshot(folder) == before
     assert sorted(os.listdir(elsewhere)) == ["notes.txt"]
