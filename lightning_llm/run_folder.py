@@ -52,6 +52,7 @@ log = logging.getLogger("lightning_llm")
 
 LOCK_FILE = ".lock"
 LEDGER_LINES = 100  # launches the lock file remembers
+LEDGER_BYTES = 64 * 1024  # the most of it ever read (100 lines take ~7 KB; the file is not trusted)
 # What a run writes at the top of its folder (the loggers' folders, W&B's id, the samples and the summary);
 # `*.log` (Hydra's job log) and `hpc_ckpt_<n>.ckpt` (Lightning's SLURM requeue saves) by pattern.
 RUN_ENTRIES = {
@@ -167,7 +168,7 @@ def lock(folder: str | Path) -> bool:
     try:
         fcntl.lockf(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        lines = file.read().splitlines()
+        lines = file.read(LEDGER_BYTES).splitlines()
         file.close()
         raise RunFolderError(
             f"run folder {folder} is in use by {lines[-1] if lines else 'another process'}; wait for that "
@@ -175,7 +176,7 @@ def lock(folder: str | Path) -> bool:
         ) from None
     # The ledger of launches: the last line is the live one; the pids let cleanup tell this run's unfinished
     # writes (named with their writer's pid) from anything else.
-    earlier = file.read().splitlines()[-(LEDGER_LINES - 1) :]
+    earlier = file.read(LEDGER_BYTES).splitlines()[-(LEDGER_LINES - 1) :]
     file.seek(0)
     file.truncate()
     now = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -201,12 +202,13 @@ def launch_pids(folder: Path) -> set[int]:
     held = _held.get(Path(folder).resolve())
     if held is not None:  # read through the held file: closing any other descriptor of it drops the lock
         held.seek(0)
-        lines = held.read().splitlines()
+        lines = held.read(LEDGER_BYTES).splitlines()
     elif path.is_symlink() or not path.is_file():
         return set()
     else:
         try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            with open(path, encoding="utf-8", errors="replace") as file:
+                lines = file.read(LEDGER_BYTES).splitlines()
         except OSError:
             return set()
     return {
