@@ -28,7 +28,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from lightning_llm import config, plugins, registry
 from lightning_llm.config import ConfigError
-from lightning_llm.errors import ctrl_c_exits, first_line
+from lightning_llm.errors import ctrl_c_exits, first_line, refuse
 from lightning_llm.hydra_guard import check_hydra_node
 
 MAX_CHECKED_JOBS = 64  # a huge grid is still checked on its first 64 jobs; every job checks itself again
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             print(help_text(args.overrides))
         except (ConfigError, registry.PluginError) as error:
-            sys.exit(f"error: {error}")
+            refuse(error)
         return
     try:
         check_flags(args)
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
             if not args.multirun:  # a sweep's job folders are claimed by each job (train.run)
                 claim_run_folder(args.overrides, resuming=first.get("ckpt_path") not in (None, "", "null"))
     except (ConfigError, registry.PluginError) as error:
-        sys.exit(f"error: {error}")
+        refuse(error)
     if added:
         print(f"[lightning_llm] {' '.join(added)} (the defaults of your choice; override them as usual)")
     # Hydra's parser takes the overrides as one run of positional arguments: keep them together.

@@ -16,11 +16,13 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_INTERRUPTED",
     "ArgumentParser",
+    "BadInput",
     "CheckpointError",
     "ConfigError",
     "ctrl_c_exits",
     "exit_now",
     "first_line",
+    "refuse",
 ]
 
 EXIT_BAD_INPUT = 2
@@ -37,6 +39,22 @@ class CheckpointError(ValueError):
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason or message  # the problem alone, without the file's name
+
+
+class BadInput(SystemExit):
+    """Exit status ``EXIT_BAD_INPUT`` for input refused before any work, as every command exits for it; its
+    one line (``error: ...``) is printed by ``refuse`` and kept in ``line`` for a caller in the process."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(EXIT_BAD_INPUT)
+        self.line = line
+
+
+def refuse(error: BaseException | str) -> NoReturn:
+    """Print ``error: <error>`` on stderr and exit with ``EXIT_BAD_INPUT`` (``BadInput``)."""
+    line = f"error: {error}"
+    print(line, file=sys.stderr)
+    raise BadInput(line)
 
 
 def first_line(error: BaseException) -> str:

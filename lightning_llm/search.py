@@ -52,7 +52,7 @@ except ModuleNotFoundError as error:
 from lightning_llm import cli, config, plugins, registry, run_folder
 from lightning_llm.atomic import write_text
 from lightning_llm.config import ConfigError
-from lightning_llm.errors import ctrl_c_exits, first_line
+from lightning_llm.errors import ctrl_c_exits, first_line, refuse
 from lightning_llm.report import TRIAL_END_FILE
 
 log = logging.getLogger("lightning_llm.search")
@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.parse_overrides(argv)
         study = search(argv)
     except (ConfigError, registry.PluginError) as error:
-        sys.exit(f"error: {error}")
+        refuse(error)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         sys.exit("error: no trial completed; each failed trial's note (above; its trial_end.json) says why")
 

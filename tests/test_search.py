@@ -170,7 +170,8 @@ def test_trials_that_fall_behind_are_pruned_and_bad_ones_fail_without_stopping_t
 def test_a_bad_search_space_fails_in_one_line_naming_the_key(params, expected, tmp_path, cache_dir):
     with pytest.raises(SystemExit) as exit_info:
         search.main(overrides(tmp_path, cache_dir, params))
-    message = str(exit_info.value.code)
+    assert exit_info.value.code == 2
+    message = exit_info.value.line
     assert message.startswith("error: ") and "\n" not in message
     assert expected in message, message
     assert not (tmp_path / "study").exists()  # no study, no trial folders
@@ -192,7 +193,8 @@ def test_a_bad_search_space_fails_in_one_line_naming_the_key(params, expected, t
 def test_a_bad_search_setting_flag_or_override_fails_in_one_line(extra, expected, tmp_path, cache_dir):
     with pytest.raises(SystemExit) as exit_info:
         search.main(overrides(tmp_path, cache_dir, LR, extra))
-    message = str(exit_info.value.code)
+    assert exit_info.value.code == 2
+    message = exit_info.value.line
     assert expected in message and "\n" not in message and "secret" not in message, message
     assert not (tmp_path / "study").exists()
 

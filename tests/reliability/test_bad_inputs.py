@@ -142,7 +142,8 @@ def refused_before_hydra(*args: str) -> str:
     in this process through the CLI's entry point (``cli.main``): it must exit with one line, no traceback."""
     with pytest.raises(SystemExit) as refused:
         cli.main(list(args))
-    line = str(refused.value.code)
+    assert refused.value.code == 2  # EXIT_BAD_INPUT, as every command exits for bad input
+    line = refused.value.line
     assert line.startswith("error: ") and "\n" not in line, line
     return line
 
