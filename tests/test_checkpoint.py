@@ -527,3 +527,29 @@ def test_fine_tuning_refuses_a_run_whose_tokenizer_is_not_the_one_it_trained_wit
     make_tokenizer("another text, other characters: xyz 0123").save(run_dir / "tokenizer.json")
     with pytest.raises(CheckpointError, match=r"tokenizer.json is not the tokenizer .* was trained with"):
         _tokenizer_of_run(str(run_dir), make_cfg())
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"", b"\x80\x02}q\x00X\x05\x00\x00\x00stateq\x01K\x05s."])
+def test_a_file_that_is_no_checkpoint_is_one_error_naming_it(tmp_path, content):
+    """Whatever the unpickler raises for it (KeyError for plain text, ...): a CheckpointError naming the file,
+    from both readers (the whole checkpoint and its metadata, as model.init_from reads it)."""
+    from lightning_llm.checkpoint import read_metadata
+
+    path = tmp_path / "garbage.ckpt"
+    path.write_bytes(content)
+    for read in (load_checkpoint, read_metadata):
+        with pytest.raises(CheckpointError, match=r"garbage\.ckpt"):
+            read(path)
+
+
+def test_a_hugging_face_folder_given_with_a_tilde_is_found(tmp_path, monkeypatch):
+    """``~/models/gpt2`` is a Hugging Face folder wherever a path is taken, not one "without config.json"."""
+    from lightning_llm import huggingface
+
+    (tmp_path / "models" / "gpt2").mkdir(parents=True)
+    (tmp_path / "models" / "gpt2" / "config.json").write_text("{}")
+    (tmp_path / "models" / "run").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert huggingface.is_hf_folder("~/models/gpt2")
+    with pytest.raises(FileNotFoundError, match=r"is a Hugging Face model folder \(config.json\), not a"):
+        find_checkpoint(tmp_path / "models" / "gpt2")

@@ -462,3 +462,13 @@ def test_ctrl_c_while_loading_the_run_exits_130_quietly(gpt_run, monkeypatch, ca
 
     monkeypatch.setattr(generate, "load_run", load_interrupted)
     assert run_main(capsys, gpt_run, "--prompt", "the") == (130, "", "interrupted\n")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.5"])
+def test_a_temperature_that_is_not_a_finite_number_is_refused(value, capsys):
+    from lightning_llm.generate import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["run", "--temperature", value])
+    assert exit_info.value.code == 2
+    assert f"argument --temperature: must be a finite number >= 0.0, got {value}" in capsys.readouterr().err
