@@ -472,3 +472,9 @@ def test_a_temperature_that_is_not_a_finite_number_is_refused(value, capsys):
         build_parser().parse_args(["run", "--temperature", value])
     assert exit_info.value.code == 2
     assert f"argument --temperature: must be a finite number >= 0.0, got {value}" in capsys.readouterr().err
+
+
+def test_an_input_that_is_a_folder_or_a_device_is_named_for_what_it_is(gpt_run, tmp_path, capsys):
+    for path, message in ((tmp_path, "a folder; name a text file"), ("/dev/null", "not a regular file")):
+        code, _, err = run_main(capsys, gpt_run, "--input", path)
+        assert code == 2 and f"--input {path}: {message}" in err, err

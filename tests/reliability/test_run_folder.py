@@ -204,3 +204,9 @@ def test_summary_json_is_strict(tmp_path) -> None:
 
     data = json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)
     assert data == {"loss": None, "nested": [None, 1.5], "step": 3}
+
+
+def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path) -> None:
+    folder = "/proc/lightning_llm/run"  # no process may create anything there, root included
+    line = refused_before_hydra(*TINY, f"hydra.run.dir={folder}", f"paths.cache_dir={tmp_path / 'cache'}")
+    assert f"run folder {folder}: cannot create it" in line, line
