@@ -371,23 +371,29 @@ def build_model_from_checkpoint(checkpoint: dict[str, Any], vocab_size: int) -> 
     return model
 
 
-def stored_model_state(path: Path) -> dict[str, torch.Tensor]:
-    """The model's stored tensors without reading their data: memory-mapped from a file, or empty meta
-    tensors of the sizes a sharded checkpoint's index records. For sizes and names only."""
+def check_stored_checkpoint(path: Path, build: Callable[[], nn.Module]) -> None:
+    """``check_stored_config`` for the checkpoint at ``path`` (a file or a sharded folder), read once and
+    without its tensors' data: a file memory-mapped, a sharded folder's sizes from its index."""
+    meta = read_metadata(path)  # a file's whole dict, its tensors mapped; a folder's meta.pt
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a Lightning checkpoint: it holds a {type(meta).__name__}")
     if path.is_dir():
         from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
         index = read_dcp_metadata(path / DCP_METADATA)
-        state = {
+        stored = {
             key.removeprefix("state_dict."): torch.empty(entry.size, device="meta")
             for key, entry in index.state_dict_metadata.items()
             if key.startswith("state_dict.") and isinstance(entry, TensorStorageMetadata)
         }
-        return model_state_dict({"state_dict": state})
-    checkpoint = read_metadata(path)
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+    elif isinstance(meta.get("state_dict"), dict):
+        stored = meta["state_dict"]
+    else:
         raise CheckpointError(f"{path} is not a Lightning checkpoint: it has no 'state_dict'")
-    return model_state_dict(checkpoint)
+    # adapters only: the base is read again from its own model.init_from, not stored here
+    check_stored_config(
+        build, model_state_dict({"state_dict": stored}), whole="frozen_fingerprint" not in meta
+    )
 
 
 # What a model built from a stored config may have beyond its stored weights: modules per stored tensor

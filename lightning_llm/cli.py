@@ -183,12 +183,13 @@ def _stored_overrides(checkpoint: Path) -> object:
     """The launch overrides ``checkpoint`` records (None when it records none). Written by the launch
     that trained it, so a later launch refused before training (Hydra rewrites ``.hydra/`` first) cannot
     change what a resume starts from."""
-    from lightning_llm.checkpoint import read_metadata
+    from lightning_llm.checkpoint import CheckpointError, read_metadata
 
     try:
-        return read_metadata(checkpoint).get("overrides")
-    except Exception:  # an unreadable checkpoint: resuming says what is wrong with it
+        meta = read_metadata(checkpoint)
+    except CheckpointError:  # an unreadable checkpoint: resuming says what is wrong with it
         return None
+    return meta.get("overrides") if isinstance(meta, dict) else None
 
 
 def _override_key(override: str) -> str:

@@ -221,16 +221,13 @@ def _inputs(args: argparse.Namespace) -> list[str] | None:
     if args.input == "-":
         lines = sys.stdin.read().splitlines()
     else:
+        from lightning_llm.data.sources import not_a_file
+
         path = Path(args.input).expanduser()
         if path.is_dir():
             raise UsageError(f"--input {args.input}: a folder; name a text file with one input per line")
-        if not path.is_file():  # /dev/null and other devices too: not a file of lines
-            what = (
-                "no such file"
-                if not path.exists()
-                else "not a regular file; name a text file (or - for stdin)"
-            )
-            raise FileNotFoundError(f"--input {args.input}: {what}")
+        if not path.is_file():  # nothing, a dangling link, or a device such as /dev/null: no file of lines
+            raise FileNotFoundError(f"--input {args.input}: {not_a_file(path)}")
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:

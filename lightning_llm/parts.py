@@ -168,20 +168,13 @@ def model(cfg: DictConfig, vocab_size: int, datamodule: Any, on_meta: bool = Fal
 
 def _check_source_config(init_from: str, build: Callable[[], Any]) -> None:
     """A run's or .ckpt's stored model config, checked against its stored weights before the model takes
-    memory (``checkpoint.check_stored_config``); a Hugging Face folder's config.json is checked against its
-    weights when it is read."""
+    memory (``checkpoint.check_stored_checkpoint``); a Hugging Face folder's config.json is checked against
+    its weights when it is read."""
     from lightning_llm import huggingface
-    from lightning_llm.checkpoint import (
-        check_stored_config,
-        find_checkpoint,
-        read_metadata,
-        stored_model_state,
-    )
+    from lightning_llm.checkpoint import check_stored_checkpoint, find_checkpoint
 
     if not huggingface.is_hf_folder(init_from):
-        path = find_checkpoint(init_from)
-        adapters_only = "frozen_fingerprint" in read_metadata(path)  # its base is read again, not stored
-        check_stored_config(build, stored_model_state(path), whole=not adapters_only)
+        check_stored_checkpoint(find_checkpoint(init_from), build)
 
 
 def _adapt(model: Any, lora: config.LoraSettings) -> None:

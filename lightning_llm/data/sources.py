@@ -16,6 +16,7 @@ __all__ = [
     "as_paths",
     "expand_paths",
     "jsonl_text",
+    "not_a_file",
     "pydoc_topics",
     "read_jsonl_files",
     "read_parquet_files",
@@ -77,7 +78,7 @@ def _expand_one(pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
         if path.is_dir():
             raise FileNotFoundError(f"'{pattern}' is a directory; pass a glob such as '{pattern}/*.txt'")
         if not path.is_file():
-            raise FileNotFoundError(f"'{pattern}': {_not_a_file(path)} (looked in {Path.cwd()})")
+            raise FileNotFoundError(f"'{pattern}': {not_a_file(path)} (looked in {Path.cwd()})")
         return [path]
     matches = sorted(p for p in _glob(expanded) if p.is_file())
     if not matches:
@@ -85,7 +86,7 @@ def _expand_one(pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
     return matches
 
 
-def _not_a_file(path: Path) -> str:
+def not_a_file(path: Path) -> str:
     """What ``path`` is, when it is not a readable file: nothing, a link that leads nowhere, or something
     else (a FIFO or a device, which would block or never end)."""
     try:
