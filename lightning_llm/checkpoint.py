@@ -26,6 +26,7 @@ import logging
 import pickle
 import re
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -164,8 +165,9 @@ def read_metadata(path: Path) -> Any:
     """A checkpoint's dict (a sharded folder's ``meta.pt``), memory-mapped: only the pickled structure is
     read, not the tensors. A file that cannot be read so (damaged, pickled code) is a ``CheckpointError``."""
     source = path / META_FILE if path.is_dir() else path
+    mmap = _is_zip_format(source)  # torch memory-maps only its zip format; the legacy one is read whole
     try:
-        return torch.load(source, map_location="cpu", mmap=True, weights_only=True)
+        return torch.load(source, map_location="cpu", mmap=mmap, weights_only=True)
     except Exception as error:  # whatever torch and its unpickler raise for a damaged or hostile file
         raise _unreadable(path, error) from None
 
@@ -238,6 +240,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return {**checkpoint, "state_dict": _to(checkpoint["state_dict"], map_location)}
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint file: {path}")
+    _is_zip_format(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # whatever torch and its unpickler raise for a damaged or hostile file
@@ -265,7 +268,9 @@ def load_sharded(path: str | Path) -> dict[str, Any]:
         top, _, name = key.partition(".")
         if top == "state_dict" and isinstance(entry, TensorStorageMetadata):
             weights[name] = torch.empty(entry.size, dtype=entry.properties.dtype)
-    dcp.load({"state_dict": weights}, storage_reader=reader, no_dist=True)
+    with warnings.catch_warnings():  # it warns that it loads in one process even when told to (no_dist)
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        dcp.load({"state_dict": weights}, storage_reader=reader, no_dist=True)
     return {**meta, "state_dict": weights}
 
 
@@ -295,6 +300,28 @@ def _to(state: dict[str, Any], device: str | torch.device) -> dict[str, Any]:
     return {
         key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in state.items()
     }
+
+
+def _is_zip_format(path: Path) -> bool:
+    """Whether ``path`` is in torch's zip format (else its pre-1.6 pickle stream). A file ``torch.save`` did
+    not write (a text file, an image) is refused here, before torch's unpickler fails on it with a message
+    about its own internals."""
+    if not path.is_file():  # a FIFO would block the read below
+        raise CheckpointError(
+            f"{path} is not a checkpoint: {'not a regular file' if path.exists() else 'no such file'}"
+        )
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError as error:
+        raise CheckpointError(f"{path} cannot be read: {error.strerror or error}") from None
+    if head == b"PK\x03\x04":  # a zip archive's first entry
+        return True
+    if head[:2] == b"\x80\x02":  # the legacy format: a pickle stream, protocol 2
+        return False
+    raise CheckpointError(
+        f"{path} is not a checkpoint: torch.save did not write it (empty, or not its format)"
+    )
 
 
 def _unreadable(path: Path, error: BaseException, guess: str = "") -> CheckpointError:

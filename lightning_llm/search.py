@@ -406,6 +406,12 @@ class Pruning(L.Callback):
             return
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
+            if self.monitor != "val/perplexity":  # summary.json derives val_perplexity from val_loss
+                # not logged at a validation, so not in summary.json either: stop at the first validation
+                # of the first trial rather than after a whole trial
+                logged = sorted(k.replace("/", "_") for k in trainer.callback_metrics if k.startswith("val/"))
+                name = self.monitor.replace("/", "_")
+                raise ConfigError(f"optimized_metric={name} is not logged by validation; it logs: {logged}")
             return
         value, step = float(value), trainer.global_step
         self.trial.report(value, step)  # NaN too: the TPE sampler ranks a NaN trial below every other

@@ -1,6 +1,7 @@
 import io
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from lightning_llm.checkpoint import (
     load_checkpoint,
     load_run,
     main,
+    read_metadata,
 )
 from lightning_llm.config import ConfigError, plugin_params
 from lightning_llm.tokenizers import CharTokenizer, Tokenizer
@@ -170,14 +172,24 @@ def test_a_tokenizer_is_given_only_to_a_hugging_face_folder(run):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"", "not a readable checkpoint"),
-        (b"definitely not a zip or a pickle", "not a readable checkpoint"),
+        (b"", "torch.save did not write it"),
+        (b"definitely not a zip or a pickle", "torch.save did not write it"),
     ],
 )
 def test_load_checkpoint_refuses_garbage(tmp_path, content, message):
     (tmp_path / "bad.ckpt").write_bytes(content)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(tmp_path / "bad.ckpt")
+
+
+def test_a_checkpoint_in_torchs_legacy_format_is_read_and_a_folder_or_fifo_named(tmp_path):
+    checkpoint = {"state_dict": {"model.w": torch.ones(2)}, "global_step": 3}
+    torch.save(checkpoint, tmp_path / "old.ckpt", _use_new_zipfile_serialization=False)  # torch < 1.6
+    assert read_metadata(tmp_path / "old.ckpt")["global_step"] == 3  # not memory-mapped: that needs zip
+    assert torch.equal(load_checkpoint(tmp_path / "old.ckpt")["state_dict"]["model.w"], torch.ones(2))
+    os.mkfifo(tmp_path / "pipe.ckpt")  # reading it would block
+    with pytest.raises(CheckpointError, match=r"pipe\.ckpt is not a checkpoint: not a regular file"):
+        read_metadata(tmp_path / "pipe.ckpt")
 
 
 def test_load_checkpoint_refuses_truncated_files_and_pickled_code(run, tmp_path):
@@ -418,7 +430,9 @@ def test_consolidate_gives_the_models_tensors_in_the_single_file_layout(sharded_
 def test_a_sharded_run_loads_like_a_file_run(sharded_run):
     run_dir, model, tokenizer = sharded_run
     assert find_checkpoint(run_dir) == run_dir / "checkpoints" / "last.ckpt"
-    loaded, _, _ = load_run(run_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing a user cannot act on (DCP's "load in a single process")
+        loaded, _, _ = load_run(run_dir)
     ids = torch.tensor([tokenizer.encode("the lazy dog")])
     assert torch.equal(loaded(ids), model(ids))
     torch.manual_seed(3)

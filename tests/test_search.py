@@ -4,11 +4,14 @@ re-running finished trials, prunes trials that fall behind, and rejects a bad se
 import math
 import shutil
 import time
+import types
 
 import optuna
 import pytest
+import torch
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from lightning.pytorch.trainer.states import TrainerFn
 from optuna.trial import TrialState
 
 from lightning_llm import search
@@ -251,3 +254,31 @@ def test_a_trial_folder_or_best_yaml_the_search_did_not_write_stops_it_untouched
     with pytest.raises(search.ConfigError, match=r"holds a best.yaml that search 'gpt_lr' did not write"):
         search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=1"))
     assert (study_dir / "best.yaml").read_text() == "my: notes\n"
+
+
+@pytest.mark.slow
+def test_an_optimized_metric_that_validation_does_not_log_stops_the_search_at_its_first_validation(
+    tmp_path, cache_dir
+):
+    argv = overrides(tmp_path, cache_dir, LR, "search.n_trials=3", "optimized_metric=val_bleu")
+    with pytest.raises(SystemExit) as exit_info:
+        search.main(argv)
+    assert exit_info.value.code == 2
+    assert "optimized_metric=val_bleu is not logged by validation; it logs: [" in exit_info.value.line
+    assert "'val_loss'" in exit_info.value.line
+    (trial,) = open_study(tmp_path).trials  # no second trial
+    assert trial.state == TrialState.FAIL
+    rows = (tmp_path / "study" / "trial_0" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    assert max(int(row.split(",")[0]) for row in rows[1:] if row) <= MAX_STEPS // 2  # stopped at step 4
+
+
+def test_pruning_reads_val_perplexity_from_the_summary_not_the_validation():
+    trainer = types.SimpleNamespace(
+        sanity_checking=False,
+        state=types.SimpleNamespace(fn=TrainerFn.FITTING),
+        callback_metrics={"val/loss": torch.tensor(2.0)},
+        global_step=4,
+    )
+    search.Pruning(trial=None, monitor="val/perplexity").on_validation_end(trainer, None)  # derived later
+    with pytest.raises(search.ConfigError, match=r"optimized_metric=val_acc is not logged.*\['val_loss'\]"):
+        search.Pruning(trial=None, monitor="val/acc").on_validation_end(trainer, None)
