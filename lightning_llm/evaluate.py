@@ -71,6 +71,7 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     datamodule = parts.build(cfg, "data", tokenizer=tokenizer, cache_dir=str(cfg.paths.cache_dir))
     if not getattr(datamodule, "has_split", lambda name: True)(split):
         raise ValueError(f"--split {split}: the data has no {split} split (data.{split}_fraction=0?)")
+    _check_heads(model, datamodule, source, cfg.data.name)
     module = LanguageModule(
         model,
         objective,
@@ -102,6 +103,20 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     if loss is not None:
         results[f"{split}_perplexity"] = math.exp(loss) if loss < 50 else math.inf
     return {"source": str(source), "split": split, **results}
+
+
+def _check_heads(model: Any, datamodule: Any, source: str, data: str) -> None:
+    """Refuse data whose task needs a head the model does not have, or one of another size (what a data
+    module decides of a model, ``model_settings``: a classifier's classes, a span head): training would
+    build that head, but evaluate scores the model as it is."""
+    built = getattr(model, "config", None)
+    for key, needed in getattr(datamodule, "model_settings", dict)().items():
+        has = getattr(built, key, needed)
+        if has != needed:
+            raise ValueError(
+                f"{source}: the model has model.{key}={has!r}, but data={data} needs {needed!r}; evaluate "
+                f"scores a model trained for this task (fine-tune one with model.init_from={source})"
+            )
 
 
 def check_overrides(overrides: Sequence[str]) -> None:

@@ -86,6 +86,27 @@ def test_a_hugging_face_folder_is_scored(tmp_path, cache_dir):
     assert bare["val_loss"] == pytest.approx(scores["val_loss"], rel=1e-6)
 
 
+@pytest.mark.parametrize(("architecture", "has"), [("BertForMaskedLM", 0), ("BertForPreTraining", 2)])
+def test_data_needing_a_head_the_model_lacks_or_sizes_otherwise_is_refused(tmp_path, architecture, has):
+    """A BERT without a classifier, or with BertForPreTraining's 2-way one, scored on 8 topics: training
+    would build the head, evaluate must not score a model that has none (or a random one)."""
+    transformers = pytest.importorskip("transformers")
+    from tests.test_huggingface import BERT_SPECIALS, wordpiece_tokenizer
+
+    backend = wordpiece_tokenizer()
+    config = transformers.BertConfig(
+        vocab_size=backend.get_vocab_size(), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=128, max_position_embeddings=64,
+    )  # fmt: skip
+    getattr(transformers, architecture)(config).save_pretrained(tmp_path / "bert")
+    transformers.PreTrainedTokenizerFast(tokenizer_object=backend, **BERT_SPECIALS).save_pretrained(
+        tmp_path / "bert"
+    )
+    expected = rf"model.num_classes={has}, but data=pydoc_topics needs 8; evaluate scores a model trained"
+    with pytest.raises(ValueError, match=expected):
+        evaluate(str(tmp_path / "bert"), ["objective=classification", f"paths.cache_dir={tmp_path}"])
+
+
 def test_a_tokenizer_for_a_bare_folder_is_the_file_its_plugin_declares(own_registry):
     """``tokenizer=<name> tokenizer.<file_setting>=<file>``: the plugin says which setting names its file,
     so a third party's tokenizer that loads a file is given the same way as ``pretrained``."""
