@@ -18,7 +18,9 @@ assigned to a split by ``lightning_llm.data.corpus.assign_split`` (the same rule
 corpus read whole) and tokenized in batches of bounded size, so memory does not grow with the corpus.
 Units are independent: ``num_proc`` processes prepare them at once on one machine, and ``shard=(i, n)``
 prepares every n-th unit from the i-th, so n jobs (SLURM array tasks on a shared filesystem) prepare one
-corpus together; whichever finds every unit done writes the manifest. Every file is written
+corpus together; whichever finds every unit done writes the manifest. Two prepares of one cache that
+are not shards of one job (parallel sweep jobs) take turns on its ``.prepare.lock``: the second finds the
+tokens done. Every file is written
 under a temporary name and renamed into place, so a prepare killed at any point leaves no file a later one
 trusts, and the next one prepares only the units that are missing (and deletes the temporary files a
 killed one left: see ``_remove_stale_files``).
@@ -26,6 +28,7 @@ killed one left: see ``_remove_stale_files``).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import json
@@ -38,7 +41,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,6 +72,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+_LOCK_FILE = ".prepare.lock"  # held by the process preparing the folder
 CORES_PER_PROCESS = 4  # data.num_proc=0: cores per preparing process
 _IN_FLIGHT = 2  # batches of one split waiting to be encoded and written
 _FORMAT_VERSION = 3
@@ -177,12 +181,39 @@ def prepare(
             log.info("token cache hit: %s tokens at %s", manifest["tokens"], folder)
             return folder, manifest
         log.warning("token cache %s is damaged (%s); preparing the damaged units again", folder, problem)
-    units = corpus.units()
-    with cache_errors(cache_dir, "write the token cache"):
+    elif (folder / MANIFEST).exists():
+        log.warning(
+            "token cache %s: its %s is unreadable or of another format; writing it again", folder, MANIFEST
+        )
+    with cache_errors(cache_dir, "write the token cache"), _one_prepare_at_a_time(folder, shard):
+        if shard is None and (manifest := read_manifest(folder)) and check_cache(folder, manifest) is None:
+            log.info("token cache hit (prepared meanwhile): %s tokens at %s", manifest["tokens"], folder)
+            return folder, manifest
+        units = corpus.units()
+        return folder, _prepare(folder, units, tokenizer, tokenizer_fingerprint, rule, num_proc, shard)
+
+
+@contextmanager
+def _one_prepare_at_a_time(folder: Path, shard: tuple[int, int] | None) -> Iterator[None]:
+    """Hold ``folder``'s lock while preparing it, so that a second prepare of the same cache (parallel sweep
+    jobs on one corpus) waits for the first and then finds its tokens instead of encoding them again. A
+    ``shard`` job takes no lock: jobs of one sharded prepare run at once on distinct units. ``flock``, not
+    ``lockf``: it holds between threads too, and Linux carries it to NFS; where the filesystem has no locks,
+    prepares overlap as before (each unit is still written atomically)."""
+    if shard is not None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / _LOCK_FILE, "a+b") as file:
         try:
-            return folder, _prepare(folder, units, tokenizer, tokenizer_fingerprint, rule, num_proc, shard)
-        finally:
-            _release(folder)
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another prepare of %s to finish", folder)
+                fcntl.flock(file, fcntl.LOCK_EX)
+        except OSError as error:  # no lock support on this filesystem
+            log.debug("preparing %s without a lock: %s", folder, error)
+        yield  # closing the file releases the lock
 
 
 def check_cache(folder: Path, manifest: dict) -> str | None:
@@ -278,10 +309,8 @@ def _prepare(
         "max_id": {split: max(count["max_id"][split] for count in counts) for split in SPLITS},
         "units": [count["tokens"] for count in counts],
     }
-    _claim(folder)
-    with atomic_write(folder / MANIFEST) as file:
+    with _writing(folder), atomic_write(folder / MANIFEST) as file:
         file.write(json.dumps(manifest, indent=1).encode())
-    _release(folder)
     _remove_stale_files(folder)
     return manifest
 
@@ -289,21 +318,18 @@ def _prepare(
 # --------------------------------------------------------------------------- temporary files a kill leaves
 
 
-def _claim(folder: Path) -> None:
-    """Mark this process as one that may write temporary files in ``folder``, so that no other prepare,
-    on this host or another sharing the filesystem, takes them for a killed writer's."""
-    if str(folder) not in _claimed:
-        _writer_mark(folder, socket.gethostname(), os.getpid()).touch()
-        _claimed.add(str(folder))
-
-
-def _release(folder: Path) -> None:
-    if str(folder) in _claimed:
-        _writer_mark(folder, socket.gethostname(), os.getpid()).unlink(missing_ok=True)
-        _claimed.discard(str(folder))
-
-
-_claimed: set[str] = set()  # folders this process has marked
+@contextmanager
+def _writing(folder: Path) -> Iterator[None]:
+    """While inside, this process is marked as one that may write temporary files in ``folder``, so that no
+    other prepare, on this host or another sharing the filesystem, takes them for a killed writer's. The mark
+    goes on the way out, a failure included (a spawned worker's too); only a killed process leaves one, and
+    the next prepare removes it."""
+    mark = _writer_mark(folder, socket.gethostname(), os.getpid())
+    mark.touch()
+    try:
+        yield
+    finally:
+        mark.unlink(missing_ok=True)
 
 
 def _writer_mark(folder: Path, host: str, pid: int) -> Path:
@@ -395,8 +421,8 @@ def _prepare_unit(task: tuple[_Job, int, Unit]) -> dict:
     assert tokenizer is not None  # set by _run, or by _start_worker in a preparing process
     dtype = token_dtype(tokenizer.vocab_size)
     folder = Path(job.folder)
-    _claim(folder)
     with ExitStack() as stack:
+        stack.enter_context(_writing(folder))
         files = {s: stack.enter_context(atomic_write(_unit_path(folder, index, f"{s}.bin"))) for s in SPLITS}
         encoder = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode"))
         writers = {s: _SplitWriter(files[s], tokenizer, dtype, encoder) for s in SPLITS}
@@ -418,7 +444,7 @@ def _prepare_unit(task: tuple[_Job, int, Unit]) -> dict:
         "paragraphs": paragraph_counts,
         "max_id": {s: writers[s].max_id for s in SPLITS},  # checked against the tokenizer when opened
     }
-    with atomic_write(_unit_path(folder, index, "json")) as file:
+    with _writing(folder), atomic_write(_unit_path(folder, index, "json")) as file:
         file.write(json.dumps(counts).encode())
     return counts
 

@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,6 +132,7 @@ def test_several_processes_and_shards_write_the_same_bytes(make_tokenizer, tmp_p
     one, reference = prepare(corpus, make_tokenizer(), RULE, tmp_path / "one", num_proc=1)
     two, parallel = prepare(corpus, make_tokenizer(), RULE, tmp_path / "two", num_proc=2)  # spawned workers
     assert parallel == reference
+    assert not list((two / "units").glob(".writer-*"))  # the spawned workers' marks went with their units
     first, none = prepare(corpus, make_tokenizer(), RULE, tmp_path / "three", shard=(0, 2), num_proc=1)
     assert none is None and not (first / MANIFEST).exists()  # the other job's units are missing
     _, joined = prepare(corpus, make_tokenizer(), RULE, tmp_path / "three", shard=(1, 2), num_proc=1)
@@ -155,9 +157,42 @@ def test_a_prepare_that_dies_leaves_no_manifest_and_resumes(tmp_path, caplog):
         prepare(corpus, Dying(), RULE, tmp_path / "cache", num_proc=1)
     folder = next((tmp_path / "cache" / "tokens").iterdir())
     assert not (folder / MANIFEST).exists() and not list(folder.rglob("*.tmp-*"))
+    assert not list(folder.rglob(".writer-*"))  # a failure takes its mark away; only a kill leaves one
     assert sorted(p.name for p in (folder / "units").glob("*.json")) == ["000000.json"]  # unit 0 is done
     _, manifest = prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=1)
     assert manifest is not None and "prepared 2 of 3 units" in caplog.text  # only the missing ones
+
+
+def test_a_second_prepare_of_the_same_cache_waits_for_the_first_and_encodes_nothing(tmp_path, caplog):
+    """Two sweep jobs on one corpus: the second waits on the folder's lock while the first encodes, then
+    finds the cache complete. (Threads: ``flock`` holds between them as between processes.)"""
+    import threading
+
+    caplog.set_level(logging.INFO, logger="lightning_llm.data")
+    corpus = Corpus("text", (str(write_corpus(tmp_path / "corpus", files=2) / "*.txt"),))
+    first, second = ByteTokenizer(delay=0.3), ByteTokenizer()
+    results = {}
+    job = threading.Thread(
+        target=lambda: results.update(first=prepare(corpus, first, RULE, tmp_path, num_proc=1))
+    )
+    job.start()
+    while first.calls == 0:  # the first is encoding, and holds the lock
+        time.sleep(0.01)
+    results["second"] = prepare(corpus, second, RULE, tmp_path, num_proc=1)
+    job.join()
+    assert results["second"] == results["first"] and results["first"][1] is not None
+    assert first.calls > 0 and second.calls == 0
+    assert "waiting for another prepare of" in caplog.text and "prepared meanwhile" in caplog.text
+
+
+def test_an_unreadable_manifest_is_written_again_and_said_so(tmp_path, caplog):
+    corpus = Corpus("text", (str(write_corpus(tmp_path / "corpus", files=2) / "*.txt"),))
+    folder, reference = prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=1)
+    (folder / MANIFEST).write_text("{ garbage")
+    tokenizer = ByteTokenizer()
+    assert prepare(corpus, tokenizer, RULE, tmp_path / "cache", num_proc=1) == (folder, reference)
+    assert tokenizer.calls == 0  # the units were whole: only the manifest was written again
+    assert f"its {MANIFEST} is unreadable or of another format; writing it again" in caplog.text
 
 
 def test_a_damaged_unit_is_prepared_again(tmp_path):
