@@ -5,6 +5,7 @@ Layout under ``cache_dir``::
     tokens/<key>/units/<n>.<split>.bin       the ids of unit n's texts of that split, eos after each text
     tokens/<key>/units/<n>.json              unit n's sidecar (token and paragraph counts, largest id):
                                              written LAST
+    tokens/<key>/units/.prepare.lock         held by the prepare writing the folder (not by shard jobs)
     tokens/<key>/manifest.json               every unit's counts: written last of all, it marks the cache
                                              complete
 
@@ -18,12 +19,11 @@ assigned to a split by ``lightning_llm.data.corpus.assign_split`` (the same rule
 corpus read whole) and tokenized in batches of bounded size, so memory does not grow with the corpus.
 Units are independent: ``num_proc`` processes prepare them at once on one machine, and ``shard=(i, n)``
 prepares every n-th unit from the i-th, so n jobs (SLURM array tasks on a shared filesystem) prepare one
-corpus together; whichever finds every unit done writes the manifest. Two prepares of one cache that
-are not shards of one job (parallel sweep jobs) take turns on its ``.prepare.lock``: the second finds the
-tokens done. Every file is written
-under a temporary name and renamed into place, so a prepare killed at any point leaves no file a later one
-trusts, and the next one prepares only the units that are missing (and deletes the temporary files a
-killed one left: see ``_remove_stale_files``).
+corpus together; whichever finds every unit done writes the manifest. Two prepares of one cache that are
+not shards of one job (parallel sweep jobs) take turns on its ``units/.prepare.lock``: the second finds the
+tokens done. Every file is written under a temporary name and renamed into place, so a prepare killed at
+any point leaves no file a later one trusts, and the next one prepares only the units that are missing (and
+deletes the temporary files a killed one left: see ``_remove_stale_files``).
 """
 
 from __future__ import annotations
@@ -203,8 +203,8 @@ def _one_prepare_at_a_time(folder: Path, shard: tuple[int, int] | None) -> Itera
     if shard is not None:
         yield
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / _LOCK_FILE, "a+b") as file:
+    (folder / "units").mkdir(parents=True, exist_ok=True)
+    with open(folder / "units" / _LOCK_FILE, "a+b") as file:
         try:
             try:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)

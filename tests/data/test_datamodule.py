@@ -151,7 +151,7 @@ def test_pydoc_end_to_end(tokenizer, pydoc_cache):
     assert tokenizer.calls == 0  # the module fixture already built the cache
     cache = cache_folder(dm, tokenizer, pydoc_cache)
     assert sorted(p.name for p in cache.iterdir()) == ["manifest.json", "units"]
-    files = ["000000.json", "000000.test.bin", "000000.train.bin", "000000.val.bin"]
+    files = [".prepare.lock", "000000.json", "000000.test.bin", "000000.train.bin", "000000.val.bin"]
     assert sorted(p.name for p in (cache / "units").iterdir()) == files
     assert read_manifest(cache)["tokens"]["train"] == len(dm._datasets["train"].tokens)
     train = dm.train_dataloader()
