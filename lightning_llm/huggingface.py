@@ -804,8 +804,16 @@ def _read_safetensors(path: Path, header_only: bool) -> dict[str, Any]:
 
 
 def _read_binary(path: Path) -> dict[str, torch.Tensor]:
+    """A ``pytorch_model.bin``'s tensors, memory-mapped (its shapes cost no reading) when in torch's zip
+    format, whose entries must be stored uncompressed as torch writes them (``torch_file_is_zip``)."""
+    from lightning_llm.checkpoint import torch_file_is_zip
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        mmap = torch_file_is_zip(path)
+    except CheckpointError as error:
+        raise HFFolderError(str(error)) from None
+    try:
+        state = torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
     except pickle.UnpicklingError as error:  # weights_only refuses anything but tensors and containers
         raise HFFolderError(
             f"{path} is not a file of tensors alone ({_unpickling_reason(error)}); only tensors are read "
@@ -1191,15 +1199,40 @@ def load_hf_model(folder: str | Path, vocab_size: int) -> tuple[torch.nn.Module,
     from lightning_llm import registry
 
     folder = Path(folder)
+    shapes = read_hf_shapes(folder)
+    architecture, params = model_params(read_hf_config(folder), folder, shapes)
+
+    def build() -> torch.nn.Module:
+        try:
+            return registry.build("model", architecture.model, vocab_size=vocab_size, **params)
+        except (TypeError, ValueError) as error:  # a combination the model refuses, e.g. heads not dividing
+            raise HFFolderError(f"{folder / CONFIG_FILE}: {first_line(error)}") from None
+
+    check_fits_weights(folder, build, shapes)
+    model = build()
     weights = read_hf_weights(folder)
-    architecture, params = model_params(read_hf_config(folder), folder, _shapes_of(weights))
-    try:
-        model = registry.build("model", architecture.model, vocab_size=vocab_size, **params)
-    except (TypeError, ValueError) as error:  # a combination the model refuses, e.g. heads not dividing
-        raise HFFolderError(f"{folder / CONFIG_FILE}: {first_line(error)}") from None
     state = from_hf_state(architecture, weights, model.state_dict(), folder)
     model.load_state_dict(state, strict=True)
     return model, {"name": architecture.model, **params}
+
+
+def check_fits_weights(
+    folder: Path, build: Callable[[], torch.nn.Module], shapes: dict[str, tuple[int, ...]] | None = None
+) -> None:
+    """The model ``build`` makes of config.json, built on the meta device, against the sizes of the folder's
+    weights (``checkpoint.check_stored_config``): a config far larger than its weights, e.g. a vocab_size
+    whose embedding is missing from them, is refused before it takes memory. ``model_params`` compares
+    the sizes whose tensors are present; this bounds the rest."""
+    from lightning_llm.checkpoint import check_stored_config
+
+    shapes = read_hf_shapes(folder) if shapes is None else shapes
+    stored = {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
+    try:
+        check_stored_config(build, stored, what="its model")
+    except HFFolderError:
+        raise
+    except CheckpointError as error:
+        raise HFFolderError(f"{folder / CONFIG_FILE}: {error}") from None
 
 
 def save_hf_folder(

@@ -168,12 +168,14 @@ def model(cfg: DictConfig, vocab_size: int, datamodule: Any, on_meta: bool = Fal
 
 def _check_source_config(init_from: str, build: Callable[[], Any]) -> None:
     """A run's or .ckpt's stored model config, checked against its stored weights before the model takes
-    memory (``checkpoint.check_stored_checkpoint``); a Hugging Face folder's config.json is checked against
-    its weights when it is read."""
+    memory (``checkpoint.check_stored_checkpoint``), as is a Hugging Face folder's config.json
+    (``huggingface.check_fits_weights``)."""
     from lightning_llm import huggingface
     from lightning_llm.checkpoint import check_stored_checkpoint, find_checkpoint
 
-    if not huggingface.is_hf_folder(init_from):
+    if huggingface.is_hf_folder(init_from):
+        huggingface.check_fits_weights(Path(init_from).expanduser(), build)
+    else:
         check_stored_checkpoint(find_checkpoint(init_from), build)
 
 

@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from pydoc_data.topics import topics
 
@@ -399,6 +400,30 @@ def test_bad_weights_files_are_refused_in_one_line_naming_the_file(gpt2_folder, 
     binary = variant(folder, tmp_path / "binary", drop=("model.safetensors",))
     torch.save(weights, binary / "pytorch_model.bin")
     assert load_run(binary)[1].vocab_size == 400
+    packed = variant(folder, tmp_path / "packed", drop=("model.safetensors",))  # a few KB that inflate to GB
+    with (
+        zipfile.ZipFile(binary / "pytorch_model.bin") as stored,
+        zipfile.ZipFile(packed / "pytorch_model.bin", "w", zipfile.ZIP_DEFLATED) as deflated,
+    ):
+        for entry in stored.infolist():
+            deflated.writestr(entry.filename, stored.read(entry.filename))
+    one_line_refusal(
+        packed, r"pytorch_model.bin is not a checkpoint torch.save wrote: its entry \S+ is compressed"
+    )
+
+
+def test_a_config_far_larger_than_its_weights_is_refused_before_taking_memory(gpt2_folder, tmp_path):
+    """model_params compares the sizes whose tensors are present; a size whose tensor is missing (the
+    embedding of a 2**22-token vocabulary) must not be built either: it would take 2 GB for a folder of
+    a few hundred KB."""
+    folder, _ = gpt2_folder
+    untied = {"vocab_size": 2**22, "tie_word_embeddings": False}
+    big_vocab = variant(folder, tmp_path / "vocab", untied, gpt2_state(**{"transformer.wte.weight": None}))
+    one_line_refusal(big_vocab, r"config.json: its model describes more than [\d,]+ weights, its stored")
+    from lightning_llm.parts import _check_source_config  # model.init_from=<folder>: the same check
+
+    with pytest.raises(HFFolderError, match="its model describes more than"):
+        _check_source_config(str(big_vocab), lambda: GPT(GPTConfig(vocab_size=2**22, n_embd=32, n_head=2)))
 
 
 def test_gpt2_spellings_that_compute_the_same_are_accepted(gpt2_folder, tmp_path):

@@ -117,7 +117,7 @@ def test_two_runs_racing_on_a_fresh_cache_share_one_cache(tmp_path: Path, race: 
     tokens = only_child(cache / "tokens")
     assert sorted(path.name for path in tokens.iterdir()) == ["manifest.json", "units"]
     files = sorted(path.name for path in (tokens / "units").iterdir())
-    assert files == sorted(["000000.json", *(f"000000.{split}.bin" for split in SPLITS)])
+    assert files == sorted([".prepare.lock", "000000.json", *(f"000000.{split}.bin" for split in SPLITS)])
     manifest = json.loads((tokens / "manifest.json").read_text())
     for split in SPLITS:
         path = tokens / "units" / f"000000.{split}.bin"
