@@ -29,7 +29,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from lightning_llm import config, plugins, registry
 from lightning_llm.config import ConfigError
 from lightning_llm.errors import ctrl_c_exits, first_line, refuse
-from lightning_llm.hydra_guard import check_hydra_node
+from lightning_llm.hydra_guard import check_hydra_node, check_names, check_search_path
 
 MAX_CHECKED_JOBS = 64  # a huge grid is still checked on its first 64 jobs; every job checks itself again
 
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[lightning_llm] resuming with the run's own settings: {' '.join(stored)}")
             args.overrides = [*stored, *args.overrides]
         added = plugin_defaults(args.overrides)
+        if informational and not args.shell_completion:  # what Hydra would print, checked as a run's
+            compose_config([*args.overrides, *added, *search_path_overrides(args)])
         if not informational:
             first = precheck([*args.overrides, *added, *search_path_overrides(args)], multirun=args.multirun)
             check_output_folder(args.overrides, multirun=args.multirun)
@@ -124,11 +126,16 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def parse_overrides(overrides: list[str]) -> None:
-    """One line naming the override Hydra's grammar cannot parse, instead of its parser's traceback."""
+    """One line naming the override Hydra's grammar cannot parse, instead of its parser's traceback; and a
+    ``hydra.searchpath`` that is not folders, refused before Hydra reads it (``pkg://`` imports a module)."""
     parser = OverridesParser.create()
     for override in overrides:
         try:
-            parser.parse_overrides([override])
+            (parsed,) = parser.parse_overrides([override])
+            if parsed.key_or_group == "hydra.searchpath" and not parsed.is_delete():
+                value = parsed.value()
+                for entry in value if isinstance(value, list) else [value]:
+                    check_search_path(str(entry), override)
         except OverrideParseException as error:
             caret = next((line for line in str(error).splitlines() if line.strip() == "^"), "")
             start = len(str(error).splitlines()[0]) - len(override)
@@ -399,6 +406,7 @@ def compose_config(overrides: list[str], choices: dict[str, str] | None = None) 
         if unknown := _unknown_option(overrides, _optional_groups()):  # Hydra skipped it without a word
             raise ConfigError(unknown)
     check_hydra_node(cfg.hydra)
+    check_names(cfg)
     if choices is not None:
         choices.update({str(k): str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None})
     with open_dict(cfg):

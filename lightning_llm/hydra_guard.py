@@ -6,7 +6,14 @@ which calls any ``()`` factory and any ``class`` it names, and imports any ``ext
 a config file could run arbitrary code before a run starts (``+hydra.callbacks.x._target_=torch.load`` on a
 crafted file). ``check_hydra_node`` allows only what installed packages ship: each launcher's and sweeper's
 own targets (Hydra's plugins, selected by name as ``hydra/launcher=joblib``), Python's logging classes and
-the standard streams; everything else that selects code is refused, naming the key.
+the standard streams; everything else that selects code is refused, naming the key. What the shipped
+configs hold may also be an interpolation; anywhere else in those sections an interpolation is refused, since
+``${oc.decode:...}`` or a reference to another key could bring a ``_target_`` or an ``ext://`` path past this
+check. ``hydra.job.env_set`` may set only the variables of the thread, GPU, communication, tokenizer and W&B
+libraries (``PYTHONPATH``, ``BROWSER`` or ``LD_PRELOAD`` would run code in the job or its workers), and
+``hydra.searchpath`` may name only folders (``file://``: ``pkg://`` imports a module). Hydra's own files
+stay in the run folder: ``hydra.output_subdir`` is a relative path, log files are the shipped ones, appended
+to, and ``task_name`` (the log file's and run folder's name) is a plain name.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import importlib
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -23,47 +31,128 @@ from omegaconf import OmegaConf
 from lightning_llm.config import ConfigError
 
 CODE_KEYS = ("_target_", "_partial_", "_args_", "()")  # Hydra's instantiate and logging's factory key
-_PLUGIN_GROUPS = ("launcher", "sweeper")  # Hydra selects these by name; their nodes carry targets
 _LOGGING_NODES = ("job_logging", "hydra_logging")
+_SHIPPED_GROUPS = ("launcher", "sweeper", *_LOGGING_NODES)  # Hydra selects these by name
+_CODE_SECTIONS = ("callbacks", *_SHIPPED_GROUPS)  # the nodes Hydra instantiates or hands to logging
+_QUEUE_CLASSES = ("QueueHandler", "QueueListener")
+_ENV_LIBRARIES = "OpenMP, MKL, OpenBLAS, NumExpr, CUDA, NCCL, Gloo, tokenizers, Hugging Face and W&B"
+_ENV_NAME = re.compile(r"(OMP|MKL|OPENBLAS|NUMEXPR|KMP|CUDA|NCCL|GLOO|TOKENIZERS|HF|WANDB)_[A-Z0-9_]+")
+_PLAIN_NAME = re.compile(r"[\w-][\w.-]*")
+_RELATIVE_PATH = re.compile(r"[\w.-]+(/[\w.-]+)*")
 _STREAMS = ("ext://sys.stdout", "ext://sys.stderr")
 _LOGGING_CLASS = re.compile(r"logging(\.handlers)?\.(\w+)")
 _LOGGING_BASES = (logging.Handler, logging.Formatter, logging.Filter)
 
 
 def check_hydra_node(node: Any) -> None:
-    """Refuse anything in the composed ``hydra`` node (a DictConfig or plain dict) that would select code,
-    other than what the installed launcher and sweeper plugins ship; raises ``ConfigError`` naming the key."""
+    """Refuse anything in the composed ``hydra`` node (a DictConfig or plain dict) that would select code or
+    write outside the run folder, other than what Hydra and the installed launcher and sweeper plugins ship;
+    raises ``ConfigError`` naming the key."""
     plain = OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else node
+    shipped = shipped_values()
     for path, key, value in _items(plain, "hydra"):
         section = path.split(".")[1] if path.count(".") else ""
-        if key in CODE_KEYS and (path, value) not in shipped_targets():
+        if key in CODE_KEYS and (path, value) not in shipped:
             raise ConfigError(
                 f"{path}={value}: a config cannot select code; Hydra's launcher and sweeper are chosen by "
                 "name (e.g. hydra/launcher=joblib) and lightning_llm's parts by registry name (optim=adamw)"
             )
-        if section in _LOGGING_NODES and key == "class" and not _is_logging_class(value):
+        if section in _CODE_SECTIONS and _interpolates(value) and (path, value) not in shipped:
             raise ConfigError(
-                f"{path}={value}: logging handlers, formatters and filters must be classes of Python's "
-                "logging module (e.g. logging.StreamHandler, logging.handlers.RotatingFileHandler)"
+                f"{path}={value}: an interpolation here could bring in code or a path from elsewhere; give "
+                "the value itself"
             )
-        is_ext = section in _LOGGING_NODES and isinstance(value, str) and value.startswith("ext://")
-        if is_ext and value not in _STREAMS:
-            raise ConfigError(f"{path}={value}: only {' and '.join(_STREAMS)} may be named with ext://")
+        if section in _LOGGING_NODES:
+            _check_logging(path, key, value, shipped)
+    job = plain.get("job") or {}
+    for name in job.get("env_set") or {}:
+        if not _ENV_NAME.fullmatch(str(name)):
+            raise ConfigError(
+                f"hydra.job.env_set.{name}: only the variables of {_ENV_LIBRARIES} may be set for a job "
+                "(others, such as PYTHONPATH, can make it run code)"
+            )
+    for entry in plain.get("searchpath") or []:
+        check_search_path(str(entry), "hydra.searchpath")
+    subdir = plain.get("output_subdir")
+    if subdir is not None and not is_plain_relative_path(str(subdir)):
+        raise ConfigError(
+            f"hydra.output_subdir={subdir}: Hydra's files stay in the run folder; give a relative path "
+            "without '..' (default .hydra), or null for none"
+        )
 
 
-def shipped_targets() -> frozenset[tuple[str, Any]]:
-    """``(key path, value)`` of every code key in the launcher and sweeper configs that installed Hydra
-    plugins register (``hydra/launcher/<name>``, ``hydra/sweeper/<name>``), e.g.
+def check_search_path(entry: str, key: str) -> None:
+    """A ``hydra.searchpath`` entry must be a folder (``file://``): ``pkg://`` imports the module it names."""
+    if not entry.startswith("file://") or _interpolates(entry):
+        raise ConfigError(
+            f"{key}: {entry!r} is not a folder; give presets' folders as file:///abs/dir (pkg:// would "
+            "import a module)"
+        )
+
+
+def check_names(cfg: Any) -> None:
+    """``task_name`` and ``hydra.job.name`` (the run's log file, ``<job name>.log``, and a part of the default
+    run folder) must be plain names, so that Hydra writes nothing outside the run folder."""
+    for key in ("task_name", "hydra.job.name"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not _PLAIN_NAME.fullmatch(str(value)):
+            raise ConfigError(
+                f"{key}={value!r}: a name for the run's log file and folder: letters, digits, '_', '-' and "
+                "'.', not starting with '.'"
+            )
+
+
+def is_plain_relative_path(value: str) -> bool:
+    return bool(_RELATIVE_PATH.fullmatch(value)) and ".." not in value.split("/")
+
+
+def _check_logging(path: str, key: str, value: Any, shipped: frozenset[tuple[str, Any]]) -> None:
+    if key == "class" and (not _is_logging_class(value) or str(value).endswith(_QUEUE_CLASSES)):
+        raise ConfigError(
+            f"{path}={value}: logging handlers, formatters and filters must be classes of Python's logging "
+            "module (e.g. logging.StreamHandler, logging.handlers.RotatingFileHandler), not a queue's "
+            "(Python 3.12 imports the queue and listener it names)"
+        )
+    if isinstance(value, str) and value.startswith("ext://") and value not in _STREAMS:
+        raise ConfigError(f"{path}={value}: only {' and '.join(_STREAMS)} may be named with ext://")
+    if key == "filename" and (path, value) not in shipped:
+        raise ConfigError(
+            f"{path}={value}: the run's log file is the one Hydra writes in the run folder "
+            "(<run dir>/<task_name>.log); a log handler cannot write elsewhere"
+        )
+    if key == "mode" and value != "a":
+        raise ConfigError(f"{path}={value}: log files are appended to (mode a), never truncated")
+
+
+def _interpolates(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def shipped_values() -> frozenset[tuple[str, Any]]:
+    """``(key path, value)`` of every entry of the launcher, sweeper and logging configs that Hydra and its
+    installed plugins ship (structured configs in Hydra's ConfigStore, config files in their packages) or
+    conf/hydra/ holds, e.g.
     ``("hydra.launcher._target_", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")``.
-    Read afresh each time (about 2 ms): Hydra registers its plugins' configs when it first scans them."""
+    Read afresh each time (a few ms): Hydra registers its plugins' configs when it first scans them."""
+    import hydra
+    import hydra_plugins
+
+    from lightning_llm.config import config_dir
+
     store = ConfigStore.instance()
+    # the folders of config files: conf/, Hydra's own (its logging configs), each installed plugin's
+    roots = [Path(config_dir()), Path(hydra.__file__).parent / "conf"]
+    roots += [conf for folder in hydra_plugins.__path__ for conf in Path(folder).glob("*/conf")]
     found = set()
-    for group in _PLUGIN_GROUPS:
-        for name in store.list(f"hydra/{group}"):
-            node = OmegaConf.to_container(store.load(f"hydra/{group}/{name}").node, resolve=False)
-            found.update(
-                (path, value) for path, key, value in _items(node, f"hydra.{group}") if key in CODE_KEYS
-            )
+    for group in _SHIPPED_GROUPS:
+        names = store.list(f"hydra/{group}") if group in store.list("hydra") else []
+        nodes = [store.load(f"hydra/{group}/{name}").node for name in names]
+        files = (file for root in roots for file in sorted((root / "hydra" / group).glob("*.yaml")))
+        nodes += [OmegaConf.load(file) for file in files]
+        for node in nodes:
+            plain = OmegaConf.to_container(node, resolve=False)
+            leaves = _items(plain, f"hydra.{group}")
+            found.update((path, value) for path, _, value in leaves if not isinstance(value, dict | list))
     return frozenset(found)
 
 

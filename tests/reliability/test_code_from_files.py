@@ -161,6 +161,31 @@ def test_a_planted_checkpoint_is_passed_over_by_auto_resume_and_generate(trained
         (["--config-name", "evil"], "--config-name=evil: the primary config is lightning_llm's"),
         (["-cd", "{presets}", "experiment=evil"], "hydra.callbacks.evil._target_=os.system"),
         (["data.paths=[~/corpus/*.txt]"], "cannot parse the override 'data.paths=[~/corpus/*.txt]' at '~'"),
+        # What the unresolved node does not show: a resolver or a reference that builds the code later.
+        (
+            ["+hydra.callbacks.x='${oc.decode:\"{_target_: os.system, command: touch {marker}}\"}'"],
+            "hydra.callbacks.x=${oc.decode:",
+        ),
+        (["-cd", "{presets}", "experiment=decoded"], "an interpolation here could bring in code"),
+        (
+            [
+                "+hydra.job.env_set.S=ext://os.system",
+                "hydra.job_logging.handlers.console.stream=${hydra.job.env_set.S}",
+            ],
+            "hydra.job_logging.handlers.console.stream=${hydra.job.env_set.S}: an interpolation",
+        ),
+        (["hydra.job_logging.handlers.console.class=logging.handlers.QueueHandler"], "not a queue's"),
+        # Code run by the job's environment or by Hydra's search path
+        (["+hydra.job.env_set.PYTHONPATH={presets}"], "hydra.job.env_set.PYTHONPATH: only the variables of"),
+        (["+hydra.job.env_set.BROWSER=sh"], "hydra.job.env_set.BROWSER: only the variables of"),
+        (["hydra.searchpath=[pkg://antigravity]"], "'pkg://antigravity' is not a folder"),
+        (["--cfg", "job", "hydra.searchpath=[pkg://antigravity]"], "'pkg://antigravity' is not a folder"),
+        # Files Hydra writes outside the run folder
+        (["hydra.output_subdir={presets}"], "hydra.output_subdir="),
+        (["hydra.output_subdir=../x"], "give a relative path without '..'"),
+        (["task_name=../../notes"], "task_name='../../notes': a name for the run's log file"),
+        (["hydra.job_logging.handlers.file.filename={marker}"], "a log handler cannot write elsewhere"),
+        (["+hydra.job_logging.handlers.file.mode=w"], "log files are appended to (mode a), never truncated"),
     ],
     ids=[
         "callback",
@@ -171,6 +196,19 @@ def test_a_planted_checkpoint_is_passed_over_by_auto_resume_and_generate(trained
         "config-name",
         "config-dir",
         "syntax",
+        "decoded-callback",
+        "decoded-in-a-preset",
+        "interpolated-stream",
+        "queue-handler",
+        "env-pythonpath",
+        "env-browser",
+        "searchpath-pkg",
+        "searchpath-pkg-cfg",
+        "output-subdir-absolute",
+        "output-subdir-up",
+        "task-name-path",
+        "log-file-elsewhere",
+        "log-file-truncated",
     ],
 )
 def test_the_hydra_node_cannot_select_code(tmp_path, overrides, expected) -> None:
@@ -179,6 +217,10 @@ def test_the_hydra_node_cannot_select_code(tmp_path, overrides, expected) -> Non
     (presets / "experiment" / "evil.yaml").write_text(
         f"# @package _global_\nhydra:\n  callbacks:\n    evil:\n      _target_: os.system\n"
         f"      command: touch {marker}\n"
+    )
+    (presets / "experiment" / "decoded.yaml").write_text(
+        "# @package _global_\nhydra:\n  callbacks:\n"
+        f"    x: \"${{oc.create:'{{_target_: os.system, command: touch {marker}}}'}}\"\n"
     )
     given = [arg.replace("{marker}", str(marker)).replace("{presets}", str(presets)) for arg in overrides]
     line = refused_before_hydra(*given, f"hydra.run.dir={tmp_path / 'run'}")
