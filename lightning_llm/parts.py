@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -292,11 +293,18 @@ def _tokenizer_of_run(init_from: str, cfg: DictConfig) -> Tokenizer:
 
     if huggingface.is_hf_folder(init_from):
         path = Path(init_from)
-        chosen = build(cfg, "tokenizer")
-        if chosen.is_trained and not huggingface.has_hf_tokenizer(path):  # tokenizer=pretrained, passed
-            log.info("tokenizer: %s (model.init_from=%s has none)", chosen, init_from)
-            return chosen
-        tokenizer = huggingface.load_hf_tokenizer(path, _roles_needed(path, cfg))
+        roles = _roles_needed(path, cfg)
+        if not huggingface.has_hf_tokenizer(path):  # tokenizer=pretrained tokenizer.path=<file>, passed
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # what it lacks is said when it is read again below
+                chosen = build(cfg, "tokenizer")
+            if chosen.is_trained:
+                file = chosen.params.get(getattr(chosen, "file_setting", ""), None)
+                if file is not None:  # with the roles the folder's own would get (load_hf_run's)
+                    chosen.load(file, roles=None if roles is None else ("<eos>", *roles))
+                log.info("tokenizer: %s (model.init_from=%s has none)", chosen, init_from)
+                return chosen
+        tokenizer = huggingface.load_hf_tokenizer(path, roles)
     else:
         checkpoint = find_checkpoint(init_from)
         path = run_folder(checkpoint) / "tokenizer.json"

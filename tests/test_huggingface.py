@@ -1012,6 +1012,7 @@ def test_a_folder_without_a_tokenizer_fine_tunes_with_the_one_passed(gpt2_folder
     cfg = make_cfg(*passed, f"model.init_from={bare}", "trainer.max_steps=2", "data.block_size=32")
     summary, objects = train(cfg, run_dir=tmp_path / "run")
     assert summary["step"] == 2 and objects["tokenizer"].eos_id == 0  # GPT-2's <|endoftext|>
+    assert objects["tokenizer"].vocab_size == 400 and not objects["tokenizer"].added_tokens  # the folder's
 
 
 def test_non_finite_weights_and_a_second_tokenizer_are_refused(gpt2_folder, tmp_path):

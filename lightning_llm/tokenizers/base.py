@@ -274,6 +274,7 @@ class Tokenizer:
 
     # ---------------------------------------------------------------------------------------- internals
     def _attach(self, backend: HFTokenizer, source: str, roles: Collection[str] | None = None) -> None:
+        _make_deterministic(backend, source)
         tokens, self._added = _register_special_tokens(
             backend, source, SPECIAL_TOKENS if roles is None else roles
         )
@@ -284,6 +285,11 @@ class Tokenizer:
         self._special_tokens = tokens
         self._special_ids = {role: backend.token_to_id(token) for role, token in tokens.items()}
         self._vocab_size = max(backend.get_vocab(with_added_tokens=True).values()) + 1
+        if self._vocab_size > MAX_VOCAB_SIZE:  # a crafted file: the embedding would have that many rows
+            raise TokenizerFileError(
+                f"{source}: its largest token id is {self._vocab_size - 1}, so a model would need "
+                f"{self._vocab_size} embedding rows; at most {MAX_VOCAB_SIZE} are supported"
+            )
 
     def _require_backend(self) -> HFTokenizer:
         if self._backend is None:
@@ -333,6 +339,28 @@ def read_tokenizer_file(path: Path) -> HFTokenizer:
         raise TokenizerFileError(f"{path} is not a valid Hugging Face tokenizer.json: {error}") from None
 
 
+def _make_deterministic(backend: HFTokenizer, source: str) -> None:
+    """Turn off what a tokenizer.json may switch on for another use: truncation (it would cut every document
+    of the corpus), padding (pad ids inside the training data) and BPE dropout (different ids for the same
+    text on every call, so no cache or generation could be reproduced). Said once each."""
+    changed = []
+    if backend.truncation is not None:
+        backend.no_truncation()
+        changed.append("truncation")
+    if backend.padding is not None:
+        backend.no_padding()
+        changed.append("padding")
+    if getattr(backend.model, "dropout", None):
+        backend.model.dropout = None
+        changed.append("BPE dropout")
+    if changed:
+        warnings.warn(
+            f"{source}: turned off its {' and '.join(changed)} (lightning_llm tokenizes whole texts, the "
+            "same way every time)",
+            stacklevel=4,
+        )
+
+
 def _register_special_tokens(
     backend: HFTokenizer, source: str, needed: Collection[str]
 ) -> tuple[dict[str, str], list[str]]:
@@ -354,7 +382,15 @@ def _register_special_tokens(
         return roles, []
     absent = [token for token in unregistered if backend.token_to_id(token) is None]
     # Tokens already in the vocabulary keep their ids and merely become special (skipped by decode).
+    taken = {index: token for token, index in backend.get_vocab(with_added_tokens=True).items()}
     backend.add_special_tokens(unregistered)
+    for token in absent:  # the library numbers a new token by the vocabulary's size: a gap in ids collides
+        if (index := backend.token_to_id(token)) in taken:
+            raise TokenizerFileError(
+                f"{source}: its token ids leave gaps, so {token}, which it lacks and needs, would take id "
+                f"{index}, already {taken[index]!r}'s; give a tokenizer.json whose ids run 0..N-1, or one "
+                f"with a {token} token"
+            )
     if absent:
         ids = ", ".join(f"{token}={backend.token_to_id(token)}" for token in absent)
         warnings.warn(

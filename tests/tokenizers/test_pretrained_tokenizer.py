@@ -110,3 +110,36 @@ def test_loading_with_only_the_roles_a_use_needs_keeps_the_vocabulary(tmp_path) 
     with pytest.warns(UserWarning, match=r"lacks the special tokens \['<mask>'\]"):
         masked = Tokenizer.from_file(path, roles=("<eos>", "<mask>"))
     assert (masked.mask_id, masked.vocab_size, masked.added_tokens) == (4, 5, ["<mask>"])
+
+
+def test_truncation_padding_and_bpe_dropout_a_file_switches_on_are_turned_off(tmp_path) -> None:
+    """Each would change the training data silently: documents cut to a few tokens, pad ids inside them, or
+    other ids for the same text on every call (no cache, no reproducible generation)."""
+    backend = HFTokenizer(models.BPE(dropout=0.5, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    from tokenizers import decoders, trainers
+
+    backend.decoder = decoders.ByteLevel()
+
+    backend.train_from_iterator(CORPUS * 20, trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]"]))
+    backend.enable_truncation(max_length=3)
+    backend.enable_padding(length=12)
+    backend.save(str(tmp_path / "tokenizer.json"))
+    with pytest.warns(UserWarning, match="turned off its truncation and padding and BPE dropout"):
+        tokenizer = Tokenizer.from_file(tmp_path / "tokenizer.json")
+    text = " ".join(CORPUS * 3)
+    ids = tokenizer.encode(text)
+    assert len(ids) > 12 and tokenizer.decode(ids) == text  # whole, without padding
+    assert all(tokenizer.encode(text) == ids for _ in range(5))  # the same every time
+
+
+def test_a_file_whose_ids_need_an_embedding_too_large_or_collide_is_refused(tmp_path) -> None:
+    sparse = foreign_tokenizer_file(tmp_path, {"[UNK]": 0, "cat": 1, "far": 2_000_000_000})
+    with pytest.raises(TokenizerFileError, match=r"largest token id is 2000000000, so a model would need"):
+        Tokenizer.from_file(sparse)
+    (tmp_path / "gap").mkdir()
+    gap = foreign_tokenizer_file(tmp_path / "gap", {"[UNK]": 0, "cat": 1, "dog": 3})  # 3 tokens, ids to 3
+    with pytest.raises(
+        TokenizerFileError, match=r"ids leave gaps, so <eos>, which it lacks .* id 3, already 'dog'"
+    ):
+        Tokenizer.from_file(gap, roles=("<eos>",))
