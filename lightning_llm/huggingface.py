@@ -70,6 +70,9 @@ MAX_SIZE = 2**22
 MAX_SINUSOIDAL_POSITIONS = 2**16
 
 
+_WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
 class HFFolderError(CheckpointError):
     """A Hugging Face folder that cannot be used; the message names the folder, the file or the option."""
 
@@ -670,7 +673,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
     path = Path(folder) / CONFIG_FILE
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # deep nesting too
         raise HFFolderError(f"{path} is not readable JSON: {first_line(error)}") from None
     if not isinstance(config, dict):
         raise HFFolderError(f"{path} is not a JSON object")
@@ -845,7 +848,7 @@ def _shards(index: Path) -> dict[str, list[str]]:
     """An index's shard files (relative to its folder, never outside it) -> the names it assigns them."""
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # deep nesting too
         raise HFFolderError(f"{index} is not readable JSON: {first_line(error)}") from None
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
@@ -997,8 +1000,11 @@ def _checked(architecture: Architecture, hf_state: dict[str, torch.Tensor], wher
     for name, value in _renamed(hf_state, where).items():
         if architecture.ignored_hf.fullmatch(name):
             continue
-        if not value.is_floating_point():
-            raise HFFolderError(f"{where}: {name} holds {value.dtype} values; weights are floating point")
+        if value.dtype not in _WEIGHT_DTYPES:  # float8 too: stored for inference, not for training from
+            raise HFFolderError(
+                f"{where}: {name} holds {value.dtype} values; weights are floating point (float32, float16, "
+                "bfloat16 or float64)"
+            )
         if not bool(torch.isfinite(value).all()):
             raise HFFolderError(f"{where}: {name} holds NaN or infinite values")
         if architecture.derived_hf.fullmatch(name):

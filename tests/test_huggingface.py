@@ -313,6 +313,8 @@ def test_missing_extra_and_mistyped_tensors_are_refused_by_name(gpt2_folder, tmp
                 r"transformer.h.0.ln_1.weight holds torch.int64 values"),
         "bool": (gpt2_state(**{"transformer.h.0.ln_1.bias": torch.zeros(32, dtype=torch.bool)}),
                  r"transformer.h.0.ln_1.bias holds torch.bool values"),
+        "float8": (gpt2_state(**{"transformer.h.0.ln_1.bias": torch.zeros(32).to(torch.float8_e4m3fn)}),
+                   r"transformer.h.0.ln_1.bias holds torch.float8_e4m3fn values; weights are floating point \("),
     }  # fmt: skip
     model, _, _ = load_run(folder)
     for name, (edit, match) in cases.items():
@@ -410,6 +412,16 @@ def test_bad_weights_files_are_refused_in_one_line_naming_the_file(gpt2_folder, 
     one_line_refusal(
         packed, r"pytorch_model.bin is not a checkpoint torch.save wrote: its entry \S+ is compressed"
     )
+
+
+def test_json_nested_too_deeply_is_one_line(gpt2_folder, tmp_path):
+    folder, _ = gpt2_folder
+    deep = variant(folder, tmp_path / "deep")
+    (deep / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    one_line_refusal(deep, r"config.json is not readable JSON")
+    index = variant(folder, tmp_path / "index", drop=("model.safetensors",))
+    (index / "model.safetensors.index.json").write_text("[" * 100_000 + "]" * 100_000)
+    one_line_refusal(index, r"index.json")
 
 
 def test_a_config_far_larger_than_its_weights_is_refused_before_taking_memory(gpt2_folder, tmp_path):
