@@ -314,7 +314,7 @@ def test_missing_extra_and_mistyped_tensors_are_refused_by_name(gpt2_folder, tmp
         "bool": (gpt2_state(**{"transformer.h.0.ln_1.bias": torch.zeros(32, dtype=torch.bool)}),
                  r"transformer.h.0.ln_1.bias holds torch.bool values"),
         "float8": (gpt2_state(**{"transformer.h.0.ln_1.bias": torch.zeros(32).to(torch.float8_e4m3fn)}),
-                   r"transformer.h.0.ln_1.bias holds torch.float8_e4m3fn values; weights are floating point \("),
+                   r"transformer.h.0.ln_1.bias holds torch.float8_e4m3fn values; weights are floating"),
     }  # fmt: skip
     model, _, _ = load_run(folder)
     for name, (edit, match) in cases.items():
