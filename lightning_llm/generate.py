@@ -50,6 +50,11 @@ DEFAULT_NEW_TOKENS = 128  # lowered to an encoder-decoder's block_size when that
 MAX_NEW_TOKENS = 10_000
 FULL_DECODES = 512  # streaming re-decodes the whole text at most every len(ids) // FULL_DECODES tokens
 SHOWN_CHARACTERS = 5  # unrepresentable characters named in the error line
+# Generated as one batch: rows of logits and cache. Larger is a mistake, not a use (loop in a script).
+MAX_SAMPLES, MAX_BEAMS = 1024, 64
+# A prompt's characters: the model sees at most block_size tokens of it, and checking it costs ~250 bytes a
+# character.
+MAX_PROMPT_CHARS = 2**20
 DESCRIPTION = """Generate text with a trained run (a run folder or a .ckpt file).
 
 A gpt run continues each prompt by sampling (--temperature, --top-k, --top-p; temperature 0 is greedy),
@@ -109,10 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-p", metavar="P", type=_probability, default=None, help="gpt: nucleus sampling mass (off)"
     )
     parser.add_argument(
-        "--seed", metavar="S", type=int, default=0, help="gpt: seed of the sampling generator (0)"
+        "--seed",
+        metavar="S",
+        type=_at_least(-(2**63), maximum=2**64 - 1),
+        default=0,
+        help="gpt: seed of the sampling generator (0)",
     )
     parser.add_argument(
-        "--num-samples", metavar="N", type=_at_least(1), default=1, help="gpt: samples per prompt (1)"
+        "--num-samples",
+        metavar="N",
+        type=_at_least(1, maximum=MAX_SAMPLES),
+        default=1,
+        help=f"gpt: samples per prompt, generated as one batch (1; at most {MAX_SAMPLES})",
     )
     parser.add_argument(
         "--batch-size",
@@ -126,9 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--num-beams",
         metavar="B",
-        type=_at_least(1),
+        type=_at_least(1, maximum=MAX_BEAMS),
         default=1,
-        help="encoder-decoder: beam width, 1 = greedy (1)",
+        help=f"encoder-decoder: beam width, 1 = greedy (1; at most {MAX_BEAMS})",
     )
     parser.add_argument(
         "--no-cache", action="store_true", help="recompute the whole context at each step (no KV cache)"
@@ -145,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _at_least(minimum: float, kind: Callable[[str], float] = int) -> Callable[[str], float]:
+def _at_least(
+    minimum: float, kind: Callable[[str], float] = int, maximum: float = math.inf
+) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = kind(text)
@@ -153,6 +168,8 @@ def _at_least(minimum: float, kind: Callable[[str], float] = int) -> Callable[[s
             raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
         if not math.isfinite(value) or value < minimum:  # nan compares false with everything
             raise argparse.ArgumentTypeError(f"must be a finite number >= {minimum}, got {text}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {text}")
         return value
 
     return parse
@@ -214,11 +231,11 @@ def _device(name: str | None) -> torch.device:
 
 def _inputs(args: argparse.Namespace) -> list[str] | None:
     """The prompts or sources, one per line; None when neither --prompt nor --input was given."""
-    if args.prompt is not None:
-        return [args.prompt]
-    if args.input is None:
+    if args.input is None and args.prompt is None:
         return None
-    if args.input == "-":
+    if args.prompt is not None:
+        lines = [args.prompt]
+    elif args.input == "-":
         lines = sys.stdin.read().splitlines()
     else:
         from lightning_llm.data.sources import not_a_file
@@ -234,6 +251,17 @@ def _inputs(args: argparse.Namespace) -> list[str] | None:
             raise UsageError(f"--input {args.input}: not UTF-8 text") from None
     if not lines:
         raise UsageError(f"--input {args.input}: holds no lines")
+    for number, line in enumerate(lines, 1):
+        where = "--prompt" if args.prompt is not None else f"--input {args.input} line {number}"
+        if len(line) > MAX_PROMPT_CHARS:
+            raise UsageError(
+                f"{where}: {len(line):,} characters, more than {MAX_PROMPT_CHARS:,}; the model sees at most "
+                "its block_size tokens of a prompt, so give its end"
+            )
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8, decoded by Python as lone surrogates
+            raise UsageError(f"{where}: not UTF-8 text") from None
     return lines
 
 

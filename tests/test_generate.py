@@ -99,7 +99,17 @@ def test_help_explains_the_options(capsys):
         assert option in text
 
 
-@pytest.mark.parametrize("option", [["--top-p", "1.5"], ["--temperature", "-1"], ["--num-beams", "0"]])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--top-p", "1.5"],
+        ["--temperature", "-1"],
+        ["--num-beams", "0"],
+        ["--num-beams", "100000"],  # one batch of beams: memory, not a use
+        ["--num-samples", "10000000"],
+        ["--seed", "99999999999999999999999"],  # past torch's 64 bits
+    ],
+)
 def test_out_of_range_options_exit_2(gpt_run, capsys, option):
     with pytest.raises(SystemExit) as exit_info:
         main([str(gpt_run), *option])
@@ -478,3 +488,23 @@ def test_an_input_that_is_a_folder_or_a_device_is_named_for_what_it_is(gpt_run, 
     for path, message in ((tmp_path, "a folder; name a text file"), ("/dev/null", "not a regular file")):
         code, _, err = run_main(capsys, gpt_run, "--input", path)
         assert code == 2 and f"--input {path}: {message}" in err, err
+
+
+def test_a_prompt_that_is_not_utf8_or_longer_than_any_use_is_refused(gpt_run, tmp_path, capsys, monkeypatch):
+    """Python reads argv and stdin with surrogateescape: bytes that are not UTF-8 arrive as lone surrogates,
+    which the tokenizer would refuse with a traceback. A prompt of millions of characters would take GBs to
+    check, though the model sees only block_size tokens of it."""
+    code, _, err = run_main(capsys, gpt_run, "--prompt", "abc\udcff")
+    assert code == 2 and "--prompt: not UTF-8 text" in err, err
+    monkeypatch.setattr(generate, "MAX_PROMPT_CHARS", 10)
+    (tmp_path / "long.txt").write_text("short\n" + "x" * 11 + "\n")
+    code, _, err = run_main(capsys, gpt_run, "--input", tmp_path / "long.txt")
+    assert code == 2 and "line 2: 11 characters, more than 10; the model sees at most" in err, err
+
+
+def test_a_tiny_temperature_samples_the_likeliest_token_not_a_nan():
+    from lightning_llm.models.sampling import sample
+
+    logits = torch.tensor([[1.0, 3.0, 2.0], [30.0, -5.0, 29.0]])
+    for temperature in (1e-40, 1e-30, 1e-6):  # logits / 1e-40 overflow to inf: a NaN softmax before
+        assert sample(logits, temperature).flatten().tolist() == [1, 0]

@@ -170,7 +170,10 @@ def sample(
     """One token id per row of ``logits`` (B, V) -> (B, 1). Temperature 0 is greedy (argmax)."""
     if temperature <= 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # Shifted so the largest is 0 first (softmax, top-k and top-p do not change): dividing by a tiny
+    # temperature then gives -inf for the others, not an overflow to inf and a NaN softmax.
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k).values[:, -1:]  # (B, 1): the k-th largest logit
         logits = logits.masked_fill(logits < kth, float("-inf"))
