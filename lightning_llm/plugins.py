@@ -47,16 +47,37 @@ def load() -> None:
         importlib.import_module(module)
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         package = entry_point.dist.name if entry_point.dist else entry_point.name
+        before = set(registry.plugins())
         try:
             with registry.loading(package):
                 entry_point.load()
-        except Exception as error:  # a third party's bug must not take the CLI down
+            for plugin in set(registry.plugins()) - before:
+                _check_declaration(plugin)
+        except (Exception, SystemExit) as error:  # a third party's bug must not take the CLI down
+            for plugin in set(registry.plugins()) - before:  # none of the package's plugins is kept
+                registry.unregister(plugin.kind, plugin.name)
             registry.mark_broken(package, f"{type(error).__name__}: {error}")
             warnings.warn(
                 f"plugin package '{package}' (entry point '{entry_point.value}') failed to load and is "
                 f"skipped: {type(error).__name__}: {error}",
                 stacklevel=2,
             )
+
+
+def _check_declaration(plugin: registry.Plugin) -> None:
+    """What every command does with a plugin before using it: read its parameters and make its typed config
+    node. A declaration that fails here (an annotation that cannot be evaluated, a parameter the framework
+    supplies, a default a config cannot hold) fails at load, naming the plugin, not in every command."""
+    from omegaconf import OmegaConf
+
+    from lightning_llm import config
+
+    try:
+        OmegaConf.structured(config.schema(plugin))
+    except Exception as error:
+        raise registry.PluginError(
+            f"{plugin.kind} '{plugin.name}': {type(error).__name__}: {error}"
+        ) from None
 
 
 def describe(plugin: registry.Plugin, values: dict[str, Any] | None = None) -> str:

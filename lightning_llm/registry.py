@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import re
 import typing
 import warnings
 from collections.abc import Callable
@@ -174,6 +175,11 @@ def register(kind: str, name: str | None = None, *, replace: bool = False) -> Ca
 
     def decorator(target: Callable) -> Callable:
         plugin_name = name or target.__name__
+        if not _PLUGIN_NAME.fullmatch(str(plugin_name)):  # it is a config group option: kind=name
+            raise PluginError(
+                f"{kind} name {plugin_name!r}: a plugin name is letters, digits, '_' and '-', starting with "
+                "a letter or '_'"
+            )
         source = _source or target.__module__.split(".")[0]
         existing = _PLUGINS[kind].get(plugin_name)
         if existing is not None and existing.target is not target and not replace:
@@ -187,6 +193,11 @@ def register(kind: str, name: str | None = None, *, replace: bool = False) -> Ca
         return target
 
     return decorator
+
+
+def unregister(kind: str, name: str) -> None:
+    """Forget plugin ``name`` of ``kind`` (one of a package that failed to load)."""
+    _PLUGINS[kind].pop(name, None)
 
 
 def get(kind: str, name: str) -> Plugin:
@@ -223,6 +234,9 @@ def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
     return message
 
 
+_PLUGIN_NAME = re.compile(r"[A-Za-z_][\w-]*")
+
+
 def mark_broken(package: str, error: str) -> None:
     _BROKEN[package] = error
 
@@ -256,7 +270,7 @@ def _signature(target: Callable) -> inspect.Signature:
     """
     try:
         return inspect.signature(target, eval_str=True)
-    except (NameError, TypeError):
+    except (NameError, TypeError, AttributeError, SyntaxError):  # e.g. torch.not_a_thing
         signature = inspect.signature(target)
     function = target.__init__ if inspect.isclass(target) else target
     namespace = getattr(inspect.unwrap(function), "__globals__", {})
@@ -266,7 +280,7 @@ def _signature(target: Callable) -> inspect.Signature:
             return annotation
         try:
             return eval(annotation, namespace)  # what inspect.signature(eval_str=True) does, one at a time
-        except (NameError, TypeError, SyntaxError):
+        except (NameError, TypeError, AttributeError, SyntaxError):
             return annotation
 
     parameters = [p.replace(annotation=evaluate(p.annotation)) for p in signature.parameters.values()]

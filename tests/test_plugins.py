@@ -1,5 +1,6 @@
 """Entry-point discovery with real pip-installed plugin packages (one good, one that fails to import)."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -74,3 +75,68 @@ def test_cli_trains_with_a_third_party_optimizer(plugin_env, tmp_path):
     assert summary["step"] == 8
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert "name: demo_sgd" in (run_dir / ".hydra" / "config.yaml").read_text()
+
+
+class FakeEntryPoint:
+    """An installed package's entry point: loading it runs ``body`` (its import)."""
+
+    def __init__(self, name, body):
+        self.name, self.value, self.dist, self.body = name, f"{name}:plugins", None, body
+
+    def load(self):
+        self.body()
+
+
+def declare_optimizer(plugin_name, **defaults):
+    """A third party's optimizer whose signature has ``defaults`` (as annotated parameters)."""
+    from lightning_llm import registry
+
+    def body():
+        def make(params, lr: float = 0.1, **_):
+            raise AssertionError("never built")
+
+        parameters = [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        parameters += [
+            inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=value, annotation=annotation)
+            for key, (annotation, value) in defaults.items()
+        ]
+        make.__signature__ = inspect.Signature(parameters)
+        registry.register("optim", plugin_name)(make)
+
+    return body
+
+
+def test_a_package_whose_declaration_no_command_could_read_is_skipped_not_fatal(own_registry, monkeypatch):
+    """Each of these used to fail every command (--help and the listing too) with a traceback, whether or
+    not the run used the plugin; now the package is named as failed, its plugins are left out, and the rest
+    loads."""
+    import torch
+
+    from lightning_llm import plugins, registry
+
+    def exits():
+        raise SystemExit(3)
+
+    def bad_name():
+        registry.register("optim", "my/opt")(lambda params, lr=0.1: None)
+
+    packages = {
+        "pkg_named": declare_optimizer("named", name=(str, "x")),  # the framework's own field
+        "pkg_dict": declare_optimizer("dicty", extra=(dict, {"a": 1})),  # a mutable default
+        "pkg_dtype": declare_optimizer("dtyped", dtype=(torch.dtype, torch.float32)),  # not a config value
+        "pkg_exit": exits,
+        "pkg_slash": bad_name,
+        "pkg_good": declare_optimizer("goodopt", momentum=(float, 0.9)),
+    }
+    fakes = [FakeEntryPoint(name, body) for name, body in packages.items()]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: fakes)
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setattr(registry, "_BROKEN", {})
+    with pytest.warns(UserWarning, match="failed to load and is skipped"):
+        plugins.load()
+    broken = registry.broken()
+    assert sorted(broken) == ["pkg_dict", "pkg_dtype", "pkg_exit", "pkg_named", "pkg_slash"]
+    assert "Field name duplicated: 'name'" in broken["pkg_named"] and "SystemExit: 3" in broken["pkg_exit"]
+    assert "a plugin name is letters, digits" in broken["pkg_slash"]
+    assert "goodopt" in registry.names("optim")
+    assert not {"named", "dicty", "dtyped"} & set(registry.names("optim"))
