@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
+import inspect
 import itertools
 import os
 import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra import compose, initialize_config_dir
@@ -261,9 +263,13 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
     for job in itertools.islice(_jobs(overrides, multirun), MAX_CHECKED_JOBS):
         choices: dict[str, str] = {}
         cfg = compose_config(job, choices)
-        config.check(cfg)
-        check_known_keys(cfg, job, choices)
-        check_optimizer_values(cfg)
+        try:
+            config.check(cfg)
+            check_known_keys(cfg, job, choices)
+            check_optimizer_values(cfg)
+        except OmegaConfBaseException as error:  # a value that does not resolve: ${oc.env:UNSET}
+            key = getattr(error, "full_key", None)
+            raise ConfigError(f"{f'{key}: ' if key else ''}{first_line(error)}") from None
         first = first or cfg
     return first
 
@@ -286,8 +292,39 @@ def check_optimizer_values(cfg: DictConfig) -> None:
         scheduler(optimizer=optimizer, total_steps=total_steps, **scheduler_params)
     except ValueError as error:  # the plugins' way to refuse a value
         raise ConfigError(str(error)) from None
+    except TypeError as error:  # a value of another type than an untyped parameter's default
+        for kind, plugin, params in (
+            ("optim", optim, optim_params),
+            ("scheduler", scheduler, scheduler_params),
+        ):
+            if misfit := _untyped_misfit(plugin, params):
+                name, value, default = misfit
+                raise ConfigError(
+                    f"{kind}.{name}={value!r}: {kind} '{plugin.name}' declares no type for {name}, and its "
+                    f"default is {default!r}; building it with this value failed ({first_line(error)})"
+                ) from None
     except Exception:  # a plugin that cannot be built on a stand-in: it checks itself when the run builds it
         return
+
+
+def _untyped_misfit(plugin: registry.Plugin, params: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """``(name, value, default)`` of a parameter without an annotation given a value of another kind than
+    its default (a string for a number, a list for a scalar), if any."""
+
+    def kind(value: Any) -> type:
+        return float if isinstance(value, int | float) and not isinstance(value, bool) else type(value)
+
+    for param in plugin.parameters():
+        default, given = param.default, params.get(param.name, param.default)
+        unannotated = param.annotation is inspect.Parameter.empty
+        if (
+            unannotated
+            and default is not inspect.Parameter.empty
+            and default is not None
+            and kind(given) is not kind(default)
+        ):
+            return param.name, given, default
+    return None
 
 
 # Checked elsewhere: the plugins' parameters against their signatures, the trainer's against Lightning's.

@@ -310,6 +310,8 @@ def check_lora(model: Any, strategy: object = None) -> None:
 
 def check_eval(node: Any) -> None:
     """``eval.max_batches``: null (whole splits) or a positive number of batches."""
+    if node is not None and not isinstance(node, dict | DictConfig):
+        raise ConfigError(f"eval={node!r}: eval is a section; set eval.max_batches=N")
     unknown = sorted(set(node or {}) - {"max_batches"})
     if unknown:
         raise ConfigError(f"eval.{unknown[0]} is not a setting; valid: eval.max_batches")

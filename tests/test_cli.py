@@ -59,6 +59,14 @@ BAD_OVERRIDES = [
         "did you mean callbacks.checkpoint.save_top_k? valid in callbacks",
     ),
     (["experiment=null"], "experiment=null: choose one of: bert_base, "),
+    # Values that used to pass the checks and fail later: after training, or in Lightning's own words.
+    (["callbacks.samples.prompt=1984"], "callbacks.samples.prompt=1984: must be a string"),
+    (["callbacks.nan_guard.action=explode"], "callbacks.nan_guard.action='explode': must be stop or skip"),
+    (["trainer.deterministic=maybe"], "trainer.deterministic='maybe': must be true, false, warn or null"),
+    (["seed=${oc.env:LIGHTNING_LLM_UNSET_VARIABLE}"], "seed: KeyError raised while resolving interpolation"),
+    (["eval=5"], "eval=5: eval is a section; set eval.max_batches=N"),
+    (["task_name=a/b"], "task_name='a/b': a name for the run's log file and folder"),
+    (["--cfg", "job", "experiment=nope"], "unknown experiment 'nope'"),  # printed the defaults before
 ]
 
 

@@ -176,6 +176,19 @@ def test_devices_this_machine_lacks_are_refused_naming_the_key_and_the_count(mac
         strategy.check_devices(trainer)
 
 
+def test_several_nodes_need_a_launcher_of_several_machines(machine, monkeypatch):
+    """Lightning would wait at "MEMBER: 1/2" for nodes nothing starts; under SLURM or torchrun, it runs."""
+    machine(cores=2, gpus=0)
+    with pytest.raises(ConfigError, match=r"trainer.num_nodes=2: no launcher of several machines .*forever"):
+        strategy.check_devices({"accelerator": "cpu", "devices": 1, "num_nodes": 2})
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # torchrun --nnodes 2 started it
+    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "2"), ("GROUP_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_ADDR", "localhost")
+    monkeypatch.setenv("MASTER_PORT", "12345")
+    strategy.check_devices({"accelerator": "cpu", "devices": 1, "num_nodes": 2})
+
+
 def test_more_gpus_than_visible_are_refused_and_the_ones_there_accepted(machine):
     machine(cores=16, gpus=2)
     with pytest.raises(ConfigError, match=r"trainer.devices=4: this machine has 2 GPUs; .*or auto \(every"):

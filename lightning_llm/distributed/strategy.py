@@ -85,6 +85,13 @@ def check_devices(trainer_cfg: dict[str, Any]) -> None:
     Only where Lightning launches the processes itself: under torchrun or SLURM each process may see only its
     share of the node (one GPU, the cores of its task), and Lightning checks those ranks itself. A login node
     composing a SLURM sweep is not checked either: this runs in the job, not in the CLI's pre-check."""
+    nodes = trainer_cfg.get("num_nodes", 1)
+    if isinstance(nodes, int) and nodes > 1 and not _on_a_cluster():
+        raise ConfigError(
+            f"trainer.num_nodes={nodes}: no launcher of several machines (SLURM's srun, torchrun, LSF, MPI, "
+            "Kubeflow) started this process, so it would wait for the other nodes forever; use "
+            "trainer.num_nodes=1 on one machine, or start each node's processes with srun or torchrun"
+        )
     if _launched_externally():
         return
     accelerator = str(trainer_cfg.get("accelerator", "auto"))
@@ -138,6 +145,32 @@ def _launched_externally() -> bool:
     from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
     return "LOCAL_RANK" in os.environ or TorchElasticEnvironment.detect() or SLURMEnvironment.detect()
+
+
+def _on_a_cluster() -> bool:
+    """Whether a launcher of several machines that Lightning knows started this process."""
+    from lightning.fabric.plugins.environments import (
+        KubeflowEnvironment,
+        LSFEnvironment,
+        MPIEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    environments = (
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+        LSFEnvironment,
+        KubeflowEnvironment,
+        MPIEnvironment,
+    )
+    for environment in environments:
+        try:
+            if environment.detect():
+                return True
+        except Exception:  # MPI's needs mpi4py; an environment that cannot tell is not this one
+            continue
+    return False
 
 
 def _ddp() -> Any:
