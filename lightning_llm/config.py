@@ -355,11 +355,23 @@ def callback_nodes(cfg: DictConfig) -> list[Any]:
     return list(extra)
 
 
+# Trainer arguments the framework passes itself (trainer.build): what to set instead.
+FRAMEWORK_TRAINER_ARGS = {
+    "logger": "choose loggers with logger=<name>",
+    "callbacks": "add callbacks with callbacks.extra=[<name>]",
+    "plugins": "its plugins follow trainer.precision and parallel.*",
+    "default_root_dir": "the run folder is hydra.run.dir",
+    "use_distributed_sampler": "the data modules split the batches over processes themselves",
+}
+
+
 def check_trainer_args(trainer: Any) -> None:
     import lightning  # deferred: importing Lightning costs about a second of CLI start-up
 
     valid = [p for p in inspect.signature(lightning.Trainer.__init__).parameters if p != "self"]
     for key in trainer or {}:
+        if key in FRAMEWORK_TRAINER_ARGS:
+            raise ConfigError(f"trainer.{key} is set by lightning_llm itself; {FRAMEWORK_TRAINER_ARGS[key]}")
         if key not in valid:
             hint = difflib.get_close_matches(key, valid, n=1)
             raise ConfigError(

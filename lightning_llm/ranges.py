@@ -110,8 +110,23 @@ RANGES: dict[str, Check] = {
 }
 
 
+# Settings the run reads whatever the overrides: removing one (~trainer.max_steps) or replacing a section
+# with a value (callbacks.samples=5) would fail inside the run.
+REQUIRED = ("trainer.max_steps",)
+SECTIONS = tuple(f"callbacks.{name}" for name in ("checkpoint", "throughput", "samples", "nan_guard"))
+
+
 def check_ranges(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first setting of ``RANGES`` in ``cfg`` that is out of its range."""
+    for key in REQUIRED:
+        if _value(cfg, key) is _ABSENT:
+            raise ConfigError(f"{key} is required (it was removed); set it, e.g. {key}=1000")
+    for key in SECTIONS:
+        if not isinstance(_value(cfg, key), DictConfig):
+            raise ConfigError(
+                f"{key} is a section of settings (conf/callbacks/default.yaml); keep it, and "
+                f"set its keys, e.g. {key}.<setting>=..."
+            )
     for key, (valid, what) in RANGES.items():
         value = _value(cfg, key)
         if value is not _ABSENT and not valid(value):

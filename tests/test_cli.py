@@ -67,6 +67,12 @@ BAD_OVERRIDES = [
     (["eval=5"], "eval=5: eval is a section; set eval.max_batches=N"),
     (["task_name=a/b"], "task_name='a/b': a name for the run's log file and folder"),
     (["--cfg", "job", "experiment=nope"], "unknown experiment 'nope'"),  # printed the defaults before
+    (["callbacks.samples=5"], "callbacks.samples is a section of settings"),
+    (["~callbacks.samples"], "callbacks.samples is a section of settings"),
+    (["~trainer.max_steps"], "trainer.max_steps is required (it was removed)"),
+    (["+trainer.callbacks=[]"], "trainer.callbacks is set by lightning_llm itself; add callbacks with"),
+    (["+trainer.default_root_dir=/tmp"], "trainer.default_root_dir is set by lightning_llm itself"),
+    (["model.n_layer=100000000"], "model.n_layer=100000000: at most 10,000 layers"),
 ]
 
 

@@ -167,6 +167,9 @@ def machine(monkeypatch):
         ({"accelerator": "auto", "devices": 3}, "from 1 to 2, or auto (one process)"),
         ({"accelerator": "cpu", "devices": -1}, "trainer.devices=-1: this machine has 2 CPU cores"),
         ({"accelerator": "gpu", "devices": 1}, "trainer.accelerator=gpu: no CUDA GPU is visible"),
+        ({"accelerator": "tpu", "devices": 1}, "trainer.accelerator=tpu: this machine has none"),
+        ({"accelerator": "foo", "devices": 1}, "trainer.accelerator=foo: not one Lightning knows; choose"),
+        ({"accelerator": "cpu", "devices": [0, 5]}, "trainer.devices=[0, 5]: indices name GPUs, and this"),
         ({"accelerator": "cuda", "devices": "auto"}, "choose trainer.accelerator=cpu (or auto)"),
     ],
 )

@@ -103,12 +103,21 @@ def check_devices(trainer_cfg: dict[str, Any]) -> None:
             f"trainer.accelerator={accelerator}: no CUDA GPU is visible to this process; "
             "choose trainer.accelerator=cpu (or auto)"
         )
-    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
-        return  # tpu, mps, hpu...: Lightning checks its own
+    if accelerator not in ("auto", "cpu", "gpu", "cuda"):  # tpu, mps, a plugin's: is it here at all?
+        _check_other_accelerator(accelerator)
+        return
     on_gpu = accelerator != "cpu" and gpus > 0
     available, unit = (gpus, "GPUs") if on_gpu else (_cpu_count(), "CPU cores")
     devices = trainer_cfg.get("devices", "auto")
     requested = _requested_devices(devices, on_gpu)
+    indices = _device_indices(devices)
+    if indices is not None and (not on_gpu or max(indices) >= gpus or min(indices) < 0):
+        where = (
+            f"this machine has GPUs 0 to {gpus - 1}"
+            if on_gpu
+            else "indices name GPUs, and this run is on CPU"
+        )
+        raise ConfigError(f"trainer.devices={devices}: {where}; give a count of devices instead, e.g. 1")
     if requested is None or 1 <= requested <= available:
         return
     auto = "auto (every visible GPU)" if on_gpu else "auto (one process)"
@@ -116,6 +125,32 @@ def check_devices(trainer_cfg: dict[str, Any]) -> None:
         f"trainer.devices={devices}: this machine has {available} {unit}; "
         f"choose trainer.devices from 1 to {available}, or {auto}"
     )
+
+
+def _check_other_accelerator(accelerator: str) -> None:
+    """Refuse an accelerator Lightning does not know, or one this machine does not have."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    known = sorted(AcceleratorRegistry.available_accelerators())
+    if accelerator not in known:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: not one Lightning knows; choose auto, {', '.join(known)}"
+        )
+    if not AcceleratorRegistry[accelerator]["accelerator"].is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: this machine has none; choose trainer.accelerator=auto"
+        )
+
+
+def _device_indices(devices: Any) -> list[int] | None:
+    """The device indices ``trainer.devices`` names (a list, or "0,1"), or None when it gives a count."""
+    if isinstance(devices, list | tuple):
+        return [int(index) for index in devices] if all(isinstance(i, int) for i in devices) else None
+    text = str(devices)
+    if "," in text:
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        return [int(part) for part in parts] if all(part.lstrip("-").isdigit() for part in parts) else None
+    return None
 
 
 def _requested_devices(devices: Any, on_gpu: bool) -> int | None:

@@ -44,11 +44,16 @@ PositionsLayout = Literal["interleaved", "halves"]
 # --------------------------------------------------------------------------- normalisation
 
 
+MAX_LAYERS = 10_000  # the deepest published Transformers have a few hundred
+
+
 def check_shape(config: object, positive: tuple[str, ...]) -> None:
     """The checks every Transformer config shares; messages name the ``model.<key>`` to fix."""
     for key in positive:
         if getattr(config, key) < 1:
             raise ValueError(f"model.{key} must be >= 1, got {getattr(config, key)}")
+        if "layer" in key and getattr(config, key) > MAX_LAYERS:  # building it would take hours, then fail
+            raise ValueError(f"model.{key}={getattr(config, key)}: at most {MAX_LAYERS:,} layers")
     n_embd, n_head = config.n_embd, config.n_head
     if n_embd % n_head:
         raise ValueError(f"model.n_embd={n_embd} is not divisible by model.n_head={n_head}")
