@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
             first = precheck([*args.overrides, *added, *search_path_overrides(args)], multirun=args.multirun)
             check_output_folder(args.overrides, multirun=args.multirun)
             if not args.multirun:  # a sweep's job folders are claimed by each job (train.run)
+                check_on_this_machine(first)
                 claim_run_folder(args.overrides, resuming=first.get("ckpt_path") not in (None, "", "null"))
     except (ConfigError, registry.PluginError) as error:
         refuse(error)
@@ -272,6 +273,20 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
             raise ConfigError(f"{f'{key}: ' if key else ''}{first_line(error)}") from None
         first = first or cfg
     return first
+
+
+def check_on_this_machine(cfg: DictConfig) -> None:
+    """For a run that starts here and now (not a sweep's jobs, which may run elsewhere): what the run would
+    otherwise refuse only after making its folder, the devices and precision this machine has and the
+    tokenizer's own values."""
+    from lightning_llm import parts
+    from lightning_llm.distributed.strategy import resolve_run
+
+    resolve_run(cfg.trainer, cfg.parallel)
+    try:
+        parts.build(cfg, "tokenizer")
+    except (ValueError, OSError) as error:
+        raise ConfigError(first_line(error)) from None
 
 
 def check_optimizer_values(cfg: DictConfig) -> None:

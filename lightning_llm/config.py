@@ -266,6 +266,20 @@ def check(cfg: DictConfig, together: bool = True) -> None:
     check_eval(cfg.get("eval"))
     check_lora(cfg.get("model") or {}, (cfg.get("trainer") or {}).get("strategy"))
     check_warmup(cfg.get("scheduler") or {}, (cfg.get("trainer") or {}).get("max_steps"))
+    check_block_sizes(cfg.get("model") or {}, cfg.get("data") or {})
+
+
+def check_block_sizes(model: Any, data: Any) -> None:
+    """Sequences no longer than the model's positions, when the config says both (a model from
+    ``model.init_from`` has its checkpoint's, checked once it is read: ``parts.check_compatible``)."""
+    positions, length = model.get("block_size"), data.get("block_size")
+    if model.get("init_from") or not all(isinstance(v, int) for v in (positions, length)):
+        return
+    if length > positions:
+        raise ConfigError(
+            f"data.block_size={length} is longer than model.block_size={positions} (the model's positions); "
+            "lower data.block_size or raise model.block_size"
+        )
 
 
 def check_warmup(scheduler: Any, max_steps: object) -> None:

@@ -809,7 +809,7 @@ def _read_safetensors(path: Path, header_only: bool) -> dict[str, Any]:
 def _read_binary(path: Path) -> dict[str, torch.Tensor]:
     """A ``pytorch_model.bin``'s tensors, memory-mapped (its shapes cost no reading) when in torch's zip
     format, whose entries must be stored uncompressed as torch writes them (``torch_file_is_zip``)."""
-    from lightning_llm.checkpoint import torch_file_is_zip
+    from lightning_llm.untrusted import torch_file_is_zip
 
     try:
         mmap = torch_file_is_zip(path)
@@ -1226,10 +1226,10 @@ def check_fits_weights(
     folder: Path, build: Callable[[], torch.nn.Module], shapes: dict[str, tuple[int, ...]] | None = None
 ) -> None:
     """The model ``build`` makes of config.json, built on the meta device, against the sizes of the folder's
-    weights (``checkpoint.check_stored_config``): a config far larger than its weights, e.g. a vocab_size
+    weights (``untrusted.check_stored_config``): a config far larger than its weights, e.g. a vocab_size
     whose embedding is missing from them, is refused before it takes memory. ``model_params`` compares
     the sizes whose tensors are present; this bounds the rest."""
-    from lightning_llm.checkpoint import check_stored_config
+    from lightning_llm.untrusted import check_stored_config
 
     shapes = read_hf_shapes(folder) if shapes is None else shapes
     stored = {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}

@@ -1,0 +1,126 @@
+"""Reading a file anyone may hand over (a checkpoint, a Hugging Face folder): what is checked before torch
+reads it or a model is built from its config, so that no file can take unbounded memory or time.
+
+``torch_file_is_zip`` refuses a file torch did not write, or an archive whose entries are compressed, before
+the unpickler meets it; ``check_stored_config`` builds the model a stored config describes on the meta device
+under a budget the stored weights set, before any memory is taken.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_llm.errors import CheckpointError, first_line
+
+__all__ = [
+    "MODULES_PER_TENSOR",
+    "SPARE_ELEMENTS",
+    "SPARE_MODULES",
+    "check_stored_config",
+    "torch_file_is_zip",
+]
+
+
+def torch_file_is_zip(path: Path) -> bool:
+    """Whether ``path`` is in torch's zip format (else its pre-1.6 pickle stream), refusing before torch's
+    unpickler reads it: a file ``torch.save`` did not write (a text file, an image; torch's own message
+    would be about its internals), and an archive with compressed entries (torch stores them uncompressed;
+    a compressed one could inflate a small file into any amount of memory)."""
+    if not path.is_file():  # a FIFO would block the read below
+        raise CheckpointError(
+            f"{path} is not a checkpoint: {'not a regular file' if path.exists() else 'no such file'}"
+        )
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+        if head[:2] == b"\x80\x02":  # the legacy format: a pickle stream, protocol 2
+            return False
+        if head != b"PK\x03\x04":  # a zip archive's first entry
+            raise CheckpointError(
+                f"{path} is not a checkpoint: torch.save did not write it (empty, or not its format)"
+            )
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except OSError as error:
+        raise CheckpointError(f"{path} cannot be read: {error.strerror or error}") from None
+    except zipfile.BadZipFile:
+        reason = "corrupt or truncated? (its zip directory cannot be read)"
+        raise CheckpointError(f"{path} is not a readable checkpoint: {reason}", reason) from None
+    if packed := next((e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED), None):
+        raise CheckpointError(
+            f"{path} is not a checkpoint torch.save wrote: its entry {packed} is compressed (torch stores "
+            "every entry uncompressed); refused"
+        )
+    return True
+
+
+# What a model built from a stored config may have beyond its stored weights: modules per stored tensor
+# (dropouts, activations, containers hold none) and elements (a new task head; a rotary table).
+MODULES_PER_TENSOR, SPARE_MODULES, SPARE_ELEMENTS = 32, 1024, 2**26
+
+
+def check_stored_config(
+    build: Callable[[], nn.Module],
+    state: dict[str, Any],
+    whole: bool = True,
+    what: str = "the checkpoint's model config",
+) -> None:
+    """Refuse a stored model config (a checkpoint's, read from a file anyone may hand over) that describes a
+    model far larger than the weights stored with it, before it takes any memory: ``build`` runs on the meta
+    device, stopped once it makes more modules or tensor elements than the weights could belong to, and its
+    elements must fit them (``whole``: the state is the whole model, not adapters or a base to re-read).
+    ``what`` names the config in messages ("its model" of a Hugging Face folder's ``config.json``)."""
+    limit = MODULES_PER_TENSOR * len(state) + SPARE_MODULES
+    stored = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))
+    # while building, tensors registered (a tied one counts each time it is assigned, so a looser bound)
+    registered_limit = 4 * stored + 2 * SPARE_ELEMENTS if whole else math.inf
+    made = registered = 0
+
+    def count_module(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+        nonlocal made
+        made += 1
+        if made > limit:
+            raise CheckpointError(
+                f"{what} builds more than {limit} modules for its {len(state)} stored tensors: a config "
+                "that does not describe its weights (damaged or crafted); refused"
+            )
+
+    def count_elements(module: nn.Module, name: str, tensor: torch.Tensor | None) -> None:
+        nonlocal registered
+        registered += tensor.numel() if tensor is not None else 0
+        if registered > registered_limit:
+            raise CheckpointError(
+                f"{what} describes more than {registered_limit:,} weights, its stored tensors hold "
+                f"{stored:,}: a config that does not describe its weights (damaged or crafted); refused"
+            )
+
+    hooks = torch.nn.modules.module
+    handles = [
+        hooks.register_module_module_registration_hook(count_module),
+        hooks.register_module_parameter_registration_hook(count_elements),
+        hooks.register_module_buffer_registration_hook(count_elements),
+    ]
+    try:
+        with torch.device("meta"):
+            model = build()
+    except CheckpointError:
+        raise
+    except Exception as error:  # every model builds on the meta device (FSDP's ranks but 0 build it there)
+        reason = first_line(error)
+        raise CheckpointError(f"{what} cannot be built ({reason}); refused") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    elements = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+    if whole and elements > 2 * stored + SPARE_ELEMENTS:
+        raise CheckpointError(
+            f"{what} describes {elements:,} weights, its stored tensors hold {stored:,}: a config that "
+            "does not describe its weights (damaged or crafted); refused"
+        )
