@@ -26,6 +26,7 @@ from torchmetrics import MeanMetric, Metric, MetricCollection, SumMetric
 
 from lightning_llm import registry
 from lightning_llm.distributed.parallelize import ParallelPlan, gathered, local_part, parallelize
+from lightning_llm.errors import ConfigError
 
 
 def batch_tokens(batch: dict[str, Any]) -> int:
@@ -160,7 +161,20 @@ class LanguageModule(L.LightningModule):
 
     def _objective_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """(summed loss, target tokens, outputs) of ``batch``, through the compiled loss if there is one."""
-        return (self._compiled_loss or self.objective.loss)(self.model, batch)
+        try:
+            return (self._compiled_loss or self.objective.loss)(self.model, batch)
+        except KeyError as error:  # the objective reads what this data's batches do not hold
+            key = error.args[0] if error.args else None
+            if not isinstance(key, str) or not isinstance(batch, dict) or key in batch:
+                raise
+            objective = self.objective
+            named = (p.name for p in registry.plugins("objective") if p.product() is type(objective))
+            name = next(named, type(objective).__name__)
+            fits = getattr(objective, "default_data", None)
+            raise ConfigError(
+                f"objective={name} reads the batches' {key!r}, which this data does not give (its batches "
+                f"hold {sorted(batch)}); choose data made for it" + (f", e.g. data={fits}" if fits else "")
+            ) from None
 
     def _rescales(self) -> bool:
         """Whether a step's gradient spans several micro-batches or processes (and needs the rescale)."""

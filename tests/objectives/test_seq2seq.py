@@ -125,3 +125,21 @@ def test_predict_text_with_a_real_model(tokenizer):
 def test_bad_parameters_are_refused(tokenizer, params, message):
     with pytest.raises(ValueError, match=message):
         Seq2Seq(tokenizer, **params)
+
+
+def test_data_whose_batches_lack_what_the_objective_reads_is_named_not_a_key_error(tokenizer):
+    """``model=decoder data=pydoc``: causal-LM windows (input_ids, labels) for seq2seq, which reads the
+    source's attention mask; one line naming the objective, the key and the data it was made for."""
+    from lightning_llm.errors import ConfigError
+    from lightning_llm.module import LanguageModule
+
+    model = registry.build(
+        "model", "decoder", vocab_size=40, n_layer=1, n_decoder_layer=1, n_head=2, n_embd=16
+    )
+    module = LanguageModule(model, Seq2Seq(tokenizer), optim={"name": "adamw"},
+                            scheduler={"name": "constant"})  # fmt: skip
+    ids = torch.randint(0, 40, (2, 8))
+    with pytest.raises(
+        ConfigError, match=r"objective=seq2seq reads the batches' '\w+', which this data does"
+    ):
+        module._objective_loss({"input_ids": ids, "labels": ids})
