@@ -50,7 +50,15 @@ def run(cfg: DictConfig) -> float | None:
             raise
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    return summary.get(cfg.get("optimized_metric") or "val_loss")
+    metric = cfg.get("optimized_metric") or "val_loss"
+    if metric not in summary:  # what a sweeper ranks runs by: say so now, not after a whole sweep of None
+        numbers = [key for key, value in summary.items() if isinstance(value, int | float)]
+        log.warning(
+            "optimized_metric=%s is not in summary.json; a sweeper gets None; its numbers: %s",
+            metric,
+            ", ".join(numbers),
+        )
+    return summary.get(metric)
 
 
 def train(
