@@ -248,8 +248,12 @@ def check(cfg: DictConfig, together: bool = True) -> None:
                 f"the config has no '{kind}' section; valid {kind} names: {registry.names(kind)}"
             )
         plugin_params(kind, cfg[kind], together=together)
+    seen: set[str] = set()
     for index, node in enumerate(metric_nodes(cfg)):
-        plugin_params("metric", node, key=f"metrics[{index}]")
+        plugin, _ = plugin_params("metric", node, key=f"metrics[{index}]")
+        if plugin.name in seen:  # one value per name is logged: the second would replace the first
+            raise ConfigError(f"metrics[{index}]: {plugin.name} is listed twice; list each metric once")
+        seen.add(plugin.name)
     sharded = (cfg.get("trainer") or {}).get("strategy") == "fsdp"
     for index, node in enumerate(callback_nodes(cfg)):
         plugin, _ = plugin_params("callback", node, key=f"callbacks.extra[{index}]")

@@ -73,6 +73,7 @@ BAD_OVERRIDES = [
     (["+trainer.callbacks=[]"], "trainer.callbacks is set by lightning_llm itself; add callbacks with"),
     (["+trainer.default_root_dir=/tmp"], "trainer.default_root_dir is set by lightning_llm itself"),
     (["model.n_layer=100000000"], "model.n_layer=100000000: at most 10,000 layers"),
+    (["metrics=[accuracy,accuracy]"], "metrics[1]: accuracy is listed twice; list each metric once"),
 ]
 
 
