@@ -126,6 +126,11 @@ def check_flags(args: argparse.Namespace) -> None:
                 f"{flag}={value}: the primary config is lightning_llm's conf/config.yaml; add your own "
                 "presets with --config-dir DIR (e.g. DIR/experiment/mine.yaml, selected as experiment=mine)"
             )
+    if args.config_dir and not Path(args.config_dir).expanduser().is_dir():
+        raise ConfigError(
+            f"--config-dir {args.config_dir}: not a folder; give the folder holding your presets "
+            "(e.g. DIR/experiment/mine.yaml)"
+        )
 
 
 def parse_overrides(overrides: list[str]) -> None:

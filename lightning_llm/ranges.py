@@ -131,6 +131,16 @@ def check_ranges(cfg: DictConfig) -> None:
         value = _value(cfg, key)
         if value is not _ABSENT and not valid(value):
             raise ConfigError(f"{key}={value!r}: must be {what}")
+    interval, every = (
+        _value(cfg, "trainer.val_check_interval"),
+        _value(cfg, "trainer.check_val_every_n_epoch"),
+    )
+    if isinstance(interval, float) and every in (None, _ABSENT):  # Lightning refuses it, deep in the run
+        raise ConfigError(
+            f"trainer.val_check_interval={interval}: a fraction of an epoch needs "
+            "trainer.check_val_every_n_epoch (e.g. 1); with it null, runs count optimizer steps, so give a "
+            "number of steps"
+        )
     devices = _value(cfg, "trainer.devices")
     if _integer(devices) and not (devices >= 1 or devices == -1):
         raise ConfigError(

@@ -74,6 +74,8 @@ BAD_OVERRIDES = [
     (["+trainer.default_root_dir=/tmp"], "trainer.default_root_dir is set by lightning_llm itself"),
     (["model.n_layer=100000000"], "model.n_layer=100000000: at most 10,000 layers"),
     (["metrics=[accuracy,accuracy]"], "metrics[1]: accuracy is listed twice; list each metric once"),
+    (["--config-dir", "/nonexistent/presets"], "--config-dir /nonexistent/presets: not a folder"),
+    (["trainer.val_check_interval=0.5"], "a fraction of an epoch needs trainer.check_val_every_n_epoch"),
 ]
 
 
