@@ -31,7 +31,12 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from lightning_llm import config, plugins, registry
 from lightning_llm.config import ConfigError
 from lightning_llm.errors import ctrl_c_exits, first_line, refuse
-from lightning_llm.hydra_guard import check_hydra_node, check_names, check_search_path
+from lightning_llm.hydra_guard import (
+    check_hydra_node,
+    check_names,
+    check_run_folder_value,
+    check_search_path,
+)
 
 MAX_CHECKED_JOBS = 64  # a huge grid is still checked on its first 64 jobs; every job checks itself again
 
@@ -53,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_flags(args)
         parse_overrides(args.overrides)
+        for key in ("hydra.run.dir", "hydra.sweep.dir"):
+            if (given := _given(key, args.overrides)) is not None:
+                check_run_folder_value(key, given)
         if not informational and not args.multirun and (stored := resume_overrides(args.overrides)):
             print(f"[lightning_llm] resuming with the run's own settings: {' '.join(stored)}")
             args.overrides = [*stored, *args.overrides]

@@ -18,8 +18,6 @@ to, and ``task_name`` (the log file's and run folder's name) is a plain name.
 
 from __future__ import annotations
 
-import importlib
-import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,14 +32,29 @@ CODE_KEYS = ("_target_", "_partial_", "_args_", "()")  # Hydra's instantiate and
 _LOGGING_NODES = ("job_logging", "hydra_logging")
 _SHIPPED_GROUPS = ("launcher", "sweeper", *_LOGGING_NODES)  # Hydra selects these by name
 _CODE_SECTIONS = ("callbacks", *_SHIPPED_GROUPS)  # the nodes Hydra instantiates or hands to logging
-_QUEUE_CLASSES = ("QueueHandler", "QueueListener")
+# The log's own classes: to the console and to its file in the run folder (a filename is the shipped one).
+_LOGGING_CLASSES = (
+    "logging.StreamHandler",
+    "logging.FileHandler",
+    "logging.NullHandler",
+    "logging.handlers.RotatingFileHandler",
+    "logging.handlers.TimedRotatingFileHandler",
+    "logging.handlers.WatchedFileHandler",
+    "logging.Formatter",
+    "logging.Filter",
+)
+_CLOCK = re.compile(r"\$\{now:[^${}]*\}")  # Hydra's clock resolver
+_JOB_NUMBER = "${hydra.job.num}"
+# Names of variables that point a library at code or files to load or write (NCCL_NET_PLUGIN,
+# CUDA_INJECTION64_PATH, HF_HOME, WANDB_DIR, NCCL_DEBUG_FILE, ...)
+_ENV_LOADS = re.compile(
+    r"PLUGIN|INJECTION|PATH|DIR|FILE|HOME|LIB|PRELOAD|CACHE|CONFIG|EXEC|CMD|SHELL|PROGRAM"
+)
 _ENV_LIBRARIES = "OpenMP, MKL, OpenBLAS, NumExpr, CUDA, NCCL, Gloo, tokenizers, Hugging Face and W&B"
 _ENV_NAME = re.compile(r"(OMP|MKL|OPENBLAS|NUMEXPR|KMP|CUDA|NCCL|GLOO|TOKENIZERS|HF|WANDB)_[A-Z0-9_]+")
 _PLAIN_NAME = re.compile(r"[\w-][\w.-]*")
 _RELATIVE_PATH = re.compile(r"[\w.-]+(/[\w.-]+)*")
 _STREAMS = ("ext://sys.stdout", "ext://sys.stderr")
-_LOGGING_CLASS = re.compile(r"logging(\.handlers)?\.(\w+)")
-_LOGGING_BASES = (logging.Handler, logging.Formatter, logging.Filter)
 
 
 def check_hydra_node(node: Any) -> None:
@@ -64,21 +77,43 @@ def check_hydra_node(node: Any) -> None:
             )
         if section in _LOGGING_NODES:
             _check_logging(path, key, value, shipped)
+        folder = section == "launcher" and key.endswith(("folder", "dir")) and value is not None
+        if folder and (path, value) not in shipped:  # submitit writes pickles there and reads them back
+            raise ConfigError(
+                f"{path}={value}: a launcher's folders stay where it puts them (in the sweep folder)"
+            )
+    for key in ("run", "sweep"):
+        folder = (plain.get(key) or {}).get("dir")
+        if isinstance(folder, str):
+            check_run_folder_value(f"hydra.{key}.dir", folder.replace("${task_name}", ""))
     job = plain.get("job") or {}
     for name in job.get("env_set") or {}:
-        if not _ENV_NAME.fullmatch(str(name)):
+        if not _ENV_NAME.fullmatch(str(name)) or _ENV_LOADS.search(str(name)):
             raise ConfigError(
-                f"hydra.job.env_set.{name}: only the variables of {_ENV_LIBRARIES} may be set for a job "
-                "(others, such as PYTHONPATH, can make it run code)"
+                f"hydra.job.env_set.{name}: only the thread, device and verbosity settings of "
+                f"{_ENV_LIBRARIES} may be set for a job (a path, a plugin or a library to load, or another "
+                "variable such as PYTHONPATH, can make it run code)"
             )
     for entry in plain.get("searchpath") or []:
         check_search_path(str(entry), "hydra.searchpath")
     subdir = plain.get("output_subdir")
     if subdir is not None and not is_plain_relative_path(str(subdir)):
         raise ConfigError(
-            f"hydra.output_subdir={subdir}: Hydra's files stay in the run folder; give a relative path "
-            "without '..' (default .hydra), or null for none"
+            f"hydra.output_subdir={subdir}: Hydra's files go in a folder of the run folder; give a relative "
+            "path without '.' or '..' (default .hydra), or null for none"
         )
+    job_folder = (plain.get("sweep") or {}).get("subdir")
+    if job_folder is not None and job_folder != _JOB_NUMBER and not is_plain_relative_path(str(job_folder)):
+        raise ConfigError(
+            f"hydra.sweep.subdir={job_folder}: each job's folder is inside hydra.sweep.dir; give a relative "
+            f"path without '.' or '..', or {_JOB_NUMBER} (the default)"
+        )
+    for key in (plain.get("sweeper") or {}).get("params") or {}:
+        if str(key).lstrip("+~").startswith("hydra"):
+            raise ConfigError(
+                f"hydra.sweeper.params.{key}: a sweep varies the run's settings, not Hydra's (each job's "
+                "hydra node would escape these checks)"
+            )
 
 
 def check_search_path(entry: str, key: str) -> None:
@@ -103,16 +138,27 @@ def check_names(cfg: Any) -> None:
 
 
 def is_plain_relative_path(value: str) -> bool:
-    return bool(_RELATIVE_PATH.fullmatch(value)) and ".." not in value.split("/")
+    return bool(_RELATIVE_PATH.fullmatch(value)) and not {".", ".."} & set(value.split("/"))
+
+
+def check_run_folder_value(key: str, value: str) -> None:
+    """``hydra.run.dir`` / ``hydra.sweep.dir`` as given: the folder must be known before Hydra writes into it
+    (it is claimed first), so no interpolation but the clock's (``${now:...}``: a new folder)."""
+    if _interpolates(_CLOCK.sub("", value)):
+        raise ConfigError(
+            f"{key}={value}: give the folder itself; only ${{now:...}} may be interpolated in it (the "
+            "folder is checked before Hydra writes into it)"
+        )
 
 
 def _check_logging(path: str, key: str, value: Any, shipped: frozenset[tuple[str, Any]]) -> None:
-    if key == "class" and (not _is_logging_class(value) or str(value).endswith(_QUEUE_CLASSES)):
+    if key == "class" and (path, value) not in shipped and str(value) not in _LOGGING_CLASSES:
         raise ConfigError(
-            f"{path}={value}: logging handlers, formatters and filters must be classes of Python's logging "
-            "module (e.g. logging.StreamHandler, logging.handlers.RotatingFileHandler), not a queue's "
-            "(Python 3.12 imports the queue and listener it names)"
+            f"{path}={value}: a log handler, formatter or filter is one of {', '.join(_LOGGING_CLASSES)} "
+            "(others send the log elsewhere, or import what they name)"
         )
+    if key == ".":  # logging's setattr after building: baseFilename would send the log to any file
+        raise ConfigError(f"{path}: logging's '.' (attributes set after building) is refused")
     if isinstance(value, str) and value.startswith("ext://") and value not in _STREAMS:
         raise ConfigError(f"{path}={value}: only {' and '.join(_STREAMS)} may be named with ext://")
     if key == "filename" and (path, value) not in shipped:
@@ -154,15 +200,6 @@ def shipped_values() -> frozenset[tuple[str, Any]]:
             leaves = _items(plain, f"hydra.{group}")
             found.update((path, value) for path, _, value in leaves if not isinstance(value, dict | list))
     return frozenset(found)
-
-
-def _is_logging_class(value: Any) -> bool:
-    match = _LOGGING_CLASS.fullmatch(str(value))
-    if not match:
-        return False
-    module = importlib.import_module("logging" + (match.group(1) or ""))
-    found = getattr(module, match.group(2), None)
-    return isinstance(found, type) and issubclass(found, _LOGGING_BASES)
 
 
 def _items(node: Any, where: str) -> Iterator[tuple[str, str, Any]]:

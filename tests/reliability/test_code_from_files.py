@@ -154,7 +154,7 @@ def test_a_planted_checkpoint_is_passed_over_by_auto_resume_and_generate(trained
         (["hydra.launcher._target_=os.system"], "hydra.launcher._target_=os.system"),
         (
             ["hydra.job_logging.handlers.console.class=logging.config.fileConfig"],
-            "must be classes of Python's",
+            "a log handler, formatter or filter is one of logging.StreamHandler",
         ),
         (["hydra.job_logging.handlers.console.stream=ext://os.system"], "only ext://sys.stdout"),
         (["--experimental-rerun", "{marker}"], "--experimental-rerun unpickles a file"),
@@ -174,18 +174,42 @@ def test_a_planted_checkpoint_is_passed_over_by_auto_resume_and_generate(trained
             ],
             "hydra.job_logging.handlers.console.stream=${hydra.job.env_set.S}: an interpolation",
         ),
-        (["hydra.job_logging.handlers.console.class=logging.handlers.QueueHandler"], "not a queue's"),
+        (
+            ["hydra.job_logging.handlers.console.class=logging.handlers.QueueHandler"],
+            "a log handler, formatter or filter is one of",
+        ),
         # Code run by the job's environment or by Hydra's search path
-        (["+hydra.job.env_set.PYTHONPATH={presets}"], "hydra.job.env_set.PYTHONPATH: only the variables of"),
-        (["+hydra.job.env_set.BROWSER=sh"], "hydra.job.env_set.BROWSER: only the variables of"),
+        (
+            ["+hydra.job.env_set.PYTHONPATH={presets}"],
+            "hydra.job.env_set.PYTHONPATH: only the thread, device",
+        ),
+        (["+hydra.job.env_set.BROWSER=sh"], "hydra.job.env_set.BROWSER: only the thread, device"),
         (["hydra.searchpath=[pkg://antigravity]"], "'pkg://antigravity' is not a folder"),
         (["--cfg", "job", "hydra.searchpath=[pkg://antigravity]"], "'pkg://antigravity' is not a folder"),
         # Files Hydra writes outside the run folder
         (["hydra.output_subdir={presets}"], "hydra.output_subdir="),
-        (["hydra.output_subdir=../x"], "give a relative path without '..'"),
+        (["hydra.output_subdir=../x"], "give a relative path without '.' or '..'"),
         (["task_name=../../notes"], "task_name='../../notes': a name for the run's log file"),
         (["hydra.job_logging.handlers.file.filename={marker}"], "a log handler cannot write elsewhere"),
         (["+hydra.job_logging.handlers.file.mode=w"], "log files are appended to (mode a), never truncated"),
+        # Bypasses of the above: a sweep's own hydra node, logging's setattr, other handlers, folders
+        (
+            ["-m", "++hydra.sweeper={params:{++hydra.job.env_set.LD_PRELOAD:{presets}/evil.so}}"],
+            "hydra.sweeper.params.++hydra.job.env_set.LD_PRELOAD: a sweep varies the run's settings",
+        ),
+        (["++hydra.job_logging.handlers.file={.:{baseFilename:{marker}}}"], "logging's '.' (attributes set"),
+        (
+            ["hydra.job_logging.handlers.console.class=logging.handlers.SysLogHandler"],
+            "a log handler, formatter",
+        ),
+        (["+hydra.job.env_set.NCCL_NET_PLUGIN={presets}/evil.so"], "hydra.job.env_set.NCCL_NET_PLUGIN: only"),
+        (["-m", "hydra.sweep.dir={presets}${oc.env:HOME,''}"], "only ${now:...} may be interpolated in it"),
+        (["hydra.output_subdir=."], "give a relative path without '.' or '..'"),
+        (["-m", "hydra.sweep.subdir=../../x"], "hydra.sweep.subdir=../../x: each job's folder is inside"),
+        (
+            ["-m", "hydra/launcher=submitit_local", "hydra.launcher.submitit_folder={presets}/%j"],
+            "a launcher's folders stay where it puts them",
+        ),
     ],
     ids=[
         "callback",
@@ -209,6 +233,14 @@ def test_a_planted_checkpoint_is_passed_over_by_auto_resume_and_generate(trained
         "task-name-path",
         "log-file-elsewhere",
         "log-file-truncated",
+        "sweeper-params-hydra",
+        "logging-setattr",
+        "logging-network-handler",
+        "env-plugin-path",
+        "run-dir-interpolated",
+        "output-subdir-dot",
+        "sweep-subdir-up",
+        "launcher-folder",
     ],
 )
 def test_the_hydra_node_cannot_select_code(tmp_path, overrides, expected) -> None:
