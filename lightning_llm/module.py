@@ -78,6 +78,11 @@ class LanguageModule(L.LightningModule):
         self.scheduler_spec = dict(scheduler)
         metrics = dict(metrics or {})
         text = {name for name, metric in metrics.items() if getattr(metric, "input_kind", None) == "text"}
+        if text and not hasattr(objective, "predict_text"):  # it would never be computed, nor say so
+            raise ConfigError(
+                f"metrics: {', '.join(sorted(text))} scores generated text, which this objective does not "
+                "make (seq2seq and span_qa do); leave it out"
+            )
         tensor_metrics = MetricCollection({k: v for k, v in metrics.items() if k not in text})
         # Text metrics (BLEU, ROUGE) score generated outputs: only at validation and test, generation is slow.
         text_metrics = MetricCollection({k: v for k, v in metrics.items() if k in text})

@@ -143,3 +143,16 @@ def test_data_whose_batches_lack_what_the_objective_reads_is_named_not_a_key_err
         ConfigError, match=r"objective=seq2seq reads the batches' '\w+', which this data does"
     ):
         module._objective_loss({"input_ids": ids, "labels": ids})
+
+
+def test_a_text_metric_for_an_objective_that_makes_no_text_is_refused():
+    """``metrics=[bleu]`` with a GPT: BLEU would never be computed, and nothing said so."""
+    from lightning_llm.errors import ConfigError
+    from lightning_llm.module import LanguageModule
+    from lightning_llm.objectives.causal_lm import CausalLM
+
+    model = registry.build("model", "gpt", vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=16)
+    bleu = registry.build("metric", "bleu")
+    with pytest.raises(ConfigError, match=r"metrics: bleu scores generated text, which this objective does"):
+        LanguageModule(model, CausalLM(), optim={"name": "adamw"}, scheduler={"name": "constant"},
+                       metrics={"bleu": bleu})  # fmt: skip
