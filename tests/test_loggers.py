@@ -26,9 +26,11 @@ def test_resumed_run_continues_its_wandb_run(make_cfg, tmp_path, capfd):
     assert "anonymous" not in capfd.readouterr().err  # wandb's warning about Lightning's anonymous=None
     train(make_cfg("logger=wandb", "trainer.max_steps=8", "ckpt_path=auto"), run_dir=tmp_path)
     # W&B names an offline run folder offline-run-<start time>-<run id>: both launches used the folder's id
-    # (two folders when the launches start in different seconds, one when in the same second).
+    # (two folders when the launches start in different seconds; in the same second, W&B adds "-1" to the
+    # second's name).
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    assert runs and {run.name.rsplit("-", 1)[-1] for run in runs} == {wandb_run_id(tmp_path)}
+    ids = {re.fullmatch(r"offline-run-\d{8}_\d{6}-(\w+?)(-\d+)?", run.name)[1] for run in runs}
+    assert runs and ids == {wandb_run_id(tmp_path)}, [run.name for run in runs]
 
 
 def test_jobs_of_a_sweep_share_a_wandb_group_and_carry_their_overrides(
