@@ -55,6 +55,8 @@ OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 METRICS_GLOB = "csv/version_*/metrics.csv"
 MISSING = "-"  # how a value a run lacks is shown in the text and Markdown tables
 PROBLEM_CHARS = 160  # a problem quoted from a parser, cut to keep its warning line short
+# The most a run's file may hold: far above what a run writes, far below what would exhaust memory
+MAX_SMALL_FILE, MAX_METRICS_FILE = 2**20, 2**28
 
 # (summary.json key, column header, format) of the columns every table shows after the overrides.
 METRIC_COLUMNS = (
@@ -178,8 +180,19 @@ def _problem(error: BaseException) -> str:
     return text if len(text) <= PROBLEM_CHARS else text[: PROBLEM_CHARS - 3] + "..."
 
 
+def _checked(path: Path, name: str, limit: int) -> Path:
+    """``path`` if it is a regular file of at most ``limit`` bytes: a FIFO would block the read, a link to
+    /dev/zero or a huge file would take all memory (a run folder is anyone's to hand over)."""
+    if not path.is_file():
+        raise CorruptRun(f"{name}: not a regular file")
+    if (size := path.stat().st_size) > limit:
+        raise CorruptRun(f"{name}: {size:,} bytes, more than a run writes ({limit:,})")
+    return path
+
+
 def _read_summary(path: Path) -> dict[str, Any]:
     """summary.json as written: NaN, Infinity and null values are kept (the table shows and sorts them)."""
+    path = _checked(path, SUMMARY_FILE, MAX_SMALL_FILE)
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
@@ -195,15 +208,16 @@ def _read_overrides(run: Path) -> dict[str, str]:
     path = run / OVERRIDES_FILE
     if not path.is_file():
         return {}
+    name = OVERRIDES_FILE.as_posix()
+    path = _checked(path, name, MAX_SMALL_FILE)
     try:
         items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        raise CorruptRun(f"{OVERRIDES_FILE.as_posix()}: not readable as YAML ({_problem(error)})") from None
-    if not isinstance(items, list):
-        found = type(items).__name__
-        raise CorruptRun(
-            f"{OVERRIDES_FILE.as_posix()}: expected a list of key=value overrides, found {found}"
-        )
+    except (OSError, ValueError, yaml.YAMLError, RecursionError) as error:
+        raise CorruptRun(f"{name}: not readable as YAML ({_problem(error)})") from None
+    # strings only: a list of YAML aliases to lists would expand to gigabytes once turned into text
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        found = type(items).__name__ if not isinstance(items, list) else "a list of other things"
+        raise CorruptRun(f"{name}: expected a list of key=value overrides, found {found}")
     overrides = {}
     for item in items:
         key, sep, value = str(item).partition("=")
@@ -235,6 +249,7 @@ def _metric_rows(run: Path) -> list[dict[str, str]]:
 def _read_csv(file: Path, name: str) -> list[dict[str, str]]:
     """The rows of one metrics.csv as {column: value}. The CSV logger writes every column of every row, so a
     row with another number of fields is a file cut off mid-write, or not the logger's data at all."""
+    file = _checked(file, name, MAX_METRICS_FILE)
     try:
         with file.open(newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
@@ -283,8 +298,9 @@ def _ended_as(path: Path) -> str:
     """A run without summary.json: "pruned" or "failed" where a search's trial_end.json says so, else
     "unfinished" (still training, or stopped)."""
     try:
-        state = json.loads((path / TRIAL_END_FILE).read_text()).get("state")
-    except (OSError, ValueError, AttributeError):
+        text = _checked(path / TRIAL_END_FILE, TRIAL_END_FILE, MAX_SMALL_FILE).read_text(encoding="utf-8")
+        state = json.loads(text).get("state")
+    except (OSError, ValueError, AttributeError, RecursionError, CorruptRun):
         return "unfinished"
     return state if state in ("pruned", "failed") else "unfinished"
 
@@ -317,7 +333,10 @@ def run_root(records: Sequence[dict[str, Any]]) -> Path:
 
 
 def run_name(record: dict[str, Any], root: Path) -> str:
-    return record["path"].relative_to(root).as_posix()
+    """The run's folder relative to ``root``, printable: bytes of a name that are not UTF-8 (which Python
+    holds as surrogates, and fonts and encoders refuse) show as U+FFFD."""
+    name = record["path"].relative_to(root).as_posix()
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def split_overrides(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
@@ -432,7 +451,8 @@ def render_markdown(rows: list[dict], common: list[str], metric: str, descending
 
 def write_csv(rows: list[dict], path: Path) -> None:
     """Full-precision values for scripts; a missing value is an empty cell."""
-    with path.open("w", newline="") as handle:
+    # a folder name that is not UTF-8 (bytes Python holds as surrogates) is written back as those bytes
+    with path.open("w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
@@ -591,6 +611,8 @@ def _readable_records(runs: list[Path]) -> list[dict[str, Any]]:
 
 
 def _check_metric(records: list[dict[str, Any]], metric: str) -> None:
+    if metric in ("run", "status"):  # the table's own columns
+        raise ReportError(f"--metric {metric}: a column of the table, not a summary value to rank by")
     if not any(metric in record["metrics"] for record in records):
         keys = sorted({key for record in records for key in record["metrics"]})
         raise ReportError(f"--metric {metric}: no run has it; summary keys: {', '.join(keys)}")
@@ -605,7 +627,8 @@ def _write(
         out.mkdir(parents=True, exist_ok=True)
         _check_replaceable(out)
         write_csv(rows, out / "report.csv")
-        (out / "report.md").write_text(render_markdown(rows, common, args.metric, args.descending, root))
+        markdown = render_markdown(rows, common, args.metric, args.descending, root)
+        (out / "report.md").write_text(markdown, encoding="utf-8", errors="surrogateescape")
         written = ["report.csv", "report.md"]
         try:
             import matplotlib  # noqa: F401
@@ -632,8 +655,9 @@ def _digest(path: Path) -> str:
 
 def _manifest(out: Path) -> dict[str, str]:
     try:
-        recorded = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = _checked(out / MANIFEST, MANIFEST, MAX_SMALL_FILE).read_text(encoding="utf-8")
+        recorded = json.loads(text)
+    except (OSError, ValueError, RecursionError, CorruptRun):  # unreadable: no file counts as the report's
         return {}
     return recorded if isinstance(recorded, dict) else {}
 

@@ -398,6 +398,23 @@ def corrupt(run: Path, how: str) -> str:
     if how == "overrides-not-yaml":
         (run / ".hydra" / "overrides.yaml").write_text("- seed=1\n- [unclosed\n")
         return ".hydra/overrides.yaml: not readable as YAML (while parsing a flow sequence"
+    if how == "overrides-alias-bomb":  # 600 bytes that expand to gigabytes once turned into text
+        lines = ['- &a0 ["lolololol"]', *(f"- &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 30))]
+        (run / ".hydra" / "overrides.yaml").write_text("\n".join(lines))
+        return ".hydra/overrides.yaml: expected a list of key=value overrides, found a list of other things"
+    if how == "metrics-a-fifo":  # reading it would wait forever
+        (run / "csv" / "version_0" / "metrics.csv").unlink()
+        os.mkfifo(run / "csv" / "version_0" / "metrics.csv")
+        return "csv/version_0/metrics.csv: not a regular file"
+    if how == "metrics-a-link-to-dev-zero":  # reading it would take all memory
+        (run / "summary.json").unlink()
+        (run / "csv" / "version_0" / "metrics.csv").unlink()
+        (run / "csv" / "version_0" / "metrics.csv").symlink_to("/dev/zero")
+        return "csv/version_0/metrics.csv: not a regular file"
+    if how == "summary-huge":
+        with (run / "summary.json").open("r+b") as file:
+            file.truncate(2**30)  # sparse: no disk
+        return "summary.json: 1,073,741,824 bytes, more than a run writes"
     assert how == "overrides-not-a-list", how
     (run / ".hydra" / "overrides.yaml").write_text("seed: 1\n")
     return ".hydra/overrides.yaml: expected a list of key=value overrides, found dict"
@@ -411,7 +428,23 @@ CORRUPTIONS = [
     "metrics-not-the-logger's",
     "overrides-not-yaml",
     "overrides-not-a-list",
+    "overrides-alias-bomb",
+    "metrics-a-fifo",
+    "metrics-a-link-to-dev-zero",
+    "summary-huge",
 ]
+
+
+def test_a_folder_name_that_is_not_utf8_and_a_trial_end_nested_deep_are_reported(sweep, tmp_path, capsys):
+    odd = write_run(
+        sweep / os.fsdecode(b"r\xff"), ["seed=1"], None, [[train_row(4, 4.5), val_row(4, 4.4)]]
+    )  # no summary.json: its status comes from trial_end.json, here nested 100,000 deep
+    (odd / "trial_end.json").write_text("[" * 100_000 + "]" * 100_000)
+    code, out, err = run_report(capsys, sweep, "--out", tmp_path / "report")
+    assert code == 0, err
+    assert "r\ufffd" in out and "r\ufffd" in (tmp_path / "report" / "report.csv").read_text()
+    code, _, err = run_report(capsys, sweep, "--out", tmp_path / "other", "--metric", "run")
+    assert code == 2 and "--metric run: a column of the table" in err, err
 
 
 @pytest.mark.parametrize("how", CORRUPTIONS)
