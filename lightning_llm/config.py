@@ -15,6 +15,7 @@ import functools
 import importlib.resources
 import inspect
 import math
+import os
 import types
 import typing
 from collections.abc import Iterator
@@ -271,6 +272,30 @@ def check(cfg: DictConfig, together: bool = True) -> None:
     check_lora(cfg.get("model") or {}, (cfg.get("trainer") or {}).get("strategy"))
     check_warmup(cfg.get("scheduler") or {}, (cfg.get("trainer") or {}).get("max_steps"))
     check_block_sizes(cfg.get("model") or {}, cfg.get("data") or {})
+    check_wandb(cfg.get("logger") or {})
+
+
+_WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")
+
+
+def check_wandb(logger: Any) -> None:
+    """The W&B settings wandb.init would refuse with a traceback once the run folder is made: the project's
+    characters and length, tags of at most 64 characters, and the WANDB_MODE variable."""
+    if logger.get("name") != "wandb":
+        return
+    project = logger.get("project")
+    if project is not None and (
+        not isinstance(project, str) or not 0 < len(project) <= 128 or set(project) & set("/\\#?%:")
+    ):
+        raise ConfigError(
+            f"logger.project={project!r}: a W&B project name has 1 to 128 characters, none of / \\ # ? % :"
+        )
+    for tag in logger.get("tags") or []:
+        if not isinstance(tag, str) or not 0 < len(tag) <= 64:
+            raise ConfigError(f"logger.tags: {tag!r} is not a W&B tag (a string of 1 to 64 characters)")
+    mode = os.environ.get("WANDB_MODE")
+    if mode is not None and mode not in _WANDB_MODES:
+        raise ConfigError(f"WANDB_MODE={mode!r} (environment): W&B takes one of {', '.join(_WANDB_MODES)}")
 
 
 def check_block_sizes(model: Any, data: Any) -> None:

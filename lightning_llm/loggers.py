@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -107,12 +108,21 @@ def hydra_job() -> tuple[str | None, list[str]]:
 def wandb_run_id(run_dir: Path) -> str:
     """The W&B run id of this run folder: made on the first launch, read back by every resumed launch."""
     path = run_dir / WANDB_ID_FILE
-    if path.is_file():
-        return path.read_text().strip()
-    run_id = secrets.token_hex(4)  # 8 characters of [0-9a-f], like W&B's own ids
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, run_id + "\n")  # atomic: processes of one run never see half an id
-    return path.read_text().strip()
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, secrets.token_hex(4) + "\n")  # like W&B's own ids; atomic: no process sees half
+    with path.open("rb") as file:
+        text = file.read(_MAX_ID_BYTES + 1).decode("utf-8", "replace").strip()
+    if not _RUN_ID.fullmatch(text):
+        raise ValueError(
+            f"{path}: holds {text[:40]!r}, not a W&B run id (letters, digits, '_', '-'); remove the file to "
+            "log this run to a new W&B run"
+        )
+    return text
+
+
+_MAX_ID_BYTES = 64
+_RUN_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{_MAX_ID_BYTES}}}")
 
 
 def _tensorboard(run_dir: Path) -> Logger:

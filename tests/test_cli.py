@@ -76,6 +76,8 @@ BAD_OVERRIDES = [
     (["metrics=[accuracy,accuracy]"], "metrics[1]: accuracy is listed twice; list each metric once"),
     (["--config-dir", "/nonexistent/presets"], "--config-dir /nonexistent/presets: not a folder"),
     (["trainer.val_check_interval=0.5"], "a fraction of an epoch needs trainer.check_val_every_n_epoch"),
+    (["logger=wandb", "logger.project=a/b"], "logger.project='a/b': a W&B project name has 1 to 128"),
+    (["logger=wandb", f"logger.tags=[{'x' * 65}]"], "is not a W&B tag (a string of 1 to 64 characters)"),
 ]
 
 

@@ -47,3 +47,11 @@ def test_jobs_of_a_sweep_share_a_wandb_group_and_carry_their_overrides(
     assert captured["group"] == "2026-11-23_01-00-00"
     assert captured["tags"] == ["mine", "optim.lr=3e-4", "trainer.devices=2"]
     assert captured["name"] == "2026-11-23_01-00-00/3"
+
+
+@pytest.mark.parametrize("content", [b"ab/../../../../tmp/x\n", b"\xff\xfe\n", b"", b"x" * 10_000])
+def test_a_run_id_file_that_holds_no_run_id_is_named(tmp_path, content):
+    """W&B would refuse it with a traceback (or take a path); the folder is the user's to fix."""
+    (tmp_path / WANDB_ID_FILE).write_bytes(content)
+    with pytest.raises(ValueError, match=rf"{WANDB_ID_FILE}: holds .*, not a W&B run id"):
+        wandb_run_id(tmp_path)
