@@ -240,12 +240,40 @@ class Settings:
         return f"val/{name}" if stage == "val" and name else None
 
 
+def _check_not_a_users_database(storage: str) -> None:
+    """Refuse an existing SQLite file that holds tables but not Optuna's: Optuna would add its tables to the
+    user's database (another program's, or notes kept as study.db)."""
+    import sqlite3
+
+    if not storage.startswith("sqlite:///"):
+        return  # a server database is named on purpose, with its own permissions
+    path = Path(storage.removeprefix("sqlite:///"))
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
+            tables = {row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as error:
+        raise ConfigError(
+            f"search.storage: {path} is not an SQLite database ({error}); choose another search.dir"
+        ) from None
+    if tables and "studies" not in tables:
+        named = ", ".join(sorted(tables)[:5])
+        raise ConfigError(
+            f"search.storage: {path} is another program's database (tables: {named}); choose another "
+            "search.dir, or search.storage"
+        )
+
+
 def _positive_int(node: dict[str, Any], key: str, default: int) -> int:
     value = node.get(key)
     value = default if value is None else value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"search.{key}={value!r}: needs a positive integer (seconds)")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SECONDS:
+        raise ConfigError(f"search.{key}={value!r}: needs an integer from 1 to {MAX_SECONDS:,} (seconds)")
     return value
+
+
+MAX_SECONDS = 7 * 24 * 3600  # a heartbeat or grace period of a week; Python's timers overflow past ~9e9 s
 
 
 def _spec(node: Any, default: str) -> dict[str, Any]:
@@ -343,6 +371,7 @@ def open_study(settings: Settings) -> optuna.Study:
         raise ConfigError(
             f"search.dir={settings.dir}: cannot create it ({error.strerror or error})"
         ) from None
+    _check_not_a_users_database(settings.storage)
     try:
         storage = optuna.storages.RDBStorage(
             settings.storage,

@@ -186,6 +186,7 @@ def test_a_bad_search_space_fails_in_one_line_naming_the_key(params, expected, t
         ("search.pruner.name=medain", "search.pruner.name='medain': choose one of: none, median"),
         ("+search.sampler.n_startup=3", "search.sampler (random): "),
         ("search.direction=up", "search.direction='up': choose minimize or maximize"),
+        ("search.heartbeat_interval=10000000000", "search.heartbeat_interval=10000000000: needs an"),
         ("+search.n_trails=3", "search.n_trails is not a search setting"),
         ("search.storage=notaurl", "search.storage=notaurl: cannot open it as an Optuna storage"),
         ("search.storage=postgresql://me:secret@host/db", "search.storage=postgresql://me:***@host/db: "),
@@ -282,3 +283,21 @@ def test_pruning_reads_val_perplexity_from_the_summary_not_the_validation():
     search.Pruning(trial=None, monitor="val/perplexity").on_validation_end(trainer, None)  # derived later
     with pytest.raises(search.ConfigError, match=r"optimized_metric=val_acc is not logged.*\['val_loss'\]"):
         search.Pruning(trial=None, monitor="val/acc").on_validation_end(trainer, None)
+
+
+def test_a_database_the_search_did_not_make_is_left_untouched(tmp_path, cache_dir):
+    """Optuna would add its tables to any SQLite file named study.db in search.dir."""
+    import hashlib
+    import sqlite3
+
+    (tmp_path / "study").mkdir()
+    mine = tmp_path / "study" / "study.db"
+    with sqlite3.connect(mine) as database:
+        database.execute("CREATE TABLE mine (x)")
+    before = hashlib.sha256(mine.read_bytes()).hexdigest()
+    with pytest.raises(search.ConfigError, match=r"study.db is another program's database \(tables: mine\)"):
+        search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=1"))
+    assert hashlib.sha256(mine.read_bytes()).hexdigest() == before
+    mine.write_text("my notes")
+    with pytest.raises(search.ConfigError, match=r"study.db is not an SQLite database"):
+        search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=1"))
