@@ -761,6 +761,15 @@ def _check_output(target: Path, source: Path) -> None:
         )
     if target.resolve().is_relative_to(source.resolve()):
         raise CheckpointError(f"--output {target} is inside the checkpoint {source}; write it elsewhere")
+    run = run_folder(source.resolve())
+    in_run = target.resolve().is_relative_to(run) and not target.resolve().is_relative_to(
+        run / CHECKPOINT_DIR
+    )
+    if in_run and (run / ".hydra").is_dir():  # the run's next launch refuses a file no run writes
+        raise CheckpointError(
+            f"--output {target} is inside the run folder {run}, which then could not be resumed; write it "
+            f"elsewhere, or beside the checkpoint in {CHECKPOINT_DIR}/"
+        )
     if (target.exists() or target.is_symlink()) and target.resolve() != consolidated_path(source).resolve():
         raise CheckpointError(
             f"--output {target} exists; name a new file (an existing file is never replaced)"

@@ -53,10 +53,24 @@ def export(run: str | Path, out: str | Path, merge_lora: bool = False) -> Path:
         )
     node.pop("lora", None)
     node.pop("init_from", None)
+    _check_not_in_a_run(Path(out).expanduser())
     try:
         return save_hf_folder(model, node, tokenizer, Path(out).expanduser())
     except OSError as error:  # a folder that cannot be made or written: say which option
         raise OSError(f"--out {out}: {error.strerror or error}") from None
+
+
+def _check_not_in_a_run(out: Path) -> None:
+    """A run folder holds what its runs write; a folder exported into it would stop its next launch (a run
+    folder holding files no run writes is refused, so that nothing of the user's is overwritten)."""
+    from lightning_llm.run_folder import LOCK_FILE
+
+    resolved = out.resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / LOCK_FILE).is_file() and (folder / ".hydra").is_dir():
+            raise ValueError(
+                f"--out {out} is inside the run folder {folder}, which then could not be resumed"
+            )
 
 
 def _export_refusal(objective: dict[str, Any] | None) -> str | None:

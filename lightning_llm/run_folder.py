@@ -42,6 +42,8 @@ from lightning_llm.checkpoint import (
     writer_pid,
 )
 from lightning_llm.config import ConfigError
+from lightning_llm.report import MANIFEST as REPORT_MANIFEST
+from lightning_llm.report import OUTPUT_FILES as REPORT_FILES
 
 if TYPE_CHECKING:
     import lightning as L
@@ -68,6 +70,9 @@ RUN_ENTRIES = {
     "samples.txt",
     "summary.json",
     "trial_end.json",  # how a search trial without a summary ended (lightning_llm.search)
+    # a report of this one run, written into it by default (python -m lightning_llm.report <run>)
+    *REPORT_FILES,
+    REPORT_MANIFEST,
 }
 REQUEUE_GLOB = "hpc_ckpt_*"
 

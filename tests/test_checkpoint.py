@@ -487,9 +487,11 @@ def test_the_consolidate_command_never_replaces_a_file_it_did_not_write(sharded_
     mine = tmp_path / "notes.txt"
     mine.write_text("mine")
     tokenizer_json = (run_dir / "tokenizer.json").read_bytes()
+    (run_dir / ".hydra").mkdir(exist_ok=True)  # a run launched by the command line
     refused = {
         str(mine): "exists; name a new file",
-        str(run_dir / "tokenizer.json"): "exists; name a new file",
+        str(run_dir / "tokenizer.json"): "is inside the run folder",
+        str(run_dir / "model.pt"): "is inside the run folder",  # its next launch would refuse the folder
         str(last / "meta.pt"): "is inside the checkpoint",
         str(last / "new.pt"): "is inside the checkpoint",
         str(tmp_path): "is a folder",

@@ -1,5 +1,7 @@
 """export's refusals that need no trained run (the exports themselves: tests/test_huggingface.py)."""
 
+import pytest
+
 from lightning_llm import registry
 from lightning_llm.export import _export_refusal
 
@@ -16,3 +18,15 @@ def test_an_objective_declares_why_its_runs_are_not_exported(own_registry):
     assert _export_refusal({"name": "reward_model"}) == RewardModel.export_refusal
     for kept in ({"name": "causal_lm"}, {"name": "masked_lm_nsp"}, {"name": "not_installed"}, None):
         assert _export_refusal(kept) is None
+
+
+def test_an_export_into_a_run_folder_is_refused(tmp_path):
+    """The run's next launch would refuse a folder holding files no run writes."""
+    from lightning_llm.export import _check_not_in_a_run
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".lock").write_text("")
+    with pytest.raises(ValueError, match=r"--out .*/run/hf is inside the run folder .*could not be resumed"):
+        _check_not_in_a_run(run / "hf")
+    _check_not_in_a_run(tmp_path / "hf")  # beside it: fine

@@ -210,3 +210,13 @@ def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path) -> None:
     folder = "/proc/lightning_llm/run"  # no process may create anything there, root included
     line = refused_before_hydra(*TINY, f"hydra.run.dir={folder}", f"paths.cache_dir={tmp_path / 'cache'}")
     assert f"run folder {folder}: cannot create it" in line, line
+
+
+def test_a_report_of_one_run_written_into_it_does_not_stop_its_next_launch(tmp_path) -> None:
+    """``python -m lightning_llm.report <run>`` writes its files into the run folder by default."""
+    from lightning_llm.run_folder import foreign_entries
+
+    for name in ("report.md", "report.csv", "loss_curves.png", ".report.json", "summary.json"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert foreign_entries(tmp_path) == ["notes.txt"]
