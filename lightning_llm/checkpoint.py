@@ -39,7 +39,14 @@ from lightning_llm import plugins, registry
 from lightning_llm.atomic import atomic_write
 from lightning_llm.config import plugin_params, refuse_code_paths
 from lightning_llm.dcp_index import DCP_METADATA, read_dcp_metadata, safe_reader
-from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, CheckpointError, ctrl_c_exits, first_line
+from lightning_llm.errors import (
+    EXIT_BAD_INPUT,
+    ArgumentParser,
+    CheckpointError,
+    ctrl_c_exits,
+    first_line,
+    path_argument,
+)
 from lightning_llm.tokenizers import Tokenizer
 from lightning_llm.untrusted import check_stored_config, torch_file_is_zip
 
@@ -711,10 +718,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     consolidate = commands.add_parser("consolidate", help="a sharded checkpoint -> one weights-only file")
     consolidate.add_argument(
-        "path", help="a run folder (its latest complete checkpoint) or a sharded checkpoint directory"
+        "path",
+        type=path_argument,
+        help="a run folder (its latest complete checkpoint) or a sharded checkpoint directory",
     )
     consolidate.add_argument(
-        "--output", metavar="FILE", help=f"where to write (<checkpoint>{CONSOLIDATED_SUFFIX} beside it)"
+        "--output",
+        type=path_argument,
+        metavar="FILE",
+        help=f"where to write (<checkpoint>{CONSOLIDATED_SUFFIX} beside it)",
     )
     return parser
 

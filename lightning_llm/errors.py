@@ -22,6 +22,7 @@ __all__ = [
     "ctrl_c_exits",
     "exit_now",
     "first_line",
+    "path_argument",
     "refuse",
 ]
 
@@ -68,6 +69,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
+def path_argument(text: str) -> str:
+    """argparse ``type`` of a path: an empty one (an unset shell variable) would silently mean the current
+    folder or a default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file or folder")
+    return text
 
 
 def ctrl_c_exits(main: Callable[..., Any], message: str = "interrupted (Ctrl-C)") -> Callable[..., Any]:

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits
+from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits, path_argument
 
 __all__ = ["build_parser", "check_overrides", "evaluate", "given_tokenizer", "main"]
 
@@ -33,7 +33,9 @@ def build_parser() -> ArgumentParser:
         epilog="example:\n  python -m lightning_llm.evaluate outputs/train/<run> data=text "
         "\"data.paths=['~/corpus/*.txt']\" --split test",
     )
-    parser.add_argument("source", help="a run folder, a checkpoint, or a Hugging Face model folder")
+    parser.add_argument(
+        "source", type=path_argument, help="a run folder, a checkpoint, or a Hugging Face model folder"
+    )
     parser.add_argument("--split", choices=SPLITS, default="val", help="the split to score (val)")
     parser.add_argument("overrides", nargs="*", help="config overrides for the data, objective, metrics")
     return parser

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits
+from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits, path_argument
 
 __all__ = ["build_parser", "export", "main"]
 
@@ -25,8 +25,12 @@ def build_parser() -> ArgumentParser:
         description="Write a run's model and tokenizer as a Hugging Face folder (safetensors): a faithful "
         "gpt as GPT2LMHeadModel, encoder as BertForMaskedLM or BertForPreTraining, decoder as MarianMTModel.",
     )
-    parser.add_argument("run", help="a run folder (its latest checkpoint) or a checkpoint")
-    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
+    parser.add_argument(
+        "run", type=path_argument, help="a run folder (its latest checkpoint) or a checkpoint"
+    )
+    parser.add_argument(
+        "--out", required=True, type=path_argument, metavar="DIR", help="the folder to write (new or empty)"
+    )
     parser.add_argument(
         "--merge-lora",
         action="store_true",

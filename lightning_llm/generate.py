@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from lightning_llm.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ArgumentParser, exit_now
+from lightning_llm.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ArgumentParser, exit_now, path_argument
 
 try:  # Ctrl-C while torch loads (a second or two) is Ctrl-C too: no traceback
     import torch
@@ -89,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--prompt", help="one prompt (gpt) or one source text (encoder-decoder)")
     source.add_argument(
-        "--input", metavar="FILE", help="a UTF-8 file with one prompt or source per line; '-' reads stdin"
+        "--input",
+        type=path_argument,
+        metavar="FILE",
+        help="a UTF-8 file with one prompt or source per line; '-' reads stdin",
     )
     parser.add_argument(
         "--max-new-tokens",

@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from lightning_llm.atomic import write_text
-from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits
+from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits, path_argument
 
 __all__ = [
     "ReportError",
@@ -566,14 +566,21 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="a multirun folder, run folders, or folders of either"
+        "paths",
+        nargs="+",
+        type=path_argument,
+        metavar="PATH",
+        help="a multirun folder, run folders, or folders of either",
     )
     parser.add_argument(
         "--metric", default="val_loss", help="summary.json key to sort by (default: val_loss)"
     )
     parser.add_argument("--descending", action="store_true", help="largest first (e.g. for accuracy)")
     parser.add_argument(
-        "--out", metavar="DIR", help="where to write the files (default: the runs' common folder)"
+        "--out",
+        type=path_argument,
+        metavar="DIR",
+        help="where to write the files (default: the runs' common folder)",
     )
     return parser
 

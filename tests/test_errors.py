@@ -56,3 +56,24 @@ def test_each_tool_refuses_bad_arguments_in_one_line(module, args, expected):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
     assert expected in result.stderr and "usage:" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("evaluate", [""]),
+        ("export", ["run", "--out", ""]),
+        ("report", [""]),
+        ("checkpoint", ["consolidate", ""]),
+        ("generate", ["run", "--input", " "]),
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_as_the_current_folder(module, args, capsys):
+    """An unset shell variable ($RUN) would have evaluated, reported or consolidated the current folder."""
+    import importlib
+
+    main = importlib.import_module(f"lightning_llm.{module}").main
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert "an empty path; name a file or folder" in capsys.readouterr().err
