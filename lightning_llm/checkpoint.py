@@ -757,6 +757,7 @@ def consolidated_path(sharded: Path) -> Path:
 def _consolidate(path: Path, output: str | None) -> Path:
     source = find_checkpoint(path)
     if not source.is_dir():
+        torch_file_is_zip(source)  # a file torch did not write is named as such
         raise CheckpointError(f"{source} is a single-file checkpoint already; load it as it is")
     target = Path(output).expanduser() if output else consolidated_path(source)
     _check_output(target, source)

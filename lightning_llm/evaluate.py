@@ -121,10 +121,18 @@ def _check_heads(model: Any, datamodule: Any, source: str, data: str) -> None:
             )
 
 
+# What evaluate would silently not use: the training's settings, its logging, its run folder
+_NOT_EVALUATION = frozenset(
+    ("optim", "scheduler", "logger", "callbacks", "ckpt_path", "hydra", "parallel", "search", "task_name",
+     "optimized_metric", "eval")
+)  # fmt: skip
+_TRAINER_KEYS = ("accelerator", "precision", "limit_val_batches", "limit_test_batches")
+
+
 def check_overrides(overrides: Sequence[str]) -> None:
-    """Refuse the settings evaluate would not use: the model's (the source's own) and the tokenizer's (a run
-    keeps its own; a Hugging Face folder without one is given a file, ``given_tokenizer``), and a limit of 0
-    batches (nothing scored)."""
+    """Refuse the settings evaluate would not use: the model's (the source's own), the tokenizer's (a run
+    keeps its own; a Hugging Face folder without one is given a file, ``given_tokenizer``), the training's and
+    its logging's, and a limit of 0 batches (nothing scored)."""
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
         top = key.split(".", 1)[0]
@@ -132,6 +140,12 @@ def check_overrides(overrides: Sequence[str]) -> None:
             raise ValueError(
                 f"{override}: the model is the source's, with its own settings; evaluate's overrides choose "
                 "the data, objective and metrics"
+            )
+        unused = top in _NOT_EVALUATION or (top == "trainer" and key.split(".", 1)[-1] not in _TRAINER_KEYS)
+        if unused:
+            raise ValueError(
+                f"{override}: evaluate trains nothing and logs nowhere, so this is not used; its overrides "
+                f"choose the data, objective, metrics, paths and trainer.{{{','.join(_TRAINER_KEYS)}}}"
             )
         if top == "tokenizer" and not given_tokenizer(overrides):
             raise ValueError(

@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from lightning_llm import registry
-from lightning_llm.errors import ctrl_c_exits
+from lightning_llm.errors import ArgumentParser, ctrl_c_exits
 
 ENTRY_POINT_GROUP = "lightning_llm.plugins"
 BUILTIN_MODULES = (
@@ -187,7 +187,7 @@ def listing(kind: str | None = None, name: str | None = None) -> str:
 
 @ctrl_c_exits
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m lightning_llm.plugins",
         description="The plugins a run can choose, with the values a run would use (conf/ applied). "
         "A kind lists its plugins; a kind and a name show one plugin with what each parameter means.",

@@ -149,6 +149,10 @@ def test_a_run_is_scored_with_its_own_objective(overrides, expected):
         ("model.n_layer=7", "the model is the source's"),
         ("tokenizer=char", "the tokenizer is the source's own"),
         ("trainer.limit_val_batches=0", "scores nothing"),
+        ("optim.lr=5", "evaluate trains nothing and logs nowhere"),
+        ("logger=wandb", "evaluate trains nothing and logs nowhere"),
+        ("ckpt_path=auto", "evaluate trains nothing and logs nowhere"),
+        ("trainer.max_steps=3", "evaluate trains nothing and logs nowhere"),
     ],
 )
 def test_settings_evaluate_would_not_use_are_refused(override, expected):
@@ -158,4 +162,7 @@ def test_settings_evaluate_would_not_use_are_refused(override, expected):
         check_overrides(["data=text", override])
     check_overrides(
         ["data=text", "trainer.limit_val_batches=4", "tokenizer=pretrained", "tokenizer.path=t.json"]
+    )
+    check_overrides(
+        ["objective=masked_lm", "metrics=[accuracy]", "paths.cache_dir=/c", "trainer.precision=32"]
     )
