@@ -127,8 +127,11 @@ def test_lora_fine_tunes_a_hugging_face_gpt2_and_exports_merged(make_cfg, tmp_pa
     with torch.no_grad():  # embeddings large enough for the frozen head to express a peaked distribution
         reference.transformer.wte.weight.mul_(20)
     reference.save_pretrained(folder)
-    data = ["data.block_size=32", "trainer.limit_val_batches=4", "eval.max_batches=4"]
+    data = ["data.block_size=32", "trainer.limit_val_batches=4"]  # evaluate scores 4 batches, as the run's
     before = evaluate(str(folder), data)["val_loss"]
+    data.append(
+        "eval.max_batches=4"
+    )  # final evaluation does (evaluate refuses eval.*, which it does not use)
     lora = ["model.lora.rank=4", "model.lora.alpha=16", "optim.lr=1e-2", "trainer.max_steps=150"]
     summary, objects = train(make_cfg(*data, *lora, f"model.init_from={folder}"), run_dir=tmp_path / "run")
     model = objects["model"]
