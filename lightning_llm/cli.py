@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
             args.overrides = [*stored, *args.overrides]
         added = plugin_defaults(args.overrides)
         if informational and not args.shell_completion:  # what Hydra would print, checked as a run's
-            compose_config([*args.overrides, *added, *search_path_overrides(args)])
+            shown = [*args.overrides, *added, *search_path_overrides(args)]
+            check_bool_values(compose_config(shown), shown)
         if not informational:
             first = precheck([*args.overrides, *added, *search_path_overrides(args)], multirun=args.multirun)
             check_output_folder(args.overrides, multirun=args.multirun)
@@ -277,6 +278,7 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
     for job in itertools.islice(_jobs(overrides, multirun), MAX_CHECKED_JOBS):
         choices: dict[str, str] = {}
         cfg = compose_config(job, choices)
+        check_bool_values(cfg, job)
         try:
             config.check(cfg)
             check_known_keys(cfg, job, choices)
@@ -286,6 +288,23 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
             raise ConfigError(f"{f'{key}: ' if key else ''}{first_line(error)}") from None
         first = first or cfg
     return first
+
+
+_BOOL_WORDS = frozenset(("true", "false", "yes", "no", "on", "off", "y", "n", "0", "1"))
+
+
+def check_bool_values(cfg: DictConfig, overrides: list[str]) -> None:
+    """Refuse a number given for a true/false setting (``model.bias=2``): OmegaConf turns any integer into a
+    bool (``2`` is true), so a typo for another setting's value would be obeyed silently."""
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_delete() or override.is_sweep_override():
+            continue
+        value = override.value()
+        if isinstance(value, bool) or str(value).strip().lower() in _BOOL_WORDS:
+            continue
+        key = override.key_or_group.lstrip("+")
+        if isinstance(OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False), bool):
+            raise ConfigError(f"{key}={value!r} is not true or false; {key} is a true/false setting")
 
 
 def check_on_this_machine(cfg: DictConfig) -> None:

@@ -78,6 +78,10 @@ BAD_OVERRIDES = [
     (["trainer.val_check_interval=0.5"], "a fraction of an epoch needs trainer.check_val_every_n_epoch"),
     (["logger=wandb", "logger.project=a/b"], "logger.project='a/b': a W&B project name has 1 to 128"),
     (["logger=wandb", f"logger.tags=[{'x' * 65}]"], "is not a W&B tag (a string of 1 to 64 characters)"),
+    # OmegaConf turns any integer into a bool: 2 was silently true.
+    (["model.bias=2"], "model.bias=2 is not true or false"),
+    (["-m", "model.bias=true,2"], "model.bias=2 is not true or false"),
+    (["--cfg", "job", "parallel.float8=3"], "parallel.float8=3 is not true or false"),
 ]
 
 
