@@ -60,7 +60,10 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     node = run_config["model"]
     overrides = [*overrides, f"model={node['name']}", *_run_objective(run_config, overrides)]
     overrides = [*overrides, *cli.plugin_defaults(overrides)]
-    cfg = cli.compose_config(overrides)
+    choices: dict[str, str] = {}
+    cfg = cli.compose_config(overrides, choices)
+    cli.check_bool_values(cfg, overrides)
+    cli.check_known_keys(cfg, overrides, choices)  # +foo=1 would be ignored
     with open_dict(cfg):
         cfg.model = node
         positions = getattr(getattr(model, "config", None), "block_size", None)

@@ -61,6 +61,9 @@ def test_the_command_prints_json_and_refuses_bad_input_in_one_line(trained, tmp_
     assert main([str(tmp_path / "nothing")]) == 2
     stderr = capsys.readouterr().err
     assert "Traceback" not in stderr and "no such run folder" in stderr and stderr.count("\n") == 1
+    for typo, expected in (("+foo=1", "foo is not a setting"), ("data.batch_sise=8", "did you mean")):
+        assert main([str(run), f"paths.cache_dir={cache}", typo]) == 2  # was ignored
+        assert expected in capsys.readouterr().err
 
 
 def test_a_hugging_face_folder_is_scored(tmp_path, cache_dir):
