@@ -404,6 +404,12 @@ def check_known_keys(cfg: DictConfig, overrides: list[str], choices: dict[str, s
 def not_a_setting(key: str, reference: DictConfig, by: str = "") -> str:
     """``trainer.max_stepss is not a setting; did you mean trainer.max_steps? valid in trainer: ...``: the
     settings beside ``key`` in ``reference``, the closest first if one is close."""
+    if dotted := _through_dotted_key(key, reference):
+        where, name = dotted
+        return (
+            f"{key}: {where}'s key {name!r} holds dots, which an override cannot reach one part at a time; "
+            f"set the entry whole: '{where}={{{name}: {{...}}}}' (it merges with the others)"
+        )
     parent = key.rsplit(".", 1)[0] if "." in key else ""
     node = OmegaConf.select(reference, parent) if parent else reference
     names = [str(k) for k in node] if isinstance(node, DictConfig) else []
@@ -412,6 +418,25 @@ def not_a_setting(key: str, reference: DictConfig, by: str = "") -> str:
     where = f"in {parent}" if parent else "at the top level"
     more = "; another Lightning Trainer argument: +trainer.<name>=<value>" if parent == "trainer" else ""
     return f"{key} is not a setting{by}; {hint}valid {where}: {', '.join(names)}{more}"
+
+
+def _through_dotted_key(key: str, reference: DictConfig) -> tuple[str, str] | None:
+    """``("search.params", "optim.lr")`` for ``search.params.optim.lr.low``: a key that reaches into an entry
+    whose own name has dots (a search range is named by its override key), if it does."""
+    node: Any = reference
+    parts = key.split(".")
+    for depth in range(len(parts)):
+        if not isinstance(node, DictConfig):
+            return None
+        rest = ".".join(parts[depth:])
+        for name in node:
+            if "." in str(name) and (rest == name or rest.startswith(f"{name}.")):
+                return ".".join(parts[:depth]), str(name)
+        try:
+            node = node.get(parts[depth])
+        except OmegaConfBaseException:  # a value that does not resolve: not a section to look into
+            return None
+    return None
 
 
 @functools.lru_cache(maxsize=16)

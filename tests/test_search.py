@@ -192,6 +192,7 @@ def test_a_bad_search_space_fails_in_one_line_naming_the_key(params, expected, t
         ("search.storage=postgresql://me:secret@host/db", "search.storage=postgresql://me:***@host/db: "),
         ("--config-dir", "--config-dir: python -m lightning_llm.search takes overrides only"),
         ("data.paths=[~/x]", "cannot parse the override 'data.paths=[~/x]'"),
+        ("search.params.optim.lr.low=1e-3", "search.params's key 'optim.lr' holds dots"),  # listed no keys
     ],
 )
 def test_a_bad_search_setting_flag_or_override_fails_in_one_line(extra, expected, tmp_path, cache_dir):
