@@ -272,16 +272,22 @@ def check(cfg: DictConfig, together: bool = True) -> None:
     check_lora(cfg.get("model") or {}, (cfg.get("trainer") or {}).get("strategy"))
     check_warmup(cfg.get("scheduler") or {}, (cfg.get("trainer") or {}).get("max_steps"))
     check_block_sizes(cfg.get("model") or {}, cfg.get("data") or {})
-    check_wandb(cfg.get("logger") or {})
+    check_logger(cfg.get("logger") or {})
 
 
 _WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")
 
 
-def check_wandb(logger: Any) -> None:
-    """The W&B settings wandb.init would refuse with a traceback once the run folder is made: the project's
-    characters and length, tags of at most 64 characters, and the WANDB_MODE variable."""
-    if logger.get("name") != "wandb":
+LOGGERS = ("wandb", "csv", "tensorboard", "none")
+
+
+def check_logger(logger: Any) -> None:
+    """The logger's name, and the W&B settings wandb.init would refuse with a traceback once the run folder is
+    made: the project's characters and length, tags of at most 64 characters, and the WANDB_MODE variable."""
+    name = logger.get("name", "none")
+    if name not in LOGGERS:
+        raise ConfigError(f"logger.name={name!r} is not a logger; choose one of: {', '.join(LOGGERS)}")
+    if name != "wandb":
         return
     project = logger.get("project")
     if project is not None and (

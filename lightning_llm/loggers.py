@@ -15,10 +15,9 @@ from typing import Any
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from lightning_llm.atomic import write_text
-from lightning_llm.config import ConfigError
+from lightning_llm.config import LOGGERS, ConfigError
 from lightning_llm.run_folder import is_launching_rank
 
-LOGGERS = ("wandb", "csv", "tensorboard", "none")
 WANDB_ID_FILE = "wandb_run_id"
 
 

@@ -79,6 +79,7 @@ BAD_OVERRIDES = [
     (["logger=wandb", "logger.project=a/b"], "logger.project='a/b': a W&B project name has 1 to 128"),
     (["logger=wandb", f"logger.tags=[{'x' * 65}]"], "is not a W&B tag (a string of 1 to 64 characters)"),
     # OmegaConf turns any integer into a bool: 2 was silently true.
+    (["logger=csv", "logger.name=x/y"], "logger.name='x/y' is not a logger; choose one of: wandb, csv"),
     (["model.bias=2"], "model.bias=2 is not true or false"),
     (["-m", "model.bias=true,2"], "model.bias=2 is not true or false"),
     (["--cfg", "job", "parallel.float8=3"], "parallel.float8=3 is not true or false"),
