@@ -10,14 +10,16 @@ import argparse
 import difflib
 import importlib
 import inspect
+import logging
 import re
 import sys
-import warnings
 from importlib.metadata import entry_points
 from typing import Any
 
 from lightning_llm import registry
 from lightning_llm.errors import ArgumentParser, ctrl_c_exits
+
+log = logging.getLogger("lightning_llm.plugins")
 
 ENTRY_POINT_GROUP = "lightning_llm.plugins"
 BUILTIN_MODULES = (
@@ -57,10 +59,12 @@ def load() -> None:
             for plugin in set(registry.plugins()) - before:  # none of the package's plugins is kept
                 registry.unregister(plugin.kind, plugin.name)
             registry.mark_broken(package, f"{type(error).__name__}: {error}")
-            warnings.warn(
-                f"plugin package '{package}' (entry point '{entry_point.value}') failed to load and is "
-                f"skipped: {type(error).__name__}: {error}",
-                stacklevel=2,
+            log.warning(
+                "plugin package '%s' (entry point '%s') failed to load and is skipped: %s: %s",
+                package,
+                entry_point.value,
+                type(error).__name__,
+                error,
             )
 
 

@@ -43,7 +43,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict
 def test_listing_names_each_plugin_under_its_kind_with_its_package(installed):
     result = run(installed, module="lightning_llm.plugins")
     assert result.returncode == 0, result.stderr
-    assert "failed to load" not in result.stdout, result.stdout
+    assert "failed to load" not in result.stdout + result.stderr, result.stderr
     listed, kind = set(), None
     for line in result.stdout.splitlines():
         if not line.startswith(" "):

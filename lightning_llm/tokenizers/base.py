@@ -24,7 +24,7 @@ Subclasses supply the training recipe by implementing ``_fit(texts) -> tokenizer
 from __future__ import annotations
 
 import hashlib
-import warnings
+import logging
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +39,8 @@ from lightning_llm.tokenizers.pieces import (
     pieces_of,
     text_pieces,
 )
+
+log = logging.getLogger("lightning_llm.tokenizers")
 
 __all__ = [
     "MAX_VOCAB_SIZE",
@@ -354,10 +356,10 @@ def _make_deterministic(backend: HFTokenizer, source: str) -> None:
         backend.model.dropout = None
         changed.append("BPE dropout")
     if changed:
-        warnings.warn(
-            f"{source}: turned off its {' and '.join(changed)} (lightning_llm tokenizes whole texts, the "
-            "same way every time)",
-            stacklevel=4,
+        log.warning(
+            "%s: turned off its %s (lightning_llm tokenizes whole texts, the same way every time)",
+            source,
+            " and ".join(changed),
         )
 
 
@@ -393,10 +395,12 @@ def _register_special_tokens(
             )
     if absent:
         ids = ", ".join(f"{token}={backend.token_to_id(token)}" for token in absent)
-        warnings.warn(
-            f"{source} lacks the special tokens {absent}; added them as new tokens ({ids}), so the "
-            "special ids differ from the usual 0..6",
-            stacklevel=4,
+        log.warning(
+            "%s lacks the special tokens %s; added them as new tokens (%s), so the special ids differ from "
+            "the usual 0..6",
+            source,
+            absent,
+            ids,
         )
     return roles, absent
 
