@@ -238,7 +238,12 @@ class Tokenizer:
         """Token ids of ``text``, with no special tokens added."""
         if len(text) > self.max_piece_chars:
             return self.encode_batch([text])[0]
-        return self._require_backend().encode(text, add_special_tokens=False).ids
+        backend = self._require_backend()
+        try:
+            return backend.encode(text, add_special_tokens=False).ids
+        except BaseException as error:
+            _raise_if_panic(error, self._source)
+            raise
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, encoded in parallel by the backend.
@@ -251,7 +256,11 @@ class Tokenizer:
         ids: list[list[int]] = [[] for _ in texts]
         for batch in piece_batches(texts, self.max_piece_chars, self.max_batch_chars):
             # the _fast variant computes no character offsets, which ids do not need
-            encodings = backend.encode_batch_fast([piece.text for piece in batch], add_special_tokens=False)
+            try:
+                encodings = backend.encode_batch_fast([p.text for p in batch], add_special_tokens=False)
+            except BaseException as error:
+                _raise_if_panic(error, self._source)
+                raise
             for piece, encoding in zip(batch, encodings, strict=True):
                 ids[piece.index].extend(encoding.ids)
         return ids
@@ -264,7 +273,11 @@ class Tokenizer:
         offsets: list[tuple[int, int]] = []
         begin = 0
         for piece in text_pieces(text, self.max_piece_chars):
-            encoding = backend.encode(piece, add_special_tokens=False)
+            try:
+                encoding = backend.encode(piece, add_special_tokens=False)
+            except BaseException as error:
+                _raise_if_panic(error, self._source)
+                raise
             ids.extend(encoding.ids)
             offsets.extend((begin + start, begin + end) for start, end in encoding.offsets)
             begin += len(piece)
@@ -339,6 +352,16 @@ def read_tokenizer_file(path: Path) -> HFTokenizer:
         return HFTokenizer.from_file(str(path))
     except Exception as error:  # the Rust parser raises a bare Exception for any malformed file
         raise TokenizerFileError(f"{path} is not a valid Hugging Face tokenizer.json: {error}") from None
+
+
+def _raise_if_panic(error: BaseException, source: str | None) -> None:
+    """A crafted tokenizer.json can make the Rust library panic (a regex backtracking past its limit); pyo3
+    raises that as ``PanicException``, a BaseException, matched by name so that nothing else is caught."""
+    if type(error).__name__ == "PanicException":
+        raise TokenizerFileError(
+            f"{source or 'the tokenizer'}: the tokenizers library failed on a text ({str(error)[:200]}); "
+            "its pre-tokenizer or normalizer cannot handle this data"
+        ) from None
 
 
 def _make_deterministic(backend: HFTokenizer, source: str) -> None:
