@@ -73,6 +73,7 @@ __all__ = [
 log = logging.getLogger("lightning_llm")
 
 CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = ".lock"  # a run folder's launch lock and ledger (lightning_llm.run_folder)
 TOKENIZER_FILE = "tokenizer.json"
 # what a Hugging Face model folder holds its weights in (one file, or an index of shards)
 HF_WEIGHT_FILES = (
@@ -483,6 +484,16 @@ def run_folder(checkpoint_path: Path) -> Path:
     return folder.parent if folder.name == CHECKPOINT_DIR else folder
 
 
+def enclosing_run(path: Path) -> Path | None:
+    """The run folder ``path`` is (or is inside), links resolved: the nearest folder holding a launch's lock
+    and ``.hydra/``. A file written there that no run writes would stop the run's next launch."""
+    resolved = path.expanduser().resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / LOCK_FILE).is_file() and (folder / ".hydra").is_dir():
+            return folder
+    return None
+
+
 def load_run(
     path: str | Path, tokenizer_file: str | Path | None = None
 ) -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
@@ -774,14 +785,11 @@ def _check_output(target: Path, source: Path) -> None:
         )
     if target.resolve().is_relative_to(source.resolve()):
         raise CheckpointError(f"--output {target} is inside the checkpoint {source}; write it elsewhere")
-    run = run_folder(source.resolve())
-    in_run = target.resolve().is_relative_to(run) and not target.resolve().is_relative_to(
-        run / CHECKPOINT_DIR
-    )
-    if in_run and (run / ".hydra").is_dir():  # the run's next launch refuses a file no run writes
+    run = enclosing_run(target)
+    if run is not None and not target.resolve().is_relative_to(run / CHECKPOINT_DIR):
         raise CheckpointError(
             f"--output {target} is inside the run folder {run}, which then could not be resumed; write it "
-            f"elsewhere, or beside the checkpoint in {CHECKPOINT_DIR}/"
+            f"elsewhere, or beside a checkpoint in {CHECKPOINT_DIR}/"
         )
     if (target.exists() or target.is_symlink()) and target.resolve() != consolidated_path(source).resolve():
         raise CheckpointError(

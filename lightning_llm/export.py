@@ -67,14 +67,10 @@ def export(run: str | Path, out: str | Path, merge_lora: bool = False) -> Path:
 def _check_not_in_a_run(out: Path) -> None:
     """A run folder holds what its runs write; a folder exported into it would stop its next launch (a run
     folder holding files no run writes is refused, so that nothing of the user's is overwritten)."""
-    from lightning_llm.run_folder import LOCK_FILE
+    from lightning_llm.checkpoint import enclosing_run
 
-    resolved = out.resolve()
-    for folder in (resolved, *resolved.parents):
-        if (folder / LOCK_FILE).is_file() and (folder / ".hydra").is_dir():
-            raise ValueError(
-                f"--out {out} is inside the run folder {folder}, which then could not be resumed"
-            )
+    if (run := enclosing_run(out)) is not None:
+        raise ValueError(f"--out {out} is inside the run folder {run}, which then could not be resumed")
 
 
 def _export_refusal(objective: dict[str, Any] | None) -> str | None:

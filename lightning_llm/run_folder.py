@@ -32,6 +32,7 @@ from lightning_llm.atomic import TEMP_MARKER
 from lightning_llm.checkpoint import (
     CHECKPOINT_DIR,
     DCP_METADATA,
+    LOCK_FILE,
     META_FILE,
     check_resumable,
     inspect_checkpoint,
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lightning_llm")
 
-LOCK_FILE = ".lock"
 LEDGER_LINES = 100  # launches the lock file remembers
 LEDGER_BYTES = 64 * 1024  # the most of it ever read (100 lines take ~7 KB; the file is not trusted)
 # What a run writes at the top of its folder (the loggers' folders, W&B's id, the samples and the summary);

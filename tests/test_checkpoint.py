@@ -487,8 +487,13 @@ def test_the_consolidate_command_never_replaces_a_file_it_did_not_write(sharded_
     mine = tmp_path / "notes.txt"
     mine.write_text("mine")
     tokenizer_json = (run_dir / "tokenizer.json").read_bytes()
-    (run_dir / ".hydra").mkdir(exist_ok=True)  # a run launched by the command line
+    (run_dir / ".hydra").mkdir(exist_ok=True)  # a run launched by the command line: its config and lock
+    (run_dir / ".lock").touch()
+    other = tmp_path / "other_run"  # another run's folder: its next launch would refuse it as well
+    (other / ".hydra").mkdir(parents=True)
+    (other / ".lock").write_text("")
     refused = {
+        str(other / "model.pt"): "is inside the run folder",
         str(mine): "exists; name a new file",
         str(run_dir / "tokenizer.json"): "is inside the run folder",
         str(run_dir / "model.pt"): "is inside the run folder",  # its next launch would refuse the folder
