@@ -69,11 +69,14 @@ def main(argv: list[str] | None = None) -> None:
             shown = [*args.overrides, *added, *search_path_overrides(args)]
             check_bool_values(compose_config(shown), shown)
         if not informational:
-            first = precheck([*args.overrides, *added, *search_path_overrides(args)], multirun=args.multirun)
+            folders: dict[str, str] = {}
+            job = [*args.overrides, *added, *search_path_overrides(args)]
+            first = precheck(job, multirun=args.multirun, folders=folders)
             check_output_folder(args.overrides, multirun=args.multirun)
             if not args.multirun:  # a sweep's job folders are claimed by each job (train.run)
                 check_on_this_machine(first)
-                claim_run_folder(args.overrides, resuming=first.get("ckpt_path") not in (None, "", "null"))
+                resuming = first.get("ckpt_path") not in (None, "", "null")
+                claim_run_folder(folders.get("hydra.run.dir"), resuming)
     except (ConfigError, registry.PluginError) as error:
         refuse(error)
     if added:
@@ -272,12 +275,15 @@ def _primary_choices() -> dict[str, object]:
     return {**choices, "metrics": list(primary.metrics)}
 
 
-def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
-    """Compose and check every job the overrides describe (up to MAX_CHECKED_JOBS); returns the first."""
+def precheck(
+    overrides: list[str], multirun: bool = False, folders: dict[str, str] | None = None
+) -> DictConfig:
+    """Compose and check every job the overrides describe (up to MAX_CHECKED_JOBS); returns the first, and
+    puts its run folder in ``folders`` (see ``compose_config``)."""
     first = None
     for job in itertools.islice(_jobs(overrides, multirun), MAX_CHECKED_JOBS):
         choices: dict[str, str] = {}
-        cfg = compose_config(job, choices)
+        cfg = compose_config(job, choices, folders if first is None else None)
         check_bool_values(cfg, job)
         try:
             config.check(cfg)
@@ -471,15 +477,15 @@ def _unknown_keys(cfg: DictConfig, reference: DictConfig, prefix: str) -> Iterab
             yield from _unknown_keys(cfg[key], reference[key], f"{path}.")
 
 
-def claim_run_folder(overrides: list[str], resuming: bool) -> None:
-    """Before Hydra writes into ``hydra.run.dir``: refuse a folder that is not a run's or (fresh launches)
-    holds one, and lock it for this launch (``run_folder``). A folder named by the clock is new."""
+def claim_run_folder(folder: str | None, resuming: bool) -> None:
+    """Before Hydra writes into ``hydra.run.dir`` (``folder``, None when the clock names it: a new folder):
+    refuse a folder that is not a run's or (fresh launches) holds one, and lock it for this launch
+    (``run_folder``), whether an override or a preset chose it."""
     from lightning_llm import run_folder  # deferred: it imports torch, which --help does not need
 
-    given = _given("hydra.run.dir", overrides)
-    if given and "${" not in given and run_folder.is_launching_rank():
-        run_folder.check_launch(given, resuming)
-        run_folder.lock(given)
+    if folder and run_folder.is_launching_rank():
+        run_folder.check_launch(folder, resuming)
+        run_folder.lock(folder)
 
 
 def check_output_folder(overrides: list[str], multirun: bool = False) -> None:
@@ -503,10 +509,13 @@ def _given(key: str, overrides: list[str]) -> str | None:
     return given[-1] if given else None
 
 
-def compose_config(overrides: list[str], choices: dict[str, str] | None = None) -> DictConfig:
+def compose_config(
+    overrides: list[str], choices: dict[str, str] | None = None, folders: dict[str, str] | None = None
+) -> DictConfig:
     """Compose conf/ with ``overrides``, turning Hydra's and OmegaConf's errors into one-line messages. The
     ``hydra`` node is composed too, checked for code a config may not select (``check_hydra_node``), and
-    left out of the result; ``choices``, when given, receives the option each config group resolved to."""
+    left out of the result; ``choices``, when given, receives the option each config group resolved to, and
+    ``folders`` ``hydra.run.dir`` unless the clock names it (a folder Hydra would make new)."""
     with initialize_config_dir(config.config_dir(), version_base="1.3"):
         try:
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
@@ -518,6 +527,9 @@ def compose_config(overrides: list[str], choices: dict[str, str] | None = None) 
     check_names(cfg)
     if choices is not None:
         choices.update({str(k): str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None})
+    run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=False).get("dir")
+    if folders is not None and isinstance(run_dir, str) and "${now:" not in run_dir:
+        folders["hydra.run.dir"] = str(cfg.hydra.run.dir)  # ${task_name}, a plain name, resolved
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg

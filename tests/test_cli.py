@@ -122,6 +122,21 @@ def test_a_preset_from_config_dir_is_one_of_its_groups_options(tmp_path):
         cli.precheck(["experiment=typo", searchpath])
 
 
+def test_a_run_folder_a_preset_names_is_checked_before_hydra_writes_into_it(tmp_path):
+    """A preset's ``hydra.run.dir`` (not an override) naming a folder of the user's: refused before Hydra
+    writes ``.hydra/`` and the log into it, as the same folder given as an override is."""
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    (tmp_path / "presets" / "experiment").mkdir(parents=True)
+    (tmp_path / "presets" / "experiment" / "here.yaml").write_text(
+        f"# @package _global_\nhydra:\n  run:\n    dir: {mine}\n"
+    )
+    line = refused_before_hydra("--config-dir", str(tmp_path / "presets"), "experiment=here")
+    assert "holds files that are not a lightning_llm run (notes.txt)" in line
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("args", "expected"), [BAD_OVERRIDES[0], BAD_OVERRIDES[8], BAD_OVERRIDES[18]])
 def test_a_bad_override_is_one_line_on_stderr_of_the_real_command(args, expected, tmp_path):
