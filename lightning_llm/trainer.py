@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,6 +25,8 @@ from lightning_llm.distributed.checkpointing import AtomicCheckpointIO, ShardedS
 from lightning_llm.loggers import build_loggers
 
 __all__ = ["build_trainer", "quiet_lightning"]
+
+log = logging.getLogger("lightning_llm")
 
 # Lines Lightning prints on every run that tell a user nothing about it: an advertisement, and a note that
 # the default limit of 100% of the batches was "configured" (it is the default).
@@ -90,7 +94,46 @@ def build_trainer(
     return trainer
 
 
-class LatestCheckpoint(ModelCheckpoint):
+class OwnFilesCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` that forgets, when a checkpoint restores it, every recorded file (best,
+    top-k, k-th, last) that is not directly in its own folder: it deletes the files it records once better
+    ones replace them, and a crafted checkpoint could record ``checkpoints/../../<anything>``."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        recorded = [self.best_model_path, self.kth_best_model_path, self.last_model_path, *self.best_k_models]
+        foreign = [path for path in recorded if path and not self._holds(path)]
+        if not foreign:
+            return
+        log.warning(
+            "the checkpoint records files outside %s (%s); they are forgotten, never deleted",
+            self.dirpath,
+            ", ".join(map(str, foreign[:3])),
+        )
+        self.best_k_models = {p: v for p, v in self.best_k_models.items() if self._holds(p)}
+        for name in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if not self._holds(getattr(self, name)):
+                setattr(self, name, "")
+        if self.best_k_models:  # the kept ones still rank: Lightning replaces the k-th first
+            worst, best = (max, min) if self.mode == "min" else (min, max)
+            self.kth_best_model_path = worst(self.best_k_models, key=self.best_k_models.__getitem__)
+            self.kth_value = self.best_k_models[self.kth_best_model_path]
+            self.best_model_path = best(self.best_k_models, key=self.best_k_models.__getitem__)
+            self.best_model_score = self.best_k_models[self.best_model_path]
+        elif self.monitor is not None:
+            self.kth_value = torch.tensor(float("inf") if self.mode == "min" else float("-inf"))
+            self.best_model_score = None
+
+    def _holds(self, path: str) -> bool:
+        """Whether ``path`` names a file directly in this callback's folder, as written and links resolved."""
+        if not path or self.dirpath is None:
+            return False
+        folder = Path(os.path.abspath(self.dirpath))
+        named = Path(os.path.normpath(os.path.abspath(path)))
+        return named.parent == folder and Path(path).resolve().parent == folder.resolve()
+
+
+class LatestCheckpoint(OwnFilesCheckpoint):
     """``last.ckpt``: the latest state, written at every checkpoint (the top 1 of no monitor, overwritten in
     place) and at the end of training when its last steps were not saved yet.
 
@@ -127,7 +170,7 @@ def _checkpoint_callbacks(cfg: DictConfig, run_dir: Path, validates: bool) -> li
     if every_n_train_steps is None and not validates:  # checkpoints follow validation: keep its rhythm
         interval = cfg.trainer.get("val_check_interval")
         every_n_train_steps = interval if isinstance(interval, int) else None
-    best = ModelCheckpoint(
+    best = OwnFilesCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
         filename="best-step{step:06d}",
         auto_insert_metric_name=False,

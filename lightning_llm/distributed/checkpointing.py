@@ -19,6 +19,7 @@ they are re-exported here. That module never imports this one.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing_extensions import override
 
 from lightning_llm.atomic import fsync_dir
 from lightning_llm.checkpoint import (
+    CHECKPOINT_DIR,
     DCP_METADATA,
     DELETING_MARKER,
     META_FILE,
@@ -96,6 +98,19 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _remove_recorded(path: Path) -> None:
+    """Remove a checkpoint a callback recorded and Lightning now drops (an older top-k or last one): only an
+    entry directly in a ``checkpoints/`` folder, as named and with the folder's links resolved; anything else
+    (a crafted checkpoint's record) is left where it is, with a warning."""
+    named = Path(os.path.normpath(os.path.abspath(path)))
+    if named.parent.name != CHECKPOINT_DIR or path.parent.resolve().name != CHECKPOINT_DIR:
+        logging.getLogger("lightning_llm").warning(
+            "not deleting %s: a checkpoint to remove must be in a %s/ folder", path, CHECKPOINT_DIR
+        )
+        return
+    _remove(path)
+
+
 def _os_error(error: BaseException) -> OSError | None:
     """The OSError behind ``error``, if any. ``torch.save`` into a file object reports a failed ``write``
     (ENOSPC...) as a RuntimeError ("unexpected pos"), with the OSError only as its ``__context__``."""
@@ -131,7 +146,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def remove_checkpoint(self, path: str | Path) -> None:
         if not _is_local(path):
             return super().remove_checkpoint(path)
-        _remove(Path(path))
+        _remove_recorded(Path(path))
 
 
 # --------------------------------------------------------------------------- sharded directories
@@ -205,7 +220,7 @@ class ShardedStrategy(ModelParallelStrategy):
         if not _is_local(filepath):
             return super().remove_checkpoint(filepath)
         if self.is_global_zero:
-            _remove(Path(filepath))
+            _remove_recorded(Path(filepath))
 
 
 def _swap_in(partial: Path, path: Path) -> None:

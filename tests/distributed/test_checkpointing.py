@@ -225,3 +225,27 @@ def test_fsdp_checkpoints_are_complete_consolidate_and_resume_on_one_process(tmp
     final = load_checkpoint(last)
     assert final["global_step"] == 6
     assert_same_weights(final["state_dict"], torch.load(tmp_path / "one-end.pt", weights_only=True))
+
+
+def test_removal_deletes_only_entries_of_a_checkpoints_folder(tmp_path: Path, caplog):
+    """What Lightning asks to remove comes from a callback's record, which a crafted checkpoint restores:
+    ``checkpoints/../<anything>`` and files elsewhere are left alone."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    project = tmp_path / "project"
+    project.mkdir()
+    for path in (
+        run / "checkpoints" / ".." / ".." / "notes.txt",
+        notes,
+        run / "checkpoints" / ".." / ".." / "project",
+    ):
+        AtomicCheckpointIO().remove_checkpoint(path)
+        ShardedStrategy().remove_checkpoint(path)
+    assert notes.read_text() == "mine" and project.is_dir()
+    assert caplog.text.count("not deleting") == 6
+    own = run / "checkpoints" / "best-step000002.ckpt"
+    own.write_bytes(b"x")
+    AtomicCheckpointIO().remove_checkpoint(own)
+    assert not own.exists()
