@@ -110,6 +110,28 @@ def run_evidence(folder: Path) -> str | None:
     return None
 
 
+LINKS_OF_ITS_OWN = ("wandb",)  # W&B links its latest run and logs itself, and replaces those links
+MAX_WALKED = 100_000  # entries a launch looks through for links (a run folder holds a few hundred)
+
+
+def first_link(folder: Path) -> str | None:
+    """The first link in ``folder`` or below it (its path relative to ``folder``), outside the folders whose
+    writers make links of their own: Hydra rewrites ``.hydra/*.yaml``, loggers their files, in place, and a
+    link there would have them write over a file elsewhere. None when there is none."""
+    walked = 0
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        for name in sorted([*dirs, *files]):
+            walked += 1
+            if (here / name).is_symlink():
+                return str((here / name).relative_to(folder))
+        if here == folder:  # looked at, not into
+            dirs[:] = [name for name in dirs if name not in LINKS_OF_ITS_OWN]
+        if walked > MAX_WALKED:
+            raise RunFolderError(f"{folder}: holds more than {MAX_WALKED:,} entries; not a run folder")
+    return None
+
+
 def check_launch(
     folder: str | Path, resuming: bool, key: str = "hydra.run.dir", resume_hint: str | None = None
 ) -> None:
@@ -119,10 +141,9 @@ def check_launch(
     folder = Path(folder)
     if not folder.is_dir():
         return
-    links = sorted(entry.name for entry in folder.iterdir() if entry.is_symlink())
-    if links:
+    if link := first_link(folder):
         raise RunFolderError(
-            f"{key}={folder}: {links[0]} is a link; a run writes and cleans up only its own files, never "
+            f"{key}={folder}: {link} is a link; a run writes and cleans up only its own files, never "
             f"through a link to elsewhere: choose another {key}"
         )
     foreign = foreign_entries(folder)

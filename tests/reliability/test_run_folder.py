@@ -122,7 +122,16 @@ def test_a_folder_no_launch_claimed_or_holding_links_is_never_written_into(tmp_p
     linked = tmp_path / "linked"
     linked.mkdir()
     (linked / "checkpoints").symlink_to(elsewhere)
-    for folder, expected in ((lookalike, "which no launch of lightning_llm wrote"), (linked, "is a link")):
+    deeper = tmp_path / "deeper"  # Hydra rewrites .hydra/*.yaml in place: a link there overwrote notes.txt
+    (deeper / ".hydra").mkdir(parents=True)
+    (deeper / ".lock").write_text("")
+    (deeper / ".hydra" / "config.yaml").symlink_to(elsewhere / "notes.txt")
+    cases = (
+        (lookalike, "which no launch of lightning_llm wrote"),
+        (linked, "checkpoints is a link"),
+        (deeper, ".hydra/config.yaml is a link"),
+    )
+    for folder, expected in cases:
         for resume in ([], ["ckpt_path=auto"]):
             before = snapshot(folder)
             run = [f"hydra.run.dir={folder}", f"paths.cache_dir={tmp_path / 'cache'}", *resume]
