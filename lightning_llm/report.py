@@ -2,13 +2,14 @@
 
 Reads only what a run folder holds (``summary.json``, ``.hydra/overrides.yaml``, ``csv/version_<n>/
 metrics.csv``), prints one table sorted by a metric whose columns are the overrides that differ between runs,
-and writes ``report.csv``, ``report.md`` and ``loss_curves.png`` beside the runs. A run with no
-``summary.json`` yet (still training, or stopped) is listed as "unfinished" with its last logged values.
+and writes ``report.csv``, ``report.md`` and ``loss_curves.png`` into the folder given, links not resolved
+(``default_out``; ``--out`` names another). A run with no ``summary.json`` yet (still training, or stopped) is
+listed as "unfinished" with its last logged values.
 A run folder that cannot be read (summary.json that is not JSON, a garbled or cut-off metrics.csv, an
 overrides.yaml that does not parse) is skipped with one warning line on stderr naming it and the problem.
 A metric that is null, NaN or infinite prints as it is ("-", "nan", "inf") and sorts after every number.
-Bad input (no such path, no runs in it, no run left to report, a metric no run has) prints one line on
-stderr and exits with 2.
+Bad input (no such path, no runs in it, no run left to report, a metric no run has, several paths none of
+which holds the others and no ``--out``) prints one line on stderr and exits with 2.
 
 Nothing here imports torch or lightning: the command starts in a fraction of a second on any machine that
 can read the files (matplotlib is imported only to draw the curves).
@@ -42,6 +43,7 @@ from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits, p
 __all__ = [
     "ReportError",
     "build_table",
+    "default_out",
     "find_runs",
     "load_run_record",
     "main",
@@ -87,25 +89,34 @@ class ReportError(ValueError):
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     """The run folders in ``paths``: each path itself if it is a run, else its sub-folders one or two levels
     down that are (a multirun folder, or a folder of multiruns). In the order given, then by name (2 before
-    10); each run once, as an absolute path."""
-    found: dict[Path, None] = {}
+    10); each run once (two paths to one folder count once), as an absolute path under the path given, links
+    not resolved: a run linked into a multirun folder is named as a job of that folder."""
+    found: dict[Path, Path] = {}  # the run's real folder -> the path it was found at
     for given in paths:
-        path = Path(given).expanduser()
+        path = _absolute(given)
         if not path.exists():
             raise ReportError(f"{given}: no such file or directory")
         if not path.is_dir():
             raise ReportError(f"{given}: not a folder; give a run folder or a multirun folder")
         try:
-            runs = _runs_under(path.resolve())
-        except OSError as error:
-            raise ReportError(f"{given}: cannot read it ({error.strerror or error})") from None
+            runs = _runs_under(path)
+            for run in runs:
+                found.setdefault(run.resolve(), run)
+        except (OSError, RuntimeError) as error:  # RuntimeError: a loop of links (resolve)
+            problem = getattr(error, "strerror", None) or error
+            raise ReportError(f"{given}: cannot read it ({problem})") from None
         if not runs:
             raise ReportError(
                 f"{given}: no runs in it (a run folder holds {SUMMARY_FILE} or csv/version_<n>/metrics.csv, "
                 "itself or one or two folders down)"
             )
-        found.update(dict.fromkeys(runs))
-    return list(found)
+    return list(found.values())
+
+
+def _absolute(path: str | Path) -> Path:
+    """``path`` as given, made absolute without resolving links: the folder the user named, not where a
+    link in it leads."""
+    return Path(path).expanduser().absolute()
 
 
 def _runs_under(path: Path) -> list[Path]:
@@ -144,7 +155,7 @@ def load_run_record(path: str | Path) -> dict[str, Any]:
     step, loss)] from every csv version, a later launch replacing the steps it logged again)}``. Raises
     ``ReportError`` naming the folder and the problem when one of its files cannot be read.
     """
-    path = Path(path).expanduser().resolve()
+    path = _absolute(path)
     try:
         return _read_record(path)
     except CorruptRun as error:
@@ -580,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=path_argument,
         metavar="DIR",
-        help="where to write the files (default: the runs' common folder)",
+        help="where to write the files (default: the folder given; of several, the one holding the others)",
     )
     return parser
 
@@ -589,12 +600,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        records = _readable_records(find_runs(args.paths))
+        runs = find_runs(args.paths)
+        out = Path(args.out).expanduser() if args.out else default_out(args.paths)
+        records = _readable_records(runs)
         _check_metric(records, args.metric)
         rows = build_table(records, args.metric, args.descending)
         common, _ = split_overrides(records)
         root = run_root(records)
-        out = Path(args.out).expanduser() if args.out else root
         written = _write(rows, records, common, args, root, out)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -602,6 +614,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_text(rows, common, args.metric, args.descending))
     print(f"\nwrote {', '.join(str(out / name) for name in written)}")
     return 0
+
+
+def default_out(paths: Sequence[str | Path]) -> Path:
+    """Where a report without ``--out`` goes: always a folder the user named, links not resolved (a link to
+    a run elsewhere must not move the report beside its target). One path: that folder (a run's own folder,
+    a multirun folder). Several: their common folder when it is one of them (``report sweep sweep/3``), and
+    not the filesystem root or the home folder; otherwise a ``ReportError`` asking for ``--out``."""
+    given = [_absolute(path) for path in paths]
+    if len(set(given)) == 1:
+        return given[0]
+    common = Path(os.path.commonpath(given))
+    ask = "; name the folder to write the report into with --out DIR"
+    if common not in given:
+        raise ReportError(f"{len(given)} paths given and their common folder {common} is none of them{ask}")
+    for where, folder in (("the filesystem root", Path(common.anchor)), ("your home folder", _home())):
+        if folder is not None and (common == folder or _same_folder(common, folder)):
+            raise ReportError(f"{len(given)} paths given and their common folder {common} is {where}{ask}")
+    return common
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home()
+    except (RuntimeError, KeyError):  # no HOME and no password entry
+        return None
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them is not there
+        return False
 
 
 def _readable_records(runs: list[Path]) -> list[dict[str, Any]]:

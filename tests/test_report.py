@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightning_llm.report import ReportError, build_table, find_runs, load_run_record, main
+from lightning_llm.report import ReportError, build_table, default_out, find_runs, load_run_record, main
 from tests.conftest import TINY
 
 COLUMNS = ["epoch", "perf/tokens_per_sec", "step", "train/loss", "val/loss", "val/perplexity"]
@@ -268,12 +268,102 @@ def assert_colours_drawn(png: Path, colours: list[tuple[int, int, int]]) -> None
     assert all(count > 250 for count in near), near
 
 
-def test_the_report_goes_to_the_runs_common_folder_by_default(sweep, capsys):
-    code, out, err = run_report(capsys, sweep / "0", sweep / "1", "--metric", "wall_seconds")
+REPORT_FILES = {"report.csv", "report.md", "loss_curves.png", ".report.json"}
+
+
+def report_files(top: Path) -> set[str]:
+    """Every report file under ``top`` (links not followed), relative to it: where a report really wrote."""
+    return {
+        (Path(folder) / name).relative_to(top).as_posix()
+        for folder, _, names in os.walk(top)
+        for name in names
+        if name in REPORT_FILES
+    }
+
+
+def written_into(folder: str) -> set[str]:
+    written = {"report.csv", "report.md", ".report.json"}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        written.add("loss_curves.png")
+    return {f"{folder}/{name}" for name in written}
+
+
+def test_the_report_goes_to_the_folder_given_by_default(sweep, tmp_path, capsys):
+    code, out, err = run_report(capsys, sweep, "--metric", "wall_seconds")
     assert code == 0, err
-    assert [line.split()[0] for line in table_lines(out)[1:]] == ["0", "1"]
+    assert [line.split()[0] for line in table_lines(out)[1:]] == ["10", "0", "1", "2"]
+    assert report_files(tmp_path) == written_into("multirun/2024-01-01_00-00-00")
+    # several paths: the one that holds the others
+    code, out, err = run_report(capsys, sweep, sweep / "1", "--metric", "wall_seconds")
+    assert code == 0, err
     assert "common overrides: seed=1 tokenizer=char" in out
-    assert (sweep / "report.csv").is_file() and (sweep / "report.md").is_file()
+    assert report_files(tmp_path) == written_into("multirun/2024-01-01_00-00-00")
+
+
+def test_a_run_linked_into_the_folder_given_leaves_the_report_in_that_folder(tmp_path, capsys):
+    """A link to a run elsewhere does not move the report beside the link's target (nor, with a link to /,
+    into /): the report goes into the folder named, and its runs are named as that folder's jobs."""
+    given = tmp_path / "c12" / "multi"
+    rows = [[train_row(4, 4.5), val_row(4, 4.4)]]
+    write_run(given / "0", ["seed=1", "optim.lr=0.001"], summary(3.0, 1000.0, 10.0), rows)
+    elsewhere = write_run(
+        tmp_path / "elsewhere" / "deep" / "exp",
+        ["seed=1", "optim.lr=0.003"],
+        summary(2.5, 1000.0, 10.0),
+        rows,
+    )
+    (given / "1").symlink_to(elsewhere)
+    code, out, err = run_report(capsys, given)
+    assert code == 0, err
+    assert report_files(tmp_path) == written_into("c12/multi")
+    assert f"wrote {given / 'report.csv'}" in out
+    assert [line.split()[:3] for line in table_lines(out)[1:]] == [
+        ["1", "finished", "0.003"],
+        ["0", "finished", "0.001"],
+    ]
+
+
+def test_a_single_run_given_through_a_link_gets_the_report_in_the_run_folder(tmp_path, capsys):
+    run = write_run(tmp_path / "store" / "exp", ["seed=1"], summary(3.0, 1000.0, 10.0), [[train_row(4, 4.5)]])
+    link = tmp_path / "runs" / "mine"
+    link.parent.mkdir()
+    link.symlink_to(run)
+    code, out, err = run_report(capsys, link)
+    assert code == 0, err
+    assert f"wrote {link / 'report.csv'}" in out
+    assert (link / "report.csv").is_file()
+    assert report_files(tmp_path) == written_into("store/exp")  # the run folder, not store/ or runs/
+
+
+def test_several_paths_none_holding_the_others_are_refused_without_out(sweep, tmp_path, capsys, monkeypatch):
+    """No folder the user named to write into: one line asking for --out, nothing written. The same for a
+    common folder that is the home folder (or the filesystem root)."""
+    home = tmp_path / "home"
+    write_run(home / "r0", ["seed=1"], summary(3.0, 1000.0, 10.0), [[train_row(4, 4.5)]])
+    monkeypatch.setenv("HOME", str(home))
+    elsewhere = tmp_path / "link-to-a-run"
+    elsewhere.symlink_to(sweep / "1")
+    cases = [
+        ([sweep / "0", sweep / "1"], f"their common folder {sweep} is none of them"),
+        ([sweep / "0", elsewhere], f"their common folder {tmp_path} is none of them"),
+        ([home, home / "r0"], f"their common folder {home} is your home folder"),
+    ]
+    for paths, fragment in cases:
+        code, out, err = run_report(capsys, *paths)
+        assert (code, out) == (2, ""), err
+        assert err.count("\n") == 1 and err.startswith("error: 2 paths given and "), err
+        assert fragment in err and err.endswith("name the folder to write the report into with --out DIR\n")
+    assert report_files(tmp_path) == set()
+    code, out, err = run_report(capsys, sweep / "0", sweep / "1", "--out", tmp_path / "report")
+    assert code == 0, err
+    assert report_files(tmp_path) == written_into("report")
+    with pytest.raises(ReportError, match="their common folder / is the filesystem root"):
+        default_out(["/", tmp_path])
+    assert default_out([sweep / "0"]) == sweep / "0"
 
 
 def test_a_report_replaces_only_its_own_files(sweep, tmp_path, capsys):
