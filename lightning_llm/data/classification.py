@@ -37,6 +37,7 @@ from lightning_llm.data.corpus import (
     split_paragraphs,
 )
 from lightning_llm.data.sources import SourceError, expand_paths, json_object, read_text_file
+from lightning_llm.errors import first_line
 
 __all__ = [
     "EncodedExamples",
@@ -53,6 +54,7 @@ __all__ = [
 
 _SPLIT_RULE_VERSION = 1  # bump when the example or hashing rule changes, to change the fingerprint
 _INTEGER = re.compile(r"-?\d+")
+_LABELS_SHOWN = 20  # labels listed in a message, at most
 
 
 class LabelError(SourceError):
@@ -105,8 +107,25 @@ def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[Example]:
 
 
 def _read_delimited(path: Path, suffix: str, text_field: str, label_field: str) -> list[Example]:
+    """The examples of a TSV or CSV file. CSV is read strictly: a quote opened and not closed, which a lenient
+    reader would let swallow the rows up to the next quote into one text, is an error naming the lines."""
     options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if suffix == ".tsv" else {"delimiter": ","}
-    reader = csv.DictReader(io.StringIO(read_text_file(path)), **options)
+    reader = csv.DictReader(io.StringIO(read_text_file(path)), strict=True, **options)
+    try:
+        return _delimited_examples(path, reader, text_field, label_field)
+    except csv.Error as err:
+        start = reader.line_num + 1  # the line after the last row read whole: where the bad row starts
+        end = reader.reader.line_num  # the line the reader stopped on
+        where = f"{path}:{start}" + (f"-{end}" if start < end else "")
+        raise SourceError(
+            f"{where}: not valid CSV ({first_line(err)}): a quote opened and not closed? A quote inside a "
+            'quoted text is written twice ("")'
+        ) from None
+
+
+def _delimited_examples(
+    path: Path, reader: csv.DictReader, text_field: str, label_field: str
+) -> list[Example]:
     columns = reader.fieldnames or []
     for field, key in ((text_field, "text_field"), (label_field, "label_field")):
         if field not in columns:
@@ -208,10 +227,12 @@ def split_examples(
 
 
 def label_names(examples: list[Example]) -> list[str]:
-    """The sorted distinct labels: numerically when all are integers ("2" before "10"), else as strings."""
+    """The sorted distinct labels: numerically when all are integers ("2" before "10"), else as strings.
+    Integers that are equal in value ("1" and "01", "0" and "-0") are ordered as strings, so the order (the
+    class indices) never depends on the process's string hashing."""
     labels = set(example.label for example in examples)
     if all(_INTEGER.fullmatch(label) for label in labels):
-        return sorted(labels, key=int)
+        return sorted(labels, key=lambda label: (int(label), label))
     return sorted(labels)
 
 
@@ -230,8 +251,14 @@ def check_labels(splits: dict[str, list[Example]], labels: list[str]) -> None:
             if example.label not in known:
                 raise LabelError(
                     f"{example.source}: {split} label '{example.label}' does not occur in the train split; "
-                    f"valid labels: {', '.join(labels)}"
+                    f"valid labels: {_some(labels)}"
                 )
+
+
+def _some(labels: list[str], shown: int = _LABELS_SHOWN) -> str:
+    """The first ``shown`` of ``labels``, comma-separated, and how many more there are."""
+    more = f", ... {len(labels) - shown} more" if len(labels) > shown else ""
+    return ", ".join(labels[:shown]) + more
 
 
 def examples_fingerprint(splits: dict[str, list[Example]], params: dict) -> str:

@@ -182,6 +182,28 @@ def test_integer_labels_sort_numerically(tmp_path, tokenizer):
     assert label_names([Example("a", "b", ""), Example("c", "10", "")]) == ["10", "b"]
 
 
+def test_integer_labels_equal_in_value_have_one_order_whatever_the_string_hashing():
+    # "1" and "01" (and "0" and "-0") tie numerically: a sort by int alone kept the set's iteration order,
+    # which PYTHONHASHSEED changes; with eleven such pairs the old order matched by chance 1 time in 2048.
+    pairs = [("0", "-0"), *((str(k), f"0{k}") for k in range(1, 11))]
+    labels = [label for pair in pairs for label in pair]
+    expected = ["-0", "0", *(label for k in range(1, 11) for label in (f"0{k}", str(k)))]
+    assert label_names([Example("t", label, "") for label in labels]) == expected
+    assert label_names([Example("t", label, "") for label in reversed(labels)]) == expected
+    assert label_names([Example("t", label, "") for label in ["10", "2", "-1"]]) == ["-1", "2", "10"]
+
+
+def test_an_unclosed_csv_quote_is_an_error_not_merged_rows(tmp_path, tokenizer):
+    # a lenient reader joined the unclosed row with the next one: 4 data lines, 3 examples, no error
+    path = tmp_path / "bad.csv"
+    path.write_text('text,label\na,pos\n"good film,pos\n"bad film",neg\nc,pos\n')
+    with pytest.raises(SourceError, match=r"bad\.csv:3-4: not valid CSV .*a quote opened and not closed\?"):
+        build(tokenizer, [str(path)], val_fraction=0, test_fraction=0).texts("train")
+    path.write_text("text,label\n" + "a,pos\n" * 3 + '"x' + "y" * (1 << 17) + ",neg\n")  # over csv's limit
+    with pytest.raises(SourceError, match=r"bad\.csv:5: not valid CSV \(field larger than field limit"):
+        build(tokenizer, [str(path)]).texts("train")
+
+
 def test_truncation_to_block_size(tmp_path, tokenizer):
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "a" * 100, "label": "x"}, {"text": "b", "label": "y"}])
     dm = build(tokenizer, [path], block_size=16, val_fraction=0, test_paths=[path])
@@ -234,6 +256,18 @@ def test_val_label_missing_from_train_names_file_line_and_labels(tmp_path, token
         dm.texts("train")
 
 
+def test_a_missing_label_message_lists_at_most_twenty_labels(tmp_path, tokenizer):
+    train = write_jsonl(
+        tmp_path / "train.jsonl", [{"text": f"t {i}", "label": f"c{i:04d}"} for i in range(300)]
+    )
+    val = write_jsonl(tmp_path / "val.jsonl", [{"text": "ok", "label": "unseen"}])
+    with pytest.raises(LabelError) as raised:
+        build(tokenizer, [train], val_paths=[val], test_fraction=0).texts("train")
+    message = str(raised.value)
+    assert message.endswith("valid labels: " + ", ".join(f"c{i:04d}" for i in range(20)) + ", ... 280 more")
+    assert "\n" not in message and len(message) < 400
+
+
 def test_a_single_label_is_refused_and_a_head_the_labels_do_not_fit_too(tmp_path, tokenizer, make_cfg):
     one = write_jsonl(tmp_path / "one.jsonl", [{"text": f"text {i}", "label": "pos"} for i in range(20)])
     with pytest.raises(LabelError, match=r"one\.jsonl.*the train split has 1 label \(pos\); .* at least two"):
@@ -275,7 +309,12 @@ def test_a_single_label_is_refused_and_a_head_the_labels_do_not_fit_too(tmp_path
         (
             "bad.csv",
             'text,label\na,pos\noops,"neg\nb,neg\nc,pos\n',
-            r"bad\.csv:3-5: the 'label' value runs over several lines: a quote opened and not closed\?",
+            r"bad\.csv:3-5: not valid CSV \(unexpected end of data\): a quote opened and not closed\?",
+        ),
+        (
+            "bad.csv",
+            'text,label\na,pos\noops,"neg\nb"\nc,pos\n',
+            r"bad\.csv:3-4: the 'label' value runs over several lines: a quote opened and not closed\?",
         ),
         ("bad.tsv", "text\tlabel\na\tb\tpos\n", r"bad\.tsv:2: more fields than the 2 columns"),
         ("bad.txt", "text\n", r"unsupported file type '\.txt'; use \.jsonl, \.tsv or \.csv"),
