@@ -23,7 +23,14 @@ corpus together; whichever finds every unit done writes the manifest. Two prepar
 not shards of one job (parallel sweep jobs) take turns on its ``units/.prepare.lock``: the second finds the
 tokens done. Every file is written under a temporary name and renamed into place, so a prepare killed at
 any point leaves no file a later one trusts, and the next one prepares only the units that are missing (and
-deletes the temporary files a killed one left: see ``_remove_stale_files``).
+deletes the temporary files a killed one left: see ``_remove_stale_files``). The folders it writes and
+deletes in, ``tokens/<key>`` and its ``units``, must be real folders: a symbolic link there is refused (see
+``_refuse_links``), so that no file the framework did not write is deleted through one; ``cache_dir`` and
+its ``tokens`` folder may be links (a cache on another disk).
+
+Reading maps each unit's file on demand, and keeps at most ``_MAX_OPEN_MAPS`` of them mapped in a process
+(each map holds a file descriptor and a memory map), so any number of units reads within a small budget of
+both (``TokenShards``).
 """
 
 from __future__ import annotations
@@ -37,9 +44,11 @@ import multiprocessing
 import os
 import re
 import socket
+import stat
+import threading
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -78,6 +87,7 @@ _IN_FLIGHT = 2  # batches of one split waiting to be encoded and written
 _FORMAT_VERSION = 3
 _PROGRESS_SECONDS = 30  # how often preparing logs its progress
 _WRITER_MARK = ".writer-"  # units/.writer-<host>-<pid>: that process may be writing temporary files here
+_MAX_OPEN_MAPS = 256  # unit files a process keeps mapped, all TokenShards together (see _OpenMaps)
 _TEMPORARY = re.compile(  # atomic_write's temporary names of the files a prepare writes; group 1: the pid
     r"^(?:\d{6}\.(?:json|(?:train|val|test)\.bin)|manifest\.json)\.tmp-(\d+)-[0-9a-f]{8}$"
 )
@@ -176,6 +186,7 @@ def prepare(
     per shard file: no corpus file is opened, and its units are planned only when something is prepared."""
     tokenizer_fingerprint = tokenizer.fingerprint()  # a hash of the whole vocabulary: taken once
     folder = prepared_dir(cache_dir, corpus.fingerprint(), rule, tokenizer_fingerprint)
+    _refuse_links(folder)
     if (manifest := read_manifest(folder)) is not None:
         if (problem := check_cache(folder, manifest)) is None:
             log.info("token cache hit: %s tokens at %s", manifest["tokens"], folder)
@@ -185,12 +196,71 @@ def prepare(
         log.warning(
             "token cache %s: its %s is unreadable or of another format; writing it again", folder, MANIFEST
         )
-    with cache_errors(cache_dir, "write the token cache"), _one_prepare_at_a_time(folder, shard):
-        if shard is None and (manifest := read_manifest(folder)) and check_cache(folder, manifest) is None:
-            log.info("token cache hit (prepared meanwhile): %s tokens at %s", manifest["tokens"], folder)
-            return folder, manifest
-        units = corpus.units()
-        return folder, _prepare(folder, units, tokenizer, tokenizer_fingerprint, rule, num_proc, shard)
+    # An OSError here is the cache's (cache_errors words it so), except one reading the corpus: that one is
+    # carried past cache_errors as a _CorpusReadError and raised as it was, naming the corpus file.
+    try:
+        with cache_errors(cache_dir, "write the token cache"), _one_prepare_at_a_time(folder, shard):
+            manifest = read_manifest(folder) if shard is None else None
+            if manifest is not None and check_cache(folder, manifest) is None:
+                log.info("token cache hit (prepared meanwhile): %s tokens at %s", manifest["tokens"], folder)
+                return folder, manifest
+            with _reading_corpus():
+                units = corpus.units()
+            return folder, _prepare(folder, units, tokenizer, tokenizer_fingerprint, rule, num_proc, shard)
+    except _CorpusReadError as carried:
+        error = carried.error
+    raise error  # outside the handler: the corpus's error as it was raised, with no carrier in its context
+
+
+class _CorpusReadError(Exception):
+    """An OSError raised reading a corpus file (not the cache), carried past ``cache_errors``, which would
+    word it as the cache's; ``prepare`` raises the OSError itself. Pickled whole from a preparing process."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@contextmanager
+def _reading_corpus() -> Iterator[None]:
+    """Carry an OSError raised inside (reading the corpus) past ``cache_errors`` as a ``_CorpusReadError``."""
+    try:
+        yield
+    except OSError as error:
+        raise _CorpusReadError(error) from None
+
+
+def _corpus_parts(unit: Unit) -> Iterator[Part]:
+    """``parts(unit)``, with an OSError reading it carried as a ``_CorpusReadError``: only the reading is
+    wrapped, not what the consumer does between parts (writing the cache)."""
+    iterator = parts(unit)
+    while True:
+        with _reading_corpus():
+            try:
+                part = next(iterator)
+            except StopIteration:
+                return
+        yield part
+
+
+def _refuse_links(folder: Path) -> None:
+    """Refuse a token folder (``tokens/<key>``) or its ``units`` that is a symbolic link. Preparing deletes
+    files in them (the temporary files of a killed prepare, see ``_remove_stale_files``), and the framework
+    deletes only files it wrote: through a link it could delete, and write, anywhere. Refused rather than
+    cleaned around: a link there is not a layout the framework makes, and writing through it would still
+    write elsewhere. Only these two are judged: ``cache_dir`` (a link to a larger disk is common) and its
+    ``tokens`` folder may be links, since the folders below them are still the framework's own."""
+    for path in (folder, folder / "units"):
+        if os.path.islink(path):
+            raise TokenCacheError(_link_message(path))
+
+
+def _link_message(path: Path) -> str:
+    return (
+        f"token cache {path} is a symbolic link; the framework writes and deletes its files only in folders "
+        "of its own: remove the link (the cache is prepared again) or set paths.cache_dir where the tokens "
+        "should go"
+    )
 
 
 @contextmanager
@@ -204,16 +274,26 @@ def _one_prepare_at_a_time(folder: Path, shard: tuple[int, int] | None) -> Itera
         yield
         return
     (folder / "units").mkdir(parents=True, exist_ok=True)
-    with open(folder / "units" / _LOCK_FILE, "a+b") as file:
+    _refuse_links(folder)
+    lock = folder / "units" / _LOCK_FILE
+    try:  # O_NOFOLLOW: a link in its place would have its target created or opened for writing
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError:
+        if os.path.islink(lock):
+            raise TokenCacheError(_link_message(lock)) from None
+        raise
+    try:
         try:
             try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 log.info("waiting for another prepare of %s to finish", folder)
-                fcntl.flock(file, fcntl.LOCK_EX)
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
         except OSError as error:  # no lock support on this filesystem
             log.debug("preparing %s without a lock: %s", folder, error)
-        yield  # closing the file releases the lock
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def check_cache(folder: Path, manifest: dict) -> str | None:
@@ -325,7 +405,7 @@ def _writing(folder: Path) -> Iterator[None]:
     goes on the way out, a failure included (a spawned worker's too); only a killed process leaves one, and
     the next prepare removes it."""
     mark = _writer_mark(folder, socket.gethostname(), os.getpid())
-    mark.touch()
+    os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666))  # never a link's
     try:
         yield
     finally:
@@ -339,7 +419,9 @@ def _writer_mark(folder: Path, host: str, pid: int) -> Path:
 def _remove_stale_files(folder: Path) -> None:
     """Delete the temporary files (``<name>.tmp-<pid>-<hex>``, ``lightning_llm.atomic``) that a prepare killed
     on this host left in ``folder``: those of a process that is gone, unless a process of that number on
-    another host marked the folder (it may be writing them now). Only this folder's own names are touched."""
+    another host marked the folder (it may be writing them now). Only this folder's own names are touched,
+    only plain files (a link of such a name is left), never through a linked folder (``_refuse_links``)."""
+    _refuse_links(folder)
     host = socket.gethostname()
     elsewhere = set()
     for mark in (folder / "units").glob(f"{_WRITER_MARK}*"):
@@ -348,16 +430,24 @@ def _remove_stale_files(folder: Path) -> None:
             continue
         if where != host:
             elsewhere.add(int(pid))
-        elif not _alive(int(pid)):
+        elif not _alive(int(pid)) and _is_plain_file(mark):
             mark.unlink(missing_ok=True)
     removed = 0
     for path in [*folder.iterdir(), *(folder / "units").iterdir()]:
         match = _TEMPORARY.match(path.name)
-        if match and int(match[1]) not in elsewhere and not _alive(int(match[1])):
+        if match and int(match[1]) not in elsewhere and not _alive(int(match[1])) and _is_plain_file(path):
             path.unlink(missing_ok=True)
             removed += 1
     if removed:
         log.info("removed %d temporary files that a killed prepare left in %s", removed, folder)
+
+
+def _is_plain_file(path: Path) -> bool:
+    """True for a regular file, not a link (the kind of file a prepare writes)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -428,7 +518,7 @@ def _prepare_unit(task: tuple[_Job, int, Unit]) -> dict:
         writers = {s: _SplitWriter(files[s], tokenizer, dtype, encoder) for s in SPLITS}
         paragraph_counts = dict.fromkeys(SPLITS, 0)
         try:
-            for split, run in _runs(unit, job.rule):
+            for split, run in _runs(unit, job.rule, _corpus_parts):
                 paragraph_counts[split] += writers[split].write_text(run)
             for writer in writers.values():
                 writer.close()
@@ -449,15 +539,17 @@ def _prepare_unit(task: tuple[_Job, int, Unit]) -> dict:
     return counts
 
 
-def _runs(unit: Unit, rule: SplitRule) -> Iterator[tuple[str, Iterator[Part]]]:
+def _runs(
+    unit: Unit, rule: SplitRule, read: Callable[[Unit], Iterator[Part]] = parts
+) -> Iterator[tuple[str, Iterator[Part]]]:
     """``(split, parts)`` for each maximal run of consecutive paragraphs of one document that share a split:
     one text of the split (its paragraphs joined by a blank line, see ``_join``), streamed. Each paragraph's
     split is its key's (``Part``): the paragraph, or its whole document. Moving to the next run skips what is
-    left of the current one."""
+    left of the current one. ``read`` gives the unit's parts."""
 
     def labelled() -> Iterator[tuple[int, str, Part]]:
         key, split = None, ""
-        for part in parts(unit):
+        for part in read(unit):
             if part.key is not key:  # a record's paragraphs share its key: hashed once
                 key, split = part.key, rule.split_of(part.key)
             yield part.document, split, part
@@ -609,40 +701,78 @@ def split_texts(corpus: Corpus, rule: SplitRule, split: str) -> Iterator[str]:
 # --------------------------------------------------------------------------- reading
 
 
+class _OpenMaps:
+    """The unit files a process has memory-mapped, least recently read first: at most ``_MAX_OPEN_MAPS``,
+    for all ``TokenShards`` together. Each map holds a file descriptor (Python's mmap keeps one) and one of
+    the kernel's maps (``vm.max_map_count``), so a corpus of many small files, a unit each, would otherwise
+    run out of descriptors (``ulimit -n``, often 1024) partway through an epoch. The least recently read map
+    is closed to open another, and opened again when read again; a slice still held keeps its map alive until
+    it goes (``PackedWindows`` copies each window out at once). Keyed by the reader (a ``TokenShards``'s own
+    key) and the unit: a reader made after the cache was prepared again maps the files that are there now."""
+
+    def __init__(self) -> None:
+        self.maps: OrderedDict[tuple[object, int], np.memmap] = OrderedDict()
+        self.lock = threading.Lock()  # readers in several threads of a process
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def get(self, key: tuple[object, int], path: Path, dtype: np.dtype, length: int) -> np.memmap:
+        with self.lock:
+            if (found := self.maps.get(key)) is not None:
+                self.maps.move_to_end(key)
+                return found
+            while self.maps and len(self.maps) >= _MAX_OPEN_MAPS:
+                self.maps.popitem(last=False)  # its memmap closes when no slice of it is left
+        mapped = np.memmap(path, dtype=dtype, mode="r", shape=(length,))
+        with self.lock:
+            self.maps[key] = mapped  # a thread that mapped it meanwhile: its map is dropped
+            self.maps.move_to_end(key)
+        return mapped
+
+    def _after_fork(self) -> None:
+        self.lock = threading.Lock()  # a forked worker: no other thread is there to release the lock
+
+
+_OPEN_MAPS = _OpenMaps()
+
+
 class TokenShards:
     """The ids of one split, across its unit files, as one read-only sequence: ``len`` and slices, which is
-    what ``PackedWindows`` reads. Each file is memory-mapped (pages load on demand, shared by processes)."""
+    what ``PackedWindows`` reads. Each file is memory-mapped when read (pages load on demand, shared by
+    processes), at most ``_MAX_OPEN_MAPS`` at once in a process (``_OpenMaps``), however many units."""
 
     def __init__(self, folder: str | Path, split: str, manifest: dict) -> None:
         self.folder, self.split = str(folder), split
         self.dtype = np.dtype(manifest["dtype"])
         self.sizes = [unit[split] for unit in manifest["units"]]
         self.offsets = np.cumsum([0, *self.sizes])
-        self._maps: dict[int, np.memmap] = {}
+        self._key = object()  # its maps' key in _OPEN_MAPS: unique in a process, a new one once unpickled
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def _map(self, index: int) -> np.ndarray:
-        if index not in self._maps:
-            path = _unit_path(Path(self.folder), index, f"{self.split}.bin")
-            self._maps[index] = np.memmap(path, dtype=self.dtype, mode="r", shape=(self.sizes[index],))
-        return self._maps[index]
+        path = _unit_path(Path(self.folder), index, f"{self.split}.bin")
+        return _OPEN_MAPS.get((self._key, index), path, self.dtype, self.sizes[index])
 
     def __getitem__(self, key: slice) -> np.ndarray:
+        """The ids ``key`` names: a view of the unit's map when they lie in one unit, else a copy, each unit's
+        part copied in as it is read (so a slice across many units holds one map at a time)."""
         start, stop, step = key.indices(len(self))
         if step != 1:
             raise ValueError("TokenShards takes contiguous slices only")
         first = int(np.searchsorted(self.offsets, start, side="right")) - 1
-        parts = []
-        while start < stop:
-            while self.sizes[first] == 0 or start >= self.offsets[first + 1]:
+        out = np.empty(0, self.dtype)
+        at = start
+        while at < stop:
+            while self.sizes[first] == 0 or at >= self.offsets[first + 1]:
                 first += 1
-            local = start - int(self.offsets[first])
-            take = min(stop - start, self.sizes[first] - local)
-            parts.append(self._map(first)[local : local + take])
-            start += take
-        return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, self.dtype)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_maps": {}}  # workers map the files again, rather than receive their bytes
+            local = at - int(self.offsets[first])
+            take = min(stop - at, self.sizes[first] - local)
+            part = self._map(first)[local : local + take]
+            if take == stop - start:
+                return part
+            if not out.size:
+                out = np.empty(stop - start, self.dtype)
+            out[at - start : at - start + take] = part
+            at += take
+        return out

@@ -1,10 +1,12 @@
 """Preparing a corpus into sharded token files: the same texts as reading it whole, in bounded pieces, in
 parallel or in shards with the same bytes, resumable, and nothing half-written ever trusted."""
 
+import dataclasses
 import errno
 import json
 import logging
 import os
+import pickle
 import random
 import stat
 import time
@@ -587,3 +589,177 @@ def test_damaged_parquet_and_dataset_files_are_one_line_naming_the_file(tmp_path
     (tmp_path / "d.jsonl").write_bytes(b'{"text": "fine"}\n' * 30 + b'{"text": "bad \xff"}\n')
     with pytest.raises(SourceError, match=r"d\.jsonl:31: not UTF-8 text \(byte 0xff at offset 524\)"):
         prepare(Corpus("jsonl", (str(tmp_path / "d.jsonl"),)), ByteTokenizer(), RULE, tmp_path / "c4")
+
+
+# --------------------------------------------------------------------------- many units, links, corpus errors
+
+
+def open_files_under(folder: Path) -> int:
+    """How many of this process's file descriptors are open on files under ``folder`` (Linux)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor listdir itself used, closed meanwhile
+            continue
+        count += target.startswith(f"{folder}{os.sep}")
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+def test_any_number_of_units_reads_within_a_small_budget_of_open_files(tmp_path, monkeypatch):
+    """A corpus of many tiny files is many units: reading them all keeps at most _MAX_OPEN_MAPS mapped, so a
+    small ``ulimit -n`` (here the descriptors already open plus 40) reads them all, with the same tokens."""
+    import resource
+
+    rng = np.random.default_rng(0)
+    sizes = [int(size) for size in rng.integers(0, 40, 400)]  # some empty, as a split of a tiny file is
+    (tmp_path / "units").mkdir()
+    for index, size in enumerate(sizes):
+        for split in ("train", "val", "test"):
+            ids = rng.integers(0, 2**16, size if split == "train" else 0).astype(np.uint16)
+            ids.tofile(tmp_path / "units" / f"{index:06d}.{split}.bin")
+    whole = np.concatenate(
+        [np.fromfile(tmp_path / "units" / f"{i:06d}.train.bin", dtype=np.uint16) for i in range(len(sizes))]
+    )
+    manifest = {"dtype": "uint16", "units": [{"train": size, "val": 0, "test": 0} for size in sizes]}
+    monkeypatch.setattr(shards, "_MAX_OPEN_MAPS", 8)
+    tokens = TokenShards(tmp_path, "train", manifest)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 40, hard))
+    try:
+        width = 65
+        for start in range(0, len(tokens) - width, width - 1):  # every unit, in order, as an epoch reads
+            assert np.array_equal(tokens[start : start + width], whole[start : start + width])
+        assert open_files_under(tmp_path) <= 8
+        for _ in range(300):  # and in random order, across unit edges, from units read long ago
+            start = int(rng.integers(0, len(tokens)))
+            stop = min(len(tokens), start + int(rng.integers(1, 200)))
+            assert np.array_equal(tokens[start:stop], whole[start:stop])
+        assert open_files_under(tmp_path) <= 8
+        assert np.array_equal(tokens[0 : len(tokens)], whole)  # every unit in one slice
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    return int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout
+    )
+
+
+@pytest.mark.parametrize("linked", ["units", "key"])
+def test_a_linked_cache_folder_is_refused_and_nothing_is_deleted_through_it(tmp_path, linked):
+    """Every path the framework deletes is one it wrote: a token folder, or its units/, that is a symbolic
+    link is refused in one line naming it, and the files named like a killed prepare's in its target stay."""
+    corpus = Corpus("text", (str(write_corpus(tmp_path / "corpus", files=2) / "*.txt"),))
+    folder, _ = prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=1)
+    (folder / MANIFEST).unlink()  # the next prepare has work to do: it would clean up first
+    link = folder / "units" if linked == "units" else folder
+    target = tmp_path / "elsewhere"
+    link.rename(target)
+    link.symlink_to(target, target_is_directory=True)
+    dead = dead_pid()
+    units = target if linked == "units" else target / "units"
+    theirs = [units / f"000000.json.tmp-{dead}-deadbeef", units / f"000001.train.bin.tmp-{dead}-0123abcd"]
+    if linked == "key":
+        theirs.append(target / f"manifest.json.tmp-{dead}-deadbeef")
+    for path in theirs:
+        path.write_bytes(b"not the framework's")
+    with pytest.raises(shards.TokenCacheError) as error:
+        prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=1)
+    assert str(error.value).startswith(f"token cache {link} is a symbolic link;") and "\n" not in str(
+        error.value
+    )
+    assert all(path.read_bytes() == b"not the framework's" for path in theirs)
+
+
+def test_a_linked_lock_file_is_refused_and_its_target_left_alone(tmp_path):
+    corpus = Corpus("text", (str(write_corpus(tmp_path / "corpus", files=2) / "*.txt"),))
+    folder, _ = prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=1)
+    (folder / MANIFEST).unlink()
+    lock = folder / "units" / ".prepare.lock"
+    lock.unlink()
+    lock.symlink_to(tmp_path / "target")  # opened for writing, it would create its target
+    with pytest.raises(shards.TokenCacheError, match=f"token cache {lock} is a symbolic link;"):
+        prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=1)
+    assert not (tmp_path / "target").exists()
+
+
+def test_a_linked_cache_dir_or_tokens_folder_is_a_cache_as_any(tmp_path):
+    """A cache on another disk through a link (~/.cache -> /scratch) is used: only links below are refused."""
+    corpus = Corpus("text", (str(write_corpus(tmp_path / "corpus", files=2) / "*.txt"),))
+    (tmp_path / "scratch" / "tokens").mkdir(parents=True)
+    (tmp_path / "cache").symlink_to(tmp_path / "scratch", target_is_directory=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "tokens").symlink_to(tmp_path / "scratch" / "tokens", target_is_directory=True)
+    _, reference = prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=1)
+    tokenizer = ByteTokenizer()
+    assert prepare(corpus, tokenizer, RULE, tmp_path / "other", num_proc=1)[1] == reference
+    assert tokenizer.calls == 0 and reference is not None
+
+
+def test_an_unreadable_corpus_file_is_named_not_the_cache(tmp_path):
+    """An OSError reading a corpus file (here EACCES) is that file's, not the cache's: it names the file."""
+    corpus_dir = write_corpus(tmp_path / "corpus", files=2)
+    unreadable = corpus_dir / "1.txt"
+    unreadable.chmod(0)
+    try:
+        try:
+            unreadable.read_bytes()
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("this user reads unreadable files (root)")
+        with pytest.raises(Exception) as error:  # noqa: PT011 - the reading code's own error passes through
+            prepare(Corpus("text", (str(corpus_dir / "*.txt"),)), ByteTokenizer(), RULE, tmp_path / "c")
+    finally:
+        unreadable.chmod(0o644)
+    assert not isinstance(error.value, CacheWriteError) and "cache_dir" not in str(error.value)
+    assert str(unreadable) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("where", ["planning", "reading"])
+def test_an_oserror_for_a_corpus_file_passes_through_as_it_is(tmp_path, monkeypatch, where):
+    """Whatever the reading code raises for a corpus file reaches the caller as it was raised, an OSError
+    too: only the cache's own OSErrors are worded as the cache's (CacheWriteError)."""
+    corpus = Corpus("text", (str(write_corpus(tmp_path / "corpus", files=3) / "*.txt"),))
+    refused = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "corpus" / "1.txt"))
+    if where == "planning":
+
+        def units(self):
+            raise refused
+
+        monkeypatch.setattr(Corpus, "units", units)
+    else:
+
+        def read(unit):
+            if unit.path == refused.filename:  # raised by the first next(): this is a generator
+                raise refused
+            yield from parts(unit)
+
+        monkeypatch.setattr(shards, "parts", read)
+    with pytest.raises(PermissionError) as error:
+        prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=1)
+    assert error.value is refused
+    # a preparing process sends it back pickled: the carrier keeps the error whole
+    carried = pickle.loads(pickle.dumps(shards._CorpusReadError(refused)))
+    assert (carried.error.errno, carried.error.filename) == (errno.EACCES, refused.filename)
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_a_corpus_file_gone_after_planning_is_named_not_the_cache(tmp_path, monkeypatch, num_proc):
+    """The same for a file that cannot be opened when its unit is read (moved away after the units were
+    planned; for any user, root too), in this process or a preparing one."""
+    corpus = Corpus("text", (str(write_corpus(tmp_path / "corpus", files=3) / "*.txt"),))
+    gone = tmp_path / "moved" / "1.txt"
+    planned = corpus.units()
+    planned[1] = dataclasses.replace(planned[1], path=str(gone))
+    monkeypatch.setattr(Corpus, "units", lambda self: planned)
+    with pytest.raises(Exception) as error:  # noqa: PT011 - the reading code's own error passes through
+        prepare(corpus, ByteTokenizer(), RULE, tmp_path / "cache", num_proc=num_proc)
+    assert not isinstance(error.value, CacheWriteError) and "cache_dir" not in str(error.value)
+    assert str(gone) in str(error.value) and "\n" not in str(error.value)
