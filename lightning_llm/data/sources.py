@@ -8,10 +8,14 @@ and are relative to the current directory.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from lightning_llm.errors import first_line
+
 __all__ = [
+    "MAX_RECORD_BYTES",
     "SourceError",
     "as_paths",
     "expand_paths",
@@ -22,9 +26,14 @@ __all__ = [
     "read_parquet_files",
     "read_text_file",
     "read_text_files",
+    "record_too_large",
+    "size_words",
 ]
 
 _GLOB_CHARS = frozenset("*?[")
+# The most one JSON Lines record (a line) or one Parquet cell may hold: a larger one is refused, naming it,
+# before it is parsed or tokenized (a record is parsed, and its text tokenized, whole).
+MAX_RECORD_BYTES = 64 << 20
 
 
 class SourceError(ValueError):
@@ -153,17 +162,40 @@ def _read_jsonl(path: Path, field: str) -> list[str]:
 
 def json_object(line: str, where: str, wanted: str = "") -> dict:
     """One JSON Lines record, which must be an object; ``where`` (file:line) and ``wanted`` (e.g. "with a
-    'text' field") go into the message when it is not."""
+    'text' field") go into the message when it is not. A record over ``MAX_RECORD_BYTES`` is refused."""
+    if len(line) > MAX_RECORD_BYTES // 4 and len(line.encode("utf-8", "surrogatepass")) > MAX_RECORD_BYTES:
+        raise SourceError(record_too_large(where, MAX_RECORD_BYTES))
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
         raise SourceError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
     except RecursionError:  # Python's parser recurses once per level of nesting
         raise SourceError(f"{where}: JSON nested too deeply to read") from None
+    except ValueError as err:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise SourceError(_number_too_long(where, err)) from None
     if not isinstance(record, dict):
         wanted = f" {wanted}" if wanted else ""
         raise SourceError(f"{where}: expected a JSON object{wanted}, got {type(record).__name__}")
     return record
+
+
+def record_too_large(where: str, limit: int, remedy: str = "split it into smaller records") -> str:
+    """The message for a record over ``limit`` bytes (``MAX_RECORD_BYTES``): ``where`` is its file:line."""
+    return f"{where}: a record over {size_words(limit)}, the most one record may hold; {remedy}"
+
+
+def size_words(size: int) -> str:
+    """``size`` bytes in words: "64 MiB", "300.5 MiB", "1000 bytes"."""
+    return f"{size / 2**20:.4g} MiB" if size >= 2**20 else f"{size} bytes"
+
+
+def _number_too_long(where: str, error: ValueError) -> str:
+    if "digits" not in str(error):  # no other ValueError is known to come out of json.loads
+        return f"{where}: not valid JSON ({first_line(error)})"
+    return (
+        f"{where}: not readable JSON: a number of more than {sys.get_int_max_str_digits()} digits (the most "
+        "Python reads); write it as a string or drop the field"
+    )
 
 
 def jsonl_text(line: str, field: str, where: str | Callable[[], str]) -> str:
@@ -172,7 +204,7 @@ def jsonl_text(line: str, field: str, where: str | Callable[[], str]) -> str:
     if callable(where):
         try:  # the common case, without working out where the line is
             record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):  # json_object below names the problem
+        except (ValueError, RecursionError):  # json_object below names the problem
             record = None
         if isinstance(record, dict) and isinstance(record.get(field), str):
             if "\\u" not in line:  # only an escape can make a lone surrogate

@@ -8,28 +8,54 @@ hashes the file list only (paths, sizes, modification times, the reader's settin
 cached neither reads the corpus text nor plans its units. ``documents(unit)`` streams a unit's documents (a
 text file is one document, a record or a row is one), and ``parts(unit)`` their blank-line-separated
 paragraphs, holding one paragraph (or one record) in memory at a time: a paragraph longer than
-``PART_CHARS`` (a text file with no blank line, one huge line) comes in parts of bounded size.
+``PART_CHARS`` (a text file with no blank line, one huge line) comes in parts of bounded size, and a run of
+whitespace blocks is not held (it is read again from the file if text follows it), so memory and the work per
+block stay bounded whatever the file holds. A JSON Lines record (a line: ``\n``, ``\r\n`` or a lone
+``\r`` ends one) over ``MAX_RECORD_BYTES`` (64 MiB) is refused, naming it, before it is held whole, and so is
+a Parquet cell over it before it becomes a string; a Parquet row group is read in batches of about
+``_BATCH_BYTES`` of text.
 
 Errors name the file and the spot (line, byte offset, row, row group), as ``lightning_llm.data.sources``
-does; an error of a reading library (pyarrow, datasets) becomes such a one-line ``SourceError`` too.
+does; an error of a reading library (pyarrow, datasets), or an OSError reading a corpus file (no permission,
+gone), becomes such a one-line ``SourceError`` too (a ValueError, so never taken for a cache folder's error).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from lightning_llm.data.corpus import SPLIT_KEY_CHARS, split_paragraphs
-from lightning_llm.data.sources import SourceError, expand_paths, jsonl_text, pydoc_topics
+from lightning_llm.data.sources import (
+    MAX_RECORD_BYTES,
+    SourceError,
+    expand_paths,
+    jsonl_text,
+    pydoc_topics,
+    record_too_large,
+    size_words,
+)
 from lightning_llm.errors import first_line
 
-__all__ = ["KINDS", "SUFFIXES", "UNIT_BYTES", "Corpus", "Part", "Unit", "documents", "parts"]
+__all__ = [
+    "KINDS",
+    "MAX_RECORD_BYTES",
+    "SUFFIXES",
+    "UNIT_BYTES",
+    "Corpus",
+    "Part",
+    "Unit",
+    "documents",
+    "parts",
+]
 
 KINDS = ("text", "jsonl", "parquet", "dataset", "pydoc")
 SUFFIXES = {"text": (".txt",), "jsonl": (".jsonl",), "parquet": (".parquet",)}  # what a folder in paths means
@@ -38,6 +64,8 @@ UNIT_ROWS = 100_000  # rows of a saved dataset per unit
 PART_CHARS = 2 * SPLIT_KEY_CHARS  # a paragraph longer than this is streamed in parts (the first: its key)
 _LINE_BYTES = 1 << 20  # how far past a cut point a blank line (or line end) is looked for at a time
 _BLOCK_BYTES = 1 << 20  # text read and decoded at a time
+_BATCH_BYTES = 16 << 20  # about how much text of a Parquet column is decoded at a time
+_BATCH_ROWS = 1024  # the most rows of a Parquet column decoded at a time
 _LEADING_BLANK_LINES = re.compile(r"\A(?:[^\S\n]*\n)+")
 _LAST_BLANK_LINE = re.compile(r"[\s\S]*(\n[^\S\n]*\n)")  # greedy: the last blank line of a text
 _BLANK_LINE = re.compile(r"\n\s*\n")
@@ -149,9 +177,13 @@ def _file_identity(path: Path) -> list:
 
 
 def _byte_units(path: Path, kind: str, field: str, unit_bytes: int) -> list[Unit]:
-    size = path.stat().st_size
+    with _reading(path):
+        size = path.stat().st_size
     if size == 0:
         raise SourceError(f"{path}: file is empty")
+    if size > unit_bytes:  # the start is checked before a scan for cut points (a huge binary file has none)
+        with _reading(path), open(path, "rb") as file:
+            _check_binary(path, file.read(_BLOCK_BYTES), 0)
     cuts = [0]
     while size - cuts[-1] > unit_bytes:
         cut = _boundary_after(path, cuts[-1] + unit_bytes, blank_line=kind == "text")
@@ -164,25 +196,54 @@ def _byte_units(path: Path, kind: str, field: str, unit_bytes: int) -> list[Unit
 
 def _boundary_after(path: Path, offset: int, *, blank_line: bool) -> int:
     """The byte offset just after the first line end at or after ``offset`` (text: after the first blank
-    line, so a paragraph is never cut), or the file size if there is none."""
-    with open(path, "rb") as file:
+    line, so a paragraph is never cut), or the file size if there is none. A NUL byte on the way stops it:
+    the file is binary."""
+    with _reading(path), open(path, "rb") as file:
         file.seek(offset)
-        _rest_of_line(file)
+        _rest_of_line(path, file)
         while blank_line:
-            line = file.readline(_LINE_BYTES)
+            line = _read_line(path, file)
             if not line:
                 break
             if line.endswith(b"\n") and not line.strip():
                 break
             if not line.endswith(b"\n"):
-                _rest_of_line(file)
+                _rest_of_line(path, file)
         return file.tell()
 
 
-def _rest_of_line(file) -> None:  # noqa: ANN001 - a binary file
+def _rest_of_line(path: Path, file) -> None:  # noqa: ANN001 - a binary file
     """Read past the end of the current line, a bounded block at a time."""
-    while (block := file.readline(_LINE_BYTES)) and not block.endswith(b"\n"):
+    while (block := _read_line(path, file)) and not block.endswith(b"\n"):
         pass
+
+
+def _read_line(path: Path, file) -> bytes:  # noqa: ANN001 - a binary file
+    """The rest of the line, at most ``_LINE_BYTES`` of it, refused if it holds a NUL byte."""
+    at = file.tell()
+    line = file.readline(_LINE_BYTES)
+    _check_binary(path, line, at)
+    return line
+
+
+def _check_binary(path: Path | str, raw: bytes, offset: int) -> None:
+    """Refuse ``raw``, read at byte ``offset``, if it holds a NUL byte (valid UTF-8 text never does; binary
+    files almost always do)."""
+    if (nul := raw.find(b"\0")) >= 0:
+        raise SourceError(f"{path}: looks binary (NUL byte at offset {offset + nul}); expected UTF-8 text")
+
+
+@contextmanager
+def _reading(path: Path | str) -> Iterator[None]:
+    """An OSError reading corpus file ``path`` (no permission, gone, a device that refuses reads) as a
+    one-line ``SourceError`` naming the file: a ValueError, so never reported as the cache folder's."""
+    try:
+        yield
+    except OSError as error:
+        raise SourceError(
+            f"{path}: cannot be read ({error.strerror or first_line(error)}); make it readable "
+            "(e.g. chmod a+r) or leave it out of data.paths"
+        ) from None
 
 
 def _parquet_units(path: Path, column: str) -> list[Unit]:
@@ -316,7 +377,10 @@ def documents(unit: Unit) -> Iterator[str]:
 
 
 def _parquet_documents(unit: Unit) -> Iterator[str]:
-    """A row group's strings, a batch at a time; a page that does not decode names the file and row group."""
+    """A row group's strings, a batch at a time: batches of about ``_BATCH_BYTES`` by the row group's own
+    size (``_batch_rows``), each turned into strings ``_BATCH_BYTES`` at a time; a cell over
+    ``MAX_RECORD_BYTES`` is refused before it becomes a string, and a page that does not decode names the
+    file and row group."""
     import pyarrow as pa
 
     try:
@@ -325,20 +389,85 @@ def _parquet_documents(unit: Unit) -> Iterator[str]:
     except (pa.ArrowException, OSError) as err:
         raise SourceError(f"{unit.path}: not a readable Parquet file ({first_line(err)})") from None
     for group in range(unit.start, unit.end):
-        batches = file.iter_batches(batch_size=1024, row_groups=[group], columns=[unit.field])
+        where = f"{unit.path} row group {group}"
+        try:
+            batch_rows = _batch_rows(file.metadata.row_group(group), unit.field)
+            batches = file.iter_batches(batch_size=batch_rows, row_groups=[group], columns=[unit.field])
+        except (pa.ArrowException, OSError) as err:
+            raise SourceError(f"{where}: cannot be read ({first_line(err)})") from None
         while True:
             try:
                 batch = next(batches, None)
-                values = None if batch is None else batch.column(0).to_pylist()
+                pieces = None if batch is None else _slices(batch.column(0))
             except (pa.ArrowException, OSError) as err:
-                raise SourceError(
-                    f"{unit.path} row group {group}: cannot be read ({first_line(err)})"
-                ) from None
-            if values is None:
+                raise SourceError(f"{where}: cannot be read ({first_line(err)})") from None
+            if pieces is None:
                 break
-            for value in values:
-                yield _string(value, lambda row=row: f"{unit.path} row {row}")
-                row += 1
+            for first, length, size in pieces:
+                if size is not None:
+                    raise SourceError(
+                        record_too_large(
+                            f"{unit.path} row {row}",
+                            MAX_RECORD_BYTES,
+                            f"this one holds {size_words(size)}; split it into smaller rows",
+                        )
+                    )
+                try:
+                    values = batch.column(0).slice(first, length).to_pylist()
+                except (pa.ArrowException, OSError) as err:
+                    raise SourceError(f"{where}: cannot be read ({first_line(err)})") from None
+                for value in values:
+                    yield _string(value, lambda row=row: f"{unit.path} row {row}")
+                    row += 1
+
+
+def _batch_rows(group, column: str) -> int:  # noqa: ANN001 - pyarrow's RowGroupMetaData
+    """Rows per batch so that a decoded batch holds about ``_BATCH_BYTES`` of the column, by the row group's
+    uncompressed size. A dictionary-encoded column's size understates its rows (a value may repeat in every
+    row): any row may then be as large as the whole column chunk, so it is assumed to be."""
+    chunks = [
+        group.column(index)
+        for index in range(group.num_columns)
+        if group.column(index).path_in_schema.split(".")[0] == column
+    ]
+    size = sum(chunk.total_uncompressed_size for chunk in chunks)
+    if group.num_rows <= 0 or size <= 0:
+        return _BATCH_ROWS
+    rows = group.num_rows * _BATCH_BYTES // size
+    if any(chunk.has_dictionary_page for chunk in chunks):
+        rows = min(rows, _BATCH_BYTES // size)
+    return max(1, min(_BATCH_ROWS, rows))
+
+
+def _slices(column) -> list[tuple[int, int, int | None]]:  # noqa: ANN001 - a pyarrow Array
+    """``(first row, rows, None)`` for consecutive slices of ``column`` holding about ``_BATCH_BYTES`` of text
+    each, taken from its string lengths without making any string; ``(row, 1, bytes)`` for a cell over
+    ``MAX_RECORD_BYTES``, where it is. A column that is not of strings is one slice (its first value is then
+    refused as not a string)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = column.dictionary if isinstance(column, pa.DictionaryArray) else column
+    kind = values.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)):
+        return [(0, len(column), None)]
+    lengths = pc.binary_length(values)
+    if isinstance(column, pa.DictionaryArray):
+        lengths = pc.take(lengths, column.indices)
+    sizes = lengths.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if sizes.size and int(sizes.max()) > MAX_RECORD_BYTES:
+        at = int(np.argmax(sizes > MAX_RECORD_BYTES))
+        return [*_slices(column.slice(0, at)), (at, 1, int(sizes[at]))]
+    ends = np.cumsum(sizes)
+    pieces, first = [], 0
+    while first < len(sizes):
+        before = int(ends[first - 1]) if first else 0
+        last = int(np.searchsorted(ends, before + _BATCH_BYTES, side="right"))
+        last = max(last, first + 1)
+        pieces.append((first, last - first, None))
+        first = last
+    return pieces
 
 
 def _dataset_documents(unit: Unit) -> Iterator[str]:
@@ -375,7 +504,39 @@ def _text_parts(unit: Unit) -> Iterator[Part]:
     rest = ""  # what follows the last blank line read: the current paragraph, or what is left of it
     key: str | None = None  # the current paragraph's key, once a first part of it has been yielded
     after_blank_line = unit.start > 0  # a later unit of a file starts just after a blank line
-    for _, block in _blocks(unit):
+    # Whitespace-only blocks read after rest, not held: [byte offset of the first, characters, line ends]. No
+    # blank line is in them (with rest's trailing whitespace); what follows decides whether they end the
+    # paragraph (a blank line or the end: dropped) or go on it (text: read again and yielded), so a run of
+    # whitespace costs bounded memory and work per block however long it is.
+    held: list[int] | None = None
+    for offset, block in _blocks(unit):
+        lead = len(block) - len(block.lstrip())
+        newlines = block.count("\n", 0, lead)
+        blank = lead == len(block)  # whitespace only
+        if after_blank_line:  # rest and held: whitespace with no line end, after a blank line
+            if blank and not newlines:
+                held = _hold(held, offset, block, newlines)
+                continue
+            if newlines:
+                held = None  # on whitespace-only lines, which the blank line takes (below)
+        elif held is not None or blank:
+            trailing = rest[len(rest.rstrip()) :]
+            if trailing.count("\n") + (held[2] if held else 0) + newlines >= 2:  # a blank line
+                if held is not None:  # it ends the paragraph as a blank line there would
+                    held, rest = None, rest + "\n\n"
+            elif blank:
+                held = _hold(held, offset, block, newlines)
+                continue
+        if held is not None:  # text follows the held whitespace on its paragraph: the whitespace is text
+            after_blank_line = False
+            for chunk in _reread(unit, held[0], held[1]):
+                rest += chunk
+                if len(rest) > PART_CHARS:
+                    part, rest, key = _long_part(rest, key, keep_back=False)
+                    if part is not None:
+                        found = True
+                        yield part
+            held = None
         # A blank line not yet seen ends in the block: it starts in rest's trailing whitespace, or later.
         search_from = 0 if after_blank_line else len(rest.rstrip())
         text = rest + block
@@ -396,16 +557,10 @@ def _text_parts(unit: Unit) -> Iterator[Part]:
         else:
             rest = text
         if len(rest) > PART_CHARS:  # a paragraph too long to hold: yield what it holds so far
-            end = len(rest.rstrip())  # trailing whitespace is kept back: it may end the paragraph
-            start = 1 if key is None and rest.startswith("\n") else 0  # as split_paragraphs strips it
-            if key is None and end - start >= SPLIT_KEY_CHARS:
-                key = rest[start:end]
+            part, rest, key = _long_part(rest, key)
+            if part is not None:
                 found = True
-                yield Part(0, key, key)
-                rest = rest[end:]
-            elif key is not None and end:
-                yield Part(0, rest[:end], key, True)
-                rest = rest[end:]
+                yield part
     if key is not None:
         if tail := rest.rstrip():
             yield Part(0, tail, key, True)
@@ -415,6 +570,40 @@ def _text_parts(unit: Unit) -> Iterator[Part]:
             yield Part(0, paragraph, paragraph)
     if not found and unit.whole_file:
         raise SourceError(f"{unit.path}: file is empty")
+
+
+def _hold(held: list[int] | None, offset: int, block: str, newlines: int) -> list[int]:
+    if held is None:
+        return [offset, len(block), newlines]
+    return [held[0], held[1] + len(block), held[2] + newlines]
+
+
+def _reread(unit: Unit, offset: int, chars: int) -> Iterator[str]:
+    """The first ``chars`` characters of ``unit``'s text from the block at byte ``offset`` on, a block at a
+    time (blocks read from a block's start are those read before)."""
+    blocks = _blocks(dataclasses.replace(unit, start=offset))
+    try:
+        for _, text in blocks:
+            if chars <= 0:
+                break
+            yield text[:chars]
+            chars -= len(text)
+    finally:
+        blocks.close()
+
+
+def _long_part(rest: str, key: str | None, *, keep_back: bool = True) -> tuple[Part | None, str, str | None]:
+    """The part to yield of a paragraph's ``rest`` too long to hold, what is left, and the paragraph's key
+    (its first part, at least ``SPLIT_KEY_CHARS`` long). ``keep_back``: trailing whitespace stays in rest,
+    since it may end the paragraph."""
+    end = len(rest.rstrip()) if keep_back else len(rest)
+    start = 1 if key is None and rest.startswith("\n") else 0  # as split_paragraphs strips it
+    if key is None and end - start >= SPLIT_KEY_CHARS:
+        key = rest[start:end]
+        return Part(0, key, key), rest[end:], key
+    if key is not None and end:
+        return Part(0, rest[:end], key, True), rest[end:], key
+    return None, rest, key
 
 
 def _finished(text: str, key: str | None) -> Iterator[Part]:
@@ -454,10 +643,10 @@ def _lines(unit: Unit) -> Iterator[tuple[Callable[[], str], str]]:
 def _blocks(unit: Unit) -> Iterator[tuple[int, str]]:
     """``(byte offset, text)`` of the unit in blocks of about ``_BLOCK_BYTES``, decoded and checked, newlines
     normalised (``\r\n`` and a lone ``\r`` too). A JSON Lines block ends at a line end (a record is read
-    whole); a text block anywhere but inside a character or a ``\r\n``, so a line with no end is read a
-    bounded block at a time."""
+    whole, up to ``MAX_RECORD_BYTES``); a text block anywhere but inside a character or a ``\r\n``, so a
+    line with no end is read a bounded block at a time."""
     path = unit.path
-    with open(path, "rb") as file:
+    with _reading(path), open(path, "rb") as file:
         file.seek(unit.start)
         offset = unit.start
         while offset < unit.end:
@@ -465,14 +654,11 @@ def _blocks(unit: Unit) -> Iterator[tuple[int, str]]:
             if not raw:
                 break
             if offset + len(raw) < unit.end:
-                if unit.kind == "jsonl" and not raw.endswith(b"\n"):
-                    raw += file.readline()  # whole lines: a record is parsed whole
+                if unit.kind == "jsonl":
+                    raw = _whole_lines(path, file, raw, offset, unit.end)
                 elif unit.kind == "text":
                     raw = _whole_characters(file, raw, unit.end - offset)
-            if (nul := raw.find(b"\0")) >= 0:  # valid UTF-8 never holds NUL; binary files almost always do
-                raise SourceError(
-                    f"{path}: looks binary (NUL byte at offset {offset + nul}); expected UTF-8 text"
-                )
+            _check_binary(path, raw, offset)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -485,6 +671,51 @@ def _blocks(unit: Unit) -> Iterator[tuple[int, str]]:
                 text = text.removeprefix("\ufeff")  # a byte-order mark is not text (read_text_file)
             yield offset, _normalise(text)
             offset += len(raw)
+
+
+def _whole_lines(path: str, file, raw: bytes, offset: int, end: int) -> bytes:  # noqa: ANN001 - a binary file
+    """``raw`` (read at byte ``offset``, a line's start) up to its last line end (``\n``, ``\r\n`` or a lone
+    ``\r``), the file put back to just after it; if it holds none, the line read on to its end, refused once
+    it is over ``MAX_RECORD_BYTES`` (or holds a NUL byte, which the caller refuses), a bounded read at a
+    time."""
+    last = max(raw.rfind(b"\n"), raw.rfind(b"\r"))
+    if last >= 0:
+        if last == len(raw) - 1:
+            return raw + _lf_after_cr(file, raw)
+        file.seek(last + 1 - len(raw), os.SEEK_CUR)
+        return raw[: last + 1]
+    pieces, size = [raw], len(raw)
+    while offset + size < end and b"\0" not in pieces[-1]:
+        chunk = file.read(min(_BLOCK_BYTES, end - offset - size))
+        if not chunk:
+            break
+        stops = [at for at in (chunk.find(b"\n"), chunk.find(b"\r")) if at >= 0]
+        if stops:
+            stop = min(stops)
+            file.seek(stop + 1 - len(chunk), os.SEEK_CUR)
+            chunk = chunk[: stop + 1]
+            chunk += _lf_after_cr(file, chunk)
+        if size + len(chunk.rstrip(b"\r\n")) > MAX_RECORD_BYTES:
+            where = f"{path}:{_line_number(path, offset)}"
+            remedy = "split it into smaller records (or read plain text with data=text)"
+            raise SourceError(record_too_large(where, MAX_RECORD_BYTES, remedy))
+        pieces.append(chunk)
+        size += len(chunk)
+        if stops:
+            break
+    return b"".join(pieces)
+
+
+def _lf_after_cr(file, raw: bytes) -> bytes:  # noqa: ANN001 - a binary file
+    """The ``\n`` of a ``\r\n`` that ``raw`` ends halfway through, read from the file; else nothing."""
+    if not raw.endswith(b"\r"):
+        return b""
+    after = file.read(1)
+    if after == b"\n":
+        return after
+    if after:
+        file.seek(-1, os.SEEK_CUR)
+    return b""
 
 
 def _whole_characters(file, raw: bytes, left: int) -> bytes:  # noqa: ANN001 - a binary file
@@ -517,12 +748,17 @@ def _normalise(line: str) -> str:
 
 
 def _line_number(path: str, offset: int) -> int:
-    """The 1-based number of the line starting at byte ``offset``: counted only for an error message."""
-    count = 1
-    with open(path, "rb") as file:
+    """The 1-based number of the line starting at byte ``offset`` (``\n``, ``\r\n`` and a lone ``\r`` end a
+    line, as read): counted only for an error message."""
+    count, previous = 1, b""
+    with _reading(path), open(path, "rb") as file:
         while offset > 0:
             block = file.read(min(offset, _LINE_BYTES))
-            count += block.count(b"\n")
+            if not block:
+                break
+            count += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+            count -= previous == b"\r" and block.startswith(b"\n")  # a \r\n across two reads
+            previous = block[-1:]
             offset -= len(block)
     return count
 

@@ -176,3 +176,16 @@ def test_a_split_without_answers_is_refused_and_empty_answers_are_counted(tmp_pa
     blank = [{"prompt": f"question {i}", "response": "" if i % 2 else "yes"} for i in range(300)]
     data(blank).setup("fit")
     assert "conversations answer with empty text: they teach only the end-of-text token" in caplog.text
+
+
+def test_a_record_over_the_size_cap_is_refused_naming_it(tmp_path, monkeypatch):
+    """A record is tokenized whole before it is cut to block_size (no prefix of its text is provably the
+    prefix of its tokens), so its size is capped: one 40 MB prompt took 1 GB. The cap, made small here."""
+    from lightning_llm.data import sources
+
+    monkeypatch.setattr(sources, "MAX_RECORD_BYTES", 1000)
+    records = [{"prompt": "ok", "response": "ok"}, {"prompt": "p" * 2000, "response": "r"}]
+    path = write_jsonl(tmp_path / "sft.jsonl", records)
+    with pytest.raises(SourceError) as error:
+        read_conversations([str(path)], FIELDS)
+    assert str(error.value).startswith(f"{path}:2: a record over 1000 bytes") and "\n" not in str(error.value)

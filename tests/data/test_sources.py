@@ -174,3 +174,31 @@ def test_a_byte_order_mark_is_not_text(tmp_path):
     (tmp_path / "a.jsonl").write_bytes('\ufeff{"text": "hi"}\n'.encode())
     assert read_text_files([str(tmp_path / "a.txt")]) == ["hello"]
     assert read_jsonl_files([str(tmp_path / "a.jsonl")], "text") == ["hi"]
+
+
+def test_a_number_too_long_for_python_is_one_line_naming_the_line(tmp_path):
+    """json.loads refuses an integer of over 4300 digits (sys.get_int_max_str_digits) with a ValueError that
+    named no file, in any field, used or not: now the file and line, and what to do."""
+    from lightning_llm.data.sources import json_object
+
+    huge = "9" * 5000
+    path = write_jsonl(tmp_path / "big.jsonl", ['{"text": "ok"}', '{"text": "x", "id": ' + huge + "}"])
+    with pytest.raises(
+        SourceError, match=r"big\.jsonl:2: not readable JSON: a number of more than \d+ digits"
+    ):
+        read_jsonl_files([str(path)], "text")
+    with pytest.raises(SourceError, match=r"^f\.jsonl:7: .* write it as a string or drop the field$"):
+        json_object('{"label": -' + huge + "}", "f.jsonl:7")  # the classification and SQuAD readers' parser
+
+
+def test_a_json_record_over_the_cap_is_refused_before_it_is_parsed(monkeypatch):
+    from lightning_llm.data import sources
+
+    monkeypatch.setattr(sources, "MAX_RECORD_BYTES", 1000)
+    assert sources.json_object('{"text": "' + "é" * 400 + '"}', "f.jsonl:1") == {
+        "text": "é" * 400
+    }  # 800 bytes
+    with pytest.raises(
+        SourceError, match=r"^f\.jsonl:2: a record over 1000 bytes, .*; split it into smaller"
+    ):
+        sources.json_object('{"text": "' + "é" * 600 + '"}', "f.jsonl:2")
