@@ -8,6 +8,7 @@ and are relative to the current directory.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +62,9 @@ def as_paths(key: str, paths: list[str] | str) -> list[str]:
 def expand_paths(patterns: list[str], suffixes: tuple[str, ...] = ()) -> list[Path]:
     """The files named by ``patterns`` (paths or globs), in the given order, each glob's matches sorted. With
     ``suffixes`` (a reader's formats, e.g. ``(".parquet",)``), a folder means every file with one of them
-    under it, at any depth (a Hub snapshot keeps its files under ``data/``); without, a folder is refused."""
+    under it, at any depth (a Hub snapshot keeps its files under ``data/``), skipping hidden files and folders
+    (names starting with a dot: ``.git``, ``.venv``, ``.ipynb_checkpoints``) and not entering symlinked
+    folders, as a ``**`` glob does; without, a folder is refused."""
     if not patterns:
         raise FileNotFoundError("no input paths given; pass at least one file or glob")
     files: dict[Path, Path] = {}  # real path -> the path as named: a file named twice is read once
@@ -78,7 +81,7 @@ def _expand_one(pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
     if _GLOB_CHARS.isdisjoint(expanded):
         path = Path(expanded)
         if path.is_dir() and suffixes:
-            found = sorted(p for p in path.rglob("*") if p.suffix in suffixes and p.is_file())
+            found = sorted(p for p in _walk(path) if p.suffix in suffixes and p.is_file())
             if not found:
                 raise FileNotFoundError(
                     f"no {' or '.join(suffixes)} files under the folder '{pattern}' (looked in {Path.cwd()})"
@@ -93,6 +96,16 @@ def _expand_one(pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
     if not matches:
         raise FileNotFoundError(f"no files match '{pattern}' (looked in {Path.cwd()})")
     return matches
+
+
+def _walk(folder: Path) -> list[Path]:
+    """The files under ``folder`` but hidden ones (a name starting with a dot) and those under hidden
+    folders, not entering symlinked folders: what ``folder/**/*`` matches (``_glob``), skipped unwalked."""
+    found = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found.extend(Path(root, name) for name in files if not name.startswith("."))
+    return found
 
 
 def not_a_file(path: Path) -> str:

@@ -126,8 +126,12 @@ class Corpus:
         """The corpus's files in order (``datasets`` folders for ``dataset``), from names and metadata."""
         if self.kind == "pydoc":
             return []
-        if self.kind == "dataset":
-            return [_dataset_folder(pattern) for pattern in self.paths]
+        if self.kind == "dataset":  # a folder named twice (``ds``, ``ds/``, ``../x/ds``) is read once
+            folders: dict[Path, Path] = {}
+            for pattern in self.paths:
+                folder = _dataset_folder(pattern)
+                folders.setdefault(folder.resolve(), folder)
+            return list(folders.values())
         return expand_paths(list(self.paths), suffixes=SUFFIXES[self.kind])
 
     def units(self) -> list[Unit]:
@@ -275,6 +279,7 @@ def _dataset_folder(pattern: str) -> Path:
             "datasets' save_to_disk"
         )
     if (folder / "state.json").is_file():
+        _check_state(folder / "state.json")
         return folder
     if (folder / "dataset_dict.json").is_file():
         splits = sorted(p.name for p in folder.iterdir() if (p / "state.json").is_file())
@@ -290,6 +295,38 @@ def _dataset_folder(pattern: str) -> Path:
         f"{folder}: not a folder written by datasets' save_to_disk (no state.json); "
         "for a DatasetDict pass its split's folder, e.g. data.paths=[corpus/train]"
     )
+
+
+def _check_state(path: Path) -> None:
+    """Refuse a ``state.json`` that ``datasets`` would fail on obscurely or read outside its folder with: it
+    must be an object whose ``_data_files`` lists the folder's own Arrow files by plain name (an absolute
+    path or ``../x`` would be read from elsewhere, and the token cache's key, which hashes the folder's
+    files, would miss its changes) and whose ``_format_type`` is null or a name."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:
+        raise SourceError(f"{path}: not valid JSON ({first_line(err)}); re-save the dataset") from None
+    if not isinstance(state, dict):
+        raise SourceError(f"{path}: expected a JSON object, got {type(state).__name__}; re-save the dataset")
+    files = state.get("_data_files")
+    if not isinstance(files, list) or not files:
+        raise SourceError(
+            f"{path}: '_data_files' must list the folder's Arrow files ([{{\"filename\": "
+            f'"data-00000-of-00001.arrow"}}, ...]), got {json.dumps(files)[:60]}; re-save the dataset'
+        )
+    for entry in files:
+        name = entry.get("filename") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise SourceError(
+                f"{path}: '_data_files' entry {json.dumps(entry)[:200]} is not a plain file name inside the "
+                "folder (a dataset folder reads only its own files); re-save the dataset"
+            )
+        if not (path.parent / name).is_file():
+            raise SourceError(f"{path}: '_data_files' names '{name}', which is not a file in the folder")
+    if not isinstance(state.get("_format_type"), str | None):
+        raise SourceError(
+            f"{path}: '_format_type' must be null or a format name, got {json.dumps(state['_format_type'])}"
+        )
 
 
 def _dataset_units(folder: Path, column: str) -> list[Unit]:
@@ -473,7 +510,7 @@ def _slices(column) -> list[tuple[int, int, int | None]]:  # noqa: ANN001 - a py
 def _dataset_documents(unit: Unit) -> Iterator[str]:
     folder = Path(unit.path)
     try:
-        dataset = _load_dataset(folder).select_columns([unit.field])
+        dataset = _load_dataset(folder).select_columns([unit.field]).with_format(None)  # python values
     except SourceError:
         raise
     except Exception as err:  # noqa: BLE001 - any library error becomes one line naming the file

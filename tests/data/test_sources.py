@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -202,3 +203,16 @@ def test_a_json_record_over_the_cap_is_refused_before_it_is_parsed(monkeypatch):
         SourceError, match=r"^f\.jsonl:2: a record over 1000 bytes, .*; split it into smaller"
     ):
         sources.json_object('{"text": "' + "é" * 600 + '"}', "f.jsonl:2")
+
+
+def test_a_folder_skips_hidden_files_and_folders_as_a_glob_does(tmp_path, monkeypatch):
+    # a folder walk read .venv/.../*.dist-info files and .ipynb_checkpoints copies: data counted twice
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text('{"text": "a"}\n')
+    for hidden in (".ipynb_checkpoints/train-checkpoint.jsonl", ".venv/lib/x.dist-info/t.jsonl", ".h.jsonl"):
+        (tmp_path / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / hidden).write_text('{"text": "a"}\n')
+    monkeypatch.chdir(tmp_path)
+    assert expand_paths(["."], suffixes=(".jsonl",)) == [Path("data/train.jsonl")]
+    assert expand_paths(["**/*.jsonl"]) == expand_paths(["./"], suffixes=(".jsonl",))
+    assert expand_paths([".venv"], suffixes=(".jsonl",))  # a hidden folder named itself is read
