@@ -48,7 +48,7 @@ from lightning_llm.errors import (
     path_argument,
 )
 from lightning_llm.tokenizers import Tokenizer
-from lightning_llm.untrusted import check_stored_config, torch_file_is_zip
+from lightning_llm.untrusted import check_plain_structure, check_stored_config, torch_file_is_zip
 
 __all__ = [
     "CheckpointError",
@@ -176,9 +176,52 @@ def read_metadata(path: Path) -> Any:
     source = path / META_FILE if path.is_dir() else path
     mmap = torch_file_is_zip(source)  # torch memory-maps only its zip format; the legacy one is read whole
     try:
-        return torch.load(source, map_location="cpu", mmap=mmap, weights_only=True)
+        meta = torch.load(source, map_location="cpu", mmap=mmap, weights_only=True)
     except Exception as error:  # whatever torch and its unpickler raise for a damaged or hostile file
         raise _unreadable(path, error) from None
+    check_plain_structure(meta, path)
+    check_own_entries(meta, path)
+    return meta
+
+
+# The entries lightning_llm adds to a checkpoint, of the types it writes them with
+_OWN_ENTRIES = {
+    "config": dict,
+    "overrides": list,
+    "tokenizer_fingerprint": str,
+    "frozen_fingerprint": str,
+    "tokens_seen": int,
+    "rng_states": dict,
+}
+
+
+def check_own_entries(checkpoint: Any, source: object) -> None:
+    """Refuse a checkpoint whose lightning_llm entries are not of the types it writes, or whose run config
+    (stored resolved) holds an interpolation (``${oc.env:...}`` would read this machine's environment into
+    the run's config and logs): a damaged or crafted file, said in one line instead of a traceback later."""
+    if not isinstance(checkpoint, dict):
+        return
+    for key, kind in _OWN_ENTRIES.items():
+        value = checkpoint.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise CheckpointError(
+                f"{source}: its {key} is a {type(value).__name__}, not the {kind.__name__} lightning_llm "
+                "writes (damaged or crafted); refused"
+            )
+    if any(not isinstance(item, str) for item in checkpoint.get("overrides") or []):
+        raise CheckpointError(f"{source}: its overrides are not all strings (damaged or crafted); refused")
+    pending = [checkpoint.get("config") or {}]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, str) and "${" in node:
+            raise CheckpointError(
+                f"{source}: its run config holds the interpolation {node[:80]!r}, which lightning_llm stores "
+                "resolved (damaged or crafted); refused"
+            )
 
 
 def stored_step(path: Path) -> int | None:
@@ -254,33 +297,58 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # whatever torch and its unpickler raise for a damaged or hostile file
         raise _unreadable(path, error, "corrupt or truncated?") from None
+    check_plain_structure(checkpoint, path)
+    check_own_entries(checkpoint, path)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{path} is not a Lightning checkpoint: it has no 'state_dict'")
     return checkpoint
 
 
+# The dtypes the framework writes model weights in: an integer (or float8) one is a damaged or crafted index.
+_SHARDED_WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
 def load_sharded(path: str | Path) -> dict[str, Any]:
     """A sharded (DCP) checkpoint directory as one single-file-style checkpoint dict: every entry of its
     ``meta.pt`` plus ``state_dict`` with the full (unsharded) CPU tensors of the module's weights; no
-    optimizer state. Needs no process group, whatever world size wrote it."""
+    optimizer state. Needs no process group, whatever world size wrote it. Nothing is allocated before its
+    index has been checked against its shards (``read_dcp_metadata``) and its weights' dtypes are floating
+    point; a ``meta.pt`` torch.save did not write (compressed entries) is refused before it is read."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     path = Path(path)
+    torch_file_is_zip(path / META_FILE)  # a compressed archive could unpack into any amount of memory
     meta = torch.load(path / META_FILE, map_location="cpu", weights_only=True)
+    check_plain_structure(meta, path)
+    check_own_entries(meta, path)
     reader = safe_reader(path)
-    index = reader.read_metadata()
+    index = reader.read_metadata()  # checked: each tensor's declared size needs exactly its stored bytes
     # Full-size empty tensors, as DCP's index records them, for the module's weights only: DCP fills them
     # from every rank's shards. The optimizer_<i> entries would double the memory and are useless here.
-    weights: dict[str, torch.Tensor] = {}
-    for key, entry in index.state_dict_metadata.items():
-        top, _, name = key.partition(".")
-        if top == "state_dict" and isinstance(entry, TensorStorageMetadata):
-            weights[name] = torch.empty(entry.size, dtype=entry.properties.dtype)
+    declared = {
+        key.partition(".")[2]: entry
+        for key, entry in index.state_dict_metadata.items()
+        if key.partition(".")[0] == "state_dict" and isinstance(entry, TensorStorageMetadata)
+    }
+    for name, entry in declared.items():
+        _check_sharded_weight_dtype(path, f"state_dict.{name}", entry.properties.dtype)
+    weights = {name: torch.empty(item.size, dtype=item.properties.dtype) for name, item in declared.items()}
     with warnings.catch_warnings():  # it warns that it loads in one process even when told to (no_dist)
         warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
         dcp.load({"state_dict": weights}, storage_reader=reader, no_dist=True)
     return {**meta, "state_dict": weights}
+
+
+def _check_sharded_weight_dtype(path: Path, key: str, dtype: torch.dtype) -> None:
+    """Refuse a model weight that a sharded checkpoint's index declares other than floating point: DCP
+    would cast the stored floats into it (an integer weight of zeros), silently."""
+    if dtype not in _SHARDED_WEIGHT_DTYPES:
+        reason = (
+            f"its {DCP_METADATA} declares the weight {key} as {str(dtype).removeprefix('torch.')}; weights "
+            "are floating point (float32, bfloat16, float16 or float64), refused (damaged or crafted)"
+        )
+        raise CheckpointError(f"{path} is not a readable sharded checkpoint: {reason}", reason)
 
 
 def _load_sharded_checked(path: Path) -> dict[str, Any]:
@@ -456,10 +524,17 @@ def _state_differences(expected: dict[str, torch.Tensor], found: dict[str, torch
         for name, value in expected.items()
         if name in found and found[name].shape != value.shape
     ]
+    retyped = [  # integer weights for float ones would load as whole numbers, silently
+        f"{name} {found[name].dtype} vs {value.dtype}"
+        for name, value in expected.items()
+        if isinstance(found.get(name), torch.Tensor)
+        and (found[name].is_floating_point() != value.is_floating_point() or found[name].is_complex())
+    ]
     parts = [
         ("missing", missing),
         ("unexpected", unexpected),
         ("shape differs (checkpoint vs model)", reshaped),
+        ("type differs (checkpoint vs model)", retyped),
     ]
     return "; ".join(f"{label}: {_first_few(names)}" for label, names in parts if names)
 
@@ -557,17 +632,19 @@ def check_tokenizer(
 def check_resumable(
     path: str | Path,
     model_config: dict[str, Any],
-    tokenizer_fingerprint: str,
+    tokenizer_fingerprint: str | None,
     schedule: dict[str, Any] | None = None,
     restored: dict[str, Any] | None = None,
+    partial: bool = False,
 ) -> None:
-    """Refuse to resume from a checkpoint of another model shape or tokenizer, naming what differs. (Lightning
-    would fail later with a wall of missing/unexpected keys, or worse, load same-shaped weights that mean
-    something else under another tokenizer.) Refuse a change to the settings whose state the checkpoint
-    restores (``restored``: dotted key -> value; the optimizer's, the windows', the seed's): the new value
-    would be recorded in the run's config but not used. Warn, naming them, when the settings the
-    learning-rate schedule is computed from (``schedule``) differ from the run's: given on purpose (a run
-    trained further), but the schedule then changes mid-run."""
+    """Refuse to resume from a checkpoint of another model shape or tokenizer, naming what differs (only
+    the model settings ``model_config`` holds, when ``partial``; no tokenizer check without a
+    fingerprint). (Lightning would fail later with a wall of missing/unexpected keys, or worse, load
+    same-shaped weights that mean something else under another tokenizer.) Refuse a change to the settings
+    whose state the checkpoint restores (``restored``: dotted key -> value; the optimizer's, the windows',
+    the seed's): the new value would be recorded in the run's config but not used. Warn, naming them, when
+    the settings the learning-rate schedule is computed from (``schedule``) differ from the run's: given
+    on purpose (a run trained further), but the schedule then changes mid-run."""
     path = Path(path)
     if path.is_dir():
         read_dcp_metadata(path / DCP_METADATA)  # before DCP unpickles it while loading the shards
@@ -577,7 +654,7 @@ def check_resumable(
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
     stored_tokenizer = meta.get("tokenizer_fingerprint")
-    if stored_tokenizer is not None and stored_tokenizer != tokenizer_fingerprint:
+    if tokenizer_fingerprint is not None and stored_tokenizer not in (None, tokenizer_fingerprint):
         raise CheckpointError(
             f"{path} was trained with another tokenizer (fingerprint {stored_tokenizer[:12]}, this run's is "
             f"{tokenizer_fingerprint[:12]}); resume with the run's own tokenizer settings"
@@ -585,7 +662,7 @@ def check_resumable(
     stored_model = (meta.get("config") or {}).get("model") or {}
     differences = [
         f"model.{key}={stored_model.get(key)!r} there, {model_config.get(key)!r} here"
-        for key in sorted(set(stored_model) | set(model_config))
+        for key in sorted(set(model_config) if partial else set(stored_model) | set(model_config))
         if key != "init_from" and stored_model.get(key) != model_config.get(key)
     ]
     if stored_model and differences:

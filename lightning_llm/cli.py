@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             if not args.multirun:  # a sweep's job folders are claimed by each job (train.run)
                 check_on_this_machine(first)
                 resuming = first.get("ckpt_path") not in (None, "", "null")
-                claim_run_folder(folders.get("hydra.run.dir"), resuming)
+                claim_run_folder(folders.get("hydra.run.dir"), resuming, first)
     except (ConfigError, registry.PluginError) as error:
         refuse(error)
     if added:
@@ -185,7 +186,10 @@ def resume_overrides(overrides: list[str]) -> list[str]:
         if not source.is_file():
             return []
         try:
-            stored = OmegaConf.to_container(OmegaConf.load(source))
+            if source.stat().st_size > 1 << 20 or not source.is_file():  # Hydra writes a few hundred bytes
+                raise ValueError("not a file of the size Hydra writes")
+            # PyYAML keeps an alias a reference (OmegaConf would expand a 400-byte alias bomb without end)
+            stored = yaml.safe_load(source.read_text(encoding="utf-8"))
         except Exception as error:  # whatever the YAML reader raises, one line naming the file
             raise ConfigError(f"{source}: cannot read the run's overrides ({first_line(error)})") from None
     if not isinstance(stored, list) or not all(isinstance(o, str) for o in stored):
@@ -477,14 +481,21 @@ def _unknown_keys(cfg: DictConfig, reference: DictConfig, prefix: str) -> Iterab
             yield from _unknown_keys(cfg[key], reference[key], f"{path}.")
 
 
-def claim_run_folder(folder: str | None, resuming: bool) -> None:
+def claim_run_folder(folder: str | None, resuming: bool, cfg: DictConfig | None = None) -> None:
     """Before Hydra writes into ``hydra.run.dir`` (``folder``, None when the clock names it: a new folder):
     refuse a folder that is not a run's or (fresh launches) holds one, and lock it for this launch
-    (``run_folder``), whether an override or a preset chose it."""
+    (``run_folder``), whether an override or a preset chose it; a resume of ``cfg`` that its checkpoint
+    refuses (another model) is refused before Hydra rewrites the folder's ``.hydra/``."""
     from lightning_llm import run_folder  # deferred: it imports torch, which --help does not need
+    from lightning_llm.errors import CheckpointError
 
     if folder and run_folder.is_launching_rank():
         run_folder.check_launch(folder, resuming)
+        if resuming and cfg is not None:
+            try:
+                run_folder.check_resume_early(cfg, folder)
+            except CheckpointError as error:
+                raise ConfigError(str(error)) from None
         run_folder.lock(folder)
 
 

@@ -200,6 +200,7 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         device = _device(args.device)
         inputs = _inputs(args)
         model, tokenizer, config = load_run(args.run, args.tokenizer)
+        _check_finite(model, args.run)
         _check_representable(tokenizer, inputs, args)
         _generate(model.to(device), tokenizer, config, inputs, args, device, out)
     except (OSError, ValueError) as error:
@@ -207,6 +208,16 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
+
+
+def _check_finite(model: nn.Module, source: str) -> None:
+    """A model with NaN or infinite weights (a run that diverged) samples from NaN probabilities: say so."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{source}: its weight {name} holds NaN or infinite values (a run that diverged?); nothing "
+                "can be generated from it"
+            )
 
 
 class Output:

@@ -338,7 +338,13 @@ class LanguageModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
         if "rng_states" in checkpoint:
-            _set_rng_states(checkpoint["rng_states"])
+            try:
+                _set_rng_states(checkpoint["rng_states"])
+            except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+                raise ValueError(
+                    f"the checkpoint's rng_states cannot be restored ({type(error).__name__}: {error}); "
+                    "damaged or crafted"
+                ) from None
         if "frozen_fingerprint" in checkpoint:
             self._complete_with_frozen(checkpoint)
 

@@ -309,19 +309,44 @@ def start(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, tokenizer: Tokeniz
     }
     from lightning_llm.distributed.checkpointing import ShardedStrategy  # deferred: it imports Lightning
 
-    restored = {  # what the checkpoint restores the state of: the optimizer's, the data position's, the RNGs'
-        **{f"optim.{key}": value for key, value in OmegaConf.to_container(cfg.optim, resolve=True).items()},
-        "data.block_size": cfg.data.get("block_size"),
-        "seed": cfg.get("seed"),
-    }
     sharded = isinstance(trainer.strategy, ShardedStrategy)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     resume = resume_point(
-        cfg.ckpt_path, run_dir, sharded, model_config, tokenizer.fingerprint(), schedule, restored
+        cfg.ckpt_path,
+        run_dir,
+        sharded,
+        model_config,
+        tokenizer.fingerprint(),
+        schedule,
+        restored_settings(cfg),
     )
     if trainer.is_global_zero:
         tokenizer.save(run_dir / "tokenizer.json")
     return resume
+
+
+def restored_settings(cfg: DictConfig) -> dict[str, object]:
+    """The settings whose state a checkpoint restores (the optimizer's, the data position's, the RNGs'): a
+    resume may not change them (``checkpoint.check_resumable``)."""
+    return {
+        **{f"optim.{key}": value for key, value in OmegaConf.to_container(cfg.optim, resolve=True).items()},
+        "data.block_size": cfg.data.get("block_size"),
+        "seed": cfg.get("seed"),
+    }
+
+
+def check_resume_early(cfg: DictConfig, run_dir: str | Path) -> None:
+    """What of ``resume_point`` needs nothing built (the model's settings, those the checkpoint restores),
+    checked before Hydra rewrites the run's ``.hydra/`` for a launch that would then be refused, leaving the
+    folder describing a run it does not hold. The tokenizer and strategy are checked when the run starts."""
+    sharded = cfg.trainer.get("strategy") == "fsdp"  # the strategy resolve_run makes a ShardedStrategy
+    found = resume_path(cfg.get("ckpt_path"), Path(run_dir), sharded_strategy=sharded)
+    if found:  # a setting left unset may be decided by the data when the run starts: not compared here
+        model_config = {
+            k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if v is not None
+        }
+        restored = {k: v for k, v in restored_settings(cfg).items() if v is not None}
+        check_resumable(found, model_config, None, restored=restored, partial=True)
 
 
 def resume_point(

@@ -23,7 +23,9 @@ __all__ = [
     "MODULES_PER_TENSOR",
     "SPARE_ELEMENTS",
     "SPARE_MODULES",
+    "check_plain_structure",
     "check_stored_config",
+    "stored_elements",
     "torch_file_is_zip",
 ]
 
@@ -66,6 +68,41 @@ def torch_file_is_zip(path: Path) -> bool:
 MODULES_PER_TENSOR, SPARE_MODULES, SPARE_ELEMENTS = 32, 1024, 2**26
 
 
+def stored_elements(state: dict[str, Any]) -> int:
+    """The elements ``state``'s tensors hold in storage: a tensor expanded from one element (stride 0, as a
+    crafted file can store it) counts as what it stores, not as the ``numel`` it claims."""
+    return sum(
+        min(t.numel(), t.untyped_storage().nbytes() // max(1, t.element_size()))
+        for t in state.values()
+        if isinstance(t, torch.Tensor)
+    )
+
+
+MAX_NODES = 1_000_000  # a checkpoint's plain data (its config, optimizer state, callbacks): ~10^4 nodes
+MAX_DEPTH = 100
+
+
+def check_plain_structure(value: Any, source: object) -> None:
+    """Refuse a loaded checkpoint whose plain data (dicts, lists, strings; tensors are leaves) nests deeper
+    than ``MAX_DEPTH`` or, walked as a reader walks it, visits more than ``MAX_NODES`` entries: the
+    unpickler keeps shared references, so a 2 MB file can hold a list of ten copies of a list of ten copies
+    ... that any walk over it (the check for code in a config, OmegaConf) would never finish."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    visited = 0
+    while stack:
+        node, depth = stack.pop()
+        visited += 1
+        if visited > MAX_NODES or depth > MAX_DEPTH:
+            what = (
+                f"nests deeper than {MAX_DEPTH}" if depth > MAX_DEPTH else f"holds over {MAX_NODES:,} entries"
+            )
+            raise CheckpointError(f"{source}: its data {what} (damaged or crafted); refused")
+        if isinstance(node, dict):
+            stack.extend((item, depth + 1) for pair in node.items() for item in pair)
+        elif isinstance(node, list | tuple):
+            stack.extend((item, depth + 1) for item in node)
+
+
 def check_stored_config(
     build: Callable[[], nn.Module],
     state: dict[str, Any],
@@ -78,7 +115,7 @@ def check_stored_config(
     elements must fit them (``whole``: the state is the whole model, not adapters or a base to re-read).
     ``what`` names the config in messages ("its model" of a Hugging Face folder's ``config.json``)."""
     limit = MODULES_PER_TENSOR * len(state) + SPARE_MODULES
-    stored = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))
+    stored = stored_elements(state)
     # while building, tensors registered (a tied one counts each time it is assigned, so a looser bound)
     registered_limit = 4 * stored + 2 * SPARE_ELEMENTS if whole else math.inf
     made = registered = 0

@@ -574,3 +574,180 @@ def test_a_hugging_face_folder_given_with_a_tilde_is_found(tmp_path, monkeypatch
     assert huggingface.is_hf_folder("~/models/gpt2")
     with pytest.raises(FileNotFoundError, match=r"is a Hugging Face model folder \(config.json\), not a"):
         find_checkpoint(tmp_path / "models" / "gpt2")
+
+
+# --------------------------------------------------------------------------- sharded checkpoints handed over
+
+
+def rewrite_index(checkpoint: Path, change) -> None:
+    """``checkpoint``'s DCP index with ``change`` applied to its entries (a damaged or crafted .metadata)."""
+    import pickle
+
+    from lightning_llm.dcp_index import read_dcp_metadata
+
+    index = read_dcp_metadata(checkpoint / ".metadata")
+    change(index.state_dict_metadata)
+    with open(checkpoint / ".metadata", "wb") as file:
+        pickle.dump(index, file)
+
+
+def refused_in_one_line(checkpoint: Path, tmp_path: Path, capsys, expected: str) -> None:
+    """Loading ``checkpoint`` (a sharded folder given directly) and consolidating it are refused, each in one
+    line matching ``expected`` and naming it, and nothing is written."""
+    import re
+
+    with pytest.raises(CheckpointError, match=expected) as refused:
+        load_checkpoint(checkpoint)
+    assert str(checkpoint) in str(refused.value) and "\n" not in str(refused.value)
+    output = tmp_path / "consolidated.pt"
+    assert main(["consolidate", str(checkpoint), "--output", str(output)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(checkpoint) in error and re.search(expected, error), error
+    assert not output.exists()
+
+
+def test_a_sharded_checkpoints_compressed_meta_pt_is_refused_before_it_is_read(sharded_run, tmp_path, capsys):
+    """torch stores every entry uncompressed: a meta.pt re-zipped with DEFLATE could unpack a few KB into any
+    amount of memory (and into the consolidated file). Refused as a single-file checkpoint is."""
+    import zipfile
+
+    run_dir, _, _ = sharded_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    meta = torch.load(last / "meta.pt", weights_only=True)
+    buffer = io.BytesIO()
+    torch.save({**meta, "padding": torch.zeros(2**20)}, buffer)  # 4 MB of zeros: DEFLATE packs them to KBs
+    deflated = zipfile.ZipFile(last / "meta.pt", "w", zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(buffer) as stored, deflated as zipped:
+        for entry in stored.infolist():
+            zipped.writestr(entry.filename, stored.read(entry))
+    assert (last / "meta.pt").stat().st_size < 2**20
+    refused_in_one_line(last, tmp_path, capsys, r"meta\.pt .*compressed")
+
+
+@pytest.mark.parametrize("inflated", ["size", "size and chunk"])
+def test_a_sharded_checkpoint_declaring_more_than_its_shards_hold_is_refused_before_allocating(
+    sharded_run, tmp_path, capsys, inflated
+):
+    """DCP's index declares each tensor's size; a full-size tensor is allocated from it before the shards are
+    read. One declared larger than its stored bytes is refused, naming it, before anything is allocated."""
+    run_dir, _, _ = sharded_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+
+    def inflate(entries):
+        entry = entries["state_dict.model.wte.weight"]
+        entry.size = torch.Size([entry.size[0] * 1000, entry.size[1]])
+        if inflated == "size and chunk":
+            entry.chunks[0].sizes = entry.size
+
+    rewrite_index(last, inflate)
+    refused_in_one_line(last, tmp_path, capsys, r"state_dict\.model\.wte\.weight .*bytes")
+    with pytest.raises(FileNotFoundError, match=r"1 unusable"):  # passed over when looked for in its run
+        find_checkpoint(run_dir)
+
+
+def test_a_sharded_checkpoint_whose_chunk_points_outside_its_shard_is_refused(sharded_run, tmp_path, capsys):
+    import pickle
+
+    from lightning_llm.dcp_index import read_dcp_metadata
+
+    run_dir, _, _ = sharded_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    index = read_dcp_metadata(last / ".metadata")
+    (shard,) = last.glob("*.distcp")
+    for where in index.storage_data.values():
+        if where.relative_path == shard.name:
+            where.offset += shard.stat().st_size
+    (last / ".metadata").write_bytes(pickle.dumps(index))
+    refused_in_one_line(last, tmp_path, capsys, rf"{shard.name}")
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_a_sharded_checkpoints_integer_weight_is_refused_naming_it(sharded_run, tmp_path, capsys, dtype):
+    """A float weight declared integer in DCP's index was read as zeros (the shard's floats cast), silently.
+    Model weights are floating point; an optimizer's integer state (a step counter) is still fine."""
+    run_dir, _, _ = sharded_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+
+    def retype(entries):
+        entries["state_dict.model.wte.weight"].properties.dtype = dtype
+
+    rewrite_index(last, retype)
+    refused_in_one_line(last, tmp_path, capsys, r"model\.wte\.weight")
+
+    counted = tmp_path / "counted.ckpt"
+    weights = {"model.w": torch.ones(2)}
+    optimizer = {"state": {"model.w": {"step": torch.tensor(7)}}, "param_groups": [{"params": ["model.w"]}]}
+    make_sharded({"global_step": 1, "state_dict": weights}, counted, optimizer_states=[optimizer])
+    assert torch.equal(load_checkpoint(counted)["state_dict"]["model.w"], weights["model.w"])
+
+
+def test_code_planted_in_a_shards_non_tensor_entry_is_refused_before_dcp_runs_it(sharded_run, tmp_path):
+    """DCP reads a non-tensor entry (an optimizer's ``param_groups``) back with ``torch.load(weights_only=
+    False)`` when Lightning resumes from a sharded checkpoint: the index check loads each with
+    ``weights_only=True`` first, so a shard planted with code is refused, and the code never runs."""
+    import pickle
+
+    from lightning_llm.dcp_index import read_dcp_metadata
+    from lightning_llm.distributed.checkpointing import ShardedStrategy
+
+    run_dir, _, _ = sharded_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    marker = tmp_path / "it ran"
+
+    class Planted:
+        def __reduce__(self):
+            return exec, (f"import pathlib; pathlib.Path({str(marker)!r}).touch()",)
+
+    planted = io.BytesIO()
+    torch.save(Planted(), planted)
+    index = read_dcp_metadata(last / ".metadata")
+    (shard,) = last.glob("*.distcp")
+    end = shard.stat().st_size
+    with open(shard, "ab") as file:
+        file.write(planted.getvalue())
+    (lr,) = [where for key, where in index.storage_data.items() if key.fqn == "optimizer_0.param_groups.0.lr"]
+    lr.offset, lr.length = end, len(planted.getvalue())
+    (last / ".metadata").write_bytes(pickle.dumps(index))
+
+    expected = r"optimizer_0\.param_groups\.0\.lr\) holds pickled code or objects"
+    with pytest.raises(CheckpointError, match=expected):
+        ShardedStrategy().load_checkpoint(last)  # what resuming calls
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(last)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"tokenizer_fingerprint": 12345}, "its tokenizer_fingerprint is a int, not the str"),
+        ({"tokens_seen": "lots"}, "its tokens_seen is a str, not the int"),
+        ({"overrides": ["optim.lr=1", 3]}, "its overrides are not all strings"),
+        ({"config": {"model": {"name": "gpt", "note": "${oc.env:HOME}"}}}, "holds the interpolation"),
+    ],
+)
+def test_a_checkpoints_own_entries_of_other_types_are_refused_in_one_line(run, change, expected):
+    """Each was a traceback (``'int' object is not subscriptable``) or, an interpolation, this machine's
+    environment read into the run's config and logs."""
+    run_dir, _, _ = run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = load_checkpoint(last)
+    checkpoint.update(change)
+    torch.save(checkpoint, last)
+    for read in (load_run, read_metadata):  # (a run folder passes over it as unusable, naming why)
+        with pytest.raises(CheckpointError, match=expected):
+            read(last)
+
+
+def test_integer_weights_for_float_ones_are_refused_naming_them(run):
+    """An integer tensor loads into a float weight as whole numbers, silently."""
+    run_dir, _, _ = run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = load_checkpoint(last)
+    name = next(iter(checkpoint["state_dict"]))
+    checkpoint["state_dict"][name] = checkpoint["state_dict"][name].long()
+    torch.save(checkpoint, last)
+    with pytest.raises(
+        CheckpointError, match=rf"type differs \(checkpoint vs model\): {name.removeprefix('model.')}"
+    ):
+        load_run(run_dir)

@@ -141,6 +141,19 @@ def test_a_folder_no_launch_claimed_or_holding_links_is_never_written_into(tmp_p
     assert sorted(os.listdir(elsewhere)) == ["notes.txt"]
 
 
+def test_a_resume_its_checkpoint_refuses_leaves_the_folder_as_it_was(finished, tmp_path) -> None:
+    """Another model's settings on resume: refused before Hydra rewrites .hydra/ (which then described a run
+    the folder does not hold, and report listed it so), and a change of a setting decided by the data is
+    left for the run itself."""
+    before = snapshot(finished)
+    run = [f"hydra.run.dir={finished}", f"paths.cache_dir={tmp_path / 'cache'}", "ckpt_path=auto"]
+    line = refused_before_hydra(*TINY, *run, "model.n_layer=3")
+    assert f"{finished}" in line and "holds another model: model.n_layer=" in line and "3 here" in line, line
+    line = refused_before_hydra(*TINY, *run, "optim.weight_decay=0.5")
+    assert "restores the state these settings made" in line and "optim.weight_decay" in line, line
+    assert snapshot(finished) == before
+
+
 def test_all_checkpoints_unusable_is_an_error_naming_them(finished, tmp_path) -> None:
     run = tmp_path / "run"
     subprocess.run(["cp", "-r", str(finished), str(run)], check=True)

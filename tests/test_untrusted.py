@@ -1,0 +1,46 @@
+"""Checks on files anyone may hand over: what a crafted checkpoint's plain data and tensors may claim."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_llm.errors import CheckpointError
+from lightning_llm.untrusted import check_plain_structure, check_stored_config, stored_elements
+
+
+def test_shared_references_that_multiply_a_walk_are_refused_at_once():
+    """A pickle keeps shared references: 30 levels of a list holding one list ten times is a 2 MB file that
+    a walk over (the check for code in a config, OmegaConf) would visit 10^30 times."""
+    bomb: list = ["x"]
+    for _ in range(30):
+        bomb = [bomb] * 10
+    started = time.monotonic()
+    with pytest.raises(CheckpointError, match=r"ckpt: its data holds over 1,000,000 entries"):
+        check_plain_structure({"config": {"extra": bomb}}, "ckpt")
+    assert time.monotonic() - started < 10
+
+
+def test_deep_nesting_is_refused_and_a_checkpoint_passes():
+    deep: dict = {}
+    for _ in range(5_000):
+        deep = {"a": deep}
+    with pytest.raises(CheckpointError, match="nests deeper than 100"):
+        check_plain_structure({"config": deep}, "ckpt")
+    weights = {f"layer{i}.weight": torch.zeros(2, 2) for i in range(1_000)}
+    optimizer = {"state": {i: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(2)} for i in range(1_000)}}
+    check_plain_structure(
+        {"state_dict": weights, "optimizer_states": [optimizer], "config": {"a": [1]}}, "ok"
+    )
+
+
+def test_a_tensor_expanded_from_one_element_counts_as_what_it_stores():
+    """``torch.zeros(1).expand(10**11)`` pickles as one element with stride 0: it must not make room for a
+    config of 10^11 weights (a 2 MB file took 3.5 GB and more before)."""
+    claimed = {"pad": torch.zeros(1).expand(10**11), "w": torch.zeros(4, 4)}
+    assert stored_elements(claimed) == 1 + 16
+    with pytest.raises(CheckpointError, match="describes more than"):
+        check_stored_config(lambda: nn.Linear(2**14, 2**14), claimed)
