@@ -60,6 +60,12 @@ def torch_file_is_zip(path: Path) -> bool:
             f"{path} is not a checkpoint torch.save wrote: its entry {packed} is compressed (torch stores "
             "every entry uncompressed); refused"
         )
+    size = path.stat().st_size  # a stored entry claiming more bytes than the file has would be allocated
+    if big := next((e for e in entries if e.file_size != e.compress_size or e.file_size > size), None):
+        raise CheckpointError(
+            f"{path} is not a checkpoint torch.save wrote: its entry {big.filename} claims {big.file_size:,} "
+            f"bytes, the file has {size:,}; refused"
+        )
     return True
 
 

@@ -44,3 +44,18 @@ def test_a_tensor_expanded_from_one_element_counts_as_what_it_stores():
     assert stored_elements(claimed) == 1 + 16
     with pytest.raises(CheckpointError, match="describes more than"):
         check_stored_config(lambda: nn.Linear(2**14, 2**14), claimed)
+
+
+def test_a_stored_entry_claiming_more_bytes_than_the_file_has_is_refused(tmp_path):
+    """torch reads an entry at the size its directory claims: an uncompressed entry may not claim more."""
+    from lightning_llm.untrusted import torch_file_is_zip
+
+    path = tmp_path / "model.ckpt"
+    torch.save({"w": torch.zeros(4)}, path)
+    assert torch_file_is_zip(path)
+    data = bytearray(path.read_bytes())
+    record = data.index(b"PK\x01\x02")  # the first entry's central directory record
+    data[record + 24 : record + 28] = (2**31 - 1).to_bytes(4, "little")  # its uncompressed size
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"claims 2,147,483,647 bytes, the file has"):
+        torch_file_is_zip(path)
