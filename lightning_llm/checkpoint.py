@@ -192,6 +192,7 @@ _OWN_ENTRIES = {
     "frozen_fingerprint": str,
     "tokens_seen": int,
     "rng_states": dict,
+    "data_settings": dict,
 }
 
 
@@ -636,6 +637,7 @@ def check_resumable(
     schedule: dict[str, Any] | None = None,
     restored: dict[str, Any] | None = None,
     partial: bool = False,
+    data_settings: dict[str, Any] | None = None,
 ) -> None:
     """Refuse to resume from a checkpoint of another model shape or tokenizer, naming what differs (only
     the model settings ``model_config`` holds, when ``partial``; no tokenizer check without a
@@ -670,6 +672,7 @@ def check_resumable(
             f"{path} holds another model: {'; '.join(differences)}. Resume with the same model settings, or "
             f"start a new run from its weights with model.init_from={path}"
         )
+    check_data_settings(meta.get("data_settings"), data_settings, path, "this data")
     stored_config = meta.get("config") or {}
     ignored = [
         f"{key}={_dotted(stored_config, key)!r} there, {value!r} here"
@@ -694,6 +697,34 @@ def check_resumable(
             path,
             "; ".join(changed),
         )
+
+
+def stored_data_settings(path: str | Path) -> dict[str, Any] | None:
+    """What the data decided that the model at ``path`` (a run folder or checkpoint) relies on, as its
+    checkpoint stores it; None for a Hugging Face folder or a checkpoint from before they were stored."""
+    from lightning_llm import huggingface
+
+    path = Path(path).expanduser()
+    if huggingface.is_hf_folder(path):
+        return None
+    stored = read_metadata(find_checkpoint(path)).get("data_settings")
+    return stored if isinstance(stored, dict) else None
+
+
+def check_data_settings(stored: Any, given: dict[str, Any] | None, source: object, data: str) -> None:
+    """Refuse data that decides otherwise than the data a model was trained on (``stored``, its checkpoint's
+    ``data_settings``): a classifier's class i must mean the same label, or every score is silently wrong."""
+    for key, value in (given or {}).items():
+        if isinstance(stored, dict) and key in stored and stored[key] != value:
+            raise CheckpointError(
+                f"{source} was trained with {key} [{_shown(stored[key])}], {data} gives [{_shown(value)}]: "
+                f"class i would mean another {key.removesuffix('s')}; use data with the run's {key}"
+            )
+
+
+def _shown(values: Any, limit: int = 200) -> str:
+    text = ", ".join(map(str, values)) if isinstance(values, list) else repr(values)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _dotted(config: dict[str, Any], key: str) -> Any:

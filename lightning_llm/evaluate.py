@@ -47,7 +47,7 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     from omegaconf import OmegaConf, open_dict
 
     from lightning_llm import cli, config, parts, plugins
-    from lightning_llm.checkpoint import load_run
+    from lightning_llm.checkpoint import check_data_settings, load_run, stored_data_settings
     from lightning_llm.distributed.plan import ParallelPlan
     from lightning_llm.module import LanguageModule
     from lightning_llm.trainer import quiet_lightning
@@ -77,6 +77,8 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     if not getattr(datamodule, "has_split", lambda name: True)(split):
         raise ValueError(f"--split {split}: the data has no {split} split (data.{split}_fraction=0?)")
     _check_heads(model, datamodule, source, cfg.data.name)
+    if given := parts.data_settings_of(datamodule):  # a classifier's labels, in the order it learned them
+        check_data_settings(stored_data_settings(source), given, source, f"data={cfg.data.name}")
     module = LanguageModule(
         model,
         objective,

@@ -223,9 +223,15 @@ def check_compatible(cfg: DictConfig, model: Any) -> None:
 
 
 def language_module(
-    cfg: DictConfig, model: Any, objective: Any, tokenizer: Tokenizer, plan: ParallelPlan
+    cfg: DictConfig,
+    model: Any,
+    objective: Any,
+    tokenizer: Tokenizer,
+    plan: ParallelPlan,
+    data_settings: dict[str, Any] | None = None,
 ) -> LanguageModule:
-    """The LightningModule: objective, metrics, optimizer and schedule, and what a checkpoint must carry."""
+    """The LightningModule: objective, metrics, optimizer and schedule, and what a checkpoint must carry
+    (``data_settings``: what the data decided that the model relies on, ``data_settings_of``)."""
     return LanguageModule(
         model,
         objective,
@@ -236,6 +242,7 @@ def language_module(
             "config": OmegaConf.to_container(cfg, resolve=True),
             "tokenizer_fingerprint": tokenizer.fingerprint(),
             "overrides": _launch_overrides(),
+            **({"data_settings": data_settings} if data_settings else {}),
         },
         parallel=plan,
         save_trainable_only=config.lora_settings(cfg.model).adapters_only,
@@ -248,6 +255,13 @@ def _launch_overrides() -> list[str] | None:
     from hydra.core.hydra_config import HydraConfig
 
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+
+
+def data_settings_of(datamodule: Any) -> dict[str, Any]:
+    """What the data decided that a model trained on it relies on beyond its shape (a classifier's label
+    order): the data module's optional ``data_settings()``, stored in checkpoints and checked by evaluate and
+    resume."""
+    return dict(getattr(datamodule, "data_settings", dict)())
 
 
 def metrics(cfg: DictConfig) -> dict[str, Any]:

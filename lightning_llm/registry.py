@@ -59,8 +59,10 @@ CONTRACTS: dict[str, Contract] = {
         ("tokenizer", "cache_dir"),
         "a lightning.LightningDataModule with texts('train') for tokenizer training (or "
         "tokenizer_sample(max_chars): a sample of a large corpus) and batches the objective understands; "
-        "optionally has_split(split) and model_settings() (model parameters the data decides, filled in "
-        "where the config leaves them unset)",
+        "optionally has_split(split), model_settings() (model parameters the data decides, filled in "
+        "where the config leaves them unset) and data_settings() (what else a model trained on it relies on, "
+        "such as a classifier's label order: stored in checkpoints, and data evaluating or resuming it must "
+        "give the same)",
     ),
     "model": Contract(
         ("vocab_size",),

@@ -296,7 +296,13 @@ def remove_unfinished_checkpoints(run_dir: Path) -> None:
 # --------------------------------------------------------------------------- what to resume from
 
 
-def start(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, tokenizer: Tokenizer) -> str | None:
+def start(
+    cfg: DictConfig,
+    run_dir: Path,
+    trainer: L.Trainer,
+    tokenizer: Tokenizer,
+    data_settings: dict[str, object] | None = None,
+) -> str | None:
     """A launch's first writes, in the order that keeps the folder safe: clear unfinished checkpoint writes,
     find and check the checkpoint to resume from (``resume_point``), then save the tokenizer, so a refused
     resume leaves the folder as it was. Returns the checkpoint to resume from, None for a fresh start."""
@@ -319,6 +325,7 @@ def start(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, tokenizer: Tokeniz
         tokenizer.fingerprint(),
         schedule,
         restored_settings(cfg),
+        data_settings,
     )
     if trainer.is_global_zero:
         tokenizer.save(run_dir / "tokenizer.json")
@@ -357,12 +364,15 @@ def resume_point(
     tokenizer_fingerprint: str,
     schedule: dict | None = None,
     restored: dict | None = None,
+    data_settings: dict | None = None,
 ) -> str | None:
     """Where a launch resumes from (``resume_path``), checked against its model settings, tokenizer, restored
     and schedule settings (``checkpoint.check_resumable``) before anything is written to the run folder."""
     found = resume_path(ckpt_path, run_dir, sharded_strategy=sharded)
     if found:
-        check_resumable(found, model_config, tokenizer_fingerprint, schedule, restored)
+        check_resumable(
+            found, model_config, tokenizer_fingerprint, schedule, restored, data_settings=data_settings
+        )
     return found
 
 

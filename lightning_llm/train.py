@@ -84,7 +84,8 @@ def train(
     model = parts.model(cfg, tokenizer.vocab_size, datamodule, on_meta=on_meta)
     objective = parts.build(cfg, "objective", tokenizer=tokenizer)
     parts.check_compatible(cfg, model)
-    module = parts.language_module(cfg, model, objective, tokenizer, plan)
+    data_settings = parts.data_settings_of(datamodule)
+    module = parts.language_module(cfg, model, objective, tokenizer, plan, data_settings)
 
     summary, throughput = RunSummary(), Throughput(**cfg.callbacks.throughput)
     preemption = Preemption(run_dir / "checkpoints" / "last.ckpt")
@@ -93,7 +94,7 @@ def train(
     validates = getattr(datamodule, "has_split", lambda split: True)("val")
     trainer = build_trainer(cfg, trainer_args, run_dir, tokenizer, objective, own, validates=validates)
 
-    resume = run_folder.start(cfg, run_dir, trainer, tokenizer)
+    resume = run_folder.start(cfg, run_dir, trainer, tokenizer, data_settings)
     try:
         with preemption.stops_with_a_checkpoint(run_dir):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)

@@ -169,3 +169,32 @@ def test_settings_evaluate_would_not_use_are_refused(override, expected):
     check_overrides(
         ["objective=masked_lm", "metrics=[accuracy]", "paths.cache_dir=/c", "trainer.precision=32"]
     )
+
+
+def test_a_classifier_is_scored_only_on_data_with_its_own_labels(tmp_path, make_cfg):
+    """Class i is the i-th label of the training data: data with other labels (as many) rebuilt the order from
+    itself and scored the classifier against the wrong names, silently; a resume with them is refused too."""
+    from lightning_llm.train import train
+
+    def write(name: str, labels: list[str]) -> Path:
+        rows = [{"text": f"{word} example number {i}", "label": word} for i in range(24) for word in labels]
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        return path
+
+    trained_on = write("abc.jsonl", ["apple", "berry", "cherry"])
+    setup = ["model=encoder", "objective=classification", "data=classification"]
+    train(make_cfg(*setup, f"data.paths=[{trained_on}]", "trainer.max_steps=2"), run_dir=tmp_path / "run")
+    same = evaluate(str(tmp_path / "run"), ["data=classification", f"data.paths=[{trained_on}]"])
+    assert "val_loss" in same
+    other = write("xyz.jsonl", ["x-ray", "yak", "zebra"])
+    with pytest.raises(
+        ValueError, match=r"was trained with labels \[apple, berry, cherry\], data=classification"
+    ):
+        evaluate(str(tmp_path / "run"), ["data=classification", f"data.paths=[{other}]"])
+    own_tokenizer = ["tokenizer=pretrained", f"tokenizer.path={tmp_path / 'run' / 'tokenizer.json'}"]
+    resumed = make_cfg(
+        *setup, *own_tokenizer, f"data.paths=[{other}]", "trainer.max_steps=4", "ckpt_path=auto"
+    )
+    with pytest.raises(ValueError, match=r"this data gives \[x-ray, yak, zebra\]"):
+        train(resumed, run_dir=tmp_path / "run")

@@ -74,6 +74,11 @@ class ClassificationDataModule(SplitDataModule):
         """What the data decides of the model: its classifier head has one output per label."""
         return {"num_classes": self.num_classes}
 
+    def data_settings(self) -> dict[str, list[str]]:
+        """What a model trained on this data relies on beyond its shape: class i means ``labels[i]``. Stored
+        in its checkpoints; data that evaluates or resumes it must give the same order."""
+        return {"labels": self.labels}
+
     def fingerprint(self) -> str:
         """A hash of the split examples and split parameters: same value, same data, on any machine."""
         params = {"val": self.val_fraction, "test": self.test_fraction, "seed": self.split_seed}
