@@ -147,6 +147,17 @@ def survey_checkpoints(folder: str | Path) -> tuple[Path | None, dict[Path, str]
     return (max(ranked)[-1] if ranked else None), unusable
 
 
+def _is_legacy_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file in torch's pre-zip format (a pickle stream, protocol 2)."""
+    if not path.is_file():  # opening a FIFO would block
+        return False
+    try:
+        with open(path, "rb") as file:
+            return file.read(2) == b"\x80\x02"
+    except OSError:
+        return False
+
+
 def inspect_checkpoint(path: Path) -> tuple[int | None, str | None]:
     """``(global_step, None)`` for a usable checkpoint, ``(None, why not)`` otherwise. Reads only metadata:
     the pickled structure of a file (memory-mapped, ``weights_only``), or a sharded folder's ``meta.pt``
@@ -156,6 +167,8 @@ def inspect_checkpoint(path: Path) -> tuple[int | None, str | None]:
     if not is_complete(path):
         if path.is_dir():
             return None, f"incomplete sharded checkpoint: it needs both {META_FILE} and {DCP_METADATA}"
+        if _is_legacy_file(path):
+            return None, "in torch's pre-1.6 format, which no lightning_llm run writes"
         return None, "not a whole checkpoint file (truncated?)"
     try:
         if path.is_dir():
@@ -876,8 +889,13 @@ def consolidated_path(sharded: Path) -> Path:
 def _consolidate(path: Path, output: str | None) -> Path:
     source = find_checkpoint(path)
     if not source.is_dir():
-        torch_file_is_zip(source)  # a file torch did not write is named as such
+        read_metadata(source)  # a file torch did not write, or one holding code, is named as such
         raise CheckpointError(f"{source} is a single-file checkpoint already; load it as it is")
+    if not output and (source.is_symlink() or source.parent.is_symlink()):
+        raise CheckpointError(
+            f"{source} is reached through a link, and its consolidation would be written beside the link's "
+            "target; name the file to write with --output"
+        )
     target = Path(output).expanduser() if output else consolidated_path(source)
     _check_output(target, source)
     return consolidate(source, target)

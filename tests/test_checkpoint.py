@@ -13,6 +13,7 @@ from lightning_llm.checkpoint import (
     build_model_from_checkpoint,
     find_checkpoint,
     init_from,
+    inspect_checkpoint,
     is_complete,
     latest_checkpoint,
     load_checkpoint,
@@ -190,6 +191,12 @@ def test_a_checkpoint_in_torchs_legacy_format_is_read_and_a_folder_or_fifo_named
     os.mkfifo(tmp_path / "pipe.ckpt")  # reading it would block
     with pytest.raises(CheckpointError, match=r"pipe\.ckpt is not a checkpoint: not a regular file"):
         read_metadata(tmp_path / "pipe.ckpt")
+    # Found among a run's checkpoints (no run writes it so), it is passed over saying which format it is.
+    assert inspect_checkpoint(tmp_path / "old.ckpt") == (
+        None,
+        "in torch's pre-1.6 format, which no lightning_llm run writes",
+    )
+    assert inspect_checkpoint(tmp_path / "pipe.ckpt")[0] is None
 
 
 def test_load_checkpoint_refuses_truncated_files_and_pickled_code(run, tmp_path):
@@ -751,3 +758,16 @@ def test_integer_weights_for_float_ones_are_refused_naming_them(run):
         CheckpointError, match=rf"type differs \(checkpoint vs model\): {name.removeprefix('model.')}"
     ):
         load_run(run_dir)
+
+
+def test_consolidating_through_a_linked_checkpoints_folder_needs_an_output(sharded_run, tmp_path, capsys):
+    """Beside a checkpoint reached through a link is beside the link's target: a folder the user did not
+    name. With --output it is written where asked."""
+    run_dir, _, _ = sharded_run
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(run_dir / "checkpoints", elsewhere)
+    (run_dir / "checkpoints").symlink_to(elsewhere)
+    assert main(["consolidate", str(run_dir)]) == 2
+    assert "is reached through a link" in capsys.readouterr().err
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["last.ckpt"]
+    assert main(["consolidate", str(run_dir), "--output", str(tmp_path / "model.pt")]) == 0
