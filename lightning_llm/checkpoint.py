@@ -450,9 +450,7 @@ def build_model_from_checkpoint(checkpoint: dict[str, Any], vocab_size: int) -> 
     _register_model(str(node["name"]))
     plugin, params = plugin_params("model", node, key="checkpoint config model")
     state = model_state_dict(checkpoint)
-    check_stored_config(
-        lambda: plugin(vocab_size=vocab_size, **params), state, whole="frozen_fingerprint" not in checkpoint
-    )
+    check_stored_config(lambda: plugin(vocab_size=vocab_size, **params), _weights_budget(state, checkpoint))
     model = plugin(vocab_size=vocab_size, **params)
     if "frozen_fingerprint" in checkpoint:
         state = _with_base(model, state, checkpoint)
@@ -473,6 +471,42 @@ def check_stored_checkpoint(path: Path, build: Callable[[], nn.Module]) -> None:
     meta = read_metadata(path)  # a file's whole dict, its tensors mapped; a folder's meta.pt
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} is not a Lightning checkpoint: it holds a {type(meta).__name__}")
+    check_stored_config(build, _weights_budget(_stored_state(path, meta), meta))
+
+
+def _weights_budget(state: dict[str, torch.Tensor], checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors a stored config must fit: the checkpoint's own and, for an adapters-only checkpoint (its
+    frozen base is not stored but read again from ``model.init_from``), the base's, without their data."""
+    if "frozen_fingerprint" not in checkpoint:
+        return state
+    return {**stored_weights(_adapted_base(checkpoint)), **state}
+
+
+def _adapted_base(checkpoint: dict[str, Any]) -> Path:
+    """The base model an adapters-only checkpoint's LoRA adapters were trained on (``model.init_from``)."""
+    base = run_config(checkpoint)["model"].get("init_from")
+    if not base or not Path(str(base)).expanduser().exists():
+        raise CheckpointError(
+            f"the checkpoint holds LoRA adapters only (model.lora.adapters_only); its base model "
+            f"model.init_from={base!r} is needed to load it and was not found"
+        )
+    return Path(str(base)).expanduser()
+
+
+def stored_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The model weights stored at ``path`` (a run folder, a checkpoint file or sharded folder, or a Hugging
+    Face folder) without reading their data: memory-mapped, or on the meta device from an index's sizes."""
+    from lightning_llm import huggingface
+
+    if huggingface.is_hf_folder(path):
+        shapes = huggingface.read_hf_shapes(path)
+        return {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
+    path = find_checkpoint(path)
+    return _stored_state(path, read_metadata(path))
+
+
+def _stored_state(path: Path, meta: Any) -> dict[str, torch.Tensor]:
+    """The model weights of the checkpoint at ``path`` whose dict (a folder's ``meta.pt``) is ``meta``."""
     if path.is_dir():
         from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
@@ -482,14 +516,11 @@ def check_stored_checkpoint(path: Path, build: Callable[[], nn.Module]) -> None:
             for key, entry in index.state_dict_metadata.items()
             if key.startswith("state_dict.") and isinstance(entry, TensorStorageMetadata)
         }
-    elif isinstance(meta.get("state_dict"), dict):
+    elif isinstance(meta, dict) and isinstance(meta.get("state_dict"), dict):
         stored = meta["state_dict"]
     else:
         raise CheckpointError(f"{path} is not a Lightning checkpoint: it has no 'state_dict'")
-    # adapters only: the base is read again from its own model.init_from, not stored here
-    check_stored_config(
-        build, model_state_dict({"state_dict": stored}), whole="frozen_fingerprint" not in meta
-    )
+    return model_state_dict({"state_dict": stored})
 
 
 def _with_base(
@@ -499,12 +530,7 @@ def _with_base(
     ``model.init_from`` into ``model`` and checked against the fingerprint the run recorded."""
     from lightning_llm.models.lora import frozen_fingerprint
 
-    base = run_config(checkpoint)["model"].get("init_from")
-    if not base or not Path(base).exists():
-        raise CheckpointError(
-            f"the checkpoint holds LoRA adapters only (model.lora.adapters_only); its base model "
-            f"model.init_from={base!r} is needed to load it and was not found"
-        )
+    base = _adapted_base(checkpoint)
     init_from(model, base)
     frozen = {name: value for name, value in model.state_dict().items() if name not in trained}
     if frozen_fingerprint(frozen) != checkpoint["frozen_fingerprint"]:

@@ -115,16 +115,18 @@ MAX_WALKED = 100_000  # entries a launch looks through for links (a run folder h
 
 
 def first_link(folder: Path) -> str | None:
-    """The first link in ``folder`` or below it (its path relative to ``folder``), outside the folders whose
-    writers make links of their own: Hydra rewrites ``.hydra/*.yaml``, loggers their files, in place, and a
-    link there would have them write over a file elsewhere. None when there is none."""
+    """The first link in ``folder`` or below it (its path relative to ``folder``; a hard link too: a file
+    with another name elsewhere), outside the folders whose writers make links of their own: Hydra rewrites
+    ``.hydra/*.yaml``, loggers their files, in place, and a link there would have them write over a file
+    elsewhere. None when there is none."""
     walked = 0
     for root, dirs, files in os.walk(folder):
         here = Path(root)
         for name in sorted([*dirs, *files]):
             walked += 1
-            if (here / name).is_symlink():
-                return str((here / name).relative_to(folder))
+            entry = here / name
+            if entry.is_symlink() or (name in files and entry.lstat().st_nlink > 1):
+                return str(entry.relative_to(folder))
         if here == folder:  # looked at, not into
             dirs[:] = [name for name in dirs if name not in LINKS_OF_ITS_OWN]
         if walked > MAX_WALKED:

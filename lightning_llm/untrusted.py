@@ -8,7 +8,6 @@ under a budget the stored weights set, before any memory is taken.
 
 from __future__ import annotations
 
-import math
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -75,13 +74,22 @@ MODULES_PER_TENSOR, SPARE_MODULES, SPARE_ELEMENTS = 32, 1024, 2**26
 
 
 def stored_elements(state: dict[str, Any]) -> int:
-    """The elements ``state``'s tensors hold in storage: a tensor expanded from one element (stride 0, as a
-    crafted file can store it) counts as what it stores, not as the ``numel`` it claims."""
-    return sum(
-        min(t.numel(), t.untyped_storage().nbytes() // max(1, t.element_size()))
-        for t in state.values()
-        if isinstance(t, torch.Tensor)
-    )
+    """The elements ``state``'s tensors hold in storage: a tensor expanded from one element (stride 0) counts
+    as what it stores, not as the ``numel`` it claims, and views of one storage count it once (a crafted file
+    can hold a thousand views of one tensor). Tensors on the meta device (sizes read from an index) count
+    each as its size."""
+    storages: dict[int, int] = {}  # a loaded storage's address -> the elements it holds
+    total = 0
+    for tensor in state.values():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        held = min(tensor.numel(), tensor.untyped_storage().nbytes() // max(1, tensor.element_size()))
+        if tensor.device.type == "meta":
+            total += held
+        else:
+            address = tensor.untyped_storage().data_ptr()
+            storages[address] = max(storages.get(address, 0), held)
+    return total + sum(storages.values())
 
 
 MAX_NODES = 1_000_000  # a checkpoint's plain data (its config, optimizer state, callbacks): ~10^4 nodes
@@ -112,18 +120,17 @@ def check_plain_structure(value: Any, source: object) -> None:
 def check_stored_config(
     build: Callable[[], nn.Module],
     state: dict[str, Any],
-    whole: bool = True,
     what: str = "the checkpoint's model config",
 ) -> None:
     """Refuse a stored model config (a checkpoint's, read from a file anyone may hand over) that describes a
     model far larger than the weights stored with it, before it takes any memory: ``build`` runs on the meta
     device, stopped once it makes more modules or tensor elements than the weights could belong to, and its
-    elements must fit them (``whole``: the state is the whole model, not adapters or a base to re-read).
-    ``what`` names the config in messages ("its model" of a Hugging Face folder's ``config.json``)."""
+    elements must fit them (``state``: the whole model's weights; an adapters-only checkpoint's with its
+    base's). ``what`` names the config in messages ("its model": a Hugging Face config.json)."""
     limit = MODULES_PER_TENSOR * len(state) + SPARE_MODULES
     stored = stored_elements(state)
     # while building, tensors registered (a tied one counts each time it is assigned, so a looser bound)
-    registered_limit = 4 * stored + 2 * SPARE_ELEMENTS if whole else math.inf
+    registered_limit = 4 * stored + 2 * SPARE_ELEMENTS
     made = registered = 0
 
     def count_module(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
@@ -162,7 +169,7 @@ def check_stored_config(
         for handle in handles:
             handle.remove()
     elements = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
-    if whole and elements > 2 * stored + SPARE_ELEMENTS:
+    if elements > 2 * stored + SPARE_ELEMENTS:
         raise CheckpointError(
             f"{what} describes {elements:,} weights, its stored tensors hold {stored:,}: a config that "
             "does not describe its weights (damaged or crafted); refused"

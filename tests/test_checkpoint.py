@@ -771,3 +771,20 @@ def test_consolidating_through_a_linked_checkpoints_folder_needs_an_output(shard
     assert "is reached through a link" in capsys.readouterr().err
     assert sorted(p.name for p in elsewhere.iterdir()) == ["last.ckpt"]
     assert main(["consolidate", str(run_dir), "--output", str(tmp_path / "model.pt")]) == 0
+
+
+def test_an_adapters_only_checkpoint_is_held_to_its_bases_weights(run, tmp_path):
+    """``frozen_fingerprint`` (adapters only: the base is read again from model.init_from) switched the size
+    budget off: a 2 MB checkpoint describing a large model took gigabytes before the base was looked for."""
+    run_dir, _, _ = run
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    crafted = run_dir / "checkpoints" / "adapters.ckpt"
+    checkpoint["frozen_fingerprint"] = "0" * 64
+    checkpoint["config"]["model"]["n_embd"] = 2**14
+    torch.save(checkpoint, crafted)
+    with pytest.raises(CheckpointError, match=r"its base model model.init_from=None is needed"):
+        load_run(crafted)
+    checkpoint["config"]["model"]["init_from"] = str(run_dir)  # a base, of the run's own small size
+    torch.save(checkpoint, crafted)
+    with pytest.raises(CheckpointError, match=r"describes more than"):
+        load_run(crafted)

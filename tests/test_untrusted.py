@@ -59,3 +59,13 @@ def test_a_stored_entry_claiming_more_bytes_than_the_file_has_is_refused(tmp_pat
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"claims 2,147,483,647 bytes, the file has"):
         torch_file_is_zip(path)
+
+
+def test_views_of_one_storage_count_it_once():
+    """A thousand views ``big[i:]`` of one storage held a thousand times its elements in the budget."""
+    big = torch.zeros(1000)
+    views = {f"v{i}": big[i:] for i in range(1000)}
+    assert stored_elements(views) == 1000
+    tied = torch.zeros(4, 4)
+    assert stored_elements({"wte": tied, "lm_head": tied, "other": torch.zeros(3)}) == 16 + 3
+    assert stored_elements({"a": torch.empty(8, device="meta"), "b": torch.empty(8, device="meta")}) == 16

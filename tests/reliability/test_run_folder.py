@@ -126,10 +126,15 @@ def test_a_folder_no_launch_claimed_or_holding_links_is_never_written_into(tmp_p
     (deeper / ".hydra").mkdir(parents=True)
     (deeper / ".lock").write_text("")
     (deeper / ".hydra" / "config.yaml").symlink_to(elsewhere / "notes.txt")
+    hard = tmp_path / "hard"  # Hydra opens .hydra/*.yaml to write: through a hard link, onto the user's file
+    (hard / ".hydra").mkdir(parents=True)
+    (hard / ".lock").write_text("")
+    os.link(elsewhere / "notes.txt", hard / ".hydra" / "overrides.yaml")
     cases = (
         (lookalike, "which no launch of lightning_llm wrote"),
         (linked, "checkpoints is a link"),
         (deeper, ".hydra/config.yaml is a link"),
+        (hard, ".hydra/overrides.yaml is a link"),
     )
     for folder, expected in cases:
         for resume in ([], ["ckpt_path=auto"]):
