@@ -109,6 +109,7 @@ def safe_reader(path: Path) -> Any:
 
 _DATA_RECORD = re.compile(r"[^/]+/data/[^/]+")  # a storage's bytes in torch.save's archive (not .data/...)
 _OVERLAP_CHECKS = 2**22  # pairs of chunks compared, all tensors together: far beyond any real layout's
+_MAX_CHUNKS = 2**20  # chunks of all tensors together (a tensor has one per rank that holds a part of it)
 
 
 class _Refused(Exception):
@@ -152,6 +153,10 @@ def _check_index(folder: Path, metadata: Any) -> None:
     entries, storage = metadata.state_dict_metadata, metadata.storage_data
     if not isinstance(entries, dict) or not isinstance(storage, dict):
         raise _Refused(f"its {DCP_METADATA} does not index its entries' data")
+    # Counted before anything is built per chunk: a pickle can share one long list of chunks among every key.
+    chunks = sum(len(getattr(entry, "chunks", None) or ()) for entry in entries.values())
+    if chunks > _MAX_CHUNKS or len(storage) > _MAX_CHUNKS:
+        raise _Refused(f"its {DCP_METADATA} lists {max(chunks, len(storage)):,} chunks, over {_MAX_CHUNKS:,}")
     spans: list[_Span] = []
     tensors: list[tuple[str, torch.dtype, tuple[int, ...], list[_Chunk]]] = []
     for key, entry in entries.items():

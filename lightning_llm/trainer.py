@@ -100,7 +100,7 @@ class OwnFilesCheckpoint(ModelCheckpoint):
     ones replace them, and a crafted checkpoint could record ``checkpoints/../../<anything>``."""
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
+        super().load_state_dict(_typed_record(state_dict))
         recorded = [self.best_model_path, self.kth_best_model_path, self.last_model_path, *self.best_k_models]
         foreign = [path for path in recorded if path and not self._holds(path)]
         if not foreign:
@@ -129,8 +129,34 @@ class OwnFilesCheckpoint(ModelCheckpoint):
         if not path or self.dirpath is None:
             return False
         folder = Path(os.path.abspath(self.dirpath))
-        named = Path(os.path.normpath(os.path.abspath(path)))
-        return named.parent == folder and Path(path).resolve().parent == folder.resolve()
+        try:
+            named = Path(os.path.normpath(os.path.abspath(path)))
+            return named.parent == folder and Path(path).resolve().parent == folder.resolve()
+        except (ValueError, OSError):  # a NUL byte, a name too long
+            return False
+
+
+_RECORDED_PATHS = ("dirpath", "best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def _typed_record(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint callback's restored state with its paths as strings and its top-k as path -> score, as
+    Lightning writes them; anything else (a crafted checkpoint's) is dropped with a warning instead of a
+    traceback from deep in Lightning."""
+    typed = dict(state) if isinstance(state, dict) else {}
+    dropped = [key for key in _RECORDED_PATHS if key in typed and not isinstance(typed[key], str | None)]
+    top_k = typed.get("best_k_models", {})
+    if not isinstance(top_k, dict) or not all(
+        isinstance(path, str) and isinstance(score, torch.Tensor | int | float)
+        for path, score in top_k.items()
+    ):
+        dropped.append("best_k_models")
+    if dropped:
+        log.warning(
+            "the checkpoint's record of earlier checkpoints has %s of other types; forgotten", dropped
+        )
+        typed.update({key: {} if key == "best_k_models" else "" for key in dropped})
+    return typed
 
 
 class LatestCheckpoint(OwnFilesCheckpoint):

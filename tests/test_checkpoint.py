@@ -788,3 +788,24 @@ def test_an_adapters_only_checkpoint_is_held_to_its_bases_weights(run, tmp_path)
     torch.save(checkpoint, crafted)
     with pytest.raises(CheckpointError, match=r"describes more than"):
         load_run(crafted)
+
+
+def test_a_sharded_index_sharing_one_long_chunk_list_among_its_keys_is_refused_at_once(
+    sharded_run, tmp_path, capsys, monkeypatch
+):
+    """A pickle can share one list of N chunks among M entries: a 300 KB .metadata cost keys x chunks
+    (3.6 GB, 40 s) before any shard was looked at."""
+    import lightning_llm.dcp_index as dcp_index
+
+    run_dir, _, _ = sharded_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+
+    def share(entries):
+        entry = entries["state_dict.model.wte.weight"]
+        entry.chunks = entry.chunks * 50  # one chunk listed 50 times, and the list shared by 50 keys
+        for i in range(50):
+            entries[f"state_dict.model.extra{i}"] = entry
+
+    rewrite_index(last, share)
+    monkeypatch.setattr(dcp_index, "_MAX_CHUNKS", 1000)  # 2,500 here; the real bound is 2^20
+    refused_in_one_line(last, tmp_path, capsys, r"lists 2,5\d\d chunks, over 1,000")

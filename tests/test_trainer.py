@@ -62,3 +62,26 @@ def test_a_record_of_its_own_files_is_kept(tmp_path, caplog):
     callback.load_state_dict(state)
     assert not caplog.records
     assert callback.best_k_models == state["best_k_models"] and callback.kth_best_model_path == paths[0]
+
+
+def test_a_record_of_other_types_is_forgotten_not_a_traceback(tmp_path, caplog):
+    """An int path (``TypeError: expected str``) or a NUL byte in one ended a resume in a traceback."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    callback = _best(folder)
+    callback.load_state_dict(
+        {
+            "dirpath": str(folder),
+            "monitor": "val/loss",
+            "best_model_score": torch.tensor(1.0),
+            "best_model_path": 5,
+            "best_k_models": {5: torch.tensor(1.0)},
+            "kth_best_model_path": str(folder / "a\0b.ckpt"),
+            "kth_value": torch.tensor(1.0),
+            "last_model_path": "",
+        }
+    )
+    assert "of other types; forgotten" in caplog.text
+    assert (
+        callback.best_k_models == {} and callback.best_model_path == "" and callback.kth_best_model_path == ""
+    )
