@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import torch
 
 from lightning_llm.errors import CheckpointError, first_line
+from lightning_llm.untrusted import MAX_EXPANDED, MAX_PICKLE_BYTES, expands_past
 
 __all__ = ["DCP_METADATA", "read_dcp_metadata", "safe_reader"]
 
@@ -54,6 +55,10 @@ _DCP_METADATA_CLASSES = {
 }
 
 
+class _Unusable(Exception):
+    """An index file that is not read at all (its reason is the message)."""
+
+
 class _NotInFormat(pickle.UnpicklingError):
     """A global that DCP's index format does not use."""
 
@@ -75,8 +80,16 @@ def read_dcp_metadata(path: Path) -> Any:
     from torch.distributed.checkpoint.metadata import Metadata
 
     try:
-        with open(path, "rb") as file:
-            metadata = _DcpMetadataUnpickler(file).load()
+        if not path.is_file() or path.stat().st_size > MAX_PICKLE_BYTES:  # a FIFO would block the read
+            raise _Unusable(f"its {path.name} is not a regular file of at most {MAX_PICKLE_BYTES:,} bytes")
+        data = path.read_bytes()
+        if expands_past(data, MAX_EXPANDED):  # before the unpickler hashes or builds it
+            raise _Unusable(
+                f"its {path.name} expands to over {MAX_EXPANDED:,} objects through shared references, refused"
+            )
+        metadata = _DcpMetadataUnpickler(io.BytesIO(data)).load()
+    except _Unusable as error:
+        reason = str(error)
     except _NotInFormat as error:
         reason = f"its {path.name} holds pickled code or objects ({error}), refused"
     except Exception as error:  # a damaged pickle raises many types

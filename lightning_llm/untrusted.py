@@ -8,6 +8,7 @@ under a budget the stored weights set, before any memory is taken.
 
 from __future__ import annotations
 
+import pickletools
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,9 @@ __all__ = [
     "MODULES_PER_TENSOR",
     "SPARE_ELEMENTS",
     "SPARE_MODULES",
+    "check_pickle_expansion",
     "check_plain_structure",
+    "expands_past",
     "check_stored_config",
     "stored_elements",
     "torch_file_is_zip",
@@ -65,7 +68,66 @@ def torch_file_is_zip(path: Path) -> bool:
             f"{path} is not a checkpoint torch.save wrote: its entry {big.filename} claims {big.file_size:,} "
             f"bytes, the file has {size:,}; refused"
         )
+    structure = next((e for e in entries if e.filename.endswith("/data.pkl")), None)
+    if structure is not None:
+        if structure.file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(
+                f"{path}: its pickled structure is {structure.file_size:,} bytes, over {MAX_PICKLE_BYTES:,} "
+                "(a checkpoint's is kilobytes to megabytes); refused"
+            )
+        with zipfile.ZipFile(path) as archive:
+            check_pickle_expansion(archive.read(structure), path)
     return True
+
+
+MAX_PICKLE_BYTES = 64 << 20
+MAX_EXPANDED = 10_000_000  # objects a pickle's structure expands to, shared references counted each time
+_MARK = object()
+
+
+def check_pickle_expansion(data: bytes, source: object) -> None:
+    """Refuse a pickle whose objects, with each shared reference expanded, exceed ``MAX_EXPANDED``, before
+    an unpickler builds it: references cost nothing to store, so 1 KB can describe a tuple of 8 copies of a
+    tuple of 8 copies ... that hashing (a dict key) or any walk takes hours over. Read with ``pickletools``
+    (no object is built): each opcode's stack effect, and the expanded size of what it makes. A stream that
+    is not a pickle is left to the unpickler, which says what is wrong with it."""
+    if expands_past(data, MAX_EXPANDED):
+        raise CheckpointError(
+            f"{source}: its pickled data expands to over {MAX_EXPANDED:,} objects through shared references "
+            "(damaged or crafted); refused"
+        )
+
+
+def expands_past(data: bytes, limit: int) -> bool:
+    """Whether the pickle ``data``, each shared reference expanded, makes more than ``limit`` objects."""
+    stack: list = []  # the expanded size of each object on the unpickler's stack, or _MARK
+    memo: dict = {}
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            name = opcode.name
+            if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+                continue
+            if name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo[arg])
+                continue
+            before, consumed = opcode.stack_before, 0
+            below = len(before)
+            if pickletools.markobject in before:  # the items above the topmost mark, then those below it
+                while stack[-1] is not _MARK:
+                    consumed += stack.pop()
+                stack.pop()
+                below = before.index(pickletools.markobject)
+            for _ in range(below):
+                consumed += stack.pop()
+            if consumed > limit:
+                return True
+            stack.extend(
+                _MARK if item is pickletools.markobject else consumed + 1 for item in opcode.stack_after
+            )
+    except (ValueError, IndexError, KeyError, TypeError):  # not a pickle: the unpickler says what it is
+        return False
+    return False
 
 
 # What a model built from a stored config may have beyond its stored weights: modules per stored tensor

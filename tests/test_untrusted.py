@@ -69,3 +69,27 @@ def test_views_of_one_storage_count_it_once():
     tied = torch.zeros(4, 4)
     assert stored_elements({"wte": tied, "lm_head": tied, "other": torch.zeros(3)}) == 16 + 3
     assert stored_elements({"a": torch.empty(8, device="meta"), "b": torch.empty(8, device="meta")}) == 16
+
+
+def test_a_pickle_that_expands_through_shared_references_is_refused_before_it_is_built(tmp_path):
+    """1 KB described a tuple of 8 copies of a tuple of 8 copies ... 13 deep: a dict keyed by it is hashed
+    while torch unpickles, 8^13 steps (an hour) before any check on the loaded data could run."""
+    from lightning_llm.untrusted import check_pickle_expansion, torch_file_is_zip
+
+    nested: tuple = ("x",)
+    for _ in range(13):
+        nested = (nested,) * 8
+    path = tmp_path / "bomb.ckpt"
+    torch.save({"state_dict": {}, "extra": [nested]}, path)
+    assert path.stat().st_size < 10_000
+    started = time.monotonic()
+    with pytest.raises(CheckpointError, match=r"bomb\.ckpt: its pickled data expands to over 10,000,000"):
+        torch_file_is_zip(path)
+    assert time.monotonic() - started < 5
+    ordinary = {"state_dict": {f"w{i}": torch.zeros(2) for i in range(2_000)}, "config": {"a": [1, 2]}}
+    torch.save(ordinary, tmp_path / "ok.ckpt")
+    assert torch_file_is_zip(tmp_path / "ok.ckpt")
+    import pickle
+
+    check_pickle_expansion(pickle.dumps(ordinary["config"]), "ok")
+    check_pickle_expansion(b"not a pickle", "garbage")  # left to the unpickler to name
