@@ -171,7 +171,7 @@ def test_settings_evaluate_would_not_use_are_refused(override, expected):
     )
 
 
-def test_a_classifier_is_scored_only_on_data_with_its_own_labels(tmp_path, make_cfg):
+def test_a_classifier_is_scored_only_on_data_with_its_own_labels(tmp_path, make_cfg, caplog):
     """Class i is the i-th label of the training data: data with other labels (as many) rebuilt the order from
     itself and scored the classifier against the wrong names, silently; a resume with them is refused too."""
     from lightning_llm.train import train
@@ -198,3 +198,9 @@ def test_a_classifier_is_scored_only_on_data_with_its_own_labels(tmp_path, make_
     )
     with pytest.raises(ValueError, match=r"this data gives \[x-ray, yak, zebra\]"):
         train(resumed, run_dir=tmp_path / "run")
+    # Fine-tuning from it on the other labels is a choice: said, not refused.
+    tuned = make_cfg(
+        *setup, f"model.init_from={tmp_path / 'run'}", f"data.paths=[{other}]", "trainer.max_steps=1"
+    )
+    train(tuned, run_dir=tmp_path / "tuned")
+    assert "class i meant another label there" in caplog.text

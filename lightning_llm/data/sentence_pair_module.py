@@ -53,6 +53,10 @@ class SentencePairDataModule(ReadSplitsDataModule):
         """The encoder's classifier predicts IsNext / NotNext."""
         return {"num_classes": 2}
 
+    def data_settings(self) -> dict[str, list[str]]:
+        """Class 0 is IsNext, 1 NotNext (BERT's convention): a classifier of other labels is not this one."""
+        return {"labels": ["IsNext", "NotNext"]}
+
     def setup(self, stage: str | None = None) -> None:
         for split in STAGE_SPLITS.get(stage, SPLITS):
             if self.pairs(split) and split not in self._datasets:
