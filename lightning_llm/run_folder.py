@@ -246,14 +246,34 @@ def launch_pids(folder: Path) -> set[int]:
     }
 
 
+# A process's rank, and the size of the launch it belongs to, as torchrun, SLURM and Lightning's launcher set
+_RANKS = (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS"), ("LOCAL_RANK", "WORLD_SIZE"))
+
+
 def is_launching_rank() -> bool:
     """Whether this process is the one that owns the launch: global rank 0 by the environment that torchrun,
-    SLURM or Lightning's launcher sets (the processes Lightning starts for ranks 1.. have ``LOCAL_RANK``)."""
-    for variable in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        value = os.environ.get(variable)
-        if value is not None and value.isdigit():
+    SLURM or Lightning's launcher sets (the processes Lightning starts for ranks 1.. have ``LOCAL_RANK``). A
+    rank only counts with the launch size beside it: a stray ``RANK=1`` in a shell would otherwise turn off
+    every check of the run folder (``check_rank_variables`` refuses it)."""
+    for rank, size in _RANKS:
+        value, processes = os.environ.get(rank, ""), os.environ.get(size, "")
+        if value.isdigit() and processes.isdigit() and int(processes) > 1:
             return int(value) == 0
     return True
+
+
+def check_rank_variables() -> None:
+    """Refuse a rank other than 0 without a launch of several processes beside it (a variable left in a
+    shell): Lightning would then run as that rank, with no logs, and no rank would own the run folder."""
+    for rank, size in _RANKS:
+        value, processes = os.environ.get(rank, ""), os.environ.get(size, "")
+        several = processes.isdigit() and int(processes) > 1
+        if value.isdigit() and int(value) != 0 and not several:
+            raise RunFolderError(
+                f"{rank}={value} is set in the environment, but no launch of several processes ({size}="
+                f"{processes or 'unset'}): unset {rank} for a single-process run, or start the processes "
+                "with torchrun, srun or Lightning"
+            )
 
 
 # --------------------------------------------------------------------------- writing and cleaning up

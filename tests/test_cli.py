@@ -277,3 +277,19 @@ def test_the_plugins_command_helps_and_shows_one_plugin(capsys):
     assert (
         "model.n_embd=128\n      width of the residual stream" in capsys.readouterr().out
     )  # a field's comment
+
+
+@pytest.mark.parametrize("variable", ["RANK", "LOCAL_RANK", "SLURM_PROCID"])
+def test_a_stray_rank_variable_is_refused_not_obeyed(variable, monkeypatch, tmp_path):
+    """``RANK=1`` left in a shell made the one process a rank that owns no run folder: no check, no lock, a
+    finished run or a user's folder written over."""
+    from lightning_llm.run_folder import is_launching_rank
+
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "WORLD_SIZE", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "1")
+    assert is_launching_rank()  # the checks apply
+    line = refused_before_hydra(f"hydra.run.dir={tmp_path / 'run'}")
+    assert f"{variable}=1 is set in the environment, but no launch of several processes" in line
+    monkeypatch.setenv("SLURM_NTASKS" if variable == "SLURM_PROCID" else "WORLD_SIZE", "2")
+    assert not is_launching_rank()  # a real launch's rank 1
