@@ -141,6 +141,10 @@ def check_launch(
     ``resuming`` false) a run that its first checkpoint would overwrite (``resume_hint`` replaces the advice
     to continue it with ckpt_path=auto, where that is not how)."""
     folder = Path(folder)
+    if key != "hydra.run.dir" and folder.is_symlink():  # a job folder is made by the framework
+        raise RunFolderError(
+            f"{key}: the job folder {folder} is a link to elsewhere; a run writes only into its own folder"
+        )
     if not folder.is_dir():
         return
     if link := first_link(folder):

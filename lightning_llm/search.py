@@ -457,7 +457,7 @@ def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> 
     trials = trial.study.get_trials(deepcopy=False)
     retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[trial.number])  # its process died
     earlier = trials[retried].user_attrs.get("run_dir") if retried is not None else None
-    run_dir = Path(earlier or settings.dir / f"trial_{trial.number}")
+    run_dir = settings.dir / _trial_folder_name(earlier, trial.number)
     trial.set_user_attr("run_dir", str(run_dir))
     if retried is not None:
         trial.set_user_attr("retry_of", retried)
@@ -483,6 +483,14 @@ def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> 
         log.warning("trial %d failed: %s", trial.number, note)
         return math.nan  # Optuna records a nan as a failed trial, without printing a traceback of its own
     return value
+
+
+def _trial_folder_name(earlier: object, number: int) -> str:
+    """The folder in ``search.dir`` a trial trains in: a retried trial's own (by its name: the study records
+    it, and the search folder may have moved since), else ``trial_<number>``. Only a ``trial_<n>`` name is
+    taken from the study, which anyone may hand over: never a path elsewhere."""
+    name = Path(str(earlier)).name if isinstance(earlier, str) else ""
+    return name if re.fullmatch(r"trial_\d+", name) else f"trial_{number}"
 
 
 def _train(

@@ -80,13 +80,14 @@ def test_a_restarted_search_keeps_finished_trials_and_resumes_an_interrupted_one
     summaries = {n: (tmp_path / "study" / f"trial_{n}" / "summary.json").stat().st_mtime_ns for n in first}
     # A process killed during trial 2: RUNNING in the study, its heartbeat stopped, its run folder holding a
     # checkpoint. (Heartbeats, not process ids: the search may have run on another machine.)
-    shutil.copytree(tmp_path / "study" / "trial_1", tmp_path / "study" / "killed")
+    shutil.copytree(tmp_path / "study" / "trial_1", tmp_path / "study" / "trial_2")
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study' / 'study.db'}", heartbeat_interval=1)
     study = optuna.load_study(storage=storage, study_name="gpt_lr")
     study.enqueue_trial(study.trials[1].params)
     killed = study.ask()
     killed.suggest_float("optim.lr", 1e-3, 1e-2, log=True)  # the enqueued value
-    killed.set_user_attr("run_dir", str(tmp_path / "study" / "killed"))
+    # recorded where the search folder was before it moved: only the folder's name is taken from a study
+    killed.set_user_attr("run_dir", str(tmp_path / "moved_from" / "trial_2"))
     storage.record_heartbeat(killed._trial_id)  # its last sign of life
     time.sleep(2.5)  # over the grace period, in the database's whole seconds
 
@@ -102,7 +103,7 @@ def test_a_restarted_search_keeps_finished_trials_and_resumes_an_interrupted_one
         assert summary.stat().st_mtime_ns == summaries[number]
     retry = study.trials[3]
     assert retry.user_attrs["retry_of"] == 2 and retry.params == killed.params
-    assert retry.user_attrs["run_dir"] == str(tmp_path / "study" / "killed")
+    assert retry.user_attrs["run_dir"] == str(tmp_path / "study" / "trial_2")
     # It continued from the checkpoint at the last step: no training, so no validation during fit, and the
     # same weights as trial 1 give the same loss.
     assert retry.intermediate_values == {} and retry.user_attrs["step"] == MAX_STEPS
@@ -302,3 +303,13 @@ def test_a_database_the_search_did_not_make_is_left_untouched(tmp_path, cache_di
     mine.write_text("my notes")
     with pytest.raises(search.ConfigError, match=r"study.db is not an SQLite database"):
         search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=1"))
+
+
+def test_a_study_names_a_retried_trials_folder_only_inside_the_search_folder():
+    """A crafted (or moved) study.db recorded a dead trial's run_dir as any path: the retry trained there,
+    over a finished run elsewhere."""
+    from lightning_llm.search import _trial_folder_name
+
+    assert _trial_folder_name("/old/place/trial_7", 9) == "trial_7"
+    for recorded in ("/home/me/victim_run", "../trial_x", None, 5, "/etc/trial_1/../passwd"):
+        assert _trial_folder_name(recorded, 9) == "trial_9"
