@@ -531,7 +531,8 @@ def compose_config(
     with initialize_config_dir(config.config_dir(), version_base="1.3"):
         try:
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        except (HydraException, OmegaConfBaseException, ValueError) as error:  # ValueError: group=null
+        except (HydraException, OmegaConfBaseException, ValueError, AttributeError, TypeError) as error:
+            # ValueError: group=null; AttributeError: a dict given to a node Hydra keeps null (sweeper.params)
             raise ConfigError(explain(error, overrides)) from None
         if unknown := _unknown_option(overrides, _optional_groups()):  # Hydra skipped it without a word
             raise ConfigError(unknown)
@@ -571,6 +572,9 @@ def explain(error: Exception, overrides: list[str]) -> str:
         return f"{full_key + ': ' if full_key else ''}{first_line(cause)}"
     if where := _composing_error(str(error)):
         return where
+    if isinstance(error, AttributeError | TypeError):  # OmegaConf merging a value into a node it cannot take
+        given = " ".join(o for o in overrides if "=" in o and "{" in o.split("=", 1)[1])
+        return f"cannot compose the config with {given or 'these overrides'} ({first_line(error)})"
     return f"{full_key + ': ' if full_key else ''}{first_line(error)}"
 
 

@@ -101,6 +101,7 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
         limit_val_batches=trainer_cfg.get("limit_val_batches", 1.0),
         limit_test_batches=trainer_cfg.get("limit_test_batches", 1.0),
     )
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # masking draws: the same scores on every call
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         run = trainer.validate if split == "val" else trainer.test

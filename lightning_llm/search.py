@@ -156,6 +156,11 @@ def parse_param(key: str, spec: Any) -> Param:
         )
     if step is not None and log_scale and step != 1:
         raise ConfigError(f"{where}: choose log or step, not both (Optuna samples either)")
+    if step is not None and not math.isclose((high - low) / step, round((high - low) / step), abs_tol=1e-9):
+        raise ConfigError(  # Optuna would shrink the range to the steps that fit, with only a warning
+            f"{where}: high - low = {high - low} is not a whole number of steps of {step}; set the range "
+            f"whole (search.params={{{key}: {{type: ..., low: ..., high: ..., step: ...}}}}) so that it is"
+        )
     return Param(key, kind, float(low), float(high), log_scale, step)
 
 
@@ -204,6 +209,8 @@ class Settings:
         if unknown:
             raise ConfigError(f"search.{unknown[0]} is not a search setting; they are: {', '.join(SETTINGS)}")
         name = str(node.get("study_name") or "search")
+        if not re.fullmatch(r"[\w][\w.-]*", name) or ".." in name:  # it names the default search folder
+            raise ConfigError(f"search.study_name={name!r}: a plain name (letters, digits, _ . -)")
         direction = node.get("direction", "minimize")
         if direction not in ("minimize", "maximize"):
             raise ConfigError(f"search.direction={direction!r}: choose minimize or maximize")
@@ -240,14 +247,54 @@ class Settings:
         return f"val/{name}" if stage == "val" and name else None
 
 
+def _check_search_folder(folder: Path) -> None:
+    """Refuse a search.dir that holds what a search does not write (a run's folder, a project's): its trial
+    folders, study and best.yaml would be written among the user's files."""
+    from lightning_llm.atomic import TEMP_MARKER
+    from lightning_llm.report import MANIFEST, OUTPUT_FILES
+
+    if not folder.is_dir():
+        return
+    own = {
+        "study.db",
+        "study.db-journal",
+        "study.db-wal",
+        "study.db-shm",
+        "best.yaml",
+        MANIFEST,
+        *OUTPUT_FILES,
+    }
+    foreign = sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.name.split(TEMP_MARKER)[0] not in own and not re.fullmatch(r"trial_\d+", entry.name)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(
+            f"search.dir={folder} holds files a search does not write ({shown}); choose a new or empty "
+            "search.dir, or the folder of this search"
+        )
+
+
+_OPTUNA_TABLES = frozenset(("studies", "trials", "trial_params", "trial_values", "version_info"))
+
+
 def _check_not_a_users_database(storage: str) -> None:
     """Refuse an existing SQLite file that holds tables but not Optuna's: Optuna would add its tables to the
     user's database (another program's, or notes kept as study.db)."""
     import sqlite3
 
+    if storage.startswith("sqlite://") and storage.removeprefix("sqlite://").strip("/") in ("", ":memory:"):
+        raise ConfigError(
+            f"search.storage={storage}: an in-memory database ends with the process, and a search continues "
+            "from its database; name a file (sqlite:////abs/path/study.db) or a server"
+        )
     if not storage.startswith("sqlite:///"):
         return  # a server database is named on purpose, with its own permissions
     path = Path(storage.removeprefix("sqlite:///"))
+    if path.is_symlink():
+        raise ConfigError(f"search.storage: {path} is a link; a study is kept in a file of its own")
     if not path.is_file() or path.stat().st_size == 0:
         return
     try:
@@ -257,7 +304,7 @@ def _check_not_a_users_database(storage: str) -> None:
         raise ConfigError(
             f"search.storage: {path} is not an SQLite database ({error}); choose another search.dir"
         ) from None
-    if tables and "studies" not in tables:
+    if tables and not tables >= _OPTUNA_TABLES:
         named = ", ".join(sorted(tables)[:5])
         raise ConfigError(
             f"search.storage: {path} is another program's database (tables: {named}); choose another "
@@ -365,13 +412,14 @@ def open_study(settings: Settings) -> optuna.Study:
     pruner = build_pruner(settings.pruner)
     build_sampler(settings.sampler, seed_offset=0)  # a bad sampler spec fails before anything is written
     existed = settings.dir.exists()
+    _check_search_folder(settings.dir)
+    _check_not_a_users_database(settings.storage)
     try:
         settings.dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(
             f"search.dir={settings.dir}: cannot create it ({error.strerror or error})"
         ) from None
-    _check_not_a_users_database(settings.storage)
     try:
         storage = optuna.storages.RDBStorage(
             settings.storage,
@@ -453,7 +501,13 @@ class Pruning(L.Callback):
 def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> float:
     """Train one trial into its run folder and return its metric (Optuna's objective: raising
     ``TrialPruned`` prunes it, a nan fails it; the note says why)."""
-    params = [as_override(p.key, p.suggest(trial)) for p in settings.params.values()]
+    try:
+        params = [as_override(p.key, p.suggest(trial)) for p in settings.params.values()]
+    except ValueError as error:  # a queued trial's value Optuna refuses (a nan in a study handed over)
+        note = f"its queued parameters are not valid: {first_line(error)}"
+        trial.set_user_attr("note", note)
+        log.warning("trial %d failed: %s", trial.number, note)
+        return math.nan
     trials = trial.study.get_trials(deepcopy=False)
     retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[trial.number])  # its process died
     earlier = trials[retried].user_attrs.get("run_dir") if retried is not None else None

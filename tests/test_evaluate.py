@@ -204,3 +204,22 @@ def test_a_classifier_is_scored_only_on_data_with_its_own_labels(tmp_path, make_
     )
     train(tuned, run_dir=tmp_path / "tuned")
     assert "class i meant another label there" in caplog.text
+
+
+def test_a_masked_lm_is_scored_the_same_on_every_call(tmp_path):
+    """Which tokens are masked is drawn at random: unseeded, four calls gave four losses."""
+    transformers = pytest.importorskip("transformers")
+    from tests.test_huggingface import BERT_SPECIALS, wordpiece_tokenizer
+
+    backend = wordpiece_tokenizer()
+    config = transformers.BertConfig(
+        vocab_size=backend.get_vocab_size(), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=128, max_position_embeddings=64,
+    )  # fmt: skip
+    transformers.BertForMaskedLM(config).save_pretrained(tmp_path / "bert")
+    transformers.PreTrainedTokenizerFast(tokenizer_object=backend, **BERT_SPECIALS).save_pretrained(
+        tmp_path / "bert"
+    )
+    given = [f"paths.cache_dir={tmp_path}", "trainer.limit_val_batches=2"]
+    first, second = (evaluate(str(tmp_path / "bert"), given) for _ in range(2))
+    assert first["val_loss"] == second["val_loss"] and first["val_tokens"] == second["val_tokens"]

@@ -169,6 +169,10 @@ def test_trials_that_fall_behind_are_pruned_and_bad_ones_fail_without_stopping_t
             "optim 'adamw' has no parameter 'lrr' (did you mean",
         ),
         ("{optim: {type: categorical, choices: [adam, adamx]}}", "search.params.optim=adamx: unknown optim"),
+        (  # Optuna searched only 0 of [0, 2] with step 50, with a warning
+            "{scheduler.warmup_steps: {type: int, low: 0, high: 2, step: 50}}",
+            "high - low = 2 is not a whole number of steps of 50",
+        ),
     ],
 )
 def test_a_bad_search_space_fails_in_one_line_naming_the_key(params, expected, tmp_path, cache_dir):
@@ -190,6 +194,8 @@ def test_a_bad_search_space_fails_in_one_line_naming_the_key(params, expected, t
         ("search.heartbeat_interval=10000000000", "search.heartbeat_interval=10000000000: needs an"),
         ("+search.n_trails=3", "search.n_trails is not a search setting"),
         ("search.storage=notaurl", "search.storage=notaurl: cannot open it as an Optuna storage"),
+        ("search.storage=sqlite://", "an in-memory database ends with the process"),  # lost at the end
+        ("search.study_name=../../escaped", "search.study_name='../../escaped': a plain name"),
         ("search.storage=postgresql://me:secret@host/db", "search.storage=postgresql://me:***@host/db: "),
         ("--config-dir", "--config-dir: python -m lightning_llm.search takes overrides only"),
         ("data.paths=[~/x]", "cannot parse the override 'data.paths=[~/x]'"),
@@ -313,3 +319,32 @@ def test_a_study_names_a_retried_trials_folder_only_inside_the_search_folder():
     assert _trial_folder_name("/old/place/trial_7", 9) == "trial_7"
     for recorded in ("/home/me/victim_run", "../trial_x", None, 5, "/etc/trial_1/../passwd"):
         assert _trial_folder_name(recorded, 9) == "trial_9"
+
+
+@pytest.mark.parametrize("case", ["run folder", "user folder", "linked study", "foreign tables"])
+def test_a_search_folder_or_study_that_is_not_a_searchs_is_refused(tmp_path, cache_dir, case):
+    """A search wrote study.db, best.yaml and trial folders into a finished run's folder or a user's; a
+    study.db linked elsewhere, or a database with a table named ``studies``, got Optuna's tables."""
+    import sqlite3
+
+    study = tmp_path / "study"
+    study.mkdir()
+    expected = "holds files a search does not write"
+    if case == "run folder":
+        (study / ".hydra").mkdir()
+        (study / "summary.json").write_text("{}")
+    elif case == "user folder":
+        (study / "notes.txt").write_text("mine")
+    elif case == "linked study":
+        (tmp_path / "mine.db").write_bytes(b"")
+        (study / "study.db").symlink_to(tmp_path / "mine.db")
+        expected = "study.db is a link"
+    else:
+        with sqlite3.connect(study / "study.db") as database:
+            database.execute("CREATE TABLE studies (x INTEGER)")
+        expected = "is another program's database (tables: studies)"
+    before = sorted(p.name for p in study.iterdir())
+    with pytest.raises(SystemExit) as exit_info:
+        search.main(overrides(tmp_path, cache_dir, LR))
+    assert exit_info.value.code == 2 and expected in exit_info.value.line, exit_info.value.line
+    assert sorted(p.name for p in study.iterdir()) == before
