@@ -622,6 +622,11 @@ def search(overrides: list[str]) -> optuna.Study:
     while counted(study) < settings.n_trials:  # one at a time: other processes may be adding trials too
         study.optimize(run, n_trials=1)
     print(table(study, settings))
+    if running := [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]:
+        print(  # a process that died less than grace_period ago looks alive: its trial is retried after that
+            f"trials {running} are still running, in another process or one that stopped less than "
+            f"{settings.grace_period} s ago: run the search again later to continue a stopped one"
+        )
     best = write_best(study, settings, overrides)
     if best:
         value, overrides_text = f"{best['value']:.6g}", " ".join(best["params_overrides"])
