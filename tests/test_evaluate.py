@@ -89,10 +89,8 @@ def test_a_hugging_face_folder_is_scored(tmp_path, cache_dir):
     assert bare["val_loss"] == pytest.approx(scores["val_loss"], rel=1e-6)
 
 
-@pytest.mark.parametrize(("architecture", "has"), [("BertForMaskedLM", 0), ("BertForPreTraining", 2)])
-def test_data_needing_a_head_the_model_lacks_or_sizes_otherwise_is_refused(tmp_path, architecture, has):
-    """A BERT without a classifier, or with BertForPreTraining's 2-way one, scored on 8 topics: training
-    would build the head, evaluate must not score a model that has none (or a random one)."""
+def tiny_bert(folder: Path, architecture: str) -> None:
+    """A 1-layer BERT of ``architecture`` with its WordPiece tokenizer, saved as a Hugging Face folder."""
     transformers = pytest.importorskip("transformers")
     from tests.test_huggingface import BERT_SPECIALS, wordpiece_tokenizer
 
@@ -101,10 +99,15 @@ def test_data_needing_a_head_the_model_lacks_or_sizes_otherwise_is_refused(tmp_p
         vocab_size=backend.get_vocab_size(), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=128, max_position_embeddings=64,
     )  # fmt: skip
-    getattr(transformers, architecture)(config).save_pretrained(tmp_path / "bert")
-    transformers.PreTrainedTokenizerFast(tokenizer_object=backend, **BERT_SPECIALS).save_pretrained(
-        tmp_path / "bert"
-    )
+    getattr(transformers, architecture)(config).save_pretrained(folder)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=backend, **BERT_SPECIALS).save_pretrained(folder)
+
+
+@pytest.mark.parametrize(("architecture", "has"), [("BertForMaskedLM", 0), ("BertForPreTraining", 2)])
+def test_data_needing_a_head_the_model_lacks_or_sizes_otherwise_is_refused(tmp_path, architecture, has):
+    """A BERT without a classifier, or with BertForPreTraining's 2-way one, scored on 8 topics: training
+    would build the head, evaluate must not score a model that has none (or a random one)."""
+    tiny_bert(tmp_path / "bert", architecture)
     expected = rf"model.num_classes={has}, but data=pydoc_topics needs 8; evaluate scores a model trained"
     with pytest.raises(ValueError, match=expected):
         evaluate(str(tmp_path / "bert"), ["objective=classification", f"paths.cache_dir={tmp_path}"])
@@ -208,18 +211,7 @@ def test_a_classifier_is_scored_only_on_data_with_its_own_labels(tmp_path, make_
 
 def test_a_masked_lm_is_scored_the_same_on_every_call(tmp_path):
     """Which tokens are masked is drawn at random: unseeded, four calls gave four losses."""
-    transformers = pytest.importorskip("transformers")
-    from tests.test_huggingface import BERT_SPECIALS, wordpiece_tokenizer
-
-    backend = wordpiece_tokenizer()
-    config = transformers.BertConfig(
-        vocab_size=backend.get_vocab_size(), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=128, max_position_embeddings=64,
-    )  # fmt: skip
-    transformers.BertForMaskedLM(config).save_pretrained(tmp_path / "bert")
-    transformers.PreTrainedTokenizerFast(tokenizer_object=backend, **BERT_SPECIALS).save_pretrained(
-        tmp_path / "bert"
-    )
+    tiny_bert(tmp_path / "bert", "BertForMaskedLM")
     given = [f"paths.cache_dir={tmp_path}", "trainer.limit_val_batches=2"]
     first, second = (evaluate(str(tmp_path / "bert"), given) for _ in range(2))
     assert first["val_loss"] == second["val_loss"] and first["val_tokens"] == second["val_tokens"]

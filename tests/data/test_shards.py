@@ -319,27 +319,6 @@ def test_a_full_disk_leaves_nothing_a_later_run_trusts(tmp_path, monkeypatch, fa
     assert tokenizer.calls > 0 and again == reference
 
 
-def test_paragraphs_read_in_blocks_are_those_of_the_whole_file(tmp_path, monkeypatch):
-    """Blank lines of spaces, several in a row, CRLF and lone CR, indentation, blocks cut anywhere."""
-    from lightning_llm.data import streams
-    from lightning_llm.data.corpus import split_paragraphs
-    from lightning_llm.data.sources import read_text_file
-
-    rng = random.Random(7)
-    pieces = ["word", "  indented", "\n", "\n\n", "\n  \n", "\r\n", "\r\n\r\n", "\r", " \t\n\n\n", "naïve ☕"]
-    for attempt in range(30):
-        path = tmp_path / f"{attempt}.txt"
-        path.write_bytes("".join(rng.choice(pieces) for _ in range(300)).encode())
-        monkeypatch.setattr(streams, "_BLOCK_BYTES", rng.randint(1, 40))
-        try:
-            whole = split_paragraphs(read_text_file(path))
-        except SourceError:
-            continue  # a blank file
-        for unit_bytes in (10**9, rng.randint(5, 200)):  # one unit, or many cut at blank lines
-            units = Corpus("text", (str(path),), unit_bytes=unit_bytes).units()
-            assert [p for unit in units for _, p in paragraphs(unit)] == whole, (attempt, unit_bytes)
-
-
 def test_a_saved_dataset_rewritten_in_place_is_prepared_again(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"text": ["one paragraph"] * 50}).save_to_disk(str(tmp_path / "ds"))

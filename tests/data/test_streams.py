@@ -104,17 +104,49 @@ def test_a_long_run_of_whitespace_costs_bounded_memory_and_gives_the_same_paragr
     assert [k[:300] for _, k in got] == [p[:300] for p in expected]  # the split of each: its first 300 chars
 
 
-def test_whitespace_runs_across_blocks_give_the_paragraphs_of_the_whole_file(tmp_path, monkeypatch):
-    """Random text rich in whitespace (blank lines of spaces, CR, CRLF, tabs, long runs) read in blocks of
-    1..40 bytes, one unit or many, gives the paragraphs (and split keys) of the file read whole."""
+PIECES = {
+    "whitespace runs": [
+        "word",
+        "x",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\n\n",
+        " \n ",
+        "\r\n",
+        "\r",
+        " " * 50,
+        "\u3000",
+        "naïve",
+    ],
+    "blank lines": [
+        "word",
+        "  indented",
+        "\n",
+        "\n\n",
+        "\n  \n",
+        "\r\n",
+        "\r\n\r\n",
+        "\r",
+        " \t\n\n\n",
+        "naïve ☕",
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", list(PIECES))
+def test_paragraphs_read_in_blocks_are_those_of_the_whole_file(tmp_path, monkeypatch, kind):
+    """Random text rich in whitespace (blank lines of spaces, several in a row, CR, CRLF, tabs, long runs,
+    indentation) read in blocks of 1..40 bytes, one unit or many cut at blank lines, gives the paragraphs
+    (and split keys) of the file read whole."""
     rng = random.Random(11)
     monkeypatch.setattr(corpus_module, "SPLIT_KEY_CHARS", 30)
     monkeypatch.setattr(streams, "SPLIT_KEY_CHARS", 30)
     monkeypatch.setattr(streams, "PART_CHARS", 60)
-    pieces = ["word", "x", " ", "  ", "\t", "\n", "\n\n", " \n ", "\r\n", "\r", " " * 50, "\u3000", "naïve"]
-    for attempt in range(40):
+    for attempt in range(35):
         path = tmp_path / f"{attempt}.txt"
-        path.write_bytes("".join(rng.choice(pieces) for _ in range(200)).encode())
+        path.write_bytes("".join(rng.choice(PIECES[kind]) for _ in range(250)).encode())
         monkeypatch.setattr(streams, "_BLOCK_BYTES", rng.randint(1, 40))
         try:
             whole = split_paragraphs(read_text_file(path))
