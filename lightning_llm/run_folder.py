@@ -221,6 +221,26 @@ def lock(folder: str | Path) -> bool:
     return True
 
 
+def holder(folder: str | Path) -> str | None:
+    """The ledger line of the live launch holding ``folder``'s lock in another process (``pid ... on host
+    since ...``), or None when none does. Probes the lock without keeping it."""
+    folder = Path(folder).resolve()
+    if folder in _held:  # this process's own: closing a probe of it would release it (fcntl's rule)
+        return None
+    try:
+        descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:  # no lock file: no launch ever held it
+        return None
+    with os.fdopen(descriptor, "r+", encoding="utf-8") as file:
+        try:
+            fcntl.lockf(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lines = file.read(LEDGER_BYTES).splitlines()
+            return lines[-1] if lines else "another process"
+        fcntl.lockf(file, fcntl.LOCK_UN)
+    return None
+
+
 def release(folder: str | Path) -> None:
     """Give up ``folder``'s lock before this process exits (a search's finished trial)."""
     file = _held.pop(Path(folder).resolve(), None)

@@ -449,9 +449,28 @@ def open_study(settings: Settings) -> optuna.Study:
             f"study {settings.study_name!r} in {settings.storage} was created to {stored}; "
             f"search.direction={settings.direction} (use another study_name)"
         )
+    _check_live_trials(study, settings)
     study.sampler = build_sampler(settings.sampler, seed_offset=len(study.trials))
     study.pruner = pruner
     return study
+
+
+def _check_live_trials(study: optuna.Study, settings: Settings) -> None:
+    """Refuse a grace period shorter than the one the study started with while one of its trials runs in a
+    live process (its folder's lock is held): Optuna would take the trial for dead, fail it in that process
+    and retry it here. Shorter is fine once the process is gone (a restart after a crash, not waiting)."""
+    started = study.user_attrs.get("grace_period")
+    if started is None:
+        study.set_user_attr("grace_period", settings.grace_period)
+    if not isinstance(started, int) or settings.grace_period >= started:
+        return
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        folder = settings.dir / _trial_folder_name(trial.user_attrs.get("run_dir"), trial.number)
+        if owner := run_folder.holder(folder):
+            raise ConfigError(
+                f"search.grace_period={settings.grace_period}: trial {trial.number} is running ({owner}) and "
+                f"the study started with {started} s; a shorter wait takes it for dead: use {started}"
+            )
 
 
 def counted(study: optuna.Study) -> int:

@@ -348,3 +348,38 @@ def test_a_search_folder_or_study_that_is_not_a_searchs_is_refused(tmp_path, cac
         search.main(overrides(tmp_path, cache_dir, LR))
     assert exit_info.value.code == 2 and expected in exit_info.value.line, exit_info.value.line
     assert sorted(p.name for p in study.iterdir()) == before
+
+
+def test_a_shorter_grace_period_is_refused_while_a_trial_runs_in_a_live_process(tmp_path, cache_dir):
+    """A second search with a shorter grace period took the first one's live trial for dead: Optuna failed it
+    in that process (a traceback there) and the retry here met its locked folder."""
+    import subprocess
+    import sys
+
+    (tmp_path / "study").mkdir()
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path / 'study' / 'study.db'}", heartbeat_interval=60
+    )
+    study = optuna.create_study(storage=storage, study_name="gpt_lr")
+    study.set_user_attr("grace_period", 120)
+    running = study.ask()
+    running.set_user_attr("run_dir", str(tmp_path / "study" / f"trial_{running.number}"))
+    holder = subprocess.Popen(  # the first search's trial process, holding its run folder
+        [sys.executable, "-c", "import time; from lightning_llm import run_folder; "
+         f"run_folder.lock({str(tmp_path / 'study' / 'trial_0')!r}); print('held', flush=True); "
+         "time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SystemExit) as exit_info:
+            search.main(
+                overrides(tmp_path, cache_dir, LR, "search.grace_period=1", "search.heartbeat_interval=1")
+            )
+        assert "trial 0 is running (pid" in exit_info.value.line and "use 120" in exit_info.value.line
+    finally:
+        holder.kill()
+        holder.wait()
+    from lightning_llm.run_folder import holder as folder_holder
+
+    assert folder_holder(tmp_path / "study" / "trial_0") is None  # gone: a shorter wait is fine again
