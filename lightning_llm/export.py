@@ -55,6 +55,8 @@ def export(run: str | Path, out: str | Path, merge_lora: bool = False) -> Path:
             f"{run} was trained with LoRA adapters (model.lora.rank={lora_settings(node).rank}); pass "
             "--merge-lora to fold them into the exported weights"
         )
+    if merge_lora and not lora_settings(node).rank:  # a flag that would do nothing: a mistaken run?
+        raise ValueError(f"--merge-lora: {run} has no LoRA adapters (model.lora.rank=0); leave it out")
     node.pop("lora", None)
     node.pop("init_from", None)
     _check_not_in_a_run(Path(out).expanduser())

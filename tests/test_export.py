@@ -30,3 +30,14 @@ def test_an_export_into_a_run_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"--out .*/run/hf is inside the run folder .*could not be resumed"):
         _check_not_in_a_run(run / "hf")
     _check_not_in_a_run(tmp_path / "hf")  # beside it: fine
+
+
+def test_merge_lora_for_a_run_without_adapters_is_refused(tmp_path):
+    """A flag that would do nothing was accepted in silence: most likely the wrong run."""
+    from lightning_llm.export import export
+    from tests.test_checkpoint import make_run
+
+    run_dir, _, _ = make_run(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"--merge-lora: .*run has no LoRA adapters"):
+        export(run_dir, tmp_path / "out", merge_lora=True)
+    assert not (tmp_path / "out").exists()
