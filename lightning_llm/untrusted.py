@@ -12,7 +12,7 @@ import pickletools
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -45,6 +45,7 @@ def torch_file_is_zip(path: Path) -> bool:
         with open(path, "rb") as file:
             head = file.read(4)
         if head[:2] == b"\x80\x02":  # the legacy format: a pickle stream, protocol 2
+            _check_legacy_structure(path)
             return False
         if head != b"PK\x03\x04":  # a zip archive's first entry
             raise CheckpointError(
@@ -98,7 +99,24 @@ def check_pickle_expansion(data: bytes, source: object) -> None:
         )
 
 
-def expands_past(data: bytes, limit: int) -> bool:
+def _check_legacy_structure(path: Path) -> None:
+    """``check_pickle_expansion`` for torch's pre-zip format: its fourth pickle is the object (after the magic
+    number, the protocol version and the system's description), read here without building anything."""
+    with open(path, "rb") as file:
+        try:
+            for _ in range(3):
+                for _ in pickletools.genops(file):
+                    pass
+        except ValueError:  # not torch's layout: torch says what is wrong with it
+            return
+        if expands_past(file, MAX_EXPANDED):
+            raise CheckpointError(
+                f"{path}: its pickled data expands to over {MAX_EXPANDED:,} objects through shared "
+                "references (damaged or crafted); refused"
+            )
+
+
+def expands_past(data: bytes | BinaryIO, limit: int) -> bool:
     """Whether the pickle ``data``, each shared reference expanded, makes more than ``limit`` objects."""
     stack: list = []  # the expanded size of each object on the unpickler's stack, or _MARK
     memo: dict = {}

@@ -93,3 +93,17 @@ def test_a_pickle_that_expands_through_shared_references_is_refused_before_it_is
 
     check_pickle_expansion(pickle.dumps(ordinary["config"]), "ok")
     check_pickle_expansion(b"not a pickle", "garbage")  # left to the unpickler to name
+
+
+def test_the_legacy_format_is_held_to_the_same_expansion_bound(tmp_path):
+    from lightning_llm.untrusted import torch_file_is_zip
+
+    nested: tuple = ("x",)
+    for _ in range(13):
+        nested = (nested,) * 8
+    path = tmp_path / "old.ckpt"
+    torch.save({"extra": [nested]}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=r"old\.ckpt: its pickled data expands to over"):
+        torch_file_is_zip(path)
+    torch.save({"w": torch.ones(3)}, path, _use_new_zipfile_serialization=False)
+    assert torch_file_is_zip(path) is False  # an ordinary one is read, as before
