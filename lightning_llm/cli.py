@@ -489,7 +489,7 @@ def claim_run_folder(folder: str | None, resuming: bool, cfg: DictConfig | None 
     from lightning_llm import run_folder  # deferred: it imports torch, which --help does not need
     from lightning_llm.errors import CheckpointError
 
-    run_folder.check_rank_variables()
+    run_folder.check_rank_variables(run_folder.planned_processes(cfg.trainer) if cfg is not None else None)
     if folder and run_folder.is_launching_rank():
         run_folder.check_launch(folder, resuming)
         if resuming and cfg is not None:

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import torch
 
 from lightning_llm.errors import CheckpointError, first_line
-from lightning_llm.untrusted import MAX_EXPANDED, MAX_PICKLE_BYTES, expands_past
+from lightning_llm.untrusted import MAX_PICKLE_BYTES, pickle_problem
 
 __all__ = ["DCP_METADATA", "read_dcp_metadata", "safe_reader"]
 
@@ -83,10 +83,8 @@ def read_dcp_metadata(path: Path) -> Any:
         if not path.is_file() or path.stat().st_size > MAX_PICKLE_BYTES:  # a FIFO would block the read
             raise _Unusable(f"its {path.name} is not a regular file of at most {MAX_PICKLE_BYTES:,} bytes")
         data = path.read_bytes()
-        if expands_past(data, MAX_EXPANDED):  # before the unpickler hashes or builds it
-            raise _Unusable(
-                f"its {path.name} expands to over {MAX_EXPANDED:,} objects through shared references, refused"
-            )
+        if problem := pickle_problem(data):  # before the unpickler hashes or builds it
+            raise _Unusable(f"its {path.name} {problem}, refused (damaged or crafted)")
         metadata = _DcpMetadataUnpickler(io.BytesIO(data)).load()
     except _Unusable as error:
         reason = str(error)

@@ -24,9 +24,9 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lightning_llm.atomic import TEMP_MARKER
 from lightning_llm.checkpoint import (
@@ -270,8 +270,21 @@ def launch_pids(folder: Path) -> set[int]:
     }
 
 
-# A process's rank, and the size of the launch it belongs to, as torchrun, SLURM and Lightning's launcher set
-_RANKS = (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS"), ("LOCAL_RANK", "WORLD_SIZE"))
+# A process's rank, and the size of the launch it belongs to, as torchrun, SLURM, LSF and Lightning's launcher
+# set them (Lightning reads each rank variable with int(), spaces and all)
+_RANKS = (
+    ("RANK", "WORLD_SIZE"),
+    ("SLURM_PROCID", "SLURM_NTASKS"),
+    ("LOCAL_RANK", "WORLD_SIZE"),
+    ("JSM_NAMESPACE_RANK", "JSM_NAMESPACE_SIZE"),
+)
+
+
+def _number(variable: str) -> int | None:
+    try:
+        return int(os.environ.get(variable, ""))
+    except ValueError:
+        return None
 
 
 def is_launching_rank() -> bool:
@@ -280,23 +293,36 @@ def is_launching_rank() -> bool:
     rank only counts with the launch size beside it: a stray ``RANK=1`` in a shell would otherwise turn off
     every check of the run folder (``check_rank_variables`` refuses it)."""
     for rank, size in _RANKS:
-        value, processes = os.environ.get(rank, ""), os.environ.get(size, "")
-        if value.isdigit() and processes.isdigit() and int(processes) > 1:
-            return int(value) == 0
+        value, processes = _number(rank), _number(size)
+        if value is not None and processes is not None and processes > 1:
+            return value == 0
     return True
 
 
-def check_rank_variables() -> None:
-    """Refuse a rank other than 0 without a launch of several processes beside it (a variable left in a
-    shell): Lightning would then run as that rank, with no logs, and no rank would own the run folder."""
+def planned_processes(trainer: Any) -> int | None:
+    """The processes a run's trainer settings ask for (devices x nodes), None where they leave it to the
+    machine (``devices: auto``)."""
+    devices, nodes = trainer.get("devices"), trainer.get("num_nodes", 1)
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
+        devices = len(devices) if isinstance(devices, list | ListConfig) else None
+    return devices * nodes if devices and isinstance(nodes, int) else None
+
+
+def check_rank_variables(processes: int | None = None) -> None:
+    """Refuse a rank other than 0 that no launch of several processes explains (a variable left in a shell):
+    none beside it, or a run of ``processes`` = 1 (its trainer's devices x nodes). Lightning would run as
+    that rank, with no logs, or as rank 0 while no rank owned the run folder."""
     for rank, size in _RANKS:
-        value, processes = os.environ.get(rank, ""), os.environ.get(size, "")
-        several = processes.isdigit() and int(processes) > 1
-        if value.isdigit() and int(value) != 0 and not several:
+        value, launched = _number(rank), _number(size)
+        several = launched is not None and launched > 1
+        if value is not None and value != 0 and (not several or processes == 1):
+            why = f"{size}={os.environ.get(size, 'unset')}" if not several else "this run is one process"
             raise RunFolderError(
-                f"{rank}={value} is set in the environment, but no launch of several processes ({size}="
-                f"{processes or 'unset'}): unset {rank} for a single-process run, or start the processes "
-                "with torchrun, srun or Lightning"
+                f"{rank}={os.environ[rank].strip()} is set in the environment, but no launch of several "
+                f"processes explains it ({why}): unset {rank} for a single-process run, or start the "
+                "processes with torchrun, srun or Lightning"
             )
 
 

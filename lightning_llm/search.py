@@ -293,7 +293,7 @@ def _check_not_a_users_database(storage: str) -> None:
     if not storage.startswith("sqlite:///"):
         return  # a server database is named on purpose, with its own permissions
     path = Path(storage.removeprefix("sqlite:///"))
-    if path.is_symlink():
+    if path.is_symlink() or (path.is_file() and path.stat().st_nlink > 1):  # a hard link: another's database
         raise ConfigError(f"search.storage: {path} is a link; a study is kept in a file of its own")
     if not path.is_file() or path.stat().st_size == 0:
         return

@@ -36,7 +36,7 @@ def run(cfg: DictConfig) -> float | None:
     """The Hydra task: claim the run folder (``run_folder``: one run per folder, one launch at a time), train,
     and return ``cfg.optimized_metric`` for a sweeper."""
     try:
-        run_folder.check_rank_variables()
+        run_folder.check_rank_variables(run_folder.planned_processes(cfg.trainer))
         if run_folder.is_launching_rank():
             run_dir = _hydra_output_dir()
             resuming = cfg.get("ckpt_path") not in (None, "", "null")

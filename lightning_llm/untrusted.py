@@ -25,7 +25,7 @@ __all__ = [
     "SPARE_MODULES",
     "check_pickle_expansion",
     "check_plain_structure",
-    "expands_past",
+    "pickle_problem",
     "check_stored_config",
     "stored_elements",
     "torch_file_is_zip",
@@ -69,6 +69,10 @@ def torch_file_is_zip(path: Path) -> bool:
             f"{path} is not a checkpoint torch.save wrote: its entry {big.filename} claims {big.file_size:,} "
             f"bytes, the file has {size:,}; refused"
         )
+    names = [entry.filename for entry in entries]
+    if len(set(names)) != len(names):  # which of two same-named entries a reader takes is its own choice
+        twice = next(name for name in names if names.count(name) > 1)
+        raise CheckpointError(f"{path} is not a checkpoint torch.save wrote: it holds {twice} twice; refused")
     structure = next((e for e in entries if e.filename.endswith("/data.pkl")), None)
     if structure is not None:
         if structure.file_size > MAX_PICKLE_BYTES:
@@ -86,43 +90,44 @@ MAX_EXPANDED = 10_000_000  # objects a pickle's structure expands to, shared ref
 _MARK = object()
 
 
-def check_pickle_expansion(data: bytes, source: object) -> None:
-    """Refuse a pickle whose objects, with each shared reference expanded, exceed ``MAX_EXPANDED``, before
-    an unpickler builds it: references cost nothing to store, so 1 KB can describe a tuple of 8 copies of a
-    tuple of 8 copies ... that hashing (a dict key) or any walk takes hours over. Read with ``pickletools``
-    (no object is built): each opcode's stack effect, and the expanded size of what it makes. A stream that
-    is not a pickle is left to the unpickler, which says what is wrong with it."""
-    if expands_past(data, MAX_EXPANDED):
-        raise CheckpointError(
-            f"{source}: its pickled data expands to over {MAX_EXPANDED:,} objects through shared references "
-            "(damaged or crafted); refused"
-        )
+def check_pickle_expansion(data: bytes | BinaryIO, source: object) -> None:
+    """Refuse a pickle built to be slow to load (``pickle_problem``) before an unpickler builds it. A stream
+    that is not a pickle is left to the unpickler, which says what is wrong with it."""
+    if problem := pickle_problem(data):
+        raise CheckpointError(f"{source}: its pickled data {problem} (damaged or crafted); refused")
 
 
 def _check_legacy_structure(path: Path) -> None:
-    """``check_pickle_expansion`` for torch's pre-zip format: its fourth pickle is the object (after the magic
-    number, the protocol version and the system's description), read here without building anything."""
+    """``check_pickle_expansion`` for torch's pre-zip format: a run of pickles (the magic number, the protocol
+    version, the system's description, the object, its storages' keys), each read without building it."""
     with open(path, "rb") as file:
-        try:
-            for _ in range(3):
-                for _ in pickletools.genops(file):
-                    pass
-        except ValueError:  # not torch's layout: torch says what is wrong with it
-            return
-        if expands_past(file, MAX_EXPANDED):
-            raise CheckpointError(
-                f"{path}: its pickled data expands to over {MAX_EXPANDED:,} objects through shared "
-                "references (damaged or crafted); refused"
-            )
+        for _ in range(5):
+            if file.read(1) == b"":
+                return
+            file.seek(-1, 1)
+            check_pickle_expansion(file, path)
 
 
-def expands_past(data: bytes | BinaryIO, limit: int) -> bool:
-    """Whether the pickle ``data``, each shared reference expanded, makes more than ``limit`` objects."""
+MAX_SAME_HASH = 64  # distinct numbers of one hash value: none in real data (2^61-1 apart)
+
+
+def pickle_problem(data: bytes | BinaryIO, limit: int = MAX_EXPANDED) -> str | None:
+    """Why the pickle ``data`` would be slow to load, or None, read with ``pickletools`` (no object is built):
+    its objects, each shared reference expanded, exceed ``limit`` (references cost nothing to store, so 1 KB
+    can describe a tuple of 8 copies of a tuple of 8 copies ... that hashing, as a dict key, takes hours
+    over); or more than ``MAX_SAME_HASH`` distinct numbers share one hash (a number's hash is not random:
+    dict keys k * (2^61 - 1) all collide, and inserting N of them takes N^2 steps)."""
     stack: list = []  # the expanded size of each object on the unpickler's stack, or _MARK
     memo: dict = {}
+    by_hash: dict[int, set] = {}
     try:
         for opcode, arg, _ in pickletools.genops(data):
             name = opcode.name
+            if isinstance(arg, int | float) and not isinstance(arg, bool) and name not in _MEMO_OPS:
+                same = by_hash.setdefault(hash(arg), set())
+                same.add(arg)
+                if len(same) > MAX_SAME_HASH:
+                    return f"holds over {MAX_SAME_HASH} distinct numbers of one hash value"
             if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
                 memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
                 continue
@@ -139,13 +144,16 @@ def expands_past(data: bytes | BinaryIO, limit: int) -> bool:
             for _ in range(below):
                 consumed += stack.pop()
             if consumed > limit:
-                return True
+                return f"expands to over {limit:,} objects through shared references"
             stack.extend(
                 _MARK if item is pickletools.markobject else consumed + 1 for item in opcode.stack_after
             )
     except (ValueError, IndexError, KeyError, TypeError):  # not a pickle: the unpickler says what it is
-        return False
-    return False
+        return None
+    return None
+
+
+_MEMO_OPS = frozenset(("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET", "FRAME", "PROTO"))
 
 
 # What a model built from a stored config may have beyond its stored weights: modules per stored tensor

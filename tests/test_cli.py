@@ -279,17 +279,21 @@ def test_the_plugins_command_helps_and_shows_one_plugin(capsys):
     )  # a field's comment
 
 
-@pytest.mark.parametrize("variable", ["RANK", "LOCAL_RANK", "SLURM_PROCID"])
+@pytest.mark.parametrize("variable", ["RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"])
 def test_a_stray_rank_variable_is_refused_not_obeyed(variable, monkeypatch, tmp_path):
     """``RANK=1`` left in a shell made the one process a rank that owns no run folder: no check, no lock, a
-    finished run or a user's folder written over."""
+    finished run or a user's folder written over; with a launch size beside it too, for a one-process run."""
     from lightning_llm.run_folder import is_launching_rank
 
-    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "WORLD_SIZE", "SLURM_NTASKS"):
+    sizes = {"RANK": "WORLD_SIZE", "LOCAL_RANK": "WORLD_SIZE", "SLURM_PROCID": "SLURM_NTASKS"}
+    size = sizes.get(variable, "JSM_NAMESPACE_SIZE")
+    for name in (*sizes, "JSM_NAMESPACE_RANK", "WORLD_SIZE", "SLURM_NTASKS", "JSM_NAMESPACE_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(variable, "1")
+    monkeypatch.setenv(variable, " 1")  # Lightning reads it with int(), spaces and all
     assert is_launching_rank()  # the checks apply
     line = refused_before_hydra(f"hydra.run.dir={tmp_path / 'run'}")
     assert f"{variable}=1 is set in the environment, but no launch of several processes" in line
-    monkeypatch.setenv("SLURM_NTASKS" if variable == "SLURM_PROCID" else "WORLD_SIZE", "2")
+    monkeypatch.setenv(size, "2")
     assert not is_launching_rank()  # a real launch's rank 1
+    line = refused_before_hydra(f"hydra.run.dir={tmp_path / 'run'}")  # but this run is one process
+    assert "(this run is one process)" in line

@@ -2,6 +2,7 @@
 re-running finished trials, prunes trials that fall behind, and rejects a bad search space in one line."""
 
 import math
+import os
 import shutil
 import time
 import types
@@ -321,7 +322,9 @@ def test_a_study_names_a_retried_trials_folder_only_inside_the_search_folder():
         assert _trial_folder_name(recorded, 9) == "trial_9"
 
 
-@pytest.mark.parametrize("case", ["run folder", "user folder", "linked study", "foreign tables"])
+@pytest.mark.parametrize(
+    "case", ["run folder", "user folder", "linked study", "hard-linked study", "foreign tables"]
+)
 def test_a_search_folder_or_study_that_is_not_a_searchs_is_refused(tmp_path, cache_dir, case):
     """A search wrote study.db, best.yaml and trial folders into a finished run's folder or a user's; a
     study.db linked elsewhere, or a database with a table named ``studies``, got Optuna's tables."""
@@ -338,6 +341,10 @@ def test_a_search_folder_or_study_that_is_not_a_searchs_is_refused(tmp_path, cac
     elif case == "linked study":
         (tmp_path / "mine.db").write_bytes(b"")
         (study / "study.db").symlink_to(tmp_path / "mine.db")
+        expected = "study.db is a link"
+    elif case == "hard-linked study":  # another search's database: its file gets this study too
+        (tmp_path / "other.db").write_bytes(b"")
+        os.link(tmp_path / "other.db", study / "study.db")
         expected = "study.db is a link"
     else:
         with sqlite3.connect(study / "study.db") as database:

@@ -107,3 +107,43 @@ def test_the_legacy_format_is_held_to_the_same_expansion_bound(tmp_path):
         torch_file_is_zip(path)
     torch.save({"w": torch.ones(3)}, path, _use_new_zipfile_serialization=False)
     assert torch_file_is_zip(path) is False  # an ordinary one is read, as before
+
+
+def test_numbers_built_to_collide_in_a_dict_and_twice_named_entries_are_refused(tmp_path):
+    """Keys k * (2^61 - 1) all hash to 0: 80,000 of them (1 MB) took 28 s to unpickle, 4M would take hours.
+    A second entry named like the first was the one torch read, not the one checked."""
+    import zipfile
+
+    from lightning_llm.untrusted import pickle_problem, torch_file_is_zip
+
+    colliding = {k * (2**61 - 1): 0 for k in range(1, 200)}  # built here at 200: quadratic, but small
+    path = tmp_path / "collide.ckpt"
+    torch.save({"extra": colliding}, path)
+    with pytest.raises(CheckpointError, match="holds over 64 distinct numbers of one hash value"):
+        torch_file_is_zip(path)
+    assert pickle_problem(torch.zeros(3).tolist().__repr__().encode()) is None  # not a pickle: left alone
+    twice = tmp_path / "twice.ckpt"
+    torch.save({"w": torch.zeros(2)}, twice)
+    with zipfile.ZipFile(twice) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(twice, "a") as archive:
+        archive.writestr(name, b"\x80\x02}q\x00.")
+    with pytest.raises(CheckpointError, match=r"holds .*data\.pkl twice"):
+        torch_file_is_zip(twice)
+
+
+def test_every_pickle_of_the_legacy_format_is_scanned(tmp_path):
+    """The legacy stream is five pickles; a bomb in the first (the magic number's place) or the last (the
+    storages' keys) was unpickled before torch failed on it."""
+    import pickle
+
+    from lightning_llm.untrusted import torch_file_is_zip
+
+    nested: tuple = ("x",)
+    for _ in range(13):
+        nested = (nested,) * 8
+    path = tmp_path / "old.ckpt"
+    with open(path, "wb") as file:
+        pickle.dump(nested, file, protocol=2)  # where the magic number goes
+    with pytest.raises(CheckpointError, match="expands to over"):
+        torch_file_is_zip(path)
