@@ -70,6 +70,7 @@ RUN_ENTRIES = {
     "samples.txt",
     "summary.json",
     "trial_end.json",  # how a search trial without a summary ended (lightning_llm.search)
+    "search_trial.json",  # the study a search trial belongs to (lightning_llm.search)
     # a report of this one run, written into it by default (python -m lightning_llm.report <run>)
     *REPORT_FILES,
     REPORT_MANIFEST,

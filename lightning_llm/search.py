@@ -541,7 +541,10 @@ def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> 
     # user's files stops the search, since every later trial would meet the same.
     hint = "it is another search's trial: choose another search.dir, or that search's search.study_name"
     run_folder.check_launch(run_dir, resuming=retried is not None, key="search.dir", resume_hint=hint)
+    owner = _trial_owner(settings)
+    _check_trial_owner(run_dir, owner, hint)
     run_folder.lock(run_dir)
+    write_text(run_dir / TRIAL_OWNER_FILE, json.dumps(owner) + "\n")
     try:
         state, value, note = _train(trial, settings, [*overrides, *params, *resume], run_dir)
     finally:
@@ -556,6 +559,35 @@ def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> 
         log.warning("trial %d failed: %s", trial.number, note)
         return math.nan  # Optuna records a nan as a failed trial, without printing a traceback of its own
     return value
+
+
+TRIAL_OWNER_FILE = "search_trial.json"  # the study and storage a trial folder belongs to
+
+
+def _trial_owner(settings: Settings) -> dict[str, str]:
+    """The study a trial folder belongs to: its name and storage (the default one by its place in
+    ``search.dir``, so a moved search folder is still its own; a server's URL without its password)."""
+    default = settings.storage == f"sqlite:///{settings.dir / 'study.db'}"
+    storage = "study.db" if default else re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", settings.storage)
+    return {"study": settings.study_name, "storage": storage}
+
+
+def _check_trial_owner(run_dir: Path, owner: dict[str, str], hint: str) -> None:
+    """Refuse a trial folder another study wrote (two searches sharing one search.dir on different storages:
+    one's retry resumed over the other's finished trial)."""
+    path = run_dir / TRIAL_OWNER_FILE
+    if not (path.exists() or path.is_symlink()):
+        return  # a new folder, or a trial of a search from before folders recorded their study
+    try:
+        if not path.is_file() or path.stat().st_size > 4096:
+            raise ValueError("not a small file")
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        recorded = None
+    if recorded != owner:
+        raise ConfigError(
+            f"search.dir: {run_dir} is a trial of another study ({path.name}: {recorded}); {hint}"
+        )
 
 
 def _trial_folder_name(earlier: object, number: int) -> str:

@@ -390,3 +390,17 @@ def test_a_shorter_grace_period_is_refused_while_a_trial_runs_in_a_live_process(
     from lightning_llm.run_folder import holder as folder_holder
 
     assert folder_holder(tmp_path / "study" / "trial_0") is None  # gone: a shorter wait is fine again
+
+
+def test_a_trial_folder_another_study_wrote_is_refused(tmp_path, cache_dir):
+    """Two searches sharing one search.dir on different storages: the second one's retry of its trial 0
+    resumed over the first one's finished trial_0. Each trial folder now names its study and storage."""
+    trial = tmp_path / "study" / "trial_0"
+    trial.mkdir(parents=True)
+    (trial / "search_trial.json").write_text('{"study": "other", "storage": "sqlite:////elsewhere.db"}\n')
+    (trial / ".lock").write_text("pid 1 on elsewhere since 2026-01-01 00:00:00\n")  # a launch made it
+    with pytest.raises(SystemExit) as exit_info:
+        search.main(overrides(tmp_path, cache_dir, LR))
+    assert exit_info.value.code == 2
+    assert "trial_0 is a trial of another study" in exit_info.value.line, exit_info.value.line
+    assert sorted(p.name for p in trial.iterdir()) == [".lock", "search_trial.json"]
