@@ -180,6 +180,8 @@ def test_integer_labels_sort_numerically(tmp_path, tokenizer):
     batch = next(iter(dm.test_dataloader()))
     assert batch["labels"].tolist() == [i % 11 for i in range(32)]
     assert label_names([Example("a", "b", ""), Example("c", "10", "")]) == ["10", "b"]
+    long = "9" * 5000  # past the digits Python reads: was "Exceeds the limit (4300 digits)", naming nothing
+    assert label_names([Example("a", long, ""), Example("c", "10", "")]) == ["10", long]
 
 
 def test_integer_labels_equal_in_value_have_one_order_whatever_the_string_hashing():
