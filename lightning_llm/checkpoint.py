@@ -192,8 +192,7 @@ def read_metadata(path: Path) -> Any:
         meta = torch.load(source, map_location="cpu", mmap=mmap, weights_only=True)
     except Exception as error:  # whatever torch and its unpickler raise for a damaged or hostile file
         raise _unreadable(path, error) from None
-    check_plain_structure(meta, path)
-    check_own_entries(meta, path)
+    check_loaded(meta, path)
     return meta
 
 
@@ -207,6 +206,13 @@ _OWN_ENTRIES = {
     "rng_states": dict,
     "data_settings": dict,
 }
+
+
+def check_loaded(checkpoint: Any, source: object) -> None:
+    """What every reader of a checkpoint's dict checks once torch has loaded it: its plain data's shape
+    (``untrusted.check_plain_structure``) and lightning_llm's own entries (``check_own_entries``)."""
+    check_plain_structure(checkpoint, source)
+    check_own_entries(checkpoint, source)
 
 
 def check_own_entries(checkpoint: Any, source: object) -> None:
@@ -311,8 +317,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # whatever torch and its unpickler raise for a damaged or hostile file
         raise _unreadable(path, error, "corrupt or truncated?") from None
-    check_plain_structure(checkpoint, path)
-    check_own_entries(checkpoint, path)
+    check_loaded(checkpoint, path)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{path} is not a Lightning checkpoint: it has no 'state_dict'")
     return checkpoint
@@ -329,22 +334,16 @@ def load_sharded(path: str | Path) -> dict[str, Any]:
     index has been checked against its shards (``read_dcp_metadata``) and its weights' dtypes are floating
     point; a ``meta.pt`` torch.save did not write (compressed entries) is refused before it is read."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     path = Path(path)
     torch_file_is_zip(path / META_FILE)  # a compressed archive could unpack into any amount of memory
     meta = torch.load(path / META_FILE, map_location="cpu", weights_only=True)
-    check_plain_structure(meta, path)
-    check_own_entries(meta, path)
+    check_loaded(meta, path)
     reader = safe_reader(path)
     index = reader.read_metadata()  # checked: each tensor's declared size needs exactly its stored bytes
     # Full-size empty tensors, as DCP's index records them, for the module's weights only: DCP fills them
     # from every rank's shards. The optimizer_<i> entries would double the memory and are useless here.
-    declared = {
-        key.partition(".")[2]: entry
-        for key, entry in index.state_dict_metadata.items()
-        if key.partition(".")[0] == "state_dict" and isinstance(entry, TensorStorageMetadata)
-    }
+    declared = _declared_weights(index)
     for name, entry in declared.items():
         _check_sharded_weight_dtype(path, f"state_dict.{name}", entry.properties.dtype)
     weights = {name: torch.empty(item.size, dtype=item.properties.dtype) for name, item in declared.items()}
@@ -352,6 +351,17 @@ def load_sharded(path: str | Path) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
         dcp.load({"state_dict": weights}, storage_reader=reader, no_dist=True)
     return {**meta, "state_dict": weights}
+
+
+def _declared_weights(index: Any) -> dict[str, Any]:
+    """The module weights a DCP index declares (``state_dict.<name>`` tensor entries), by name."""
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    return {
+        key.removeprefix("state_dict."): entry
+        for key, entry in index.state_dict_metadata.items()
+        if key.startswith("state_dict.") and isinstance(entry, TensorStorageMetadata)
+    }
 
 
 def _check_sharded_weight_dtype(path: Path, key: str, dtype: torch.dtype) -> None:
@@ -508,13 +518,9 @@ def stored_weights(path: Path) -> dict[str, torch.Tensor]:
 def _stored_state(path: Path, meta: Any) -> dict[str, torch.Tensor]:
     """The model weights of the checkpoint at ``path`` whose dict (a folder's ``meta.pt``) is ``meta``."""
     if path.is_dir():
-        from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-
         index = read_dcp_metadata(path / DCP_METADATA)
         stored = {
-            key.removeprefix("state_dict."): torch.empty(entry.size, device="meta")
-            for key, entry in index.state_dict_metadata.items()
-            if key.startswith("state_dict.") and isinstance(entry, TensorStorageMetadata)
+            name: torch.empty(entry.size, device="meta") for name, entry in _declared_weights(index).items()
         }
     elif isinstance(meta, dict) and isinstance(meta.get("state_dict"), dict):
         stored = meta["state_dict"]

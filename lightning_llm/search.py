@@ -432,7 +432,7 @@ def open_study(settings: Settings) -> optuna.Study:
         if not existed:  # made just now, and still empty: leave nothing behind
             with contextlib.suppress(OSError):
                 settings.dir.rmdir()
-        shown = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", settings.storage)  # never print a password
+        shown = _without_password(settings.storage)
         raise ConfigError(
             f"search.storage={shown}: cannot open it as an Optuna storage ({first_line(error)}); give an "
             "SQLAlchemy URL such as sqlite:////abs/path/study.db"
@@ -561,6 +561,11 @@ def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> 
     return value
 
 
+def _without_password(url: str) -> str:
+    """A storage URL as it may be printed or written down: ``user:***@``, never the password."""
+    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+
+
 TRIAL_OWNER_FILE = "search_trial.json"  # the study and storage a trial folder belongs to
 
 
@@ -568,7 +573,7 @@ def _trial_owner(settings: Settings) -> dict[str, str]:
     """The study a trial folder belongs to: its name and storage (the default one by its place in
     ``search.dir``, so a moved search folder is still its own; a server's URL without its password)."""
     default = settings.storage == f"sqlite:///{settings.dir / 'study.db'}"
-    storage = "study.db" if default else re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", settings.storage)
+    storage = "study.db" if default else _without_password(settings.storage)
     return {"study": settings.study_name, "storage": storage}
 
 
