@@ -28,7 +28,7 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,16 +135,29 @@ def survey_checkpoints(folder: str | Path) -> tuple[Path | None, dict[Path, str]
     ``unusable``: each checkpoint under a final name that cannot be used, with the reason (truncated,
     unreadable, pickled code). Unfinished writes are neither: they are expected after a crash."""
     folder = Path(folder)
-    ranked, unusable = [], {}
-    for path in dict.fromkeys([folder / LAST, folder / (LAST + OLD_SUFFIX), *folder.glob("*.ckpt")]):
-        if not (path.exists() and not is_unfinished(path)):
+    steps, unusable = survey_paths([folder / LAST, folder / (LAST + OLD_SUFFIX), *folder.glob("*.ckpt")])
+    ranked = [(step, path.name == LAST, mtime, path.name, path) for path, (step, mtime) in steps.items()]
+    return (max(ranked)[-1] if ranked else None), unusable
+
+
+def survey_paths(paths: Iterable[Path]) -> tuple[dict[Path, tuple[int, float]], dict[Path, str]]:
+    """``({usable path: (step, mtime)}, {unusable path: why})`` of the checkpoints among ``paths``, each read
+    once. Unfinished writes are in neither, and nor is a checkpoint deleted while it was read: a live run
+    replaces its best checkpoints, and that is not damage."""
+    usable, unusable = {}, {}
+    for path in dict.fromkeys(paths):
+        if not path.exists() or is_unfinished(path):
             continue
         step, problem = inspect_checkpoint(path)
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            continue
         if problem:
             unusable[path] = problem
         else:
-            ranked.append((step, path.name == LAST, path.stat().st_mtime, path.name, path))
-    return (max(ranked)[-1] if ranked else None), unusable
+            usable[path] = (step, mtime)
+    return usable, unusable
 
 
 def _is_legacy_file(path: Path) -> bool:

@@ -388,6 +388,29 @@ def test_latest_checkpoint_order(tmp_path):
     assert latest_checkpoint(folder) == folder / "last.ckpt"  # a tie in steps goes to last.ckpt
 
 
+def test_a_checkpoint_deleted_while_it_is_read_is_neither_picked_nor_called_damaged(tmp_path, monkeypatch):
+    """A live run replaces its best checkpoint while another process (a refused second launch, `report`)
+    surveys the folder: the vanished file is passed over, not reported as damaged nor a traceback."""
+    from lightning_llm import checkpoint
+
+    folder = tmp_path / "checkpoints"
+    kept = save_at_step(folder / "best-step000002.ckpt", 2)
+    read = checkpoint.inspect_checkpoint
+    for gone_before in (True, False):  # vanished before its read, or between its read and its stat
+        doomed = save_at_step(folder / "best-step000009.ckpt", 9)
+
+        def read_while_deleted(path, read=read, doomed=doomed, gone_before=gone_before):
+            if path == doomed and gone_before:
+                doomed.unlink()
+            found = read(path)
+            if path == doomed and not gone_before:
+                doomed.unlink()
+            return found
+
+        monkeypatch.setattr(checkpoint, "inspect_checkpoint", read_while_deleted)
+        assert checkpoint.survey_checkpoints(folder) == (kept, {})
+
+
 def test_lightning_names_its_sharded_metadata_as_we_expect():
     from lightning.fabric.utilities.load import _METADATA_FILENAME
 

@@ -235,12 +235,17 @@ def test_last_ckpt_is_the_latest_state_even_when_the_val_loss_got_worse(make_cfg
     seen = []
 
     class LastAfterValidation(Callback):  # reads last.ckpt as the steps after a validation start
-        def on_train_batch_start(self, trainer: Trainer, *args: object) -> None:
+        def on_train_batch_start(self, trainer: Trainer, module: object, *args: object) -> None:
             if trainer.global_step in (4, 8):
                 seen.append(load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"])
+            if trainer.global_step == 4:  # after the first validation: noise no 4 small steps undo
+                noise = torch.Generator().manual_seed(0)
+                with torch.no_grad():
+                    for weight in module.parameters():
+                        weight.add_(torch.randn(weight.shape, generator=noise) * 3.0)
 
-    # validations at 4 and 8, then 2 more steps; too high a learning rate: the val loss gets worse
-    cfg = make_cfg("optim.lr=3.0", "scheduler=constant", "trainer.max_steps=10")
+    # validations at 4 and 8, then 2 more steps; the val loss gets worse between them
+    cfg = make_cfg("optim.lr=1e-3", "scheduler=constant", "trainer.max_steps=10")
     train(cfg, run_dir=tmp_path, callbacks=[LastAfterValidation()])
     best = sorted((tmp_path / "checkpoints").glob("best-*.ckpt"))
     assert [load_checkpoint(path)["global_step"] for path in best] == [4]  # the val loss rose by step 8
