@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         added = plugin_defaults(args.overrides)
         if informational and not args.shell_completion:  # what Hydra would print, checked as a run's
             shown = [*args.overrides, *added, *search_path_overrides(args)]
-            check_bool_values(compose_config(shown), shown)
+            config.check_switch_settings(compose_config(shown))
         if not informational:
             folders: dict[str, str] = {}
             job = [*args.overrides, *added, *search_path_overrides(args)]
@@ -177,6 +177,10 @@ def resume_overrides(overrides: list[str]) -> list[str]:
     folder, ckpt_path = _given("hydra.run.dir", overrides), _given("ckpt_path", overrides)
     if ckpt_path in (None, "", "null") or not folder or "${" in folder:
         return []
+    from lightning_llm import run_folder  # deferred: it imports torch, which --help does not need
+
+    if run_folder.is_launching_rank():  # the other ranks start while the first holds the folder
+        run_folder.check_not_in_use(Path(folder).expanduser())  # a live run rewrites its checkpoints
     checkpoint = _latest_checkpoint(Path(folder).expanduser())
     if checkpoint is None:
         return []  # nothing to resume (a launch that failed before its first checkpoint): a fresh start
@@ -196,11 +200,18 @@ def resume_overrides(overrides: list[str]) -> list[str]:
         raise ConfigError(f"{source}: expected a list of overrides, as Hydra writes it")
     parse_overrides(stored)
     given = {_override_key(o) for o in overrides}
-    return [
+    taken = [
         o
         for o in stored
         if (key := _override_key(o)) not in given and key != "ckpt_path" and not key.startswith("hydra")
     ]
+    for override in taken:
+        if "${" in override:  # resolved here: a folder handed over would read this machine's environment
+            raise ConfigError(
+                f"{source}: the run's override {override!r} is an interpolation, which is not taken over "
+                f"from a file; give {_override_key(override)}=... on the command line"
+            )
+    return taken
 
 
 def _latest_checkpoint(folder: Path) -> Path | None:
@@ -288,7 +299,6 @@ def precheck(
     for job in itertools.islice(_jobs(overrides, multirun), MAX_CHECKED_JOBS):
         choices: dict[str, str] = {}
         cfg = compose_config(job, choices, folders if first is None else None)
-        check_bool_values(cfg, job)
         try:
             config.check(cfg)
             check_known_keys(cfg, job, choices)
@@ -298,23 +308,6 @@ def precheck(
             raise ConfigError(f"{f'{key}: ' if key else ''}{first_line(error)}") from None
         first = first or cfg
     return first
-
-
-_BOOL_WORDS = frozenset(("true", "false", "yes", "no", "on", "off", "y", "n", "0", "1"))
-
-
-def check_bool_values(cfg: DictConfig, overrides: list[str]) -> None:
-    """Refuse a number given for a true/false setting (``model.bias=2``): OmegaConf turns any integer into a
-    bool (``2`` is true), so a typo for another setting's value would be obeyed silently."""
-    for override in OverridesParser.create().parse_overrides(overrides):
-        if override.is_delete() or override.is_sweep_override():
-            continue
-        value = override.value()
-        if isinstance(value, bool) or str(value).strip().lower() in _BOOL_WORDS:
-            continue
-        key = override.key_or_group.lstrip("+")
-        if isinstance(OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False), bool):
-            raise ConfigError(f"{key}={value!r} is not true or false; {key} is a true/false setting")
 
 
 def check_on_this_machine(cfg: DictConfig) -> None:

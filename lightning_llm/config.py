@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lightning_llm import registry
 from lightning_llm.distributed.plan import ParallelPlan, check_choices
 from lightning_llm.errors import ConfigError
-from lightning_llm.ranges import check_ranges
+from lightning_llm.ranges import check_ranges, check_switches, loose_switches
 from lightning_llm.registry import Plugin
 
 # Kinds selected through a Hydra config group of the same name; metrics are a list under `metrics`.
@@ -109,10 +109,10 @@ def schema(plugin: Plugin) -> type:
 def store_schemas(store: ConfigStore | None = None) -> None:
     """Put every registered plugin's node (and the typed ``parallel`` node) into Hydra's ConfigStore."""
     store = store or ConfigStore.instance()
-    store.store(group="parallel", name="default", node=ParallelPlan)
+    store.store(group="parallel", name="default", node=loose_switches(ParallelPlan))
     conf = Path(config_dir())
     for plugin in registry.plugins():
-        node = schema(plugin)
+        node = loose_switches(schema(plugin))  # its switches checked by plugin_params, as written
         refined = (conf / plugin.kind / f"{plugin.name}.yaml").is_file()  # it extends the schema node itself
         if plugin.kind in GROUP_KINDS and not refined:
             defaults = packaged_defaults(plugin)
@@ -192,8 +192,10 @@ def plugin_params(
     for name in params:
         if name not in valid:
             raise ConfigError(unknown_key_message(f"{key}.{name}", plugin, valid))
+    typed_node = schema(plugin)
+    check_switches(typed_node, params, key)
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(schema(plugin)), params)
+        typed = OmegaConf.merge(OmegaConf.structured(typed_node), params)
     except OmegaConfBaseException as error:
         raise ConfigError(bad_value_message(key, plugin, error)) from None
     kwargs = OmegaConf.to_container(typed, resolve=True)
@@ -273,6 +275,16 @@ def check(cfg: DictConfig, together: bool = True) -> None:
     check_warmup(cfg.get("scheduler") or {}, (cfg.get("trainer") or {}).get("max_steps"))
     check_block_sizes(cfg.get("model") or {}, cfg.get("data") or {})
     check_logger(cfg.get("logger") or {})
+
+
+def check_switch_settings(cfg: DictConfig) -> None:
+    """The true/false settings of the plugins and the parallel plan alone, as written (what ``--cfg job``
+    checks before it prints a config; ``check`` checks them with everything else)."""
+    for kind in GROUP_KINDS:
+        name = OmegaConf.select(cfg, f"{kind}.name", default=None, throw_on_resolution_failure=False)
+        if isinstance(name, str) and name in registry.names(kind):
+            check_switches(schema(registry.get(kind, name)), _container(cfg, kind), kind)
+    check_switches(ParallelPlan, _container(cfg, "parallel"), "parallel")
 
 
 _WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")

@@ -62,7 +62,6 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     overrides = [*overrides, *cli.plugin_defaults(overrides)]
     choices: dict[str, str] = {}
     cfg = cli.compose_config(overrides, choices)
-    cli.check_bool_values(cfg, overrides)
     cli.check_known_keys(cfg, overrides, choices)  # +foo=1 would be ignored
     with open_dict(cfg):
         cfg.model = node

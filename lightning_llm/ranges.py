@@ -1,5 +1,5 @@
-"""The run settings that are plain numbers (the trainer's counts and intervals, the callbacks', the seed),
-each with its valid range, checked before any work.
+"""The run settings that are plain numbers or switches (the trainer's counts and intervals, the callbacks',
+the seed), each with its valid range, checked before any work; and the switches of the typed nodes.
 
 Lightning accepts some values that silently do the wrong thing (a negative ``accumulate_grad_batches``
 flips the gradient's sign, a negative ``gradient_clip_val`` turns clipping off) and fails deep inside a run
@@ -9,9 +9,12 @@ settings belong to no plugin, so they are checked here, naming the key and what 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,6 +31,54 @@ def _integer(value: Any) -> bool:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def switch(nullable: bool = False) -> Check:
+    """True or false only: Lightning takes any value for its switches (``"no"`` is a true string)."""
+    return (lambda v: isinstance(v, bool) or (nullable and v is None)), "true or false" + (
+        ", or null" if nullable else ""
+    )
+
+
+def _is_switch(hint: Any) -> bool:
+    return hint is bool or hint == Optional[bool]  # noqa: UP045 - the typing form is what hints hold
+
+
+def check_switches(cls: type, values: Any, key: str) -> None:
+    """Refuse anything but true or false (or null, where the field allows it) for the true/false fields of
+    the dataclass ``cls`` (nested ones too) in the plain dict ``values``."""
+    if not isinstance(values, dict):
+        return
+    for name, hint in typing.get_type_hints(cls).items():
+        if name not in values:
+            continue
+        value = values[name]
+        if dataclasses.is_dataclass(hint):
+            check_switches(hint, value, f"{key}.{name}")
+        elif _is_switch(hint) and not (isinstance(value, bool) or (value is None and hint is not bool)):
+            raise ConfigError(
+                f"{key}.{name}={value!r} is not true or false; {key}.{name} is a true/false setting"
+            )
+
+
+@functools.cache
+def loose_switches(cls: type) -> type:
+    """``cls`` as Hydra's node: its true/false fields (nested ones too) untyped. OmegaConf turns any number
+    given for a bool field into a bool as it composes (``bias: 2`` is true), from a preset file as from the
+    command line; untyped, the value reaches ``check_switches`` as written, to be refused there."""
+    hints = typing.get_type_hints(cls)
+    fields: list[tuple[str, Any, Any]] = []
+    for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            hint = loose_switches(hint)
+            spec = dataclasses.field(default_factory=hint)
+        elif field.default_factory is not dataclasses.MISSING:
+            spec = dataclasses.field(default_factory=field.default_factory)
+        else:
+            spec = dataclasses.field(default=field.default)
+        fields.append((field.name, Any if _is_switch(hint) else hint, spec))
+    return dataclasses.make_dataclass(cls.__name__, fields)
 
 
 def at_least(low: int, nullable: bool = False, note: str = "") -> Check:
@@ -95,7 +146,25 @@ RANGES: dict[str, Check] = {
     "callbacks.samples.prompt": (lambda v: isinstance(v, str), "a string (quote a number: '\"1984\"')"),
     "callbacks.nan_guard.action": (lambda v: v in ("stop", "skip"), "stop or skip"),
     "callbacks.nan_guard.max_skips": at_least(0),
-    "trainer.deterministic": (lambda v: v in (None, True, False, "warn"), "true, false, warn or null"),
+    "trainer.deterministic": (
+        lambda v: v is None or isinstance(v, bool) or v == "warn",
+        "true, false, warn or null",
+    ),
+    **{
+        f"trainer.{name}": switch(nullable=True)
+        for name in ("enable_checkpointing", "enable_progress_bar", "enable_model_summary", "benchmark")
+    },
+    **{
+        f"trainer.{name}": switch()
+        for name in (
+            "inference_mode",
+            "use_distributed_sampler",
+            "detect_anomaly",
+            "barebones",
+            "sync_batchnorm",
+        )
+    },
+    "callbacks.checkpoint.save_last": switch(),
     "tokenizer.train_max_chars": at_least(1, note="characters of train-split text the tokenizer trains on"),
     "model.lora.rank": at_least(0, note="0: no LoRA"),
     "model.lora.alpha": (lambda v: _number(v) and v > 0, "a finite number > 0"),

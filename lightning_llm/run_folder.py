@@ -204,10 +204,7 @@ def lock(folder: str | Path) -> bool:
     except OSError:
         lines = file.read(LEDGER_BYTES).splitlines()
         file.close()
-        raise RunFolderError(
-            f"run folder {folder} is in use by {lines[-1] if lines else 'another process'}; wait for that "
-            "launch to end, or choose another hydra.run.dir"
-        ) from None
+        raise _in_use(folder, lines[-1] if lines else "another process") from None
     # The ledger of launches: the last line is the live one; the pids let cleanup tell this run's unfinished
     # writes (named with their writer's pid) from anything else.
     earlier = file.read(LEDGER_BYTES).splitlines()[-(LEDGER_LINES - 1) :]
@@ -221,6 +218,19 @@ def lock(folder: str | Path) -> bool:
     file.flush()
     _held[folder] = file
     return True
+
+
+def check_not_in_use(folder: str | Path) -> None:
+    """Refuse ``folder`` while a live launch holds it (before reading what that launch is rewriting)."""
+    if (owner := holder(folder)) is not None:
+        raise _in_use(Path(folder).resolve(), owner)
+
+
+def _in_use(folder: Path, owner: str) -> RunFolderError:
+    return RunFolderError(
+        f"run folder {folder} is in use by {owner}; wait for that launch to end, or choose another "
+        "hydra.run.dir"
+    )
 
 
 def holder(folder: str | Path) -> str | None:

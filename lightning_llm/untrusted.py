@@ -8,6 +8,7 @@ under a budget the stored weights set, before any memory is taken.
 
 from __future__ import annotations
 
+import os
 import pickletools
 import zipfile
 from collections.abc import Callable
@@ -41,29 +42,38 @@ def torch_file_is_zip(path: Path) -> bool:
         raise CheckpointError(
             f"{path} is not a checkpoint: {'not a regular file' if path.exists() else 'no such file'}"
         )
-    try:
+    try:  # one open file throughout: a run replacing it meanwhile (an atomic rename) changes nothing here
         with open(path, "rb") as file:
             head = file.read(4)
-        if head[:2] == b"\x80\x02":  # the legacy format: a pickle stream, protocol 2
-            _check_legacy_structure(path)
-            return False
-        if head != b"PK\x03\x04":  # a zip archive's first entry
-            raise CheckpointError(
-                f"{path} is not a checkpoint: torch.save did not write it (empty, or not its format)"
-            )
-        with zipfile.ZipFile(path) as archive:
-            entries = archive.infolist()
+            if head[:2] == b"\x80\x02":  # the legacy format: a pickle stream, protocol 2
+                _check_legacy_structure(path)
+                return False
+            if head != b"PK\x03\x04":  # a zip archive's first entry
+                raise CheckpointError(
+                    f"{path} is not a checkpoint: torch.save did not write it (empty, or not its format)"
+                )
+            with zipfile.ZipFile(file) as archive:
+                _check_entries(path, archive.infolist(), os.fstat(file.fileno()).st_size)
+                structure = next((e for e in archive.infolist() if e.filename.endswith("/data.pkl")), None)
+                if structure is not None:
+                    check_pickle_expansion(archive.read(structure), path)
     except OSError as error:
         raise CheckpointError(f"{path} cannot be read: {error.strerror or error}") from None
     except zipfile.BadZipFile:
-        reason = "corrupt or truncated? (its zip directory cannot be read)"
+        reason = "corrupt or truncated? (its zip directory or an entry cannot be read)"
         raise CheckpointError(f"{path} is not a readable checkpoint: {reason}", reason) from None
+    return True
+
+
+def _check_entries(path: Path, entries: list[zipfile.ZipInfo], size: int) -> None:
+    """Refuse a zip archive ``torch.save`` did not write: compressed entries (a small file could inflate into
+    any amount of memory), an entry claiming more bytes than the file's ``size``, a name given twice, a
+    pickled structure over ``MAX_PICKLE_BYTES``."""
     if packed := next((e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED), None):
         raise CheckpointError(
             f"{path} is not a checkpoint torch.save wrote: its entry {packed} is compressed (torch stores "
             "every entry uncompressed); refused"
         )
-    size = path.stat().st_size  # a stored entry claiming more bytes than the file has would be allocated
     if big := next((e for e in entries if e.file_size != e.compress_size or e.file_size > size), None):
         raise CheckpointError(
             f"{path} is not a checkpoint torch.save wrote: its entry {big.filename} claims {big.file_size:,} "
@@ -74,15 +84,11 @@ def torch_file_is_zip(path: Path) -> bool:
         twice = next(name for name in names if names.count(name) > 1)
         raise CheckpointError(f"{path} is not a checkpoint torch.save wrote: it holds {twice} twice; refused")
     structure = next((e for e in entries if e.filename.endswith("/data.pkl")), None)
-    if structure is not None:
-        if structure.file_size > MAX_PICKLE_BYTES:
-            raise CheckpointError(
-                f"{path}: its pickled structure is {structure.file_size:,} bytes, over {MAX_PICKLE_BYTES:,} "
-                "(a checkpoint's is kilobytes to megabytes); refused"
-            )
-        with zipfile.ZipFile(path) as archive:
-            check_pickle_expansion(archive.read(structure), path)
-    return True
+    if structure is not None and structure.file_size > MAX_PICKLE_BYTES:
+        raise CheckpointError(
+            f"{path}: its pickled structure is {structure.file_size:,} bytes, over {MAX_PICKLE_BYTES:,} "
+            "(a checkpoint's is kilobytes to megabytes); refused"
+        )
 
 
 MAX_PICKLE_BYTES = 64 << 20

@@ -41,7 +41,7 @@ BAD_OVERRIDES = [
         ["+parallel.fp8=true"],
         "parallel.fp8 is not a setting; valid in parallel: activation_checkpointing",
     ),
-    (["parallel.float8=maybe"], "parallel.float8: Value 'maybe' is not a valid bool"),
+    (["parallel.float8=maybe"], "parallel.float8='maybe' is not true or false"),
     (["logger=csv", "+logger.project=x"], "logger.project is not a setting; valid in logger: name"),
     (["data.paths=[~/corpus/*.txt]"], "cannot parse the override 'data.paths=[~/corpus/*.txt]' at '~'"),
     # An optional group (experiment, hparams_search, debug): Hydra would skip a choice it cannot find.
@@ -83,7 +83,33 @@ BAD_OVERRIDES = [
     (["model.bias=2"], "model.bias=2 is not true or false"),
     (["-m", "model.bias=true,2"], "model.bias=2 is not true or false"),
     (["--cfg", "job", "parallel.float8=3"], "parallel.float8=3 is not true or false"),
+    (["parallel.float8=no"], "parallel.float8='no' is not true or false"),  # a true string to Python
+    (["model.lora.adapters_only=1"], "model.lora.adapters_only=1 is not true or false"),
+    (["optim.decay_embeddings=0.0"], "optim.decay_embeddings=0.0 is not true or false"),
+    (["trainer.enable_progress_bar=no"], "trainer.enable_progress_bar='no': must be true or false, or null"),
+    (["callbacks.checkpoint.save_last=2"], "callbacks.checkpoint.save_last=2: must be true or false"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("model:\n  bias: 2", "model.bias=2 is not true or false"),
+        ("parallel:\n  compile: 3", "parallel.compile=3 is not true or false"),
+        ("model:\n  lora:\n    rank: 4\n    adapters_only: 1", "model.lora.adapters_only=1 is not true"),
+        ("trainer:\n  enable_checkpointing: 2", "trainer.enable_checkpointing=2: must be true or false"),
+    ],
+)
+def test_a_number_for_a_switch_in_a_preset_file_is_refused_too(tmp_path, setting, expected):
+    """OmegaConf turns a number into a bool as it merges into a typed node, from a preset file as from the
+    command line: the typed nodes keep switches as written, and every one is checked however it was set."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(f"# @package _global_\n{setting}\n")
+    line = refused_before_hydra(
+        "--config-dir", str(tmp_path), "experiment=mine", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    assert expected in line
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(("args", "expected"), BAD_OVERRIDES)
@@ -297,3 +323,24 @@ def test_a_stray_rank_variable_is_refused_not_obeyed(variable, monkeypatch, tmp_
     assert not is_launching_rank()  # a real launch's rank 1
     line = refused_before_hydra(f"hydra.run.dir={tmp_path / 'run'}")  # but this run is one process
     assert "(this run is one process)" in line
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "hydra"])
+def test_a_resume_takes_no_interpolation_over_from_the_run_folder(tmp_path, where):
+    """The overrides a resume takes over come from a folder that may have been handed over: an
+    interpolation there would read this machine's environment (or grow without bound as it resolves)."""
+    import torch
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    stored = ["seed=3", "logger.name=${oc.env:HOME}"]
+    meta = {"global_step": 2, "state_dict": {}} | ({"overrides": stored} if where == "checkpoint" else {})
+    torch.save(meta, run / "checkpoints" / "last.ckpt")
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {item}\n" for item in stored))
+    resume = [f"hydra.run.dir={run}", "ckpt_path=auto"]
+    with pytest.raises(
+        cli.ConfigError, match=r"override 'logger.name=\$\{oc.env:HOME\}' is an interpolation"
+    ):
+        cli.resume_overrides(resume)
+    assert cli.resume_overrides([*resume, "logger.name=mine"]) == ["seed=3"]  # given now: not taken over

@@ -147,3 +147,47 @@ def test_every_pickle_of_the_legacy_format_is_scanned(tmp_path):
         pickle.dump(nested, file, protocol=2)  # where the magic number goes
     with pytest.raises(CheckpointError, match="expands to over"):
         torch_file_is_zip(path)
+
+
+def test_a_damaged_entry_is_one_checkpoint_error_and_a_replaced_file_is_read_as_opened(tmp_path):
+    """A flipped byte in the pickled structure fails the zip's CRC: a ``CheckpointError`` (it was a
+    ``BadZipFile`` traceback). A live run replacing the file (an atomic rename) while it is checked changes
+    nothing: the check reads the one file it opened."""
+    import os
+    import zipfile
+
+    from lightning_llm.untrusted import torch_file_is_zip
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"global_step": 3, "state_dict": {"w": torch.ones(2)}}, path)
+    with zipfile.ZipFile(path) as archive:
+        entry = next(e for e in archive.infolist() if e.filename.endswith("/data.pkl"))
+    data = bytearray(path.read_bytes())
+    header = entry.header_offset
+    name_length, extra_length = (
+        int.from_bytes(data[header + k : header + k + 2], "little") for k in (26, 28)
+    )
+    start = header + 30 + name_length + extra_length  # the entry's bytes, after its local header
+    data[start + entry.file_size - 2] ^= 0xFF  # inside the pickle, before its STOP
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(
+        CheckpointError, match="damaged.ckpt is not a readable checkpoint: corrupt or truncated"
+    ):
+        torch_file_is_zip(damaged)
+
+    real_open = open
+
+    def open_then_replace(file, *args, **kwargs):  # the rename lands just after the check opened the file
+        opened = real_open(file, *args, **kwargs)
+        if file == path:
+            os.replace(damaged, path)
+        return opened
+
+    import builtins
+
+    builtins_open, builtins.open = builtins.open, open_then_replace
+    try:
+        assert torch_file_is_zip(path)
+    finally:
+        builtins.open = builtins_open

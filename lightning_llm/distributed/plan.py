@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from lightning_llm.errors import ConfigError
+from lightning_llm.ranges import check_switches
 
 __all__ = ["DTYPES", "FSDP_PRECISIONS", "PRECISIONS", "STRATEGIES", "ParallelPlan", "check_choices"]
 
@@ -64,6 +65,7 @@ def check_choices(trainer_cfg: dict[str, Any], parallel: dict[str, Any]) -> None
             f"trainer.precision={precision} does not work with trainer.strategy=fsdp (no loss scaling "
             f"for sharded gradients); choose one of: {', '.join(FSDP_PRECISIONS)}"
         )
+    check_switches(ParallelPlan, parallel, "parallel")
     for key in ("reduce_dtype", "param_dtype"):
         value = parallel.get(key)
         if value is not None and value not in DTYPES:
