@@ -16,9 +16,7 @@ The ``pydoc_topics`` and ``classification`` data plugins (``lightning_llm.data.d
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -36,8 +34,7 @@ from lightning_llm.data.corpus import (
     check_split_sizes,
     split_paragraphs,
 )
-from lightning_llm.data.sources import SourceError, expand_paths, json_object, read_text_file
-from lightning_llm.errors import first_line
+from lightning_llm.data.sources import SourceError, delimited_rows, expand_paths, json_object, read_text_file
 
 __all__ = [
     "EncodedExamples",
@@ -90,7 +87,7 @@ def read_examples(patterns: list[str], text_field: str = "text", label_field: st
         if suffix == ".jsonl":
             examples.extend(_read_jsonl(path, text_field, label_field))
         elif suffix in (".tsv", ".csv"):
-            examples.extend(_read_delimited(path, suffix, text_field, label_field))
+            examples.extend(_read_delimited(path, text_field, label_field))
         else:
             raise SourceError(f"{path}: unsupported file type '{suffix}'; use .jsonl, .tsv or .csv")
     return examples
@@ -106,27 +103,9 @@ def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[Example]:
     return _non_empty(examples, path)
 
 
-def _read_delimited(path: Path, suffix: str, text_field: str, label_field: str) -> list[Example]:
-    """The examples of a TSV or CSV file. CSV is read strictly: a quote opened and not closed, which a lenient
-    reader would let swallow the rows up to the next quote into one text, is an error naming the lines."""
-    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if suffix == ".tsv" else {"delimiter": ","}
-    reader = csv.DictReader(io.StringIO(read_text_file(path)), strict=True, **options)
-    try:
-        return _delimited_examples(path, reader, text_field, label_field)
-    except csv.Error as err:
-        start = reader.line_num + 1  # the line after the last row read whole: where the bad row starts
-        end = reader.reader.line_num  # the line the reader stopped on
-        where = f"{path}:{start}" + (f"-{end}" if start < end else "")
-        raise SourceError(
-            f"{where}: not valid CSV ({first_line(err)}): a quote opened and not closed? A quote inside a "
-            'quoted text is written twice ("")'
-        ) from None
-
-
-def _delimited_examples(
-    path: Path, reader: csv.DictReader, text_field: str, label_field: str
-) -> list[Example]:
-    columns = reader.fieldnames or []
+def _read_delimited(path: Path, text_field: str, label_field: str) -> list[Example]:
+    """The examples of a TSV or CSV file (read by ``delimited_rows``)."""
+    columns, rows = delimited_rows(path, read_text_file(path))
     for field, key in ((text_field, "text_field"), (label_field, "label_field")):
         if field not in columns:
             present = ", ".join(columns) or "(none)"
@@ -134,11 +113,7 @@ def _delimited_examples(
                 f"{path}:1: no column '{field}' in the header; columns: {present} (set data.{key})"
             )
     examples = []
-    start = reader.line_num + 1
-    for row in reader:  # DictReader skips blank lines; line_num is the line the row ends on
-        first = start if start < reader.line_num else reader.line_num  # a quoted value may span lines
-        where = f"{path}:{first}" + (f"-{reader.line_num}" if first < reader.line_num else "")
-        start = reader.line_num + 1
+    for where, row in rows:
         if "\n" in (row.get(label_field) or ""):
             raise SourceError(
                 f"{where}: the '{label_field}' value runs over several lines: a quote opened and not closed?"

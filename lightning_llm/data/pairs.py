@@ -20,9 +20,7 @@ needs no downloads. Both build a ``PairDataModule`` (``lightning_llm.data.pair_m
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +32,14 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from lightning_llm.data.corpus import SPLITS, check_fraction, split_by_key, split_paragraphs
-from lightning_llm.data.sources import SourceError, expand_paths, json_object, pydoc_topics, read_text_file
+from lightning_llm.data.sources import (
+    SourceError,
+    delimited_rows,
+    expand_paths,
+    json_object,
+    pydoc_topics,
+    read_text_file,
+)
 
 __all__ = [
     "IGNORE_INDEX",
@@ -113,11 +118,7 @@ def _jsonl_pairs(path: Path, text: str, fields: tuple[str, str]) -> list[Pair]:
 
 
 def _table_pairs(path: Path, text: str, fields: tuple[str, str]) -> list[Pair]:
-    # TSV follows the IANA rule (no quoting; a field holds no tab or newline), so quotes in text are text.
-    tsv = path.suffix.lower() == ".tsv"
-    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
-    reader = csv.DictReader(io.StringIO(text, newline=""), **options)
-    header = reader.fieldnames or []
+    header, rows = delimited_rows(path, text)
     missing = [field for field in fields if field not in header]
     if missing:
         raise SourceError(
@@ -125,11 +126,11 @@ def _table_pairs(path: Path, text: str, fields: tuple[str, str]) -> list[Pair]:
             f"{', '.join(header) or '(none)'} (set data.source_field / data.target_field)"
         )
     pairs = []
-    for row in reader:
+    for where, row in rows:
         # A short row leaves its last columns None, and extra cells sit under the key None: drop both.
         cells = {key: value for key, value in row.items() if key is not None and value is not None}
         if any(value.strip() for value in cells.values()):  # csv skips empty lines, not whitespace-only ones
-            pairs.append(_pair(cells, fields, f"{path}:{reader.line_num}"))
+            pairs.append(_pair(cells, fields, where))
     return pairs
 
 

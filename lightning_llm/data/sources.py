@@ -7,10 +7,12 @@ and are relative to the current directory.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lightning_llm.errors import first_line
@@ -27,6 +29,7 @@ __all__ = [
     "read_parquet_files",
     "read_text_file",
     "read_text_files",
+    "delimited_rows",
     "record_too_large",
     "size_words",
 ]
@@ -39,6 +42,42 @@ MAX_RECORD_BYTES = 64 << 20
 
 class SourceError(ValueError):
     """An input file that exists but cannot be used as text; the message names the file and the spot."""
+
+
+def delimited_rows(path: Path, text: str) -> tuple[list[str], Iterator[tuple[str, dict]]]:
+    """The header of a ``.csv`` or ``.tsv`` file's ``text`` and its rows as ``(where, row)``, ``where``
+    being ``path:line`` (``path:first-last`` for a quoted value spanning lines). TSV follows the IANA rule
+    (no quoting: quotes in a text are text). CSV is read strictly: a quote opened and not closed, which a
+    lenient reader lets swallow the rows up to the next quote (or the end) into one text, is an error naming
+    the lines. A field may be a whole document, up to ``MAX_RECORD_BYTES`` (csv stops at 128 KiB)."""
+    tsv = path.suffix.lower() == ".tsv"
+    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {"delimiter": ","}
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_BYTES))
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True, **options)
+    try:
+        header = list(reader.fieldnames or [])
+    except csv.Error as err:
+        raise _not_delimited(f"{path}:1", tsv, err) from None
+    return header, _delimited_rows(path, reader, tsv)
+
+
+def _delimited_rows(path: Path, reader: csv.DictReader, tsv: bool) -> Iterator[tuple[str, dict]]:
+    start = reader.line_num + 1
+    try:
+        for row in reader:  # DictReader skips blank lines; line_num is the line the row ends on
+            first = min(start, reader.line_num)
+            yield f"{path}:{first}" + (f"-{reader.line_num}" if first < reader.line_num else ""), row
+            start = reader.line_num + 1
+    except csv.Error as err:
+        end = reader.reader.line_num  # the line the reader stopped on
+        raise _not_delimited(f"{path}:{start}" + (f"-{end}" if start < end else ""), tsv, err) from None
+
+
+def _not_delimited(where: str, tsv: bool, err: csv.Error) -> SourceError:
+    return SourceError(
+        f"{where}: not valid {'TSV' if tsv else 'CSV'} ({first_line(err)}): a quote opened and not closed? "
+        'A quote inside a quoted text is written twice ("")'
+    )
 
 
 def pydoc_topics() -> list[str]:

@@ -201,9 +201,13 @@ def test_an_unclosed_csv_quote_is_an_error_not_merged_rows(tmp_path, tokenizer):
     path.write_text('text,label\na,pos\n"good film,pos\n"bad film",neg\nc,pos\n')
     with pytest.raises(SourceError, match=r"bad\.csv:3-4: not valid CSV .*a quote opened and not closed\?"):
         build(tokenizer, [str(path)], val_fraction=0, test_fraction=0).texts("train")
-    path.write_text("text,label\n" + "a,pos\n" * 3 + '"x' + "y" * (1 << 17) + ",neg\n")  # over csv's limit
-    with pytest.raises(SourceError, match=r"bad\.csv:5: not valid CSV \(field larger than field limit"):
+    path.write_text("text,label\n" + "a,pos\n" * 3 + '"x' + "y" * (1 << 17) + ",neg\n")  # unclosed to the end
+    with pytest.raises(SourceError, match=r"bad\.csv:5: not valid CSV \(unexpected end of data\): a quote"):
         build(tokenizer, [str(path)]).texts("train")
+    path.write_text("text,label\n" + "a,pos\n" * 3 + '"x' + "y" * (1 << 17) + '",neg\n')  # a long document
+    assert (
+        max(map(len, build(tokenizer, [str(path)], val_fraction=0, test_fraction=0).texts("train"))) > 1 << 17
+    )
 
 
 def test_truncation_to_block_size(tmp_path, tokenizer):

@@ -188,6 +188,18 @@ def test_a_short_table_row_names_its_line(tmp_path):
         read_pairs([str(path)])
 
 
+def test_a_table_reads_long_documents_and_refuses_an_unclosed_quote(tmp_path):
+    """The same strict reader as classification's: a quoted text over csv's 128 KiB limit is a document (it
+    was a traceback), and an unclosed quote is an error naming its lines (it swallowed the rows after it)."""
+    path = tmp_path / "pairs.csv"
+    long = "a " * (1 << 17)
+    path.write_text(f'source,target\nx,y\n"{long}",z\n')
+    assert read_pairs([str(path)]) == [Pair("x", "y"), Pair(long, "z")]
+    path.write_text('source,target\nx,y\n"open,z\n' + "u,v\n" * 5)
+    with pytest.raises(SourceError, match=r"pairs\.csv:3-8: not valid CSV \(unexpected end of data\)"):
+        read_pairs([str(path)])
+
+
 @pytest.mark.parametrize(
     ("name", "content", "error", "message"),
     [
