@@ -313,15 +313,17 @@ def precheck(
 def check_on_this_machine(cfg: DictConfig) -> None:
     """For a run that starts here and now (not a sweep's jobs, which may run elsewhere): what the run would
     otherwise refuse only after making its folder, the devices and precision this machine has and the
-    tokenizer's own values."""
+    tokenizer's own values, a model larger than its memory."""
     from lightning_llm import parts
     from lightning_llm.distributed.strategy import resolve_run
 
     resolve_run(cfg.trainer, cfg.parallel)
     try:
-        parts.build(cfg, "tokenizer")
+        tokenizer = parts.build(cfg, "tokenizer")
     except (ValueError, OSError) as error:
         raise ConfigError(first_line(error)) from None
+    vocab_size = tokenizer.vocab_size if tokenizer.is_trained else cfg.tokenizer.get("vocab_size")
+    parts.check_model_fits(cfg, vocab_size if isinstance(vocab_size, int) else 1)  # 1: left to the data
 
 
 def check_optimizer_values(cfg: DictConfig) -> None:

@@ -152,6 +152,9 @@ def model(cfg: DictConfig, vocab_size: int, datamodule: Any, on_meta: bool = Fal
     init_from = config.framework_params("model", cfg.model)["init_from"]
     if init_from:  # the config is the checkpoint's (with_source_model): it must describe its weights
         _check_source_config(str(init_from), lambda: plugin(vocab_size=vocab_size, **params))
+    if not on_meta:
+        with torch.device("meta"):  # its size first: a model larger than memory is killed, not refused
+            check_fits_memory(plugin(vocab_size=vocab_size, **params), cfg.model)
     with torch.device("meta") if on_meta else contextlib.nullcontext():
         built = plugin(vocab_size=vocab_size, **params)
     if init_from and not on_meta:
@@ -166,6 +169,44 @@ def model(cfg: DictConfig, vocab_size: int, datamodule: Any, on_meta: bool = Fal
     where = " (on the meta device: its shards come from rank 0)" if on_meta else ""
     log.info("model: %s, %.2fM parameters%s", cfg.model.name, millions, where)
     return built
+
+
+def check_model_fits(cfg: DictConfig, vocab_size: int) -> None:
+    """``check_fits_memory`` for ``cfg``'s model as configured, before any work (the data may still fill
+    in settings: a model that cannot be built without them is left to the run)."""
+    plugin, params = config.plugin_params("model", cfg.model)
+    try:
+        with torch.device("meta"):
+            built = plugin(vocab_size=vocab_size, **params)
+    except Exception:  # noqa: BLE001 - whatever a plugin raises without its data's settings
+        return
+    check_fits_memory(built, cfg.model)
+
+
+def check_fits_memory(model: torch.nn.Module, node: Any, available: int | None = None) -> None:
+    """Refuse a model (built on the meta device) whose weights alone take more than this machine's free
+    memory and swap (``available``; read from ``/proc/meminfo`` where there is one): building it would
+    get the process killed without a word. Gradients and optimizer state need more again, so passing
+    this is no promise; failing it is certain."""
+    available = _available_memory() if available is None else available
+    needed = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])  # tied: once
+    if available is not None and needed > available:
+        count = sum(p.numel() for p in model.parameters())
+        raise ConfigError(
+            f"model={node.name}: its {count / 1e9:.3g}B parameters take {needed / 2**30:,.1f} GiB to build, "
+            f"more than the {available / 2**30:,.1f} GiB of memory this machine has free; make it smaller "
+            "(model.n_layer, model.n_embd)"
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory and swap free for a new allocation (Linux's MemAvailable + SwapFree), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as file:
+            fields = dict(line.split(":", 1) for line in file if ":" in line)
+        return sum(int(fields[key].split()[0]) * 1024 for key in ("MemAvailable", "SwapFree"))
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
 
 
 def _warn_other_data_settings(init_from: str, datamodule: Any) -> None:

@@ -88,6 +88,8 @@ BAD_OVERRIDES = [
     (["optim.decay_embeddings=0.0"], "optim.decay_embeddings=0.0 is not true or false"),
     (["trainer.enable_progress_bar=no"], "trainer.enable_progress_bar='no': must be true or false, or null"),
     (["callbacks.checkpoint.save_last=2"], "callbacks.checkpoint.save_last=2: must be true or false"),
+    # 3.3 trillion parameters: the kernel's OOM killer ended the run without a word
+    (["model.n_layer=64", "model.n_embd=65536", "model.n_head=8"], "model=gpt: its 3.3e+03B parameters take"),
 ]
 
 
