@@ -16,6 +16,13 @@ from lightning_llm.testing import TINY  # the tiny, fast run every training test
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per worker (and per process a test starts): the workers already fill the cores, and OpenMP
+    # threads beyond them spin against each other, slowing the tiny models of the tests several times over.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # The Ctrl-C tests send SIGINT to the commands they start. A pytest started with SIGINT ignored (a background
 # job of a non-interactive shell: `bash .ci/run &`) would pass that on to every child, which then rightly
