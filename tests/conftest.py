@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 from collections.abc import Callable
@@ -29,6 +30,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # ignores Ctrl-C; start them as a terminal would instead (a Python handler is reset to the default at exec).
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The modules with the most slow tests first (each keeps its order): xdist's ``loadscope`` hands out
+    whole modules in this order, and a long one handed out last leaves the other workers idle at the end."""
+    slow = collections.Counter(item.module.__name__ for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.module.__name__])
 
 
 @pytest.fixture(scope="session")
