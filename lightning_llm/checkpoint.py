@@ -221,6 +221,10 @@ _OWN_ENTRIES = {
 }
 
 
+# Lightning's counters and ours: what a resume, `report` and the step ranking read as numbers
+_COUNTS = ("global_step", "epoch", "tokens_seen")
+
+
 def check_loaded(checkpoint: Any, source: object) -> None:
     """What every reader of a checkpoint's dict checks once torch has loaded it: its plain data's shape
     (``untrusted.check_plain_structure``) and lightning_llm's own entries (``check_own_entries``)."""
@@ -240,6 +244,14 @@ def check_own_entries(checkpoint: Any, source: object) -> None:
             raise CheckpointError(
                 f"{source}: its {key} is a {type(value).__name__}, not the {kind.__name__} lightning_llm "
                 "writes (damaged or crafted); refused"
+            )
+    for key in _COUNTS:  # a count's digits are printed and compared: 5,000 of them are a ValueError in str()
+        value = checkpoint.get(key)
+        if value is not None and not (
+            isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+        ):
+            raise CheckpointError(
+                f"{source}: its {key} is not a count of 0 to 2**63 - 1 (damaged or crafted); refused"
             )
     if any(not isinstance(item, str) for item in checkpoint.get("overrides") or []):
         raise CheckpointError(f"{source}: its overrides are not all strings (damaged or crafted); refused")
@@ -426,6 +438,12 @@ def _unreadable_reason(error: BaseException, guess: str = "") -> str:
     """Pickled code (``weights_only=True`` refuses anything but tensors and plain data), or damage
     (``guess``: what may have happened)."""
     if isinstance(error, pickle.UnpicklingError) and str(error).startswith("Weights only load failed"):
+        if operand := re.search(r"Unsupported operand (\d+)", str(error)):
+            what = " (a number of over 600 digits)" if operand[1] == str(pickle.LONG4[0]) else ""
+            return (
+                f"its pickle uses instruction {operand[1]}{what}, which nothing torch.save writes for a "
+                "checkpoint needs (damaged or crafted), refused"
+            )
         return "it holds pickled code or objects, refused (checkpoints load with weights_only=True)"
     return f"{guess + ': ' if guess else ''}{first_line(error)}"
 

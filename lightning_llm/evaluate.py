@@ -73,11 +73,14 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     parts.check_compatible(cfg, model)
     objective = parts.build(cfg, "objective", tokenizer=tokenizer)
     datamodule = parts.build(cfg, "data", tokenizer=tokenizer, cache_dir=str(cfg.paths.cache_dir))
+    stored = stored_data_settings(source)
+    if isinstance(stored, dict) and hasattr(datamodule, "adopt_data_settings"):
+        datamodule.adopt_data_settings(stored)  # a classifier's labels, for data holding some of them
     if not getattr(datamodule, "has_split", lambda name: True)(split):
         raise ValueError(f"--split {split}: the data has no {split} split (data.{split}_fraction=0?)")
     _check_heads(model, datamodule, source, cfg.data.name)
     if given := parts.data_settings_of(datamodule):  # a classifier's labels, in the order it learned them
-        check_data_settings(stored_data_settings(source), given, source, f"data={cfg.data.name}")
+        check_data_settings(stored, given, source, f"data={cfg.data.name}")
     module = LanguageModule(
         model,
         objective,

@@ -62,7 +62,7 @@ CONTRACTS: dict[str, Contract] = {
         "optionally has_split(split), model_settings() (model parameters the data decides, filled in "
         "where the config leaves them unset) and data_settings() (what else a model trained on it relies on, "
         "such as a classifier's label order: stored in checkpoints, and data evaluating or resuming it must "
-        "give the same)",
+        "give the same, or take them with adopt_data_settings(stored): a test file of some of the labels)",
     ),
     "model": Contract(
         ("vocab_size",),

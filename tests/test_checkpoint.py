@@ -754,6 +754,13 @@ def test_code_planted_in_a_shards_non_tensor_entry_is_refused_before_dcp_runs_it
         ({"tokens_seen": "lots"}, "its tokens_seen is a str, not the int"),
         ({"overrides": ["optim.lr=1", 3]}, "its overrides are not all strings"),
         ({"config": {"model": {"name": "gpt", "note": "${oc.env:HOME}"}}}, "holds the interpolation"),
+        ({"global_step": 2**70}, "its global_step is not a count of 0 to 2"),
+        (
+            {"global_step": 10**5000},
+            "its pickle uses instruction 139 \\(a number of over 600 digits\\), which nothing",
+        ),  # was "pickled code"
+        ({"epoch": -1}, "its epoch is not a count"),
+        ({"tokens_seen": 2**63}, "its tokens_seen is not a count"),
     ],
 )
 def test_a_checkpoints_own_entries_of_other_types_are_refused_in_one_line(run, change, expected):

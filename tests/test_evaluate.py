@@ -195,6 +195,13 @@ def test_a_classifier_is_scored_only_on_data_with_its_own_labels(tmp_path, make_
         ValueError, match=r"was trained with labels \[apple, berry, cherry\], data=classification"
     ):
         evaluate(str(tmp_path / "run"), ["data=classification", f"data.paths=[{other}]"])
+    # Data of some of its labels is numbered as the model learned them (it was refused: [apple, cherry]
+    # would have made cherry class 1, berry's); a label it never learned is named.
+    some = write("ac.jsonl", ["apple", "cherry"])
+    assert "val_loss" in evaluate(str(tmp_path / "run"), ["data=classification", f"data.paths=[{some}]"])
+    more = write("abcd.jsonl", ["apple", "berry", "cherry", "damson"])
+    with pytest.raises(ValueError, match=r"label 'damson' does not occur in the labels the model learned"):
+        evaluate(str(tmp_path / "run"), ["data=classification", f"data.paths=[{more}]"])
     own_tokenizer = ["tokenizer=pretrained", f"tokenizer.path={tmp_path / 'run' / 'tokenizer.json'}"]
     resumed = make_cfg(
         *setup, *own_tokenizer, f"data.paths=[{other}]", "trainer.max_steps=4", "ckpt_path=auto"

@@ -211,9 +211,10 @@ def label_names(examples: list[Example]) -> list[str]:
     return sorted(labels)
 
 
-def check_labels(splits: dict[str, list[Example]], labels: list[str]) -> None:
+def check_labels(splits: dict[str, list[Example]], labels: list[str], learned: bool = False) -> None:
     """Raise LabelError when the train split has fewer than two labels (nothing to tell apart: the loss is
-    0 from the first step), or at the first val/test example whose label the train split lacks."""
+    0 from the first step), or at the first val/test example whose label the train split lacks. ``learned``:
+    ``labels`` are a trained model's, and every split is held to them."""
     if len(labels) < 2:
         first = splits["train"][0].source if splits["train"] else "the data"
         raise LabelError(
@@ -221,11 +222,12 @@ def check_labels(splits: dict[str, list[Example]], labels: list[str]) -> None:
             "classification needs at least two"
         )
     known = set(labels)
-    for split in ("val", "test"):
+    for split in SPLITS if learned else ("val", "test"):
         for example in splits[split]:
             if example.label not in known:
+                where = "the labels the model learned" if learned else "the train split"
                 raise LabelError(
-                    f"{example.source}: {split} label '{example.label}' does not occur in the train split; "
+                    f"{example.source}: {split} label '{example.label}' does not occur in {where}; "
                     f"valid labels: {_some(labels)}"
                 )
 

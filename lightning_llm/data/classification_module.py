@@ -6,6 +6,7 @@ holds).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from lightning_llm.data.classification import (
     ClassificationTokenizer,
@@ -47,6 +48,7 @@ class ClassificationDataModule(SplitDataModule):
         self._readers = {"train": read_train, "val": read_val, "test": read_test}
         self._splits: dict[str, list[Example]] | None = None
         self._labels: list[str] = []
+        self._learned: list[str] | None = None  # a trained model's labels (adopt_data_settings)
         self._datasets: dict[str, EncodedExamples] = {}
 
     # -- the examples (before tokenizer training)
@@ -79,6 +81,14 @@ class ClassificationDataModule(SplitDataModule):
         in its checkpoints; data that evaluates or resumes it must give the same order."""
         return {"labels": self.labels}
 
+    def adopt_data_settings(self, stored: dict[str, Any]) -> None:
+        """Number the classes as the model that ``stored`` (its checkpoint's ``data_settings``) describes,
+        not by this data's own labels: a test file holding only some of them is scored against the right
+        names. A label the model never learned is an error naming it."""
+        labels = stored.get("labels")
+        if isinstance(labels, list) and all(isinstance(label, str) for label in labels):
+            self._learned, self._splits, self._datasets = list(labels), None, {}
+
     def fingerprint(self) -> str:
         """A hash of the split examples and split parameters: same value, same data, on any machine."""
         params = {"val": self.val_fraction, "test": self.test_fraction, "seed": self.split_seed}
@@ -95,8 +105,8 @@ class ClassificationDataModule(SplitDataModule):
                 test_fraction=self.test_fraction,
                 seed=self.split_seed,
             )
-            labels = label_names(splits["train"])
-            check_labels(splits, labels)
+            labels = label_names(splits["train"]) if self._learned is None else self._learned
+            check_labels(splits, labels, learned=self._learned is not None)
             self._splits, self._labels = splits, labels
         return self._splits
 

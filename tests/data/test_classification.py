@@ -210,6 +210,24 @@ def test_an_unclosed_csv_quote_is_an_error_not_merged_rows(tmp_path, tokenizer):
     )
 
 
+def test_a_trained_models_labels_number_data_of_some_of_them(tmp_path, tokenizer):
+    """evaluate adopts the model's label order (its checkpoint's data_settings): data of one label alone is
+    numbered by it, not refused as too few labels nor renumbered from 0; a label it never learned is named."""
+    path = write_jsonl(tmp_path / "c.jsonl", [{"text": f"cherry {i}", "label": "cherry"} for i in range(10)])
+    dm = build(tokenizer, [path], val_fraction=0.2, test_fraction=0)
+    dm.adopt_data_settings({"labels": ["apple", "berry", "cherry"]})
+    assert dm.data_settings() == {"labels": ["apple", "berry", "cherry"]} and dm.model_settings() == {
+        "num_classes": 3
+    }
+    dm.setup("fit")
+    assert {int(label) for label in next(iter(dm.val_dataloader()))["labels"]} == {2}
+    dm.adopt_data_settings({"labels": ["apple", "berry"]})
+    with pytest.raises(
+        SourceError, match=r"c\.jsonl:\d+: train label 'cherry' does not occur in the labels the model"
+    ):
+        dm.setup("fit")
+
+
 def test_truncation_to_block_size(tmp_path, tokenizer):
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "a" * 100, "label": "x"}, {"text": "b", "label": "y"}])
     dm = build(tokenizer, [path], block_size=16, val_fraction=0, test_paths=[path])
