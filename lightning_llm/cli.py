@@ -485,6 +485,8 @@ def claim_run_folder(folder: str | None, resuming: bool, cfg: DictConfig | None 
     from lightning_llm.errors import CheckpointError
 
     run_folder.check_rank_variables(run_folder.planned_processes(cfg.trainer) if cfg is not None else None)
+    if cfg is not None and run_folder.is_launching_rank():
+        run_folder.check_master_address(cfg.trainer)
     if folder and run_folder.is_launching_rank():
         run_folder.check_launch(folder, resuming)
         if resuming and cfg is not None:

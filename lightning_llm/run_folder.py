@@ -17,6 +17,7 @@ A run folder (``hydra.run.dir``, or each job's folder of a sweep) holds what a r
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -336,6 +337,29 @@ def check_rank_variables(processes: int | None = None) -> None:
                 f"processes explains it ({why}): unset {rank} for a single-process run, or start the "
                 "processes with torchrun, srun or Lightning"
             )
+
+
+def check_master_address(trainer: Any) -> None:
+    """Refuse a ``MASTER_ADDR`` that is not this machine for a run whose processes Lightning starts here
+    (several devices on one node, no launcher's variables): the other ranks would wait out torch's 30-minute
+    timeout trying to reach it. A variable left in a shell from a cluster job does that."""
+    address, processes = os.environ.get("MASTER_ADDR", "").strip(), planned_processes(trainer)
+    if not address or not processes or processes < 2 or trainer.get("num_nodes", 1) != 1:
+        return
+    if any(os.environ.get(size) for _, size in _RANKS):  # torchrun's, srun's: their address is theirs
+        return
+    try:
+        for family, kind, _, _, where in socket.getaddrinfo(address, None, type=socket.SOCK_STREAM):
+            with contextlib.suppress(OSError), socket.socket(family, kind) as probe:
+                probe.bind((where[0], 0))  # only an address of this machine can be bound
+                return
+    except OSError:  # not resolvable
+        pass
+    raise RunFolderError(
+        f"MASTER_ADDR={address} is set in the environment but is not an address of this machine: the "
+        f"{processes} processes of this run start here and would wait 30 minutes to reach it; unset "
+        "MASTER_ADDR (Lightning then uses 127.0.0.1)"
+    )
 
 
 # --------------------------------------------------------------------------- writing and cleaning up

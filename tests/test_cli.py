@@ -307,6 +307,28 @@ def test_the_plugins_command_helps_and_shows_one_plugin(capsys):
     )  # a field's comment
 
 
+def test_a_stale_master_address_is_refused_for_processes_started_here(monkeypatch, tmp_path):
+    """``MASTER_ADDR`` left in a shell from a cluster job: a run of 2 processes Lightning starts here had its
+    second rank wait out torch's 30-minute timeout trying to reach it. A launcher's is its own."""
+    from lightning_llm.run_folder import check_master_address
+
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "JSM_NAMESPACE_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "192.0.2.7")  # TEST-NET-1: never an address of this machine
+    run = [f"hydra.run.dir={tmp_path / 'run'}", "trainer.accelerator=cpu", "trainer.devices=2"]
+    line = refused_before_hydra(*run, "trainer.strategy=ddp")
+    assert "MASTER_ADDR=192.0.2.7 is set in the environment but is not an address of this machine" in line
+    assert not (tmp_path / "run").exists()
+    check_master_address({"devices": 1})  # one process: no rendezvous
+    check_master_address({"devices": 2, "num_nodes": 2})  # several nodes: the address is another's
+    for local in ("127.0.0.1", "localhost"):
+        monkeypatch.setenv("MASTER_ADDR", local)
+        check_master_address({"devices": 2})
+    monkeypatch.setenv("MASTER_ADDR", "192.0.2.7")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun's launch: its address
+    check_master_address({"devices": 2})
+
+
 @pytest.mark.parametrize("variable", ["RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"])
 def test_a_stray_rank_variable_is_refused_not_obeyed(variable, monkeypatch, tmp_path):
     """``RANK=1`` left in a shell made the one process a rank that owns no run folder: no check, no lock, a
