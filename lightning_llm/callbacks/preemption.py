@@ -133,9 +133,18 @@ class Preemption(L.Callback):
 def requeue_slurm_job() -> None:
     """``scontrol requeue`` this job (an array job's own task): it restarts with the same command, so into the
     same run folder when ``hydra.run.dir`` names the job, and ``ckpt_path=auto`` continues from last.ckpt."""
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
-    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID", "")
+    try:  # the checkpoint is written: a requeue that cannot happen is said, not a traceback over the stop
+        if not job:
+            raise OSError("no SLURM_JOB_ID in the environment")
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.warning(
+            "cannot requeue the SLURM job (%s): last.ckpt is written; resubmit the job with ckpt_path=auto",
+            error,
+        )
+        return
     if result.returncode == 0:
         log.info("requeued SLURM job %s", job)
     else:

@@ -37,3 +37,23 @@ def test_a_process_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path, sigin
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         signal.raise_signal(signal.SIGINT)
     assert not preemption.interrupted and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+@pytest.mark.parametrize("environment", [{"SLURM_JOB_ID": "42"}, {"SLURM_ARRAY_JOB_ID": "42"}, {}])
+def test_a_requeue_that_cannot_happen_is_a_warning_not_a_traceback(
+    environment, monkeypatch, tmp_path, caplog
+):
+    """No ``scontrol`` on PATH (a container without SLURM's tools), or no job id (an array job's task id
+    missing): the SIGTERM checkpoint is written, and the requeue's failure is said in one warning."""
+    from lightning_llm.callbacks.preemption import requeue_slurm_job
+
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol
+    requeue_slurm_job()
+    assert (
+        "cannot requeue the SLURM job" in caplog.text
+        and "resubmit the job with ckpt_path=auto" in caplog.text
+    )
