@@ -298,7 +298,7 @@ def precheck(
     first = None
     for job in itertools.islice(_jobs(overrides, multirun), MAX_CHECKED_JOBS):
         choices: dict[str, str] = {}
-        cfg = compose_config(job, choices, folders if first is None else None)
+        cfg = compose_config(job, choices, folders if first is None else None, sweep=multirun)
         try:
             config.check(cfg)
             check_known_keys(cfg, job, choices)
@@ -519,12 +519,16 @@ def _given(key: str, overrides: list[str]) -> str | None:
 
 
 def compose_config(
-    overrides: list[str], choices: dict[str, str] | None = None, folders: dict[str, str] | None = None
+    overrides: list[str],
+    choices: dict[str, str] | None = None,
+    folders: dict[str, str] | None = None,
+    sweep: bool = False,
 ) -> DictConfig:
     """Compose conf/ with ``overrides``, turning Hydra's and OmegaConf's errors into one-line messages. The
-    ``hydra`` node is composed too, checked for code a config may not select (``check_hydra_node``), and
-    left out of the result; ``choices``, when given, receives the option each config group resolved to, and
-    ``folders`` ``hydra.run.dir`` unless the clock names it (a folder Hydra would make new)."""
+    ``hydra`` node is composed too, checked for code a config may not select (``check_hydra_node``) and,
+    for a ``sweep``'s job, for a SLURM launcher that cannot run it (``check_slurm_tasks``), and left out of
+    the result; ``choices``, when given, receives the option each config group resolved to, and ``folders``
+    ``hydra.run.dir`` unless the clock names it (a folder Hydra would make new)."""
     with initialize_config_dir(config.config_dir(), version_base="1.3"):
         try:
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
@@ -535,6 +539,8 @@ def compose_config(
             raise ConfigError(unknown)
     check_hydra_node(cfg.hydra)
     check_names(cfg)
+    if sweep:
+        check_slurm_tasks(cfg.hydra.get("launcher"), cfg.get("trainer") or {})
     if choices is not None:
         choices.update({str(k): str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None})
     run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=False).get("dir")
@@ -543,6 +549,26 @@ def compose_config(
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def check_slurm_tasks(launcher: Any, trainer: Any) -> None:
+    """Refuse a SLURM launcher whose jobs cannot run the trainer: Lightning runs one process per device and
+    per SLURM task, and refuses a job whose tasks per node or nodes differ, after its wait in the queue."""
+    if not str((launcher or {}).get("_target_", "")).endswith("SlurmLauncher"):
+        return
+    devices, nodes = trainer.get("devices"), trainer.get("num_nodes", 1)
+    count = len(devices) if isinstance(devices, list | ListConfig) else devices
+    for key, asked, given in (
+        ("tasks_per_node", count, "trainer.devices"),
+        ("nodes", nodes, "trainer.num_nodes"),
+    ):
+        has = launcher.get(key)
+        if isinstance(asked, int) and not isinstance(asked, bool) and isinstance(has, int) and has != asked:
+            fix = "gpus_per_node (tasks_per_node follows it)" if key == "tasks_per_node" else key
+            raise ConfigError(
+                f"hydra.launcher.{key}={has}, but {given}={asked}: Lightning runs one process per device and "
+                f"SLURM task, so every job would fail once it starts; set hydra.launcher.{fix} to {asked}"
+            )
 
 
 def explain(error: Exception, overrides: list[str]) -> str:

@@ -44,3 +44,35 @@ def test_joblib_multirun_runs_every_job_in_its_own_folder(tmp_path, cache_dir):
     printed = result.stdout + result.stderr
     assert printed.count("Seed set to") == 2 and printed.count("`Trainer.fit` stopped") == 2
     assert all("Seed set to" in (path.parent / "train.log").read_text() for path in summaries)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (
+            ["trainer.devices=4"],
+            r"hydra.launcher.tasks_per_node=1, but trainer.devices=4: .* set hydra.launcher.gpus_per_node",
+        ),
+        (
+            ["trainer.num_nodes=2"],
+            r"hydra.launcher.nodes=1, but trainer.num_nodes=2: .* set hydra.launcher.nodes to 2",
+        ),
+        (["trainer.devices=2", "hydra.launcher.gpus_per_node=2"], None),
+        (["trainer.devices=[0,1]", "hydra.launcher.gpus_per_node=2"], None),
+    ],
+)
+def test_a_slurm_sweep_whose_jobs_cannot_run_the_trainer_is_refused_at_submission(given, expected):
+    """Lightning runs one process per device and SLURM task: a job of another shape fails as it starts, after
+    its wait in the queue, every job of the sweep the same way."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from lightning_llm import cli
+
+    sweep = ["hydra/launcher=slurm", *given, "optim.lr=1e-3,3e-4"]
+    if expected is None:
+        cli.precheck(sweep, multirun=True)
+    else:
+        with pytest.raises(cli.ConfigError, match=expected):
+            cli.precheck(sweep, multirun=True)
+    local = [override for override in sweep[1:] if not override.startswith("hydra.")]
+    if "trainer.devices=4" not in local:  # not on SLURM: the devices are this machine's to check
+        cli.precheck(local, multirun=True)
