@@ -125,8 +125,9 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return survey_checkpoints(folder)[0]
 
 
-def survey_checkpoints(folder: str | Path) -> tuple[Path | None, dict[Path, str]]:
-    """``(latest, unusable)`` for a checkpoints ``folder``.
+def survey_checkpoints(folder: str | Path, also: Iterable[Path] = ()) -> tuple[Path | None, dict[Path, str]]:
+    """``(latest, unusable)`` for a checkpoints ``folder`` (and the checkpoints ``also`` names, ranked alike:
+    a run's SLURM requeue checkpoints).
 
     ``latest``: of the usable ``*.ckpt`` (files or sharded directories) and ``last.ckpt.old`` (left by a
     crash during a sharded swap), the one holding the most optimizer steps; on a tie ``last.ckpt``, then
@@ -135,7 +136,8 @@ def survey_checkpoints(folder: str | Path) -> tuple[Path | None, dict[Path, str]
     ``unusable``: each checkpoint under a final name that cannot be used, with the reason (truncated,
     unreadable, pickled code). Unfinished writes are neither: they are expected after a crash."""
     folder = Path(folder)
-    steps, unusable = survey_paths([folder / LAST, folder / (LAST + OLD_SUFFIX), *folder.glob("*.ckpt")])
+    candidates = [folder / LAST, folder / (LAST + OLD_SUFFIX), *folder.glob("*.ckpt"), *also]
+    steps, unusable = survey_paths(candidates)
     ranked = [(step, path.name == LAST, mtime, path.name, path) for path, (step, mtime) in steps.items()]
     return (max(ranked)[-1] if ranked else None), unusable
 

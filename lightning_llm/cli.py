@@ -179,14 +179,15 @@ def resume_overrides(overrides: list[str]) -> list[str]:
         return []
     from lightning_llm import run_folder  # deferred: it imports torch, which --help does not need
 
+    folder = Path(folder).expanduser()
     if run_folder.is_launching_rank():  # the other ranks start while the first holds the folder
-        run_folder.check_not_in_use(Path(folder).expanduser())  # a live run rewrites its checkpoints
-    checkpoint = _latest_checkpoint(Path(folder).expanduser())
+        run_folder.check_not_in_use(folder)  # a live run rewrites its checkpoints
+    checkpoint = _latest_checkpoint(folder)
     if checkpoint is None:
         return []  # nothing to resume (a launch that failed before its first checkpoint): a fresh start
     stored, source = _stored_overrides(checkpoint), checkpoint
     if stored is None:
-        source = Path(folder).expanduser() / ".hydra" / "overrides.yaml"
+        source = folder / ".hydra" / "overrides.yaml"
         if not source.is_file():
             return []
         try:

@@ -33,15 +33,13 @@ from lightning_llm.atomic import TEMP_MARKER
 from lightning_llm.checkpoint import (
     CHECKPOINT_DIR,
     DCP_METADATA,
-    LAST,
     LOCK_FILE,
     META_FILE,
-    OLD_SUFFIX,
     check_resumable,
     is_complete,
     is_sharded,
     is_unfinished,
-    survey_paths,
+    survey_checkpoints,
     writer_pid,
 )
 from lightning_llm.config import ConfigError
@@ -504,12 +502,7 @@ def _auto_resume_path(run_dir: Path) -> Path | None:
     """The newest of the checkpoints folder's latest and Lightning's SLURM requeue checkpoints
     (``hpc_ckpt_*``), by the step they hold: a requeue checkpoint is newer when a kill cut the SIGTERM save
     short."""
-    checkpoints = run_dir / CHECKPOINT_DIR
-    paths = [checkpoints / LAST, checkpoints / (LAST + OLD_SUFFIX), *checkpoints.glob("*.ckpt")]
-    steps, unusable = survey_paths([*paths, *sorted(run_dir.glob(REQUEUE_GLOB))])
-    # the rule of survey_checkpoints over both: most steps, then last.ckpt, then the newest
-    rank = {path: (step, path == checkpoints / LAST, mtime) for path, (step, mtime) in steps.items()}
-    found = max(rank, key=rank.__getitem__, default=None)
+    found, unusable = survey_checkpoints(run_dir / CHECKPOINT_DIR, also=sorted(run_dir.glob(REQUEUE_GLOB)))
     listed = "; ".join(f"{path}: {problem}" for path, problem in unusable.items())
     if found is None and unusable:
         raise ConfigError(

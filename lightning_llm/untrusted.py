@@ -53,8 +53,7 @@ def torch_file_is_zip(path: Path) -> bool:
                     f"{path} is not a checkpoint: torch.save did not write it (empty, or not its format)"
                 )
             with zipfile.ZipFile(file) as archive:
-                _check_entries(path, archive.infolist(), os.fstat(file.fileno()).st_size)
-                structure = next((e for e in archive.infolist() if e.filename.endswith("/data.pkl")), None)
+                structure = _check_entries(path, archive.infolist(), os.fstat(file.fileno()).st_size)
                 if structure is not None:
                     check_pickle_expansion(archive.read(structure), path)
     except OSError as error:
@@ -65,10 +64,10 @@ def torch_file_is_zip(path: Path) -> bool:
     return True
 
 
-def _check_entries(path: Path, entries: list[zipfile.ZipInfo], size: int) -> None:
-    """Refuse a zip archive ``torch.save`` did not write: compressed entries (a small file could inflate into
-    any amount of memory), an entry claiming more bytes than the file's ``size``, a name given twice, a
-    pickled structure over ``MAX_PICKLE_BYTES``."""
+def _check_entries(path: Path, entries: list[zipfile.ZipInfo], size: int) -> zipfile.ZipInfo | None:
+    """The entry of the pickled structure (``data.pkl``) of a zip archive ``torch.save`` wrote, refusing one
+    it did not: compressed entries (a small file could inflate into any amount of memory), an entry claiming
+    more bytes than the file's ``size``, a name given twice, a pickled structure over ``MAX_PICKLE_BYTES``."""
     if packed := next((e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED), None):
         raise CheckpointError(
             f"{path} is not a checkpoint torch.save wrote: its entry {packed} is compressed (torch stores "
@@ -89,6 +88,7 @@ def _check_entries(path: Path, entries: list[zipfile.ZipInfo], size: int) -> Non
             f"{path}: its pickled structure is {structure.file_size:,} bytes, over {MAX_PICKLE_BYTES:,} "
             "(a checkpoint's is kilobytes to megabytes); refused"
         )
+    return structure
 
 
 MAX_PICKLE_BYTES = 64 << 20
