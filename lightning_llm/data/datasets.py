@@ -85,8 +85,9 @@ class PackedWindows(Dataset):
         if isinstance(self.tokens, np.ndarray):  # an array or a memmap: one fancy-indexed gather
             offsets = np.add.outer(np.asarray(starts, dtype=np.int64), np.arange(width))
             return self.tokens[offsets].astype(np.int64)
-        # Other token stores (TokenShards: files read through contiguous slices) are read window by window,
-        # each converted as it is copied into its row.
+        if callable(windows := getattr(self.tokens, "windows", None)):  # TokenShards: files read by unit
+            return windows(starts, width)
+        # Other token stores (anything sliced) are read window by window, each converted as it is copied in.
         rows = np.empty((len(starts), width), dtype=np.int64)
         for row, start in enumerate(starts):
             rows[row] = self.tokens[start : start + width]

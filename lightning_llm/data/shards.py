@@ -48,7 +48,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -753,6 +753,30 @@ class TokenShards:
     def _map(self, index: int) -> np.ndarray:
         path = _unit_path(Path(self.folder), index, f"{self.split}.bin")
         return _OPEN_MAPS.get((self._key, index), path, self.dtype, self.sizes[index])
+
+    def windows(self, starts: Sequence[int], width: int) -> np.ndarray:
+        """``self[s : s + width]`` for every ``s`` in ``starts``, as the rows of one int64 array: the windows
+        that lie in one unit are gathered from its map together (one fancy index per unit a batch touches,
+        not a slice, a lookup and a copy per window: a training batch of 12 windows, ~0.7 -> ~0.1 ms); a
+        window across units is copied part by part as ``__getitem__`` does."""
+        starts_ = np.asarray(starts, dtype=np.int64).reshape(-1)
+        rows = np.empty((len(starts_), width), dtype=np.int64)
+        if not len(starts_):
+            return rows
+        if int(starts_.min()) < 0 or int(starts_.max()) + width > len(self):
+            raise IndexError(f"a window of {width} ids from {starts_.tolist()} is outside 0..{len(self)}")
+        # side="right" passes over empty units, whose offset equals the next one's
+        units = np.searchsorted(self.offsets, starts_, side="right") - 1
+        local = starts_ - self.offsets[units]
+        inside = local + width <= np.asarray(self.sizes, dtype=np.int64)[units]
+        columns = np.arange(width)
+        for unit in np.unique(units[inside]).tolist():
+            pick = np.flatnonzero(inside & (units == unit))
+            rows[pick] = self._map(unit)[local[pick, None] + columns]
+        for row in np.flatnonzero(~inside).tolist():
+            start = int(starts_[row])
+            rows[row] = self[start : start + width]
+        return rows
 
     def __getitem__(self, key: slice) -> np.ndarray:
         """The ids ``key`` names: a view of the unit's map when they lie in one unit, else a copy, each unit's

@@ -220,6 +220,11 @@ def test_token_shards_slice_across_units(tmp_path):
     for start, stop in [(0, 5), (edge - 3, edge + 4), (0, len(whole)), (len(whole) - 2, len(whole))]:
         assert np.array_equal(tokens[start:stop], whole[start:stop])
     assert manifest["max_id"]["train"] == int(whole.max())
+    starts = [0, edge - 3, edge, 7, len(whole) - 9, edge - 9]  # the second one crosses into unit 1
+    assert np.array_equal(tokens.windows(starts, 9), np.stack([whole[s : s + 9] for s in starts]))
+    assert tokens.windows([], 9).shape == (0, 9)
+    with pytest.raises(IndexError, match="outside"):
+        tokens.windows([len(whole) - 8], 9)
 
 
 def test_the_tokenizer_sample_is_spread_over_the_corpus(tmp_path):
@@ -617,6 +622,13 @@ def test_any_number_of_units_reads_within_a_small_budget_of_open_files(tmp_path,
             assert np.array_equal(tokens[start:stop], whole[start:stop])
         assert open_files_under(tmp_path) <= 8
         assert np.array_equal(tokens[0 : len(tokens)], whole)  # every unit in one slice
+        for width in (5, 65):  # a batch read at once, as PackedWindows reads: in one unit, across units
+            for _ in range(40):
+                starts = rng.integers(0, len(tokens) - width + 1, 12)
+                rows = tokens.windows(starts.tolist(), width)
+                assert rows.dtype == np.int64
+                assert np.array_equal(rows, np.stack([whole[s : s + width] for s in starts]))
+        assert open_files_under(tmp_path) <= 8
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
