@@ -9,12 +9,16 @@ is pushed past the end so only training steps are timed. A probe callback notes 
 batch; a step is the interval between two ends, so it includes fetching the batch and every hook.
 (b) **plain**: the loop a researcher writes by hand (nanoGPT's): random windows of a memory-resident token
 array, forward, cross-entropy, backward, clip, AdamW with the same settings and implementation, cosine LR.
+(c) **lightning**: that same loop as the smallest LightningModule a researcher writes (``training_step``
+returning the loss, ``configure_optimizers``, ``gradient_clip_val``; no logger, checkpointing or callbacks
+but the clock), fed the plain loop's random windows: what Lightning's own loop costs, with nothing of this
+framework in it. framework/lightning is the framework's own share of the tax, lightning/plain Lightning's.
 
-Both build the same ``lightning_llm.models.gpt.GPT`` with the same shape, batch and optimizer. Each run is a
-fresh process (nothing shared but the disk cache); runs alternate framework, plain, framework, plain, so slow
-drift of the machine (other load, thermal) hits both alike. Per run: median step time after ``--warmup``
-steps; the ratio is the median over rounds of framework/plain tokens per second of the same round. One JSON
-line per size. Numbers go into bench/RESULTS.md, never into tests.
+All three build the same ``lightning_llm.models.gpt.GPT`` with the same shape, batch and optimizer. Each
+run is a fresh process (nothing shared but the disk cache); each round runs framework, lightning, plain, so
+slow drift of the machine (other load, thermal) hits all alike. Per run: median step time after
+``--warmup`` steps; a ratio is the median over rounds of two kinds' tokens per second in the same round.
+One JSON line per size. Numbers go into bench/RESULTS.md, never into tests.
 
 Sizes (character-level tokenizer, the embedded pydoc corpus):
     small:  4 layers, 4 heads, 128 wide, block 64, batch 12   (the CPU "baby GPT")
@@ -39,6 +43,7 @@ SIZES = {
     "medium": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "batch_size": 16},
 }
 LR, MIN_LR_RATIO, WARMUP_LR_STEPS, WEIGHT_DECAY, CLIP = 1e-3, 0.1, 100, 0.1, 1.0
+KINDS = ("framework", "lightning", "plain")  # run in this order every round
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="framework/plain pairs per size")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
     parser.add_argument("--cache-dir", default=None, help="token/tokenizer cache (default: a temp folder)")
-    parser.add_argument("--worker", choices=("framework", "plain"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -103,6 +108,57 @@ def framework_run(
     return [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
 
 
+def lightning_run(shape: dict[str, int], steps: int) -> list[float]:
+    """Step times (s) of the plain loop written as a minimal LightningModule (see the module docstring)."""
+    import lightning as L
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(1337)
+    model, optimizer, scheduler, next_batch = _plain_parts(shape, steps)
+
+    class Windows(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            while True:
+                yield next_batch()
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            logits = self.model(x)
+            return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+
+        def configure_optimizers(self) -> dict:
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    class StepClock(L.Callback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+
+        def on_train_batch_end(self, *args: object) -> None:
+            self.ends.append(time.perf_counter())
+
+    clock = StepClock()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        gradient_clip_val=CLIP,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[clock],
+    )
+    trainer.fit(Module(), torch.utils.data.DataLoader(Windows(), batch_size=None))
+    return [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
+
+
 def corpus_ids() -> tuple[list[int], int]:
     """The embedded corpus as character ids (what a character tokenizer gives), and the vocabulary size."""
     from pydoc_data.topics import topics
@@ -112,15 +168,13 @@ def corpus_ids() -> tuple[list[int], int]:
     return [vocab[ch] for ch in text], len(vocab)
 
 
-def plain_run(shape: dict[str, int], steps: int) -> list[float]:
-    """Step times (s) of the hand-written loop."""
+def _plain_parts(shape: dict[str, int], steps: int) -> tuple:
+    """The hand-written loop's model, optimizer, LR schedule and batch function (random windows)."""
     import torch
-    import torch.nn.functional as F
 
     from lightning_llm.models.gpt import GPT, GPTConfig
     from lightning_llm.optim import param_groups
 
-    torch.manual_seed(1337)
     ids, vocab_size = corpus_ids()
     data = torch.tensor(ids, dtype=torch.long)
     block, batch = shape["block_size"], shape["batch_size"]
@@ -144,12 +198,26 @@ def plain_run(shape: dict[str, int], steps: int) -> list[float]:
         return MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(len(data) - block - 1, (batch,))
+        window = torch.stack([data[s : s + block + 1] for s in starts])
+        return window[:, :-1], window[:, 1:]
+
+    return model, optimizer, scheduler, next_batch
+
+
+def plain_run(shape: dict[str, int], steps: int) -> list[float]:
+    """Step times (s) of the hand-written loop."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(1337)
+    model, optimizer, scheduler, next_batch = _plain_parts(shape, steps)
     model.train()
     times, last = [], time.perf_counter()
     for _ in range(steps):
-        starts = torch.randint(len(data) - block - 1, (batch,))
-        window = torch.stack([data[s : s + block + 1] for s in starts])
-        x, y = window[:, :-1], window[:, 1:]
+        x, y = next_batch()
         logits = model(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
         loss.backward()
@@ -160,9 +228,7 @@ def plain_run(shape: dict[str, int], steps: int) -> list[float]:
         now = time.perf_counter()
         times.append(now - last)
         last = now
-    return times[
-        1:
-    ]  # the first interval includes building the batch iterator; the framework's list has no such
+    return times[1:]  # the first interval includes building the batch iterator; the others have no such
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -183,15 +249,18 @@ def run_worker(kind: str, size: str, steps: int, cache_dir: str, threads: int | 
 def measure(size: str, args: argparse.Namespace, cache_dir: str) -> dict:
     shape = SIZES[size]
     tokens_per_step = shape["batch_size"] * shape["block_size"]
-    rates: dict[str, list[float]] = {"framework": [], "plain": []}
+    rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
     run_worker(
         "framework", size, 10, cache_dir, args.threads
     )  # build the tokenizer and token cache outside the timing
     for _ in range(args.rounds):
-        for kind in ("framework", "plain"):
+        for kind in KINDS:
             seconds = run_worker(kind, size, args.steps, cache_dir, args.threads)[args.warmup :]
             rates[kind].append(tokens_per_step / statistics.median(seconds))
-    ratios = [f / p for f, p in zip(rates["framework"], rates["plain"], strict=True)]
+
+    def ratios(a: str, b: str) -> list[float]:  # per round: the two runs of that round
+        return [x / y for x, y in zip(rates[a], rates[b], strict=True)]
+
     return {
         "bench": "overhead",
         "size": size,
@@ -200,12 +269,12 @@ def measure(size: str, args: argparse.Namespace, cache_dir: str) -> dict:
         "warmup": args.warmup,
         "rounds": args.rounds,
         "threads": args.threads or _threads(),
-        "framework_tokens_per_sec": round(statistics.median(rates["framework"]), 1),
-        "plain_tokens_per_sec": round(statistics.median(rates["plain"]), 1),
-        "ratio": round(statistics.median(ratios), 4),
-        "ratios": [round(r, 4) for r in ratios],
-        "framework_runs": [round(r, 1) for r in rates["framework"]],
-        "plain_runs": [round(r, 1) for r in rates["plain"]],
+        **{f"{kind}_tokens_per_sec": round(statistics.median(rates[kind]), 1) for kind in KINDS},
+        "ratio": round(statistics.median(ratios("framework", "plain")), 4),
+        "ratios": [round(r, 4) for r in ratios("framework", "plain")],
+        "lightning_vs_plain": round(statistics.median(ratios("lightning", "plain")), 4),
+        "framework_vs_lightning": round(statistics.median(ratios("framework", "lightning")), 4),
+        **{f"{kind}_runs": [round(r, 1) for r in rates[kind]] for kind in KINDS},
     }
 
 
@@ -221,6 +290,8 @@ def main() -> None:
         shape = SIZES[args.size]
         if args.worker == "framework":
             seconds = framework_run(shape, args.steps, args.cache_dir)
+        elif args.worker == "lightning":
+            seconds = lightning_run(shape, args.steps)
         else:
             seconds = plain_run(shape, args.steps)
         print(json.dumps({"step_seconds": seconds}))
