@@ -112,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lightning_llm.config import ConfigError
     from lightning_llm.registry import PluginError
 
-    args = build_parser().parse_args(_shard_as_one_argument(list(sys.argv[1:] if argv is None else argv)))
+    argv = _shard_as_one_argument(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_intermixed_args(argv)  # overrides before and after --shard
     _log_to_stderr()
     try:
         shard = _shard(args.shard) if args.shard else None

@@ -118,11 +118,6 @@ def _read_delimited(path: Path, text_field: str, label_field: str) -> list[Examp
             raise SourceError(
                 f"{where}: the '{label_field}' value runs over several lines: a quote opened and not closed?"
             )
-        if None in row:  # DictReader files the values beyond the header's columns under None
-            raise SourceError(
-                f"{where}: more fields than the {len(columns)} columns of the header; a text holding the "
-                f"delimiter must be quoted (.csv) or the delimiter removed (.tsv)"
-            )
         examples.append(_example(row, text_field, label_field, where))
     return _non_empty(examples, path)
 

@@ -127,8 +127,7 @@ def _table_pairs(path: Path, text: str, fields: tuple[str, str]) -> list[Pair]:
         )
     pairs = []
     for where, row in rows:
-        # A short row leaves its last columns None, and extra cells sit under the key None: drop both.
-        cells = {key: value for key, value in row.items() if key is not None and value is not None}
+        cells = {key: value for key, value in row.items() if value is not None}  # a short row's: None
         if any(value.strip() for value in cells.values()):  # csv skips empty lines, not whitespace-only ones
             pairs.append(_pair(cells, fields, where))
     return pairs

@@ -8,6 +8,7 @@ and are relative to the current directory.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import os
@@ -49,7 +50,12 @@ def delimited_rows(path: Path, text: str) -> tuple[list[str], Iterator[tuple[str
     being ``path:line`` (``path:first-last`` for a quoted value spanning lines). TSV follows the IANA rule
     (no quoting: quotes in a text are text). CSV is read strictly: a quote opened and not closed, which a
     lenient reader lets swallow the rows up to the next quote (or the end) into one text, is an error naming
-    the lines. A field may be a whole document, up to ``MAX_RECORD_BYTES`` (csv stops at 128 KiB)."""
+    the lines. A field may be a whole document, up to ``MAX_RECORD_BYTES`` (csv stops at 128 KiB).
+
+    A header naming a column twice (which would silently give the last copy's values) and a row with more
+    cells than the header (an unquoted delimiter inside a text, which would cut it short) are errors; empty
+    cells past the header's columns (a spreadsheet's trailing commas) are dropped. A short row's missing
+    cells are None."""
     tsv = path.suffix.lower() == ".tsv"
     options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {"delimiter": ","}
     csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_BYTES))
@@ -58,15 +64,30 @@ def delimited_rows(path: Path, text: str) -> tuple[list[str], Iterator[tuple[str
         header = list(reader.fieldnames or [])
     except csv.Error as err:
         raise _not_delimited(f"{path}:1", tsv, err) from None
-    return header, _delimited_rows(path, reader, tsv)
+    named = [name for name in header if name.strip()]
+    if twice := sorted({name for name in named if named.count(name) > 1}):
+        raise SourceError(
+            f"{path}:1: the header names the column{'s' * (len(twice) > 1)} {', '.join(map(repr, twice))} "
+            "more than once, so which values are meant is unclear; rename the copies"
+        )
+    return header, _delimited_rows(path, reader, tsv, len(header))
 
 
-def _delimited_rows(path: Path, reader: csv.DictReader, tsv: bool) -> Iterator[tuple[str, dict]]:
+def _delimited_rows(
+    path: Path, reader: csv.DictReader, tsv: bool, columns: int
+) -> Iterator[tuple[str, dict]]:
     start = reader.line_num + 1
     try:
         for row in reader:  # DictReader skips blank lines; line_num is the line the row ends on
             first = min(start, reader.line_num)
-            yield f"{path}:{first}" + (f"-{reader.line_num}" if first < reader.line_num else ""), row
+            where = f"{path}:{first}" + (f"-{reader.line_num}" if first < reader.line_num else "")
+            extra = row.pop(None, None)  # DictReader files the cells beyond the header's under None
+            if extra and any(cell.strip() for cell in extra):
+                raise SourceError(
+                    f"{where}: more fields than the {columns} columns of the header; a text holding the "
+                    + ("delimiter must be quoted" if not tsv else "tab must be removed (TSV has no quoting)")
+                )
+            yield where, row
             start = reader.line_num + 1
     except csv.Error as err:
         end = reader.reader.line_num  # the line the reader stopped on
@@ -116,25 +137,43 @@ def expand_paths(patterns: list[str], suffixes: tuple[str, ...] = ()) -> list[Pa
 def _expand_one(pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
     if not str(pattern).strip():  # Path('') is the current folder: an unset shell variable would read it all
         raise FileNotFoundError(f"an empty path in the data paths ({pattern!r}); name a file, folder or glob")
-    expanded = str(Path(pattern).expanduser())
-    if _GLOB_CHARS.isdisjoint(expanded):
-        path = Path(expanded)
-        if path.is_dir() and suffixes:
-            found = sorted(p for p in _walk(path) if p.suffix in suffixes and p.is_file())
-            if not found:
-                raise FileNotFoundError(
-                    f"no {' or '.join(suffixes)} files under the folder '{pattern}' (looked in {Path.cwd()})"
-                )
-            return found
-        if path.is_dir():
-            raise FileNotFoundError(f"'{pattern}' is a directory; pass a glob such as '{pattern}/*.txt'")
-        if not path.is_file():
-            raise FileNotFoundError(f"'{pattern}': {not_a_file(path)} (looked in {Path.cwd()})")
-        return [path]
-    matches = sorted(p for p in _glob(expanded) if p.is_file())
+    try:
+        expanded = str(Path(pattern).expanduser())
+    except RuntimeError:  # ~user of no user here, or ~ with neither HOME nor a passwd entry
+        raise FileNotFoundError(f"'{pattern}': its ~ names no home folder on this machine") from None
+    try:
+        if _GLOB_CHARS.isdisjoint(expanded):
+            return _one_path(Path(expanded), pattern, suffixes)
+        matches = sorted(p for p in _glob(expanded) if p.is_file())
+    except OSError as error:  # a name too long, a folder on the way that cannot be entered
+        raise FileNotFoundError(f"'{pattern}': cannot be read ({error.strerror or error})") from None
+    if os.path.lexists(expanded):  # a real name holding [, * or ?, e.g. "reviews[1].jsonl"
+        if matches:  # that glob matches other files too: neither reading is safe to guess
+            raise FileNotFoundError(
+                f"'{pattern}' names a file, and read as a glob it matches {matches[0]}"
+                f"{' and others' if len(matches) > 1 else ''}; write [[] for a literal '[', [*] for '*' and "
+                f"[?] for '?' ({glob.escape(pattern)!r}) to mean the file, or rename it"
+            )
+        return _one_path(Path(expanded), pattern, suffixes)
     if not matches:
         raise FileNotFoundError(f"no files match '{pattern}' (looked in {Path.cwd()})")
     return matches
+
+
+def _one_path(path: Path, pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
+    """The file ``path`` (named ``pattern``), or with ``suffixes`` the files of those formats in a folder."""
+    if path.is_dir() and suffixes:
+        found = sorted(p for p in _walk(path) if p.suffix in suffixes and p.is_file())
+        if not found:
+            raise FileNotFoundError(
+                f"no {' or '.join(suffixes)} files under the folder '{pattern}' (looked in {Path.cwd()})"
+            )
+        return found
+    if path.is_dir():
+        raise FileNotFoundError(f"'{pattern}' is a folder; this data reads files: name them, or a glob")
+    if not path.is_file():
+        raise FileNotFoundError(f"'{pattern}': {not_a_file(path)} (looked in {Path.cwd()})")
+    return [path]
 
 
 def _walk(folder: Path) -> list[Path]:
@@ -175,8 +214,12 @@ def _glob(pattern: str) -> list[Path]:
 
 
 def read_text_file(path: Path) -> str:
-    """The UTF-8 text of ``path`` with newlines normalised; empty, binary or non-UTF-8 files raise."""
-    data = path.read_bytes()
+    """The UTF-8 text of ``path`` with newlines normalised; unreadable, empty, binary or non-UTF-8 files
+    raise."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:  # no permission, a device that fails to read (/proc/self/mem), gone since
+        raise SourceError(f"{path}: cannot be read ({error.strerror or error})") from None
     if not data.strip():
         raise SourceError(f"{path}: file is empty")
     nul = data.find(b"\0")
@@ -194,8 +237,8 @@ def read_text_file(path: Path) -> str:
 
 
 def read_text_files(patterns: list[str]) -> list[str]:
-    """One document per ``.txt`` file (any UTF-8 text file works)."""
-    return [read_text_file(path) for path in expand_paths(patterns)]
+    """One document per ``.txt`` file (any UTF-8 text file works; a folder means its ``.txt`` files)."""
+    return [read_text_file(path) for path in expand_paths(patterns, (".txt",))]
 
 
 def read_jsonl_files(patterns: list[str], field: str = "text") -> list[str]:

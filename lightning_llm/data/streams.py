@@ -271,7 +271,17 @@ def _parquet_units(path: Path, column: str) -> list[Unit]:
 
 def _dataset_folder(pattern: str) -> Path:
     """The folder ``pattern`` names, if it is one ``save_to_disk`` wrote (checked from its entries only)."""
-    folder = Path(pattern).expanduser()
+    try:
+        return _saved_folder(pattern, Path(pattern).expanduser())
+    except RuntimeError:  # ~user of no user here, or ~ with neither HOME nor a passwd entry
+        raise FileNotFoundError(f"'{pattern}': its ~ names no home folder on this machine") from None
+    except OSError as error:  # a name too long, a folder on the way that cannot be entered
+        if isinstance(error, FileNotFoundError) and not error.errno:  # one of ours, already worded
+            raise
+        raise FileNotFoundError(f"'{pattern}': cannot be read ({error.strerror or error})") from None
+
+
+def _saved_folder(pattern: str, folder: Path) -> Path:
     if not folder.is_dir():
         what = "not a folder" if folder.exists() else "no such folder"
         raise FileNotFoundError(

@@ -341,6 +341,7 @@ def test_a_single_label_is_refused_and_a_head_the_labels_do_not_fit_too(tmp_path
             r"bad\.csv:3-4: the 'label' value runs over several lines: a quote opened and not closed\?",
         ),
         ("bad.tsv", "text\tlabel\na\tb\tpos\n", r"bad\.tsv:2: more fields than the 2 columns"),
+        ("twice.csv", "text,label,label\nhi,1,2\n", r"twice\.csv:1: the header names the column 'label'"),
         ("bad.txt", "text\n", r"unsupported file type '\.txt'; use \.jsonl, \.tsv or \.csv"),
     ],
 )

@@ -201,6 +201,25 @@ def test_a_table_reads_long_documents_and_refuses_an_unclosed_quote(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [  # each was read silently: a target cut at the unquoted comma or tab, or the last copy of a column
+        ("cut.csv", "source,target\nx y,y, x\n", r"cut\.csv:2: more fields than the 2 columns of the header"),
+        ("cut.tsv", 'source\ttarget\n"a\tb"\tc\n', r"cut\.tsv:2: more fields .* tab must be removed"),
+        ("twice.csv", "source,target,target\nS,T1,T2\n", r"twice\.csv:1: the header names the column"),
+    ],
+)
+def test_a_table_row_or_header_that_would_lose_text_is_refused(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(SourceError, match=message):
+        read_pairs([str(tmp_path / name)])
+
+
+def test_empty_cells_past_the_header_are_a_spreadsheets_trailing_commas(tmp_path):
+    (tmp_path / "sheet.csv").write_text("source,target,,\nx,y,,\nu,v\n")
+    assert read_pairs([str(tmp_path / "sheet.csv")]) == [Pair("x", "y"), Pair("u", "v")]
+
+
+@pytest.mark.parametrize(
     ("name", "content", "error", "message"),
     [
         ("empty.jsonl", "", SourceError, "file is empty"),

@@ -57,9 +57,45 @@ def test_missing_file_names_the_file(tmp_path):
         read_text_files([str(tmp_path / "missing.txt")])
 
 
-def test_directory_suggests_a_glob(tmp_path):
-    with pytest.raises(FileNotFoundError, match="is a directory; pass a glob"):
-        read_text_files([str(tmp_path)])
+def test_a_folder_is_refused_by_a_reader_of_named_files_and_read_by_one_of_a_format(tmp_path):
+    (tmp_path / "a.txt").write_text("ay")
+    (tmp_path / "b.md").write_text("not text of this reader")
+    with pytest.raises(FileNotFoundError, match="is a folder; this data reads files"):
+        expand_paths([str(tmp_path)])
+    assert read_text_files([str(tmp_path)]) == ["ay"]  # .txt files under it, as data=text reads a folder
+
+
+def test_a_file_that_cannot_be_read_is_one_source_error(tmp_path, monkeypatch):
+    path = tmp_path / "secret.txt"
+    path.write_text("hidden")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(SourceError, match=r"secret\.txt: cannot be read \(Permission denied\)"):
+        read_text_files([str(path)])
+
+
+def test_a_path_that_cannot_be_looked_up_is_named(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="'~no_such_user_zq/x.txt': its ~ names no home folder"):
+        expand_paths(["~no_such_user_zq/x.txt"])
+    long_name = str(tmp_path / ("a" * 300 + ".txt"))
+    with pytest.raises(FileNotFoundError, match=r"cannot be read \(File name too long\)"):
+        expand_paths([long_name], suffixes=(".txt",))
+    with pytest.raises(FileNotFoundError, match=r"cannot be read \(File name too long\)"):
+        expand_paths([long_name])
+
+
+def test_a_file_named_with_glob_characters_is_read_and_an_ambiguous_name_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("reviews[1].txt").write_text("the file named so")
+    assert read_text_files(["reviews[1].txt"]) == ["the file named so"]
+    Path("reviews1.txt").write_text("another file the glob matches")
+    with pytest.raises(FileNotFoundError, match=r"names a file, and read as a glob it matches reviews1\.txt"):
+        read_text_files(["reviews[1].txt"])
+    assert read_text_files(["reviews[[]1].txt"]) == ["the file named so"]  # the escape the message gives
+    assert read_text_files(["reviews[0-9].txt"]) == ["another file the glob matches"]
 
 
 @pytest.mark.parametrize("empty", ["", " "])
