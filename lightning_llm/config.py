@@ -14,8 +14,10 @@ import difflib
 import functools
 import importlib.resources
 import inspect
+import itertools
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Iterator
@@ -269,6 +271,7 @@ def check(cfg: DictConfig, together: bool = True) -> None:
     check_trainer_args(cfg.get("trainer", {}))
     refuse_code_paths(cfg, "")
     check_ranges(cfg)
+    check_path_settings(cfg)
     check_choices(_container(cfg, "trainer"), _container(cfg, "parallel"))
     check_eval(cfg.get("eval"))
     check_lora(cfg.get("model") or {}, (cfg.get("trainer") or {}).get("strategy"))
@@ -450,6 +453,62 @@ def refuse_code_paths(node: Any, where: str) -> None:
                 f"{key}: configs select code by registry name only (e.g. optim=adamw); "
                 "`_target_` and import paths are refused"
             )
+
+
+def check_path_settings(cfg: DictConfig) -> None:
+    """Each path a setting names (a key ``path``, ``paths``, ``init_from`` or ending in ``_path``,
+    ``_paths``, ``_dir``, ``_file``, in any section but hydra's) can at least be looked up on this machine: a
+    ``~`` of a user it does not have, a name over the file system's limit or a folder on the way that cannot
+    be entered would otherwise be a traceback from whichever part reads it first. Whether it exists is left
+    to that part, which says what it expected there."""
+    for section in cfg:
+        if section == "hydra":
+            continue
+        node = cfg[section]  # resolved in place: an interpolation may name another section
+        plain = {section: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node}
+        for key, value in _path_values(plain, ""):
+            if problem := path_lookup_problem(value):
+                raise ConfigError(f"{key}={value}: {problem}")
+
+
+def path_lookup_problem(value: str) -> str | None:
+    """Why ``value`` (a path or a glob) cannot be looked up here, or None (also for a path that does not
+    exist): only the part before a glob's first wildcard is looked up."""
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # ~user of no user here, or ~ with neither HOME nor a passwd entry
+        return "its ~ names no home folder on this machine"
+    fixed = list(itertools.takewhile(lambda part: _WILDCARDS.isdisjoint(part), path.parts))
+    try:
+        os.stat(Path(*fixed) if fixed else ".")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        return f"cannot be looked up ({error.strerror or error})"
+    except ValueError:  # os.stat refuses a NUL character
+        return "holds a NUL character"
+    return None
+
+
+_PATH_KEY = re.compile(r"(?:^|_)(?:path|paths|dir|file)$|^init_from$")
+_WILDCARDS = frozenset("*?[")
+
+
+def _path_values(node: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(key, string) for each string under a path-like key (``_PATH_KEY``) of a plain nested dict/list."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            if isinstance(value, dict):  # a section (the top-level paths: too) is walked, whatever its name
+                yield from _path_values(value, path)
+            elif _PATH_KEY.search(str(key)):
+                items = value if isinstance(value, list) else [value]
+                yield from ((path, item) for item in items if isinstance(item, str) and item)
+            elif isinstance(value, list):
+                yield from _path_values(value, path)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _path_values(value, f"{where}[{index}]")
 
 
 def unknown_key_message(key: str, plugin: Plugin, valid: list[str]) -> str:
