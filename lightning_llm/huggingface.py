@@ -673,7 +673,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
     path = Path(folder) / CONFIG_FILE
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # deep nesting too
+    except (OSError, ValueError, RecursionError) as error:  # bad UTF-8 or JSON, a 5,000-digit number, nesting
         raise HFFolderError(f"{path} is not readable JSON: {first_line(error)}") from None
     if not isinstance(config, dict):
         raise HFFolderError(f"{path} is not a JSON object")
@@ -827,7 +827,9 @@ def _read_binary(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise HFFolderError(f"{path} holds a {type(state).__name__}, not a dict of named tensors")
     for name, tensor in state.items():
-        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+        if not isinstance(name, str):
+            raise HFFolderError(f"{path}: entry {name!r} is keyed by a {type(name).__name__}, not a name")
+        if not isinstance(tensor, torch.Tensor):
             raise HFFolderError(f"{path}: entry {name!r} is a {type(tensor).__name__}, not a tensor")
     return state
 
@@ -848,7 +850,7 @@ def _shards(index: Path) -> dict[str, list[str]]:
     """An index's shard files (relative to its folder, never outside it) -> the names it assigns them."""
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # deep nesting too
+    except (OSError, ValueError, RecursionError) as error:  # bad UTF-8 or JSON, a 5,000-digit number, nesting
         raise HFFolderError(f"{index} is not readable JSON: {first_line(error)}") from None
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
@@ -926,6 +928,23 @@ def _named(where: Path) -> Path:
     return _weights_path(where) if Path(where).is_dir() else Path(where)
 
 
+def _check_parts(
+    architecture: Architecture, name: str, target: torch.Tensor, parts: dict[str, torch.Tensor], where: Path
+) -> None:
+    """Each of the checkpoint's tensors that make ``target`` (several for a fused one: BERT's query, key and
+    value make our c_attn) has a shape it can be part of, checked one by one so the message names the tensor
+    that does not fit (a scalar, or the one wrong part of a fused tensor)."""
+    shape = tuple(target.t().shape if architecture.transposed.fullmatch(name) else target.shape)
+    needed = (shape[0] // len(parts), *shape[1:])
+    for hf_name, part in parts.items():
+        if part.dim() == 0 or (len(parts) > 1 and tuple(part.shape) != needed):
+            raise HFFolderError(
+                f"{where}: {hf_name} has shape {tuple(part.shape)}, but {name} here needs {needed}"
+                f"{f' from each of its {len(parts)} parts' if len(parts) > 1 else ''}; the config and the "
+                "weights do not match"
+            )
+
+
 def _map(
     architecture: Architecture, hf_state: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], where: Path
 ) -> _Mapped:
@@ -953,6 +972,7 @@ def _map(
             hf_names = (embedding_name,)
         used.update(hf_names)
         parts = [hf_state[hf_name] for hf_name in hf_names]
+        _check_parts(architecture, name, target, dict(zip(hf_names, parts, strict=True)), where)
         value = torch.cat(parts)
         value = value.t() if architecture.transposed.fullmatch(name) else value
         fitted = _fit_rows(value, target, grow=name in architecture.vocab_tables)

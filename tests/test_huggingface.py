@@ -315,6 +315,8 @@ def test_missing_extra_and_mistyped_tensors_are_refused_by_name(gpt2_folder, tmp
                  r"transformer.h.0.ln_1.bias holds torch.bool values"),
         "float8": (gpt2_state(**{"transformer.h.0.ln_1.bias": torch.zeros(32).to(torch.float8_e4m3fn)}),
                    r"transformer.h.0.ln_1.bias holds torch.float8_e4m3fn values; weights are floating"),
+        "scalar": (gpt2_state(**{"transformer.ln_f.weight": torch.tensor(1.0)}),  # was a torch.cat traceback
+                   r"transformer.ln_f.weight has shape \(\), but ln_f.weight here needs \(32,\)"),
     }  # fmt: skip
     model, _, _ = load_run(folder)
     for name, (edit, match) in cases.items():
@@ -419,6 +421,11 @@ def test_json_nested_too_deeply_is_one_line(gpt2_folder, tmp_path):
     deep = variant(folder, tmp_path / "deep")
     (deep / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     one_line_refusal(deep, r"config.json is not readable JSON")
+    digits = variant(folder, tmp_path / "digits", {"n_positions": None})  # a number Python will not convert
+    (digits / "config.json").write_text(
+        (digits / "config.json").read_text()[:-1] + ', "n_positions": ' + "9" * 5000 + "}"
+    )
+    one_line_refusal(digits, r"digits/config.json is not readable JSON: Exceeds the limit \(4300 digits\)")
     index = variant(folder, tmp_path / "index", drop=("model.safetensors",))
     (index / "model.safetensors.index.json").write_text("[" * 100_000 + "]" * 100_000)
     one_line_refusal(index, r"index.json")
@@ -645,6 +652,21 @@ def test_bert_import_export_import_is_the_identity(bert_folder, tmp_path):
     rows = tokenizer.vocab_size
     for name, value in first.state_dict().items():
         assert torch.equal(second.state_dict()[name][:rows], value[:rows]), name
+
+
+def test_the_one_wrong_part_of_a_fused_tensor_is_named(bert_folder, tmp_path):
+    """BERT's query, key and value make our c_attn: a wrong key is named as the key, not the query (the
+    message said the query's right shape did not fit)."""
+    folder, _ = bert_folder
+    key = "bert.encoder.layer.0.attention.self.key.weight"
+    wrong = variant(folder, tmp_path / "key", weights=gpt2_state(**{key: torch.zeros(16, 32)}))
+    one_line_refusal(
+        wrong,
+        rf"{key} has shape \(16, 32\), but blocks.0.attn.c_attn.weight here needs \(32, 32\) from each",
+    )
+    numbered = variant(folder, tmp_path / "numbered", drop=("model.safetensors",))
+    torch.save({**huggingface.read_hf_weights(folder), 5: torch.zeros(1)}, numbered / "pytorch_model.bin")
+    one_line_refusal(numbered, r"pytorch_model.bin: entry 5 is keyed by a int, not a name")
 
 
 def test_encoders_without_a_bert_counterpart_are_refused_naming_the_option(bert_folder, tmp_path):

@@ -146,7 +146,7 @@ def read_manifest(folder: Path) -> dict | None:
     """The manifest of a completely prepared folder, or None."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return manifest if isinstance(manifest, dict) and manifest.get("format") == _FORMAT_VERSION else None
 
@@ -495,7 +495,7 @@ def _unit_counts(folder: Path, index: int) -> dict | None:
                 != counts["tokens"][split] * dtype.itemsize
             ):
                 return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
     return counts
 

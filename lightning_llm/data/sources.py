@@ -25,6 +25,7 @@ __all__ = [
     "expand_paths",
     "jsonl_text",
     "not_a_file",
+    "number_too_long",
     "pydoc_topics",
     "read_jsonl_files",
     "read_parquet_files",
@@ -267,7 +268,7 @@ def json_object(line: str, where: str, wanted: str = "") -> dict:
     except RecursionError:  # Python's parser recurses once per level of nesting
         raise SourceError(f"{where}: JSON nested too deeply to read") from None
     except ValueError as err:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
-        raise SourceError(_number_too_long(where, err)) from None
+        raise SourceError(number_too_long(where, err)) from None
     if not isinstance(record, dict):
         wanted = f" {wanted}" if wanted else ""
         raise SourceError(f"{where}: expected a JSON object{wanted}, got {type(record).__name__}")
@@ -284,7 +285,8 @@ def size_words(size: int) -> str:
     return f"{size / 2**20:.4g} MiB" if size >= 2**20 else f"{size} bytes"
 
 
-def _number_too_long(where: str, error: ValueError) -> str:
+def number_too_long(where: str, error: ValueError) -> str:
+    """The message for a ValueError out of ``json.loads`` other than a syntax error (a number too long)."""
     if "digits" not in str(error):  # no other ValueError is known to come out of json.loads
         return f"{where}: not valid JSON ({first_line(error)})"
     return (

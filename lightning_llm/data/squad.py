@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lightning_llm.data.corpus import SPLITS, split_by_key, split_paragraphs
-from lightning_llm.data.sources import SourceError, expand_paths, json_object, read_text_file
+from lightning_llm.data.sources import (
+    SourceError,
+    expand_paths,
+    json_object,
+    number_too_long,
+    read_text_file,
+)
 
 __all__ = [
     "QAExample",
@@ -70,6 +76,8 @@ def _read_squad_json(path: Path, no_answer: bool) -> Iterator[QAExample]:
         document = json.loads(read_text_file(path))
     except json.JSONDecodeError as err:
         raise SourceError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except ValueError as err:  # a number of more digits than Python converts
+        raise SourceError(number_too_long(str(path), err)) from None
     except RecursionError:  # Python's parser recurses once per level of nesting
         raise SourceError(f"{path}: JSON nested too deeply to read") from None
     articles = document.get("data") if isinstance(document, dict) else None

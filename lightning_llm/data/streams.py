@@ -374,7 +374,7 @@ def _dataset_error(folder: Path, error: BaseException, doing: str) -> SourceErro
     for path in sorted(folder.glob("*.json")):
         try:
             json.loads(path.read_text())
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:
             return SourceError(f"{path}: not valid JSON ({first_line(err)}); re-save the dataset")
     try:
         import pyarrow as pa
