@@ -99,16 +99,17 @@ def foreign_entries(folder: Path) -> list[str]:
 
 def run_evidence(folder: Path) -> str | None:
     """What shows that ``folder`` holds a run worth keeping (a checkpoint or a summary), or None."""
-    checkpoints = [
-        path
-        for path in [*folder.glob(f"{CHECKPOINT_DIR}/*.ckpt"), *folder.glob(REQUEUE_GLOB)]
-        if not is_unfinished(path)
-    ]
-    if checkpoints:
+    if checkpoints := saved_checkpoints(folder):
         return f"{len(checkpoints)} checkpoint(s), e.g. {checkpoints[0].relative_to(folder)}"
     if (folder / "summary.json").exists():
         return "a finished run's summary.json"
     return None
+
+
+def saved_checkpoints(folder: Path) -> list[Path]:
+    """The complete checkpoints ``folder`` holds (files or sharded folders, requeue ones too)."""
+    found = [*folder.glob(f"{CHECKPOINT_DIR}/*.ckpt"), *folder.glob(REQUEUE_GLOB)]
+    return [path for path in found if not is_unfinished(path)]
 
 
 LINKS_OF_ITS_OWN = ("wandb",)  # W&B links its latest run and logs itself, and replaces those links
@@ -165,6 +166,13 @@ def check_launch(
         raise RunFolderError(
             f"{key}={folder} already holds a run ({evidence}); "
             + (resume_hint or f"continue it with ckpt_path=auto, or choose a new {key} for a new run")
+        )
+    if evidence and resuming and not saved_checkpoints(folder):
+        # ckpt_path=auto with nothing to resume starts afresh: over a finished run whose checkpoints were
+        # deleted, with the default config, rewriting its summary, tokenizer and overrides
+        raise RunFolderError(
+            f"{key}={folder} holds a finished run ({evidence}) but no checkpoint to continue it from; "
+            f"starting afresh would overwrite it: choose a new {key}"
         )
     # A launch that starts afresh writes tokenizer.json, samples.txt, checkpoints/...: files with those names
     # are an earlier launch's only if one claimed the folder (its ledger), else they are the user's.

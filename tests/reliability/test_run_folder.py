@@ -67,6 +67,20 @@ def test_a_fresh_launch_into_a_run_is_refused_and_changes_nothing(finished, tmp_
     assert snapshot(finished) == before  # .hydra/, tokenizer.json and the checkpoints are as they were
 
 
+def test_a_finished_run_without_checkpoints_is_not_resumed_afresh(finished, tmp_path) -> None:
+    """Its checkpoints deleted (to save disk), ckpt_path=auto found nothing to resume and trained the default
+    config from scratch, overwriting summary.json, tokenizer.json and the overrides."""
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(finished, folder)
+    shutil.rmtree(folder / "checkpoints")
+    before = snapshot(folder)
+    line = refused_before_hydra(f"hydra.run.dir={folder}", "ckpt_path=auto", "trainer.max_steps=9")
+    assert "holds a finished run (a finished run's summary.json) but no checkpoint to continue" in line, line
+    assert snapshot(folder) == before
+
+
 @pytest.mark.parametrize("resume", [False, True], ids=["fresh", "ckpt_path=auto"])
 def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path, resume) -> None:
     folder = tmp_path / "project"
