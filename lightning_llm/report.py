@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -37,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from lightning_llm.atomic import write_text
+from lightning_llm.atomic import atomic_write, fsync_dir, temporary_name, write_text
 from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits, path_argument
 
 __all__ = [
@@ -461,12 +462,19 @@ def render_markdown(rows: list[dict], common: list[str], metric: str, descending
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    """Full-precision values for scripts; a missing value is an empty cell."""
+    """Full-precision values for scripts; a missing value is an empty cell. Written atomically."""
+    with atomic_write(path) as handle:
+        handle.write(csv_bytes(rows))
+
+
+def csv_bytes(rows: list[dict]) -> bytes:
+    """``rows`` as CSV (UTF-8)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
     # a folder name that is not UTF-8 (bytes Python holds as surrogates) is written back as those bytes
-    with path.open("w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
+    return text.getvalue().encode("utf-8", "surrogateescape")
 
 
 # --------------------------------------------------------------------------- the loss curves
@@ -491,8 +499,18 @@ def curve_labels(records: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str = "") -> bool:
-    """Train loss (thin line) and val loss (markers) against the optimizer step, one colour per run.
-    Returns False (and writes nothing) when no run has a logged loss. Uses the Agg canvas directly, so it
+    """Train loss (thin line) and val loss (markers) against the optimizer step, one colour per run, written
+    atomically as a PNG. Returns False (and writes nothing) when no run has a logged loss."""
+    png = curves_png(records, title)
+    if png is None:
+        return False
+    with atomic_write(path) as handle:
+        handle.write(png)
+    return True
+
+
+def curves_png(records: Sequence[dict[str, Any]], title: str = "") -> bytes | None:
+    """``plot_curves``'s PNG, or None when no run has a logged loss. Uses the Agg canvas directly, so it
     works with no display and leaves pyplot's global backend alone."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -502,7 +520,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str = "") 
     labelled = zip(records, curve_labels(records), strict=True)
     plotted = [(record, label) for record, label in labelled if record["train_curve"] or record["val_curve"]]
     if not plotted:
-        return False
+        return None
     palette = colormaps["tab10" if len(plotted) <= 10 else "tab20"]
     fig = Figure(figsize=(10, 6), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
@@ -549,8 +567,9 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str = "") 
     ax.set_ylabel("loss")
     ax.set_title(title or "loss curves")
     ax.grid(True, alpha=0.3)
-    fig.savefig(path)
-    return True
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    return png.getvalue()
 
 
 def _final_val(record: dict[str, Any]) -> tuple[int, float] | None:
@@ -673,14 +692,14 @@ def _write(
     rows: list[dict], records: list[dict], common: list[str], args: argparse.Namespace, root: Path, out: Path
 ) -> list[str]:
     """Writes the files into ``out``; returns the names written. A file of those names that an earlier
-    report did not write as it is now (``MANIFEST``) is the user's: refused, never replaced."""
+    report did not write as it is now (``MANIFEST``) is the user's: refused, never replaced. Each file is
+    written beside its name and renamed onto it, after the manifest has recorded both its old and its new
+    content as the report's: a report killed partway leaves files the next one replaces."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         _check_replaceable(out)
-        write_csv(rows, out / "report.csv")
         markdown = render_markdown(rows, common, args.metric, args.descending, root)
-        (out / "report.md").write_text(markdown, encoding="utf-8", errors="surrogateescape")
-        written = ["report.csv", "report.md"]
+        contents = {"report.csv": csv_bytes(rows), "report.md": markdown.encode("utf-8", "surrogateescape")}
         try:
             import matplotlib  # noqa: F401
         except ImportError:
@@ -688,12 +707,36 @@ def _write(
         else:
             by_name = {run_name(record, root): record for record in records}
             ranked = [by_name[row["run"]] for row in rows]  # the legend lists the runs in the table's order
-            if plot_curves(ranked, out / "loss_curves.png", title=f"loss curves: {root.name}"):
-                written.append("loss_curves.png")
-        _record_written(out, written)
+            if (png := curves_png(ranked, title=f"loss curves: {root.name}")) is not None:
+                contents["loss_curves.png"] = png
+        _publish(out, contents)
     except OSError as error:
         raise ReportError(f"--out {out}: cannot write there ({error.strerror or error})") from None
-    return written
+    return list(contents)
+
+
+def _publish(out: Path, contents: dict[str, bytes]) -> None:
+    """Put ``contents`` (name -> bytes) into ``out`` under those names, recording them (``MANIFEST``)."""
+    staged: dict[str, Path] = {}
+    try:
+        for name, data in contents.items():
+            staged[name] = temporary_name(out / name)
+            with open(staged[name], "xb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        recorded = _manifest(out)
+        either = {  # old or new: either is the report's while the files are swapped in
+            name: sorted({*_digests(recorded.get(name)), _sha256(data)}) for name, data in contents.items()
+        }
+        write_text(out / MANIFEST, json.dumps({**recorded, **either}, indent=2) + "\n")
+        for name, temporary in staged.items():
+            os.replace(temporary, out / name)
+        fsync_dir(out)
+        _record_written(out, list(contents))
+    finally:
+        for temporary in staged.values():
+            temporary.unlink(missing_ok=True)
 
 
 MANIFEST = ".report.json"  # the files a report wrote into its folder, by content hash
@@ -701,7 +744,18 @@ OUTPUT_FILES = ("report.csv", "report.md", "loss_curves.png")
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return _sha256(path.read_bytes())
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _digests(recorded: object) -> list[str]:
+    """A manifest entry's digests: one, or (while a report swaps its files in) the old and the new."""
+    if isinstance(recorded, str):
+        return [recorded]
+    return [digest for digest in recorded if isinstance(digest, str)] if isinstance(recorded, list) else []
 
 
 def _manifest(out: Path) -> dict[str, str]:
@@ -718,7 +772,7 @@ def _check_replaceable(out: Path) -> None:
     for name in OUTPUT_FILES:
         path = out / name
         if path.is_symlink() or (
-            path.exists() and (not path.is_file() or recorded.get(name) != _digest(path))
+            path.exists() and (not path.is_file() or _digest(path) not in _digests(recorded.get(name)))
         ):
             raise ReportError(
                 f"--out {out}: {name} is there and no earlier report wrote it as it is now; choose another "

@@ -378,6 +378,31 @@ def test_a_report_replaces_only_its_own_files(sweep, tmp_path, capsys):
     assert (out_dir / "report.md").read_text() == "my notes on these runs"
 
 
+def test_a_report_stopped_partway_leaves_files_the_next_one_replaces(sweep, tmp_path, capsys, monkeypatch):
+    """Killed between swapping in its files (or out of disk), a report left its first file new and unrecorded,
+    and every later report refused the folder; the files were also written in place, through hard links."""
+    out_dir = tmp_path / "out"
+    assert run_report(capsys, sweep, "--out", out_dir)[0] == 0
+    (tmp_path / "snapshot.csv").hardlink_to(out_dir / "report.csv")  # rsync --link-dest, cp -al
+    kept = (tmp_path / "snapshot.csv").read_bytes()
+    replace, calls = os.replace, []
+
+    def stop_after_one(source, target):
+        calls.append(target)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")  # stopped between the renames
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", stop_after_one)
+    code, out, err = run_report(capsys, sweep, "--out", out_dir, "--descending")
+    assert code == 2 and "No space left on device" in err
+    monkeypatch.setattr(os, "replace", replace)
+    assert not [name for name in os.listdir(out_dir) if ".tmp-" in name]  # its staged files are gone
+    code, out, err = run_report(capsys, sweep, "--out", out_dir)
+    assert code == 0, err
+    assert (tmp_path / "snapshot.csv").read_bytes() == kept  # a new file was renamed in, not written through
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
