@@ -473,12 +473,19 @@ def _check_live_trials(study: optuna.Study, settings: Settings) -> None:
             )
 
 
+REFUSED = "refused"  # a trial's user attribute: its folder was refused before it trained (why)
+
+
 def counted(study: optuna.Study) -> int:
     """Trials that count towards n_trials: running or finished, less those retried after their process
-    died."""
+    died and those refused before they trained (the search stopped there; once the folder is fixed, it runs
+    as many trials as were asked for)."""
     trials = study.get_trials(deepcopy=False)
     retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
-    return sum(t.state != TrialState.WAITING and t.number not in retried for t in trials)
+    return sum(
+        t.state != TrialState.WAITING and t.number not in retried and REFUSED not in t.user_attrs
+        for t in trials
+    )
 
 
 # --------------------------------------------------------------------------- one trial
@@ -540,10 +547,15 @@ def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> 
     # The CLI's rules for a run folder (run_folder): a trial folder holding another study's run or the
     # user's files stops the search, since every later trial would meet the same.
     hint = "it is another search's trial: choose another search.dir, or that search's search.study_name"
-    run_folder.check_launch(run_dir, resuming=retried is not None, key="search.dir", resume_hint=hint)
     owner = _trial_owner(settings)
-    _check_trial_owner(run_dir, owner, hint)
-    run_folder.lock(run_dir)
+    try:
+        run_folder.check_launch(run_dir, resuming=retried is not None, key="search.dir", resume_hint=hint)
+        _check_trial_owner(run_dir, owner, hint)
+        run_folder.lock(run_dir)
+    except (ConfigError, ValueError) as error:  # nothing trained: the trial does not count (``counted``)
+        trial.set_user_attr(REFUSED, f"refused before training: {first_line(error)}")
+        trial.set_user_attr("note", f"refused before training: {first_line(error)}")
+        raise
     write_text(run_dir / TRIAL_OWNER_FILE, json.dumps(owner) + "\n")
     try:
         state, value, note = _train(trial, settings, [*overrides, *params, *resume], run_dir)

@@ -392,6 +392,7 @@ def test_a_shorter_grace_period_is_refused_while_a_trial_runs_in_a_live_process(
     assert folder_holder(tmp_path / "study" / "trial_0") is None  # gone: a shorter wait is fine again
 
 
+@pytest.mark.slow
 def test_a_trial_folder_another_study_wrote_is_refused(tmp_path, cache_dir):
     """Two searches sharing one search.dir on different storages: the second one's retry of its trial 0
     resumed over the first one's finished trial_0. Each trial folder now names its study and storage."""
@@ -403,4 +404,11 @@ def test_a_trial_folder_another_study_wrote_is_refused(tmp_path, cache_dir):
         search.main(overrides(tmp_path, cache_dir, LR))
     assert exit_info.value.code == 2
     assert "trial_0 is a trial of another study" in exit_info.value.line, exit_info.value.line
+    assert sorted(p.name for p in trial.iterdir()) == [".lock", "search_trial.json"]
+    # The refused trial trained nothing and does not count: run again, the search trains the trial asked
+    # for (it counted the refusal as a failed trial and was done).
+    study = search.search(overrides(tmp_path, cache_dir, LR, "search.n_trials=1"))
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "COMPLETE"], states
+    assert study.trials[0].user_attrs["note"].startswith("refused before training: search.dir")
     assert sorted(p.name for p in trial.iterdir()) == [".lock", "search_trial.json"]
