@@ -634,7 +634,12 @@ def _unknown_option(overrides: list[str], groups: frozenset[str]) -> str | None:
 
 def _choices_config(parsed: list, groups: frozenset[str]) -> DictConfig | None:
     """The config the overrides' group choices alone compose (inside compose's Hydra); None if they cannot."""
-    choices = [o.input_line for o in parsed if o.key_or_group in groups and not o.is_delete()]
+    searched = ("hydra.searchpath",)  # presets of one's own: their options are choices too
+    choices = [
+        o.input_line
+        for o in parsed
+        if (o.key_or_group in groups or o.key_or_group in searched) and not o.is_delete()
+    ]
     try:
         return compose("config", overrides=choices)
     except (HydraException, OmegaConfBaseException):

@@ -208,7 +208,7 @@ class Settings:
         unknown = sorted(set(node) - set(SETTINGS))
         if unknown:
             raise ConfigError(f"search.{unknown[0]} is not a search setting; they are: {', '.join(SETTINGS)}")
-        name = str(node.get("study_name") or "search")
+        name = "search" if node.get("study_name") is None else str(node["study_name"])  # "": refused below
         if not re.fullmatch(r"[\w][\w.-]*", name) or ".." in name:  # it names the default search folder
             raise ConfigError(f"search.study_name={name!r}: a plain name (letters, digits, _ . -)")
         direction = node.get("direction", "minimize")
@@ -369,6 +369,14 @@ def trial_config(overrides: list[str], settings: Settings) -> DictConfig:
         if cfg.logger.get("name") == "wandb" and not cfg.logger.get("group"):
             cfg.logger.group = settings.study_name
     return cfg
+
+
+def with_search_settings(overrides: list[str]) -> list[str]:
+    """``search.<setting>=v`` as ``++search.<setting>=v``: every search setting (``SETTINGS``) may be given
+    whether or not the chosen preset writes it out (a preset of one's own rarely names grace_period)."""
+    return [
+        f"++{o}" if re.match(rf"search\.(?:{'|'.join(SETTINGS)})(?:\.[^=]*)?=", o) else o for o in overrides
+    ]
 
 
 def with_search_group(overrides: list[str]) -> list[str]:
@@ -678,7 +686,7 @@ def search(overrides: list[str]) -> optuna.Study:
     """Run (or continue) the search the overrides describe; returns the study."""
     # Optuna marks heartbeats and the stale-trial callback experimental: they are what this search relies on.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    overrides = with_search_group(list(overrides))
+    overrides = with_search_settings(with_search_group(list(overrides)))
     base = compose(overrides)
     settings = Settings.from_config(base)
     check_single_process(base)

@@ -412,3 +412,28 @@ def test_a_trial_folder_another_study_wrote_is_refused(tmp_path, cache_dir):
     assert states == ["FAIL", "COMPLETE"], states
     assert study.trials[0].user_attrs["note"].startswith("refused before training: search.dir")
     assert sorted(p.name for p in trial.iterdir()) == [".lock", "search_trial.json"]
+
+
+def test_every_search_setting_may_be_given_whether_or_not_its_preset_writes_it(tmp_path):
+    """gpt_shape does not write grace_period: ``search.grace_period=500`` was "not a setting" (only the
+    ``+`` form worked), though --help and the README list it."""
+    given = ["hparams_search=gpt_shape", "search.grace_period=500", "search.heartbeat_interval=7"]
+    settings = search.Settings.from_config(
+        search.compose(search.with_search_settings(search.with_search_group(given)))
+    )
+    assert (settings.grace_period, settings.heartbeat_interval) == (500, 7)
+
+
+def test_a_mistake_beside_a_preset_of_ones_own_is_the_one_named(tmp_path):
+    """With a preset from hydra.searchpath, a misspelt setting was reported as the (valid) first override
+    under search, "no setting or group 'search'": the group choices were composed without the searchpath."""
+    (tmp_path / "hparams_search").mkdir()
+    (tmp_path / "hparams_search" / "mine.yaml").write_text(
+        "# @package _global_\nsearch:\n  n_trials: 2\n  params:\n"
+        "    optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2}\n"
+    )
+    with pytest.raises(SystemExit) as refused:
+        search.main(["hparams_search=mine", f"hydra.searchpath=[file://{tmp_path}]", "search.n_trials=3",
+                     "search.n_trialz=2"])  # fmt: skip
+    assert refused.value.code == 2
+    assert "search.n_trialz is not a setting; did you mean search.n_trials?" in refused.value.line
