@@ -374,8 +374,9 @@ def trial_config(overrides: list[str], settings: Settings) -> DictConfig:
 def with_search_settings(overrides: list[str]) -> list[str]:
     """``search.<setting>=v`` as ``++search.<setting>=v``: every search setting (``SETTINGS``) may be given
     whether or not the chosen preset writes it out (a preset of one's own rarely names grace_period)."""
+    nested = "|".join(name for name in SETTINGS if name != "params")  # a range's name holds dots itself
     return [
-        f"++{o}" if re.match(rf"search\.(?:{'|'.join(SETTINGS)})(?:\.[^=]*)?=", o) else o for o in overrides
+        f"++{o}" if re.match(rf"search\.(?:params|(?:{nested})(?:\.[^=]*)?)=", o) else o for o in overrides
     ]
 
 
