@@ -1206,6 +1206,7 @@ def load_hf_run(
             f"{folder}: its tokenizer has {own} tokens, more than config.json's vocab_size={rows}; it is "
             "not this model's tokenizer"
         )
+    _check_token_ids(config, tokenizer, folder)
     if tokenizer.added_tokens:
         log.info(
             "%s: %s added to the vocabulary (rows %d.., the mean of the model's rows to start)",
@@ -1215,6 +1216,30 @@ def load_hf_run(
         )
     model, node = load_hf_model(folder, max(tokenizer.vocab_size, rows))
     return model, tokenizer, node
+
+
+def _check_token_ids(config: dict[str, Any], tokenizer: Tokenizer, folder: Path) -> None:
+    """The special ids config.json states are token ids of the vocabulary, and the end of text it names (which
+    transformers' generate stops on, and Marian's forces at the length limit) is the tokenizer's: the model
+    here stops on the tokenizer's, and would otherwise generate other text than transformers does."""
+    rows = config["vocab_size"]
+    for key in ("eos_token_id", "forced_eos_token_id", "bos_token_id", "pad_token_id"):
+        value = config.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < rows:
+            raise HFFolderError(
+                f"{folder / CONFIG_FILE}: {key}={value!r} is not a token id of this vocabulary (0 to "
+                f"{rows - 1})"
+            )
+        ends = key in ("eos_token_id", "forced_eos_token_id") and "<eos>" in tokenizer.roles
+        if ends and value != tokenizer.eos_id:
+            found = tokenizer.backend.id_to_token(value)
+            raise HFFolderError(
+                f"{folder / CONFIG_FILE}: {key}={value} is {found!r}, but the tokenizer's end of text is "
+                f"{tokenizer.roles['<eos>']!r} ({tokenizer.eos_id}); the model would stop on another token "
+                "than transformers' generate does: correct config.json or the tokenizer"
+            )
 
 
 def load_hf_model(folder: str | Path, vocab_size: int) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -400,16 +400,22 @@ def format_value(header: str, value: Any) -> str:
     """A cell as people read it: fixed decimals for the standard columns, 4 significant digits otherwise."""
     if value is None:
         return MISSING
-    if not _is_number(value):
-        return str(value)
+    if not _is_number(value):  # a string from a summary.json handed over: control characters shown, not sent
+        return str(value).translate(_CONTROL_ESCAPES)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # nan, inf
     formats = {header: fmt for _, header, fmt in METRIC_COLUMNS}
     fmt = formats.get(header, "d" if isinstance(value, int) else ".4g")
+    if fmt.endswith("f") and abs(value) >= 1e15:  # fixed decimals of 1e308 are 309 digits
+        fmt = ".4g"
     try:
         return format(int(value) if fmt == "d" else value, fmt)
     except OverflowError:  # an integer too large for a float's format
         return str(value)
+
+
+# C0 and C1 control characters (a terminal acts on ESC, BEL, ...) as their \x escapes
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 def _numeric_columns(rows: list[dict]) -> set[str]:

@@ -416,6 +416,20 @@ def test_bad_weights_files_are_refused_in_one_line_naming_the_file(gpt2_folder, 
     )
 
 
+@pytest.mark.parametrize(
+    ("ids", "match"),
+    [  # each was accepted: the model here stopped on its tokenizer's eos, transformers on the config's
+        ({"eos_token_id": 5}, r"config.json: eos_token_id=5 is '.*', but the tokenizer's end of text is"),
+        ({"eos_token_id": 10**9}, r"config.json: eos_token_id=1000000000 is not a token id of this voc"),
+        ({"bos_token_id": -5}, r"config.json: bos_token_id=-5 is not a token id of this vocabulary"),
+        ({"pad_token_id": "x"}, r"config.json: pad_token_id='x' is not a token id of this vocabulary"),
+    ],
+)
+def test_special_ids_of_the_config_must_be_the_tokenizers(gpt2_folder, tmp_path, ids, match):
+    folder, _ = gpt2_folder
+    one_line_refusal(variant(folder, tmp_path / "ids", ids), match)
+
+
 def test_json_nested_too_deeply_is_one_line(gpt2_folder, tmp_path):
     folder, _ = gpt2_folder
     deep = variant(folder, tmp_path / "deep")
@@ -910,6 +924,12 @@ def test_marians_forced_eos_ends_a_cut_off_search_as_transformers_does(marian_fo
     assert all(len(row) <= 3 for row in expected)  # cut off: the 4th token was the forced eos
     exported = save_hf_folder(model, node["model"], tokenizer, tmp_path / "out")
     assert json.loads((exported / "config.json").read_text())["forced_eos_token_id"] == config["eos_token_id"]
+
+
+def test_a_marian_whose_config_ends_texts_on_another_token_is_refused(marian_folder, tmp_path):
+    folder, _ = marian_folder
+    other = variant(folder, tmp_path / "eos", {"eos_token_id": 7, "forced_eos_token_id": 7})
+    one_line_refusal(other, r"config.json: eos_token_id=7 is '.*', but the tokenizer's end of text is '</s>'")
 
 
 def test_a_saved_marian_position_table_must_be_its_sinusoids(marian_folder, tmp_path):

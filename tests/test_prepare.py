@@ -112,10 +112,10 @@ BAD_INPUTS = [
     (["tokenizer.train_max_chars=-5"], "error: tokenizer.train_max_chars=-5: must be an integer >= 1"),
     (["data=dataset", "data.paths=[/no/such/folder]"], "error: no such folder: '/no/such/folder'"),
     # paths that cannot be looked up (tracebacks before): ~ of no user here, a name over 255 bytes
-    (["data=dataset", "data.paths=['~no_such_user_zq/ds']"], "error: '~no_such_user_zq/ds': its ~ names no"),
-    (["data=text", "data.paths=['~no_such_user_zq/a.txt']"], "error: '~no_such_user_zq/a.txt': its ~ names"),
-    (["data=text", f"data.paths=[/tmp/{'a' * 300}.txt]"], "error: '/tmp/aaaaaaaa"),
-    (["data=dataset", f"data.paths=[/tmp/{'a' * 300}]"], "error: '/tmp/aaaaaaaa"),
+    (["data=dataset", "data.paths=['~no_such_user_zq/ds']"], "error: data.paths=~no_such_user_zq/ds: its ~"),
+    (["data=text", "data.paths=['~no_such_user_zq/a.txt']"], "error: data.paths=~no_such_user_zq/a.txt: its"),
+    (["data=text", f"data.paths=[/tmp/{'a' * 300}.txt]"], "error: data.paths=/tmp/aaaaaaaa"),
+    (["data=dataset", f"data.paths=[/tmp/{'a' * 300}]"], "error: data.paths=/tmp/aaaaaaaa"),
     # overrides after --shard are overrides still
     (["--shard", "0/2", "data=pydoc_topics"], "error: data=pydoc_topics is read whole by each run"),
 ]

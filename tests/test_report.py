@@ -645,3 +645,12 @@ def test_a_pruned_trial_is_reported_as_pruned(sweep):
     assert load_run_record(sweep / "2")["status"] == "pruned"
     (sweep / "2" / "trial_end.json").write_text("not json")
     assert load_run_record(sweep / "2")["status"] == "unfinished"
+
+
+def test_a_cell_from_a_summary_handed_over_is_shown_not_sent_to_the_terminal():
+    from lightning_llm.report import format_value
+
+    assert format_value("step", "\x1b[31mred\x00\x9b") == "\\x1b[31mred\\x00\\x9b"  # ESC, NUL, CSI: escaped
+    assert format_value("note", "plain words é") == "plain words é"
+    assert format_value("val_loss", 1e308) == "1e+308"  # not 309 digits of fixed decimals
+    assert format_value("val_loss", 1.234567) == "1.2346"
