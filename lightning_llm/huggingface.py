@@ -1227,11 +1227,18 @@ def _check_token_ids(config: dict[str, Any], tokenizer: Tokenizer, folder: Path)
         value = config.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < rows:
-            raise HFFolderError(
-                f"{folder / CONFIG_FILE}: {key}={value!r} is not a token id of this vocabulary (0 to "
-                f"{rows - 1})"
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HFFolderError(f"{folder / CONFIG_FILE}: {key}={value!r} is not a token id (an integer)")
+        if not 0 <= value < rows:  # a tiny model keeping GPT2Config's default 50256: no token has it
+            log.warning(
+                "%s: %s=%d is no token id of this vocabulary (0 to %d), so no token has that role there; "
+                "here the tokenizer's own special tokens play it",
+                folder / CONFIG_FILE,
+                key,
+                value,
+                rows - 1,
             )
+            continue
         ends = key in ("eos_token_id", "forced_eos_token_id") and "<eos>" in tokenizer.roles
         if ends and value != tokenizer.eos_id:
             found = tokenizer.backend.id_to_token(value)

@@ -8,6 +8,7 @@ from a folder work."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -420,14 +421,23 @@ def test_bad_weights_files_are_refused_in_one_line_naming_the_file(gpt2_folder, 
     ("ids", "match"),
     [  # each was accepted: the model here stopped on its tokenizer's eos, transformers on the config's
         ({"eos_token_id": 5}, r"config.json: eos_token_id=5 is '.*', but the tokenizer's end of text is"),
-        ({"eos_token_id": 10**9}, r"config.json: eos_token_id=1000000000 is not a token id of this voc"),
-        ({"bos_token_id": -5}, r"config.json: bos_token_id=-5 is not a token id of this vocabulary"),
-        ({"pad_token_id": "x"}, r"config.json: pad_token_id='x' is not a token id of this vocabulary"),
+        ({"forced_eos_token_id": 5}, r"config.json: forced_eos_token_id=5 is '.*', but the tokenizer's"),
+        ({"pad_token_id": "x"}, r"config.json: pad_token_id='x' is not a token id \(an integer\)"),
+        ({"bos_token_id": True}, r"config.json: bos_token_id=True is not a token id \(an integer\)"),
     ],
 )
 def test_special_ids_of_the_config_must_be_the_tokenizers(gpt2_folder, tmp_path, ids, match):
     folder, _ = gpt2_folder
     one_line_refusal(variant(folder, tmp_path / "ids", ids), match)
+
+
+def test_a_special_id_past_the_vocabulary_is_a_warning(gpt2_folder, tmp_path, caplog):
+    """A tiny model keeping GPT2Config's default eos_token_id=50256 over 400 rows: no token has the role."""
+    folder, _ = gpt2_folder
+    with caplog.at_level(logging.WARNING, logger="lightning_llm"):
+        load_run(variant(folder, tmp_path / "ids", {"eos_token_id": 50256, "bos_token_id": -5}))
+    assert "eos_token_id=50256 is no token id of this vocabulary (0 to 399)" in caplog.text
+    assert "bos_token_id=-5 is no token id" in caplog.text
 
 
 def test_json_nested_too_deeply_is_one_line(gpt2_folder, tmp_path):
