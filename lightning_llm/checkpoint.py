@@ -737,7 +737,9 @@ def check_resumable(
     if tokenizer_fingerprint is not None and stored_tokenizer not in (None, tokenizer_fingerprint):
         raise CheckpointError(
             f"{path} was trained with another tokenizer (fingerprint {stored_tokenizer[:12]}, this run's is "
-            f"{tokenizer_fingerprint[:12]}); resume with the run's own tokenizer settings"
+            f"{tokenizer_fingerprint[:12]}): other tokenizer settings, or a corpus that changed since (a "
+            "tokenizer is trained on it); resume with the one the run saved: tokenizer=pretrained "
+            f"tokenizer.path={path.resolve().parent.parent / 'tokenizer.json'}"
         )
     stored_model = (meta.get("config") or {}).get("model") or {}
     differences = [

@@ -69,6 +69,11 @@ class InstructionDataModule(ReadSplitsDataModule):
                         self.block_size,
                         dropped,
                     )
+                if examples and not sequences and dropped:  # "add conversations" would not help
+                    raise ValueError(
+                        f"data: every conversation of the {split} split lost its whole answer to "
+                        f"data.block_size={self.block_size} tokens, so none is left; raise data.block_size"
+                    )
                 empty = sum(_answers_empty(c) for c in self.conversations(split))
                 if empty:
                     log.warning(

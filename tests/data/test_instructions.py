@@ -176,6 +176,13 @@ def test_a_split_without_answers_is_refused_and_empty_answers_are_counted(tmp_pa
     blank = [{"prompt": f"question {i}", "response": "" if i % 2 else "yes"} for i in range(300)]
     data(blank).setup("fit")
     assert "conversations answer with empty text: they teach only the end-of-text token" in caplog.text
+    long = [{"prompt": f"a long question number {i}", "response": "yes"} for i in range(300)]
+    path = write_jsonl(tmp_path / "long.jsonl", long)
+    short = registry.build(
+        "data", "instructions", tokenizer=tokenizer, cache_dir=str(tmp_path), paths=[str(path)], block_size=8
+    )
+    with pytest.raises(ValueError, match=r"every conversation of the \w+ split lost its whole answer to "):
+        short.setup("fit")  # it said: lower data.batch_size or add conversations
 
 
 def test_a_record_over_the_size_cap_is_refused_naming_it(tmp_path, monkeypatch):
