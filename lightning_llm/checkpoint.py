@@ -294,6 +294,8 @@ def find_checkpoint(path: str | Path) -> Path:
             )
         return path
     if not path.is_dir():
+        if path.exists():  # a device, a FIFO, or a link to one
+            raise CheckpointError(f"{path} is neither a checkpoint file nor a folder (a device or FIFO?)")
         raise FileNotFoundError(f"no such run folder or checkpoint file (or sharded folder): {path}")
     folder = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
     found, unusable = survey_checkpoints(folder)

@@ -839,3 +839,12 @@ def test_a_sharded_index_sharing_one_long_chunk_list_among_its_keys_is_refused_a
     rewrite_index(last, share)
     monkeypatch.setattr(dcp_index, "_MAX_CHUNKS", 1000)  # 2,500 here; the real bound is 2^20
     refused_in_one_line(last, tmp_path, capsys, r"lists 2,5\d\d chunks, over 1,000")
+
+
+def test_a_checkpoint_path_that_is_a_device_is_named_so(tmp_path):
+    """A link to /dev/zero was "no such run folder or checkpoint file", though the path is there."""
+    (tmp_path / "zero.ckpt").symlink_to("/dev/zero")
+    with pytest.raises(CheckpointError, match=r"zero\.ckpt is neither a checkpoint file nor a folder"):
+        find_checkpoint(tmp_path / "zero.ckpt")
+    with pytest.raises(FileNotFoundError, match="no such run folder or checkpoint file"):
+        find_checkpoint(tmp_path / "missing.ckpt")

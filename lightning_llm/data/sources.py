@@ -164,7 +164,7 @@ def _expand_one(pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
 def _one_path(path: Path, pattern: str, suffixes: tuple[str, ...]) -> list[Path]:
     """The file ``path`` (named ``pattern``), or with ``suffixes`` the files of those formats in a folder."""
     if path.is_dir() and suffixes:
-        found = sorted(p for p in _walk(path) if p.suffix in suffixes and p.is_file())
+        found = sorted(p for p in _walk(path) if p.suffix.lower() in suffixes and p.is_file())
         if not found:
             raise FileNotFoundError(
                 f"no {' or '.join(suffixes)} files under the folder '{pattern}' (looked in {Path.cwd()})"

@@ -63,6 +63,8 @@ def test_a_folder_is_refused_by_a_reader_of_named_files_and_read_by_one_of_a_for
     with pytest.raises(FileNotFoundError, match="is a folder; this data reads files"):
         expand_paths([str(tmp_path)])
     assert read_text_files([str(tmp_path)]) == ["ay"]  # .txt files under it, as data=text reads a folder
+    (tmp_path / "SHOUT.TXT").write_text("bee")  # a suffix in capitals (a Windows or DOS name) is read too
+    assert read_text_files([str(tmp_path)]) == ["bee", "ay"]
 
 
 def test_a_file_that_cannot_be_read_is_one_source_error(tmp_path, monkeypatch):
