@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import re
+import secrets
+import shutil
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -1301,7 +1304,7 @@ def save_hf_folder(
     tokenizer_config.json, each written atomically."""
     from safetensors.torch import save
 
-    from lightning_llm.atomic import atomic_write, write_text
+    from lightning_llm.atomic import TEMP_MARKER, atomic_write, fsync_dir, write_text
 
     architecture = export_architecture(model_config)
     params = {**model_config, "vocab_size": tokenizer.vocab_size}
@@ -1318,15 +1321,27 @@ def save_hf_folder(
         raise HFFolderError(f"--out {out}: a file; name a new or empty folder")
     if out.exists() and any(out.iterdir()):
         raise HFFolderError(f"--out {out}: a folder that holds files; name a new or empty one")
+    # Written whole into a new hidden sibling and renamed onto ``out`` (over an empty folder too): an export
+    # stopped partway leaves no folder that loads half (weights without a tokenizer) under the name asked for.
+    staging = out.with_name(f".{out.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
     except OSError as error:
         raise HFFolderError(f"--out {out}: cannot create it ({error.strerror or error})") from None
-    with atomic_write(out / "model.safetensors") as file:
-        file.write(save(state, metadata={"format": "pt"}))
-    write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
-    tokenizer.save(out / "tokenizer.json")
-    write_text(out / "tokenizer_config.json", json.dumps(_tokenizer_config(tokenizer), indent=2) + "\n")
+    try:
+        with atomic_write(staging / "model.safetensors") as file:
+            file.write(save(state, metadata={"format": "pt"}))
+        write_text(staging / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        tokenizer.save(staging / "tokenizer.json")
+        tokenizer_config = json.dumps(_tokenizer_config(tokenizer), indent=2) + "\n"
+        write_text(staging / "tokenizer_config.json", tokenizer_config)
+        os.rename(staging, out)  # fails, changing nothing, if a file appeared in out meanwhile
+        fsync_dir(out.parent)
+    except OSError as error:
+        raise HFFolderError(f"--out {out}: cannot write it ({error.strerror or error})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # this export's own, made above; gone once renamed
     return out
 
 

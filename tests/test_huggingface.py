@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -161,6 +162,25 @@ def test_an_export_writes_only_into_a_new_or_empty_folder(gpt2_folder, tmp_path)
             save_hf_folder(model, node, tokenizer, tmp_path / name)
     assert (tmp_path / "mine" / "notes.txt").read_text() == (tmp_path / "file.txt").read_text() == "mine"
     assert not (tmp_path / "nowhere").exists()
+    (tmp_path / "empty").mkdir()
+    assert (
+        load_run(save_hf_folder(model, node, tokenizer, tmp_path / "empty"))[1].vocab_size
+        == tokenizer.vocab_size
+    )
+
+
+def test_an_export_stopped_partway_leaves_no_folder_that_loads_half(gpt2_folder, tmp_path, monkeypatch):
+    """The weights and config were written, then the tokenizer failed: the folder was left without one."""
+    folder, _ = gpt2_folder
+    model, tokenizer, config = load_run(folder)
+
+    def full_disk(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tokenizer, "save", full_disk)
+    with pytest.raises(huggingface.HFFolderError, match=r"--out .*out: cannot write it \(No space left"):
+        save_hf_folder(model, config["model"], tokenizer, tmp_path / "out")
+    assert os.listdir(tmp_path) == []  # neither the folder asked for nor its staging copy
 
 
 def test_import_export_import_is_the_identity(gpt2_folder, tmp_path):
