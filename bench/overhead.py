@@ -61,12 +61,28 @@ def parse_args() -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------- workers
 
 
+def step_clock():  # a lightning.Callback: Lightning is imported in the worker processes only
+    """A callback noting when each training batch ends; ``intervals()``: the step times (s) between them."""
+    import lightning as L
+
+    class StepClock(L.Callback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+
+        def on_train_batch_end(self, *args: object) -> None:
+            self.ends.append(time.perf_counter())
+
+        def intervals(self) -> list[float]:
+            return [b - a for a, b in zip(self.ends, self.ends[1:], strict=False)]
+
+    return StepClock()
+
+
 def framework_run(
     shape: dict[str, int], steps: int, cache_dir: str, extra: list[str] | tuple[str, ...] = ()
 ) -> list[float]:
     """Step times (s) of ``steps`` optimizer steps trained by lightning_llm.train.train (``extra``: more
     overrides, e.g. bench/nanogpt.py's model options)."""
-    import lightning as L
 
     from lightning_llm import cli, config, plugins
     from lightning_llm.train import train
@@ -95,17 +111,10 @@ def framework_run(
     ]
     cfg = cli.compose_config(overrides)
 
-    class StepClock(L.Callback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
-
-        def on_train_batch_end(self, *args: object) -> None:
-            self.ends.append(time.perf_counter())
-
-    clock = StepClock()
+    clock = step_clock()
     with tempfile.TemporaryDirectory() as run_dir:
         train(cfg, run_dir=run_dir, callbacks=[clock])
-    return [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
+    return clock.intervals()
 
 
 def lightning_run(shape: dict[str, int], steps: int) -> list[float]:
@@ -135,14 +144,7 @@ def lightning_run(shape: dict[str, int], steps: int) -> list[float]:
         def configure_optimizers(self) -> dict:
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    class StepClock(L.Callback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
-
-        def on_train_batch_end(self, *args: object) -> None:
-            self.ends.append(time.perf_counter())
-
-    clock = StepClock()
+    clock = step_clock()
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -156,7 +158,7 @@ def lightning_run(shape: dict[str, int], steps: int) -> list[float]:
         callbacks=[clock],
     )
     trainer.fit(Module(), torch.utils.data.DataLoader(Windows(), batch_size=None))
-    return [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
+    return clock.intervals()
 
 
 def corpus_ids() -> tuple[list[int], int]:
