@@ -91,12 +91,12 @@ def read_conversations(patterns: list[str], fields: tuple[str, str, str]) -> lis
 def _conversation(line: str, fields: tuple[str, str, str], where: str) -> Conversation:
     prompt, response, messages = fields
     record = json_object(line, where, f"with '{prompt}' and '{response}', or '{messages}'")
-    if messages in record:
+    if record.get(messages) is not None:  # null: a table of both layouts (datasets' to_json) leaves it empty
         turns = record[messages]
         if not isinstance(turns, list) or not turns:
             raise SourceError(f"{where}: '{messages}' must be a non-empty list of {{role, content}} objects")
         return Conversation(tuple(_turn(turn, f"{where}: {messages}[{i}]") for i, turn in enumerate(turns)))
-    missing = [key for key in (prompt, response) if key not in record]
+    missing = [key for key in (prompt, response) if record.get(key) is None]
     if missing:
         fields_present = ", ".join(record) or "(none)"
         raise SourceError(

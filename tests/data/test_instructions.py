@@ -86,11 +86,17 @@ def test_prompt_response_and_messages_records_are_read(tmp_path):
     path = write_jsonl(
         tmp_path / "sft.jsonl",
         [{"prompt": "p", "response": "r"}, {"messages": [{"role": "user", "content": "u"},
-                                                          {"role": "assistant", "content": "a"}]}],
+                                                          {"role": "assistant", "content": "a"}]},
+         # a table of both layouts (datasets' to_json) writes null where a record has no such field
+         {"prompt": "p2", "response": "r2", "messages": None},
+         {"prompt": None, "response": None, "messages": [{"role": "user", "content": "u2"},
+                                                          {"role": "assistant", "content": "a2"}]}],
     )  # fmt: skip
     assert read_conversations([str(path)], FIELDS) == [
         Conversation((Turn("user", "p"), Turn("assistant", "r"))),
         Conversation((Turn("user", "u"), Turn("assistant", "a"))),
+        Conversation((Turn("user", "p2"), Turn("assistant", "r2"))),
+        Conversation((Turn("user", "u2"), Turn("assistant", "a2"))),
     ]
 
 
