@@ -75,7 +75,8 @@ def _read_squad_json(path: Path, no_answer: bool) -> Iterator[QAExample]:
     try:
         document = json.loads(read_text_file(path))
     except json.JSONDecodeError as err:
-        raise SourceError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        lines = "; one object a line is JSON Lines: name the file .jsonl" if err.msg == "Extra data" else ""
+        raise SourceError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}){lines}") from None
     except ValueError as err:  # a number of more digits than Python converts
         raise SourceError(number_too_long(str(path), err)) from None
     except RecursionError:  # Python's parser recurses once per level of nesting

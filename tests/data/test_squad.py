@@ -94,6 +94,9 @@ def test_other_files_and_layouts_are_refused(tmp_path):
     (tmp_path / "b.json").write_text('{"paragraphs": []}')
     with pytest.raises(SourceError, match='"data" list'):
         read_squad([str(tmp_path / "b.json")])
+    (tmp_path / "c.json").write_text('{"question": "q"}\n{"question": "r"}\n')  # datasets' to_json default
+    with pytest.raises(SourceError, match=r"Extra data at line 2\); one object a line is JSON Lines: name"):
+        read_squad([str(tmp_path / "c.json")])
 
 
 def test_pydoc_questions_are_cloze_sentences_with_the_answer_at_its_offset():
