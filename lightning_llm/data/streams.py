@@ -288,6 +288,8 @@ def _saved_folder(pattern: str, folder: Path) -> Path:
             f"{what}: '{pattern}' (looked in {Path.cwd()}); data=dataset reads a folder written by "
             "datasets' save_to_disk"
         )
+    if next(folder.iterdir(), None) is None:
+        raise SourceError(f"{folder}: an empty folder; data=dataset reads a folder written by save_to_disk")
     if (folder / "state.json").is_file():
         _check_state(folder / "state.json")
         return folder

@@ -42,3 +42,9 @@ def test_a_dataset_folder_named_twice_is_read_once(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "ds")
     corpus = Corpus("dataset", ("good", "good/", "../ds/good", str(tmp_path / "ds" / "good")))
     assert corpus.files() == [Path("good")] and len(corpus.units()) == 1
+
+
+def test_an_empty_dataset_folder_is_called_empty(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match=r"empty: an empty folder; data=dataset reads a folder written by"):
+        Corpus("dataset", (str(tmp_path / "empty"),)).fingerprint()
