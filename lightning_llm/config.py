@@ -14,7 +14,6 @@ import difflib
 import functools
 import importlib.resources
 import inspect
-import itertools
 import math
 import os
 import re
@@ -30,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lightning_llm import registry
 from lightning_llm.distributed.plan import ParallelPlan, check_choices
-from lightning_llm.errors import ConfigError
+from lightning_llm.errors import ConfigError, path_lookup_problem
 from lightning_llm.ranges import check_ranges, check_switches, loose_switches
 from lightning_llm.registry import Plugin
 
@@ -471,27 +470,7 @@ def check_path_settings(cfg: DictConfig) -> None:
                 raise ConfigError(f"{key}={value}: {problem}")
 
 
-def path_lookup_problem(value: str) -> str | None:
-    """Why ``value`` (a path or a glob) cannot be looked up here, or None (also for a path that does not
-    exist): only the part before a glob's first wildcard is looked up."""
-    try:
-        path = Path(value).expanduser()
-    except RuntimeError:  # ~user of no user here, or ~ with neither HOME nor a passwd entry
-        return "its ~ names no home folder on this machine"
-    fixed = list(itertools.takewhile(lambda part: _WILDCARDS.isdisjoint(part), path.parts))
-    try:
-        os.stat(Path(*fixed) if fixed else ".")
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as error:
-        return f"cannot be looked up ({error.strerror or error})"
-    except ValueError:  # os.stat refuses a NUL character
-        return "holds a NUL character"
-    return None
-
-
 _PATH_KEY = re.compile(r"(?:^|_)(?:path|paths|dir|file)$|^init_from$")
-_WILDCARDS = frozenset("*?[")
 
 
 def _path_values(node: Any, where: str) -> Iterator[tuple[str, str]]:

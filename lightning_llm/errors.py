@@ -6,10 +6,12 @@ command's ``main``: every tool answers bad input and Ctrl-C with one line, never
 import argparse
 import contextlib
 import functools
+import itertools
 import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "exit_now",
     "first_line",
     "path_argument",
+    "path_lookup_problem",
     "refuse",
 ]
 
@@ -73,10 +76,34 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def path_argument(text: str) -> str:
     """argparse ``type`` of a path: an empty one (an unset shell variable) would silently mean the current
-    folder or a default."""
+    folder or a default; one that cannot be looked up here (``path_lookup_problem``) is named."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; name a file or folder")
+    if problem := path_lookup_problem(text):
+        raise argparse.ArgumentTypeError(f"{text}: {problem}")
     return text
+
+
+def path_lookup_problem(value: str) -> str | None:
+    """Why ``value`` (a path or a glob) cannot be looked up here, or None (also for a path that does not
+    exist): only the part before a glob's first wildcard is looked up."""
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # ~user of no user here, or ~ with neither HOME nor a passwd entry
+        return "its ~ names no home folder on this machine"
+    fixed = list(itertools.takewhile(lambda part: _WILDCARDS.isdisjoint(part), path.parts))
+    try:
+        os.stat(Path(*fixed) if fixed else ".")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        return f"cannot be looked up ({error.strerror or error})"
+    except ValueError:  # os.stat refuses a NUL character
+        return "holds a NUL character"
+    return None
+
+
+_WILDCARDS = frozenset("*?[")
 
 
 def ctrl_c_exits(main: Callable[..., Any], message: str = "interrupted (Ctrl-C)") -> Callable[..., Any]:

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "run",
+        type=path_argument,
         help="a run folder (uses checkpoints/last.ckpt, else the newest .ckpt), a .ckpt, or a Hugging Face "
         "model folder",
     )
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tokenizer",
         metavar="FILE",
+        type=path_argument,
         default=None,
         help="a tokenizer.json for a Hugging Face folder that has none (a run keeps its own)",
     )

@@ -77,3 +77,18 @@ def test_an_empty_path_is_refused_not_taken_as_the_current_folder(module, args, 
         main(args)
     assert exit_info.value.code == 2
     assert "an empty path; name a file or folder" in capsys.readouterr().err
+
+
+def test_a_command_path_that_cannot_be_looked_up_is_an_argument_error(tmp_path):
+    """Every command's path arguments (generate, evaluate, export, report, checkpoint) go through it: a ~ of
+    no user here was a RuntimeError traceback, a name over 255 bytes an OSError one (report)."""
+    import argparse
+
+    from lightning_llm.errors import path_argument
+
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^~no_user_zq/run: its ~ names no home folder"):
+        path_argument("~no_user_zq/run")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"cannot be looked up \(File name too long\)"):
+        path_argument(str(tmp_path / ("a" * 300)))
+    assert path_argument(str(tmp_path / "missing")) == str(tmp_path / "missing")  # its reader says "missing"
+    assert path_argument("-") == "-"  # stdin
