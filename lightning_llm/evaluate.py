@@ -58,6 +58,8 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     check_overrides(overrides)
     model, tokenizer, run_config = load_run(source, given_tokenizer(overrides))
     node = run_config["model"]
+    run_data = run_config.get("data") if isinstance(run_config.get("data"), dict) else {}
+    overrides = [*overrides, *_run_data_choice(run_data, overrides)]
     overrides = [*overrides, f"model={node['name']}", *_run_objective(run_config, overrides)]
     overrides = [*overrides, *cli.plugin_defaults(overrides)]
     choices: dict[str, str] = {}
@@ -65,6 +67,7 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     cli.check_known_keys(cfg, overrides, choices)  # +foo=1 would be ignored
     with open_dict(cfg):
         cfg.model = node
+        _adopt_run_data(cfg, run_data, overrides)
         positions = getattr(getattr(model, "config", None), "block_size", None)
         given = any(override.split("=")[0].lstrip("+") == "data.block_size" for override in overrides)
         if positions and "block_size" in cfg.data and not given and cfg.data.block_size > positions:
@@ -184,6 +187,25 @@ def _run_objective(run_config: dict[str, Any], overrides: Sequence[str]) -> list
         if key != "name" and f"objective.{key}" not in given and isinstance(value, int | float | str | bool)
     ]
     return [f"objective={objective['name']}", *settings]
+
+
+def _run_data_choice(run_data: dict[str, Any], overrides: Sequence[str]) -> list[str]:
+    """``data=<the run's>`` unless the overrides choose the data: a run is scored on its own data."""
+    given = {o.lstrip("+").split("=", 1)[0] for o in overrides}
+    name = run_data.get("name")
+    return [f"data={name}"] if isinstance(name, str) and not given & {"data", "data.name"} else []
+
+
+def _adopt_run_data(cfg: Any, run_data: dict[str, Any], overrides: Sequence[str]) -> None:
+    """The run's own data settings (its files, split fractions and seed) where the data is the run's plugin
+    and the overrides leave them unset, so its val and test splits are the run's: composed from the defaults,
+    a run trained with other fractions had its val split scored as "test"."""
+    if run_data.get("name") != cfg.data.get("name"):
+        return
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    for key, value in run_data.items():
+        if key != "name" and key in cfg.data and f"data.{key}" not in given:
+            cfg.data[key] = value
 
 
 def given_tokenizer(overrides: Sequence[str]) -> str | None:

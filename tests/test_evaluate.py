@@ -31,6 +31,30 @@ def test_the_val_loss_of_a_run_is_what_its_training_reported(trained):
     assert scores["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
     assert scores["val_perplexity"] == pytest.approx(summary["val_perplexity"], rel=1e-6)
     assert 0 <= scores["val_accuracy"] <= 1
+    # with no data settings given, the run's own: the same split, the same windows
+    assert evaluate(str(run), [f"paths.cache_dir={cache}"])["val_loss"] == pytest.approx(summary["val_loss"])
+
+
+def test_the_runs_own_data_settings_are_taken_where_none_are_given():
+    """Composed from the defaults, a run trained with data.test_fraction=0 had its val split scored as
+    "test" (the same loss to seven digits)."""
+    from omegaconf import OmegaConf
+
+    from lightning_llm.evaluate import _adopt_run_data, _run_data_choice
+
+    run_data = {"name": "pydoc", "test_fraction": 0.0, "split_seed": 7, "block_size": 32, "gone": 1}
+    assert _run_data_choice(run_data, []) == ["data=pydoc"]
+    assert _run_data_choice(run_data, ["data=text"]) == []
+    cfg = OmegaConf.create(
+        {"data": {"name": "pydoc", "test_fraction": 0.05, "split_seed": 1234, "block_size": 64}}
+    )
+    _adopt_run_data(cfg, run_data, ["data.block_size=16"])
+    assert OmegaConf.to_container(cfg.data) == {
+        "name": "pydoc", "test_fraction": 0.0, "split_seed": 7, "block_size": 64  # the given one stays
+    }  # fmt: skip
+    other = OmegaConf.create({"data": {"name": "text", "test_fraction": 0.05}})
+    _adopt_run_data(other, run_data, [])
+    assert other.data.test_fraction == 0.05  # another plugin's data: its own defaults
 
 
 def test_the_command_prints_json_and_refuses_bad_input_in_one_line(trained, tmp_path, capsys):
