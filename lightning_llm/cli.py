@@ -68,7 +68,11 @@ def main(argv: list[str] | None = None) -> None:
         added = plugin_defaults(args.overrides)
         if informational and not args.shell_completion:  # what Hydra would print, checked as a run's
             shown = [*args.overrides, *added, *search_path_overrides(args)]
-            config.check_switch_settings(compose_config(shown))
+            try:
+                config.check_switch_settings(compose_config(shown))
+            except OmegaConfBaseException as error:  # a value that does not resolve: ${nothere}, a cycle
+                key = getattr(error, "full_key", None)
+                raise ConfigError(f"{f'{key}: ' if key else ''}{first_line(error)}") from None
         if not informational:
             folders: dict[str, str] = {}
             job = [*args.overrides, *added, *search_path_overrides(args)]
@@ -530,14 +534,20 @@ def compose_config(
     for a ``sweep``'s job, for a SLURM launcher that cannot run it (``check_slurm_tasks``), and left out of
     the result; ``choices``, when given, receives the option each config group resolved to, and ``folders``
     ``hydra.run.dir`` unless the clock names it (a folder Hydra would make new)."""
-    with initialize_config_dir(config.config_dir(), version_base="1.3"):
-        try:
-            cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        except (HydraException, OmegaConfBaseException, ValueError, AttributeError, TypeError) as error:
-            # ValueError: group=null; AttributeError: a dict given to a node Hydra keeps null (sweeper.params)
-            raise ConfigError(explain(error, overrides)) from None
-        if unknown := _unknown_option(overrides, _optional_groups()):  # Hydra skipped it without a word
-            raise ConfigError(unknown)
+    try:
+        with initialize_config_dir(config.config_dir(), version_base="1.3"):
+            try:
+                cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            except (HydraException, OmegaConfBaseException, ValueError, AttributeError, TypeError) as error:
+                # ValueError: group=null; AttributeError: a dict given to a node Hydra keeps null
+                # (sweeper.params)
+                if isinstance(error, UnicodeDecodeError):
+                    raise
+                raise ConfigError(explain(error, overrides)) from None
+            if unknown := _unknown_option(overrides, _optional_groups()):  # Hydra skipped it without a word
+                raise ConfigError(unknown)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:  # a preset of one's own (--config-dir), not YAML
+        raise ConfigError(f"a config file is not readable YAML: {' '.join(str(error).split())}") from None
     check_hydra_node(cfg.hydra)
     check_names(cfg)
     if sweep:
@@ -687,13 +697,24 @@ def _values(override) -> Iterable[str]:
 
 def _jobs(overrides: list[str], multirun: bool) -> Iterable[list[str]]:
     """Each job's override list: the cartesian product of the discrete sweeps, as Hydra's basic sweeper makes
-    it (a later override of a key replaces an earlier one); search-space sweeps such as ``interval(...)`` are
-    left for each job to check."""
+    it (a later override of a key replaces an earlier one); a glob or a search space (``interval(...)``),
+    which the basic sweeper cannot expand or run, is refused."""
     if not multirun:
         return [overrides]
     choices: dict[str, list[str]] = {}
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.get_key_element()
+        kind = type(override.value()).__name__
+        if kind == "Glob":  # expanded from the group's options, which Hydra's loader holds only inside a run
+            raise ConfigError(
+                f"{override.input_line}: list the options to sweep instead of a glob, e.g. {key}=a,b,c "
+                f"(python -m lightning_llm --help lists them)"
+            )
+        if override.is_sweep_override() and not override.is_discrete_sweep():  # interval(...): a search's
+            raise ConfigError(
+                f"{override.input_line}: a search space ({kind}); -m sweeps a list, range() or choice(), "
+                "and python -m lightning_llm.search samples ranges (README: sweeps)"
+            )
         if override.is_discrete_sweep():
             choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
         elif not override.is_sweep_override():

@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lightning_llm import registry
 from lightning_llm.distributed.plan import ParallelPlan, check_choices
-from lightning_llm.errors import ConfigError, path_lookup_problem
+from lightning_llm.errors import ConfigError, first_line, path_lookup_problem
 from lightning_llm.ranges import check_ranges, check_switches, loose_switches
 from lightning_llm.registry import Plugin
 
@@ -186,8 +186,9 @@ def plugin_params(
     refuse_code_paths(node, key)
     try:
         params = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"{key}: {error.msg}") from None
+    except OmegaConfBaseException as error:  # its msg goes on with full_key and object_type lines
+        where = getattr(error, "full_key", None) or key
+        raise ConfigError(f"{where}: {first_line(error)}") from None
     params.pop("name")
     valid = [p.name for p in plugin.parameters()] + list(FRAMEWORK_PARAMS.get(kind, {}))
     for name in params:
@@ -244,8 +245,22 @@ def framework_params(kind: str, node: Any) -> dict[str, Any]:
     return {name: node.get(name, default) for name, (_, default) in defaults.items()}
 
 
+# Top-level settings the framework reads in every run (conf/config.yaml and its groups give them); removed
+# (~seed) or null they were a traceback, some after a whole run had trained.
+REQUIRED = ("seed", "eval", "logger", "trainer", "callbacks", "parallel", "paths", "task_name")
+
+
 def check(cfg: DictConfig, together: bool = True) -> None:
     """Validate every plugin selection and parameter, the metrics list and the trainer arguments."""
+    for key in REQUIRED:
+        try:
+            value = cfg.get(key)
+        except OmegaConfBaseException:  # a value that does not resolve: refused below, naming the key
+            continue
+        if value is None:
+            raise ConfigError(
+                f"{key}: removed or null, but every run reads it; set it (conf/ gives a default) instead"
+            )
     for kind in GROUP_KINDS:
         if kind not in cfg:
             raise ConfigError(
@@ -468,9 +483,24 @@ def check_path_settings(cfg: DictConfig) -> None:
         for key, value in _path_values(plain, ""):
             if problem := path_lookup_problem(value):
                 raise ConfigError(f"{key}={value}: {problem}")
+        for key, value in _empty_folders(plain, ""):
+            raise ConfigError(
+                f"{key}={value!r}: an empty folder name means the current folder; name one (an environment "
+                "variable set to nothing, such as LIGHTNING_LLM_CACHE=, gives this)"
+            )
 
 
 _PATH_KEY = re.compile(r"(?:^|_)(?:path|paths|dir|file)$|^init_from$")
+
+
+def _empty_folders(node: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(key, value) for each ``*_dir`` setting of a plain nested dict that is blank."""
+    for key, value in node.items() if isinstance(node, dict) else ():
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(value, dict):
+            yield from _empty_folders(value, path)
+        elif str(key).endswith("_dir") and isinstance(value, str) and not value.strip():
+            yield path, value
 
 
 def _path_values(node: Any, where: str) -> Iterator[tuple[str, str]]:

@@ -25,8 +25,10 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lightning_llm.config import ConfigError
+from lightning_llm.errors import first_line
 
 CODE_KEYS = ("_target_", "_partial_", "_args_", "()")  # Hydra's instantiate and logging's factory key
 _LOGGING_NODES = ("job_logging", "hydra_logging")
@@ -129,7 +131,10 @@ def check_names(cfg: Any) -> None:
     """``task_name`` and ``hydra.job.name`` (the run's log file, ``<job name>.log``, and a part of the default
     run folder) must be plain names, so that Hydra writes nothing outside the run folder."""
     for key in ("task_name", "hydra.job.name"):
-        value = OmegaConf.select(cfg, key, default=None)
+        try:
+            value = OmegaConf.select(cfg, key, default=None)
+        except OmegaConfBaseException as error:  # ${task_name} after ~task_name
+            raise ConfigError(f"{key}: {first_line(error)}") from None
         if value is not None and not _PLAIN_NAME.fullmatch(str(value)):
             raise ConfigError(
                 f"{key}={value!r}: a name for the run's log file and folder: letters, digits, '_', '-' and "

@@ -96,6 +96,17 @@ BAD_OVERRIDES = [
     (["tokenizer=pretrained", "tokenizer.path='~no_user_zq/t.json'"], "tokenizer.path=~no_user_zq/t.json"),
     (["ckpt_path=" + "/tmp/" + "c" * 300], "cannot be looked up (File name too long)"),
     (["data=text", "data.paths=['/tmp/" + "d" * 300 + "/*.txt']"], "cannot be looked up (File name"),
+    # a top-level setting every run reads, removed: tracebacks, ~eval after a whole run had trained
+    (["~eval"], "eval: removed or null, but every run reads it"),
+    (["eval=null"], "eval: removed or null, but every run reads it"),
+    (["~seed"], "seed: removed or null"),
+    (["~parallel"], "parallel: removed or null"),
+    (["~task_name"], "hydra.job.name: Interpolation key 'task_name' not found"),
+    (["optim.lr=${nothere}"], "optim.lr: Interpolation key 'nothere' not found"),  # was three lines
+    (["--cfg", "job", "optim.lr=${nothere}"], "optim.lr: Interpolation key 'nothere' not found"),
+    (["paths.cache_dir=''"], "paths.cache_dir='': an empty folder name means the current folder"),
+    (["-m", "optim=glob(*)"], "optim=glob(*): list the options to sweep instead of a glob"),
+    (["-m", "optim.lr=interval(0,1)"], "optim.lr=interval(0,1): a search space (IntervalSweep)"),
 ]
 
 
@@ -126,6 +137,21 @@ def test_bad_overrides_fail_with_one_short_message(args, expected, tmp_path):
     line = refused_before_hydra(*args, f"hydra.run.dir={tmp_path / 'run'}")
     assert expected in line
     assert not (tmp_path / "run").exists()  # nothing was built, no half-made run folder
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"# @package _global_\nmodel:\n  n_layer: [\n", "not readable YAML: while parsing a flow node"),
+        (b"\xff\xfe# @package _global_\nmodel:\n  n_layer: 2\n", "not readable YAML: 'utf-8' codec"),
+    ],
+)
+def test_a_preset_that_is_not_yaml_is_one_line(tmp_path, content, expected):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "broken.yaml").write_bytes(content)
+    for flags in ([], ["--cfg", "job"]):
+        line = refused_before_hydra(*flags, "--config-dir", str(tmp_path), "experiment=broken")
+        assert expected in line
 
 
 def test_a_preset_from_config_dir_is_one_of_its_groups_options(tmp_path):
