@@ -32,6 +32,13 @@ class _ScoresToClasses:
         super().__init__(num_classes=num_classes, average="macro", ignore_index=ignore_index)
 
     def update(self, outputs: torch.Tensor | TokenScores, labels: torch.Tensor) -> None:
+        scored = labels[labels != self.ignore_index]
+        if scored.numel() and (top := int(scored.max())) >= self.num_classes:  # token ids, not classes
+            raise ValueError(
+                f"metric {type(self).__name__.lower()} scores {self.num_classes} classes, but a label is "
+                f"{top}: the objective's labels are not those classes (a masked LM's are token ids); it fits "
+                "objective=classification (for tokens: metrics=[perplexity,accuracy])"
+            )
         super().update(predicted_ids(outputs, labels).reshape(-1), labels.reshape(-1))
 
 

@@ -60,6 +60,11 @@ class CausalLM:
         """Returns (summed loss, number of target tokens, logits (B, T, V) or, computed in chunks, the
         tokens' TokenScores)."""
         input_ids, labels = batch["input_ids"], batch["labels"]
+        if labels.shape != input_ids.shape:  # one label a text (classification data), not one a token
+            raise ValueError(
+                f"causal_lm needs a label for each input token, shape {tuple(input_ids.shape)}, got "
+                f"{tuple(labels.shape)}; is the data plugin one of text (e.g. data={self.default_data})?"
+            )
         if chunk := self._chunk(model, labels):
             return model(input_ids, labels=labels, loss_chunk=chunk)
         logits = model(input_ids)

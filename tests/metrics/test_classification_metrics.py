@@ -134,3 +134,17 @@ def test_the_plugins_take_the_models_number_of_classes(make_cfg):
     assert parts.metrics(explicit)["f1"].num_classes == 3
     with pytest.raises(ValueError, match="metric f1 needs num_classes >= 1, got None"):
         parts.metrics(make_cfg("metrics=[f1]"))
+
+
+def test_a_class_metric_on_token_scores_says_which_objective_it_fits():
+    """metrics of a classification preset kept with objective=masked_lm: a torchmetrics traceback at the first
+    validation ("Detected more unique values in target than expected")."""
+    import pytest
+    import torch
+
+    from lightning_llm.metrics.classification import F1
+
+    labels = torch.full((2, 4), -100)
+    labels[0, 1] = 41  # a masked token's id
+    with pytest.raises(ValueError, match=r"metric f1 scores 3 classes, but a label is 41: the objective's"):
+        F1(3).update(torch.zeros(2, 4, 50), labels)

@@ -36,3 +36,14 @@ def test_loss_is_float32_for_low_precision_logits():
     expected = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), reduction="sum")
     torch.testing.assert_close(loss, expected)
     assert n_target_tokens.item() == 8
+
+
+def test_one_label_a_text_is_named_for_the_data_it_is():
+    """model=gpt on classification data: torch's "Expected input batch_size (420) to match target batch_size
+    (12)" named neither the data nor a choice."""
+    import pytest
+
+    model = GPT(GPTConfig(vocab_size=50, n_layer=1, n_head=2, n_embd=16, block_size=10))
+    batch = {"input_ids": torch.zeros(3, 10, dtype=torch.long), "labels": torch.zeros(3, dtype=torch.long)}
+    with pytest.raises(ValueError, match=r"causal_lm needs a label for each input token, shape \(3, 10\)"):
+        registry.build("objective", "causal_lm").loss(model, batch)
