@@ -5,8 +5,11 @@ Devlin et al. 2018, section 3.1: pick 15% of the positions; replace 80% of the p
 every position it is scored on, a token it never sees at fine-tuning time); score only the picked positions.
 
 The objective reads the same packed text windows as causal LM and masks ``input_ids`` itself, afresh for
-every batch (RoBERTa's dynamic masking), so any text data plugin serves it.
+every batch in training (RoBERTa's dynamic masking), so any text data plugin serves it; in evaluation each
+batch is masked by its own ids, the same way every time.
 """
+
+import hashlib
 
 import torch
 import torch.nn.functional as F
@@ -106,12 +109,18 @@ class MaskedLM:
             raise ValueError("the tokenizer has no ordinary tokens to draw random replacements from")
         self._ids_by_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def mask(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``mask_tokens`` with this objective's tokenizer ids and a freshly seeded generator."""
+    def mask(self, input_ids: torch.Tensor, fixed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mask_tokens`` with this objective's tokenizer ids and a freshly seeded generator. ``fixed``
+        (evaluation): seeded by the batch's own ids, so a batch is masked alike at every validation, in the
+        final evaluation and by the evaluate command; drawn from the run's RNG, each validation scored other
+        masks, and the val loss (and the best checkpoint it picks) carried that noise."""
         device = input_ids.device
-        # Seeded from the global CPU RNG: reproducible under the run's seed, and .item() on a CPU tensor
-        # never waits for the accelerator.
-        seed = int(torch.randint(2**62, (1,)).item())
+        if fixed:  # one copy of the batch to the host: an evaluation step, not a training one
+            seed = int.from_bytes(hashlib.sha256(input_ids.cpu().numpy().tobytes()).digest()[:8]) >> 2
+        else:
+            # Seeded from the global CPU RNG: reproducible under the run's seed, and .item() on a CPU tensor
+            # never waits for the accelerator.
+            seed = int(torch.randint(2**62, (1,)).item())
         generator = torch.Generator(device=device).manual_seed(seed)
         special_ids, random_ids = self._ids_on(device)
         return mask_tokens(
@@ -138,7 +147,7 @@ class MaskedLM:
         The batch's ``labels`` (the causal shift, meaningless here) are replaced in place by the masking
         labels, so metrics updated with ``(outputs, batch["labels"])`` score the masked-token predictions.
         """
-        masked_ids, labels = self.mask(batch["input_ids"])
+        masked_ids, labels = self.mask(batch["input_ids"], fixed=not model.training)
         batch["labels"] = labels
         if getattr(model, "chunks_its_loss", False):  # the head at the masked positions only
             chunk = chunk_tokens(labels.numel(), model.config.vocab_size, self.logits_chunk)
@@ -191,7 +200,7 @@ class MaskedLMWithNSP(MaskedLM):
                 "masked_lm_nsp needs next-sentence labels of shape (batch,); is the data plugin "
                 "data=sentence_pairs?"
             )
-        masked_ids, labels = self.mask(batch["input_ids"])
+        masked_ids, labels = self.mask(batch["input_ids"], fixed=not model.training)
         hidden = model.encode(masked_ids, batch.get("attention_mask"), batch.get("token_type_ids"))
         mlm_sum, n_masked = summed_cross_entropy(model.mlm_logits(hidden), labels)
         next_logits = model.classify(hidden)  # (B, 2)

@@ -90,6 +90,24 @@ def test_objective_masks_reproducibly_from_the_global_seed(tokenizer):
     assert not torch.equal(first[1], second[1])  # a fresh mask for every batch
 
 
+def test_evaluation_masks_a_batch_alike_whatever_the_random_state(tokenizer):
+    """Each validation drew other masks from the run's RNG: val losses carried that noise, and summary.json's
+    differed from the evaluate command's for the same weights."""
+    objective = MaskedLM(tokenizer=tokenizer)
+    ids = torch.randint(7, tokenizer.vocab_size, (4, 32), generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    first = objective.mask(ids, fixed=True)
+    torch.manual_seed(1)
+    again = objective.mask(ids, fixed=True)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    other = objective.mask(ids.roll(1, dims=1), fixed=True)
+    assert not torch.equal(first[1], other[1])  # another batch, other masks
+    torch.manual_seed(0)
+    trained = objective.mask(ids)
+    torch.manual_seed(1)
+    assert not torch.equal(trained[1], objective.mask(ids)[1])  # training: drawn afresh from the RNG
+
+
 def test_objective_uses_the_tokenizer_ids(tokenizer):
     objective = MaskedLM(tokenizer=tokenizer, mask_prob=0.9)
     input_ids = torch.randint(0, tokenizer.vocab_size, (8, 64))
@@ -110,8 +128,7 @@ def test_loss_is_only_on_the_masked_positions(tokenizer):
     batch = {"input_ids": input_ids.clone(), "labels": torch.roll(input_ids, -1, dims=1)}
     torch.manual_seed(1)
     loss, n_targets, scores = objective.loss(model, batch)
-    torch.manual_seed(1)
-    masked_ids, labels = objective.mask(input_ids)
+    masked_ids, labels = objective.mask(input_ids, fixed=True)  # an eval-mode model: masked by its ids
     assert isinstance(n_targets, torch.Tensor) and n_targets.item() == (labels != IGNORE_INDEX).sum().item()
     logits = model(masked_ids)  # the whole head, every position: what the loss must equal at the picked ones
     picked = labels != IGNORE_INDEX
@@ -182,7 +199,7 @@ def test_the_joint_loss_is_the_sum_of_the_two_means():
     torch.manual_seed(1)
     loss, n_masked, next_logits = objective.loss(model, dict(batch))
     torch.manual_seed(1)
-    masked, labels = objective.mask(batch["input_ids"])
+    masked, labels = objective.mask(batch["input_ids"], fixed=True)  # an eval-mode model
     hidden = model.encode(masked, batch["attention_mask"], batch["token_type_ids"])
     mlm, n = summed_cross_entropy(model.mlm_logits(hidden), labels)
     nsp = torch.nn.functional.cross_entropy(model.classify(hidden), batch["labels"])
