@@ -481,26 +481,16 @@ def check_path_settings(cfg: DictConfig) -> None:
         node = cfg[section]  # resolved in place: an interpolation may name another section
         plain = {section: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node}
         for key, value in _path_values(plain, ""):
-            if problem := path_lookup_problem(value):
+            if not value.strip() and key.endswith("_dir"):
+                raise ConfigError(
+                    f"{key}={value!r}: an empty folder name means the current folder; name one (an "
+                    "environment variable set to nothing, such as LIGHTNING_LLM_CACHE=, gives this)"
+                )
+            if value and (problem := path_lookup_problem(value)):
                 raise ConfigError(f"{key}={value}: {problem}")
-        for key, value in _empty_folders(plain, ""):
-            raise ConfigError(
-                f"{key}={value!r}: an empty folder name means the current folder; name one (an environment "
-                "variable set to nothing, such as LIGHTNING_LLM_CACHE=, gives this)"
-            )
 
 
 _PATH_KEY = re.compile(r"(?:^|_)(?:path|paths|dir|file)$|^init_from$")
-
-
-def _empty_folders(node: Any, where: str) -> Iterator[tuple[str, str]]:
-    """(key, value) for each ``*_dir`` setting of a plain nested dict that is blank."""
-    for key, value in node.items() if isinstance(node, dict) else ():
-        path = f"{where}.{key}" if where else str(key)
-        if isinstance(value, dict):
-            yield from _empty_folders(value, path)
-        elif str(key).endswith("_dir") and isinstance(value, str) and not value.strip():
-            yield path, value
 
 
 def _path_values(node: Any, where: str) -> Iterator[tuple[str, str]]:
@@ -512,7 +502,7 @@ def _path_values(node: Any, where: str) -> Iterator[tuple[str, str]]:
                 yield from _path_values(value, path)
             elif _PATH_KEY.search(str(key)):
                 items = value if isinstance(value, list) else [value]
-                yield from ((path, item) for item in items if isinstance(item, str) and item)
+                yield from ((path, item) for item in items if isinstance(item, str))
             elif isinstance(value, list):
                 yield from _path_values(value, path)
     elif isinstance(node, list):

@@ -106,27 +106,30 @@ def tokenizer_and_data(cfg: DictConfig) -> tuple[Tokenizer, Any]:
     """The trained tokenizer and the data module. The tokenizer is trained on the train split (or loaded
     from the cache, keyed by content); when fine-tuning it is the one ``model.init_from`` was trained with,
     since the weights only mean something with it."""
-    from lightning_llm.tokenizers.coverage import SAMPLE_CHARS, check_coverage
-
     cache_dir = str(cfg.paths.cache_dir)
     init_from = config.framework_params("model", cfg.model)["init_from"]
     if init_from:
         tokenizer = _tokenizer_of_run(init_from, cfg)
         datamodule = build(cfg, "data", tokenizer=tokenizer, cache_dir=cache_dir)
-        # trained elsewhere, on other text: whether it can represent this one
-        sample = lambda: training_sample(datamodule, SAMPLE_CHARS)  # noqa: E731
-        check_coverage(tokenizer, sample, datamodule.fingerprint(), cache_dir, f"of {init_from}")
+        _check_coverage(tokenizer, datamodule, cache_dir, f"of {init_from}")
         return tokenizer, datamodule
     tokenizer = build(cfg, "tokenizer")
     datamodule = build(cfg, "data", tokenizer=tokenizer, cache_dir=cache_dir)
     if tokenizer.is_trained:  # tokenizer=pretrained: a file trained elsewhere
-        sample = lambda: training_sample(datamodule, SAMPLE_CHARS)  # noqa: E731
-        check_coverage(tokenizer, sample, datamodule.fingerprint(), cache_dir, repr(tokenizer))
+        _check_coverage(tokenizer, datamodule, cache_dir, repr(tokenizer))
     max_chars = config.framework_params("tokenizer", cfg.tokenizer)["train_max_chars"]
     corpus = f"{datamodule.fingerprint()}:sample={max_chars}"
     tokenizer = fit_or_load(tokenizer, lambda: training_sample(datamodule, max_chars), corpus, cache_dir)
     log.info("tokenizer: %s, vocab %d", cfg.tokenizer.name, tokenizer.vocab_size)
     return tokenizer, datamodule
+
+
+def _check_coverage(tokenizer: Tokenizer, datamodule: Any, cache_dir: str, source: str) -> None:
+    """A tokenizer trained elsewhere, on other text: whether it can represent this data's train split."""
+    from lightning_llm.tokenizers.coverage import SAMPLE_CHARS, check_coverage
+
+    sample = lambda: training_sample(datamodule, SAMPLE_CHARS)  # noqa: E731
+    check_coverage(tokenizer, sample, datamodule.fingerprint(), cache_dir, source)
 
 
 def training_sample(datamodule: Any, max_chars: int) -> Iterator[str]:
