@@ -604,7 +604,7 @@ def explain(error: Exception, overrides: list[str]) -> str:
             return unknown
     if isinstance(cause, ValidationError):  # a typed setting of no plugin (parallel.*): the value's problem
         return f"{full_key + ': ' if full_key else ''}{first_line(cause)}"
-    if where := _composing_error(str(error)):
+    if where := _composing_error(str(error), overrides):
         return where
     if isinstance(error, AttributeError | TypeError):  # OmegaConf merging a value into a node it cannot take
         given = " ".join(o for o in overrides if "=" in o and "{" in o.split("=", 1)[1])
@@ -612,16 +612,25 @@ def explain(error: Exception, overrides: list[str]) -> str:
     return f"{full_key + ': ' if full_key else ''}{first_line(error)}"
 
 
-def _composing_error(text: str) -> str | None:
+def _composing_error(text: str, overrides: list[str]) -> str | None:
     """``experiment/mine: parallel.compilee: Key 'compilee' not in 'ParallelPlan'`` from Hydra's "In
-    'experiment/mine': ConfigKeyError raised while composing config:" (the reason is on its next lines)."""
+    'experiment/mine': ConfigKeyError raised while composing config:" (the reason is on its next lines).
+    Where the preset sets a key of a group the command line chose another option of, say so: the preset's
+    setting was written for its own choice, and no override can remove it."""
     lines = text.splitlines()
     if not (lines and lines[0].startswith("In '") and "raised while composing config" in lines[0]):
         return None
     where = lines[0].split("'")[1]
     reason = lines[1].strip() if len(lines) > 1 else lines[0]
     key = next((line.split(":", 1)[1].strip() for line in lines if line.strip().startswith("full_key:")), "")
-    return f"{where}: {key + ': ' if key else ''}{reason}"
+    message = f"{where}: {key + ': ' if key else ''}{reason}"
+    group = key.split(".", 1)[0]
+    if chosen := _given(group, overrides):
+        message += (
+            f"; {where} sets {key} for its own {group}, which {group}={chosen} replaces: choose an option "
+            f"of {group} that has it, or a preset of your own (--config-dir) without it"
+        )
+    return message
 
 
 def _unknown_option(overrides: list[str], groups: frozenset[str]) -> str | None:

@@ -27,6 +27,35 @@ def test_preset_composes_and_checks(make_cfg, preset):
     config.check(cfg)
 
 
+# The choices a researcher swaps inside a recipe: another tokenizer (a pretrained one), another schedule.
+SWAPS = ["tokenizer=pretrained", "scheduler=constant"]
+
+
+@pytest.mark.parametrize("swap", SWAPS)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_takes_another_option_of_the_groups_users_swap(make_cfg, preset, swap):
+    """A preset's settings of a swappable group live in that group's option (``tokenizer: wordpiece_2k``),
+    not in the preset's body, where they would not fit the option the user picks instead."""
+    cfg = make_cfg(f"experiment={preset}", swap, tiny=False)
+    group, option = swap.split("=")
+    assert cfg[group].name == option
+
+
+def test_a_preset_setting_another_option_replaces_says_so(tmp_path):
+    from lightning_llm import cli
+
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /optim: adamw\noptim:\n  beta2: 0.95\n"
+    )
+    assert cli.compose_config(["experiment=mine", searchpath]).optim.beta2 == 0.95
+    with pytest.raises(cli.ConfigError) as refused:
+        cli.compose_config(["experiment=mine", "optim=sgd", searchpath])
+    assert str(refused.value).startswith("experiment/mine: optim.beta2: Key 'beta2' not in 'optim_sgd'; ")
+    assert "which optim=sgd replaces" in str(refused.value)
+
+
 @pytest.mark.parametrize("preset", sorted(EXACT_COUNTS))
 def test_large_preset_has_the_parameter_count_it_states(make_cfg, preset):
     cfg = make_cfg(f"experiment={preset}", tiny=False)
