@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import functools
 import importlib.resources
 import inspect
@@ -96,6 +97,8 @@ def schema(plugin: Plugin) -> type:
         default = MISSING if param.default is inspect.Parameter.empty else param.default
         if isinstance(default, tuple | list):
             default = dataclasses.field(default_factory=lambda d=default: list(d))
+        elif isinstance(default, dict):
+            default = dataclasses.field(default_factory=lambda d=default: dict(d))
         else:
             default = dataclasses.field(default=default)
         fields.append((param.name, _hydra_type(param.annotation), default))
@@ -142,8 +145,8 @@ def packaged_defaults(plugin: registry.Plugin) -> DictConfig | None:
 
 def _hydra_type(annotation: Any) -> Any:
     """The closest type OmegaConf can enforce; Literal choices are checked by ``check``."""
-    if annotation in _SCALARS:
-        return annotation
+    if annotation in _SCALARS or (inspect.isclass(annotation) and issubclass(annotation, enum.Enum)):
+        return annotation  # OmegaConf checks an Enum's names and hands the plugin the member
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Literal:
         return type(args[0]) if args and all(type(a) is type(args[0]) for a in args) else Any

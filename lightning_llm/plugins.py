@@ -49,15 +49,14 @@ def load() -> None:
         importlib.import_module(module)
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         package = entry_point.dist.name if entry_point.dist else entry_point.name
-        before = set(registry.plugins())
+        saved, before = registry.snapshot(), set(registry.plugins())
         try:
             with registry.loading(package):
                 entry_point.load()
             for plugin in set(registry.plugins()) - before:
                 _check_declaration(plugin)
         except (Exception, SystemExit) as error:  # a third party's bug must not take the CLI down
-            for plugin in set(registry.plugins()) - before:  # none of the package's plugins is kept
-                registry.unregister(plugin.kind, plugin.name)
+            registry.restore(saved)  # none of the package's plugins is kept, and nothing it replaced is lost
             registry.mark_broken(package, f"{type(error).__name__}: {error}")
             log.warning(
                 "plugin package '%s' (entry point '%s') failed to load and is skipped: %s: %s",
@@ -76,11 +75,22 @@ def _check_declaration(plugin: registry.Plugin) -> None:
 
     from lightning_llm import config
 
-    try:
-        OmegaConf.structured(config.schema(plugin))
-    except Exception as error:
+    reserved = {"name", *config.FRAMEWORK_PARAMS.get(plugin.kind, {})} & {p.name for p in plugin.parameters()}
+    if reserved:
         raise registry.PluginError(
-            f"{plugin.kind} '{plugin.name}': {type(error).__name__}: {error}"
+            f"{plugin.kind} '{plugin.name}': parameter {', '.join(sorted(reserved))} is a name the framework "
+            f"gives every {plugin.kind} node; rename it"
+        )
+    where = "its parameters"
+    try:
+        node = OmegaConf.structured(config.schema(plugin))
+        where = f"its packaged defaults (conf/{plugin.kind}/{plugin.name}.yaml)"
+        if (defaults := config.packaged_defaults(plugin)) is not None:
+            OmegaConf.merge(node, defaults)
+    except Exception as error:
+        reason = " ".join(str(error).splitlines()[0].split())  # OmegaConf adds full_key/object_type lines
+        raise registry.PluginError(
+            f"{plugin.kind} '{plugin.name}': {where}: {type(error).__name__}: {reason}"
         ) from None
 
 

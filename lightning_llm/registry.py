@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import inspect
 import re
 import typing
@@ -47,6 +48,29 @@ class Contract:
 
     supplied: tuple[str, ...]  # keyword arguments the framework provides; never part of the config
     returns: str
+    # "module:Class" every product must be an instance of (imported at the first check: registering plugins
+    # imports neither torch nor Lightning), or "*.method" for one it must have
+    product: str = ""
+
+    def check(self, plugin: Plugin, product: Any) -> None:
+        """Refuse what a plugin returned when it is not what its kind promises the framework, naming the
+        plugin, before the framework fails on it somewhere deep and unrelated."""
+        if self.product.startswith("*."):
+            if callable(getattr(product, self.product[2:], None)):
+                return
+        else:
+            module, name = self.product.split(":")
+            if isinstance(product, getattr(importlib.import_module(module), name)):
+                return
+        wanted = (
+            f"an object with a {self.product[2:]} method"
+            if self.product.startswith("*.")
+            else (f"a {self.product.replace(':', '.')}")
+        )
+        raise PluginError(
+            f"{plugin.kind} '{plugin.name}' [{plugin.source}] returned a {type(product).__name__}; "
+            f"{plugin.kind} plugins must return {wanted}"
+        )
 
 
 CONTRACTS: dict[str, Contract] = {
@@ -54,6 +78,7 @@ CONTRACTS: dict[str, Contract] = {
         (),
         "a lightning_llm.tokenizers.Tokenizer: train(texts), encode, decode, vocab_size, special ids, "
         "save(path), load(path); one that loads a tokenizer file names that parameter as file_setting",
+        "lightning_llm.tokenizers.base:Tokenizer",
     ),
     "data": Contract(
         ("tokenizer", "cache_dir"),
@@ -63,11 +88,13 @@ CONTRACTS: dict[str, Contract] = {
         "where the config leaves them unset) and data_settings() (what else a model trained on it relies on, "
         "such as a classifier's label order: stored in checkpoints, and data evaluating or resuming it must "
         "give the same, or take them with adopt_data_settings(stored): a test file of some of the labels)",
+        "lightning.pytorch:LightningDataModule",
     ),
     "model": Contract(
         ("vocab_size",),
         "a torch.nn.Module with init_weights(), flops_per_token(seq_len), objectives, default_objective "
         "and blocks (the modules parallelism wraps)",
+        "torch.nn:Module",
     ),
     "objective": Contract(
         ("tokenizer",),
@@ -76,20 +103,27 @@ CONTRACTS: dict[str, Contract] = {
         "metrics (outputs: what loss returned for the batch) and "
         "sample_mode ('generate' or 'predict': what a run's samples.txt shows) and export_refusal (why "
         "export refuses a run trained with it, where its heads mean something no exported model keeps)",
+        "*.loss",
     ),
-    "optim": Contract(("params",), "a torch.optim.Optimizer over the given parameter groups"),
+    "optim": Contract(
+        ("params",), "a torch.optim.Optimizer over the given parameter groups", "torch.optim:Optimizer"
+    ),
     "scheduler": Contract(
-        ("optimizer", "total_steps"), "a torch.optim.lr_scheduler.LRScheduler stepped once per optimizer step"
+        ("optimizer", "total_steps"),
+        "a torch.optim.lr_scheduler.LRScheduler stepped once per optimizer step",
+        "torch.optim.lr_scheduler:LRScheduler",
     ),
     "metric": Contract(
         (),
         "a torchmetrics.Metric updated with (outputs, labels), or with (predictions, references) as strings "
         "when its input_kind is 'text'",
+        "torchmetrics:Metric",
     ),
     "callback": Contract(
         (),
         "a lightning.Callback added to the run's Trainer (listed in callbacks.extra); a factory with the "
         "attribute whole_model = True keeps a whole copy of the model and is refused under FSDP",
+        "lightning.pytorch:Callback",
     ),
 }
 KINDS: tuple[str, ...] = tuple(CONTRACTS)
@@ -142,6 +176,11 @@ class Plugin:
         return returned if inspect.isclass(returned) else None
 
     def __call__(self, **kwargs: Any) -> Any:
+        product = self._make(**kwargs)
+        CONTRACTS[self.kind].check(self, product)
+        return product
+
+    def _make(self, **kwargs: Any) -> Any:
         config = self.config_class()
         if config is None:
             return self.target(**kwargs)
@@ -198,8 +237,20 @@ def register(kind: str, name: str | None = None, *, replace: bool = False) -> Ca
 
 
 def unregister(kind: str, name: str) -> None:
-    """Forget plugin ``name`` of ``kind`` (one of a package that failed to load)."""
+    """Forget plugin ``name`` of ``kind``."""
     _PLUGINS[kind].pop(name, None)
+
+
+def snapshot() -> dict[str, dict[str, Plugin]]:
+    """Every registration as it stands, for ``restore``."""
+    return {kind: dict(named) for kind, named in _PLUGINS.items()}
+
+
+def restore(saved: dict[str, dict[str, Plugin]]) -> None:
+    """Put the registrations back as ``snapshot`` found them: a package that failed to load leaves nothing,
+    not even the absence of a built-in it replaced (``replace=True``) before it failed."""
+    for kind in KINDS:
+        _PLUGINS[kind] = dict(saved[kind])
 
 
 def get(kind: str, name: str) -> Plugin:

@@ -124,7 +124,7 @@ def test_a_package_whose_declaration_no_command_could_read_is_skipped_not_fatal(
 
     packages = {
         "pkg_named": declare_optimizer("named", name=(str, "x")),  # the framework's own field
-        "pkg_dict": declare_optimizer("dicty", extra=(dict, {"a": 1})),  # a mutable default
+        "pkg_fw": declare_optimizer("fw", decay_embeddings=(bool, False)),  # a key the framework adds
         "pkg_dtype": declare_optimizer("dtyped", dtype=(torch.dtype, torch.float32)),  # not a config value
         "pkg_exit": exits,
         "pkg_slash": bad_name,
@@ -137,8 +137,87 @@ def test_a_package_whose_declaration_no_command_could_read_is_skipped_not_fatal(
     plugins.load()
     assert caplog.text.count("failed to load and is skipped") == 5  # one line each, logged
     broken = registry.broken()
-    assert sorted(broken) == ["pkg_dict", "pkg_dtype", "pkg_exit", "pkg_named", "pkg_slash"]
-    assert "Field name duplicated: 'name'" in broken["pkg_named"] and "SystemExit: 3" in broken["pkg_exit"]
+    assert sorted(broken) == ["pkg_dtype", "pkg_exit", "pkg_fw", "pkg_named", "pkg_slash"]
+    assert "parameter name is a name the framework gives every optim node" in broken["pkg_named"]
+    assert "parameter decay_embeddings is a name the framework" in broken["pkg_fw"]
+    assert "SystemExit: 3" in broken["pkg_exit"]
     assert "a plugin name is letters, digits" in broken["pkg_slash"]
+    assert "\n" not in broken["pkg_dtype"]  # one line, not OmegaConf's full_key and object_type lines
     assert "goodopt" in registry.names("optim")
-    assert not {"named", "dicty", "dtyped"} & set(registry.names("optim"))
+    assert not {"named", "fw", "dtyped"} & set(registry.names("optim"))
+
+
+def test_a_package_that_replaced_a_built_in_and_then_failed_leaves_the_built_in(own_registry, monkeypatch):
+    from lightning_llm import plugins, registry
+
+    built_in = registry.get("optim", "adamw")
+
+    def replaces_then_fails():
+        registry.register("optim", "adamw", replace=True)(lambda params, lr=0.1: None)
+        raise RuntimeError("boom after registering")
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [FakeEntryPoint("pkg", replaces_then_fails)])
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setattr(registry, "_BROKEN", {})
+    plugins.load()
+    assert registry.get("optim", "adamw") is built_in
+    assert "boom after registering" in registry.broken()["pkg"]
+
+
+def test_a_dict_default_and_an_enum_parameter_are_config_values(own_registry):
+    """A dict default is copied per node like a list one; an Enum is checked by name and handed to the
+    plugin as the member, whether it was overridden or not."""
+    import enum
+
+    from omegaconf import OmegaConf
+
+    from lightning_llm import config, registry
+
+    class Mode(enum.Enum):
+        FAST = "fast"
+        SLOW = "slow"
+
+    @registry.register("optim", "modal")
+    def modal(params, mode: Mode = Mode.FAST, extra: dict = {"a": 1}):  # noqa: B006 - the case tested
+        raise AssertionError("never built")
+
+    node = OmegaConf.structured(config.schema(registry.get("optim", "modal")))
+    assert node.mode is Mode.FAST and node.extra == {"a": 1}
+    node.mode = "SLOW"
+    assert node.mode is Mode.SLOW
+    with pytest.raises(Exception, match="Invalid value 'bogus'"):
+        node.mode = "bogus"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [("lr: 0.2\nlrr: 3\n", "ConfigKeyError: Key 'lrr' not in"), ("lr: [0.2\n", "ParserError")],
+)
+def test_a_package_whose_packaged_defaults_do_not_fit_fails_at_load(
+    own_registry, tmp_path, monkeypatch, yaml_text, expected
+):
+    """A plugin package's conf/<kind>/<name>.yaml is checked against its signature when the package loads,
+    naming the file: it used to be a traceback in every command (--help too), at the ConfigStore."""
+    from lightning_llm import plugins, registry
+
+    package = tmp_path / "pkg_yaml"
+    (package / "conf" / "optim").mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "from lightning_llm import register\n"
+        "@register('optim', 'pkgy')\n"
+        "def pkgy(params, lr: float = 0.1):\n"
+        "    raise AssertionError('never built')\n"
+    )
+    (package / "conf" / "optim" / "pkgy.yaml").write_text(yaml_text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "pkg_yaml", raising=False)  # the other case's import
+    import importlib
+
+    entry = FakeEntryPoint("pkg_yaml", lambda: importlib.import_module("pkg_yaml"))
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [entry])
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setattr(registry, "_BROKEN", {})
+    plugins.load()
+    broken = registry.broken()["pkg_yaml"]
+    assert "optim 'pkgy': its packaged defaults (conf/optim/pkgy.yaml)" in broken and expected in broken
+    assert "pkgy" not in registry.names("optim")

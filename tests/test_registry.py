@@ -1,6 +1,9 @@
+import re
 import warnings
 
 import pytest
+import torch
+import torchmetrics
 
 from lightning_llm import registry
 from lightning_llm.registry import CONTRACTS, KINDS, PluginError, register
@@ -25,14 +28,17 @@ def test_kinds_are_the_documented_ones():
 def test_register_function_and_class_then_build(clean_registry):
     @register("optim", "fake")
     def fake(params, lr: float = 0.1):
-        return ("fake", params, lr)
+        return torch.optim.SGD(params, lr=lr)
 
     @register("metric")
-    class Counter:
+    class Counter(torchmetrics.SumMetric):
         def __init__(self, start: int = 0):
+            super().__init__()
             self.start = start
 
-    assert registry.build("optim", "fake", params=[1], lr=0.5) == ("fake", [1], 0.5)
+    weight = torch.zeros(2, requires_grad=True)
+    optimizer = registry.build("optim", "fake", params=[weight], lr=0.5)
+    assert optimizer.param_groups[0]["params"] == [weight] and optimizer.param_groups[0]["lr"] == 0.5
     assert registry.build("metric", "Counter", start=3).start == 3
     assert registry.names("optim") == ["fake"]
     plugin = registry.get("optim", "fake")
@@ -66,11 +72,11 @@ def test_duplicate_name_keeps_first_and_warns(clean_registry):
     register("optim", "same")(first)
     with pytest.warns(UserWarning, match="already provides"):
         register("optim", "same")(second)
-    assert registry.build("optim", "same", params=None) == "first"
+    assert registry.get("optim", "same").target is first
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         register("optim", "same", replace=True)(second)
-    assert registry.build("optim", "same", params=None) == "second"
+    assert registry.get("optim", "same").target is second
 
 
 def test_broken_packages_are_named_when_a_name_is_missing(clean_registry):
@@ -101,3 +107,25 @@ def test_builtins_cover_every_kind():
     for kind, names in expected.items():
         assert names <= set(registry.names(kind)), kind
         assert all(p.source == "lightning_llm" for p in registry.plugins(kind) if p.name in names)
+
+
+@pytest.mark.parametrize(
+    ("kind", "product", "expected"),
+    [
+        (
+            "optim",
+            None,
+            "optim 'odd' [tests] returned a NoneType; optim plugins must return a torch.optim.Optimizer",
+        ),
+        ("model", {}, "returned a dict; model plugins must return a torch.nn.Module"),
+        ("scheduler", [], "must return a torch.optim.lr_scheduler.LRScheduler"),
+        ("objective", object(), "must return an object with a loss method"),
+        ("data", 3, "must return a lightning.pytorch.LightningDataModule"),
+    ],
+)
+def test_what_a_plugin_returns_is_checked_against_its_kind(clean_registry, kind, product, expected):
+    """Before, each of these failed later, deep in the framework or torch, without naming the plugin."""
+    with registry.loading("tests"):
+        register(kind, "odd")(lambda **_: product)
+    with pytest.raises(PluginError, match=re.escape(expected)):
+        registry.build(kind, "odd")

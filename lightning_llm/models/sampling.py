@@ -61,7 +61,9 @@ def generate(
     if max_new_tokens == 0:
         return input_ids
     total = input_ids.size(1) + max_new_tokens - 1  # positions the model sees: the last token is not fed back
-    cached = use_cache and hasattr(model, "new_kv_cache") and total <= model.config.block_size
+    # A plugin model may have no config.block_size (an optional extra): then it sees every token, uncached.
+    block_size = getattr(getattr(model, "config", None), "block_size", None)
+    cached = use_cache and hasattr(model, "new_kv_cache") and block_size is not None and total <= block_size
     if attention_mask is not None:
         _check_left_padding(attention_mask, input_ids, cached)
     if cached:
@@ -69,7 +71,7 @@ def generate(
     else:
         # Past block_size a cache cannot help: with learned positions every token's position changes as the
         # window slides, so the window's keys and values must be recomputed anyway.
-        next_logits = _recomputed_logits(model, model.config.block_size)
+        next_logits = _recomputed_logits(model, block_size or total)
     return _sample_loop(
         input_ids, next_logits, max_new_tokens, temperature, top_k, top_p, generator, eos_id, on_token
     )

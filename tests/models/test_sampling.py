@@ -257,3 +257,22 @@ def test_a_mask_that_is_not_left_padding_is_refused():
         generate(
             model, ids, 3, temperature=0.0, attention_mask=torch.ones(2, 4, dtype=torch.bool), use_cache=False
         )
+
+
+def test_a_plugin_model_without_config_generates_over_the_whole_prefix():
+    """``config.block_size`` is an optional extra of a model plugin: without it nothing is cropped or
+    cached (a run's samples at the end of training used to fail on the missing attribute)."""
+
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[int] = []
+
+        def forward(self, idx):
+            self.seen.append(idx.size(1))
+            return torch.nn.functional.one_hot((idx + 1) % 7, 7).float()  # next token: previous + 1
+
+    model = Plain()
+    out = generate(model, torch.tensor([[0, 1]]), max_new_tokens=4, temperature=0.0)
+    assert out.tolist() == [[0, 1, 2, 3, 4, 5]]
+    assert model.seen == [2, 3, 4, 5]
