@@ -183,6 +183,14 @@ class LatestCheckpoint(OwnFilesCheckpoint):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         self._saved_step = trainer.global_step  # any checkpoint of this step (ours, preemption's) holds it
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        # The last step of the run is saved here, mid-epoch, as any step is: by on_train_end Lightning has
+        # marked the epoch completed, and a run resumed from there to train further would start the next
+        # epoch (its loop state and its data order) instead of finishing this one.
+        if 0 < trainer.max_steps <= trainer.global_step != self._saved_step:
+            trainer.save_checkpoint(Path(self.dirpath) / LAST)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step != self._saved_step:  # every rank: a sharded save is collective
             trainer.save_checkpoint(Path(self.dirpath) / LAST)

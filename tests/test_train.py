@@ -58,12 +58,25 @@ def test_checkpoint_holds_config_and_tokenizer_hash_and_loads_weights_only(make_
 
 @pytest.mark.slow
 def test_resume_continues_from_the_checkpoint(make_cfg, tmp_path):
-    train(make_cfg(), run_dir=tmp_path)
-    summary, _ = train(make_cfg("ckpt_path=auto", "trainer.max_steps=12"), run_dir=tmp_path)
+    """A run that ended at max_steps mid-epoch, trained further, equals one that trained that far at once:
+    its last checkpoint holds the position within the epoch (it used to hold the next epoch's start, so
+    the further training skipped the rest of the epoch and drew another data order)."""
+    # the same learning rates whether the run was planned for 8 steps or 12; step 8 saved at the end of
+    # training, not by a validation
+    constant = ("scheduler=constant", "trainer.val_check_interval=5")
+    train(make_cfg(*constant), run_dir=tmp_path)
+    summary, _ = train(make_cfg(*constant, "ckpt_path=auto", "trainer.max_steps=12"), run_dir=tmp_path)
     assert summary["step"] == 12
     assert summary["tokens_seen"] == 12 * 8 * 32
     # the first launch's metrics are kept beside the resumed one's
     assert {p.name for p in (tmp_path / "csv").iterdir()} == {"version_0", "version_1"}
+    whole, objects = train(make_cfg(*constant, "trainer.max_steps=12"), run_dir=tmp_path / "whole")
+    assert objects["trainer"].num_training_batches > 12  # the 8th step was mid-epoch
+    assert summary["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
+    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    at_once = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for name, weight in at_once.items():
+        torch.testing.assert_close(resumed[name], weight, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.slow

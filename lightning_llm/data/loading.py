@@ -125,7 +125,9 @@ class SplitDataModule(L.LightningDataModule):
         if trainer is None:  # outside a Trainer: the position last loaded, or the start
             epoch, samples = self._resume_at or (0, 0)
             return {"epoch": epoch, "samples": samples}
-        epoch = trainer.current_epoch
+        # The epoch the counted batches belong to: ``current_epoch`` is one ahead once ``max_steps`` has ended
+        # the epoch loop early (Lightning marks that epoch completed before the final checkpoint is saved).
+        epoch = max(trainer.fit_loop.epoch_progress.current.started - 1, 0)
         batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if batches >= trainer.num_training_batches:
             return {"epoch": epoch + 1, "samples": 0}
