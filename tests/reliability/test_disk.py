@@ -95,8 +95,9 @@ def test_disk_full_during_the_second_checkpoint_keeps_the_first_and_resumes(tmp_
     folder = run_dir / "checkpoints"
     failed = run(run_dir, cache, env=full_disk_env(tmp_path, after_files=2))
     line = error_line(failed)
+    # the last step's last.ckpt is written first (at the step, before the validation that would also save it)
     assert line == (
-        f"error: could not write checkpoint {folder / 'best-step000008.ckpt'}: No space left on device "
+        f"error: could not write checkpoint {folder / 'last.ckpt'}: No space left on device "
         f"(the previous checkpoint {folder / 'last.ckpt'} is kept); free disk space and resume with "
         "ckpt_path=auto"
     )
