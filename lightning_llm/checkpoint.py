@@ -198,6 +198,20 @@ def inspect_checkpoint(path: Path) -> tuple[int | None, str | None]:
     return int(checkpoint.get("global_step", -1)), None
 
 
+# What Lightning's resume reads from a checkpoint's dict, besides the weights
+_RESUMED_ENTRIES = ("pytorch-lightning_version", "global_step", "loops")
+
+
+def resume_problem(checkpoint: Any) -> str | None:
+    """Why a training run cannot resume from ``checkpoint`` (its dict, as loaded): not a dict, or one
+    Lightning's ``Trainer.save_checkpoint`` did not write (a ``torch.save`` of weights, say); else None."""
+    if not isinstance(checkpoint, dict):
+        return f"not a checkpoint dict but a {type(checkpoint).__name__}"
+    if missing := [key for key in _RESUMED_ENTRIES if key not in checkpoint]:
+        return f"not a Lightning training checkpoint (it has no {', '.join(missing)})"
+    return None
+
+
 def read_metadata(path: Path) -> Any:
     """A checkpoint's dict (a sharded folder's ``meta.pt``), memory-mapped: only the pickled structure is
     read, not the tensors. A file that cannot be read so (damaged, pickled code) is a ``CheckpointError``."""
@@ -341,7 +355,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return {**checkpoint, "state_dict": _to(checkpoint["state_dict"], map_location)}
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint file: {path}")
-    torch_file_is_zip(path)
+    torch_file_is_zip(path, verify=True)  # it is read whole below: its checksums cost one more read
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # whatever torch and its unpickler raise for a damaged or hostile file
@@ -718,6 +732,7 @@ def check_resumable(
     restored: dict[str, Any] | None = None,
     partial: bool = False,
     data_settings: dict[str, Any] | None = None,
+    max_steps: int | None = None,
 ) -> None:
     """Refuse to resume from a checkpoint of another model shape or tokenizer, naming what differs (only
     the model settings ``model_config`` holds, when ``partial``; no tokenizer check without a
@@ -726,11 +741,21 @@ def check_resumable(
     whose state the checkpoint restores (``restored``: dotted key -> value; the optimizer's, the windows',
     the seed's): the new value would be recorded in the run's config but not used. Warn, naming them, when
     the settings the learning-rate schedule is computed from (``schedule``) differ from the run's: given
-    on purpose (a run trained further), but the schedule then changes mid-run."""
+    on purpose (a run trained further), but the schedule then changes mid-run. Refuse a file that is not
+    a Lightning training checkpoint, or is damaged (its checksums), and a ``max_steps`` already passed."""
     path = Path(path)
     if path.is_dir():
         read_dcp_metadata(path / DCP_METADATA)  # before DCP unpickles it while loading the shards
+    else:
+        torch_file_is_zip(path, verify=True)  # Lightning reads it whole to resume: damage must not load
     meta = read_metadata(path)
+    if problem := resume_problem(meta):
+        raise CheckpointError(f"cannot resume from {path}: {problem}")
+    if max_steps is not None and 0 <= max_steps < meta["global_step"]:  # equal: a requeue of its evaluation
+        raise CheckpointError(
+            f"{path} is at step {meta['global_step']}, past trainer.max_steps={max_steps}: nothing to train. "
+            f"To train further, set trainer.max_steps above {meta['global_step']}"
+        )
     try:
         refuse_code_paths(meta.get("config") or {}, "config")
     except ValueError as error:

@@ -440,6 +440,7 @@ def start(
         schedule,
         restored_settings(cfg),
         data_settings,
+        _max_steps(cfg),
     )
     if trainer.is_global_zero:
         tokenizer.save(run_dir / "tokenizer.json")
@@ -467,7 +468,13 @@ def check_resume_early(cfg: DictConfig, run_dir: str | Path) -> None:
             k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if v is not None
         }
         restored = {k: v for k, v in restored_settings(cfg).items() if v is not None}
-        check_resumable(found, model_config, None, restored=restored, partial=True)
+        check_resumable(found, model_config, None, restored=restored, partial=True, max_steps=_max_steps(cfg))
+
+
+def _max_steps(cfg: DictConfig) -> int | None:
+    """The run's ``trainer.max_steps``; None for no step limit (-1: epochs decide)."""
+    max_steps = cfg.trainer.get("max_steps")
+    return max_steps if isinstance(max_steps, int) and max_steps >= 0 else None
 
 
 def resume_point(
@@ -479,13 +486,20 @@ def resume_point(
     schedule: dict | None = None,
     restored: dict | None = None,
     data_settings: dict | None = None,
+    max_steps: int | None = None,
 ) -> str | None:
     """Where a launch resumes from (``resume_path``), checked against its model settings, tokenizer, restored
     and schedule settings (``checkpoint.check_resumable``) before anything is written to the run folder."""
     found = resume_path(ckpt_path, run_dir, sharded_strategy=sharded)
     if found:
         check_resumable(
-            found, model_config, tokenizer_fingerprint, schedule, restored, data_settings=data_settings
+            found,
+            model_config,
+            tokenizer_fingerprint,
+            schedule,
+            restored,
+            data_settings=data_settings,
+            max_steps=max_steps,
         )
     return found
 

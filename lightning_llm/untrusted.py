@@ -33,11 +33,14 @@ __all__ = [
 ]
 
 
-def torch_file_is_zip(path: Path) -> bool:
+def torch_file_is_zip(path: Path, verify: bool = False) -> bool:
     """Whether ``path`` is in torch's zip format (else its pre-1.6 pickle stream), refusing before torch's
     unpickler reads it: a file ``torch.save`` did not write (a text file, an image; torch's own message
     would be about its internals), and an archive with compressed entries (torch stores them uncompressed;
-    a compressed one could inflate a small file into any amount of memory)."""
+    a compressed one could inflate a small file into any amount of memory). With ``verify``, for a caller
+    about to read every byte anyway, each entry's bytes must match the CRC-32 the archive stores for them:
+    torch does not check them, so damage inside a tensor (a bad disk, a copy cut and patched) loads as
+    weights, silently."""
     if not path.is_file():  # a FIFO would block the read below
         raise CheckpointError(
             f"{path} is not a checkpoint: {'not a regular file' if path.exists() else 'no such file'}"
@@ -56,6 +59,11 @@ def torch_file_is_zip(path: Path) -> bool:
                 structure = _check_entries(path, archive.infolist(), os.fstat(file.fileno()).st_size)
                 if structure is not None:
                     check_pickle_expansion(archive.read(structure), path)
+                if verify and (damaged := archive.testzip()) is not None:
+                    raise CheckpointError(
+                        f"{path} is damaged: its entry {damaged} does not match the checksum stored with it "
+                        "(CRC-32); refused"
+                    )
     except OSError as error:
         raise CheckpointError(f"{path} cannot be read: {error.strerror or error}") from None
     except zipfile.BadZipFile:

@@ -73,6 +73,9 @@ class SplitDataModule(L.LightningDataModule):
     drop_last_train = True  # every train step the same size (a summed-loss module may keep the last)
     _train_sampler: TrainBatchSampler | None = None
     _resume_at: tuple[int, int] | None = None  # (epoch, samples) from a checkpoint, until a loader takes it
+    # (epoch, samples, Lightning's count of that epoch's batches) where this launch resumed: the batches
+    # before it were of the saving run's global batch, which a resume may change (another world size)
+    _resumed_from: tuple[int, int, int] | None = None
 
     def has_split(self, split: str) -> bool:
         """Whether ``split`` ("train", "val" or "test") holds any data; reads the data on first use.
@@ -102,6 +105,7 @@ class SplitDataModule(L.LightningDataModule):
         )
         if self._resume_at is not None:
             sampler.start_at(*self._resume_at)
+            self._resumed_from = (*self._resume_at, self._restored_batches())
             self._resume_at = None
         self._train_sampler = sampler
         return self._loader(ResumableLoader, dataset, sampler)
@@ -125,13 +129,15 @@ class SplitDataModule(L.LightningDataModule):
         if trainer is None:  # outside a Trainer: the position last loaded, or the start
             epoch, samples = self._resume_at or (0, 0)
             return {"epoch": epoch, "samples": samples}
-        # The epoch the counted batches belong to: ``current_epoch`` is one ahead once ``max_steps`` has ended
-        # the epoch loop early (Lightning marks that epoch completed before the final checkpoint is saved).
-        epoch = max(trainer.fit_loop.epoch_progress.current.started - 1, 0)
+        epoch = trainer.current_epoch
         batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if batches >= trainer.num_training_batches:
             return {"epoch": epoch + 1, "samples": 0}
-        return {"epoch": epoch, "samples": batches * self.batch_size * self._data_parallel()[0]}
+        global_batch = self.batch_size * self._data_parallel()[0]
+        if self._resumed_from is not None and self._resumed_from[0] == epoch:
+            _, samples, restored = self._resumed_from
+            return {"epoch": epoch, "samples": samples + (batches - restored) * global_batch}
+        return {"epoch": epoch, "samples": batches * global_batch}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         """Resume at the saved train position. Lightning calls this before it asks for the train loader."""
@@ -140,9 +146,17 @@ class SplitDataModule(L.LightningDataModule):
         self._resume_at = (int(state_dict["epoch"]), int(state_dict["samples"]))
         if self._train_sampler is not None:
             self._train_sampler.start_at(*self._resume_at)
+            self._resumed_from = (*self._resume_at, self._restored_batches())
             self._resume_at = None
 
     # -- helpers
+
+    def _restored_batches(self) -> int:
+        """Lightning's restored count of the resumed epoch's batches; 0 at an epoch's start, where the count
+        it restored is the previous epoch's, reset when the new one begins."""
+        if self.trainer is None or self._resume_at is None or self._resume_at[1] == 0:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _eval_loader(self, split: str) -> DataLoader | list:
         dataset = self._dataset(split)

@@ -54,7 +54,9 @@ class Recorder(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=1e-4)
 
 
-def fit(ckpt_dir: Path, after_validation: bool, ckpt_path: Path | None = None) -> Recorder:
+def fit(
+    ckpt_dir: Path, after_validation: bool, ckpt_path: Path | None = None, batch_size: int = 2
+) -> Recorder:
     if after_validation:  # validate every EVERY batches; ModelCheckpoint saves at validation end
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="{step}", save_top_k=-1)
         schedule = {"val_check_interval": EVERY, "num_sanity_val_steps": 0}
@@ -75,7 +77,7 @@ def fit(ckpt_dir: Path, after_validation: bool, ckpt_path: Path | None = None) -
         **schedule,
     )
     module = Recorder()
-    trainer.fit(module, datamodule=IndexData(), ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=IndexData(batch_size=batch_size), ckpt_path=ckpt_path)
     return module
 
 
@@ -105,3 +107,23 @@ def test_resumed_run_sees_the_batches_after_the_checkpoint(uninterrupted, tmp_pa
         resumed = fit(tmp_path, after_validation, ckpt_path=ckpt).seen
     assert resumed == seen[step:]
     assert not [w for w in caught if "not resumable" in str(w.message)]
+    for again in tmp_path.glob("*.ckpt"):  # the resumed run's own checkpoints hold the same positions
+        assert (
+            torch.load(again, weights_only=True)["IndexData"]
+            == torch.load(ckpt_dir / again.name, weights_only=True)["IndexData"]
+        )
+
+
+def test_a_resume_with_another_batch_size_counts_its_own_batches_after_the_restored_ones(
+    uninterrupted, tmp_path
+):
+    """Lightning restores its count of the epoch's batches; those were of the saving run's global batch (a
+    resume may change it, with the world size), so only the batches after them count at the new size."""
+    after_validation, ckpt_dir, seen = uninterrupted
+    resumed = fit(tmp_path, after_validation, ckpt_path=ckpt_dir / "step=5.ckpt", batch_size=1).seen
+    order = [i for _, batch in seen[:10] for i in batch]  # epoch 0's order: 10 items trained before step 5
+    assert [batch for _, batch in resumed[:5]] == [[i] for i in order[10:15]]
+    assert torch.load(tmp_path / "step=10.ckpt", weights_only=True)["IndexData"] == {
+        "epoch": 0,
+        "samples": 15,
+    }

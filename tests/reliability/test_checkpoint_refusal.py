@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from lightning_llm.checkpoint import CheckpointError
+import pytest
+import torch
+
+from lightning_llm.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from lightning_llm.config import ConfigError
 from lightning_llm.train import train
 
@@ -37,3 +40,56 @@ def test_a_truncated_checkpoint_is_refused(make_cfg, trained):
 def test_the_same_settings_resume(make_cfg, trained):
     summary, _ = train(make_cfg("trainer.max_steps=6", "ckpt_path=auto"), run_dir=trained)
     assert summary["step"] == 6
+
+
+def _zero_a_weight(source: Path, target: Path) -> None:
+    """``source`` with one weight's bytes zeroed in place: the archive is whole, the checksum is not."""
+    weight = torch.load(source, weights_only=True)["state_dict"]["model.wte.weight"]
+    raw, data = weight.numpy().tobytes(), bytearray(source.read_bytes())
+    at = data.find(raw[:256])
+    assert at > 0
+    data[at : at + len(raw)] = bytes(len(raw))
+    target.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_damaged_inside_a_tensor_is_refused_by_every_reader(make_cfg, trained, tmp_path_factory):
+    """torch does not check the archive's CRC-32s: zeroed weights used to resume, evaluate and generate."""
+    damaged = tmp_path_factory.mktemp("damaged") / "zeroed.ckpt"
+    _zero_a_weight(trained / "checkpoints" / "last.ckpt", damaged)
+    expected = rf"{damaged} is damaged: its entry .* does not match the checksum stored with it"
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(damaged)
+    with pytest.raises(CheckpointError, match=expected):
+        train(make_cfg("trainer.max_steps=8", f"ckpt_path={damaged}"), run_dir=trained)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ([1, 2, 3], "not a checkpoint dict but a list"),
+        ({"global_step": 999, "state_dict": {}}, "not a Lightning training checkpoint \\(it has no pytorch-"),
+    ],
+)
+def test_a_file_lightning_did_not_save_is_not_resumed_from(
+    make_cfg, trained, tmp_path_factory, content, expected
+):
+    """A ``torch.save`` of a list was an AttributeError traceback, of a dict Lightning's KeyError, also
+    where ``auto`` took it for the latest checkpoint (its step 999 outranks the run's own)."""
+    foreign = tmp_path_factory.mktemp("foreign") / "foreign.ckpt"
+    torch.save(content, foreign)
+    with pytest.raises(CheckpointError, match=f"cannot resume from {foreign}: {expected}"):
+        train(make_cfg("trainer.max_steps=8", f"ckpt_path={foreign}"), run_dir=trained)
+    planted = trained / "checkpoints" / "zz-planted.ckpt"  # ranked first where it has the larger step
+    torch.save(content, planted)
+    if isinstance(content, dict):
+        assert latest_checkpoint(trained / "checkpoints") == planted
+        with pytest.raises(CheckpointError, match=f"cannot resume from {planted}: {expected}"):
+            train(make_cfg("trainer.max_steps=8", "ckpt_path=auto"), run_dir=trained)
+
+
+def test_a_max_steps_the_checkpoint_has_passed_is_refused(make_cfg, trained):
+    """It trained nothing and rewrote the run's summary, exit 0."""
+    summary = (trained / "summary.json").read_text()
+    with pytest.raises(CheckpointError, match=r"is at step 4, past trainer.max_steps=3: nothing to train"):
+        train(make_cfg("trainer.max_steps=3", "ckpt_path=auto"), run_dir=trained)
+    assert (trained / "summary.json").read_text() == summary
