@@ -227,12 +227,13 @@ def plugin_params(
 def _check_config_class(plugin: Plugin, kwargs: dict[str, Any]) -> None:
     """Run the checks of a plugin's config dataclass (its ``__post_init__``) on the config alone, before any
     work: a model shape that cannot work fails at composition, not after the tokenizer has trained. A field
-    the framework supplies (a model's ``vocab_size``) gets a stand-in of 1."""
+    the framework supplies (a model's ``vocab_size``) gets a stand-in as large as an id can be, so a check
+    against it (a token id in the vocabulary) waits for the real value, at the build."""
     config_class = plugin.config_class()
     if config_class is None:
         return
     supplied = {
-        field.name: 1
+        field.name: 2**31 - 1
         for field in dataclasses.fields(config_class)
         if field.name in registry.CONTRACTS[plugin.kind].supplied
     }
@@ -354,7 +355,10 @@ def check_warmup(scheduler: Any, max_steps: object) -> None:
     the exact count of optimizer steps once the Trainer knows it)."""
     steps, fraction = scheduler.get("warmup_steps"), scheduler.get("warmup_fraction")
     if steps is not None and fraction is not None:
-        raise ConfigError("set scheduler.warmup_steps or scheduler.warmup_fraction, not both")
+        raise ConfigError(
+            f"scheduler.warmup_steps={steps} and scheduler.warmup_fraction={fraction} are both set (a preset "
+            "may set one of them); give one, the other null: e.g. scheduler.warmup_fraction=null"
+        )
     if fraction is not None and (
         isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1
     ):
@@ -443,6 +447,13 @@ FRAMEWORK_TRAINER_ARGS = {
     "plugins": "its plugins follow trainer.precision and parallel.*",
     "default_root_dir": "the run folder is hydra.run.dir",
     "use_distributed_sampler": "the data modules split the batches over processes themselves",
+    "enable_checkpointing": (
+        "checkpoints follow callbacks.checkpoint (save_top_k=0 and save_last=false: none)"
+    ),
+    "barebones": (
+        "it turns off the logging, checkpoints and callbacks a run is made of; logger=none drops logs"
+    ),
+    "fast_dev_run": "for a quick run through the whole pipeline use debug=fast, or trainer.max_steps=<n>",
 }
 
 

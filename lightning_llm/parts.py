@@ -190,9 +190,23 @@ def check_model_fits(cfg: DictConfig, vocab_size: int) -> None:
     try:
         with torch.device("meta"):
             built = plugin(vocab_size=vocab_size, **params)
+    except RuntimeError as error:  # torch: a tensor of more elements than it can count
+        if "overflow" in str(error):
+            raise ConfigError(
+                _too_big(cfg.model, "has more elements in a tensor than torch can address")
+            ) from None
+        return
     except Exception:  # noqa: BLE001 - whatever a plugin raises without its data's settings
         return
     check_fits_memory(built, cfg.model)
+
+
+def _too_big(node: Any, what: str) -> str:
+    """The refusal of a model too large to build: what is too big, and the settings that size it."""
+    sizes = ", ".join(
+        f"model.{key}={node[key]}" for key in ("n_layer", "n_embd", "block_size") if key in node
+    )
+    return f"model={node.name}: {what}; make it smaller ({sizes})"
 
 
 def check_fits_memory(model: torch.nn.Module, node: Any, available: int | None = None) -> None:
@@ -205,9 +219,12 @@ def check_fits_memory(model: torch.nn.Module, node: Any, available: int | None =
     if available is not None and needed > available:
         count = sum(p.numel() for p in model.parameters())
         raise ConfigError(
-            f"model={node.name}: its {count / 1e9:.3g}B parameters take {needed / 2**30:,.1f} GiB to build, "
-            f"more than the {available / 2**30:,.1f} GiB of memory this machine has free; make it smaller "
-            "(model.n_layer, model.n_embd)"
+            _too_big(
+                node,
+                f"its {count / 1e9:.3g}B parameters and its buffers (tables that grow with block_size) take "
+                f"{needed / 2**30:,.1f} GiB to build, more than the {available / 2**30:,.1f} GiB of memory "
+                "this machine has free",
+            )
         )
 
 

@@ -72,6 +72,14 @@ BAD_OVERRIDES = [
     (["~trainer.max_steps"], "trainer.max_steps is required (it was removed)"),
     (["+trainer.callbacks=[]"], "trainer.callbacks is set by lightning_llm itself; add callbacks with"),
     (["+trainer.default_root_dir=/tmp"], "trainer.default_root_dir is set by lightning_llm itself"),
+    # Lightning refused these only once the run had started, naming objects the user never set, or (the
+    # last) changed the run without a word
+    (
+        ["+trainer.barebones=true"],
+        "trainer.barebones is set by lightning_llm itself; it turns off the logging",
+    ),
+    (["+trainer.enable_checkpointing=false"], "checkpoints follow callbacks.checkpoint (save_top_k=0 and"),
+    (["+trainer.fast_dev_run=true"], "trainer.fast_dev_run is set by lightning_llm itself; for a quick run"),
     (["model.n_layer=100000000"], "model.n_layer=100000000: at most 10,000 layers"),
     (["metrics=[accuracy,accuracy]"], "metrics[1]: accuracy is listed twice; list each metric once"),
     (["--config-dir", "/nonexistent/presets"], "--config-dir /nonexistent/presets: not a folder"),
@@ -116,7 +124,7 @@ BAD_OVERRIDES = [
         ("model:\n  bias: 2", "model.bias=2 is not true or false"),
         ("parallel:\n  compile: 3", "parallel.compile=3 is not true or false"),
         ("model:\n  lora:\n    rank: 4\n    adapters_only: 1", "model.lora.adapters_only=1 is not true"),
-        ("trainer:\n  enable_checkpointing: 2", "trainer.enable_checkpointing=2: must be true or false"),
+        ("trainer:\n  enable_progress_bar: 2", "trainer.enable_progress_bar=2: must be true or false"),
     ],
 )
 def test_a_number_for_a_switch_in_a_preset_file_is_refused_too(tmp_path, setting, expected):

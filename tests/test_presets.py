@@ -94,3 +94,18 @@ TINY_RUN = [
 def test_tiny_preset_trains(make_cfg, tmp_path, preset):
     summary, _ = train(make_cfg(f"experiment={preset}", *TINY_RUN, tiny=False), run_dir=tmp_path)
     assert summary["step"] == 2
+
+
+def test_a_warmup_given_beside_the_presets_own_says_which_to_clear(make_cfg):
+    """gpt_tiny gives its warmup as a share; a user giving it in steps was told "not both" as if they had
+    set both."""
+    from lightning_llm.config import ConfigError
+
+    cfg = make_cfg("experiment=gpt_tiny", "scheduler.warmup_steps=5", tiny=False)
+    with pytest.raises(ConfigError, match=r"warmup_steps=5 and scheduler.warmup_fraction=0.05 are both set"):
+        config.check(cfg)
+    config.check(
+        make_cfg(
+            "experiment=gpt_tiny", "scheduler.warmup_steps=5", "scheduler.warmup_fraction=null", tiny=False
+        )
+    )

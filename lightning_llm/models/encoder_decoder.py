@@ -86,8 +86,11 @@ class EncoderDecoderConfig:
         check_choice("positions_layout", self.positions_layout, ("interleaved", "halves"))
         if self.attn_dropout is not None and not 0.0 <= self.attn_dropout < 1.0:
             raise ValueError(f"model.attn_dropout must be in [0, 1), got {self.attn_dropout}")
-        if self.decoder_start_id is not None and self.decoder_start_id < 0:  # the vocabulary bounds it too
-            raise ValueError(f"model.decoder_start_id must be a token id (>= 0), got {self.decoder_start_id}")
+        if self.decoder_start_id is not None and not 0 <= self.decoder_start_id < self.vocab_size:
+            raise ValueError(
+                f"model.decoder_start_id must be a token id, 0 to {self.vocab_size - 1} (the tokenizer's "
+                f"vocabulary), got {self.decoder_start_id}"
+            )
         check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
         if self.positions == "sinusoidal" and self.n_embd % 2:
             raise ValueError(f"model.positions=sinusoidal needs an even model.n_embd, got {self.n_embd}")

@@ -143,7 +143,10 @@ def warmup_length(
     """The warmup in optimizer steps: ``warmup_steps``, or ``warmup_fraction`` of the run, or the default
     share; one of the two settings at most, and never longer than the run (an error, not a clamp)."""
     if warmup_steps is not None and warmup_fraction is not None:
-        raise ValueError("set scheduler.warmup_steps or scheduler.warmup_fraction, not both")
+        raise ValueError(
+            f"scheduler.warmup_steps={warmup_steps} and scheduler.warmup_fraction={warmup_fraction} are both "
+            "set; give one, the other null"
+        )
     if warmup_fraction is not None and not 0.0 <= warmup_fraction <= 1.0:
         raise ValueError(f"scheduler.warmup_fraction must be in [0, 1], got {warmup_fraction:g}")
     if warmup_steps is None:

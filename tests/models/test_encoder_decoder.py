@@ -99,6 +99,10 @@ def test_forward_shapes_padded_vocab_and_tied_head():
         (dict(positions_layout="sin-cos"), "positions_layout='sin-cos' is not valid"),
         (dict(attn_dropout=1.5), "attn_dropout must be in"),
         (dict(decoder_start_id=-1), "decoder_start_id must be a token id"),
+        (
+            dict(decoder_start_id=10**6),
+            r"decoder_start_id must be a token id, 0 to \d+ \(the tokenizer's vocab",
+        ),
     ],
 )
 def test_config_errors_name_the_key(overrides, message):

@@ -50,7 +50,7 @@ def test_constant_stays_at_the_peak():
 def test_a_warmup_longer_than_the_run_is_an_error_and_a_fraction_is_a_share():
     with pytest.raises(ValueError, match=r"warmup_steps=100 is longer than the run's 10 optimizer steps"):
         lrs("cosine", total_steps=10, warmup_steps=100)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match=r"warmup_steps=1 and scheduler.warmup_fraction=0.1 are both set"):
         lrs("linear", total_steps=10, warmup_steps=1, warmup_fraction=0.1)
     with pytest.raises(ValueError, match=r"warmup_fraction must be in \[0, 1\]"):
         lrs("constant", total_steps=10, warmup_fraction=1.5)
