@@ -733,6 +733,7 @@ def check_resumable(
     partial: bool = False,
     data_settings: dict[str, Any] | None = None,
     max_steps: int | None = None,
+    choices: dict[str, str] | None = None,
 ) -> None:
     """Refuse to resume from a checkpoint of another model shape or tokenizer, naming what differs (only
     the model settings ``model_config`` holds, when ``partial``; no tokenizer check without a
@@ -742,7 +743,9 @@ def check_resumable(
     the seed's): the new value would be recorded in the run's config but not used. Warn, naming them, when
     the settings the learning-rate schedule is computed from (``schedule``) differ from the run's: given
     on purpose (a run trained further), but the schedule then changes mid-run. Refuse a file that is not
-    a Lightning training checkpoint, or is damaged (its checksums), and a ``max_steps`` already passed."""
+    a Lightning training checkpoint, or is damaged (its checksums), and a ``max_steps`` already passed.
+    ``choices`` (group -> plugin name: the objective, the data) are compared first: another task explains
+    every other difference, so it is the one to name."""
     path = Path(path)
     if path.is_dir():
         read_dcp_metadata(path / DCP_METADATA)  # before DCP unpickles it while loading the shards
@@ -751,6 +754,16 @@ def check_resumable(
     meta = read_metadata(path)
     if problem := resume_problem(meta):
         raise CheckpointError(f"cannot resume from {path}: {problem}")
+    stored = {group: _dotted(meta.get("config") or {}, f"{group}.name") for group in choices or {}}
+    if other := [
+        f"{group}={stored[group]} there, {group}={name} here"
+        for group, name in (choices or {}).items()
+        if stored[group] not in (None, name)
+    ]:
+        raise CheckpointError(
+            f"{path} was trained for another task: {'; '.join(other)}. Resume with the run's own, or start a "
+            f"new run from its weights with model.init_from={path}"
+        )
     if max_steps is not None and 0 <= max_steps < meta["global_step"]:  # equal: a requeue of its evaluation
         raise CheckpointError(
             f"{path} is at step {meta['global_step']}, past trainer.max_steps={max_steps}: nothing to train. "

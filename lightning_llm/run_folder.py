@@ -441,6 +441,7 @@ def start(
         restored_settings(cfg),
         data_settings,
         _max_steps(cfg),
+        task_choices(cfg),
     )
     if trainer.is_global_zero:
         tokenizer.save(run_dir / "tokenizer.json")
@@ -468,7 +469,20 @@ def check_resume_early(cfg: DictConfig, run_dir: str | Path) -> None:
             k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if v is not None
         }
         restored = {k: v for k, v in restored_settings(cfg).items() if v is not None}
-        check_resumable(found, model_config, None, restored=restored, partial=True, max_steps=_max_steps(cfg))
+        check_resumable(
+            found,
+            model_config,
+            None,
+            restored=restored,
+            partial=True,
+            max_steps=_max_steps(cfg),
+            choices=task_choices(cfg),
+        )
+
+
+def task_choices(cfg: DictConfig) -> dict[str, str]:
+    """The plugins that say what a run learns: a resume may not change them."""
+    return {group: str(cfg[group].name) for group in ("objective", "data") if cfg.get(group)}
 
 
 def _max_steps(cfg: DictConfig) -> int | None:
@@ -487,6 +501,7 @@ def resume_point(
     restored: dict | None = None,
     data_settings: dict | None = None,
     max_steps: int | None = None,
+    choices: dict | None = None,
 ) -> str | None:
     """Where a launch resumes from (``resume_path``), checked against its model settings, tokenizer, restored
     and schedule settings (``checkpoint.check_resumable``) before anything is written to the run folder."""
@@ -500,6 +515,7 @@ def resume_point(
             restored,
             data_settings=data_settings,
             max_steps=max_steps,
+            choices=choices,
         )
     return found
 

@@ -93,3 +93,12 @@ def test_a_max_steps_the_checkpoint_has_passed_is_refused(make_cfg, trained):
     with pytest.raises(CheckpointError, match=r"is at step 4, past trainer.max_steps=3: nothing to train"):
         train(make_cfg("trainer.max_steps=3", "ckpt_path=auto"), run_dir=trained)
     assert (trained / "summary.json").read_text() == summary
+
+
+def test_another_task_is_named_before_what_it_changes(make_cfg, tmp_path):
+    """A masked-LM run resumed as a classifier was told to take the run's tokenizer, then, doing so, that
+    model.num_classes differs: the objective it changed is what to name."""
+    train(make_cfg("model=encoder", "objective=masked_lm", "trainer.max_steps=4"), run_dir=tmp_path)
+    classify = ("model=encoder", "objective=classification", "trainer.max_steps=8", "ckpt_path=auto")
+    with pytest.raises(CheckpointError, match=r"another task: objective=masked_lm there, objective=classif"):
+        train(make_cfg(*classify), run_dir=tmp_path)
