@@ -752,6 +752,12 @@ def check_resumable(
     else:
         torch_file_is_zip(path, verify=True)  # Lightning reads it whole to resume: damage must not load
     meta = read_metadata(path)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"cannot resume from {path}: {resume_problem(meta)}")
+    try:
+        refuse_code_paths(meta.get("config") or {}, "config")
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     if problem := resume_problem(meta):
         raise CheckpointError(f"cannot resume from {path}: {problem}")
     stored = {group: _dotted(meta.get("config") or {}, f"{group}.name") for group in choices or {}}
@@ -769,10 +775,6 @@ def check_resumable(
             f"{path} is at step {meta['global_step']}, past trainer.max_steps={max_steps}: nothing to train. "
             f"To train further, set trainer.max_steps above {meta['global_step']}"
         )
-    try:
-        refuse_code_paths(meta.get("config") or {}, "config")
-    except ValueError as error:
-        raise CheckpointError(f"{path}: {error}") from None
     stored_tokenizer = meta.get("tokenizer_fingerprint")
     if tokenizer_fingerprint is not None and stored_tokenizer not in (None, tokenizer_fingerprint):
         raise CheckpointError(

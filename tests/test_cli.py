@@ -97,7 +97,10 @@ BAD_OVERRIDES = [
     (["trainer.enable_progress_bar=no"], "trainer.enable_progress_bar='no': must be true or false, or null"),
     (["callbacks.checkpoint.save_last=2"], "callbacks.checkpoint.save_last=2: must be true or false"),
     # 3.3 trillion parameters: the kernel's OOM killer ended the run without a word
-    (["model.n_layer=64", "model.n_embd=65536", "model.n_head=8"], "model=gpt: its 3.3e+03B parameters take"),
+    (
+        ["model.n_layer=64", "model.n_embd=65536", "model.n_head=8"],
+        "model=gpt: its 3.3e+03B parameters and its buffers",
+    ),
     # a path setting that cannot be looked up: each was a traceback from the part that read it first
     (["model.init_from='~no_user_zq/gpt2'"], "model.init_from=~no_user_zq/gpt2: its ~ names no home folder"),
     (["paths.cache_dir='~no_user_zq/c'"], "paths.cache_dir=~no_user_zq/c: its ~ names no home folder"),

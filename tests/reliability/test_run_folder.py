@@ -197,7 +197,10 @@ def test_a_second_live_launch_is_refused_and_a_dead_ones_lock_is_not(tmp_path) -
         first.kill()  # SIGKILL: no cleanup; the kernel releases the lock, the file stays
         first.communicate()
     assert f"pid {first.pid}" in (run / LOCK_FILE).read_text()
-    resumed = launch(run, cache, "ckpt_path=auto", "trainer.max_steps=30", "trainer.val_check_interval=20")
+    further = stored_step(run / "checkpoints" / "last.ckpt") + 10  # a max_steps already passed is refused
+    resumed = launch(
+        run, cache, "ckpt_path=auto", f"trainer.max_steps={further}", "trainer.val_check_interval=20"
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout + resumed.stderr
 
