@@ -752,15 +752,14 @@ def check_resumable(
     else:
         torch_file_is_zip(path, verify=True)  # Lightning reads it whole to resume: damage must not load
     meta = read_metadata(path)
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"cannot resume from {path}: {resume_problem(meta)}")
-    try:
-        refuse_code_paths(meta.get("config") or {}, "config")
+    stored_config = (meta.get("config") if isinstance(meta, dict) else None) or {}
+    try:  # first: a config naming code is the finding that matters, whatever else the file lacks
+        refuse_code_paths(stored_config, "config")
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
     if problem := resume_problem(meta):
         raise CheckpointError(f"cannot resume from {path}: {problem}")
-    stored = {group: _dotted(meta.get("config") or {}, f"{group}.name") for group in choices or {}}
+    stored = {group: _dotted(stored_config, f"{group}.name") for group in choices or {}}
     if other := [
         f"{group}={stored[group]} there, {group}={name} here"
         for group, name in (choices or {}).items()
@@ -783,7 +782,7 @@ def check_resumable(
             "tokenizer is trained on it); resume with the one the run saved: tokenizer=pretrained "
             f"tokenizer.path={path.resolve().parent.parent / 'tokenizer.json'}"
         )
-    stored_model = (meta.get("config") or {}).get("model") or {}
+    stored_model = stored_config.get("model") or {}
     differences = [
         f"model.{key}={stored_model.get(key)!r} there, {model_config.get(key)!r} here"
         for key in sorted(set(model_config) if partial else set(stored_model) | set(model_config))
@@ -795,7 +794,6 @@ def check_resumable(
             f"start a new run from its weights with model.init_from={path}"
         )
     check_data_settings(meta.get("data_settings"), data_settings, path, "this data")
-    stored_config = meta.get("config") or {}
     ignored = [
         f"{key}={_dotted(stored_config, key)!r} there, {value!r} here"
         for key, value in (restored or {}).items()

@@ -50,23 +50,21 @@ class Contract:
     returns: str
     # "module:Class" every product must be an instance of (imported at the first check: registering plugins
     # imports neither torch nor Lightning), or "*.method" for one it must have
-    product: str = ""
+    product: str
 
     def check(self, plugin: Plugin, product: Any) -> None:
         """Refuse what a plugin returned when it is not what its kind promises the framework, naming the
         plugin, before the framework fails on it somewhere deep and unrelated."""
         if self.product.startswith("*."):
-            if callable(getattr(product, self.product[2:], None)):
+            method = self.product[2:]
+            if callable(getattr(product, method, None)):
                 return
+            wanted = f"an object with a {method} method"
         else:
             module, name = self.product.split(":")
             if isinstance(product, getattr(importlib.import_module(module), name)):
                 return
-        wanted = (
-            f"an object with a {self.product[2:]} method"
-            if self.product.startswith("*.")
-            else (f"a {self.product.replace(':', '.')}")
-        )
+            wanted = f"a {module}.{name}"
         raise PluginError(
             f"{plugin.kind} '{plugin.name}' [{plugin.source}] returned a {type(product).__name__}; "
             f"{plugin.kind} plugins must return {wanted}"
@@ -234,11 +232,6 @@ def register(kind: str, name: str | None = None, *, replace: bool = False) -> Ca
         return target
 
     return decorator
-
-
-def unregister(kind: str, name: str) -> None:
-    """Forget plugin ``name`` of ``kind``."""
-    _PLUGINS[kind].pop(name, None)
 
 
 def snapshot() -> dict[str, dict[str, Plugin]]:

@@ -188,7 +188,8 @@ class LatestCheckpoint(OwnFilesCheckpoint):
         # The last step of the run is saved here, mid-epoch, as any step is: by on_train_end Lightning has
         # marked the epoch completed, and a run resumed from there to train further would start the next
         # epoch (its loop state and its data order) instead of finishing this one.
-        if 0 < trainer.max_steps <= trainer.global_step != self._saved_step:
+        last_step = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        if last_step and trainer.global_step != self._saved_step:
             trainer.save_checkpoint(Path(self.dirpath) / LAST)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 
+_VERIFIED: set[tuple[int, int, int, int]] = set()  # (device, inode, size, mtime) of files whose CRCs matched
+
+
 def torch_file_is_zip(path: Path, verify: bool = False) -> bool:
     """Whether ``path`` is in torch's zip format (else its pre-1.6 pickle stream), refusing before torch's
     unpickler reads it: a file ``torch.save`` did not write (a text file, an image; torch's own message
@@ -56,14 +59,20 @@ def torch_file_is_zip(path: Path, verify: bool = False) -> bool:
                     f"{path} is not a checkpoint: torch.save did not write it (empty, or not its format)"
                 )
             with zipfile.ZipFile(file) as archive:
-                structure = _check_entries(path, archive.infolist(), os.fstat(file.fileno()).st_size)
+                stat = os.fstat(file.fileno())
+                structure = _check_entries(path, archive.infolist(), stat.st_size)
                 if structure is not None:
                     check_pickle_expansion(archive.read(structure), path)
-                if verify and (damaged := archive.testzip()) is not None:
-                    raise CheckpointError(
-                        f"{path} is damaged: its entry {damaged} does not match the checksum stored with it "
-                        "(CRC-32); refused"
-                    )
+                # Once per file version and process: a resume checks its checkpoint before Hydra starts the
+                # run and again as the run starts, and a pass reads every byte.
+                version = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+                if verify and version not in _VERIFIED:
+                    if (damaged := archive.testzip()) is not None:
+                        raise CheckpointError(
+                            f"{path} is damaged: its entry {damaged} does not match the checksum stored "
+                            "with it (CRC-32); refused"
+                        )
+                    _VERIFIED.add(version)
     except OSError as error:
         raise CheckpointError(f"{path} cannot be read: {error.strerror or error}") from None
     except zipfile.BadZipFile:

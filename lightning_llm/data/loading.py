@@ -103,11 +103,8 @@ class SplitDataModule(L.LightningDataModule):
             shuffle_seed=self.shuffle_seed,
             drop_last=self.drop_last_train,
         )
-        if self._resume_at is not None:
-            sampler.start_at(*self._resume_at)
-            self._resumed_from = (*self._resume_at, self._restored_batches())
-            self._resume_at = None
         self._train_sampler = sampler
+        self._take_resume_point()
         return self._loader(ResumableLoader, dataset, sampler)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -144,19 +141,22 @@ class SplitDataModule(L.LightningDataModule):
         if not state_dict:  # a checkpoint from before positions were saved
             return
         self._resume_at = (int(state_dict["epoch"]), int(state_dict["samples"]))
-        if self._train_sampler is not None:
-            self._train_sampler.start_at(*self._resume_at)
-            self._resumed_from = (*self._resume_at, self._restored_batches())
-            self._resume_at = None
+        self._take_resume_point()
 
     # -- helpers
 
-    def _restored_batches(self) -> int:
-        """Lightning's restored count of the resumed epoch's batches; 0 at an epoch's start, where the count
-        it restored is the previous epoch's, reset when the new one begins."""
-        if self.trainer is None or self._resume_at is None or self._resume_at[1] == 0:
-            return 0
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    def _take_resume_point(self) -> None:
+        """Start the train sampler (once there is one) at the loaded position, and note Lightning's restored
+        count of that epoch's batches: 0 at an epoch's start, where the count it restored is the previous
+        epoch's, reset when the new one begins."""
+        if self._train_sampler is None or self._resume_at is None:
+            return
+        epoch, samples = self._resume_at
+        self._train_sampler.start_at(epoch, samples)
+        restored = 0
+        if self.trainer is not None and samples:
+            restored = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        self._resumed_from, self._resume_at = (epoch, samples, restored), None
 
     def _eval_loader(self, split: str) -> DataLoader | list:
         dataset = self._dataset(split)
