@@ -786,9 +786,11 @@ def _read_weights(folder: Path, header_only: bool) -> dict[str, Any]:
         shards = _shards(index)
         return _from_shards(index, shards, lambda path: _read_safetensors(path, header_only))
     if binary.is_file():
-        return _shapes_of(_read_binary(binary)) if header_only else _read_binary(binary)
+        state = _read_binary(binary, verify=not header_only)
+        return _shapes_of(state) if header_only else state
     if binary_index.is_file():
-        state = _from_shards(binary_index, _shards(binary_index), _read_binary)
+        shards = _shards(binary_index)
+        state = _from_shards(binary_index, shards, lambda path: _read_binary(path, verify=not header_only))
         return _shapes_of(state) if header_only else state
     raise HFFolderError(f"{folder} holds no weights (model.safetensors or pytorch_model.bin)")
 
@@ -809,13 +811,15 @@ def _read_safetensors(path: Path, header_only: bool) -> dict[str, Any]:
         raise HFFolderError(f"{path} is not a readable safetensors file: {first_line(error)}") from None
 
 
-def _read_binary(path: Path) -> dict[str, torch.Tensor]:
+def _read_binary(path: Path, verify: bool) -> dict[str, torch.Tensor]:
     """A ``pytorch_model.bin``'s tensors, memory-mapped (its shapes cost no reading) when in torch's zip
-    format, whose entries must be stored uncompressed as torch writes them (``torch_file_is_zip``)."""
+    format, whose entries must be stored uncompressed as torch writes them (``torch_file_is_zip``). With
+    ``verify`` (the weights are about to be read whole) each entry must match its stored CRC-32: torch does
+    not check them, and damage inside a tensor would load as weights."""
     from lightning_llm.untrusted import torch_file_is_zip
 
     try:
-        mmap = torch_file_is_zip(path)
+        mmap = torch_file_is_zip(path, verify=verify)
     except CheckpointError as error:
         raise HFFolderError(str(error)) from None
     try:

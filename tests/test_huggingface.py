@@ -425,6 +425,16 @@ def test_bad_weights_files_are_refused_in_one_line_naming_the_file(gpt2_folder, 
     binary = variant(folder, tmp_path / "binary", drop=("model.safetensors",))
     torch.save(weights, binary / "pytorch_model.bin")
     assert load_run(binary)[1].vocab_size == 400
+    zeroed = variant(folder, tmp_path / "zeroed", drop=("model.safetensors",))  # torch checks no CRC-32
+    data, first = (
+        bytearray((binary / "pytorch_model.bin").read_bytes()),
+        max(weights.values(), key=torch.numel),
+    )
+    at = data.find(first.numpy().tobytes()[:64])
+    assert at > 0
+    data[at : at + 64] = bytes(64)
+    (zeroed / "pytorch_model.bin").write_bytes(bytes(data))
+    one_line_refusal(zeroed, r"pytorch_model.bin is damaged: its entry \S+ does not match the checksum")
     packed = variant(folder, tmp_path / "packed", drop=("model.safetensors",))  # a few KB that inflate to GB
     with (
         zipfile.ZipFile(binary / "pytorch_model.bin") as stored,
