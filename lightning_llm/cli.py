@@ -15,7 +15,7 @@ import itertools
 import os
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +307,7 @@ def precheck(
         try:
             config.check(cfg)
             check_known_keys(cfg, job, choices)
-            check_optimizer_values(cfg)
+            check_plugin_values(cfg)
         except OmegaConfBaseException as error:  # a value that does not resolve: ${oc.env:UNSET}
             key = getattr(error, "full_key", None)
             raise ConfigError(f"{f'{key}: ' if key else ''}{first_line(error)}") from None
@@ -331,9 +331,10 @@ def check_on_this_machine(cfg: DictConfig) -> None:
     parts.check_model_fits(cfg, vocab_size if isinstance(vocab_size, int) else 1)  # 1: left to the data
 
 
-def check_optimizer_values(cfg: DictConfig) -> None:
-    """Build the optimizer and its schedule on one stand-in parameter, so their own checks of their values
-    (``optim.lr`` > 0, betas, a warmup longer than the run) refuse a bad one for every job of a sweep before
+def check_plugin_values(cfg: DictConfig) -> None:
+    """Build the optimizer and its schedule on one stand-in parameter, the objective on a stand-in tokenizer
+    and the metrics, so their own checks of their values (``optim.lr`` > 0, a warmup longer than the run,
+    ``objective.mask_prob`` in (0, 1), BLEU's ``n_gram``) refuse a bad one for every job of a sweep before
     the first one trains (a plugin checks its values when it is built, not from its signature)."""
     import torch  # deferred: --help does not need it
 
@@ -344,20 +345,59 @@ def check_optimizer_values(cfg: DictConfig) -> None:
     decay_embeddings = config.framework_params("optim", cfg.optim)["decay_embeddings"]
     max_steps = cfg.trainer.get("max_steps")
     total_steps = max_steps if isinstance(max_steps, int) and max_steps > 0 else 10**9  # unknown: no limit
-    try:
+
+    def optimizer_and_schedule() -> None:
         optimizer = optim(params=param_groups(torch.nn.Linear(2, 2), decay_embeddings), **optim_params)
         scheduler(optimizer=optimizer, total_steps=total_steps, **scheduler_params)
-    except ValueError as error:  # the plugins' way to refuse a value
-        raise ConfigError(str(error)) from None
-    except TypeError as error:  # a value of another type than an untyped parameter's default
-        for kind, plugin, params in (
-            ("optim", optim, optim_params),
-            ("scheduler", scheduler, scheduler_params),
-        ):
+
+    checked = (("optim", optim, optim_params), ("scheduler", scheduler, scheduler_params))
+    _refuse_values(optimizer_and_schedule, "", *checked)
+    objective, objective_params = config.plugin_params("objective", cfg.objective)
+    _refuse_values(
+        lambda: objective(tokenizer=_NotBuiltYet("the tokenizer"), **objective_params),
+        "",
+        ("objective", objective, objective_params),
+    )
+    for index, node in enumerate(config.metric_nodes(cfg)):
+        key = f"metrics[{index}]"
+        metric, metric_params = config.plugin_params("metric", node, key=key)
+        if "num_classes" in metric_params and metric_params["num_classes"] is None:
+            metric_params["num_classes"] = 2  # left to the data, which decides it when the run starts
+        _refuse_values(lambda: metric(**metric_params), f"{key}: ", (key, metric, metric_params))  # noqa: B023
+
+
+class _NotBuiltYet:
+    """Stands in for what a run builds before a plugin (its tokenizer): using it ends the check of the
+    plugin's values, which plugins check before they use what they are given."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        raise _StandInUsed(f"{self._what}.{name}")
+
+
+class _StandInUsed(Exception):
+    pass
+
+
+def _refuse_values(
+    build: Callable[[], Any], prefix: str, *checked: tuple[str, registry.Plugin, dict[str, Any]]
+) -> None:
+    """Call ``build``: a ``ValueError`` (the plugins' way to refuse a value) is the user's error, and so is a
+    ``TypeError`` where a parameter without a type was given a value of another kind than its default
+    (``checked``: the key, plugin and parameters of each plugin built). Any other failure is left to the
+    run, which builds the plugins with what they need."""
+    try:
+        build()
+    except ValueError as error:
+        raise ConfigError(f"{prefix}{first_line(error)}") from None
+    except TypeError as error:
+        for key, plugin, params in checked:
             if misfit := _untyped_misfit(plugin, params):
                 name, value, default = misfit
                 raise ConfigError(
-                    f"{kind}.{name}={value!r}: {kind} '{plugin.name}' declares no type for {name}, and its "
+                    f"{key}.{name}={value!r}: {key} '{plugin.name}' declares no type for {name}, and its "
                     f"default is {default!r}; building it with this value failed ({first_line(error)})"
                 ) from None
     except Exception:  # a plugin that cannot be built on a stand-in: it checks itself when the run builds it

@@ -118,6 +118,12 @@ BAD_OVERRIDES = [
     (["paths.cache_dir=''"], "paths.cache_dir='': an empty folder name means the current folder"),
     (["-m", "optim=glob(*)"], "optim=glob(*): list the options to sweep instead of a glob"),
     (["-m", "optim.lr=interval(0,1)"], "optim.lr=interval(0,1): a search space (IntervalSweep)"),
+    # Values the objective and the metrics refuse when built: refused once the tokenizer was trained, by
+    # every job of a sweep (the objective is built on a stand-in tokenizer, which it uses only after)
+    (["-m", "model=encoder", "objective.mask_prob=0.15,2"], "objective.mask_prob must be in (0, 1), got 2.0"),
+    (["-m", "model=decoder", "objective.num_beams=1,0"], "objective.num_beams must be >= 1, got 0"),
+    (["metrics=[{name: bleu, n_gram: 0}]"], "metrics[0]: bleu n_gram must be >= 1, got 0"),
+    (["metrics=[accuracy, {name: f1, num_classes: 0}]"], "metrics[1]: metric f1 needs num_classes >= 1"),
 ]
 
 
