@@ -7,7 +7,7 @@ from torch import nn
 from lightning_llm.models.chunked_head import TokenScores, chunk_tokens
 from lightning_llm.registry import register
 
-__all__ = ["IGNORE_INDEX", "CausalLM", "summed_cross_entropy"]
+__all__ = ["IGNORE_INDEX", "CausalLM", "check_logits", "summed_cross_entropy"]
 
 IGNORE_INDEX = -100  # label value that contributes no loss (padding, prompts); PyTorch's default too
 
@@ -27,6 +27,17 @@ def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[to
     )
     n_target_tokens = (labels != IGNORE_INDEX).sum()  # a tensor: reading it would sync host and device
     return loss, n_target_tokens
+
+
+def check_logits(logits: object, labels: torch.Tensor, objective: str, call: str) -> None:
+    """Refuse, naming what came instead, a model output that is not a logits tensor with one row of scores
+    per label (``labels.shape + (V,)``): a model plugin returning a tuple or another shape, which torch
+    reports in terms of its own internals (or, for a (B, V) output, not at all when B happens to be T)."""
+    expected = f"{objective} needs {call} to return logits of shape {(*labels.shape, 'V')}"
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"{expected}; the model returned a {type(logits).__name__}")
+    if logits.shape[:-1] != labels.shape or logits.ndim != labels.ndim + 1:
+        raise ValueError(f"{expected}; the model returned shape {tuple(logits.shape)}")
 
 
 @register("objective", "causal_lm")
@@ -68,6 +79,7 @@ class CausalLM:
         if chunk := self._chunk(model, labels):
             return model(input_ids, labels=labels, loss_chunk=chunk)
         logits = model(input_ids)
+        check_logits(logits, labels, "causal_lm", "model(input_ids)")
         loss, n_target_tokens = summed_cross_entropy(logits, labels)
         return loss, n_target_tokens, logits
 

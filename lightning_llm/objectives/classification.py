@@ -38,6 +38,13 @@ class Classification:
         """Returns (summed loss over the sequences, number of sequences, class logits (B, K))."""
         logits = model.classify(model.encode(batch["input_ids"], batch.get("attention_mask")))  # (B, K)
         labels = batch["labels"]
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+            tensor = isinstance(logits, torch.Tensor)
+            got = f"tensor of shape {tuple(logits.shape)}" if tensor else type(logits).__name__
+            raise ValueError(
+                f"classification needs model.classify(model.encode(...)) to return class logits of shape "
+                f"(batch, classes); the model returned a {got}"
+            )
         if labels.shape != logits.shape[:1]:
             raise ValueError(
                 f"classification needs labels of shape (batch,) = {tuple(logits.shape[:1])}, got "

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_llm.models.chunked_head import chunk_tokens
-from lightning_llm.objectives.causal_lm import IGNORE_INDEX, summed_cross_entropy
+from lightning_llm.objectives.causal_lm import IGNORE_INDEX, check_logits, summed_cross_entropy
 from lightning_llm.registry import register
 from lightning_llm.tokenizers.base import Tokenizer
 
@@ -155,6 +155,7 @@ class MaskedLM:
                 masked_ids, attention_mask=batch.get("attention_mask"), labels=labels, loss_chunk=chunk
             )
         logits = model(masked_ids, attention_mask=batch.get("attention_mask"))
+        check_logits(logits, labels, "masked_lm", "model(input_ids, attention_mask=)")
         loss, n_targets = summed_cross_entropy(logits, labels)
         return loss, n_targets, logits
 

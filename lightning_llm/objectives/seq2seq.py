@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_llm.models.chunked_head import chunk_tokens
-from lightning_llm.objectives.causal_lm import IGNORE_INDEX
+from lightning_llm.objectives.causal_lm import IGNORE_INDEX, check_logits
 from lightning_llm.registry import register
 from lightning_llm.tokenizers.base import Tokenizer
 
@@ -75,6 +75,7 @@ class Seq2Seq:
             if chunk:
                 return model(*sources, labels=labels, loss_chunk=chunk, label_smoothing=self.label_smoothing)
         logits = model(*sources)
+        check_logits(logits, labels, "seq2seq", "model(input_ids, attention_mask, decoder_input_ids)")
         loss = F.cross_entropy(
             logits.float().flatten(0, -2),  # (B*T, V); float32 for an exact log-softmax
             labels.flatten(),  # (B*T,)

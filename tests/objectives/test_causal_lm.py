@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -47,3 +48,18 @@ def test_one_label_a_text_is_named_for_the_data_it_is():
     batch = {"input_ids": torch.zeros(3, 10, dtype=torch.long), "labels": torch.zeros(3, dtype=torch.long)}
     with pytest.raises(ValueError, match=r"causal_lm needs a label for each input token, shape \(3, 10\)"):
         registry.build("objective", "causal_lm").loss(model, batch)
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ((torch.zeros(2, 4, 8),), r"model\(input_ids\) to return logits of shape \(2, 4, 'V'\); .* a tuple"),
+        (torch.zeros(2, 8), r"logits of shape \(2, 4, 'V'\); the model returned shape \(2, 8\)"),
+        (torch.zeros(4, 2, 8), r"the model returned shape \(4, 2, 8\)"),  # (T, B, V): torch would train on it
+    ],
+)
+def test_a_model_output_that_is_not_token_logits_is_named(output, expected):
+    """A model plugin's wrong output was torch's message about its internals, or (time-major) no message."""
+    batch = {"input_ids": torch.zeros(2, 4, dtype=torch.long), "labels": torch.randint(0, 8, (2, 4))}
+    with pytest.raises(ValueError, match=f"causal_lm needs .*{expected}"):
+        CausalLM().loss(lambda input_ids: output, batch)

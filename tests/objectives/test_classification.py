@@ -84,6 +84,14 @@ def test_labels_must_be_one_per_sequence(tokenizer):
         Classification(tokenizer=tokenizer).loss(model, batch)
 
 
+def test_class_logits_of_another_shape_are_named(tokenizer):
+    """Logits per token (B, T, K) from a model plugin's classify met the label check's advice about data."""
+    model = tiny_classifier()
+    model.classify = lambda hidden: hidden  # (B, T, C): not pooled
+    with pytest.raises(ValueError, match=r"class logits of shape \(batch, classes\); .* shape \(2, 16, 32\)"):
+        Classification(tokenizer=tokenizer).loss(model, toy_batch(2, seed=0))
+
+
 def test_registered_with_default_data():
     assert registry.get("objective", "classification").target is Classification
     assert Classification.default_data == "pydoc_topics"
