@@ -628,13 +628,16 @@ def explain(error: Exception, overrides: list[str]) -> str:
     if unknown := _unknown_option(overrides, groups):
         return unknown
     parsed = OverridesParser.create().parse_overrides(overrides)
+    if misused := _misused_prefix(str(error), parsed):
+        return misused
     cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
     full_key = str(getattr(cause, "full_key", "") or "")
     kind = full_key.split(".", 1)[0]
     if kind in config.GROUP_KINDS and "." in full_key:
         plugin = registry.get(kind, _selected(kind, overrides))
         if isinstance(cause, ConfigKeyError | ConfigAttributeError):
-            return config.unknown_key_message(full_key, plugin, [p.name for p in plugin.parameters()])
+            valid = [p.name for p in plugin.parameters()] + list(config.FRAMEWORK_PARAMS.get(kind, {}))
+            return config.unknown_key_message(full_key, plugin, valid)
         if isinstance(cause, ValidationError):
             return config.bad_value_message(kind, plugin, cause)
     if (reference := _choices_config(parsed, groups)) is not None:
@@ -650,6 +653,19 @@ def explain(error: Exception, overrides: list[str]) -> str:
         given = " ".join(o for o in overrides if "=" in o and "{" in o.split("=", 1)[1])
         return f"cannot compose the config with {given or 'these overrides'} ({first_line(error)})"
     return f"{full_key + ': ' if full_key else ''}{first_line(error)}"
+
+
+def _misused_prefix(text: str, parsed: list[Any]) -> str | None:
+    """What to write instead of ``~key`` for a setting its typed section cannot be without (a plugin's
+    parameter, ``parallel.*``) and of ``+key=value`` for a setting that exists: Hydra says only "Error
+    merging override" and "Could not append"."""
+    for override in parsed:
+        key = override.key_or_group
+        if override.is_delete() and f"Error merging override ~{key}" in text:
+            return f"~{key}: {key} cannot be removed (its section needs a value); set it instead: {key}=..."
+        if override.is_add() and f"An item is already at '{key}'" in text:
+            return f"+{key}: {key} is already a setting; change it without the '+': {key}={override.value()}"
+    return None
 
 
 def _composing_error(text: str, overrides: list[str]) -> str | None:

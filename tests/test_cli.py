@@ -124,6 +124,12 @@ BAD_OVERRIDES = [
     (["-m", "model=decoder", "objective.num_beams=1,0"], "objective.num_beams must be >= 1, got 0"),
     (["metrics=[{name: bleu, n_gram: 0}]"], "metrics[0]: bleu n_gram must be >= 1, got 0"),
     (["metrics=[accuracy, {name: f1, num_classes: 0}]"], "metrics[1]: metric f1 needs num_classes >= 1"),
+    # Hydra's words for these said neither what was wrong nor what to write instead
+    (["optim.decay_embedding=true"], "has no parameter 'decay_embedding' (did you mean 'decay_embeddings'?)"),
+    (["model.init_fro=x"], "(did you mean 'init_from'?); its parameters: n_layer"),
+    (["~optim.lr"], "~optim.lr: optim.lr cannot be removed (its section needs a value); set it instead"),
+    (["~parallel.compile"], "parallel.compile cannot be removed"),
+    (["+trainer.max_epochs=3"], "trainer.max_epochs is already a setting; change it without the '+'"),
 ]
 
 
