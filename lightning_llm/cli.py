@@ -539,6 +539,7 @@ def claim_run_folder(folder: str | None, resuming: bool, cfg: DictConfig | None 
                 run_folder.check_resume_early(cfg, folder)
             except CheckpointError as error:
                 raise ConfigError(str(error)) from None
+            run_folder.keep_record(folder)  # Hydra rewrites .hydra/: a refused launch puts it back
         run_folder.lock(folder)
 
 

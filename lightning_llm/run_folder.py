@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lightning_llm.atomic import TEMP_MARKER
+from lightning_llm.atomic import TEMP_MARKER, atomic_write
 from lightning_llm.checkpoint import (
     CHECKPOINT_DIR,
     DCP_METADATA,
@@ -110,6 +110,39 @@ def saved_checkpoints(folder: Path) -> list[Path]:
     """The complete checkpoints ``folder`` holds (files or sharded folders, requeue ones too)."""
     found = [*folder.glob(f"{CHECKPOINT_DIR}/*.ckpt"), *folder.glob(REQUEUE_GLOB)]
     return [path for path in found if not is_unfinished(path)]
+
+
+# A resumed run's ``.hydra/`` files as they were before this launch, and its checkpoints then (keep_record)
+_RECORD: dict[Path, bytes] = {}
+_RECORD_CHECKPOINTS: set[tuple[Path, int]] = set()
+MAX_RECORD_BYTES = 1 << 20  # Hydra writes a few KB per file
+
+
+def keep_record(folder: str | Path) -> None:
+    """Remember a run folder's ``.hydra/`` files (how its run was trained) before Hydra rewrites them for a
+    resumed launch, so that a launch refused before it trains (``restore_record``) leaves them as they are."""
+    _RECORD.clear()
+    folder = Path(folder)
+    for file in (folder / ".hydra").glob("*.yaml"):
+        if file.is_file() and not file.is_symlink() and file.stat().st_size <= MAX_RECORD_BYTES:
+            _RECORD[file] = file.read_bytes()
+    _RECORD_CHECKPOINTS.clear()
+    _RECORD_CHECKPOINTS.update(_checkpoint_versions(folder))
+
+
+def restore_record(folder: str | Path) -> None:
+    """Put back the ``.hydra/`` files ``keep_record`` saw, if the launch saved no checkpoint since (it was
+    refused before it trained: the files Hydra wrote describe a run that never happened)."""
+    mine = {file: content for file, content in _RECORD.items() if file.parent.parent == Path(folder)}
+    if not mine or _checkpoint_versions(Path(folder)) != _RECORD_CHECKPOINTS:
+        return
+    for file, content in mine.items():
+        with contextlib.suppress(OSError), atomic_write(file) as out:  # best effort: the refusal comes first
+            out.write(content)
+
+
+def _checkpoint_versions(folder: Path) -> set[tuple[Path, int]]:
+    return {(path, path.stat().st_mtime_ns) for path in saved_checkpoints(folder)}
 
 
 LINKS_OF_ITS_OWN = ("wandb",)  # W&B links its latest run and logs itself, and replaces those links

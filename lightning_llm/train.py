@@ -47,6 +47,8 @@ def run(cfg: DictConfig) -> float | None:
         # Bad input (a config value, a missing or malformed data file, a setting Lightning refuses) and a
         # checkpoint that could not be written (disk full) get their one-line message; HYDRA_FULL_ERROR=1
         # shows the traceback instead.
+        if run_folder.is_launching_rank():
+            run_folder.restore_record(_hydra_output_dir())  # a refused resume leaves .hydra/ as it was
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {error}", file=sys.stderr)

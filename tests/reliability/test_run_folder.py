@@ -173,6 +173,17 @@ def test_a_resume_its_checkpoint_refuses_leaves_the_folder_as_it_was(finished, t
     assert snapshot(finished) == before
 
 
+def test_a_resume_the_run_refuses_puts_the_runs_config_record_back(finished, tmp_path) -> None:
+    """Another tokenizer is found out only once Hydra has rewritten .hydra/ (its fingerprint needs the trained
+    tokenizer): the refused launch's config stayed there, describing a run the folder does not hold."""
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(finished), str(run)], check=True)
+    record = {path.name: path.read_bytes() for path in (run / ".hydra").iterdir()}
+    line = error_line(launch(run, tmp_path / "cache", "ckpt_path=auto", "tokenizer=byte_bpe"))
+    assert "was trained with another tokenizer" in line, line
+    assert {path.name: path.read_bytes() for path in (run / ".hydra").iterdir()} == record
+
+
 def test_all_checkpoints_unusable_is_an_error_naming_them(finished, tmp_path) -> None:
     run = tmp_path / "run"
     subprocess.run(["cp", "-r", str(finished), str(run)], check=True)
