@@ -109,6 +109,21 @@ class LanguageModule(L.LightningModule):
         self._reference_tokens: float | None = None  # the fixed divisor each micro-batch backpropagates with
         self._grad_norm: torch.Tensor | None = None  # this step's gradient norm, measured by the NaN guard
 
+    def _apply(self, fn: Any, recurse: bool = True) -> LanguageModule:
+        """Every move and cast of the module (``nn.Module._apply``), where the metrics only move: Lightning's
+        ``bf16-true``/``16-true`` cast the module with ``.to(dtype)``, which torchmetrics guards against only
+        for ``.half()``/``.float()``, and the val/test sums would be kept in bfloat16 (val_loss 2% off, a
+        token count rounded). The model's weights are cast."""
+        if not recurse:
+            return super()._apply(fn, recurse=False)
+
+        def move_only(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.to(fn(tensor.new_empty(0)).device)
+
+        for child in self.children():
+            child._apply(move_only if isinstance(child, Metric | MetricCollection) else fn)
+        return super()._apply(fn, recurse=False)
+
     # ------------------------------------------------------------------ steps
 
     def configure_model(self) -> None:

@@ -1,0 +1,45 @@
+"""The LightningModule: how it keeps what it measures exact whatever the model's precision."""
+
+import torch
+
+from lightning_llm import registry
+from lightning_llm.module import LanguageModule
+
+
+def tiny_module() -> LanguageModule:
+    model = registry.build("model", "gpt", vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=8)
+    metrics = {name: registry.build("metric", name) for name in ("perplexity", "accuracy")}
+    return LanguageModule(
+        model,
+        registry.build("objective", "causal_lm"),
+        optim={"name": "adamw"},
+        scheduler={"name": "constant"},
+        metrics=metrics,
+    )
+
+
+def state_dtypes(module: torch.nn.Module) -> dict[str, torch.dtype]:
+    """Every metric state's dtype, by the metric's name in the module and the state's."""
+    return {
+        f"{name}.{state}": value.dtype
+        for name, metric in module.named_modules()
+        if hasattr(metric, "metric_state")
+        for state, value in metric.metric_state.items()
+        if isinstance(value, torch.Tensor)
+    }
+
+
+def test_a_cast_to_bf16_casts_the_weights_and_not_what_the_metrics_sum():
+    """Lightning's bf16-true casts the module with .to(dtype), which torchmetrics lets through: val_loss was
+    then summed in bfloat16 (2% off on the default run) and val_tokens rounded."""
+    module = tiny_module()
+    before = state_dtypes(module)
+    assert before["val_loss.mean_value"] == before["val_metrics.perplexity.nll_sum"] == torch.float64
+    module.to(dtype=torch.bfloat16)
+    assert module.model.wte.weight.dtype == torch.bfloat16
+    assert state_dtypes(module) == before
+    module.val_tokens.update(torch.tensor(24512.0))
+    module.val_tokens.update(torch.tensor(1.0))
+    assert module.val_tokens.compute().item() == 24513  # 24,513 is no bfloat16 number
+    module.to(dtype=torch.float32)  # and back, as a test of the loop's float32 copy does
+    assert module.model.wte.weight.dtype == torch.float32 and state_dtypes(module) == before
