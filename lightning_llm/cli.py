@@ -259,13 +259,17 @@ def plugin_defaults(overrides: list[str]) -> list[str]:
     (``default_objective`` of the model class), and that objective's default data and metrics
     (``default_data``, ``default_metrics``), unless the overrides choose them. Only choices that differ
     from conf/config.yaml's are returned."""
+    parsed = [
+        o
+        for o in OverridesParser.create().parse_overrides(overrides)
+        if o.key_or_group in ("model", "objective", "data", "metrics") and not o.is_delete()
+    ]
     chosen = {
         o.key_or_group: o.value()
-        for o in OverridesParser.create().parse_overrides(overrides)
-        if o.key_or_group in ("model", "objective", "data", "metrics")
-        and not (o.is_sweep_override() or o.is_delete())
-        and o.value() is not None  # group=null: composing says what is wrong with it
+        for o in parsed
+        if not o.is_sweep_override() and o.value() is not None  # group=null: composing says what is wrong
     }
+    swept = {o.key_or_group: list(o.sweep_string_iterator()) for o in parsed if o.is_discrete_sweep()}
     primary = _primary_choices()
     added = {}
     follows = (
@@ -274,13 +278,32 @@ def plugin_defaults(overrides: list[str]) -> list[str]:
         ("objective", "metrics", "default_metrics"),
     )
     for leader, key, attribute in follows:
-        if leader in chosen and key not in chosen:
+        if leader in swept and key not in chosen and key not in swept:
+            chosen[key] = _shared_default(leader, swept[leader], key, attribute)
+            if _as_override(chosen[key]) != _as_override(primary.get(key)):
+                added[key] = _as_override(chosen[key])
+        elif leader in chosen and key not in chosen and key not in swept:
             default = getattr(registry.get(leader, str(chosen[leader])).product(), attribute, None)
             if default:
                 chosen[key] = default
                 if _as_override(default) != _as_override(primary.get(key)):
                     added[key] = _as_override(default)
     return [f"{key}={value}" for key, value in added.items()]
+
+
+def _shared_default(leader: str, options: list[str], key: str, attribute: str) -> object:
+    """The default ``key`` every swept option of ``leader`` has; refused where they differ: the jobs of a
+    sweep share every choice but the swept ones, so no one choice would fit them all."""
+    product = {option: registry.get(leader, option).product() for option in options}
+    defaults = {option: getattr(made, attribute, None) for option, made in product.items()}
+    if len({_as_override(default) for default in defaults.values()}) > 1:
+        each = ", ".join(f"{option}: {_as_override(default)}" for option, default in defaults.items())
+        raise ConfigError(
+            f"{leader}={','.join(options)}: each has its own default {key} ({each}), and a sweep's jobs "
+            f"share every choice but the swept ones: choose {key}=... for all of them, or sweep each "
+            f"{leader} on its own"
+        )
+    return next(iter(defaults.values()))
 
 
 def _as_override(value: object) -> str:

@@ -423,3 +423,27 @@ def test_a_resume_takes_no_interpolation_over_from_the_run_folder(tmp_path, wher
     ):
         cli.resume_overrides(resume)
     assert cli.resume_overrides([*resume, "logger.name=mine"]) == ["seed=3"]  # given now: not taken over
+
+
+@pytest.mark.parametrize(
+    ("overrides", "added"),
+    [
+        (["model=encoder"], ["objective=masked_lm"]),
+        (["model=encoder,encoder"], ["objective=masked_lm"]),  # options sharing their default objective
+        (["model=encoder,decoder", "objective=masked_lm"], []),  # chosen for all: nothing added
+        (["objective=causal_lm,masked_lm", "model=encoder"], []),  # a swept choice is not replaced
+    ],
+)
+def test_a_sweep_of_choices_gets_the_defaults_its_options_share(overrides, added):
+    """A swept model or objective took none of its defaults (model=gpt,encoder failed, blaming an objective
+    the user never chose), and a model's default objective replaced an objective sweep (a later override)."""
+    assert cli.plugin_defaults(overrides) == added
+
+
+def test_a_sweep_of_choices_whose_defaults_differ_is_refused_naming_them():
+    with pytest.raises(
+        cli.ConfigError,
+        match=r"model=gpt,encoder: each has its own default objective "
+        r"\(gpt: causal_lm, encoder: masked_lm\).*choose objective=\.\.\. for all of them",
+    ):
+        cli.plugin_defaults(["model=gpt,encoder"])
