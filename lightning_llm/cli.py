@@ -78,9 +78,11 @@ def main(argv: list[str] | None = None) -> None:
             job = [*args.overrides, *added, *search_path_overrides(args)]
             first = precheck(job, multirun=args.multirun, folders=folders)
             check_output_folder(args.overrides, multirun=args.multirun)
-            if not args.multirun:  # a sweep's job folders are claimed by each job (train.run)
+            resuming = first.get("ckpt_path") not in (None, "", "null")
+            if args.multirun:  # each job claims its folder (train.run): checked here before Hydra writes
+                check_sweep_folders(folders, resuming)
+            else:
                 check_on_this_machine(first)
-                resuming = first.get("ckpt_path") not in (None, "", "null")
                 claim_run_folder(folders.get("hydra.run.dir"), resuming, first)
     except (ConfigError, registry.PluginError) as error:
         refuse(error)
@@ -322,11 +324,14 @@ def precheck(
     overrides: list[str], multirun: bool = False, folders: dict[str, str] | None = None
 ) -> DictConfig:
     """Compose and check every job the overrides describe (up to MAX_CHECKED_JOBS); returns the first, and
-    puts its run folder in ``folders`` (see ``compose_config``)."""
+    puts its run folder in ``folders`` (see ``compose_config``), or a sweep's folder and each job's."""
     first = None
-    for job in itertools.islice(_jobs(overrides, multirun), MAX_CHECKED_JOBS):
+    for number, job in enumerate(itertools.islice(_jobs(overrides, multirun), MAX_CHECKED_JOBS)):
         choices: dict[str, str] = {}
-        cfg = compose_config(job, choices, folders if first is None else None, sweep=multirun)
+        if multirun:  # each job's folder, as Hydra names it: hydra.sweep.subdir is ${hydra.job.num}
+            cfg = compose_config([*job, f"hydra.job.num={number}"], choices, folders, sweep=True)
+        else:
+            cfg = compose_config(job, choices, folders if first is None else None)
         try:
             config.check(cfg)
             check_known_keys(cfg, job, choices)
@@ -566,6 +571,34 @@ def claim_run_folder(folder: str | None, resuming: bool, cfg: DictConfig | None 
         run_folder.lock(folder)
 
 
+def check_sweep_folders(folders: dict[str, str], resuming: bool) -> None:
+    """Before Hydra writes a sweep's ``multirun.yaml`` and each job's ``.hydra/``: the sweep folder must hold
+    only what sweeps write (job folders, ``multirun.yaml``, a report, submitit's logs), and each job's folder
+    must be one its job could launch into (``run_folder.check_launch``: a finished job is continued with
+    ckpt_path=auto, never started again over its record)."""
+    from lightning_llm import run_folder  # deferred: it imports torch, which --help does not need
+
+    if "hydra.sweep.dir" not in folders:  # the clock names it: a new folder
+        return
+    sweep = Path(folders["hydra.sweep.dir"])
+    jobs = {key: Path(folder) for key, folder in folders.items() if key.startswith("job ")}
+    if sweep.is_dir():
+        foreign = [
+            entry.name
+            for entry in sorted(sweep.iterdir())
+            if entry.name not in run_folder.SWEEP_ENTRIES
+            and not (entry.is_dir() and not entry.is_symlink() and not run_folder.foreign_entries(entry))
+        ]
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ConfigError(
+                f"hydra.sweep.dir={sweep} holds files that are not a sweep's ({shown}); a sweep writes only "
+                "into a new folder or an earlier sweep's: choose another hydra.sweep.dir"
+            )
+    for folder in jobs.values():
+        run_folder.check_launch(folder, resuming, key="hydra.sweep.dir")
+
+
 def check_output_folder(overrides: list[str], multirun: bool = False) -> None:
     """The run (or sweep) folder must be one that can be made: Hydra creates it before any of our code runs
     and reports a failure with a traceback. Checks the nearest existing folder on its path."""
@@ -621,6 +654,10 @@ def compose_config(
     run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=False).get("dir")
     if folders is not None and isinstance(run_dir, str) and "${now:" not in run_dir:
         folders["hydra.run.dir"] = str(cfg.hydra.run.dir)  # ${task_name}, a plain name, resolved
+    sweep_dir = OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("dir")
+    if folders is not None and sweep and isinstance(sweep_dir, str) and "${now:" not in sweep_dir:
+        folders["hydra.sweep.dir"] = str(cfg.hydra.sweep.dir)
+        folders[f"job {cfg.hydra.job.num}"] = str(Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir))
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg

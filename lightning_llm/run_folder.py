@@ -76,6 +76,9 @@ RUN_ENTRIES = {
     REPORT_MANIFEST,
 }
 REQUEUE_GLOB = "hpc_ckpt_*"
+# What a sweep writes at the top of its folder besides its jobs' folders: Hydra's record of the sweep,
+# submitit's logs (the SLURM launcher's default submitit_folder) and a report of the sweep.
+SWEEP_ENTRIES = {"multirun.yaml", ".submitit", *REPORT_FILES, REPORT_MANIFEST}
 
 _held: dict[Path, IO[str]] = {}  # locks this process holds, by resolved folder: kept open until exit
 

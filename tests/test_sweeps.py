@@ -76,3 +76,25 @@ def test_a_slurm_sweep_whose_jobs_cannot_run_the_trainer_is_refused_at_submissio
     local = [override for override in sweep[1:] if not override.startswith("hydra.")]
     if "trainer.devices=4" not in local:  # not on SLURM: the devices are this machine's to check
         cli.precheck(local, multirun=True)
+
+
+def test_a_sweep_into_a_folder_that_is_not_a_new_sweeps_is_refused_before_hydra_writes(tmp_path):
+    """Hydra writes multirun.yaml and each job's .hydra/ before a job checks its folder: a sweep launched
+    again into a finished one rewrote the finished jobs' record of their settings (report then listed them
+    with the new ones), and a project folder given as hydra.sweep.dir was written into."""
+    from tests.reliability.test_bad_inputs import refused_before_hydra
+
+    sweep = tmp_path / "sweep"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "0" / ".hydra" / "overrides.yaml").write_text("- optim.lr=0.001\n")
+    (sweep / "0" / "summary.json").write_text('{"val_loss": 4.2}')
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    before = {path: path.read_bytes() for path in sweep.rglob("*") if path.is_file()}
+    line = refused_before_hydra("-m", "optim.lr=5e-3,6e-3", f"hydra.sweep.dir={sweep}")
+    assert f"hydra.sweep.dir={sweep / '0'} already holds a run" in line and "ckpt_path=auto" in line, line
+    (sweep / "notes.txt").write_text("mine")
+    (sweep / "src").mkdir()
+    (sweep / "src" / "model.py").write_text("")
+    line = refused_before_hydra("-m", "optim.lr=5e-3,6e-3", f"hydra.sweep.dir={sweep}", "ckpt_path=auto")
+    assert f"hydra.sweep.dir={sweep} holds files that are not a sweep's (notes.txt, src)" in line, line
+    assert {path: path.read_bytes() for path in before} == before
