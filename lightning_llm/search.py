@@ -224,6 +224,11 @@ class Settings:
             )
         heartbeat = _positive_int(node, "heartbeat_interval", 60)
         grace = _positive_int(node, "grace_period", 2 * heartbeat)
+        if grace < heartbeat:  # a live trial between two heartbeats would look dead to another process
+            raise ConfigError(
+                f"search.grace_period={grace}: must be at least search.heartbeat_interval={heartbeat} "
+                f"(twice it, {2 * heartbeat}, by default), or a live trial looks dead between its heartbeats"
+            )
         # relative to where the search starts, so the same command run again finds the same study
         folder = Path(node.get("dir") or f"multirun/search/{name}").resolve()
         return cls(
@@ -333,8 +338,10 @@ def build_sampler(spec: dict[str, Any], seed_offset: int) -> optuna.samplers.Bas
     """The sampler; a resumed search shifts its seed by the trials already run, so it does not replay the
     first process's random draws."""
     spec = dict(spec)
-    if spec.get("seed") is not None:
-        spec["seed"] = int(spec["seed"]) + seed_offset
+    if (seed := spec.get("seed")) is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"search.sampler.seed={seed!r}: needs a whole number >= 0, or null (random)")
+        spec["seed"] = seed + seed_offset
     return _build(optuna.samplers, "sampler", SAMPLERS, spec)
 
 
@@ -373,11 +380,18 @@ def trial_config(overrides: list[str], settings: Settings) -> DictConfig:
 
 def with_search_settings(overrides: list[str]) -> list[str]:
     """``search.<setting>=v`` as ``++search.<setting>=v``: every search setting (``SETTINGS``) may be given
-    whether or not the chosen preset writes it out (a preset of one's own rarely names grace_period)."""
+    whether or not the chosen preset writes it out (a preset of one's own rarely names grace_period).
+    ``search.params={...}`` replaces the preset's ranges (``++`` alone would merge into them)."""
     nested = "|".join(name for name in SETTINGS if name != "params")  # a range's name holds dots itself
-    return [
-        f"++{o}" if re.match(rf"search\.(?:params|(?:{nested})(?:\.[^=]*)?)=", o) else o for o in overrides
-    ]
+    given = []
+    for o in overrides:
+        if o.startswith("search.params="):
+            given += ["++search.params=null", f"++{o}"]
+        elif re.match(rf"search\.(?:{nested})(?:\.[^=]*)?=", o):
+            given.append(f"++{o}")
+        else:
+            given.append(o)
+    return given
 
 
 def with_search_group(overrides: list[str]) -> list[str]:
@@ -694,6 +708,7 @@ def search(overrides: list[str]) -> optuna.Study:
     check_space(settings, overrides)
     check_best_file(settings)
     study = open_study(settings)
+    _check_same_training(study, settings, overrides)
     optuna.storages.fail_stale_trials(study)  # before counting: a dead process's trial is queued again
     run = functools.partial(objective, settings=settings, overrides=overrides)
     while counted(study) < settings.n_trials:  # one at a time: other processes may be adding trials too
@@ -764,6 +779,28 @@ def check_best_file(settings: Settings) -> None:
         )
 
 
+def training_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that decide how each trial trains, besides its sampled parameters (the search's own
+    settings left out)."""
+    return [o for o in overrides if not o.lstrip("+~").startswith((GROUP, "search."))]
+
+
+def _check_same_training(study: optuna.Study, settings: Settings, overrides: list[str]) -> None:
+    """A study's trials are trained with the overrides it started with: continued with others (another
+    trainer.max_steps), its trials would be ranked against trials trained otherwise, and best.yaml would
+    train the best one again in a way it never was."""
+    given = training_overrides(overrides)
+    started = study.user_attrs.get("overrides")
+    if started is None:
+        study.set_user_attr("overrides", given)
+    elif sorted(map(str, started)) != sorted(given):
+        raise ConfigError(
+            f"search.dir={settings.dir}: study {settings.study_name!r} was started with the overrides "
+            f"[{' '.join(map(str, started))}], not [{' '.join(given)}]; its trials are ranked against each "
+            "other: continue it with the same overrides, or start another search (another search.dir)"
+        )
+
+
 def write_best(study: optuna.Study, settings: Settings, overrides: list[str]) -> dict[str, Any] | None:
     """``<search.dir>/best.yaml``: the best trial's value, params, and the overrides that train it again."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -771,7 +808,7 @@ def write_best(study: optuna.Study, settings: Settings, overrides: list[str]) ->
         return None
     best = study.best_trial
     params_overrides = [as_override(k, best.params[k]) for k in settings.params if k in best.params]
-    kept = [o for o in overrides if not o.lstrip("+~").startswith((GROUP, "search."))]
+    kept = list(study.user_attrs.get("overrides") or training_overrides(overrides))
     best_info = {
         "study": settings.study_name,
         "metric": settings.metric,

@@ -193,6 +193,9 @@ def test_a_bad_search_space_fails_in_one_line_naming_the_key(params, expected, t
         ("+search.sampler.n_startup=3", "search.sampler (random): "),
         ("search.direction=up", "search.direction='up': choose minimize or maximize"),
         ("search.heartbeat_interval=10000000000", "search.heartbeat_interval=10000000000: needs an"),
+        ("search.grace_period=1", "search.grace_period=1: must be at least search.heartbeat_interval=60"),
+        ("search.sampler.seed=abc", "search.sampler.seed='abc': needs a whole number >= 0"),  # a traceback
+        ("search.sampler.seed=1.5", "search.sampler.seed=1.5: needs a whole number"),  # was taken as 1
         ("+search.n_trails=3", "search.n_trails is not a search setting"),
         ("search.storage=notaurl", "search.storage=notaurl: cannot open it as an Optuna storage"),
         ("search.storage=sqlite://", "an in-memory database ends with the process"),  # lost at the end
@@ -424,6 +427,20 @@ def test_every_search_setting_may_be_given_whether_or_not_its_preset_writes_it(t
     assert (settings.grace_period, settings.heartbeat_interval) == (500, 7)
 
 
+def test_search_params_on_the_command_line_replace_the_presets():
+    """``search.params={...}`` merged into the preset's ranges (optim.lr was searched as well), and
+    ``search.params={}`` was no change at all."""
+    shape = "{model.n_embd: {type: int, low: 32, high: 64, step: 32}}"
+
+    def params(*given: str) -> list[str]:
+        composed = search.compose(search.with_search_settings(search.with_search_group(list(given))))
+        return list(composed.search.params)
+
+    assert "optim.lr" in params("hparams_search=gpt_lr")
+    assert params("hparams_search=gpt_lr", f"search.params={shape}") == ["model.n_embd"]
+    assert params("hparams_search=gpt_lr", "search.params={}") == []
+
+
 def test_a_mistake_beside_a_preset_of_ones_own_is_the_one_named(tmp_path):
     """With a preset from hydra.searchpath, a misspelt setting was reported as the (valid) first override
     under search, "no setting or group 'search'": the group choices were composed without the searchpath."""
@@ -437,3 +454,31 @@ def test_a_mistake_beside_a_preset_of_ones_own_is_the_one_named(tmp_path):
                      "search.n_trialz=2"])  # fmt: skip
     assert refused.value.code == 2
     assert "search.n_trialz is not a setting; did you mean search.n_trials?" in refused.value.line
+
+
+def test_a_study_continued_with_other_training_overrides_is_refused_and_best_yaml_keeps_its_own(tmp_path):
+    """Continued with trainer.max_steps=3 after 300-step trials, a study ranked 3-step trials against them,
+    and best.yaml's overrides read `trainer.max_steps=300 ... trainer.max_steps=3`: the best trial trained
+    again for 3 steps."""
+    study = optuna.create_study(direction="minimize")
+    settings = types.SimpleNamespace(
+        dir=tmp_path, study_name="s", params={"optim.lr": {}}, metric="val_loss", direction="minimize"
+    )
+    started = ["model.n_layer=2", "trainer.max_steps=300", "hparams_search=gpt_lr", "search.n_trials=4"]
+    search._check_same_training(study, settings, started)
+    search._check_same_training(study, settings, [*reversed(started[:2]), "search.n_trials=8"])  # the same
+    with pytest.raises(
+        search.ConfigError,
+        match=r"was started with the overrides \[model.n_layer=2 trainer."
+        r"max_steps=300\], not \[model.n_layer=2 trainer.max_steps=300 trainer.max_steps=3\]",
+    ):
+        search._check_same_training(study, settings, [*started, "trainer.max_steps=3"])
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"optim.lr": 1e-3},
+            distributions={"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)},
+            value=4.0,
+        )
+    )
+    best = search.write_best(study, settings, ["trainer.max_steps=3"])
+    assert best["overrides"] == ["model.n_layer=2", "trainer.max_steps=300", "optim.lr=0.001"]
