@@ -51,7 +51,7 @@ def run(cfg: DictConfig) -> float | None:
             run_folder.restore_record(_hydra_output_dir())  # a refused resume leaves .hydra/ as it was
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_which_job()}{error}", file=sys.stderr)
         raise SystemExit(2) from None
     metric = cfg.get("optimized_metric") or "val_loss"
     if metric not in summary:  # what a sweeper ranks runs by: say so now, not after a whole sweep of None
@@ -118,6 +118,18 @@ def _folder_key() -> str:
     from hydra.types import RunMode
 
     return "hydra.sweep.dir" if HydraConfig.get().mode == RunMode.MULTIRUN else "hydra.run.dir"
+
+
+def _which_job() -> str:
+    """``sweep job 1 (<its folder>): `` for a sweep's job, whose refusal ends the sweep (Hydra's launchers
+    stop at a failed job) and would otherwise not say which of its jobs it was; '' for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN:
+        return ""
+    return f"sweep job {hydra.job.num} ({_hydra_output_dir()}): "
 
 
 def _hydra_output_dir() -> str:

@@ -264,3 +264,19 @@ def test_last_ckpt_is_the_latest_state_even_when_the_val_loss_got_worse(make_cfg
     assert [load_checkpoint(path)["global_step"] for path in best] == [4]  # the val loss rose by step 8
     assert seen == [4, 8]
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 10
+
+
+def test_a_refused_sweep_job_is_named_by_its_number_and_folder(tmp_path, monkeypatch):
+    """A sweep stops at a job its input refuses (Hydra's launchers), and the message did not say which."""
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from lightning_llm.train import _which_job
+
+    for mode, expected in ((RunMode.MULTIRUN, f"sweep job 3 ({tmp_path / '3'}): "), (RunMode.RUN, "")):
+        hydra = SimpleNamespace(mode=mode, job=SimpleNamespace(num=3), runtime=SimpleNamespace())
+        hydra.runtime.output_dir = str(tmp_path / "3")
+        monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda hydra=hydra: hydra))
+        assert _which_job() == expected
