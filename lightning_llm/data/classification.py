@@ -33,6 +33,7 @@ from lightning_llm.data.corpus import (
     check_fraction,
     check_split_sizes,
     split_paragraphs,
+    warn_shared_texts,
 )
 from lightning_llm.data.sources import SourceError, delimited_rows, expand_paths, json_object, read_text_file
 
@@ -42,6 +43,7 @@ __all__ = [
     "LabelError",
     "PadCollate",
     "check_labels",
+    "describe_labels",
     "examples_fingerprint",
     "label_names",
     "pydoc_topic_examples",
@@ -52,6 +54,7 @@ __all__ = [
 _SPLIT_RULE_VERSION = 1  # bump when the example or hashing rule changes, to change the fingerprint
 _INTEGER = re.compile(r"-?\d{1,4000}")  # longer: sorted as text (Python reads at most 4,300 digits)
 _LABELS_SHOWN = 20  # labels listed in a message, at most
+_LABELS_LOGGED = 200  # labels listed in the log line that shows a run's labels, at most
 
 
 class LabelError(SourceError):
@@ -193,6 +196,7 @@ def split_examples(
         )
         splits[split].append(example)
     check_split_sizes(splits, fractions, "examples", "pass data.{split}_paths, ")
+    warn_shared_texts(splits, lambda example: example.text, "examples", "text")
     return splits
 
 
@@ -225,6 +229,11 @@ def check_labels(splits: dict[str, list[Example]], labels: list[str], learned: b
                     f"{example.source}: {split} label '{example.label}' does not occur in {where}; "
                     f"valid labels: {_some(labels)}"
                 )
+
+
+def describe_labels(labels: list[str]) -> str:
+    """``labels (2): neg, pos``: what a run logs once, so a misspelt label (a class of its own) shows."""
+    return f"labels ({len(labels)}): {_some(labels, _LABELS_LOGGED)}"
 
 
 def _some(labels: list[str], shown: int = _LABELS_SHOWN) -> str:

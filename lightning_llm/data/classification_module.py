@@ -5,6 +5,7 @@ holds).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from lightning_llm.data.classification import (
     Example,
     PadCollate,
     check_labels,
+    describe_labels,
     examples_fingerprint,
     label_names,
     split_examples,
@@ -23,6 +25,8 @@ from lightning_llm.data.loading import STAGE_SPLITS, SplitDataModule
 from lightning_llm.data.settings import ClassificationSettings
 
 __all__ = ["ClassificationDataModule"]
+
+log = logging.getLogger(__name__)
 
 
 class ClassificationDataModule(SplitDataModule):
@@ -107,6 +111,7 @@ class ClassificationDataModule(SplitDataModule):
             )
             labels = label_names(splits["train"]) if self._learned is None else self._learned
             check_labels(splits, labels, learned=self._learned is not None)
+            log.info("%s%s", describe_labels(labels), "" if self._learned is None else " (the model's)")
             self._splits, self._labels = splits, labels
         return self._splits
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ __all__ = [
     "split_by_key",
     "split_corpus",
     "split_paragraphs",
+    "warn_shared_texts",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -43,6 +45,7 @@ _SPLIT_RULE_VERSION = 2  # bump when the paragraph or hashing rule changes, to i
 _BLANK_LINES = re.compile(r"\n\s*\n")  # a newline, then whitespace-only lines, then a newline
 _MAX_FRACTION = 0.5
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class CorpusTooSmallError(ValueError):
@@ -218,3 +221,22 @@ def split_by_key(
             f"one stay in one split)"
         ) from None
     return splits
+
+
+def warn_shared_texts(splits: dict[str, list[T]], key: Callable[[T], Hashable], noun: str, what: str) -> None:
+    """Warn, with a count, of val/test ``noun`` whose ``key`` (``what``: their text) a train item has too.
+    Splits given as files can share such exact duplicates; a hash split never does. Only warned of: real
+    datasets hold a few, though each scores what the model memorised rather than what it learned."""
+    train = {key(item) for item in splits["train"]}  # a set of the texts: hashed, not compared pairwise
+    for split in ("val", "test"):
+        shared = sum(key(item) in train for item in splits[split])
+        if shared:
+            log.warning(
+                "%s split: %d of its %d %s have a %s that the train split has too (exact duplicates); "
+                "their scores measure memory, not generalisation",
+                split,
+                shared,
+                len(splits[split]),
+                noun,
+                what,
+            )

@@ -11,15 +11,18 @@ builds one: they need Lightning, which listing the plugins or composing a config
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from lightning_llm.data.classification import pydoc_topic_examples, read_examples
+from lightning_llm.data.corpus import SPLITS, warn_shared_texts
 from lightning_llm.data.instructions import (
     DEFAULT_TEMPLATE,
     Conversation,
     check_template,
+    first_prompt,
     read_conversations,
     split_conversations,
 )
@@ -31,7 +34,7 @@ from lightning_llm.data.pairs import (
     reverse_words_corpus,
 )
 from lightning_llm.data.settings import ClassificationSettings, DataSettings, PairSettings
-from lightning_llm.data.sources import as_paths, pydoc_topics, read_text_files
+from lightning_llm.data.sources import as_paths, check_split_files, pydoc_topics, read_text_files
 from lightning_llm.data.squad import QAExample, pydoc_questions, read_squad, split_questions
 from lightning_llm.data.streams import Corpus
 from lightning_llm.registry import register
@@ -60,9 +63,36 @@ __all__ = [
 ]
 
 
+R = TypeVar("R")
+_SPLIT_KEYS = ("paths", "val_paths", "test_paths")
+
+
 def _require(key: str, value: str, what: str) -> None:
     if not value:
         raise ValueError(f"data.{key} must name {what}, e.g. data.{key}=text")
+
+
+def _distinct(settings: object, *keys: str) -> None:
+    """Refuse two field settings naming one field: its value would be read as both (a label as the text)."""
+    named: dict[str, str] = {}
+    for key in keys:
+        first = named.setdefault(getattr(settings, key), key)
+        if first != key:
+            raise ValueError(
+                f"data.{first} and data.{key} both name the field '{getattr(settings, key)}'; "
+                "each must name its own field"
+            )
+
+
+def _files_checked(settings: Any, read: Callable[[], R]) -> Callable[[], R]:
+    """``read``, refusing first a file that ``settings``' paths and its val_paths or test_paths both name."""
+
+    def checked() -> R:
+        held_out = {"val_paths": settings.val_paths, "test_paths": settings.test_paths}
+        check_split_files(settings.paths, held_out)
+        return read()
+
+    return checked
 
 
 # --------------------------------------------------------------------------- language modelling
@@ -219,6 +249,7 @@ class ClassificationFiles(_ClassificationData):
         as_paths("paths", self.paths)
         _require("text_field", self.text_field, "the field that holds each example's text")
         _require("label_field", self.label_field, "the field that holds each example's label")
+        _distinct(self, "text_field", "label_field")
 
     def readers(self) -> tuple[Any, Any, Any]:
         read = functools.partial(read_examples, text_field=self.text_field, label_field=self.label_field)
@@ -226,7 +257,8 @@ class ClassificationFiles(_ClassificationData):
             None if value is None else functools.partial(read, as_paths(key, value))
             for key, value in (("val_paths", self.val_paths), ("test_paths", self.test_paths))
         )
-        return functools.partial(read, as_paths("paths", self.paths)), val, test
+        # the train reader is called first: it refuses a training file named for val/test before any is read
+        return _files_checked(self, functools.partial(read, as_paths("paths", self.paths))), val, test
 
 
 # --------------------------------------------------------------------------- next-sentence prediction
@@ -308,9 +340,12 @@ class SquadFiles(DataSettings):
             if not (self.val_paths or self.test_paths):
                 return split_questions(questions, self.val_fraction, self.test_fraction, self.split_seed)
             val, test = read_files("val_paths", self.val_paths), read_files("test_paths", self.test_paths)
-            return {"train": questions, "val": val, "test": test}
+            splits = {"train": questions, "val": val, "test": test}
+            warn_shared_texts(splits, lambda q: (q.question, q.context), "questions", "question and passage")
+            return splits
 
-        return SquadDataModule(tokenizer, read, self.max_question_tokens, self.stride, self.no_answer, self)
+        limits = (self.max_question_tokens, self.stride)
+        return SquadDataModule(tokenizer, _files_checked(self, read), *limits, self.no_answer, self)
 
 
 # --------------------------------------------------------------------------- instruction tuning
@@ -347,6 +382,7 @@ class InstructionFiles(DataSettings):
         as_paths("paths", self.paths)
         for key in ("prompt_field", "response_field", "messages_field"):
             _require(key, getattr(self, key), "a JSON key")
+        _distinct(self, "prompt_field", "response_field", "messages_field")
         check_template(self.template())
 
     def template(self) -> dict[str, str]:
@@ -359,29 +395,24 @@ class InstructionFiles(DataSettings):
     def build(self, tokenizer: Any, cache_dir: str | Path) -> InstructionDataModule:
         from lightning_llm.data.instruction_module import InstructionDataModule
 
-        fields = (self.prompt_field, self.response_field, self.messages_field)
-        paths = as_paths("paths", self.paths)
-        if self.val_paths or self.test_paths:
-
-            def read() -> dict[str, list[Conversation]]:
-                return {
-                    "train": read_conversations(paths, fields),
-                    "val": read_conversations(as_paths("val_paths", self.val_paths), fields)
-                    if self.val_paths
-                    else [],
-                    "test": read_conversations(as_paths("test_paths", self.test_paths), fields)
-                    if self.test_paths
-                    else [],
-                }
-        else:
-
-            def read() -> dict[str, list[Conversation]]:
-                conversations = read_conversations(paths, fields)
-                return split_conversations(
-                    conversations, self.val_fraction, self.test_fraction, self.split_seed
-                )
-
+        given = self.val_paths or self.test_paths
+        read = _files_checked(self, self._read_files) if given else self._read_hashed
         return InstructionDataModule(tokenizer, read, self.template(), self.pack, self)
+
+    def _read(self, key: str) -> list[Conversation]:
+        fields = (self.prompt_field, self.response_field, self.messages_field)
+        patterns = getattr(self, key)
+        return read_conversations(as_paths(key, patterns), fields) if patterns else []
+
+    def _read_hashed(self) -> dict[str, list[Conversation]]:
+        conversations = self._read("paths")
+        return split_conversations(conversations, self.val_fraction, self.test_fraction, self.split_seed)
+
+    def _read_files(self) -> dict[str, list[Conversation]]:
+        """Each split from its own files (none given: empty), warning of first prompts train has too."""
+        splits = {split: self._read(key) for split, key in zip(SPLITS, _SPLIT_KEYS, strict=True)}
+        warn_shared_texts(splits, first_prompt, "conversations", "first prompt")
+        return splits
 
 
 # --------------------------------------------------------------------------- sequence to sequence
@@ -420,6 +451,7 @@ class PairFiles(_PairData):
         as_paths("paths", self.paths)
         _require("source_field", self.source_field, "a JSON field or column")
         _require("target_field", self.target_field, "a JSON field or column")
+        _distinct(self, "source_field", "target_field")
 
     def read_splits(self) -> Any:
         fields = (self.source_field, self.target_field)
@@ -427,7 +459,7 @@ class PairFiles(_PairData):
         if self.val_paths or self.test_paths:
             val = as_paths("val_paths", self.val_paths) if self.val_paths else None
             test = as_paths("test_paths", self.test_paths) if self.test_paths else None
-            return file_splits(paths, val, test, fields)
+            return _files_checked(self, file_splits(paths, val, test, fields))
         return self._hashed(functools.partial(read_pairs, paths, *fields))
 
 

@@ -74,10 +74,10 @@ class InstructionDataModule(ReadSplitsDataModule):
                         f"data: every conversation of the {split} split lost its whole answer to "
                         f"data.block_size={self.block_size} tokens, so none is left; raise data.block_size"
                     )
-                empty = sum(_answers_empty(c) for c in self.conversations(split))
-                if empty:
+                empty = sum(_has_blank_answer(c) for c in self.conversations(split))
+                if empty:  # kept on purpose (a turn may rightly say nothing), but never silently
                     log.warning(
-                        "%s split: %d of %d conversations answer with empty text: they teach only the "
+                        "%s split: %d of %d conversations have an answer of empty text: it teaches only the "
                         "end-of-text token",
                         split,
                         empty,
@@ -97,7 +97,6 @@ class InstructionDataModule(ReadSplitsDataModule):
         return InstructionCollator(self.tokenizer.pad_id)
 
 
-def _answers_empty(conversation: Conversation) -> bool:
-    """Whether ``conversation`` has assistant turns and every one of them is blank."""
-    answers = [turn.content for turn in conversation.turns if turn.role == "assistant"]
-    return bool(answers) and not any(answer.strip() for answer in answers)
+def _has_blank_answer(conversation: Conversation) -> bool:
+    """Whether an assistant turn of ``conversation`` is blank (only whitespace)."""
+    return any(turn.role == "assistant" and not turn.content.strip() for turn in conversation.turns)

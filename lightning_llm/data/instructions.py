@@ -35,6 +35,7 @@ __all__ = [
     "Turn",
     "check_template",
     "conversation_ids",
+    "first_prompt",
     "read_conversations",
     "split_conversations",
     "to_sequences",
@@ -125,11 +126,12 @@ def split_conversations(
     system's (the same prompt stays in one split, so no evaluation prompt is a training prompt; a system
     message that every conversation shares would put them all in one split)."""
     return split_by_key(
-        conversations, _first_prompt, val_fraction, test_fraction, seed, "conversations", "first prompts"
+        conversations, first_prompt, val_fraction, test_fraction, seed, "conversations", "first prompts"
     )
 
 
-def _first_prompt(conversation: Conversation) -> str:
+def first_prompt(conversation: Conversation) -> str:
+    """The first turn that is not the system's (the first turn when all are): what a conversation asks."""
     turns = conversation.turns
     return next((turn.content for turn in turns if turn.role != "system"), turns[0].content)
 

@@ -31,7 +31,13 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
-from lightning_llm.data.corpus import SPLITS, check_fraction, split_by_key, split_paragraphs
+from lightning_llm.data.corpus import (
+    SPLITS,
+    check_fraction,
+    split_by_key,
+    split_paragraphs,
+    warn_shared_texts,
+)
 from lightning_llm.data.sources import (
     SourceError,
     delimited_rows,
@@ -134,7 +140,8 @@ def _table_pairs(path: Path, text: str, fields: tuple[str, str]) -> list[Pair]:
 
 
 def _pair(record: dict, fields: tuple[str, str], where: str) -> Pair:
-    """The pair in ``record``; a missing, non-string or blank-source field raises naming ``where``."""
+    """The pair in ``record``; a missing, non-string or blank field raises naming ``where`` (a blank target
+    would teach the model to answer nothing, and score every output against an empty reference)."""
     values = []
     for field in fields:
         if field not in record:
@@ -147,8 +154,9 @@ def _pair(record: dict, fields: tuple[str, str], where: str) -> Pair:
         if not isinstance(value, str):
             raise SourceError(f"{where}: field '{field}' holds {type(value).__name__}, expected a string")
         values.append(value)
-    if not values[0].strip():
-        raise SourceError(f"{where}: the source ('{fields[0]}') is blank; every pair needs a source text")
+    for role, field, value in zip(("source", "target"), fields, values, strict=True):
+        if not value.strip():
+            raise SourceError(f"{where}: the {role} ('{field}') is blank; every pair needs a {role} text")
     return Pair(*values)
 
 
@@ -174,11 +182,13 @@ def file_splits(
     """A reader of splits given as files: train from ``paths``, the others from their own files (or none)."""
 
     def read() -> dict[str, list[Pair]]:
-        return {
+        splits = {
             "train": read_pairs(paths, *fields),
             "val": read_pairs(val_paths, *fields) if val_paths else [],
             "test": read_pairs(test_paths, *fields) if test_paths else [],
         }
+        warn_shared_texts(splits, lambda pair: pair.source, "pairs", "source")
+        return splits
 
     return read
 

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "SourceError",
     "as_paths",
+    "check_split_files",
     "expand_paths",
     "jsonl_text",
     "not_a_file",
@@ -120,6 +121,25 @@ def as_paths(key: str, paths: list[str] | str) -> list[str]:
     return paths
 
 
+def check_split_files(paths: list[str] | None, held_out: dict[str, list[str] | None]) -> None:
+    """Refuse a file that ``paths`` (the train files) and a key of ``held_out`` (``val_paths``,
+    ``test_paths``: their patterns, or None) both name, compared by resolved path, so a glob, a symlink or
+    another spelling of it counts: its examples would be trained on and then scored, measuring memory. One
+    file for val and test is allowed (a dev set used for both leaks nothing into training)."""
+    held_out = {key: patterns for key, patterns in held_out.items() if patterns}
+    if not paths or not held_out:
+        return
+    train = {path.resolve() for path in expand_paths(as_paths("paths", paths))}
+    for key, patterns in held_out.items():
+        for path in expand_paths(as_paths(key, patterns)):
+            if (real := path.resolve()) in train:
+                name = path if path.absolute() == real else f"{path} (the file {real})"
+                raise SourceError(
+                    f"{name}: named by both data.paths and data.{key}; a training file cannot be "
+                    f"held out for evaluation"
+                )
+
+
 def expand_paths(patterns: list[str], suffixes: tuple[str, ...] = ()) -> list[Path]:
     """The files named by ``patterns`` (paths or globs), in the given order, each glob's matches sorted. With
     ``suffixes`` (a reader's formats, e.g. ``(".parquet",)``), a folder means every file with one of them
@@ -215,13 +235,13 @@ def _glob(pattern: str) -> list[Path]:
 
 
 def read_text_file(path: Path) -> str:
-    """The UTF-8 text of ``path`` with newlines normalised; unreadable, empty, binary or non-UTF-8 files
-    raise."""
+    """The UTF-8 text of ``path`` with newlines normalised; unreadable, empty (or only whitespace), binary
+    or non-UTF-8 files raise."""
     try:
         data = path.read_bytes()
     except OSError as error:  # no permission, a device that fails to read (/proc/self/mem), gone since
         raise SourceError(f"{path}: cannot be read ({error.strerror or error})") from None
-    if not data.strip():
+    if not data:
         raise SourceError(f"{path}: file is empty")
     nul = data.find(b"\0")
     if nul >= 0:  # valid UTF-8 text never holds NUL bytes; binary files almost always do
@@ -234,6 +254,8 @@ def read_text_file(path: Path) -> str:
             "convert it, e.g. with iconv -t UTF-8"
         ) from None
     text = text.removeprefix("\ufeff")  # a byte-order mark (Windows editors write one) is not text
+    if not text or text.isspace():
+        raise SourceError(f"{path}: {'file is empty' if not text else 'holds only whitespace'}")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

@@ -415,8 +415,8 @@ def documents(unit: Unit) -> Iterator[str]:
             if line.strip():
                 found = True
                 yield jsonl_text(line, unit.field, where)
-        if not found and unit.whole_file:
-            raise SourceError(f"{unit.path}: file is empty")
+        if not found and unit.whole_file:  # a file of no bytes is refused when planned
+            raise SourceError(f"{unit.path}: holds only whitespace")
     elif unit.kind == "parquet":
         yield from _parquet_documents(unit)
     elif unit.kind == "dataset":
@@ -617,8 +617,8 @@ def _text_parts(unit: Unit) -> Iterator[Part]:
         for paragraph in split_paragraphs(rest):
             found = True
             yield Part(0, paragraph, paragraph)
-    if not found and unit.whole_file:
-        raise SourceError(f"{unit.path}: file is empty")
+    if not found and unit.whole_file:  # a file of no bytes is refused when planned
+        raise SourceError(f"{unit.path}: holds only whitespace")
 
 
 def _hold(held: list[int] | None, offset: int, block: str, newlines: int) -> list[int]:

@@ -1,4 +1,5 @@
 import json
+import logging
 from collections import Counter
 
 import pytest
@@ -171,10 +172,21 @@ def test_fraction_zero_gives_an_empty_loader(tmp_path, tokenizer):
     assert len(dm.train_dataloader()) == 1  # 30 examples, batch 32, drop_last=False
 
 
+def test_the_labels_found_are_logged_once_so_a_misspelt_one_shows(tmp_path, tokenizer, caplog):
+    caplog.set_level(logging.INFO, logger="lightning_llm.data.classification_module")
+    records = [*toy_examples(40), {"text": "typo", "label": "Pos"}]
+    dm = build(tokenizer, [write_jsonl(tmp_path / "t.jsonl", records)], val_fraction=0, test_fraction=0)
+    dm.setup("fit")
+    assert dm.num_classes == 3
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("labels")]
+    assert logged == ["labels (3): Pos, neg, pos"]
+
+
 def test_integer_labels_sort_numerically(tmp_path, tokenizer):
     records = [{"text": f"text {i}", "label": i % 11} for i in range(44)]
     path = write_jsonl(tmp_path / "t.jsonl", records)
-    dm = build(tokenizer, [path], val_fraction=0, test_paths=[path])
+    test = write_jsonl(tmp_path / "test.jsonl", records)  # a copy: a training file cannot be the test file
+    dm = build(tokenizer, [path], val_fraction=0, test_paths=[test])
     assert dm.labels == [str(i) for i in range(11)]  # "10" last, so class index i is label i
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
@@ -229,8 +241,9 @@ def test_a_trained_models_labels_number_data_of_some_of_them(tmp_path, tokenizer
 
 
 def test_truncation_to_block_size(tmp_path, tokenizer):
-    path = write_jsonl(tmp_path / "t.jsonl", [{"text": "a" * 100, "label": "x"}, {"text": "b", "label": "y"}])
-    dm = build(tokenizer, [path], block_size=16, val_fraction=0, test_paths=[path])
+    records = [{"text": "a" * 100, "label": "x"}, {"text": "b", "label": "y"}]
+    path, test = write_jsonl(tmp_path / "t.jsonl", records), write_jsonl(tmp_path / "test.jsonl", records)
+    dm = build(tokenizer, [path], block_size=16, val_fraction=0, test_paths=[test])
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
     assert batch["input_ids"].shape == (2, 16)
@@ -322,7 +335,7 @@ def test_a_single_label_is_refused_and_a_head_the_labels_do_not_fit_too(tmp_path
         ),
         ("bad.jsonl", '{"text": "  ", "label": "x"}\n', r"bad\.jsonl:1: 'text' must be a non-empty string"),
         ("bad.jsonl", '["a", "x"]\n', r"bad\.jsonl:1: expected a JSON object"),
-        ("bad.jsonl", "\n\n", r"bad\.jsonl: file is empty"),
+        ("bad.jsonl", "\n\n", r"bad\.jsonl: holds only whitespace"),
         (
             "bad.tsv",
             "sentence\tlabel\nhi\tx\n",

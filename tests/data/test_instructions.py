@@ -181,7 +181,7 @@ def test_a_split_without_answers_is_refused_and_empty_answers_are_counted(tmp_pa
         data(questions).setup("fit")
     blank = [{"prompt": f"question {i}", "response": "" if i % 2 else "yes"} for i in range(300)]
     data(blank).setup("fit")
-    assert "conversations answer with empty text: they teach only the end-of-text token" in caplog.text
+    assert "conversations have an answer of empty text: it teaches only the end-of-text token" in caplog.text
     long = [{"prompt": f"a long question number {i}", "response": "yes"} for i in range(300)]
     path = write_jsonl(tmp_path / "long.jsonl", long)
     short = registry.build(
@@ -189,6 +189,25 @@ def test_a_split_without_answers_is_refused_and_empty_answers_are_counted(tmp_pa
     )
     with pytest.raises(ValueError, match=r"every conversation of the \w+ split lost its whole answer to "):
         short.setup("fit")  # it said: lower data.batch_size or add conversations
+
+
+def test_a_blank_answer_among_others_is_counted_too(tmp_path, caplog):
+    """Empty answers are kept on purpose (they teach the end-of-text token), but never silently: one blank
+    turn of a multi-turn conversation went uncounted."""
+
+    def turns(i):
+        first = "" if i < 3 else "a"
+        return [{"role": "user", "content": f"q {i}"}, {"role": "assistant", "content": first},
+                {"role": "user", "content": "and?"}, {"role": "assistant", "content": "b"}]  # fmt: skip
+
+    records = [{"messages": turns(i)} for i in range(20)]
+    path = write_jsonl(tmp_path / "sft.jsonl", records)
+    dm = registry.build(
+        "data", "instructions", tokenizer=ByteTokenizer(), cache_dir=str(tmp_path), paths=[str(path)],
+        val_fraction=0, test_fraction=0, batch_size=2,
+    )  # fmt: skip
+    dm.setup("fit")
+    assert "train split: 3 of 20 conversations have an answer of empty text" in caplog.text
 
 
 def test_a_record_over_the_size_cap_is_refused_naming_it(tmp_path, monkeypatch):

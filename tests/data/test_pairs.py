@@ -25,6 +25,7 @@ PAIRS = [
     Pair("x", ""),
     Pair("one two three four", "four three two one"),
 ]
+READABLE = [pair for pair in PAIRS if pair.target]  # a file's blank target is refused; a module takes one
 
 
 @pytest.fixture
@@ -130,10 +131,10 @@ def test_reverse_words_is_the_registered_plugin_and_validates_early():
 def test_each_file_format_reads_the_same_pairs(tmp_path, suffix):
     path = tmp_path / f"pairs.{suffix}"
     if suffix == "jsonl":
-        write_jsonl(path, PAIRS)
+        write_jsonl(path, READABLE)
     else:
-        write_table(path, PAIRS, "\t" if suffix == "tsv" else ",")
-    assert read_pairs([str(path)]) == PAIRS
+        write_table(path, READABLE, "\t" if suffix == "tsv" else ",")
+    assert read_pairs([str(path)]) == READABLE
 
 
 def test_csv_quoted_fields_may_hold_commas_and_newlines(tmp_path):
@@ -143,9 +144,9 @@ def test_csv_quoted_fields_may_hold_commas_and_newlines(tmp_path):
 
 
 def test_custom_field_names_and_globs(tmp_path):
-    write_jsonl(tmp_path / "a.jsonl", PAIRS[:2], source="en", target="fr")
-    write_jsonl(tmp_path / "b.jsonl", PAIRS[2:], source="en", target="fr")
-    assert read_pairs([str(tmp_path / "*.jsonl")], source_field="en", target_field="fr") == PAIRS
+    write_jsonl(tmp_path / "a.jsonl", READABLE[:2], source="en", target="fr")
+    write_jsonl(tmp_path / "b.jsonl", READABLE[2:], source="en", target="fr")
+    assert read_pairs([str(tmp_path / "*.jsonl")], source_field="en", target_field="fr") == READABLE
 
 
 def test_a_jsonl_line_without_the_field_names_file_line_and_fields(tmp_path):
@@ -163,6 +164,7 @@ def test_a_jsonl_line_without_the_field_names_file_line_and_fields(tmp_path):
         ('{"source": "a", "target": "b"\n', r"bad\.jsonl:1: not valid JSON"),
         ('["a", "b"]\n', r"bad\.jsonl:1: expected a JSON object"),
         ('{"source": "  ", "target": "b"}\n', r"bad\.jsonl:1: the source \('source'\) is blank"),
+        ('{"source": "a", "target": ""}\n', r"bad\.jsonl:1: the target \('target'\) is blank"),
     ],
 )
 def test_bad_jsonl_records(tmp_path, content, message):
@@ -223,7 +225,7 @@ def test_empty_cells_past_the_header_are_a_spreadsheets_trailing_commas(tmp_path
     ("name", "content", "error", "message"),
     [
         ("empty.jsonl", "", SourceError, "file is empty"),
-        ("blank.jsonl", "\n\n", SourceError, "file is empty"),
+        ("blank.jsonl", "\n\n", SourceError, "holds only whitespace"),
         ("header.csv", "source,target\n", SourceError, "holds no pairs"),
         ("pairs.txt", "a\tb\n", SourceError, r"unsupported pairs file type '\.txt'; use one of: \.jsonl"),
     ],
@@ -264,8 +266,8 @@ def test_hash_split_is_disjoint_by_source_and_stable(tmp_path, tokenizer):
 
 
 def test_explicit_split_files_replace_the_hash_split(tmp_path, tokenizer):
-    train = write_jsonl(tmp_path / "train.jsonl", PAIRS * 3)
-    val = write_jsonl(tmp_path / "val.jsonl", PAIRS[:2])
+    train = write_jsonl(tmp_path / "train.jsonl", READABLE * 3)
+    val = write_jsonl(tmp_path / "val.jsonl", [Pair("new source", "y"), Pair("other source", "z")])
     dm = registry.build(
         "data",
         "pairs",
@@ -275,8 +277,8 @@ def test_explicit_split_files_replace_the_hash_split(tmp_path, tokenizer):
         val_paths=[str(val)],
         batch_size=2,
     )
-    assert dm.pairs("train") == PAIRS * 3
-    assert dm.pairs("val") == PAIRS[:2]
+    assert dm.pairs("train") == READABLE * 3
+    assert dm.pairs("val") == [Pair("new source", "y"), Pair("other source", "z")]
     assert dm.pairs("test") == []
     dm.setup()
     assert dm.has_split("val") and not dm.has_split("test")

@@ -276,7 +276,7 @@ def test_bad_records_name_the_file_and_line(tmp_path):
             Corpus("text", (str(tmp_path / "t.txt"),), unit_bytes=100), ByteTokenizer(), RULE, tmp_path / "c2"
         )
     (tmp_path / "e.txt").write_text("\n  \n")
-    with pytest.raises(SourceError, match="e.txt: file is empty"):
+    with pytest.raises(SourceError, match="e.txt: holds only whitespace"):
         prepare(Corpus("text", (str(tmp_path / "e.txt"),)), ByteTokenizer(), RULE, tmp_path / "c3")
 
 

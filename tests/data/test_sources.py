@@ -115,10 +115,13 @@ def test_no_paths_is_an_error():
         expand_paths([])
 
 
-def test_empty_file_is_an_error(tmp_path):
-    (tmp_path / "empty.txt").write_text("  \n\n")
+def test_an_empty_or_whitespace_file_is_an_error_saying_which(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
     with pytest.raises(SourceError, match=r"empty\.txt: file is empty"):
         read_text_files([str(tmp_path / "empty.txt")])
+    (tmp_path / "blank.txt").write_text("  \n\n\u3000\n")
+    with pytest.raises(SourceError, match=r"blank\.txt: holds only whitespace"):
+        read_text_files([str(tmp_path / "blank.txt")])
 
 
 def test_non_utf8_file_names_file_and_offset(tmp_path):
