@@ -13,6 +13,7 @@ import functools
 import inspect
 import itertools
 import os
+import shutil
 import sys
 import warnings
 from collections.abc import Callable, Iterable
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
             resuming = first.get("ckpt_path") not in (None, "", "null")
             if args.multirun:  # each job claims its folder (train.run): checked here before Hydra writes
                 check_sweep_folders(folders, resuming)
+                if folders.get("launcher", "").endswith("SlurmLauncher") and not shutil.which("sbatch"):
+                    raise ConfigError(
+                        "hydra/launcher=slurm submits each job with sbatch, which this machine does not have "
+                        "(not on PATH): launch the sweep where SLURM runs, or use hydra/launcher=joblib here"
+                    )
             else:
                 check_on_this_machine(first)
                 claim_run_folder(folders.get("hydra.run.dir"), resuming, first)
@@ -490,7 +496,7 @@ def not_a_setting(key: str, reference: DictConfig, by: str = "") -> str:
         )
     parent = key.rsplit(".", 1)[0] if "." in key else ""
     node = OmegaConf.select(reference, parent) if parent else reference
-    names = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    names = [str(k) for k in node if parent or k != "hydra"] if isinstance(node, DictConfig) else []
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1], names, n=1)
     hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
     where = f"in {parent}" if parent else "at the top level"
@@ -648,7 +654,10 @@ def compose_config(
     check_hydra_node(cfg.hydra)
     check_names(cfg)
     if sweep:
+        check_launcher_values(cfg.hydra.get("launcher"))
         check_slurm_tasks(cfg.hydra.get("launcher"), cfg.get("trainer") or {})
+        if folders is not None:
+            folders["launcher"] = str((cfg.hydra.get("launcher") or {}).get("_target_", ""))
     if choices is not None:
         choices.update({str(k): str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None})
     run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=False).get("dir")
@@ -661,6 +670,40 @@ def compose_config(
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+# The launchers' settings that reach joblib or SLURM unchecked (n_jobs=0 was joblib's traceback, a negative
+# time limit a job SLURM refuses): (launcher class suffix, setting, smallest value; None allowed where unset)
+_LAUNCHER_BOUNDS = (
+    ("JoblibLauncher", "n_jobs", None),  # any whole number but 0 (negative: all cores but |n| - 1)
+    ("SlurmLauncher", "timeout_min", 1),
+    ("SlurmLauncher", "nodes", 1),
+    ("SlurmLauncher", "tasks_per_node", 1),
+    ("SlurmLauncher", "cpus_per_task", 1),
+    ("SlurmLauncher", "gpus_per_node", 0),
+    ("SlurmLauncher", "mem_gb", 1),
+    ("SlurmLauncher", "max_num_timeout", 0),
+    ("SlurmLauncher", "signal_delay_s", 0),
+)
+_JOBLIB_CHOICES = {"backend": ("loky", "threading", "multiprocessing"), "prefer": ("processes", "threads")}
+
+
+def check_launcher_values(launcher: Any) -> None:
+    """Refuse a launcher setting joblib or SLURM would refuse only once the sweep is submitted (a traceback,
+    or a job that never runs), or would ignore (joblib's unknown backend runs on loky)."""
+    target = str((launcher or {}).get("_target_", ""))
+    for suffix, key, minimum in _LAUNCHER_BOUNDS:
+        value = launcher.get(key) if target.endswith(suffix) else None
+        if value is None:
+            continue
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not whole or (value < minimum if minimum is not None else value == 0):
+            need = f">= {minimum}" if minimum is not None else "other than 0 (-1: every core)"
+            raise ConfigError(f"hydra.launcher.{key}={value!r}: needs a whole number {need}")
+    if target.endswith("JoblibLauncher"):
+        for key, choices in _JOBLIB_CHOICES.items():
+            if (value := launcher.get(key)) is not None and value not in choices:
+                raise ConfigError(f"hydra.launcher.{key}={value!r}: choose one of {', '.join(choices)}")
 
 
 def check_slurm_tasks(launcher: Any, trainer: Any) -> None:
@@ -774,10 +817,11 @@ def _choices_config(parsed: list, groups: frozenset[str]) -> DictConfig | None:
     choices = [
         o.input_line
         for o in parsed
-        if (o.key_or_group in groups or o.key_or_group in searched) and not o.is_delete()
+        if (o.key_or_group in groups or o.key_or_group in searched or o.key_or_group.startswith("hydra/"))
+        and not o.is_delete()
     ]
-    try:
-        return compose("config", overrides=choices)
+    try:  # with the hydra node: its launcher's settings are named too (hydra.launcher.n_jobss)
+        return compose("config", overrides=choices, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException):
         return None
 
@@ -789,7 +833,7 @@ def _unknown_top_level_name(parsed: list, groups: frozenset[str], reference: Dic
     top = ({str(key) for key in reference} | groups) - {"hydra", "schema"}
     for override in parsed:
         name = override.key_or_group.split(".", 1)[0].split("@", 1)[0]
-        if name and name not in top and name not in ("hydra", "schema"):
+        if name and name not in top and name.split("/")[0] not in ("hydra", "schema"):  # hydra/launcher=x
             close = difflib.get_close_matches(name, sorted(top), n=1)
             hint = f"did you mean {close[0]}? " if close else ""
             return (

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -12,9 +14,8 @@ import pytest
 
 from tests.conftest import TINY
 
-pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
 
-
+@pytest.mark.slow  # a sweep through the command line
 def test_joblib_multirun_runs_every_job_in_its_own_folder(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
     command = [
@@ -98,3 +99,44 @@ def test_a_sweep_into_a_folder_that_is_not_a_new_sweeps_is_refused_before_hydra_
     line = refused_before_hydra("-m", "optim.lr=5e-3,6e-3", f"hydra.sweep.dir={sweep}", "ckpt_path=auto")
     assert f"hydra.sweep.dir={sweep} holds files that are not a sweep's (notes.txt, src)" in line, line
     assert {path: path.read_bytes() for path in before} == before
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (
+            ["hydra.launcher.n_jobs=0"],
+            "hydra.launcher.n_jobs=0: needs a whole number other than 0",
+        ),  # traceback
+        (["hydra.launcher.backend=nope"], "hydra.launcher.backend='nope': choose one of loky"),  # ran on loky
+        (["hydra.launcher.n_jobs=abc"], "hydra.launcher.n_jobs: Value 'abc' of type 'str' could not be"),
+        (
+            ["hydra.launcher.n_jobss=2"],
+            "did you mean hydra.launcher.n_jobs? valid in hydra.launcher: _target_",
+        ),
+        (["hydra/launcher=slurm", "hydra.launcher.timeout_min=-5"], "hydra.launcher.timeout_min=-5: needs a"),
+    ],
+)
+def test_a_launcher_setting_joblib_or_slurm_would_refuse_at_submission_is_refused_first(given, expected):
+    """n_jobs=0 was joblib's traceback; a bad value "no setting or group 'hydra/launcher'"."""
+    from lightning_llm import cli
+
+    if "hydra/launcher=slurm" in given:
+        pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    launcher = [] if "hydra/launcher=slurm" in given else ["hydra/launcher=joblib"]
+    with pytest.raises(cli.ConfigError, match=re.escape(expected)):
+        cli.precheck([*launcher, *given, "optim.lr=1e-3,3e-4"], multirun=True)
+
+
+def test_a_slurm_sweep_where_slurm_does_not_run_is_refused_before_hydra_writes(tmp_path):
+    """submitit's own "Could not detect srun" traceback came after multirun.yaml was written."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    if shutil.which("sbatch"):
+        pytest.skip("this machine runs SLURM")
+    from tests.reliability.test_bad_inputs import refused_before_hydra
+
+    line = refused_before_hydra(
+        "-m", "hydra/launcher=slurm", "optim.lr=1e-3,3e-4", f"hydra.sweep.dir={tmp_path}/s"
+    )
+    assert "hydra/launcher=slurm submits each job with sbatch, which this machine does not have" in line
+    assert not (tmp_path / "s").exists()
