@@ -211,7 +211,26 @@ def _read_summary(path: Path) -> dict[str, Any]:
         raise CorruptRun(f"{SUMMARY_FILE}: not readable as JSON ({_problem(error)})") from None
     if not isinstance(summary, dict):
         raise CorruptRun(f"{SUMMARY_FILE}: expected a JSON object, found {type(summary).__name__}")
-    return summary
+    return {key: value for key, value in summary.items() if _is_metric(path.parent, key, value)}
+
+
+SUMMARY_RECORDS = ("eval_batches", "not_evaluated")  # the summary's entries that are not numbers
+MAX_METRIC = 1e300  # beyond: no run measured it (matplotlib and the table's sums overflow on it)
+
+
+def _is_metric(run: Path, key: str, value: Any) -> bool:
+    """Whether ``key`` of ``run``'s summary is a number (or null, or one of its records): a hand-edited
+    summary's text or list would be shown and sorted as a metric. A warning names each one left out."""
+    if key in SUMMARY_RECORDS or value is None:
+        return True
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and (not math.isfinite(value) or abs(value) <= MAX_METRIC):  # NaN and inf: shown as such
+        return True
+    print(
+        f"warning: {run / SUMMARY_FILE}: {key}={value!r:.60} is not a number a run writes; left out",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _read_overrides(run: Path) -> dict[str, str]:

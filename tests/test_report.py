@@ -654,3 +654,23 @@ def test_a_cell_from_a_summary_handed_over_is_shown_not_sent_to_the_terminal():
     assert format_value("note", "plain words é") == "plain words é"
     assert format_value("val_loss", 1e308) == "1e+308"  # not 309 digits of fixed decimals
     assert format_value("val_loss", 1.234567) == "1.2346"
+
+
+def test_summary_values_no_run_writes_are_left_out_with_a_warning(sweep, capsys):
+    """A hand-edited summary's text, list or dict was shown (and sorted) as a metric; 1e308 broke the plot."""
+    path = sweep / "1" / "summary.json"
+    record = json.loads(path.read_text())
+    edited = {"val_loss": "abc", "step": [1, 2], "tokens_per_second": {"a": 1}, "train_loss": 1e308}
+    path.write_text(
+        json.dumps({**record, **edited, "not_evaluated": {"test": "trainer.limit_test_batches=0"}})
+    )
+    metrics = load_run_record(sweep / "1")["metrics"]
+    assert not set(edited) & set(metrics) and metrics["not_evaluated"] == {
+        "test": "trainer.limit_test_batches=0"
+    }
+    assert {key: metrics[key] for key in record if key not in edited} == {
+        key: value for key, value in record.items() if key not in edited
+    }
+    warned = capsys.readouterr().err.splitlines()
+    assert len(warned) == 4 and all(line.startswith(f"warning: {path}: ") for line in warned), warned
+    assert any(line.endswith("val_loss='abc' is not a number a run writes; left out") for line in warned)
