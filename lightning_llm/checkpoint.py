@@ -53,7 +53,10 @@ from lightning_llm.untrusted import check_plain_structure, check_stored_config, 
 __all__ = [
     "CheckpointError",
     "atomic_save",
+    "blocked_parent",
     "build_model_from_checkpoint",
+    "check_output_parents",
+    "check_tied_weights",
     "consolidate",
     "export_consolidated",
     "find_checkpoint",
@@ -325,6 +328,11 @@ def find_checkpoint(path: str | Path) -> Path:
             f"{path} holds {weights[0]} but no config.json: a Hugging Face model folder needs the config.json"
             " written with its weights (save_pretrained writes both)"
         )
+    if found is None and folder == path and path.name != CHECKPOINT_DIR and not unusable:
+        raise FileNotFoundError(
+            f"{path} holds no usable checkpoint: it has no {CHECKPOINT_DIR}/ folder (a run stopped before "
+            "its first checkpoint, or not a run folder) and no .ckpt file; pass a run folder or a .ckpt file"
+        )
     if found is None:
         raise FileNotFoundError(
             f"{path} holds no usable checkpoint (looked for {folder / LAST} and {folder / '*.ckpt'}"
@@ -502,9 +510,11 @@ def run_config(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def build_model_from_checkpoint(checkpoint: dict[str, Any], vocab_size: int) -> nn.Module:
-    """The model of ``checkpoint``, rebuilt from its config through the registry with ``vocab_size`` (the
-    run tokenizer's) and loaded strictly with its weights."""
+def build_model_from_checkpoint(
+    checkpoint: dict[str, Any], vocab_size: int, source: object = "the checkpoint"
+) -> nn.Module:
+    """The model of ``checkpoint`` (named ``source`` in errors), rebuilt from its config through the registry
+    with ``vocab_size`` (the run tokenizer's) and loaded strictly with its weights."""
     node = run_config(checkpoint)["model"]
     _register_model(str(node["name"]))
     plugin, params = plugin_params("model", node, key="checkpoint config model")
@@ -520,8 +530,43 @@ def build_model_from_checkpoint(checkpoint: dict[str, Any], vocab_size: int) -> 
             f"the checkpoint's weights do not fit model '{plugin.name}' rebuilt from its config "
             f"(vocab_size={vocab_size}): {problems}"
         )
+    check_tied_weights(model, state, source)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def tied_groups(model: nn.Module) -> list[list[str]]:
+    """The names of ``model``'s state-dict entries that are one tensor (a head tied to its embedding), in
+    groups of two or more. Meta and empty tensors have no storage to compare, so they are left out."""
+    groups: dict[tuple, list[str]] = {}
+    for name, tensor in model.state_dict().items():
+        if not tensor.is_meta and tensor.numel():
+            key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
+            groups.setdefault(key, []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def check_tied_weights(model: nn.Module, state: dict[str, torch.Tensor], source: object) -> None:
+    """Refuse ``state`` where it gives different values to entries ``model`` ties into one tensor: loading
+    copies each in turn into that tensor, so the last silently wins (NaN in the embedding alone would even
+    pass a check of the loaded model for non-finite weights)."""
+    for names in tied_groups(model):
+        given = [name for name in names if isinstance(state.get(name), torch.Tensor)]
+        for other in given[1:]:
+            if not _same_values(state[given[0]], state[other]):
+                raise CheckpointError(
+                    f"{source}: its {other} differs from its {given[0]}, which the model ties it to (one "
+                    "tensor: loading would keep one and silently drop the other); damaged or edited, refused"
+                )
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` hold the same values, NaN where the other has NaN (a diverged tied head)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.device == b.device and a.data_ptr() == b.data_ptr() and a.stride() == b.stride():
+        return True  # saved tied: one storage
+    return bool(torch.allclose(a, b.to(a.device), rtol=0.0, atol=0.0, equal_nan=True))
 
 
 def check_stored_checkpoint(path: Path, build: Callable[[], nn.Module]) -> None:
@@ -664,14 +709,33 @@ def enclosing_run(path: Path) -> Path | None:
     return None
 
 
+def check_output_parents(path: str | Path, flag: str) -> None:
+    """Refuse an output ``path`` (given as ``flag``) that cannot be made (``blocked_parent``)."""
+    if problem := blocked_parent(path):
+        raise ValueError(f"{flag} {path}: {problem}; name another {flag}")
+
+
+def blocked_parent(path: str | Path) -> str | None:
+    """Why the folders above an output ``path`` cannot be made, naming the first existing one on the way up
+    that is not a folder (making them fails there with only "File exists" or "Not a directory"); None when
+    nothing is in the way."""
+    for parent in Path(path).expanduser().parents:
+        if parent.is_dir():
+            return None
+        if parent.is_symlink() or parent.exists():
+            return f"{parent} is {'a file' if parent.exists() else 'a link to nothing'}, not a folder"
+    return None
+
+
 def load_run(
     path: str | Path, tokenizer_file: str | Path | None = None
 ) -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
     """``(model, tokenizer, config)`` of a run folder, a checkpoint file or a Hugging Face model folder; the
     model is on the CPU in eval mode. The run's ``tokenizer.json`` must be the one the checkpoint was
-    trained with. A Hugging Face folder's config holds the model node only (``{"model": {...}}``), and its
-    tokenizer may be given as ``tokenizer_file`` (a ``tokenizer.json`` or a folder holding one) where the
-    folder has none."""
+    trained with. A Hugging Face folder's config holds the model node only (``{"model": {...}}``). Where
+    there is no tokenizer.json beside the weights (a Hugging Face folder without one, a checkpoint file away
+    from its run), it may be given as ``tokenizer_file`` (a ``tokenizer.json`` or a folder holding one); a
+    checkpoint's is held to the tokenizer fingerprint the checkpoint records."""
     from lightning_llm import huggingface
 
     path = Path(path).expanduser()
@@ -679,23 +743,35 @@ def load_run(
         given = None if tokenizer_file is None else _tokenizer_json(tokenizer_file)
         model, tokenizer, node = huggingface.load_hf_run(path, given)
         return model.eval(), tokenizer, {"model": node}
-    if tokenizer_file is not None:
-        raise CheckpointError(
-            f"{path} is a lightning_llm run or checkpoint, which keeps its own tokenizer.json; a tokenizer "
-            "is given only with a Hugging Face folder that has none"
-        )
     checkpoint_path = find_checkpoint(path)
     checkpoint = load_checkpoint(checkpoint_path)
     config = run_config(checkpoint)
-    tokenizer_path = run_folder(checkpoint_path) / TOKENIZER_FILE
-    if not tokenizer_path.is_file():
-        raise FileNotFoundError(
-            f"no tokenizer for {checkpoint_path}: expected {tokenizer_path}, which every run folder holds"
-        )
+    tokenizer_path = _checkpoint_tokenizer(checkpoint_path, tokenizer_file)
     tokenizer = Tokenizer.from_file(tokenizer_path, roles=())  # as saved: no role added
     check_tokenizer(checkpoint, tokenizer.fingerprint(), checkpoint_path, tokenizer_path)
-    model = build_model_from_checkpoint(checkpoint, tokenizer.vocab_size)
+    model = build_model_from_checkpoint(checkpoint, tokenizer.vocab_size, checkpoint_path)
     return model.eval(), tokenizer, config
+
+
+def _checkpoint_tokenizer(checkpoint_path: Path, given: str | Path | None) -> Path:
+    """The tokenizer.json of a checkpoint: its run folder's, else the one ``given`` (a checkpoint file copied
+    out of its run, e.g. by ``consolidate --output``); the caller checks it against the checkpoint's
+    fingerprint. Both at once is refused: which one was meant?"""
+    own = run_folder(checkpoint_path) / TOKENIZER_FILE
+    if own.is_file() and given is not None:
+        raise CheckpointError(
+            f"{checkpoint_path} keeps its own tokenizer.json ({own}); a tokenizer is given only to a "
+            "checkpoint with none beside it, or to a Hugging Face folder without one"
+        )
+    if own.is_file():
+        return own
+    if given is not None:
+        return _tokenizer_json(given)
+    raise FileNotFoundError(
+        f"no tokenizer for {checkpoint_path}: there is no {own}; copy its run's tokenizer.json there, or "
+        "give that file (generate --tokenizer FILE, evaluate tokenizer=pretrained tokenizer.path=FILE), "
+        "which is checked against the checkpoint"
+    )
 
 
 def _tokenizer_json(path: str | Path) -> Path:
@@ -890,6 +966,7 @@ def init_from(model: nn.Module, path: str | Path) -> tuple[list[str], list[str],
             f"no weight of {checkpoint_path} matches the model by name and shape; is it a checkpoint of "
             "the same model family?"
         )
+    check_tied_weights(model, {name: source[name] for name in loaded}, checkpoint_path)
     model.load_state_dict({name: source[name] for name in loaded}, strict=False)
     new = [name for name in target if name not in source]
     loaded_names = set(loaded)
@@ -1004,6 +1081,7 @@ def _consolidate(path: Path, output: str | None) -> Path:
             "target; name the file to write with --output"
         )
     target = Path(output).expanduser() if output else consolidated_path(source)
+    check_output_parents(output or target, "--output")
     _check_output(target, source)
     return consolidate(source, target)
 

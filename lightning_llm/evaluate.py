@@ -11,14 +11,16 @@ input prints one line on stderr and exits with status 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits, path_argument
+from lightning_llm.errors import EXIT_BAD_INPUT, ArgumentParser, ctrl_c_exits, first_line, path_argument
 
 __all__ = ["build_parser", "check_overrides", "evaluate", "given_tokenizer", "main"]
 
@@ -92,23 +94,19 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
         metrics=parts.metrics(cfg),
         parallel=ParallelPlan(),
     )
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer = L.Trainer(
-        accelerator=trainer_cfg.get("accelerator", "auto"),
-        devices=1,
-        precision=trainer_cfg.get("precision", "32-true"),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        # trainer.limit_val_batches / limit_test_batches score a part of a large split
-        limit_val_batches=trainer_cfg.get("limit_val_batches", 1.0),
-        limit_test_batches=trainer_cfg.get("limit_test_batches", 1.0),
-    )
+    trainer_args = _trainer_args(OmegaConf.to_container(cfg.trainer, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # masking draws: the same scores on every call
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _lightning_refusals(trainer_args, split):
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        trainer = L.Trainer(
+            **trainer_args,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+        )
         run = trainer.validate if split == "val" else trainer.test
         (scores,) = run(module, datamodule=datamodule, verbose=False)
     results = {key.replace("/", "_"): float(value) for key, value in scores.items()}
@@ -116,6 +114,47 @@ def evaluate(source: str, overrides: Sequence[str] = (), split: str = "val") -> 
     if loss is not None:
         results[f"{split}_perplexity"] = math.exp(loss) if loss < 50 else math.inf
     return {"source": str(source), "split": split, **results}
+
+
+def _trainer_args(trainer_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The trainer.* settings evaluate passes to Lightning (``_TRAINER_KEYS``), refused here as a training run
+    refuses them where this machine cannot give them (no GPU, 16-mixed on a CPU): Lightning would raise a
+    traceback, or switch precision with a warning."""
+    from lightning_llm.distributed.strategy import check_devices, resolve
+
+    args = {
+        "accelerator": trainer_cfg.get("accelerator", "auto"),
+        "precision": trainer_cfg.get("precision", "32-true"),
+        # trainer.limit_val_batches / limit_test_batches score a part of a large split
+        "limit_val_batches": trainer_cfg.get("limit_val_batches", 1.0),
+        "limit_test_batches": trainer_cfg.get("limit_test_batches", 1.0),
+    }
+    check_devices({**args, "devices": 1})
+    resolve({**args, "devices": 1}, {})  # the precision's choices and its device
+    return args
+
+
+@contextlib.contextmanager
+def _lightning_refusals(trainer_args: dict[str, Any], split: str) -> Iterator[None]:
+    """Lightning's refusal of a setting (``MisconfigurationException``, a traceback) as one line naming the
+    trainer.* key evaluate passed it: a fraction of the split under one batch, say."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        yield
+    except MisconfigurationException as error:
+        message = first_line(error)
+        key = next((key for key in trainer_args if f"`{key}`" in message or f"{key}=" in message), None)
+        if key is None:
+            raise ValueError(f"trainer: {message}") from None
+        setting = f"trainer.{key}={trainer_args[key]}"
+        if (fewer := re.search(r"\* (\d+) < 1", message)) and key == f"limit_{split}_batches":
+            least = math.ceil(10_000 / int(fewer[1])) / 10_000  # a fraction that keeps one batch
+            raise ValueError(
+                f"{setting}: under one of the {split} split's {fewer[1]} batches, so nothing would be "
+                f"scored; give a fraction of at least {least:g} or a number of batches"
+            ) from None
+        raise ValueError(f"{setting}: {message}") from None
 
 
 def _check_heads(model: Any, datamodule: Any, source: str, data: str) -> None:
@@ -161,7 +200,7 @@ def check_overrides(overrides: Sequence[str]) -> None:
         if top == "tokenizer" and not given_tokenizer(overrides):
             raise ValueError(
                 f"{override}: the tokenizer is the source's own; one is given only to a Hugging Face folder "
-                "without one (tokenizer=pretrained tokenizer.path=<tokenizer.json>)"
+                "or a checkpoint file without one (tokenizer=pretrained tokenizer.path=<tokenizer.json>)"
             )
         if key in ("trainer.limit_val_batches", "trainer.limit_test_batches") and value.strip() in (
             "0",

@@ -42,10 +42,11 @@ def build_parser() -> ArgumentParser:
 def export(run: str | Path, out: str | Path, merge_lora: bool = False) -> Path:
     """Export the model and tokenizer of ``run`` into the Hugging Face folder ``out``; returns ``out``. A LoRA
     run's adapters are folded into the weights with ``merge_lora`` (and it is refused without)."""
-    from lightning_llm.checkpoint import load_run
+    from lightning_llm.checkpoint import check_output_parents, load_run
     from lightning_llm.config import lora_settings
     from lightning_llm.huggingface import save_hf_folder
 
+    check_output_parents(out, "--out")  # before loading the run: the folder cannot be made
     model, tokenizer, config = load_run(run)  # a LoRA run's weights come merged
     node = dict(config["model"])
     if refusal := _export_refusal(config.get("objective")):

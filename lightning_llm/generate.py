@@ -51,7 +51,18 @@ MAX_NEW_TOKENS = 10_000
 FULL_DECODES = 512  # streaming re-decodes the whole text at most every len(ids) // FULL_DECODES tokens
 SHOWN_CHARACTERS = 5  # unrepresentable characters named in the error line
 # Generated as one batch: rows of logits and cache. Larger is a mistake, not a use (loop in a script).
-MAX_SAMPLES, MAX_BEAMS = 1024, 64
+MAX_SAMPLES, MAX_BATCH, MAX_BEAMS = 1024, 1024, 64
+# What an option left unset means; unset, an option that does not apply to the model or mode goes unnoticed,
+# given, it is refused (``_check_options``).
+DEFAULTS = {
+    "temperature": 0.8,
+    "top_k": 50,
+    "top_p": None,
+    "seed": 0,
+    "num_samples": 1,
+    "batch_size": 1,
+    "num_beams": 1,
+}
 # A prompt's characters: the model sees at most block_size tokens of it, and checking it costs ~250 bytes a
 # character.
 MAX_PROMPT_CHARS = 2**20
@@ -108,11 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature",
         metavar="T",
         type=_at_least(0.0, float),
-        default=0.8,
+        default=None,
         help="gpt: softmax temperature, 0 = greedy (0.8)",
     )
     parser.add_argument(
-        "--top-k", metavar="K", type=_at_least(1), default=50, help="gpt: sample from the k likeliest (50)"
+        "--top-k", metavar="K", type=_at_least(1), default=None, help="gpt: sample from the k likeliest (50)"
     )
     parser.add_argument(
         "--top-p", metavar="P", type=_probability, default=None, help="gpt: nucleus sampling mass (off)"
@@ -121,30 +132,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         metavar="S",
         type=_at_least(-(2**63), maximum=2**64 - 1),
-        default=0,
+        default=None,
         help="gpt: seed of the sampling generator (0)",
     )
     parser.add_argument(
         "--num-samples",
         metavar="N",
         type=_at_least(1, maximum=MAX_SAMPLES),
-        default=1,
+        default=None,
         help=f"gpt: samples per prompt, generated as one batch (1; at most {MAX_SAMPLES})",
     )
     parser.add_argument(
         "--batch-size",
         metavar="N",
-        type=_at_least(1),
-        default=1,
+        type=_at_least(1, maximum=MAX_BATCH),
+        default=None,
         help="gpt: generate N prompts of --input at once, left-padded (several times the tokens/s; the "
         "greedy text is the same, samples use the random draws differently), printed as each batch ends; "
-        "1 streams each prompt as it is generated (1)",
+        f"1 streams each prompt as it is generated (1; at most {MAX_BATCH}; not with --num-samples over 1)",
     )
     parser.add_argument(
         "--num-beams",
         metavar="B",
         type=_at_least(1, maximum=MAX_BEAMS),
-        default=1,
+        default=None,
         help=f"encoder-decoder: beam width, 1 = greedy (1; at most {MAX_BEAMS})",
     )
     parser.add_argument(
@@ -155,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         type=path_argument,
         default=None,
-        help="a tokenizer.json for a Hugging Face folder that has none (a run keeps its own)",
+        help="a tokenizer.json for a Hugging Face folder or a checkpoint file that has none beside it (a run "
+        "keeps its own; a checkpoint's is checked against the fingerprint it records)",
     )
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default=None, help="where to run (cuda when available, else cpu)"
@@ -319,10 +331,8 @@ def _generate(
     if is_encoder_decoder(model):
         if inputs is None:
             raise UsageError(f"model '{name}' translates input text: pass --prompt TEXT or --input FILE")
-        if args.num_samples > 1:
-            raise UsageError(
-                "--num-samples applies to decoder-only models; this one decodes deterministically"
-            )
+        _check_options(args, "encoder-decoder")
+        args = _with_defaults(args)
         outputs = translate(
             model,
             tokenizer,
@@ -334,14 +344,63 @@ def _generate(
         )
         out.write("".join(output.replace("\n", " ") + "\n" for output in outputs))  # a line per input line
     elif is_decoder_only(model):
-        if args.num_beams > 1:
-            raise UsageError("--num-beams applies to encoder-decoder models; a gpt run samples instead")
+        _check_options(args, "gpt")
+        args = _with_defaults(args)
         _print_samples(model, tokenizer, inputs if inputs is not None else [""], args, device, out)
     else:
         raise UsageError(
             f"model '{name}' does not generate text (supported objectives: "
             f"{', '.join(getattr(model, 'objectives', ())) or 'none'}); use a gpt or encoder-decoder run"
         )
+
+
+# The options only a gpt run uses, and why each kind ignores the other's
+_GPT_ONLY = ("temperature", "top_k", "top_p", "seed", "num_samples", "batch_size")
+_IGNORED_BY = {
+    "encoder-decoder": "it translates deterministically (greedy, or beam search with --num-beams)",
+    "gpt": "it samples (--temperature, --top-k, --top-p); beam search is for encoder-decoder runs",
+}
+
+
+def _check_options(args: argparse.Namespace, kind: str) -> None:
+    """Refuse an option given for a kind of model or a mode that would not use it: left in silence, a user
+    believes it did something."""
+    given = [name for name in DEFAULTS if getattr(args, name) is not None]
+    mine = _GPT_ONLY if kind == "gpt" else ("num_beams",)
+    for name in given:
+        if name not in mine:
+            raise UsageError(f"{_flag(name)} does not apply to this {kind} run: {_IGNORED_BY[kind]}")
+    if kind == "gpt":
+        _check_sampling_options(args, given)
+
+
+def _check_sampling_options(args: argparse.Namespace, given: list[str]) -> None:
+    """The gpt options that another one makes useless: greedy decoding draws nothing, several samples of a
+    prompt are one batch already, and --prompt (or none) is one prompt."""
+    if args.temperature == 0:
+        for name in ("top_k", "top_p", "seed"):
+            if name in given:
+                raise UsageError(
+                    f"{_flag(name)} does not apply with --temperature 0, which is greedy (the likeliest "
+                    "token at every step); leave it out or give a temperature above 0"
+                )
+    if "batch_size" in given and (args.num_samples or 1) > 1:
+        raise UsageError(
+            f"--batch-size does not apply with --num-samples {args.num_samples}, whose samples of a prompt "
+            "are one batch already; give one or the other"
+        )
+    if "batch_size" in given and args.input is None:
+        raise UsageError("--batch-size batches the prompts of --input FILE; --prompt (or none) is one prompt")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _with_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with each option left unset given what it means (``DEFAULTS``)."""
+    unset = {name: value for name, value in DEFAULTS.items() if getattr(args, name) is None}
+    return argparse.Namespace(**{**vars(args), **unset})
 
 
 def _print_samples(

@@ -1309,6 +1309,7 @@ def save_hf_folder(
     from safetensors.torch import save
 
     from lightning_llm.atomic import TEMP_MARKER, atomic_write, fsync_dir, write_text
+    from lightning_llm.checkpoint import blocked_parent
 
     architecture = export_architecture(model_config)
     params = {**model_config, "vocab_size": tokenizer.vocab_size}
@@ -1325,6 +1326,8 @@ def save_hf_folder(
         raise HFFolderError(f"--out {out}: a file; name a new or empty folder")
     if out.exists() and any(out.iterdir()):
         raise HFFolderError(f"--out {out}: a folder that holds files; name a new or empty one")
+    if problem := blocked_parent(out):  # mkdir would say only "File exists"
+        raise HFFolderError(f"--out {out}: {problem}; name another --out")
     # Written whole into a new hidden sibling and renamed onto ``out`` (over an empty folder too): an export
     # stopped partway leaves no folder that loads half (weights without a tokenizer) under the name asked for.
     staging = out.with_name(f".{out.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}")

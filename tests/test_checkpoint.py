@@ -94,8 +94,25 @@ def test_a_tokenizer_mismatch_is_refused(run):
 def test_a_missing_tokenizer_is_named(run):
     run_dir, _, _ = run
     (run_dir / "tokenizer.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"expected .*run/tokenizer\.json"):
+    with pytest.raises(FileNotFoundError, match=r"there is no .*run/tokenizer\.json; copy its run's"):
         load_run(run_dir)
+
+
+def test_a_checkpoint_file_away_from_its_run_takes_the_runs_tokenizer_checked(run, tmp_path):
+    """``consolidate --output`` writes a checkpoint anywhere: it said only "expected <its folder>/
+    tokenizer.json". It says what to do, and takes the run's tokenizer, held to the fingerprint it records."""
+    run_dir, model, tokenizer = run
+    lone = tmp_path / "elsewhere" / "c1.pt"
+    lone.parent.mkdir()
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", lone)
+    with pytest.raises(FileNotFoundError, match=r"copy its run's tokenizer\.json there, or give that file"):
+        load_run(lone)
+    loaded, _, _ = load_run(lone, run_dir / "tokenizer.json")
+    ids = torch.tensor([tokenizer.encode("the lazy dog")])
+    assert torch.equal(loaded(ids), model(ids))
+    make_tokenizer("a different corpus, so different ids").save(tmp_path / "other.json")
+    with pytest.raises(CheckpointError, match="is not the tokenizer .* was trained with"):
+        load_run(lone, tmp_path / "other.json")
 
 
 @pytest.mark.parametrize("where", ["model", "optim"])
@@ -164,10 +181,17 @@ def test_find_checkpoint_errors(tmp_path):
         find_checkpoint(tmp_path)
 
 
-def test_a_tokenizer_is_given_only_to_a_hugging_face_folder(run):
+def test_a_tokenizer_is_given_only_where_none_is_beside_the_weights(run):
     run_dir, _, _ = run
     with pytest.raises(CheckpointError, match="keeps its own tokenizer.json"):
         load_run(run_dir, run_dir / "tokenizer.json")
+
+
+def test_a_folder_without_a_checkpoints_folder_is_said_to_have_none(tmp_path):
+    """It said "looked for <folder>/last.ckpt", a path no run has: its checkpoints are in checkpoints/."""
+    (tmp_path / "nockpt").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"nockpt holds no usable checkpoint: it has no checkpoints/"):
+        find_checkpoint(tmp_path / "nockpt")
 
 
 @pytest.mark.parametrize(
@@ -293,6 +317,52 @@ def test_init_from_a_masked_lm_encoder_into_a_classifier(tmp_path):
     assert new, "the classifier head is new"
     assert set(loaded) == set(pretrained.state_dict()) - set(skipped)
     assert set(loaded) | set(new) == set(classifier.state_dict())
+
+
+def untied(run_dir: Path, change) -> Path:
+    """The run's checkpoint with its tied head saved apart from the embedding, ``change`` applied to it."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = load_checkpoint(last)
+    state = checkpoint["state_dict"]
+    state["model.wte.weight"], state["model.lm_head.weight"] = change(
+        state["model.wte.weight"].clone(), state["model.lm_head.weight"].clone()
+    )
+    torch.save(checkpoint, last)
+    return last
+
+
+def zero_head(wte, head):
+    return wte, torch.zeros_like(head)
+
+
+def nan_in_embedding(wte, head):
+    wte[0, 0] = float("nan")
+    return wte, head
+
+
+@pytest.mark.parametrize("change", [zero_head, nan_in_embedding])
+def test_tied_weights_saved_apart_must_be_equal(run, change):
+    """The head is the embedding in a tied model: loading copied both into it and the head won, silently (NaN
+    in the embedding alone then also passed generate's check of the loaded weights)."""
+    run_dir, _, tokenizer = run
+    untied(run_dir, change)
+    expected = r"last\.ckpt: its lm_head\.weight differs from its wte\.weight, which the model ties it to"
+    with pytest.raises(CheckpointError, match=expected):
+        load_run(run_dir)
+    fresh = registry.build("model", "gpt", vocab_size=tokenizer.vocab_size, **TINY_GPT)
+    with pytest.raises(CheckpointError, match=expected):
+        init_from(fresh, run_dir)
+
+
+def test_tied_weights_saved_apart_but_equal_load(run):
+    """Equal copies (also NaN in the same places: a diverged run is named by generate's finite check)."""
+    run_dir, model, tokenizer = run
+    untied(run_dir, lambda wte, head: (wte, wte.clone()))
+    loaded, _, _ = load_run(run_dir)
+    ids = torch.tensor([tokenizer.encode("the lazy dog")])
+    assert torch.equal(loaded(ids), model(ids))
+    untied(run_dir, lambda wte, head: (wte.fill_(float("nan")), wte.clone()))
+    assert load_run(run_dir)[0].wte.weight.isnan().all()
 
 
 # --------------------------------------------------------------------------- crash-safe writes, the resolver
@@ -538,8 +608,11 @@ def test_the_consolidate_command_never_replaces_a_file_it_did_not_write(sharded_
     assert mine.read_text() == "mine" and (run_dir / "tokenizer.json").read_bytes() == tokenizer_json
     assert main(["consolidate", str(run_dir)]) == 0  # its own output, beside the checkpoint, is renewed
     assert main(["consolidate", str(run_dir)]) == 0
-    assert main(["consolidate", str(run_dir), "--output", str(mine / "x.pt")]) == 2  # a file as the folder
-    assert "cannot write" in capsys.readouterr().err
+    for below_a_file in (mine / "x.pt", mine / "sub" / "x.pt"):  # it said "cannot write ...: File exists"
+        assert main(["consolidate", str(run_dir), "--output", str(below_a_file)]) == 2
+        error = capsys.readouterr().err
+        expected = f"--output {below_a_file}: {mine} is a file, not a folder; name another --output"
+        assert error == f"error: {expected}\n"
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ line."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -246,3 +247,44 @@ def test_a_masked_lm_is_scored_the_same_on_every_call(tmp_path):
     given = [f"paths.cache_dir={tmp_path}", "trainer.limit_val_batches=2"]
     first, second = (evaluate(str(tmp_path / "bert"), given) for _ in range(2))
     assert first["val_loss"] == second["val_loss"] and first["val_tokens"] == second["val_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (  # Lightning's MisconfigurationException, a traceback, once the split's batches were counted
+            ["trainer.limit_val_batches=0.0001"],
+            r"trainer\.limit_val_batches=0\.0001: under one of the val split's \d+ batches, so nothing "
+            r"would be scored; give a fraction of at least 0\.0\d+ or a number of batches",
+        ),
+        (
+            ["--split", "test", "trainer.limit_test_batches=0.0001"],
+            r"trainer\.limit_test_batches=0\.0001: under one of the test split's",
+        ),
+        (  # Lightning switched to bf16-mixed with a warning
+            ["trainer.accelerator=cpu", "trainer.precision=16-mixed"],
+            r"trainer\.precision=16-mixed needs a GPU",
+        ),
+        (["trainer.accelerator=tpu"], r"trainer\.accelerator=tpu: "),  # ModuleNotFoundError: torch_xla
+    ],
+)
+def test_trainer_settings_lightning_refuses_are_one_line(tmp_path, cache_dir, capsys, overrides, expected):
+    from tests.test_checkpoint import make_run
+
+    run_dir, _, _ = make_run(tmp_path / "run")
+    assert main([str(run_dir), f"paths.cache_dir={cache_dir}", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and re.fullmatch(f"error: {expected}.*\n", err), err
+
+
+def test_another_lightning_refusal_names_the_setting_it_names():
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from lightning_llm.evaluate import _lightning_refusals
+
+    settings = {"accelerator": "cpu", "limit_val_batches": 0.5}
+    named = r"^trainer\.accelerator=cpu: `accelerator` cannot be used$"
+    with pytest.raises(ValueError, match=named), _lightning_refusals(settings, "val"):
+        raise MisconfigurationException("`accelerator` cannot be used\nmore")
+    with pytest.raises(ValueError, match=r"^trainer: something else$"), _lightning_refusals(settings, "val"):
+        raise MisconfigurationException("something else")

@@ -41,3 +41,18 @@ def test_merge_lora_for_a_run_without_adapters_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"--merge-lora: .*run has no LoRA adapters"):
         export(run_dir, tmp_path / "out", merge_lora=True)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("below", ["sub", "sub/deeper"])
+def test_an_out_below_a_file_names_the_file(tmp_path, capsys, below):
+    """It said "cannot create it (File exists)", naming neither the file nor what is wrong with it."""
+    from lightning_llm.export import main
+    from tests.test_checkpoint import make_run
+
+    run_dir, _, _ = make_run(tmp_path / "run")
+    (tmp_path / "userfile").write_text("mine")
+    out = tmp_path / "userfile" / below
+    assert main([str(run_dir), "--out", str(out)]) == 2
+    expected = f"--out {out}: {tmp_path / 'userfile'} is a file, not a folder; name another --out"
+    assert capsys.readouterr().err == f"error: {expected}\n"
+    assert (tmp_path / "userfile").read_text() == "mine"

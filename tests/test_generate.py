@@ -82,6 +82,18 @@ def test_a_run_without_a_checkpoint_exits_2(tmp_path, capsys):
     )
 
 
+def test_a_checkpoint_file_away_from_its_run_is_given_the_runs_tokenizer(gpt_run, tmp_path, capsys):
+    """A ``consolidate --output`` file outside its run: the refusal says what to do, and doing it works."""
+    lone = tmp_path / "c1.pt"
+    lone.write_bytes((gpt_run / "checkpoints" / "last.ckpt").read_bytes())
+    args = ["--prompt", "the", "--max-new-tokens", "4", "--temperature", "0"]
+    code, out, err = run_main(capsys, lone, *args)
+    assert (code, out) == (2, "") and "copy its run's tokenizer.json there, or give that file" in err
+    assert run_main(capsys, lone, *args, "--tokenizer", gpt_run / "tokenizer.json") == run_main(
+        capsys, gpt_run, *args
+    )
+
+
 def test_help_explains_the_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
@@ -107,6 +119,7 @@ def test_help_explains_the_options(capsys):
         ["--num-beams", "0"],
         ["--num-beams", "100000"],  # one batch of beams: memory, not a use
         ["--num-samples", "10000000"],
+        ["--batch-size", "1025"],  # one batch of prompts: memory, as for samples
         ["--seed", "99999999999999999999999"],  # past torch's 64 bits
     ],
 )
@@ -166,9 +179,24 @@ def test_no_prompt_samples_from_scratch(gpt_run, capsys):
     assert code == 0 and out.strip()
 
 
-def test_beams_do_not_apply_to_gpt(gpt_run, capsys):
-    code, _, err = run_main(capsys, gpt_run, "--prompt", "x", "--num-beams", "2")
-    assert code == 2 and "--num-beams applies to encoder-decoder models" in err
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--num-beams", "1"], "--num-beams does not apply to this gpt run: it samples"),
+        (["--temperature", "0", "--top-k", "5"], "--top-k does not apply with --temperature 0"),
+        (["--temperature", "0", "--top-p", "0.9"], "--top-p does not apply with --temperature 0"),
+        (["--temperature", "0", "--seed", "3"], "--seed does not apply with --temperature 0"),
+        (["--batch-size", "2", "--num-samples", "2"], "--batch-size does not apply with --num-samples 2"),
+        (["--batch-size", "2", "--prompt", "x"], "--batch-size batches the prompts of --input FILE"),
+    ],
+)
+def test_gpt_options_that_would_be_ignored_are_refused(gpt_run, tmp_path, capsys, options, expected):
+    """--batch-size was ignored with --num-samples over 1 (and with one prompt), a greedy run's --top-k
+    too: whoever gave it believed it did something."""
+    (tmp_path / "prompts.txt").write_text("the\nBOX\n")
+    given = options if "--prompt" in options else [*options, "--input", tmp_path / "prompts.txt"]
+    code, out, err = run_main(capsys, gpt_run, *given, "--max-new-tokens", "2")
+    assert (code, out) == (2, "") and err.startswith(f"error: {expected}") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(("content", "message"), [(None, "no such file"), ("", "holds no lines")])
@@ -199,6 +227,25 @@ def test_an_encoder_decoder_run_translates_one_line_per_input(decoder_run, tmp_p
         lines = out.split("\n")
         assert len(lines) == 4 and lines[3] == ""  # three outputs, then the final newline
         assert lines[1] == ""  # a blank input line gives a blank output line
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--temperature", "0.5"],
+        ["--top-k", "5"],
+        ["--top-p", "0.9"],
+        ["--seed", "1"],
+        ["--batch-size", "2"],
+        ["--num-samples", "1"],
+    ],
+)
+def test_sampling_options_are_refused_for_an_encoder_decoder(decoder_run, tmp_path, capsys, option):
+    """They were ignored in silence (while --num-samples 2 was refused): a translation is deterministic."""
+    (tmp_path / "sources.txt").write_text("the quick fox\n")
+    code, out, err = run_main(capsys, decoder_run, "--input", tmp_path / "sources.txt", *option)
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert err.startswith(f"error: {option[0]} does not apply to this encoder-decoder run: it translates")
 
 
 def test_an_encoder_decoder_needs_input(decoder_run, capsys):

@@ -157,7 +157,12 @@ def test_an_export_writes_only_into_a_new_or_empty_folder(gpt2_folder, tmp_path)
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     (tmp_path / "file.txt").write_text("mine")
     (tmp_path / "link").symlink_to(tmp_path / "nowhere")
-    for name, expected in (("mine", "a folder that holds files"), ("file.txt", "a file"), ("link", "a link")):
+    for name, expected in (
+        ("mine", "a folder that holds files"),
+        ("file.txt", "a file"),
+        ("link", "a link"),
+        ("file.txt/sub", f"{tmp_path / 'file.txt'} is a file, not a folder"),  # was "(File exists)"
+    ):
         with pytest.raises(huggingface.HFFolderError, match=f"--out {tmp_path / name}: {expected}"):
             save_hf_folder(model, node, tokenizer, tmp_path / name)
     assert (tmp_path / "mine" / "notes.txt").read_text() == (tmp_path / "file.txt").read_text() == "mine"
