@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["TEMP_MARKER", "atomic_write", "fsync_dir", "temporary_name", "write_text"]
+__all__ = ["TEMP_MARKER", "atomic_write", "blocked_parent", "fsync_dir", "temporary_name", "write_text"]
 
 TEMP_MARKER = ".tmp-"
 
@@ -63,3 +63,15 @@ def fsync_dir(folder: Path) -> None:
         pass  # some filesystems refuse fsync on a directory; the rename is still atomic there
     finally:
         os.close(descriptor)
+
+
+def blocked_parent(path: str | Path) -> str | None:
+    """Why the folders above an output ``path`` cannot be made, naming the first existing one on the way up
+    that is not a folder (making them fails there with only "File exists" or "Not a directory"); None when
+    nothing is in the way."""
+    for parent in Path(path).expanduser().parents:
+        if parent.is_dir():
+            return None
+        if parent.is_symlink() or parent.exists():
+            return f"{parent} is {'a file' if parent.exists() else 'a link to nothing'}, not a folder"
+    return None

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from lightning_llm import plugins, registry
-from lightning_llm.atomic import atomic_write
+from lightning_llm.atomic import atomic_write, blocked_parent
 from lightning_llm.config import plugin_params, refuse_code_paths
 from lightning_llm.dcp_index import DCP_METADATA, read_dcp_metadata, safe_reader
 from lightning_llm.errors import (
@@ -53,7 +53,6 @@ from lightning_llm.untrusted import check_plain_structure, check_stored_config, 
 __all__ = [
     "CheckpointError",
     "atomic_save",
-    "blocked_parent",
     "build_model_from_checkpoint",
     "check_output_parents",
     "check_tied_weights",
@@ -713,18 +712,6 @@ def check_output_parents(path: str | Path, flag: str) -> None:
     """Refuse an output ``path`` (given as ``flag``) that cannot be made (``blocked_parent``)."""
     if problem := blocked_parent(path):
         raise ValueError(f"{flag} {path}: {problem}; name another {flag}")
-
-
-def blocked_parent(path: str | Path) -> str | None:
-    """Why the folders above an output ``path`` cannot be made, naming the first existing one on the way up
-    that is not a folder (making them fails there with only "File exists" or "Not a directory"); None when
-    nothing is in the way."""
-    for parent in Path(path).expanduser().parents:
-        if parent.is_dir():
-            return None
-        if parent.is_symlink() or parent.exists():
-            return f"{parent} is {'a file' if parent.exists() else 'a link to nothing'}, not a folder"
-    return None
 
 
 def load_run(

@@ -1308,8 +1308,7 @@ def save_hf_folder(
     tokenizer_config.json, each written atomically."""
     from safetensors.torch import save
 
-    from lightning_llm.atomic import TEMP_MARKER, atomic_write, fsync_dir, write_text
-    from lightning_llm.checkpoint import blocked_parent
+    from lightning_llm.atomic import TEMP_MARKER, atomic_write, blocked_parent, fsync_dir, write_text
 
     architecture = export_architecture(model_config)
     params = {**model_config, "vocab_size": tokenizer.vocab_size}
