@@ -77,6 +77,10 @@ def test_resume_continues_from_the_checkpoint(make_cfg, tmp_path):
     at_once = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for name, weight in at_once.items():
         torch.testing.assert_close(resumed[name], weight, rtol=1e-5, atol=1e-6, msg=name)
+    # launched again at its last step (a requeued job): it trains no batch, and its summary keeps the
+    # model's FLOPs per token (it was rewritten with null)
+    again, _ = train(make_cfg(*constant, "ckpt_path=auto", "trainer.max_steps=12"), run_dir=tmp_path)
+    assert again["step"] == 12 and again["flops_per_token"] == summary["flops_per_token"] > 0
 
 
 @pytest.mark.slow

@@ -172,6 +172,7 @@ class Throughput(L.Callback):
             "samples": self.total.samples,
             "flops": self.total.flops,
             "seconds": self.total.seconds,
+            "flops_per_token": self.flops_per_token,  # a launch that trains no batch reports the run's
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -181,6 +182,8 @@ class Throughput(L.Callback):
             flops=state_dict.get("flops", 0.0),  # checkpoints from before MFU was tracked
             seconds=state_dict["seconds"],
         )
+        restored = state_dict.get("flops_per_token")  # absent from checkpoints before it was kept
+        self.flops_per_token = float(restored) if isinstance(restored, int | float) else None
 
     # ------------------------------------------------------------------ helpers
 
