@@ -547,9 +547,13 @@ class Pruning(L.Callback):
             raise optuna.TrialPruned(f"pruned: {self.monitor}={value:.4g} at step {step}")
 
 
-def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> float:
+def objective(
+    trial: optuna.Trial, settings: Settings, overrides: list[str], stop: list[str] | None = None
+) -> float:
     """Train one trial into its run folder and return its metric (Optuna's objective: raising
-    ``TrialPruned`` prunes it, a nan fails it; the note says why)."""
+    ``TrialPruned`` prunes it, a nan fails it; the note says why). A failure every later trial would meet
+    too (its folder, the metric) fails it and puts the reason in ``stop``, for the search to end there."""
+    stop = [] if stop is None else stop
     try:
         params = [as_override(p.key, p.suggest(trial)) for p in settings.params.values()]
     except ValueError as error:  # a queued trial's value Optuna refuses (a nan in a study handed over)
@@ -578,7 +582,8 @@ def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> 
     except (ConfigError, ValueError) as error:  # nothing trained: the trial does not count (``counted``)
         trial.set_user_attr(REFUSED, f"refused before training: {first_line(error)}")
         trial.set_user_attr("note", f"refused before training: {first_line(error)}")
-        raise
+        stop.append(str(error))
+        return math.nan
     write_text(run_dir / TRIAL_OWNER_FILE, json.dumps(owner) + "\n")
     try:
         state, value, note = _train(trial, settings, [*overrides, *params, *resume], run_dir)
@@ -590,8 +595,9 @@ def objective(trial: optuna.Trial, settings: Settings, overrides: list[str]) -> 
         raise optuna.TrialPruned(note)
     if state == TrialState.FAIL:
         if note.startswith("optimized_metric="):
-            raise ConfigError(note)  # every trial would fail the same way: stop the search
-        log.warning("trial %d failed: %s", trial.number, note)
+            stop.append(note)  # every trial would fail the same way: stop the search
+        else:
+            log.warning("trial %d failed: %s", trial.number, note)
         return math.nan  # Optuna records a nan as a failed trial, without printing a traceback of its own
     return value
 
@@ -710,9 +716,12 @@ def search(overrides: list[str]) -> optuna.Study:
     study = open_study(settings)
     _check_same_training(study, settings, overrides)
     optuna.storages.fail_stale_trials(study)  # before counting: a dead process's trial is queued again
-    run = functools.partial(objective, settings=settings, overrides=overrides)
+    stop: list[str] = []  # why a trial stopped the search (Optuna would print a traceback of an exception)
+    run = functools.partial(objective, settings=settings, overrides=overrides, stop=stop)
     while counted(study) < settings.n_trials:  # one at a time: other processes may be adding trials too
         study.optimize(run, n_trials=1)
+        if stop:
+            raise ConfigError(stop[0])
     print(table(study, settings))
     if running := [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]:
         print(  # a process that died less than grace_period ago looks alive: its trial is retried after that
