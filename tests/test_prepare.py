@@ -148,6 +148,7 @@ def test_bad_input_is_one_line_on_stderr_of_the_real_command(tmp_path):
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow  # three launches of the real command
 def test_prepare_logs_what_a_run_logs_and_its_help_keeps_the_example_whole(tmp_path):
     overrides = corpus_overrides(
         write_corpus(tmp_path / "corpus", files=2, paragraphs=50), tmp_path / "cache"
@@ -181,17 +182,13 @@ def test_prepare_logs_what_a_run_logs_and_its_help_keeps_the_example_whole(tmp_p
     )
 
 
-def test_a_corpus_with_no_text_is_refused_by_prepare_naming_its_paths(tmp_path):
+def test_a_corpus_with_no_text_is_refused_by_prepare_naming_its_paths(tmp_path, capsys, log_level_kept):
     """Records whose text is blank pass every per-record check; the corpus as a whole is refused, as a run
     would refuse it, not reported complete."""
     blank = tmp_path / "blank.jsonl"
     blank.write_text('{"text": "   "}\n{"text": "\\n"}\n')
-    result = subprocess.run(
-        prepare_command("data=jsonl", f"data.paths=[{blank}]", f"paths.cache_dir={tmp_path / 'cache'}"),
-        capture_output=True, text=True, env=cli_env(),
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert main(["data=jsonl", f"data.paths=[{blank}]", f"paths.cache_dir={tmp_path / 'cache'}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: the corpus (data.paths=['{blank}']) holds no text: every document is blank, or there are no "
         "rows or records"
     )
