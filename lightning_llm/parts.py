@@ -58,7 +58,9 @@ def with_source_model(cfg: DictConfig) -> DictConfig:
     init_from = config.framework_params("model", cfg.model)["init_from"]
     if not init_from:
         return cfg
-    init_from = os.path.expanduser(init_from)  # the path the rest of the run (and its config) uses
+    # the path the rest of the run (and its checkpoints' config) uses: absolute, so an adapters-only run's
+    # base is found from wherever the run is loaded later
+    init_from = os.path.abspath(os.path.expanduser(init_from))
     if not huggingface.is_hf_folder(init_from):
         return _with_run_model(cfg, str(init_from))
     folder = Path(init_from)

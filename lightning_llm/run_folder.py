@@ -504,6 +504,8 @@ def check_resume_early(cfg: DictConfig, run_dir: str | Path) -> None:
         model_config = {
             k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if v is not None
         }
+        if model_config.get("init_from"):  # a fine-tuning's model is its source's (parts.with_source_model),
+            model_config = {}  # not these settings: compared once the run has read the source
         restored = {k: v for k, v in restored_settings(cfg).items() if v is not None}
         check_resumable(
             found,

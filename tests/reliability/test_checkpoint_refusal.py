@@ -102,3 +102,19 @@ def test_another_task_is_named_before_what_it_changes(make_cfg, tmp_path):
     classify = ("model=encoder", "objective=classification", "trainer.max_steps=8", "ckpt_path=auto")
     with pytest.raises(CheckpointError, match=r"another task: objective=masked_lm there, objective=classif"):
         train(make_cfg(*classify), run_dir=tmp_path)
+
+
+def test_a_fine_tuning_resumes_whatever_model_settings_its_source_has(make_cfg, tmp_path):
+    """The early resume check (before Hydra) compared the command line's model.* with the checkpoint's, but a
+    fine-tuning's model is its source's: one from a run with model.bias=true (or any Hugging Face folder)
+    could never be resumed. Its init_from is recorded absolute, for an adapters-only run loaded elsewhere."""
+    from lightning_llm.run_folder import check_resume_early
+
+    train(make_cfg("trainer.max_steps=2", "model.bias=true"), run_dir=tmp_path / "source")
+    fine = ("trainer.max_steps=2", f"model.init_from={tmp_path / 'source'}")
+    train(make_cfg(*fine), run_dir=tmp_path / "fine")
+    check_resume_early(make_cfg(*fine, "ckpt_path=auto", "trainer.max_steps=4"), tmp_path / "fine")
+    summary, _ = train(make_cfg(*fine, "ckpt_path=auto", "trainer.max_steps=4"), run_dir=tmp_path / "fine")
+    assert summary["step"] == 4
+    with pytest.raises(CheckpointError, match=r"holds another model: model.bias=True there, False here"):
+        check_resume_early(make_cfg("ckpt_path=auto", "trainer.max_steps=6"), tmp_path / "fine")
