@@ -140,6 +140,7 @@ class Encoder(nn.Module):
     objectives = ("masked_lm", "masked_lm_nsp", "classification", "span_qa")
     default_objective = "masked_lm"
     chunks_its_loss = True  # forward(..., labels=, loss_chunk=): the masked-LM loss at the labelled tokens
+    output_heads = ("mlm_head.decoder",)  # read as a weight by that loss: no LoRA adapter (models/lora.py)
     # what a fine-tuning task adds: trained in full under LoRA, sized by the task's data (not the checkpoint)
     task_heads = ("pooler", "classifier", "qa_outputs")
     task_params = ("num_classes", "span_head")

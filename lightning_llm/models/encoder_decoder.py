@@ -113,6 +113,7 @@ class EncoderDecoder(nn.Module):
     objectives = ("seq2seq",)
     default_objective = "seq2seq"
     chunks_its_loss = True  # forward(..., labels=, loss_chunk=): the loss without whole logits
+    output_heads = ("lm_head",)  # read as a weight by that loss: no LoRA adapter there (models/lora.py)
 
     def __init__(self, config: EncoderDecoderConfig):
         super().__init__()

@@ -90,6 +90,7 @@ class GPT(nn.Module):
     objectives = ("causal_lm",)
     default_objective = "causal_lm"
     chunks_its_loss = True  # forward(input_ids, labels=..., loss_chunk=n): the loss without whole logits
+    output_heads = ("lm_head",)  # read as a weight by that loss: no LoRA adapter there (models/lora.py)
 
     def __init__(self, config: GPTConfig):
         super().__init__()

@@ -64,6 +64,7 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
     if settings.rank < 1:
         raise ValueError(f"model.lora.rank must be >= 1 to apply LoRA, got {settings.rank}")
     linears = {name: module for name, module in model.named_modules() if type(module) is nn.Linear}
+    shared = _shared_weights(model)
     adapted = []
     for target in settings.targets:
         matches = [name for name in linears if name.rsplit(".", 1)[-1] == target]
@@ -73,6 +74,9 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
                 f"model.lora.targets: '{target}' names no linear layer of this model; its linear layers: "
                 f"{', '.join(names)}"
             )
+        for name in matches:
+            if why := _unadaptable(model, name, shared):
+                raise ValueError(f"model.lora.targets: '{target}' names {name}, {why}; adapt other layers")
         adapted += matches
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -81,6 +85,25 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
         module.__class__ = LoRALinear  # the same module, weight and bias kept under their names
         module.init_lora(settings.rank, settings.alpha, settings.dropout)
     return sorted(set(adapted))
+
+
+def _shared_weights(model: nn.Module) -> set[str]:
+    """Names of parameters one tensor holds under two or more names (a head tied to its embedding)."""
+    names: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+    return {name for group in names.values() if len(group) > 1 for name in group}
+
+
+def _unadaptable(model: nn.Module, name: str, shared: set[str]) -> str | None:
+    """Why the linear layer ``name`` cannot take an adapter, or None: a merged adapter cannot be written
+    into a weight the embedding shares (the export would hold two different copies of one tensor), and a
+    model's output head is read as a weight by its loss in chunks, which would leave the adapter out."""
+    if name in getattr(model, "output_heads", ()):
+        return "the model's output head, whose weight its loss in chunks reads directly (the adapter unused)"
+    if f"{name}.weight" in shared:
+        return "whose weight is tied to another (the embedding), so a merged adapter would change both"
+    return None
 
 
 def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:

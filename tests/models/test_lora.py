@@ -83,6 +83,39 @@ def test_a_target_that_names_no_layer_is_refused_with_the_names_there_are():
         apply_lora(gpt(), LoraSettings(rank=4, targets=["q_proj"]))
 
 
+@pytest.mark.parametrize(
+    ("model", "target", "expected"),
+    [  # each trained: then its merged export held a head unlike its tied embedding, or the adapter was
+        # never used (the loss in chunks reads the head's weight), or backward had nothing to differentiate
+        (gpt, "lm_head", "names lm_head, the model's output head, whose weight its loss in chunks reads"),
+        (
+            lambda: EncoderDecoder(
+                EncoderDecoderConfig(vocab_size=VOCAB, n_layer=1, n_head=2, n_embd=32, block_size=8)
+            ),
+            "lm_head",
+            "names lm_head, the model's output head",
+        ),
+        (
+            lambda: Encoder(EncoderConfig(vocab_size=VOCAB, n_layer=1, n_head=2, n_embd=32, block_size=8)),
+            "decoder",
+            "names mlm_head.decoder, the model's output head",
+        ),
+    ],
+)
+def test_an_output_head_is_refused_as_a_target(model, target, expected):
+    with pytest.raises(ValueError, match=f"model.lora.targets: '{target}' {expected}"):
+        apply_lora(model(), LoraSettings(rank=4, targets=["c_attn", target]))
+
+
+def test_a_weight_tied_to_another_is_refused_as_a_target():
+    """A layer outside the output heads whose weight another holds too: a merge would change both."""
+    model = gpt()
+    model.extra = torch.nn.Linear(32, VOCAB, bias=False)
+    model.extra.weight = model.wte.weight
+    with pytest.raises(ValueError, match=r"'extra' names extra, whose weight is tied"):
+        apply_lora(model, LoraSettings(rank=4, targets=["extra"]))
+
+
 def test_lora_settings_are_checked_before_any_work(make_cfg):
     from lightning_llm import config
     from lightning_llm.config import ConfigError
