@@ -77,6 +77,11 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
         for name in matches:
             if why := _unadaptable(model, name, shared):
                 raise ValueError(f"model.lora.targets: '{target}' names {name}, {why}; adapt other layers")
+            if settings.rank > (full := min(linears[name].in_features, linears[name].out_features)):
+                raise ValueError(
+                    f"model.lora.rank={settings.rank} is over the rank of {name} ({full}): a low-rank "
+                    f"adapter must be smaller than its layer; give at most {full}"
+                )
         adapted += matches
     for parameter in model.parameters():
         parameter.requires_grad_(False)

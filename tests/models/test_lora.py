@@ -107,6 +107,13 @@ def test_an_output_head_is_refused_as_a_target(model, target, expected):
         apply_lora(model(), LoraSettings(rank=4, targets=["c_attn", target]))
 
 
+def test_a_rank_over_its_layers_is_refused():
+    """rank=5000 on 32-wide layers trained 98% of the weights as "adapters", with no word."""
+    with pytest.raises(ValueError, match=r"model.lora.rank=33 is over the rank of blocks.0.attn.c_attn \(32"):
+        apply_lora(gpt(), LoraSettings(rank=33, targets=["c_attn"]))
+    apply_lora(gpt(), LoraSettings(rank=32, targets=["c_attn"]))
+
+
 def test_a_weight_tied_to_another_is_refused_as_a_target():
     """A layer outside the output heads whose weight another holds too: a merge would change both."""
     model = gpt()
