@@ -159,6 +159,12 @@ class LanguageModule(L.LightningModule):
             self.model.init_weights()  # buffers (position tables) are not in the state dict; weights are next
         options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
         set_model_state_dict(self.model, full_weights, options=options)
+        # Buffers left out of the state dict (persistent=False) are whatever init_weights made of them on
+        # these ranks: a plugin's init_weights may set its weights only. Rank 0's built ones are the model's.
+        for buffer in self.model.buffers():
+            staged = buffer.to(self.device)  # a collective's device (CPU offload keeps buffers on the CPU)
+            torch.distributed.broadcast(staged, src=0)
+            buffer.copy_(staged)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         last_micro_batch = ends_optimizer_step(self.trainer)
