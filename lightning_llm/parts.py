@@ -121,7 +121,9 @@ def tokenizer_and_data(cfg: DictConfig) -> tuple[Tokenizer, Any]:
         _check_coverage(tokenizer, datamodule, cache_dir, repr(tokenizer))
     max_chars = config.framework_params("tokenizer", cfg.tokenizer)["train_max_chars"]
     corpus = f"{datamodule.fingerprint()}:sample={max_chars}"
-    tokenizer = fit_or_load(tokenizer, lambda: training_sample(datamodule, max_chars), corpus, cache_dir)
+    settings = config.plugin_params("tokenizer", cfg.tokenizer)[1]
+    sample = lambda: training_sample(datamodule, max_chars)  # noqa: E731
+    tokenizer = fit_or_load(tokenizer, sample, corpus, cache_dir, settings)
     log.info("tokenizer: %s, vocab %d", cfg.tokenizer.name, tokenizer.vocab_size)
     return tokenizer, datamodule
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from lightning_llm.atomic import temporary_name
 from lightning_llm.tokenizers.base import TOKENIZER_FILE, Tokenizer
@@ -62,11 +63,14 @@ def fit_or_load(
     texts: Callable[[], Iterable[str]],
     corpus_fingerprint: str,
     cache_dir: str | Path,
+    settings: dict[str, Any] | None = None,
 ) -> Tokenizer:
     """``tokenizer``, trained on ``texts()`` or loaded from the cache entry of an identical earlier training.
 
     ``texts`` is called only when training is needed. A tokenizer that is already trained (``pretrained``)
-    is returned as it is.
+    is returned as it is. The entry is keyed by the corpus, the tokenizer's class and ``spec()``, and the
+    ``settings`` it was built with (the config's: a plugin's own ``spec`` may leave some out, and another
+    plugin's tokenizer would then be loaded as this one).
     """
     if tokenizer.is_trained:
         log.info("tokenizer %r is already trained; not training it", tokenizer)
@@ -74,7 +78,7 @@ def fit_or_load(
     path = (
         Path(cache_dir).expanduser()
         / "tokenizers"
-        / cache_key(tokenizer.spec(), corpus_fingerprint)
+        / cache_key(_identity(tokenizer, settings), corpus_fingerprint)
         / TOKENIZER_FILE
     )
     with cache_errors(cache_dir, "read the tokenizer cache"):
@@ -133,3 +137,15 @@ def _publish(tokenizer: Tokenizer, path: Path) -> bool:
         return True
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _identity(tokenizer: Tokenizer, settings: dict[str, Any] | None) -> dict[str, Any]:
+    """What decides a trained tokenizer besides its corpus. The built-ins' ``spec`` holds their class's name
+    and every setting, and keys them alone (their entries stay valid); a plugin's adds its class and the
+    settings it was built with."""
+    spec = tokenizer.spec()
+    own = type(tokenizer).__module__.startswith("lightning_llm.")
+    if own and (settings is None or all(spec.get(key) == value for key, value in settings.items())):
+        return spec
+    made_by = f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}"
+    return {**spec, "class": made_by, **(settings or {})}

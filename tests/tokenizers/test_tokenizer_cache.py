@@ -140,3 +140,22 @@ def test_a_full_disk_leaves_no_entry_and_a_later_run_trains_again(tmp_path: Path
     monkeypatch.undo()
     fit_or_load(byte_bpe(), corpus, CORPUS_FINGERPRINT, tmp_path)
     assert [path.name for path in entry.iterdir()] == ["tokenizer.json"]
+
+
+def test_another_plugin_or_setting_with_the_same_spec_gets_its_own_entry(tmp_path: Path) -> None:
+    """Two tokenizer plugins that report the same spec (a subclass keeping its parent's name, settings not
+    passed to ``Tokenizer.__init__``) shared one entry: the second run loaded the first one's vocabulary."""
+    from lightning_llm.tokenizers import CharTokenizer
+
+    class Upper(CharTokenizer):  # a plugin's: the same spec as char's
+        def train(self, texts) -> None:
+            super().train(text.upper() for text in texts)
+
+    char = fit_or_load(CharTokenizer(), corpus, CORPUS_FINGERPRINT, tmp_path, settings={})
+    upper = fit_or_load(Upper(), corpus, CORPUS_FINGERPRINT, tmp_path, settings={})
+    assert Upper().spec() == CharTokenizer().spec() and upper.vocab_size < char.vocab_size
+    assert len(cache_entries(tmp_path)) == 2
+    digits = fit_or_load(Upper(), corpus, CORPUS_FINGERPRINT, tmp_path, settings={"keep_digits": False})
+    assert len(cache_entries(tmp_path)) == 3 and digits.vocab_size == upper.vocab_size
+    assert fit_or_load(CharTokenizer(), corpus, CORPUS_FINGERPRINT, tmp_path).vocab_size == char.vocab_size
+    assert len(cache_entries(tmp_path)) == 3  # a built-in's entry is keyed by its spec, as before
