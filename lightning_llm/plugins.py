@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from lightning_llm import registry
@@ -80,6 +81,13 @@ def _check_declaration(plugin: registry.Plugin) -> None:
         raise registry.PluginError(
             f"{plugin.kind} '{plugin.name}': parameter {', '.join(sorted(reserved))} is a name the framework "
             f"gives every {plugin.kind} node; rename it"
+        )
+    preset = Path(config.config_dir()) / plugin.kind / f"{plugin.name}.yaml"
+    refines = f"/schema/{plugin.kind}/{plugin.name}@"  # a file refining the plugin of its name (adamw's lr)
+    if plugin.kind in config.GROUP_KINDS and preset.is_file() and refines not in preset.read_text():
+        raise registry.PluginError(
+            f"{plugin.kind} '{plugin.name}': {plugin.kind}={plugin.name} is lightning_llm's preset "
+            f"conf/{plugin.kind}/{plugin.name}.yaml, which would be chosen instead of this plugin; rename it"
         )
     where = "its parameters"
     try:

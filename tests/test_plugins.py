@@ -122,8 +122,12 @@ def test_a_package_whose_declaration_no_command_could_read_is_skipped_not_fatal(
     def bad_name():
         registry.register("optim", "my/opt")(lambda params, lr=0.1: None)
 
+    def preset_name():  # conf/scheduler/linear_to_zero.yaml would be chosen by scheduler=linear_to_zero
+        registry.register("scheduler", "linear_to_zero")(lambda optimizer, total_steps, power=2.0: None)
+
     packages = {
         "pkg_named": declare_optimizer("named", name=(str, "x")),  # the framework's own field
+        "pkg_preset": preset_name,
         "pkg_fw": declare_optimizer("fw", decay_embeddings=(bool, False)),  # a key the framework adds
         "pkg_dtype": declare_optimizer("dtyped", dtype=(torch.dtype, torch.float32)),  # not a config value
         "pkg_exit": exits,
@@ -135,9 +139,10 @@ def test_a_package_whose_declaration_no_command_could_read_is_skipped_not_fatal(
     monkeypatch.setattr(plugins, "_loaded", False)
     monkeypatch.setattr(registry, "_BROKEN", {})
     plugins.load()
-    assert caplog.text.count("failed to load and is skipped") == 5  # one line each, logged
+    assert caplog.text.count("failed to load and is skipped") == 6  # one line each, logged
     broken = registry.broken()
-    assert sorted(broken) == ["pkg_dtype", "pkg_exit", "pkg_fw", "pkg_named", "pkg_slash"]
+    assert sorted(broken) == ["pkg_dtype", "pkg_exit", "pkg_fw", "pkg_named", "pkg_preset", "pkg_slash"]
+    assert "scheduler=linear_to_zero is lightning_llm's preset conf/scheduler/" in broken["pkg_preset"]
     assert "parameter name is a name the framework gives every optim node" in broken["pkg_named"]
     assert "parameter decay_embeddings is a name the framework" in broken["pkg_fw"]
     assert "SystemExit: 3" in broken["pkg_exit"]
