@@ -162,6 +162,16 @@ def _hydra_type(annotation: Any) -> Any:
     return Any
 
 
+def _tuple_length(annotation: Any) -> int | None:
+    """How many items a fixed-length tuple annotation (``tuple[float, float]``, optional or not) takes; None
+    for any other (a list, ``tuple[int, ...]``): OmegaConf holds a tuple as a list of any length."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        args = typing.get_args(candidate)
+        if typing.get_origin(candidate) is tuple and args and Ellipsis not in args:
+            return len(args)
+    return None
+
+
 def _literal_choices(annotation: Any) -> tuple | None:
     if typing.get_origin(annotation) is Literal:
         return typing.get_args(annotation)
@@ -213,6 +223,11 @@ def plugin_params(
             raise ConfigError(f"{key}.{param.name} is required by {kind} '{plugin.name}'")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}.{param.name}={value}: {kind} '{plugin.name}' needs a finite number")
+        length = _tuple_length(param.annotation)
+        if length is not None and isinstance(value, list) and len(value) != length:
+            raise ConfigError(
+                f"{key}.{param.name}={value}: {kind} '{plugin.name}' takes {length} values, got {len(value)}"
+            )
         choices = _literal_choices(param.annotation)
         if choices and value not in choices and value is not None:
             raise ConfigError(

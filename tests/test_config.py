@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,21 @@ def test_plugin_params_reports_unknown_key_with_suggestion():
         _check(probe, {"name": "probe", "lrr": 1})
     assert "probe.lrr: optim 'probe' has no parameter 'lrr' (did you mean 'lr'?)" in str(error.value)
     assert "lr, momentum" in str(error.value)
+
+
+def test_a_fixed_length_tuple_takes_that_many_values():
+    """``betas: tuple[float, float]`` is a list in the config: [0.5] reached the plugin (the docs say tuples
+    are enforced)."""
+
+    def probe(params, betas: tuple[float, float] = (0.9, 0.95), sizes: tuple[int, ...] = (1,)):
+        pass
+
+    for betas in ([0.5], [0.1, 0.2, 0.3]):
+        with pytest.raises(
+            ConfigError, match=re.escape(f"probe.betas={betas}: optim 'probe' takes 2 values")
+        ):
+            _check(probe, {"name": "probe", "betas": betas})
+    _check(probe, {"name": "probe", "betas": [0.8, 0.9], "sizes": [1, 2, 3]})
 
 
 def test_plugin_params_reports_bad_type_and_literal():
