@@ -550,14 +550,34 @@ def unknown_key_message(key: str, plugin: Plugin, valid: list[str]) -> str:
 
 
 def bad_value_message(key: str, plugin: Plugin, error: OmegaConfBaseException) -> str:
-    name = getattr(error, "key", None) or getattr(error, "full_key", "") or "?"
-    expected = {p.name: _type_name(p.annotation) for p in plugin.parameters()}.get(str(name), "another type")
+    """``optim.betas[0]='a' is not a valid float for optim 'adamw'``: the value's whole key (a list's item, a
+    nested framework setting such as ``model.lora.targets``) and the type its parameter declares."""
+    path = str(getattr(error, "full_key", "") or getattr(error, "key", None) or "?")
+    path = path.removeprefix(f"{key}.")  # OmegaConf names it from the plugin node's root, or from its own
     value = getattr(error, "value", None)
     shown = f"={value!r}" if value is not None else ""
-    return f"{key}.{name}{shown} is not a valid {expected} for {plugin.kind} '{plugin.name}'"
+    expected = _declared_type(plugin, path)
+    return f"{key}.{path}{shown} is not a valid {expected} for {plugin.kind} '{plugin.name}'"
+
+
+def _declared_type(plugin: Plugin, path: str) -> str:
+    """The type the parameter at ``path`` (``betas[0]``, ``lora.targets``) is declared with, as written."""
+    parts = path.replace("[", ".[").split(".")
+    annotations = {p.name: p.annotation for p in plugin.parameters()}
+    framework = FRAMEWORK_PARAMS.get(plugin.kind, {})
+    annotations |= {name: hydra_type for name, (hydra_type, _) in framework.items()}
+    annotation = annotations.get(parts[0])
+    if dataclasses.is_dataclass(annotation) and len(parts) > 1:  # a framework section: its field's type
+        fields = {field.name: field.type for field in dataclasses.fields(annotation)}
+        annotation = fields.get(parts[1])
+    return _type_name(annotation) if annotation is not None else "value"
 
 
 def _type_name(annotation: Any) -> str:
+    """``int``, ``list[str]``, ``Optional[float]``: as the annotation was written (a generic's __name__ would
+    drop its arguments)."""
+    if typing.get_args(annotation):
+        return str(annotation).replace("typing.", "")
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 

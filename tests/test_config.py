@@ -76,6 +76,18 @@ def test_a_fixed_length_tuple_takes_that_many_values():
     _check(probe, {"name": "probe", "betas": [0.8, 0.9], "sizes": [1, 2, 3]})
 
 
+def test_a_bad_list_item_or_nested_setting_is_named_by_its_whole_key():
+    """Were ``optim.optim.sizes[0]='a' is not a valid another type`` and ``model.targets='c_attn'``."""
+
+    def probe(params, sizes: list[int] = (1,)):
+        pass
+
+    with pytest.raises(ConfigError, match=re.escape("probe.sizes[0]='a' is not a valid list[int] for optim")):
+        _check(probe, {"name": "probe", "sizes": ["a"]})
+    with pytest.raises(ConfigError, match=re.escape("model.lora.targets='c_attn' is not a valid list[str]")):
+        plugin_params("model", {"name": "gpt", "lora": {"targets": "c_attn"}})
+
+
 def test_plugin_params_reports_bad_type_and_literal():
     def probe(params, lr: float = 0.1, mode: Literal["fast", "slow"] = "fast"):
         pass
