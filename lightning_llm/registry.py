@@ -214,10 +214,11 @@ def register(kind: str, name: str | None = None, *, replace: bool = False) -> Ca
 
     def decorator(target: Callable) -> Callable:
         plugin_name = name or target.__name__
-        if not _PLUGIN_NAME.fullmatch(str(plugin_name)):  # it is a config group option: kind=name
+        # it is a config group option, kind=name: a word YAML or Hydra reads as a value cannot be one
+        if not _PLUGIN_NAME.fullmatch(str(plugin_name)) or str(plugin_name).lower() in _YAML_WORDS:
             raise PluginError(
-                f"{kind} name {plugin_name!r}: a plugin name is letters, digits, '_' and '-', starting with "
-                "a letter or '_'"
+                f"{kind} name {plugin_name!r}: a plugin name is ASCII letters, digits, '_' and '-', starting "
+                "with a letter or '_', and not a YAML word (null, true, false, yes, no, on, off)"
             )
         source = _source or target.__module__.split(".")[0]
         existing = _PLUGINS[kind].get(plugin_name)
@@ -280,7 +281,8 @@ def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
     return message
 
 
-_PLUGIN_NAME = re.compile(r"[A-Za-z_][\w-]*")
+_PLUGIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_YAML_WORDS = frozenset(("null", "none", "true", "false", "yes", "no", "on", "off", "nan", "inf"))
 
 
 def mark_broken(package: str, error: str) -> None:

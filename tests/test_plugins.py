@@ -146,7 +146,7 @@ def test_a_package_whose_declaration_no_command_could_read_is_skipped_not_fatal(
     assert "parameter name is a name the framework gives every optim node" in broken["pkg_named"]
     assert "parameter decay_embeddings is a name the framework" in broken["pkg_fw"]
     assert "SystemExit: 3" in broken["pkg_exit"]
-    assert "a plugin name is letters, digits" in broken["pkg_slash"]
+    assert "a plugin name is ASCII letters, digits" in broken["pkg_slash"]
     assert "\n" not in broken["pkg_dtype"]  # one line, not OmegaConf's full_key and object_type lines
     assert "goodopt" in registry.names("optim")
     assert not {"named", "fw", "dtyped"} & set(registry.names("optim"))

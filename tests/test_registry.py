@@ -57,6 +57,13 @@ def test_unknown_name_lists_valid_names_and_suggests(clean_registry):
     assert "encoder, gpt" in message
 
 
+@pytest.mark.parametrize("name", ["null", "True", "off", "lé", "数", "a.b", "1x"])
+def test_a_name_no_override_can_choose_is_refused(clean_registry, name):
+    """optim=null chose nothing, optim=true was read as a bool, and optim=lé did not parse."""
+    with pytest.raises(PluginError, match="a plugin name is ASCII letters, digits, '_' and '-'"):
+        register("optim", name)(lambda params: None)
+
+
 def test_unknown_kind(clean_registry):
     with pytest.raises(PluginError, match="valid kinds: tokenizer, data"):
         register("optimizer", "x")
