@@ -209,8 +209,10 @@ def plugin_params(
             raise ConfigError(unknown_key_message(f"{key}.{name}", plugin, valid))
     typed_node = schema(plugin)
     check_switches(typed_node, params, key)
+    # a listed plugin's (metric, callback) packaged defaults: a group's are in its config node already
+    defaults = packaged_defaults(plugin) if kind not in GROUP_KINDS else None
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(typed_node), params)
+        typed = OmegaConf.merge(OmegaConf.structured(typed_node), defaults or {}, params)
     except OmegaConfBaseException as error:
         raise ConfigError(bad_value_message(key, plugin, error)) from None
     kwargs = OmegaConf.to_container(typed, resolve=True)

@@ -226,3 +226,29 @@ def test_a_package_whose_packaged_defaults_do_not_fit_fails_at_load(
     broken = registry.broken()["pkg_yaml"]
     assert "optim 'pkgy': its packaged defaults (conf/optim/pkgy.yaml)" in broken and expected in broken
     assert "pkgy" not in registry.names("optim")
+
+
+def test_a_listed_plugins_packaged_defaults_apply(own_registry, tmp_path, monkeypatch):
+    """A metric's or callback's conf/<kind>/<name>.yaml was checked at load but never applied (only the
+    config groups' were, through their config nodes)."""
+    from lightning_llm import config, plugins, registry
+
+    package = tmp_path / "pkg_listed"
+    (package / "conf" / "metric").mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "from lightning_llm import register\n"
+        "@register('metric', 'pkgm')\n"
+        "def pkgm(every: int = 1, scale: float = 1.0):\n"
+        "    raise AssertionError('never built')\n"
+    )
+    (package / "conf" / "metric" / "pkgm.yaml").write_text("every: 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    entry = FakeEntryPoint("pkg_listed", lambda: importlib.import_module("pkg_listed"))
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [entry])
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setattr(registry, "_BROKEN", {})
+    plugins.load()
+    assert config.plugin_params("metric", "pkgm")[1] == {"every": 3, "scale": 1.0}
+    assert config.plugin_params("metric", {"name": "pkgm", "every": 5})[1] == {"every": 5, "scale": 1.0}
