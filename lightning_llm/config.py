@@ -428,13 +428,20 @@ def _container(cfg: DictConfig, key: str) -> dict[str, Any]:
 
 
 def check_objective(model: str, objective: str, supported: tuple[str, ...] | None = None) -> None:
-    """Each model declares the objectives it can train with (``objectives`` on its class)."""
+    """Each model declares the objectives it can train with (``objectives`` on its class), and an objective
+    plugin the models it trains (``models`` on its class): a new objective for a built-in model says so."""
     if supported is None:
         supported = getattr(registry.get("model", model).product(), "objectives", None)
-    if supported is not None and objective not in supported:
-        raise ConfigError(
-            f"objective={objective} does not fit model={model}; it supports: {', '.join(supported)}"
+    plugin = registry.get("objective", objective)
+    trains = getattr(plugin.product(), "models", ()) or ()
+    if supported is not None and objective not in supported and model not in trains:
+        listed = ", ".join(supported) or "none (objectives on its class)"
+        how = (
+            ""
+            if plugin.source == "lightning_llm"
+            else " (an objective plugin names the models it trains: models = (...) on its class)"
         )
+        raise ConfigError(f"objective={objective} does not fit model={model}; it supports: {listed}{how}")
 
 
 def metric_nodes(cfg: DictConfig) -> list[Any]:

@@ -167,3 +167,33 @@ def test_metrics_must_be_known(make_cfg):
         registry.PluginError, match="unknown metric 'bleu_score'.*valid metric names: accuracy"
     ):
         config.check(cfg)
+
+
+def test_an_objective_plugin_may_name_the_built_in_models_it_trains():
+    """A new objective could never run with the built-in models, whose ``objectives`` are fixed tuples."""
+    saved = registry.snapshot()
+    try:
+
+        class Denoise:
+            models = ("gpt",)
+
+            def __init__(self, tokenizer=None) -> None: ...
+
+        class Other:
+            def __init__(self, tokenizer=None) -> None: ...
+
+        registry.register("objective", "denoise")(Denoise)
+        registry.register("objective", "other")(Other)
+        config.check_objective("gpt", "denoise")
+        with pytest.raises(
+            ConfigError,
+            match=r"objective=other does not fit model=gpt; it supports: causal_lm "
+            r"\(an objective plugin names the models it trains: models = \(\.\.\.\) on its class\)",
+        ):
+            config.check_objective("gpt", "other")
+        with pytest.raises(
+            ConfigError, match=r"objective=masked_lm does not fit model=gpt; it supports: causal_lm$"
+        ):
+            config.check_objective("gpt", "masked_lm")
+    finally:
+        registry.restore(saved)
