@@ -302,7 +302,14 @@ def check(cfg: DictConfig, together: bool = True) -> None:
                 f"callbacks.extra[{index}]: the {plugin.name} keeps a whole copy of the model, which "
                 f"trainer.strategy=fsdp shards; use ddp, or leave the {plugin.name} out"
             )
-    check_objective(cfg.model.name, cfg.objective.name)
+    try:
+        check_objective(cfg.model.name, cfg.objective.name)
+    except ConfigError as error:
+        if init_from := cfg.model.get("init_from"):  # the model is the source's, whatever model= said
+            raise ConfigError(
+                f"{error}; model={cfg.model.name} is what model.init_from={init_from} holds"
+            ) from None
+        raise
     check_trainer_args(cfg.get("trainer", {}))
     refuse_code_paths(cfg, "")
     check_ranges(cfg)

@@ -89,11 +89,15 @@ def _with_run_model(cfg: DictConfig, init_from: str) -> DictConfig:
     stored = dict(run_config(read_metadata(path))["model"])
     plugin = config.plugin_params("model", stored, key=f"{path} model")[0]
     task_params = getattr(plugin.product(), "task_params", ())
+    takes = {p.name for p in plugin.parameters()} | {"lora"}  # another model kind's dropout keys: not its
     own = {key: cfg.model[key] for key in (*FINE_TUNING_OWN, *task_params, "lora") if key in cfg.model}
+    own = {key: value for key, value in own.items() if key in takes}
     node = {k: v for k, v in stored.items() if k not in (*task_params, "lora")}
     node |= own | {"init_from": init_from}
     differing = sorted(
-        key for key, value in node.items() if key in cfg.model and key not in own and cfg.model[key] != value
+        key
+        for key, value in node.items()
+        if key in cfg.model and key not in (*own, "name") and cfg.model[key] != value
     )
     if differing or node["name"] != cfg.model.name:
         shown = ", ".join(f"{key}={node[key]!r}" for key in ["name", *differing] if key in node)

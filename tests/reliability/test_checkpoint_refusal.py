@@ -118,3 +118,22 @@ def test_a_fine_tuning_resumes_whatever_model_settings_its_source_has(make_cfg, 
     assert summary["step"] == 4
     with pytest.raises(CheckpointError, match=r"holds another model: model.bias=True there, False here"):
         check_resume_early(make_cfg("ckpt_path=auto", "trainer.max_steps=6"), tmp_path / "fine")
+
+
+def test_a_fine_tuning_of_another_model_kind_says_the_model_is_its_sources(make_cfg, tmp_path):
+    """model=decoder model.init_from=<an encoder run> was refused for model.attn_dropout, a key the user never
+    gave (the decoder's dropout setting carried over to the encoder), then for an objective that did not fit a
+    model the user never chose."""
+    train(make_cfg("model=encoder", "objective=masked_lm", "trainer.max_steps=2"), run_dir=tmp_path / "mlm")
+    given = (
+        "model=decoder",
+        "objective=seq2seq",
+        "data=reverse_words",
+        f"model.init_from={tmp_path / 'mlm'}",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"objective=seq2seq does not fit model=encoder; .*; model=encoder is "
+        r"what model.init_from=\S+mlm holds",
+    ):
+        train(make_cfg(*given, "trainer.max_steps=2"), run_dir=tmp_path / "fine")
