@@ -22,7 +22,7 @@ from tests.conftest import TINY
 pytestmark = pytest.mark.slow  # subprocesses or training runs: the full tier (CI)
 
 TIMEOUT = 300
-RACES = 2
+RACES = 1  # a race left to chance; the forced one below meets the worst interleaving every time
 SPLITS = ("train", "val", "test")
 COMMAND = [
     *TINY,
