@@ -50,7 +50,7 @@ def load() -> None:
         importlib.import_module(module)
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         package = entry_point.dist.name if entry_point.dist else entry_point.name
-        saved, before = registry.snapshot(), set(registry.plugins())
+        saved, before, imported = registry.snapshot(), set(registry.plugins()), set(sys.modules)
         try:
             with registry.loading(package):
                 entry_point.load()
@@ -58,6 +58,8 @@ def load() -> None:
                 _check_declaration(plugin)
         except (Exception, SystemExit) as error:  # a third party's bug must not take the CLI down
             registry.restore(saved)  # none of the package's plugins is kept, and nothing it replaced is lost
+            for name in set(sys.modules) - imported:  # what it imported is imported afresh by whoever needs
+                del sys.modules[name]  # it: another package's entry point registers its plugins then
             registry.mark_broken(package, f"{type(error).__name__}: {error}")
             log.warning(
                 "plugin package '%s' (entry point '%s') failed to load and is skipped: %s: %s",

@@ -252,3 +252,31 @@ def test_a_listed_plugins_packaged_defaults_apply(own_registry, tmp_path, monkey
     plugins.load()
     assert config.plugin_params("metric", "pkgm")[1] == {"every": 3, "scale": 1.0}
     assert config.plugin_params("metric", {"name": "pkgm", "every": 5})[1] == {"every": 5, "scale": 1.0}
+
+
+def test_a_package_a_broken_one_imported_first_still_loads(own_registry, tmp_path, monkeypatch):
+    """The broken package's import of a healthy one stayed in sys.modules, so the healthy package's own entry
+    point imported nothing and registered nothing: its plugins were gone, and it was not said to be broken."""
+    import importlib
+
+    from lightning_llm import plugins, registry
+
+    (tmp_path / "pkg_zb.py").write_text(
+        "from lightning_llm import register\n"
+        "@register('optim', 'from_b')\n"
+        "def from_b(params, lr: float = 0.1):\n"
+        "    raise AssertionError('never built')\n"
+    )
+    (tmp_path / "pkg_aa.py").write_text("import pkg_zb\nraise RuntimeError('aa is broken')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("pkg_aa", "pkg_zb"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    entries = [
+        FakeEntryPoint(name, lambda name=name: importlib.import_module(name)) for name in ("pkg_aa", "pkg_zb")
+    ]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: entries)
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setattr(registry, "_BROKEN", {})
+    plugins.load()
+    assert list(registry.broken()) == ["pkg_aa"]
+    assert registry.get("optim", "from_b").source == "pkg_zb"
