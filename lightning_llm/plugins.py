@@ -48,7 +48,9 @@ def load() -> None:
     _loaded = True
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+    # by package name: which of two packages claiming one name keeps it must not depend on sys.path's order
+    found = entry_points(group=ENTRY_POINT_GROUP)
+    for entry_point in sorted(found, key=lambda e: (e.dist.name if e.dist else e.name, e.name)):
         package = entry_point.dist.name if entry_point.dist else entry_point.name
         saved, before, imported = registry.snapshot(), set(registry.plugins()), set(sys.modules)
         try:

@@ -280,3 +280,17 @@ def test_a_package_a_broken_one_imported_first_still_loads(own_registry, tmp_pat
     plugins.load()
     assert list(registry.broken()) == ["pkg_aa"]
     assert registry.get("optim", "from_b").source == "pkg_zb"
+
+
+def test_of_two_packages_claiming_a_name_the_first_by_name_keeps_it(own_registry, monkeypatch):
+    """Which one kept it followed the order of sys.path, so one machine's run used the other's plugin."""
+    from lightning_llm import plugins, registry
+
+    entries = [
+        FakeEntryPoint(name, declare_optimizer("shared", lr=(float, 0.1))) for name in ("pkg_z", "pkg_a")
+    ]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: entries)
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setattr(registry, "_BROKEN", {})
+    plugins.load()
+    assert registry.get("optim", "shared").source == "pkg_a"
