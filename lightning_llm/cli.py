@@ -424,16 +424,16 @@ def _refuse_values(
     run, which builds the plugins with what they need."""
     try:
         build()
-    except ValueError as error:
-        raise ConfigError(f"{prefix}{first_line(error)}") from None
-    except TypeError as error:
-        for key, plugin, params in checked:
+    except (ValueError, TypeError) as error:
+        for key, plugin, params in checked:  # first: a value a parameter without a type could not take
             if misfit := _untyped_misfit(plugin, params):
                 name, value, default = misfit
                 raise ConfigError(
                     f"{key}.{name}={value!r}: {key} '{plugin.name}' declares no type for {name}, and its "
                     f"default is {default!r}; building it with this value failed ({first_line(error)})"
                 ) from None
+        if isinstance(error, ValueError):  # the plugins' way to refuse a value
+            raise ConfigError(f"{prefix}{first_line(error)}") from None
     except Exception:  # a plugin that cannot be built on a stand-in: it checks itself when the run builds it
         return
 

@@ -294,3 +294,22 @@ def test_of_two_packages_claiming_a_name_the_first_by_name_keeps_it(own_registry
     monkeypatch.setattr(registry, "_BROKEN", {})
     plugins.load()
     assert registry.get("optim", "shared").source == "pkg_a"
+
+
+def test_a_value_a_parameter_without_a_type_cannot_take_is_named(own_registry):
+    """``lr=0.1`` without an annotation takes any value from the config: optim.lr=abc reached the plugin and
+    came back as float()'s "could not convert string to float", naming no key."""
+    import torch
+
+    from lightning_llm import cli, config, registry
+
+    @registry.register("optim", "untyped")
+    def untyped(params, lr=0.1):
+        return torch.optim.SGD(params, lr=float(lr))
+
+    config.store_schemas()
+    with pytest.raises(
+        cli.ConfigError, match=r"optim.lr='abc': optim 'untyped' declares no type for lr, and its"
+    ):
+        cli.precheck(["optim=untyped", "optim.lr=abc"])
+    cli.precheck(["optim=untyped", "optim.lr=0.5"])
