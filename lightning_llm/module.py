@@ -188,19 +188,28 @@ class LanguageModule(L.LightningModule):
     def _objective_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """(summed loss, target tokens, outputs) of ``batch``, through the compiled loss if there is one."""
         try:
-            return (self._compiled_loss or self.objective.loss)(self.model, batch)
+            result = (self._compiled_loss or self.objective.loss)(self.model, batch)
         except KeyError as error:  # the objective reads what this data's batches do not hold
             key = error.args[0] if error.args else None
             if not isinstance(key, str) or not isinstance(batch, dict) or key in batch:
                 raise
-            objective = self.objective
-            named = (p.name for p in registry.plugins("objective") if p.product() is type(objective))
-            name = next(named, type(objective).__name__)
-            fits = getattr(objective, "default_data", None)
+            fits = getattr(self.objective, "default_data", None)
+            name = self._objective_name()
             raise ConfigError(
                 f"objective={name} reads the batches' {key!r}, which this data does not give (its batches "
                 f"hold {sorted(batch)}); choose data made for it" + (f", e.g. data={fits}" if fits else "")
             ) from None
+        if not (isinstance(result, tuple) and len(result) == 3 and isinstance(result[0], torch.Tensor)):
+            got = type(result).__name__ + (f" of {len(result)}" if isinstance(result, tuple) else "")
+            raise TypeError(  # a plugin's: what a loss that is not the contract's would fail on, deep inside
+                f"objective '{self._objective_name()}': loss(model, batch) must return (summed loss tensor, "
+                f"number of target tokens, outputs); it returned a {got}"
+            )
+        return result
+
+    def _objective_name(self) -> str:
+        named = (p.name for p in registry.plugins("objective") if p.product() is type(self.objective))
+        return next(named, type(self.objective).__name__)
 
     def _rescales(self) -> bool:
         """Whether a step's gradient spans several micro-batches or processes (and needs the rescale)."""

@@ -1,5 +1,6 @@
 """The LightningModule: how it keeps what it measures exact whatever the model's precision."""
 
+import pytest
 import torch
 
 from lightning_llm import registry
@@ -43,3 +44,24 @@ def test_a_cast_to_bf16_casts_the_weights_and_not_what_the_metrics_sum():
     assert module.val_tokens.compute().item() == 24513  # 24,513 is no bfloat16 number
     module.to(dtype=torch.float32)  # and back, as a test of the loop's float32 copy does
     assert module.model.wte.weight.dtype == torch.float32 and state_dtypes(module) == before
+
+
+def test_an_objective_plugin_whose_loss_breaks_the_contract_is_named():
+    """A loss returning the mean alone was torch's "iteration over a 0-d tensor", 235 lines down."""
+
+    class MeanOnly:
+        def loss(self, model, batch):
+            return model(batch["input_ids"]).float().mean()
+
+    module = tiny_module()
+    module.objective = MeanOnly()
+    batch = {"input_ids": torch.zeros(2, 8, dtype=torch.long), "labels": torch.zeros(2, 8, dtype=torch.long)}
+    with pytest.raises(
+        TypeError,
+        match=r"objective 'MeanOnly': loss\(model, batch\) must return \(summed loss "
+        r"tensor, number of target tokens, outputs\); it returned a Tensor",
+    ):
+        module._objective_loss(batch)
+    module.objective = registry.build("objective", "causal_lm")
+    loss, tokens, _ = module._objective_loss(batch)
+    assert tokens.item() == 16
