@@ -29,6 +29,18 @@ from lightning_llm.distributed.parallelize import ParallelPlan, gathered, local_
 from lightning_llm.errors import ConfigError
 
 
+def check_batch(batch: Any) -> None:
+    """Refuse a data plugin's batch that is not what every part reads: a dict holding ``input_ids`` (or a
+    decoder's ``decoder_input_ids``) as a tensor (a tuple failed deep in the throughput count's ``max``)."""
+    inputs = [batch.get(key) for key in ("input_ids", "decoder_input_ids")] if isinstance(batch, dict) else []
+    if not any(isinstance(tensor, torch.Tensor) for tensor in inputs):
+        held = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise TypeError(
+            "a batch of the data plugin must be a dict holding input_ids (or decoder_input_ids) as a "
+            f"tensor, with its objective's labels; it is {held}"
+        )
+
+
 def batch_tokens(batch: dict[str, Any]) -> int:
     """Tokens a batch feeds the model: its inputs, plus the decoder's inputs for sequence-to-sequence."""
     return sum(batch[key].numel() for key in ("input_ids", "decoder_input_ids") if key in batch)

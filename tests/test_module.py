@@ -65,3 +65,21 @@ def test_an_objective_plugin_whose_loss_breaks_the_contract_is_named():
     module.objective = registry.build("objective", "causal_lm")
     loss, tokens, _ = module._objective_loss(batch)
     assert tokens.item() == 16
+
+
+@pytest.mark.parametrize(
+    ("batch", "held"),
+    [
+        ((torch.zeros(2, 4), torch.zeros(2, 4)), "it is tuple"),
+        ({"tokens": torch.zeros(2, 4)}, r"it is \['tokens'\]"),
+    ],
+)
+def test_a_batch_that_is_not_a_dict_of_input_ids_is_named(batch, held):
+    """A data plugin's tuple batch was "max() arg is an empty sequence", as if the input were at fault."""
+    from lightning_llm.module import check_batch
+
+    with pytest.raises(
+        TypeError, match=r"a batch of the data plugin must be a dict holding input_ids .*; " + held
+    ):
+        check_batch(batch)
+    check_batch({"decoder_input_ids": torch.zeros(2, 4, dtype=torch.long)})

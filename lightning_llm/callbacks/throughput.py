@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_llm.flops import device_peak_flops, flops_per_token, meta_copy
-from lightning_llm.module import batch_tokens
+from lightning_llm.module import batch_tokens, check_batch
 
 
 @dataclass
@@ -129,6 +129,7 @@ class Throughput(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if not self._flops_tried:  # before the clock starts: counting FLOPs is not training time
+            check_batch(batch)  # once: what this count and every other part read of a batch
             self._flops_tried = True
             self.flops_per_token = self._model_flops_per_token(pl_module, _seq_len(batch))
         if self._clock is None:
