@@ -1207,13 +1207,7 @@ def load_hf_run(
     else:
         tokenizer = Tokenizer.from_file(tokenizer_file, roles=("<eos>", *architecture.roles))
     rows = config["vocab_size"]
-    own = tokenizer.vocab_size - len(tokenizer.added_tokens)
-    if own > rows:
-        raise HFFolderError(
-            f"{folder}: its tokenizer has {own} tokens, more than config.json's vocab_size={rows}; it is "
-            "not this model's tokenizer"
-        )
-    _check_token_ids(config, tokenizer, folder)
+    check_hf_tokenizer(folder, tokenizer, config)
     if tokenizer.added_tokens:
         log.info(
             "%s: %s added to the vocabulary (rows %d.., the mean of the model's rows to start)",
@@ -1223,6 +1217,21 @@ def load_hf_run(
         )
     model, node = load_hf_model(folder, max(tokenizer.vocab_size, rows))
     return model, tokenizer, node
+
+
+def check_hf_tokenizer(folder: Path, tokenizer: Tokenizer, config: dict[str, Any] | None = None) -> None:
+    """The tokenizer that reads a Hugging Face folder's model (its own, or one given) fits its config: no
+    more tokens than the weights have rows (those ids would get the mean row, untrained), and the special ids
+    config.json states are its tokens."""
+    config = read_hf_config(folder) if config is None else config
+    rows = config["vocab_size"]
+    own = tokenizer.vocab_size - len(tokenizer.added_tokens)
+    if own > rows:
+        raise HFFolderError(
+            f"{folder}: its tokenizer has {own} tokens, more than config.json's vocab_size={rows}; it is "
+            "not this model's tokenizer"
+        )
+    _check_token_ids(config, tokenizer, folder)
 
 
 def _check_token_ids(config: dict[str, Any], tokenizer: Tokenizer, folder: Path) -> None:

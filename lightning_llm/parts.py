@@ -414,9 +414,11 @@ def _tokenizer_of_run(init_from: str, cfg: DictConfig) -> Tokenizer:
                 file = chosen.params.get(getattr(chosen, "file_setting", ""), None)
                 if file is not None:  # with the roles the folder's own would get (load_hf_run's)
                     chosen.load(file, roles=None if roles is None else ("<eos>", *roles))
+                huggingface.check_hf_tokenizer(path, chosen)
                 log.info("tokenizer: %s (model.init_from=%s has none)", chosen, init_from)
                 return chosen
         tokenizer = huggingface.load_hf_tokenizer(path, roles)
+        huggingface.check_hf_tokenizer(path, tokenizer)  # as load_hf_run does
     else:
         checkpoint = find_checkpoint(init_from)
         path = run_folder(checkpoint) / "tokenizer.json"

@@ -1162,3 +1162,20 @@ def test_dropout_rates_come_in_and_go_out(gpt2_folder, tmp_path):
     out = save_hf_folder(model, config["model"], tokenizer, tmp_path / "out")
     exported = json.loads((out / "config.json").read_text())
     assert exported["resid_pdrop"] == exported["embd_pdrop"] == exported["attn_pdrop"] == 0.1
+
+
+def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused_to_fine_tune_from_too(
+    gpt2_folder, tmp_path, make_cfg
+):
+    """Generate and evaluate refused it, but model.init_from=<folder> trained with the extra ids given the
+    mean row: tokens the model never learnt, silently."""
+    from lightning_llm.parts import _tokenizer_of_run
+
+    folder, _ = gpt2_folder
+    cut = lambda state: {k: v[:300] if k == "transformer.wte.weight" else v for k, v in state.items()}  # noqa: E731
+    smaller = variant(folder, tmp_path / "smaller", config={"vocab_size": 300}, weights=cut)
+    one_line_refusal(smaller, r"its tokenizer has 400 tokens, more than config.json's vocab_size=300")
+    with pytest.raises(
+        HFFolderError, match=r"its tokenizer has 400 tokens, more than config.json's vocab_size"
+    ):
+        _tokenizer_of_run(str(smaller), make_cfg(f"model.init_from={smaller}"))
