@@ -182,7 +182,7 @@ def model(cfg: DictConfig, vocab_size: int, datamodule: Any, on_meta: bool = Fal
 
         loaded, new, skipped = load_matching_weights(built, init_from)
         log.info("%s: loaded %d tensors; new: %s; skipped: %s", init_from, len(loaded), new, skipped)
-        _warn_other_data_settings(str(init_from), datamodule)
+        _warn_other_data_settings(str(init_from), datamodule, skipped)
     if (lora := config.lora_settings(cfg.model)).rank:
         _adapt(built, lora)
     millions = sum(p.numel() for p in built.parameters()) / 1e6
@@ -246,15 +246,26 @@ def _available_memory() -> int | None:
         return None
 
 
-def _warn_other_data_settings(init_from: str, datamodule: Any) -> None:
+def _warn_other_data_settings(init_from: str, datamodule: Any, skipped: list[str]) -> None:
     """Fine-tuning from a run whose data decided otherwise (a classifier of other labels): its head is
-    loaded, but class i meant another label; said, since starting from it is a choice, not an error."""
+    loaded, but class i meant another label; said, since starting from it is a choice, not an error. A head
+    of another size (``skipped``: not loaded) starts new instead, and is said to."""
     from lightning_llm.checkpoint import stored_data_settings
 
     given = data_settings_of(datamodule)
     stored = stored_data_settings(init_from) if given else None
     for key, value in given.items():
-        if isinstance(stored, dict) and key in stored and stored[key] != value:
+        if isinstance(stored, dict) and key in stored and stored[key] != value and skipped:
+            log.warning(
+                "model.init_from=%s was trained with %s %s, this data has %s: its %s, of another size, "
+                "start new; the rest is loaded",
+                init_from,
+                key,
+                stored[key],
+                value,
+                ", ".join(skipped),
+            )
+        elif isinstance(stored, dict) and key in stored and stored[key] != value:
             log.warning(
                 "model.init_from=%s was trained with %s %s, this data has %s: its weights are loaded, but "
                 "class i meant another label there",

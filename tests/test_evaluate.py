@@ -239,6 +239,16 @@ def test_a_classifier_is_scored_only_on_data_with_its_own_labels(tmp_path, make_
     )
     train(tuned, run_dir=tmp_path / "tuned")
     assert "class i meant another label there" in caplog.text
+    # on two labels its classifier is of another size: not loaded (it was said to be, meaning other labels)
+    two = write("xy.jsonl", ["x-ray", "yak"])
+    caplog.clear()
+    tuned = make_cfg(
+        *setup, f"model.init_from={tmp_path / 'run'}", f"data.paths=[{two}]", "trainer.max_steps=1"
+    )
+    train(tuned, run_dir=tmp_path / "two")
+    assert (
+        "class i meant" not in caplog.text and "of another size, start new; the rest is loaded" in caplog.text
+    )
 
 
 def test_a_masked_lm_is_scored_the_same_on_every_call(tmp_path):
