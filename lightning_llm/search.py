@@ -468,6 +468,9 @@ def open_study(settings: Settings) -> optuna.Study:
     )
     stored = study.direction.name.lower()
     if stored != settings.direction:
+        if not existed:  # made just now for a study kept elsewhere (search.storage): leave nothing behind
+            with contextlib.suppress(OSError):
+                settings.dir.rmdir()
         raise ConfigError(
             f"study {settings.study_name!r} in {settings.storage} was created to {stored}; "
             f"search.direction={settings.direction} (use another study_name)"
