@@ -87,6 +87,32 @@ class FakeEntryPoint:
         self.body()
 
 
+def load_entry_points(monkeypatch, entries: list[FakeEntryPoint]) -> None:
+    """``plugins.load()`` from a fresh start, with ``entries`` as the installed packages' entry points."""
+    from lightning_llm import plugins, registry
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: entries)
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setattr(registry, "_BROKEN", {})
+    plugins.load()
+
+
+def write_package(tmp_path, monkeypatch, name: str, init: str, conf: dict[str, str] | None = None):
+    """A package ``name`` importable from ``tmp_path`` (``init`` its __init__.py, ``conf`` its packaged
+    files by path), and its entry point."""
+    import importlib
+
+    package = tmp_path / name
+    package.mkdir()
+    (package / "__init__.py").write_text(init)
+    for path, text in (conf or {}).items():
+        (package / path).parent.mkdir(parents=True, exist_ok=True)
+        (package / path).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)  # another case's import
+    return FakeEntryPoint(name, lambda: importlib.import_module(name))
+
+
 def declare_optimizer(plugin_name, **defaults):
     """A third party's optimizer whose signature has ``defaults`` (as annotated parameters)."""
     from lightning_llm import registry
@@ -114,7 +140,7 @@ def test_a_package_whose_declaration_no_command_could_read_is_skipped_not_fatal(
     loads."""
     import torch
 
-    from lightning_llm import plugins, registry
+    from lightning_llm import registry
 
     def exits():
         raise SystemExit(3)
@@ -135,10 +161,7 @@ def test_a_package_whose_declaration_no_command_could_read_is_skipped_not_fatal(
         "pkg_good": declare_optimizer("goodopt", momentum=(float, 0.9)),
     }
     fakes = [FakeEntryPoint(name, body) for name, body in packages.items()]
-    monkeypatch.setattr(plugins, "entry_points", lambda group: fakes)
-    monkeypatch.setattr(plugins, "_loaded", False)
-    monkeypatch.setattr(registry, "_BROKEN", {})
-    plugins.load()
+    load_entry_points(monkeypatch, fakes)
     assert caplog.text.count("failed to load and is skipped") == 6  # one line each, logged
     broken = registry.broken()
     assert sorted(broken) == ["pkg_dtype", "pkg_exit", "pkg_fw", "pkg_named", "pkg_preset", "pkg_slash"]
@@ -153,7 +176,7 @@ def test_a_package_whose_declaration_no_command_could_read_is_skipped_not_fatal(
 
 
 def test_a_package_that_replaced_a_built_in_and_then_failed_leaves_the_built_in(own_registry, monkeypatch):
-    from lightning_llm import plugins, registry
+    from lightning_llm import registry
 
     built_in = registry.get("optim", "adamw")
 
@@ -161,10 +184,7 @@ def test_a_package_that_replaced_a_built_in_and_then_failed_leaves_the_built_in(
         registry.register("optim", "adamw", replace=True)(lambda params, lr=0.1: None)
         raise RuntimeError("boom after registering")
 
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [FakeEntryPoint("pkg", replaces_then_fails)])
-    monkeypatch.setattr(plugins, "_loaded", False)
-    monkeypatch.setattr(registry, "_BROKEN", {})
-    plugins.load()
+    load_entry_points(monkeypatch, [FakeEntryPoint("pkg", replaces_then_fails)])
     assert registry.get("optim", "adamw") is built_in
     assert "boom after registering" in registry.broken()["pkg"]
 
@@ -203,26 +223,16 @@ def test_a_package_whose_packaged_defaults_do_not_fit_fails_at_load(
 ):
     """A plugin package's conf/<kind>/<name>.yaml is checked against its signature when the package loads,
     naming the file: it used to be a traceback in every command (--help too), at the ConfigStore."""
-    from lightning_llm import plugins, registry
+    from lightning_llm import registry
 
-    package = tmp_path / "pkg_yaml"
-    (package / "conf" / "optim").mkdir(parents=True)
-    (package / "__init__.py").write_text(
+    init = (
         "from lightning_llm import register\n"
         "@register('optim', 'pkgy')\n"
         "def pkgy(params, lr: float = 0.1):\n"
         "    raise AssertionError('never built')\n"
     )
-    (package / "conf" / "optim" / "pkgy.yaml").write_text(yaml_text)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "pkg_yaml", raising=False)  # the other case's import
-    import importlib
-
-    entry = FakeEntryPoint("pkg_yaml", lambda: importlib.import_module("pkg_yaml"))
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [entry])
-    monkeypatch.setattr(plugins, "_loaded", False)
-    monkeypatch.setattr(registry, "_BROKEN", {})
-    plugins.load()
+    entry = write_package(tmp_path, monkeypatch, "pkg_yaml", init, {"conf/optim/pkgy.yaml": yaml_text})
+    load_entry_points(monkeypatch, [entry])
     broken = registry.broken()["pkg_yaml"]
     assert "optim 'pkgy': its packaged defaults (conf/optim/pkgy.yaml)" in broken and expected in broken
     assert "pkgy" not in registry.names("optim")
@@ -231,25 +241,16 @@ def test_a_package_whose_packaged_defaults_do_not_fit_fails_at_load(
 def test_a_listed_plugins_packaged_defaults_apply(own_registry, tmp_path, monkeypatch):
     """A metric's or callback's conf/<kind>/<name>.yaml was checked at load but never applied (only the
     config groups' were, through their config nodes)."""
-    from lightning_llm import config, plugins, registry
+    from lightning_llm import config
 
-    package = tmp_path / "pkg_listed"
-    (package / "conf" / "metric").mkdir(parents=True)
-    (package / "__init__.py").write_text(
+    init = (
         "from lightning_llm import register\n"
         "@register('metric', 'pkgm')\n"
         "def pkgm(every: int = 1, scale: float = 1.0):\n"
         "    raise AssertionError('never built')\n"
     )
-    (package / "conf" / "metric" / "pkgm.yaml").write_text("every: 3\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import importlib
-
-    entry = FakeEntryPoint("pkg_listed", lambda: importlib.import_module("pkg_listed"))
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [entry])
-    monkeypatch.setattr(plugins, "_loaded", False)
-    monkeypatch.setattr(registry, "_BROKEN", {})
-    plugins.load()
+    entry = write_package(tmp_path, monkeypatch, "pkg_listed", init, {"conf/metric/pkgm.yaml": "every: 3\n"})
+    load_entry_points(monkeypatch, [entry])
     assert config.plugin_params("metric", "pkgm")[1] == {"every": 3, "scale": 1.0}
     assert config.plugin_params("metric", {"name": "pkgm", "every": 5})[1] == {"every": 5, "scale": 1.0}
 
@@ -259,7 +260,7 @@ def test_a_package_a_broken_one_imported_first_still_loads(own_registry, tmp_pat
     point imported nothing and registered nothing: its plugins were gone, and it was not said to be broken."""
     import importlib
 
-    from lightning_llm import plugins, registry
+    from lightning_llm import registry
 
     (tmp_path / "pkg_zb.py").write_text(
         "from lightning_llm import register\n"
@@ -274,25 +275,19 @@ def test_a_package_a_broken_one_imported_first_still_loads(own_registry, tmp_pat
     entries = [
         FakeEntryPoint(name, lambda name=name: importlib.import_module(name)) for name in ("pkg_aa", "pkg_zb")
     ]
-    monkeypatch.setattr(plugins, "entry_points", lambda group: entries)
-    monkeypatch.setattr(plugins, "_loaded", False)
-    monkeypatch.setattr(registry, "_BROKEN", {})
-    plugins.load()
+    load_entry_points(monkeypatch, entries)
     assert list(registry.broken()) == ["pkg_aa"]
     assert registry.get("optim", "from_b").source == "pkg_zb"
 
 
 def test_of_two_packages_claiming_a_name_the_first_by_name_keeps_it(own_registry, monkeypatch):
     """Which one kept it followed the order of sys.path, so one machine's run used the other's plugin."""
-    from lightning_llm import plugins, registry
+    from lightning_llm import registry
 
     entries = [
         FakeEntryPoint(name, declare_optimizer("shared", lr=(float, 0.1))) for name in ("pkg_z", "pkg_a")
     ]
-    monkeypatch.setattr(plugins, "entry_points", lambda group: entries)
-    monkeypatch.setattr(plugins, "_loaded", False)
-    monkeypatch.setattr(registry, "_BROKEN", {})
-    plugins.load()
+    load_entry_points(monkeypatch, entries)
     assert registry.get("optim", "shared").source == "pkg_a"
 
 
