@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from lightning_llm.atomic import TEMP_MARKER, atomic_write
 from lightning_llm.checkpoint import (
@@ -516,6 +516,36 @@ def check_resume_early(cfg: DictConfig, run_dir: str | Path) -> None:
             max_steps=_max_steps(cfg),
             choices=task_choices(cfg),
         )
+
+
+def with_moved_source(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """``cfg`` for a fine-tuning resumed after its ``model.init_from`` was moved or deleted: the checkpoint it
+    resumes from holds every weight and its run folder the tokenizer, so that checkpoint stands in for the
+    source (model, tokenizer and first weights, which the resume then replaces). An adapters-only run's
+    checkpoint holds no base: its source stays needed. Other configs are returned as they are."""
+    from lightning_llm.checkpoint import read_metadata
+
+    init_from = cfg.model.get("init_from")
+    if not init_from or Path(os.path.expanduser(str(init_from))).exists():
+        return cfg
+    found = resume_path(cfg.get("ckpt_path"), run_dir, sharded_strategy=cfg.trainer.get("strategy") == "fsdp")
+    if found is None:  # a fresh start: the source is needed, and refused as missing where it is read
+        return cfg
+    if "frozen_fingerprint" in read_metadata(Path(found)):
+        raise ConfigError(
+            f"model.init_from={init_from}: no such run or file, and this run's checkpoints hold its LoRA "
+            "adapters only (model.lora.adapters_only): resuming needs that base model where it was"
+        )
+    log.warning(
+        "model.init_from=%s is gone; the run resumes from %s, which holds every weight, with the model and "
+        "tokenizer it recorded",
+        init_from,
+        found,
+    )
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.model.init_from = str(found)
+    return cfg
 
 
 def task_choices(cfg: DictConfig) -> dict[str, str]:

@@ -71,11 +71,12 @@ def train(
     added to the run's own (programmatic use: probes, custom early stopping)."""
     plugins.load()  # once per process; a launcher's worker process (joblib, submitit) starts with none
     quiet_lightning()  # before Lightning's first line (the seed)
-    cfg = parts.with_source_model(cfg)  # fine-tuning a Hugging Face model: its architecture and shape
+    run_dir = Path(run_dir or _hydra_output_dir())
+    cfg = run_folder.with_moved_source(cfg, run_dir)  # a fine-tuning resumed without its source
+    cfg = parts.with_source_model(cfg)  # fine-tuning: the source's architecture and shape
     config.check(cfg)
     # Settings this machine cannot run and a run folder that cannot take checkpoints fail before any work.
     trainer_args, plan = strategy.resolve_run(cfg.trainer, cfg.parallel)
-    run_dir = Path(run_dir or _hydra_output_dir())
     run_folder.check_writable(run_dir)
     log.info("run folder: %s", run_dir.resolve())
     log.info("config (as run; .hydra/ holds it):\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())

@@ -137,3 +137,27 @@ def test_a_fine_tuning_of_another_model_kind_says_the_model_is_its_sources(make_
         r"what model.init_from=\S+mlm holds",
     ):
         train(make_cfg(*given, "trainer.max_steps=2"), run_dir=tmp_path / "fine")
+
+
+def test_a_fine_tuning_whose_source_is_gone_resumes_from_its_own_checkpoint(make_cfg, tmp_path):
+    """Its checkpoint holds every weight and its folder the tokenizer, but every launch read the source
+    first: once that was moved, the run could not be continued ("no such run folder")."""
+    constant = ("scheduler=constant", "trainer.val_check_interval=5")
+    train(make_cfg(*constant, "trainer.max_steps=2"), run_dir=tmp_path / "source")
+    fine = (*constant, f"model.init_from={tmp_path / 'source'}")
+    whole, _ = train(make_cfg(*fine, "trainer.max_steps=6"), run_dir=tmp_path / "whole")
+    train(make_cfg(*fine, "trainer.max_steps=3"), run_dir=tmp_path / "fine")
+    (tmp_path / "source").rename(tmp_path / "moved")
+    resumed, _ = train(make_cfg(*fine, "trainer.max_steps=6", "ckpt_path=auto"), run_dir=tmp_path / "fine")
+    assert resumed["step"] == 6 and resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
+    with pytest.raises(FileNotFoundError, match="no such run folder or checkpoint file"):  # fresh: needed
+        train(make_cfg(*fine, "trainer.max_steps=2"), run_dir=tmp_path / "fresh")
+
+
+def test_an_adapters_only_fine_tuning_whose_base_is_gone_is_refused_naming_it(make_cfg, tmp_path):
+    train(make_cfg("trainer.max_steps=2"), run_dir=tmp_path / "base")
+    lora = (f"model.init_from={tmp_path / 'base'}", "model.lora.rank=2", "model.lora.adapters_only=true")
+    train(make_cfg(*lora, "trainer.max_steps=2"), run_dir=tmp_path / "lora")
+    (tmp_path / "base").rename(tmp_path / "moved")
+    with pytest.raises(ConfigError, match=r"hold its LoRA adapters only .*: resuming needs that base model"):
+        train(make_cfg(*lora, "trainer.max_steps=4", "ckpt_path=auto"), run_dir=tmp_path / "lora")
