@@ -119,13 +119,13 @@ def tokenizer_and_data(cfg: DictConfig) -> tuple[Tokenizer, Any]:
         datamodule = build(cfg, "data", tokenizer=tokenizer, cache_dir=cache_dir)
         _check_coverage(tokenizer, datamodule, cache_dir, f"of {init_from}")
         return tokenizer, datamodule
-    tokenizer = build(cfg, "tokenizer")
+    plugin, settings = config.plugin_params("tokenizer", cfg.tokenizer)  # what ``build`` does, settings kept
+    tokenizer = plugin(**settings)
     datamodule = build(cfg, "data", tokenizer=tokenizer, cache_dir=cache_dir)
     if tokenizer.is_trained:  # tokenizer=pretrained: a file trained elsewhere
         _check_coverage(tokenizer, datamodule, cache_dir, repr(tokenizer))
     max_chars = config.framework_params("tokenizer", cfg.tokenizer)["train_max_chars"]
     corpus = f"{datamodule.fingerprint()}:sample={max_chars}"
-    settings = config.plugin_params("tokenizer", cfg.tokenizer)[1]
     sample = lambda: training_sample(datamodule, max_chars)  # noqa: E731
     tokenizer = fit_or_load(tokenizer, sample, corpus, cache_dir, settings)
     log.info("tokenizer: %s, vocab %d", cfg.tokenizer.name, tokenizer.vocab_size)
@@ -255,7 +255,9 @@ def _warn_other_data_settings(init_from: str, datamodule: Any, skipped: list[str
     given = data_settings_of(datamodule)
     stored = stored_data_settings(init_from) if given else None
     for key, value in given.items():
-        if isinstance(stored, dict) and key in stored and stored[key] != value and skipped:
+        if not isinstance(stored, dict) or key not in stored or stored[key] == value:
+            continue
+        if skipped:
             log.warning(
                 "model.init_from=%s was trained with %s %s, this data has %s: its %s, of another size, "
                 "start new; the rest is loaded",
@@ -265,7 +267,7 @@ def _warn_other_data_settings(init_from: str, datamodule: Any, skipped: list[str
                 value,
                 ", ".join(skipped),
             )
-        elif isinstance(stored, dict) and key in stored and stored[key] != value:
+        else:
             log.warning(
                 "model.init_from=%s was trained with %s %s, this data has %s: its weights are loaded, but "
                 "class i meant another label there",
