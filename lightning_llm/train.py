@@ -113,24 +113,25 @@ def train(
     return run_summary, {**objects, "trainer": trainer, "run_dir": run_dir}
 
 
-def _folder_key() -> str:
-    """The setting that chose this job's folder: a sweep's jobs live under ``hydra.sweep.dir``."""
+def _sweep_job() -> int | None:
+    """This job's number in a sweep (Hydra's multirun), or None for a single run."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    return "hydra.sweep.dir" if HydraConfig.get().mode == RunMode.MULTIRUN else "hydra.run.dir"
+    hydra = HydraConfig.get()
+    return hydra.job.num if hydra.mode == RunMode.MULTIRUN else None
+
+
+def _folder_key() -> str:
+    """The setting that chose this job's folder: a sweep's jobs live under ``hydra.sweep.dir``."""
+    return "hydra.run.dir" if _sweep_job() is None else "hydra.sweep.dir"
 
 
 def _which_job() -> str:
     """``sweep job 1 (<its folder>): `` for a sweep's job, whose refusal ends the sweep (Hydra's launchers
     stop at a failed job) and would otherwise not say which of its jobs it was; '' for a single run."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    hydra = HydraConfig.get()
-    if hydra.mode != RunMode.MULTIRUN:
-        return ""
-    return f"sweep job {hydra.job.num} ({_hydra_output_dir()}): "
+    number = _sweep_job()
+    return "" if number is None else f"sweep job {number} ({_hydra_output_dir()}): "
 
 
 def _hydra_output_dir() -> str:
