@@ -550,13 +550,10 @@ class Pruning(L.Callback):
             raise optuna.TrialPruned(f"pruned: {self.monitor}={value:.4g} at step {step}")
 
 
-def objective(
-    trial: optuna.Trial, settings: Settings, overrides: list[str], stop: list[str] | None = None
-) -> float:
+def objective(trial: optuna.Trial, settings: Settings, overrides: list[str], stop: list[str]) -> float:
     """Train one trial into its run folder and return its metric (Optuna's objective: raising
     ``TrialPruned`` prunes it, a nan fails it; the note says why). A failure every later trial would meet
     too (its folder, the metric) fails it and puts the reason in ``stop``, for the search to end there."""
-    stop = [] if stop is None else stop
     try:
         params = [as_override(p.key, p.suggest(trial)) for p in settings.params.values()]
     except ValueError as error:  # a queued trial's value Optuna refuses (a nan in a study handed over)
@@ -731,7 +728,7 @@ def search(overrides: list[str]) -> optuna.Study:
             f"trials {running} are still running, in another process or one that stopped less than "
             f"{settings.grace_period} s ago: run the search again later to continue a stopped one"
         )
-    best = write_best(study, settings, overrides)
+    best = write_best(study, settings)
     if best:
         value, overrides_text = f"{best['value']:.6g}", " ".join(best["params_overrides"])
         print(f"best: trial {best['trial']}, {settings.metric}={value}: {overrides_text}")
@@ -791,17 +788,11 @@ def check_best_file(settings: Settings) -> None:
         )
 
 
-def training_overrides(overrides: list[str]) -> list[str]:
-    """The overrides that decide how each trial trains, besides its sampled parameters (the search's own
-    settings left out)."""
-    return [o for o in overrides if not o.lstrip("+~").startswith((GROUP, "search."))]
-
-
 def _check_same_training(study: optuna.Study, settings: Settings, overrides: list[str]) -> None:
     """A study's trials are trained with the overrides it started with: continued with others (another
     trainer.max_steps), its trials would be ranked against trials trained otherwise, and best.yaml would
     train the best one again in a way it never was."""
-    given = training_overrides(overrides)
+    given = [o for o in overrides if not o.lstrip("+~").startswith((GROUP, "search."))]  # not the search's
     started = study.user_attrs.get("overrides")
     if started is None:
         study.set_user_attr("overrides", given)
@@ -813,14 +804,15 @@ def _check_same_training(study: optuna.Study, settings: Settings, overrides: lis
         )
 
 
-def write_best(study: optuna.Study, settings: Settings, overrides: list[str]) -> dict[str, Any] | None:
-    """``<search.dir>/best.yaml``: the best trial's value, params, and the overrides that train it again."""
+def write_best(study: optuna.Study, settings: Settings) -> dict[str, Any] | None:
+    """``<search.dir>/best.yaml``: the best trial's value, params, and the overrides that train it again (the
+    study's own, ``_check_same_training``)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return None
     best = study.best_trial
     params_overrides = [as_override(k, best.params[k]) for k in settings.params if k in best.params]
-    kept = list(study.user_attrs.get("overrides") or training_overrides(overrides))
+    kept = list(study.user_attrs["overrides"])
     best_info = {
         "study": settings.study_name,
         "metric": settings.metric,

@@ -480,5 +480,5 @@ def test_a_study_continued_with_other_training_overrides_is_refused_and_best_yam
             value=4.0,
         )
     )
-    best = search.write_best(study, settings, ["trainer.max_steps=3"])
+    best = search.write_best(study, settings)
     assert best["overrides"] == ["model.n_layer=2", "trainer.max_steps=300", "optim.lr=0.001"]
