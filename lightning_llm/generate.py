@@ -120,10 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T",
         type=_at_least(0.0, float),
         default=None,
-        help="gpt: softmax temperature, 0 = greedy (0.8)",
+        help=f"gpt: softmax temperature, 0 = greedy ({DEFAULTS['temperature']})",
     )
     parser.add_argument(
-        "--top-k", metavar="K", type=_at_least(1), default=None, help="gpt: sample from the k likeliest (50)"
+        "--top-k",
+        metavar="K",
+        type=_at_least(1),
+        default=None,
+        help=f"gpt: sample from the k likeliest ({DEFAULTS['top_k']})",
     )
     parser.add_argument(
         "--top-p", metavar="P", type=_probability, default=None, help="gpt: nucleus sampling mass (off)"
@@ -133,14 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         type=_at_least(-(2**63), maximum=2**64 - 1),
         default=None,
-        help="gpt: seed of the sampling generator (0)",
+        help=f"gpt: seed of the sampling generator ({DEFAULTS['seed']})",
     )
     parser.add_argument(
         "--num-samples",
         metavar="N",
         type=_at_least(1, maximum=MAX_SAMPLES),
         default=None,
-        help=f"gpt: samples per prompt, generated as one batch (1; at most {MAX_SAMPLES})",
+        help=f"gpt: samples per prompt, generated as one batch ({DEFAULTS['num_samples']}; at most "
+        f"{MAX_SAMPLES})",
     )
     parser.add_argument(
         "--batch-size",
@@ -149,14 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="gpt: generate N prompts of --input at once, left-padded (several times the tokens/s; the "
         "greedy text is the same, samples use the random draws differently), printed as each batch ends; "
-        f"1 streams each prompt as it is generated (1; at most {MAX_BATCH}; not with --num-samples over 1)",
+        f"1 streams each prompt as it is generated ({DEFAULTS['batch_size']}; at most {MAX_BATCH}; not with "
+        "--num-samples over 1)",
     )
     parser.add_argument(
         "--num-beams",
         metavar="B",
         type=_at_least(1, maximum=MAX_BEAMS),
         default=None,
-        help=f"encoder-decoder: beam width, 1 = greedy (1; at most {MAX_BEAMS})",
+        help=f"encoder-decoder: beam width, 1 = greedy ({DEFAULTS['num_beams']}; at most {MAX_BEAMS})",
     )
     parser.add_argument(
         "--no-cache", action="store_true", help="recompute the whole context at each step (no KV cache)"
