@@ -587,7 +587,6 @@ def check_sweep_folders(folders: dict[str, str], resuming: bool) -> None:
     if "hydra.sweep.dir" not in folders:  # the clock names it: a new folder
         return
     sweep = Path(folders["hydra.sweep.dir"])
-    jobs = {key: Path(folder) for key, folder in folders.items() if key.startswith("job ")}
     if sweep.is_dir():
         foreign = [
             entry.name
@@ -601,8 +600,9 @@ def check_sweep_folders(folders: dict[str, str], resuming: bool) -> None:
                 f"hydra.sweep.dir={sweep} holds files that are not a sweep's ({shown}); a sweep writes only "
                 "into a new folder or an earlier sweep's: choose another hydra.sweep.dir"
             )
-    for folder in jobs.values():
-        run_folder.check_launch(folder, resuming, key="hydra.sweep.dir")
+    for key, folder in folders.items():
+        if key.startswith("job "):
+            run_folder.check_launch(folder, resuming, key="hydra.sweep.dir")
 
 
 def check_output_folder(overrides: list[str], multirun: bool = False) -> None:
@@ -636,7 +636,8 @@ def compose_config(
     ``hydra`` node is composed too, checked for code a config may not select (``check_hydra_node``) and,
     for a ``sweep``'s job, for a SLURM launcher that cannot run it (``check_slurm_tasks``), and left out of
     the result; ``choices``, when given, receives the option each config group resolved to, and ``folders``
-    ``hydra.run.dir`` unless the clock names it (a folder Hydra would make new)."""
+    ``hydra.run.dir`` unless the clock names it (a folder Hydra would make new), and for a sweep's job also
+    ``hydra.sweep.dir``, ``job <n>`` (that job's folder) and ``launcher`` (the launcher's class)."""
     try:
         with initialize_config_dir(config.config_dir(), version_base="1.3"):
             try:
