@@ -534,21 +534,12 @@ def build_model_from_checkpoint(
     return model
 
 
-def tied_groups(model: nn.Module) -> list[list[str]]:
-    """The names of ``model``'s state-dict entries that are one tensor (a head tied to its embedding), in
-    groups of two or more. Meta and empty tensors have no storage to compare, so they are left out."""
-    groups: dict[tuple, list[str]] = {}
-    for name, tensor in model.state_dict().items():
-        if not tensor.is_meta and tensor.numel():
-            key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
-            groups.setdefault(key, []).append(name)
-    return [names for names in groups.values() if len(names) > 1]
-
-
 def check_tied_weights(model: nn.Module, state: dict[str, torch.Tensor], source: object) -> None:
     """Refuse ``state`` where it gives different values to entries ``model`` ties into one tensor: loading
     copies each in turn into that tensor, so the last silently wins (NaN in the embedding alone would even
     pass a check of the loaded model for non-finite weights)."""
+    from lightning_llm.models.lora import tied_groups
+
     for names in tied_groups(model):
         given = [name for name in names if isinstance(state.get(name), torch.Tensor)]
         for other in given[1:]:

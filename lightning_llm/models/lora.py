@@ -64,7 +64,7 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
     if settings.rank < 1:
         raise ValueError(f"model.lora.rank must be >= 1 to apply LoRA, got {settings.rank}")
     linears = {name: module for name, module in model.named_modules() if type(module) is nn.Linear}
-    shared = _shared_weights(model)
+    shared = {name for group in tied_groups(model) for name in group}
     adapted = []
     for target in settings.targets:
         matches = [name for name in linears if name.rsplit(".", 1)[-1] == target]
@@ -92,12 +92,13 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
     return sorted(set(adapted))
 
 
-def _shared_weights(model: nn.Module) -> set[str]:
-    """Names of parameters one tensor holds under two or more names (a head tied to its embedding)."""
+def tied_groups(model: nn.Module) -> list[list[str]]:
+    """The names under which one parameter of ``model`` appears twice or more (a head tied to its
+    embedding), a group each: its state dict holds each name, loading copies each into that one tensor."""
     names: dict[int, list[str]] = {}
     for name, parameter in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(parameter), []).append(name)
-    return {name for group in names.values() if len(group) > 1 for name in group}
+    return [group for group in names.values() if len(group) > 1]
 
 
 def _unadaptable(model: nn.Module, name: str, shared: set[str]) -> str | None:
